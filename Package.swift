@@ -1,0 +1,118 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "MoEMesh",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "moemesh", targets: ["moemesh"]),
+        .library(name: "MoECore", targets: ["MoECore"]),
+        .library(name: "MoEKernels", targets: ["MoEKernels"]),
+        .library(name: "MoEModel", targets: ["MoEModel"]),
+        .library(name: "MoERuntime", targets: ["MoERuntime"]),
+        .library(name: "MoEProto", targets: ["MoEProto"]),
+        .library(name: "MoEServing", targets: ["MoEServing"]),
+        .library(name: "MoEExpert", targets: ["MoEExpert"]),
+        .library(name: "MoERouter", targets: ["MoERouter"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.1.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // Pure Swift, no I/O: tensors, gates and routing, dispatch plans, combine.
+        .target(
+            name: "MoECore",
+            dependencies: [.product(name: "RealModule", package: "swift-numerics")]
+        ),
+        // System library: OpenBLAS's CBLAS interface.
+        .systemLibrary(
+            name: "COpenBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Expert FFN kernels and the gate projection, over OpenBLAS.
+        .target(
+            name: "MoEKernels",
+            dependencies: [
+                "MoECore", "COpenBLAS",
+                .product(name: "RealModule", package: "swift-numerics"),
+            ]
+        ),
+        // Model folders: safetensors, Hugging Face config.json, architecture adapters, synthetic models.
+        .target(name: "MoEModel", dependencies: ["MoECore", "MoEKernels"]),
+        // The MoE layer pipeline shared by the router and the in-process reference.
+        .target(name: "MoERuntime", dependencies: ["MoECore", "MoEKernels", "MoEModel"]),
+        // Generated protobuf and gRPC code (scripts/generate-protos.sh).
+        .target(
+            name: "MoEProto",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
+        // What every service shares: transport settings, lifecycle, wire tensors, child processes.
+        .target(
+            name: "MoEServing",
+            dependencies: [
+                "MoECore", "MoEProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MoEExpert",
+            dependencies: [
+                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEServing",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "MoERouter",
+            dependencies: [
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "moemesh",
+            dependencies: [
+                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoEProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "MoECoreTests", dependencies: ["MoECore"]),
+        .testTarget(name: "MoEKernelsTests", dependencies: ["MoECore", "MoEKernels"]),
+        .testTarget(name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime"]),
+        .testTarget(
+            name: "MoEServiceTests",
+            dependencies: [
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoEExpert", "MoERouter",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ]
+        ),
+        .testTarget(
+            name: "MoEIntegrationTests",
+            dependencies: ["MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter"]
+        ),
+    ]
+)

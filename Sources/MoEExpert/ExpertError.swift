@@ -1,0 +1,25 @@
+import GRPCCore
+import MoECore
+
+/// Why an expert service refused a call; each case maps to one gRPC status code.
+public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
+    /// The rows sent were malformed (dtype, shape, data length, hidden size, empty, non-finite).
+    case invalidInput(InputError)
+    /// The (layer, expert) asked for is not hosted by this service.
+    case unknownExpert(ExpertAddress, hosted: String)
+
+    public var rpcErrorCode: RPCError.Code {
+        switch self {
+        case .invalidInput: .invalidArgument
+        case .unknownExpert: .notFound
+        }
+    }
+
+    public var rpcErrorMessage: String {
+        switch self {
+        case .invalidInput(let error): error.description
+        case .unknownExpert(let address, let hosted):
+            "\(address) is not hosted by this expert service; it hosts \(hosted)"
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import MoECore
+
+/// Which experts of a model a service hosts: comma-separated `LAYER:EXPERTS` items, where LAYER is a layer name
+/// or `*`, and EXPERTS is `*`, an index `N` or a range `A-B`. `*:*` hosts every expert; `*:3` hosts expert 3 of
+/// every layer.
+public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
+    public struct Item: Sendable, Equatable {
+        /// nil: every layer.
+        public let layer: String?
+        /// nil: every expert.
+        public let experts: ClosedRange<Int>?
+    }
+
+    public let items: [Item]
+    public let description: String
+
+    public static let all = ExpertSelection(items: [Item(layer: nil, experts: nil)], description: "*:*")
+
+    init(items: [Item], description: String) {
+        self.items = items
+        self.description = description
+    }
+
+    /// Parses the text form; nil with a reason when it is malformed.
+    public static func parse(_ text: String) -> Result<ExpertSelection, SelectionError> {
+        var items: [Item] = []
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let fields = part.split(separator: ":", omittingEmptySubsequences: false)
+            guard fields.count == 2, !fields[0].isEmpty, !fields[1].isEmpty else {
+                return .failure(SelectionError(text: text, reason: "expected LAYER:EXPERTS, got '\(part)'"))
+            }
+            let layer = fields[0] == "*" ? nil : String(fields[0])
+            let expertText = fields[1]
+            var experts: ClosedRange<Int>? = nil
+            if expertText != "*" {
+                let bounds = expertText.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+                guard (1...2).contains(bounds.count), bounds.allSatisfy({ $0 != nil && $0! >= 0 }),
+                    bounds.first!! <= bounds.last!!
+                else {
+                    return .failure(
+                        SelectionError(text: text, reason: "expected *, N or A-B for the experts, got '\(expertText)'"))
+                }
+                experts = bounds.first!!...bounds.last!!
+            }
+            items.append(Item(layer: layer, experts: experts))
+        }
+        return .success(ExpertSelection(items: items, description: text))
+    }
+
+    /// The selected experts among `layers` (name, expert count).
+    public func resolve(layers: [(name: String, numExperts: Int)]) -> [ExpertAddress] {
+        var selected = Set<ExpertAddress>()
+        for item in self.items {
+            for layer in layers where item.layer == nil || item.layer == layer.name {
+                for expert in 0..<layer.numExperts where item.experts?.contains(expert) ?? true {
+                    selected.insert(ExpertAddress(layer: layer.name, expert: expert))
+                }
+            }
+        }
+        return selected.sorted()
+    }
+}
+
+public struct SelectionError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let text: String
+    public let reason: String
+    public var description: String { "expert selection '\(self.text)': \(self.reason)" }
+}

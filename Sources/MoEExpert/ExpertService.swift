@@ -1,0 +1,100 @@
+import GRPCCore
+import MoECore
+import MoEKernels
+import MoEModel
+import MoEProto
+import MoEServing
+
+/// Serves `Compute` for the experts it hosts: `rows [N, H] → FFN(rows) [N, H]`, in the request's dtype.
+public struct ExpertService: Sendable {
+    public let modelType: String
+    public let hiddenSize: Int
+    public let intermediateSize: Int
+    public let kernels: [ExpertAddress: CPUExpertKernel]
+    private let queue: ComputeQueue
+
+    /// Loads the `experts` of a checkpoint (weights widened to f32 once, here).
+    public init(checkpoint: MoECheckpoint, experts: [ExpertAddress]) throws(ModelError) {
+        var kernels: [ExpertAddress: CPUExpertKernel] = [:]
+        var intermediate = 0
+        for address in experts {
+            let layer = try checkpoint.layer(address.layer)
+            let weights = try checkpoint.expertWeights(layer: layer, expert: address.expert)
+            intermediate = weights.intermediateSize
+            kernels[address] = CPUExpertKernel(weights: weights)
+        }
+        self.modelType = checkpoint.modelType
+        self.hiddenSize = checkpoint.hiddenSize
+        self.intermediateSize = intermediate
+        self.kernels = kernels
+        self.queue = ComputeQueue()
+    }
+
+    /// The hosted experts, compactly: "layer 0 experts 0-7, layer 1 experts 3".
+    public var hostedSummary: String {
+        let byLayer = Dictionary(grouping: self.kernels.keys, by: \.layer)
+        return byLayer.keys.sorted { ($0.count, $0) < ($1.count, $1) }.map { layer in
+            let experts = byLayer[layer]!.map(\.expert).sorted()
+            return "layer \(layer) experts \(Self.ranges(experts))"
+        }.joined(separator: ", ")
+    }
+
+    /// "0-3, 5, 7-8".
+    static func ranges(_ sorted: [Int]) -> String {
+        var parts: [String] = []
+        var start = sorted.first
+        var previous = sorted.first
+        for value in sorted.dropFirst() + [Int.min] {
+            if let p = previous, value == p + 1 {
+                previous = value
+                continue
+            }
+            if let s = start, let p = previous { parts.append(s == p ? "\(s)" : "\(s)-\(p)") }
+            start = value
+            previous = value
+        }
+        return parts.joined(separator: ", ")
+    }
+
+    /// Runs one expert on validated rows.
+    public func compute(_ request: Moemesh_V1_ComputeRequest) async throws(ExpertError) -> Moemesh_V1_ComputeResponse {
+        let address = ExpertAddress(layer: request.layer, expert: Int(request.expert))
+        guard let kernel = self.kernels[address] else {
+            throw .unknownExpert(address, hosted: self.hostedSummary)
+        }
+        let rows: DecodedRows
+        do {
+            rows = try request.rows.decodeTokenRows(
+                field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2], shapeDescription: "[N, \(self.hiddenSize)]")
+        } catch { throw .invalidInput(error) }
+        let input = rows.matrix
+        let output = await self.queue.run { kernel.forward(input) }
+        var response = Moemesh_V1_ComputeResponse()
+        response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
+        return response
+    }
+}
+
+extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
+    public func compute(
+        request: Moemesh_V1_ComputeRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_ComputeResponse {
+        try await self.compute(request)
+    }
+
+    public func describeExperts(
+        request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_DescribeExpertsResponse {
+        var response = Moemesh_V1_DescribeExpertsResponse()
+        response.modelType = self.modelType
+        response.hiddenSize = Int32(self.hiddenSize)
+        response.intermediateSize = Int32(self.intermediateSize)
+        response.experts = self.kernels.keys.sorted().map { address in
+            var key = Moemesh_V1_ExpertKey()
+            key.layer = address.layer
+            key.expert = Int32(address.expert)
+            return key
+        }
+        return response
+    }
+}

@@ -1,0 +1,50 @@
+import COpenBLAS
+import MoECore
+
+/// The few OpenBLAS entry points MoEMesh uses.
+public enum BLAS {
+    /// `C[M, N] = A[M, K] · B[N, K]ᵀ` (row-major; B in the `[out, in]` layout of checkpoint weights).
+    @inlinable
+    public static func multiplyTransposed(
+        _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>,
+        m: Int, n: Int, k: Int
+    ) {
+        guard m > 0, n > 0 else { return }
+        cblas_sgemm(
+            CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
+            1, a, Int32(k), b, Int32(k), 0, c, Int32(n))
+    }
+
+    /// `Y[M, N] = X[M, K] · W[N, K]ᵀ` for matrices.
+    public static func multiplyTransposed(_ x: Matrix, _ weight: Matrix) -> Matrix {
+        precondition(x.columns == weight.columns, "multiply: inner sizes \(x.columns) and \(weight.columns) differ")
+        let count = x.rows * weight.rows
+        let values = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+            x.values.withUnsafeBufferPointer { a in
+                weight.values.withUnsafeBufferPointer { b in
+                    if x.columns == 0 {
+                        buffer.initialize(repeating: 0)
+                    } else {
+                        multiplyTransposed(
+                            a.baseAddress!, b.baseAddress!, into: buffer.baseAddress!,
+                            m: x.rows, n: weight.rows, k: x.columns)
+                    }
+                }
+            }
+            initialized = count
+        }
+        return Matrix(rows: x.rows, columns: weight.rows, values: values)
+    }
+
+    /// Threads OpenBLAS uses for one call; process-wide.
+    public static var threadCount: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+
+    /// The kernel set OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...).
+    public static var coreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+}

@@ -1,0 +1,87 @@
+import MoECore
+
+/// An expert FFN on the CPU over OpenBLAS `sgemm`, weights in f32.
+///
+/// Gated: `A = X · [W_gate; W_up]ᵀ` (`[N, 2I]`, one GEMM), `Z = act(A[:, :I]) ⊙ A[:, I:]`, `Y = Z · W_downᵀ`.
+/// Plain: `Z = act(X · W_inᵀ)`, `Y = Z · W_outᵀ`.
+public struct CPUExpertKernel: ExpertKernel {
+    private enum Layout: Sendable {
+        /// `[2I, H]`: gate rows then up rows; down `[H, I]`.
+        case gated(gateUp: [Float], down: [Float], activation: Activation)
+        /// in `[I, H]`, out `[H, I]`.
+        case plain(input: [Float], output: [Float], activation: Activation)
+    }
+
+    public let hiddenSize: Int
+    public let intermediateSize: Int
+    private let layout: Layout
+
+    /// - Precondition: the weights' shapes fit together (`ExpertWeights.shapeProblem == nil`).
+    public init(weights: ExpertWeights) {
+        precondition(weights.shapeProblem == nil, weights.shapeProblem ?? "")
+        self.hiddenSize = weights.hiddenSize
+        self.intermediateSize = weights.intermediateSize
+        switch weights {
+        case .gated(let gate, let up, let down, let activation):
+            self.layout = .gated(gateUp: gate.values + up.values, down: down.values, activation: activation)
+        case .plain(let input, let output, let activation):
+            self.layout = .plain(input: input.values, output: output.values, activation: activation)
+        }
+    }
+
+    public func forward(_ rows: Matrix) -> Matrix {
+        precondition(rows.columns == self.hiddenSize, "expert input: expected \(self.hiddenSize) columns")
+        let n = rows.rows, h = self.hiddenSize, i = self.intermediateSize
+        var output = [Float](repeating: 0, count: n * h)
+        guard n > 0 else { return Matrix(rows: 0, columns: h, values: []) }
+        switch self.layout {
+        case .gated(let gateUp, let down, let activation):
+            var projected = [Float](repeating: 0, count: n * 2 * i)
+            rows.values.withUnsafeBufferPointer { x in
+                gateUp.withUnsafeBufferPointer { w in
+                    projected.withUnsafeMutableBufferPointer { a in
+                        BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: a.baseAddress!, m: n, n: 2 * i, k: h)
+                    }
+                }
+            }
+            var hidden = [Float](repeating: 0, count: n * i)
+            projected.withUnsafeBufferPointer { a in
+                hidden.withUnsafeMutableBufferPointer { z in
+                    for row in 0..<n {
+                        let base = row * 2 * i
+                        for column in 0..<i {
+                            z[row * i + column] = activation(a[base + column]) * a[base + i + column]
+                        }
+                    }
+                }
+            }
+            Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
+        case .plain(let input, let outputWeight, let activation):
+            var hidden = [Float](repeating: 0, count: n * i)
+            rows.values.withUnsafeBufferPointer { x in
+                input.withUnsafeBufferPointer { w in
+                    hidden.withUnsafeMutableBufferPointer { z in
+                        BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: z.baseAddress!, m: n, n: i, k: h)
+                        for index in z.indices { z[index] = activation(z[index]) }
+                    }
+                }
+            }
+            Self.project(hidden, outputWeight, into: &output, n: n, outWidth: h, inWidth: i)
+        }
+        return Matrix(rows: n, columns: h, values: output)
+    }
+
+    /// `Y[n, outWidth] = Z[n, inWidth] · W[outWidth, inWidth]ᵀ`.
+    private static func project(
+        _ z: [Float], _ w: [Float], into y: inout [Float], n: Int, outWidth: Int, inWidth: Int
+    ) {
+        z.withUnsafeBufferPointer { z in
+            w.withUnsafeBufferPointer { w in
+                y.withUnsafeMutableBufferPointer { y in
+                    BLAS.multiplyTransposed(
+                        z.baseAddress!, w.baseAddress!, into: y.baseAddress!, m: n, n: outWidth, k: inWidth)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import MoECore
+import MoEKernels
+
+/// A model folder read through its architecture: MoE layers, gate weights and expert weights.
+public struct MoECheckpoint: Sendable {
+    public let folder: ModelFolder
+    public let architecture: any MoEArchitecture
+
+    public init(path: String) throws(ModelError) {
+        self.folder = try ModelFolder(path: path)
+        self.architecture = try Architectures.resolve(
+            self.folder.config, configPath: FileSystem.join(path, "config.json"))
+    }
+
+    public var modelType: String { self.architecture.modelType }
+    public var hiddenSize: Int { self.architecture.hiddenSize }
+    public var layers: [MoELayerSpec] { self.architecture.layers }
+
+    /// The MoE layer named `name`.
+    public func layer(_ name: String) throws(ModelError) -> MoELayerSpec {
+        guard let layer = self.layers.first(where: { $0.name == name }) else {
+            throw .unknownLayer(layer: name, known: self.layers.map(\.name))
+        }
+        return layer
+    }
+
+    /// The gate (router) weight `W_r: [E, H]` of a layer.
+    public func gateWeight(layer: MoELayerSpec) throws(ModelError) -> Matrix {
+        try self.folder.matrix(
+            self.architecture.gateTensorName(layer: layer), shape: [layer.numExperts, layer.hiddenSize])
+    }
+
+    /// The weights of expert `expert` of `layer`, widened to f32.
+    public func expertWeights(layer: MoELayerSpec, expert: Int) throws(ModelError) -> ExpertWeights {
+        guard (0..<layer.numExperts).contains(expert) else {
+            throw .unknownExpert(layer: layer.name, expert: expert, numExperts: layer.numExperts)
+        }
+        return try self.architecture.loadExpert(layer: layer, expert: expert, from: self.folder)
+    }
+}

@@ -1,0 +1,99 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import MoECore
+
+/// A Hugging Face model folder: `config.json` plus `model.safetensors`, or shards listed by
+/// `model.safetensors.index.json`, or any `*.safetensors` files. All files are memory-mapped.
+public struct ModelFolder: Sendable {
+    public let path: String
+    public let config: ModelConfig
+    /// File name → file.
+    private let files: [String: SafeTensorsFile]
+    /// Tensor name → file name.
+    private let tensorFiles: [String: String]
+
+    public init(path: String) throws(ModelError) {
+        guard FileSystem.isDirectory(path) else { throw .notAModelFolder(path: path, reason: "no such directory") }
+        let configPath = FileSystem.join(path, "config.json")
+        guard FileSystem.fileExists(configPath) else {
+            throw .notAModelFolder(path: path, reason: "config.json is missing")
+        }
+        self.path = path
+        self.config = try ModelConfig.load(path: configPath)
+
+        let indexPath = FileSystem.join(path, "model.safetensors.index.json")
+        var files: [String: SafeTensorsFile] = [:]
+        var tensorFiles: [String: String] = [:]
+        if FileSystem.fileExists(indexPath) {
+            let weightMap = try Self.weightMap(indexPath: indexPath)
+            for fileName in Set(weightMap.values).sorted() {
+                files[fileName] = try SafeTensorsFile(path: FileSystem.join(path, fileName))
+            }
+            for (tensor, fileName) in weightMap {
+                guard files[fileName]!.entries[tensor] != nil else {
+                    throw .invalidSafeTensors(
+                        path: FileSystem.join(path, fileName),
+                        reason: "the index lists tensor '\(tensor)' in this file, but the file does not hold it")
+                }
+                tensorFiles[tensor] = fileName
+            }
+        } else {
+            let names = try FileSystem.contentsOfDirectory(path).filter { $0.hasSuffix(".safetensors") }
+            guard !names.isEmpty else { throw .notAModelFolder(path: path, reason: "no *.safetensors file") }
+            for fileName in names {
+                let file = try SafeTensorsFile(path: FileSystem.join(path, fileName))
+                files[fileName] = file
+                for tensor in file.entries.keys {
+                    if let other = tensorFiles[tensor] {
+                        throw .duplicateTensor(name: tensor, files: [other, fileName])
+                    }
+                    tensorFiles[tensor] = fileName
+                }
+            }
+        }
+        self.files = files
+        self.tensorFiles = tensorFiles
+    }
+
+    /// Names of every tensor in the folder.
+    public var tensorNames: [String] { self.tensorFiles.keys.sorted() }
+
+    public func contains(_ tensor: String) -> Bool { self.tensorFiles[tensor] != nil }
+
+    /// A floating-point tensor as an f32 matrix, checking its shape.
+    public func matrix(_ name: String, shape: [Int]) throws(ModelError) -> Matrix {
+        let file = try self.file(holding: name)
+        let entry = file.entries[name]!
+        guard entry.shape == shape else { throw .tensorShape(name: name, expected: shape, got: entry.shape) }
+        return try file.matrix(name)
+    }
+
+    /// A floating-point tensor, storage dtype kept.
+    public func tensor(_ name: String) throws(ModelError) -> Tensor {
+        try self.file(holding: name).tensor(name)
+    }
+
+    private func file(holding name: String) throws(ModelError) -> SafeTensorsFile {
+        guard let fileName = self.tensorFiles[name], let file = self.files[fileName] else {
+            throw .missingTensor(name: name, folder: self.path)
+        }
+        return file
+    }
+
+    private struct Index: Decodable {
+        let weightMap: [String: String]
+        enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }
+    }
+
+    private static func weightMap(indexPath: String) throws(ModelError) -> [String: String] {
+        let bytes = try FileSystem.readFile(indexPath)
+        do {
+            return try JSONDecoder().decode(Index.self, from: Data(bytes)).weightMap
+        } catch {
+            throw .invalidConfig(path: indexPath, reason: "expected a JSON object with a 'weight_map' of tensor → file")
+        }
+    }
+}

@@ -1,0 +1,33 @@
+import MoECore
+import MoEServing
+
+/// Configuration of a router service (`moemesh router`).
+///
+/// Keys: `--model` (model folder, required: the router holds every MoE layer's gate), `--expert HOST:PORT`
+/// (repeated: the expert services; the router asks each what it hosts), `--expert-timeout-ms` (deadline of one
+/// expert call, default 30,000), `--discovery-timeout-s` (how long to wait at start for every expert to answer,
+/// default 60), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
+/// (`ServingConfiguration`; the router's default port is 50051).
+public struct RouterConfiguration: Sendable {
+    public var modelPath: String
+    public var expertEndpoints: [ServiceEndpoint]
+    public var expertTimeout: Duration
+    public var discoveryTimeout: Duration
+    public var expertWireDType: DType
+    public var serving: ServingConfiguration
+
+    public static let defaultPort = 50051
+
+    public init(
+        modelPath: String, expertEndpoints: [ServiceEndpoint], expertTimeout: Duration = .seconds(30),
+        discoveryTimeout: Duration = .seconds(60), expertWireDType: DType = .f32,
+        serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort)
+    ) {
+        self.modelPath = modelPath
+        self.expertEndpoints = expertEndpoints
+        self.expertTimeout = expertTimeout
+        self.discoveryTimeout = discoveryTimeout
+        self.expertWireDType = expertWireDType
+        self.serving = serving
+    }
+}

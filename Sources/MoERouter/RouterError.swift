@@ -1,0 +1,61 @@
+import GRPCCore
+import MoECore
+import MoEServing
+
+/// Why a router refused or failed a call; each case maps to one gRPC status code.
+public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
+    /// The hidden states were malformed (dtype, shape, data length, hidden size, empty, non-finite).
+    case invalidInput(InputError)
+    /// The layer asked for is not an MoE layer of the model.
+    case unknownLayer(String, known: [String])
+    /// No replica of the expert is known.
+    case noReplica(ExpertAddress)
+    /// The expert's service could not be reached or gave up (`UNAVAILABLE`, deadline).
+    case expertUnavailable(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
+    /// The expert's service answered with an error or a malformed block: a fault inside the mesh.
+    case expertFailed(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
+
+    public var rpcErrorCode: RPCError.Code {
+        switch self {
+        case .invalidInput: .invalidArgument
+        case .unknownLayer: .notFound
+        case .noReplica, .expertUnavailable: .unavailable
+        case .expertFailed: .internalError
+        }
+    }
+
+    public var rpcErrorMessage: String {
+        switch self {
+        case .invalidInput(let error): error.description
+        case .unknownLayer(let layer, let known):
+            "layer '\(layer)' is not an MoE layer of this model; MoE layers: \(known.joined(separator: ", "))"
+        case .noReplica(let address): "no replica of \(address) is known to this router"
+        case .expertUnavailable(let address, let endpoint, let reason):
+            "\(address) at \(endpoint) is unavailable: \(reason)"
+        case .expertFailed(let address, let endpoint, let reason):
+            "\(address) at \(endpoint) failed: \(reason)"
+        }
+    }
+}
+
+/// Why a router could not start.
+public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConvertible {
+    case noExpertEndpoints
+    case expertsNotAnswering([ServiceEndpoint], after: Duration)
+    case modelMismatch(ServiceEndpoint, reason: String)
+    case uncoveredExperts([ExpertAddress], endpoints: [ServiceEndpoint])
+
+    public var description: String {
+        switch self {
+        case .noExpertEndpoints:
+            "no expert endpoints: give at least one --expert HOST:PORT"
+        case .expertsNotAnswering(let endpoints, let after):
+            "expert services did not answer within \(after): \(endpoints.map(\.description).joined(separator: ", "))"
+        case .modelMismatch(let endpoint, let reason):
+            "expert service at \(endpoint) serves a different model: \(reason)"
+        case .uncoveredExperts(let missing, let endpoints):
+            "\(missing.count) experts are hosted by none of \(endpoints.map(\.description).joined(separator: ", ")); "
+                + "first: \(missing.prefix(5).map(\.description).joined(separator: "; "))"
+        }
+    }
+}

@@ -1,0 +1,142 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Dispatch
+
+/// A child OS process started with `posix_spawn`, its standard output read line by line, its standard error
+/// shared with this process.
+public final class ChildProcess: Sendable {
+    public enum SpawnError: Error, CustomStringConvertible {
+        case spawn(executable: String, errno: Int32)
+        case pipe(errno: Int32)
+
+        public var description: String {
+            switch self {
+            case .spawn(let executable, let code):
+                "could not start \(executable): \(String(cString: strerror(code)))"
+            case .pipe(let code): "could not create a pipe: \(String(cString: strerror(code)))"
+            }
+        }
+    }
+
+    public let pid: pid_t
+    public let name: String
+    /// Lines the child writes to standard output, without their newline; ends when the child closes it.
+    public let outputLines: AsyncStream<String>
+
+    /// Starts `executable` with `arguments` (not including argv[0]) and this process's environment.
+    public init(name: String, executable: String, arguments: [String]) throws(SpawnError) {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw .pipe(errno: errno) }
+        let (readEnd, writeEnd) = (fds[0], fds[1])
+        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, writeEnd, STDOUT_FILENO)
+        posix_spawn_file_actions_addclose(&actions, writeEnd)
+
+        let argv = ([executable] + arguments).map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var cArguments = argv + [nil]
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, executable, &actions, nil, &cArguments, environ)
+        close(writeEnd)
+        guard result == 0 else {
+            close(readEnd)
+            throw .spawn(executable: executable, errno: result)
+        }
+        self.pid = pid
+        self.name = name
+        let (stream, continuation) = AsyncStream.makeStream(of: String.self)
+        self.outputLines = stream
+        // Blocking reads belong on a Dispatch thread, never on the cooperative pool.
+        DispatchQueue.global().async {
+            Self.readLines(from: readEnd, into: continuation)
+        }
+    }
+
+    private static func readLines(from descriptor: Int32, into continuation: AsyncStream<String>.Continuation) {
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }
+            pending.append(contentsOf: buffer[0..<count])
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                continuation.yield(String(decoding: pending[..<newline], as: UTF8.self))
+                pending.removeSubrange(...newline)
+            }
+        }
+        if !pending.isEmpty { continuation.yield(String(decoding: pending, as: UTF8.self)) }
+        close(descriptor)
+        continuation.finish()
+    }
+
+    /// Sends `signal` (SIGTERM by default) to the child.
+    public func signal(_ signal: Int32 = SIGTERM) {
+        kill(self.pid, signal)
+    }
+
+    /// The exit status if the child has exited (reaping it), nil while it runs.
+    public func pollExit() -> Int32? {
+        var status: Int32 = 0
+        let result = waitpid(self.pid, &status, WNOHANG)
+        guard result == self.pid else { return result < 0 ? -1 : nil }
+        // WIFEXITED / WEXITSTATUS, and 128 + signal for a signalled child, as shells report it.
+        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
+
+    /// Waits up to `timeout` for the child to exit; returns its status or nil if it still runs.
+    public func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = self.pollExit() { return status }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return self.pollExit()
+    }
+
+    /// SIGTERM, then SIGKILL if the child has not exited within `grace`. Returns the exit status.
+    @discardableResult
+    public func stop(grace: Duration = .seconds(5)) async -> Int32 {
+        if let status = self.pollExit() { return status }
+        self.signal(SIGTERM)
+        if let status = await self.waitForExit(timeout: grace) { return status }
+        self.signal(SIGKILL)
+        return await self.waitForExit(timeout: .seconds(5)) ?? -1
+    }
+
+    /// Waits for the child's ready line of `role` (see `ReadyLine`), within `timeout`.
+    /// Returns the endpoint it announced; nil if the child ended its output or the time ran out.
+    public func waitForReadyLine(role: String, timeout: Duration) async -> ServiceEndpoint? {
+        let lines = self.outputLines
+        return await withTaskGroup(of: ServiceEndpoint?.self) { group in
+            group.addTask {
+                for await line in lines {
+                    if let endpoint = ReadyLine.parse(line, role: role) { return endpoint }
+                }
+                return nil
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// The path of the running executable (`/proc/self/exe` on Linux).
+    public static var currentExecutable: String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return CommandLine.arguments[0] }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

@@ -1,0 +1,52 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import ServiceLifecycle
+
+/// Runs a gRPC server as a swift-service-lifecycle `Service`: serves until graceful shutdown, then stops
+/// accepting calls and finishes the ones in flight.
+public struct GRPCServerService: Service {
+    public let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let transport: HTTP2ServerTransport.Posix
+    private let onListening: @Sendable (ServiceEndpoint) -> Void
+
+    /// - Parameter onListening: called once with the bound address (the real port when asked for port 0).
+    public init(
+        transport: HTTP2ServerTransport.Posix, services: [any RegistrableRPCService],
+        onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
+    ) {
+        self.transport = transport
+        self.server = GRPCServer(transport: transport, services: services)
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await self.server.serve() }
+                let address = try await self.transport.listeningAddress
+                if let ipv4 = address.ipv4 {
+                    self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
+                } else if let ipv6 = address.ipv6 {
+                    self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
+                }
+            }
+        } onGracefulShutdown: {
+            self.server.beginGracefulShutdown()
+        }
+    }
+}
+
+/// Runs a gRPC client's connections as a `Service`; shuts them down gracefully with the group.
+public struct GRPCClientService: Service {
+    public let client: GRPCClient<HTTP2ClientTransport.Posix>
+
+    public init(client: GRPCClient<HTTP2ClientTransport.Posix>) { self.client = client }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await self.client.runConnections()
+        } onGracefulShutdown: {
+            self.client.beginGracefulShutdown()
+        }
+    }
+}

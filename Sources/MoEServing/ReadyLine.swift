@@ -1,0 +1,31 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one line a service prints on standard output once it serves: `<role> listening on HOST:PORT`.
+/// A parent process (`moemesh up`, tests) waits for it to learn the port; it is flushed at once.
+public enum ReadyLine {
+    public static func text(role: String, endpoint: ServiceEndpoint) -> String { "\(role) listening on \(endpoint)" }
+
+    public static func print(role: String, endpoint: ServiceEndpoint) {
+        Swift.print(self.text(role: role, endpoint: endpoint))
+        fflush(nil)  // flushes stdout without touching the global (not concurrency-safe in Swift 6)
+    }
+
+    /// The endpoint in a ready line of `role`, or nil if `line` is not one.
+    public static func parse(_ line: String, role: String) -> ServiceEndpoint? {
+        let prefix = "\(role) listening on "
+        guard line.hasPrefix(prefix) else { return nil }
+        return ServiceEndpoint(String(line.dropFirst(prefix.count)).trimmingSuffixWhitespace())
+    }
+}
+
+extension String {
+    fileprivate func trimmingSuffixWhitespace() -> String {
+        var result = self
+        while let last = result.last, last.isWhitespace { result.removeLast() }
+        return result
+    }
+}

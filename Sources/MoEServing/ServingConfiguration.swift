@@ -1,0 +1,60 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+
+/// Listening address and transport settings shared by every MoEMesh service.
+///
+/// Keys (flags of every service): `--host` (default 127.0.0.1), `--port` (0 = any free port),
+/// `--max-message-mib` (largest request or response, default 256 MiB).
+public struct ServingConfiguration: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    /// Largest message accepted or sent, in bytes. A prefill batch of 2,048 tokens × 4,096 × f32 is 32 MiB.
+    public var maxMessageBytes: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20) {
+        self.host = host
+        self.port = port
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    /// HTTP/2 settings chosen on measurements (shared/FACTS.md): no flush coalescing (it adds ~300 µs per
+    /// call at low load), an 8 MiB window (the 64 KiB default makes 1 MiB messages 5× slower), and a payload
+    /// limit that fits large prefill batches.
+    public var serverTransportConfig: HTTP2ServerTransport.Posix.Config {
+        var config = HTTP2ServerTransport.Posix.Config.defaults
+        config.connection.flushCoalescing = nil
+        config.http2.targetWindowSize = 8 << 20
+        config.rpc.maxRequestPayloadSize = self.maxMessageBytes
+        return config
+    }
+
+    /// The client side of the same settings.
+    public var clientTransportConfig: HTTP2ClientTransport.Posix.Config {
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.connection.flushCoalescing = nil
+        config.http2.targetWindowSize = 8 << 20
+        return config
+    }
+
+    /// Call options allowing messages up to `maxMessageBytes` both ways, with an optional timeout.
+    public func callOptions(timeout: Duration? = nil) -> CallOptions {
+        var options = CallOptions.defaults
+        options.maxRequestMessageBytes = self.maxMessageBytes
+        options.maxResponseMessageBytes = self.maxMessageBytes
+        options.timeout = timeout
+        return options
+    }
+
+    public func makeServerTransport() -> HTTP2ServerTransport.Posix {
+        HTTP2ServerTransport.Posix(
+            address: .ipv4(host: self.host, port: self.port), transportSecurity: .plaintext,
+            config: self.serverTransportConfig)
+    }
+
+    /// A plaintext HTTP/2 client transport to `endpoint`.
+    public func makeClientTransport(to endpoint: ServiceEndpoint) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .dns(host: endpoint.host, port: endpoint.port), transportSecurity: .plaintext,
+            config: self.clientTransportConfig)
+    }
+}

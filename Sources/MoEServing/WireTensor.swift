@@ -1,0 +1,118 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import MoECore
+import MoEProto
+
+extension Moemesh_V1_DType {
+    /// The core dtype, or nil for `DTYPE_UNSPECIFIED` and values this build does not know.
+    public var coreDType: DType? {
+        switch self {
+        case .f32: .f32
+        case .bf16: .bf16
+        case .f16: .f16
+        default: nil
+        }
+    }
+
+    public init(_ dtype: DType) {
+        switch dtype {
+        case .f32: self = .f32
+        case .bf16: self = .bf16
+        case .f16: self = .f16
+        }
+    }
+
+    /// The name to show in messages.
+    var displayName: String {
+        switch self {
+        case .unspecified: "DTYPE_UNSPECIFIED"
+        case .UNRECOGNIZED(let value): "unknown dtype \(value)"
+        default: self.coreDType.map(\.description) ?? "\(self)"
+        }
+    }
+}
+
+/// Token rows received over the wire, validated and widened to f32.
+public struct DecodedRows: Sendable {
+    /// `[T, H]` (leading dims flattened).
+    public let matrix: Matrix
+    /// The shape as sent.
+    public let shape: [Int]
+    /// The dtype as sent (answers go back in it).
+    public let dtype: DType
+}
+
+extension Moemesh_V1_Tensor {
+    /// Validates and decodes token rows: dtype f32/bf16/f16, `allowedRanks` dimensions, data length matching the
+    /// shape, last dimension `hiddenSize`, at least one row, every value finite.
+    public func decodeTokenRows(
+        field: String, hiddenSize: Int, allowedRanks: Set<Int>, shapeDescription: String
+    ) throws(InputError) -> DecodedRows {
+        guard let dtype = self.dtype.coreDType else {
+            throw self.dtype == .unspecified && self.shape.isEmpty && self.data.isEmpty
+                ? .missingTensor(field: field) : .unsupportedDType(field: field, got: self.dtype.displayName)
+        }
+        let shape = self.shape.map { Int(clamping: $0) }
+        guard allowedRanks.contains(shape.count) else {
+            throw .rank(field: field, expected: shapeDescription, shape: shape)
+        }
+        let count: Int
+        do { count = try Tensor.elementCount(of: shape) } catch { throw .tensor(field: field, error) }
+        guard self.data.count == count * dtype.byteWidth else {
+            throw .tensor(field: field, .byteCount(dtype: dtype, shape: shape, expected: count * dtype.byteWidth, got: self.data.count))
+        }
+        let columns = shape.last!
+        guard columns == hiddenSize else { throw .hiddenSize(field: field, expected: hiddenSize, got: columns) }
+        guard count > 0 else { throw .emptyBatch(field: field, shape: shape) }
+        let values = self.data.withUnsafeBytes { dtype.decodeFloats($0) }
+        let matrix = Matrix(rows: count / columns, columns: columns, values: values)
+        try matrix.validateTokenRows(field: field, expectedWidth: hiddenSize, shape: shape)
+        return DecodedRows(matrix: matrix, shape: shape, dtype: dtype)
+    }
+
+    /// Encodes a matrix as a tensor of `dtype` and `shape` (default `[rows, columns]`).
+    public init(_ matrix: Matrix, shape: [Int]? = nil, dtype: DType) {
+        self.init()
+        self.dtype = Moemesh_V1_DType(dtype)
+        self.shape = (shape ?? [matrix.rows, matrix.columns]).map(Int64.init)
+        self.data = Self.encode(count: matrix.values.count, dtype: dtype) { destination in
+            matrix.values.withUnsafeBufferPointer { dtype.encode($0, into: destination) }
+        }
+    }
+
+    /// Builds `count` elements of `dtype` straight into a new `Data` from f32 values that `fill` writes.
+    /// f32 is written in place; bf16/f16 go through one f32 scratch buffer.
+    public static func encode(
+        count: Int, dtype: DType, fill: (UnsafeMutableRawBufferPointer) -> Void
+    ) -> Data {
+        var data = Data(count: count * dtype.byteWidth)
+        data.withUnsafeMutableBytes { fill($0) }
+        return data
+    }
+
+    /// A tensor of `dtype` filled by `gather`, which writes `count` f32 values: f32 in place in the message
+    /// buffer, bf16/f16 through one scratch buffer.
+    public init(count: Int, shape: [Int], dtype: DType, gather: (UnsafeMutableBufferPointer<Float>) -> Void) {
+        self.init()
+        self.dtype = Moemesh_V1_DType(dtype)
+        self.shape = shape.map(Int64.init)
+        if dtype == .f32 {
+            var data = Data(count: count * 4)
+            data.withUnsafeMutableBytes { raw in
+                gather(raw.bindMemory(to: Float.self))
+            }
+            self.data = data
+        } else {
+            let scratch = [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                gather(buffer)
+                initialized = count
+            }
+            self.data = Self.encode(count: count, dtype: dtype) { destination in
+                scratch.withUnsafeBufferPointer { dtype.encode($0, into: destination) }
+            }
+        }
+    }
+}
