@@ -82,7 +82,7 @@ public struct ModelSynthesizer: Sendable {
     }
 
     /// `count` values uniform in `[−scale, scale)` from a PCG-style LCG stream.
-    static func uniform(count: Int, scale: Float, seed: UInt64) -> [Float] {
+    public static func uniform(count: Int, scale: Float, seed: UInt64) -> [Float] {
         var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
         return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
             for index in 0..<count {

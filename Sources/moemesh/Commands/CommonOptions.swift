@@ -1,0 +1,23 @@
+import ArgumentParser
+import Logging
+import MoECore
+import MoEServing
+
+struct LoggingOptions: ParsableArguments {
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func bootstrap(label: String) throws -> Logger {
+        guard let level = Logger.Level(rawValue: self.logLevel) else {
+            throw ValidationError("--log-level: expected one of trace, debug, info, notice, warning, error, critical, got '\(self.logLevel)'")
+        }
+        bootstrapLogging(level: level)
+        return Logger(label: label)
+    }
+}
+
+extension ServiceEndpoint: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
+}
+
+extension DType: ExpressibleByArgument {}

@@ -1,0 +1,88 @@
+import ArgumentParser
+import MoECore
+import MoEModel
+import MoERouter
+import MoEServing
+
+struct Forward: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run one MoE layer through a router: hidden states in, layer output and routing out.",
+        discussion: """
+            Reads the tensor 'hidden_states' ([T, H] or [B, S, H]) from --input, or makes --random T rows. \
+            Writes 'output' (same shape), 'topk_ids' and 'topk_weights' ([..., k]) to --output.
+            """)
+
+    @Option(help: "The router, HOST:PORT.")
+    var router: ServiceEndpoint = ServiceEndpoint(host: "127.0.0.1", port: 50051)
+
+    @Option(help: "MoE layer name, as in the model's tensor names (e.g. 0).")
+    var layer: String
+
+    @Option(help: "safetensors file holding 'hidden_states'.")
+    var input: String?
+
+    @Option(help: "Send T random rows instead of --input.")
+    var random: Int?
+
+    @Option(help: "Dtype of the random rows: f32, bf16 or f16.")
+    var dtype: DType = .f32
+
+    @Option(help: "Seed of the random rows.")
+    var seed: UInt64 = 1
+
+    @Option(help: "safetensors file to write (output, topk_ids, topk_weights).")
+    var output: String?
+
+    func validate() throws {
+        guard (self.input == nil) != (self.random == nil) else {
+            throw ValidationError("give exactly one of --input FILE or --random T")
+        }
+        if let random = self.random, random < 1 { throw ValidationError("--random: expected T ≥ 1, got \(random)") }
+    }
+
+    func run() async throws {
+        let started = ContinuousClock.now
+        try await RouterClient.with(endpoint: self.router) { client in
+            let hidden: Tensor
+            if let input = self.input {
+                let file = try SafeTensorsFile(path: input)
+                guard file.entries["hidden_states"] != nil else {
+                    throw ValidationError(
+                        "\(input) has no tensor 'hidden_states'; it has: \(file.entries.keys.sorted().joined(separator: ", "))")
+                }
+                hidden = try file.tensor("hidden_states")
+            } else {
+                let model = try await client.describeModel()
+                let tokens = self.random!, width = Int(model.hiddenSize)
+                let values = ModelSynthesizer.uniform(count: tokens * width, scale: 1.7320508, seed: self.seed)
+                hidden = try Tensor(shape: [tokens, width], floats: values, dtype: self.dtype)
+            }
+            let callStarted = ContinuousClock.now
+            let result = try await client.forward(layer: self.layer, hiddenStates: hidden)
+            let callTime = ContinuousClock.now - callStarted
+            let tokens = hidden.shape.dropLast().reduce(1, *)
+            print("layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(Self.milliseconds(callTime)) ms")
+            if let routing = result.routing {
+                let used = routing.tokensPerExpert.enumerated().filter { $0.element > 0 }
+                print("top-\(routing.topK) routing, tokens per expert: "
+                    + used.map { "\($0.offset):\($0.element)" }.joined(separator: " "))
+            }
+            if let output = self.output {
+                var entries = [SafeTensorsWriter.Entry(name: "output", tensor: result.output)]
+                if let routing = result.routing {
+                    let shape = Array(hidden.shape.dropLast()) + [routing.topK]
+                    entries.append(.init(name: "topk_ids", int32: routing.topkIDs, shape: shape))
+                    entries.append(.init(name: "topk_weights", tensor: try Tensor(shape: shape, floats: routing.topkWeights)))
+                }
+                try SafeTensorsWriter.write(entries, metadata: ["layer": self.layer], to: output)
+                print("wrote \(output): \(entries.map { "\($0.name) \($0.shape)" }.joined(separator: ", "))")
+            }
+        }
+        _ = started
+    }
+
+    static func milliseconds(_ duration: Duration) -> String {
+        let micros = duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+        return String(Double(micros) / 1000)
+    }
+}

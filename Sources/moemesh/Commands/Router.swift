@@ -1,0 +1,49 @@
+import ArgumentParser
+import MoECore
+import MoERouter
+import MoEServing
+
+struct Router: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the public router API (gRPC moemesh.v1.Router) over a set of expert services.")
+
+    @Option(help: "Model folder (config.json + *.safetensors); the router holds every MoE layer's gate.")
+    var model: String
+
+    @Option(name: .customLong("expert"), help: "An expert service, HOST:PORT (repeat for each).")
+    var experts: [ServiceEndpoint] = []
+
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0: any free port, printed in the ready line).")
+    var port: Int = RouterConfiguration.defaultPort
+
+    @Option(help: "Deadline of one expert call, in milliseconds.")
+    var expertTimeoutMs: Int = 30_000
+
+    @Option(help: "How long to wait at start for every expert service to answer, in seconds.")
+    var discoveryTimeoutS: Int = 60
+
+    @Option(help: "Dtype of the rows sent to experts: f32, bf16 or f16.")
+    var expertWireDtype: DType = .f32
+
+    @Option(help: "Largest message, in MiB.")
+    var maxMessageMib: Int = 256
+
+    @Option(help: .hidden)
+    var parentPid: Int32?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try self.logging.bootstrap(label: "moemesh.router")
+        let configuration = RouterConfiguration(
+            modelPath: self.model, expertEndpoints: self.experts,
+            expertTimeout: .milliseconds(self.expertTimeoutMs), discoveryTimeout: .seconds(self.discoveryTimeoutS),
+            expertWireDType: self.expertWireDtype,
+            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))
+        let router = RouterApplication(configuration: configuration, logger: logger)
+        try await runServiceGroup(services: [router], parentPID: self.parentPid, logger: logger)
+    }
+}

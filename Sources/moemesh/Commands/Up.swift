@@ -1,0 +1,60 @@
+import ArgumentParser
+import MoEModel
+import MoEServing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a whole mesh on this machine: one expert process per expert, and a router.",
+        discussion: """
+            With no --model, serves a small demo model (Mixtral layout, 2 layers × 8 experts, H=512), \
+            synthesised once into the cache folder. Prints 'router listening on HOST:PORT' once every \
+            process serves; Ctrl-C stops them all.
+            """)
+
+    @Option(help: "Model folder to serve (default: the demo model).")
+    var model: String?
+
+    @Option(help: "Address every process listens on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "The router's port (0: any free port).")
+    var port: Int = 50051
+
+    @Option(help: "OpenBLAS threads per expert process (default: cores ÷ experts per token, at least 1).")
+    var threads: Int?
+
+    @Option(help: "Where the demo model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).")
+    var cacheDir: String?
+
+    @Option(help: .hidden)
+    var parentPid: Int32?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let logger = try self.logging.bootstrap(label: "moemesh.up")
+        let modelPath: String
+        if let model = self.model {
+            modelPath = model
+        } else {
+            let demo = try DemoModel.ensure(cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory)
+            logger.info(demo.created ? "synthesised the demo model" : "using the cached demo model", metadata: ["path": "\(demo.path)"])
+            modelPath = demo.path
+        }
+        let checkpoint = try MoECheckpoint(path: modelPath)
+        let experts = checkpoint.layers.map(\.numExperts).max() ?? 0
+        let topK = checkpoint.layers.map(\.topK).max() ?? 1
+        let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let configuration = LocalMesh.Configuration(
+            executable: ChildProcess.currentExecutable, modelPath: modelPath,
+            expertGroups: (0..<experts).map { "*:\($0)" }, expertThreads: self.threads ?? max(1, cores / topK),
+            host: self.host, routerPort: self.port,
+            routerArguments: ["--log-level", self.logging.logLevel])
+        let mesh = LocalMesh(configuration: configuration, logger: logger)
+        try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)
+    }
+}
