@@ -98,13 +98,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Helpers shared by the test targets (temporary folders, small models, child processes).
+        .target(
+            name: "MoETestSupport",
+            dependencies: ["MoECore", "MoEModel", "MoEServing"],
+            path: "Tests/MoETestSupport"
+        ),
         .testTarget(name: "MoECoreTests", dependencies: ["MoECore"]),
         .testTarget(name: "MoEKernelsTests", dependencies: ["MoECore", "MoEKernels"]),
-        .testTarget(name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime"]),
+        .testTarget(
+            name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoETestSupport"]
+        ),
         .testTarget(
             name: "MoEServiceTests",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoEExpert", "MoERouter",
+                "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -112,7 +121,10 @@ let package = Package(
         ),
         .testTarget(
             name: "MoEIntegrationTests",
-            dependencies: ["MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter"]
+            dependencies: [
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter", "MoETestSupport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+            ]
         ),
     ]
 )

@@ -5,10 +5,22 @@ import MoEProto
 import MoEServing
 import Synchronization
 
-/// One expert service the router talks to, over one persistent HTTP/2 connection.
+/// One expert service the router talks to, over one persistent connection of any gRPC transport.
 public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
-    public let client: Moemesh_V1_Expert.Client<HTTP2ClientTransport.Posix>
+    private let call: @Sendable (Moemesh_V1_ComputeRequest, CallOptions) async throws -> Moemesh_V1_ComputeResponse
+
+    public init<Transport: ClientTransport>(endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>) {
+        self.endpoint = endpoint
+        self.call = { request, options in try await client.compute(request, options: options) }
+    }
+
+    /// One `Compute` call.
+    public func compute(
+        _ request: Moemesh_V1_ComputeRequest, options: CallOptions
+    ) async throws -> Moemesh_V1_ComputeResponse {
+        try await self.call(request, options)
+    }
 }
 
 /// Which replicas serve each expert, and a round-robin choice among them.

@@ -29,7 +29,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 
         let response: Moemesh_V1_ComputeResponse
         do {
-            response = try await replica.client.compute(request, options: self.callOptions)
+            response = try await replica.compute(request, options: self.callOptions)
         } catch let error as RPCError {
             switch error.code {
             case .unavailable, .deadlineExceeded, .cancelled:

@@ -1,0 +1,133 @@
+import MoETestSupport
+import MoECore
+import MoEKernels
+import MoERuntime
+import Testing
+
+@testable import MoEModel
+
+@Suite("model folders and the Mixtral adapter")
+struct ModelFolderTests {
+    static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 16, intermediateSize: 24, layers: 2)
+
+    @Test("a synthesised model loads with its layers, gates and experts", arguments: DType.allCases)
+    func synthesisedModelLoads(dtype: DType) throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        try ModelSynthesizer(shape: Self.shape, dtype: dtype, seed: 3).write(to: directory.path)
+        let checkpoint = try MoECheckpoint(path: directory.path)
+        #expect(checkpoint.modelType == "mixtral")
+        #expect(checkpoint.layers.map(\.name) == ["0", "1"])
+        let layer = try checkpoint.layer("1")
+        #expect(layer.numExperts == 4 && layer.topK == 2 && layer.gate.renormalize)
+        let gate = try checkpoint.gateWeight(layer: layer)
+        #expect(gate.rows == 4 && gate.columns == 16)
+        guard case .gated(let w1, let w3, let w2, .silu) = try checkpoint.expertWeights(layer: layer, expert: 3) else {
+            Issue.record("expected a SwiGLU expert")
+            return
+        }
+        #expect([w1.rows, w1.columns, w3.rows, w3.columns, w2.rows, w2.columns] == [24, 16, 24, 16, 16, 24])
+        #expect(w1.values.contains { $0 != 0 })
+        #expect(throws: ModelError.unknownExpert(layer: "1", expert: 4, numExperts: 4)) {
+            try checkpoint.expertWeights(layer: layer, expert: 4)
+        }
+        #expect(throws: ModelError.unknownLayer(layer: "2", known: ["0", "1"])) { try checkpoint.layer("2") }
+    }
+
+    @Test("a sharded checkpoint reads through model.safetensors.index.json")
+    func sharded() throws {
+        let whole = TemporaryDirectory(), sharded = TemporaryDirectory()
+        defer { whole.remove(); sharded.remove() }
+        try ModelSynthesizer(shape: Self.shape, seed: 5).write(to: whole.path)
+        // Split the single file into two shards and an index.
+        let source = try SafeTensorsFile(path: whole.file("model.safetensors"))
+        let names = source.entries.keys.sorted()
+        var weightMap: [String] = []
+        for (index, part) in [names.filter { $0.contains("layers.0.") }, names.filter { !$0.contains("layers.0.") }].enumerated() {
+            let fileName = "model-0000\(index + 1)-of-00002.safetensors"
+            try SafeTensorsWriter.write(
+                part.map { SafeTensorsWriter.Entry(name: $0, tensor: try! source.tensor($0)) }, to: sharded.file(fileName))
+            weightMap += part.map { "\"\($0)\": \"\(fileName)\"" }
+        }
+        try FileSystem.writeFile(
+            sharded.file("model.safetensors.index.json"),
+            chunks: [Array("{\"metadata\": {}, \"weight_map\": {\(weightMap.joined(separator: ", "))}}".utf8)])
+        try FileSystem.writeFile(sharded.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
+
+        let a = try MoECheckpoint(path: whole.path), b = try MoECheckpoint(path: sharded.path)
+        for layer in a.layers {
+            #expect(try a.gateWeight(layer: layer) == b.gateWeight(layer: layer))
+            for expert in 0..<layer.numExperts {
+                #expect(try a.expertWeights(layer: layer, expert: expert) == b.expertWeights(layer: layer, expert: expert))
+            }
+        }
+    }
+
+    @Test("a missing expert tensor is named in the error")
+    func missingTensor() throws {
+        let whole = TemporaryDirectory(), broken = TemporaryDirectory()
+        defer { whole.remove(); broken.remove() }
+        try ModelSynthesizer(shape: Self.shape).write(to: whole.path)
+        let source = try SafeTensorsFile(path: whole.file("model.safetensors"))
+        let missing = "model.layers.1.block_sparse_moe.experts.2.w3.weight"
+        try SafeTensorsWriter.write(
+            source.entries.keys.sorted().filter { $0 != missing }.map { .init(name: $0, tensor: try! source.tensor($0)) },
+            to: broken.file("model.safetensors"))
+        try FileSystem.writeFile(broken.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
+        let checkpoint = try MoECheckpoint(path: broken.path)
+        #expect(throws: ModelError.missingTensor(name: missing, folder: broken.path)) {
+            try checkpoint.expertWeights(layer: checkpoint.layer("1"), expert: 2)
+        }
+    }
+
+    @Test("an unknown model_type, a bad config and a folder without weights are refused clearly")
+    func badFolders() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        #expect(throws: ModelError.notAModelFolder(path: directory.path, reason: "config.json is missing")) {
+            try MoECheckpoint(path: directory.path)
+        }
+        try FileSystem.writeFile(directory.file("config.json"), chunks: [Array(#"{"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1}"#.utf8)])
+        #expect(throws: ModelError.notAModelFolder(path: directory.path, reason: "no *.safetensors file")) {
+            try MoECheckpoint(path: directory.path)
+        }
+        try SafeTensorsWriter.write([.init(name: "x", tensor: try Tensor(shape: [1], floats: [0]))], to: directory.file("model.safetensors"))
+        do {
+            _ = try MoECheckpoint(path: directory.path)
+            Issue.record("llama accepted")
+        } catch {
+            #expect(error == .unsupportedArchitecture(modelType: "llama", supported: ["mixtral"]))
+            #expect(error.description == "model_type 'llama' is not supported; supported: mixtral")
+        }
+        try FileSystem.writeFile(directory.file("config.json"), chunks: [Array(#"{"model_type": "mixtral", "num_hidden_layers": 1}"#.utf8)])
+        #expect(throws: ModelError.invalidConfig(path: directory.file("config.json"), reason: "required key 'hidden_size' is missing")) {
+            try MoECheckpoint(path: directory.path)
+        }
+    }
+
+    @Test("the in-process reference equals a naive layer computed from the weights")
+    func inProcessReference() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        try ModelSynthesizer(shape: Self.shape, seed: 9).write(to: directory.path)
+        let checkpoint = try MoECheckpoint(path: directory.path)
+        let reference = try InProcessMoE(checkpoint: checkpoint)
+        let tokens = 5
+        let hidden = Matrix(rows: tokens, columns: 16, values: ModelSynthesizer.uniform(count: tokens * 16, scale: 1, seed: 1))
+        let result = try await reference.forward(layer: "0", hidden: hidden)
+        let layer = try checkpoint.layer("0")
+        let logits = BLAS.multiplyTransposed(hidden, try checkpoint.gateWeight(layer: layer))
+        let decision = layer.gate.route(logits: logits)
+        #expect(result.routing == decision)
+        for token in 0..<tokens {
+            var expected = [Float](repeating: 0, count: 16)
+            for slot in 0..<2 {
+                let expert = Int(decision.topkIDs[token * 2 + slot])
+                let kernel = CPUExpertKernel(weights: try checkpoint.expertWeights(layer: layer, expert: expert))
+                let y = kernel.forward(Matrix(rows: 1, columns: 16, values: Array(hidden.row(token))))
+                for c in 0..<16 { expected[c] += decision.topkWeights[token * 2 + slot] * y.values[c] }
+            }
+            for c in 0..<16 { #expect(abs(result.output[token, c] - expected[c]) <= 1e-5 * max(1, abs(expected[c]))) }
+        }
+    }
+}
