@@ -1,4 +1,5 @@
 import ArgumentParser
+import GRPCCore
 import MoECore
 import MoEModel
 import MoERouter
@@ -41,7 +42,14 @@ struct Forward: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let started = ContinuousClock.now
+        do {
+            try await self.forward()
+        } catch let error as RPCError {
+            throw CommandFailure("router at \(self.router) answered \(error.code): \(error.message)")
+        }
+    }
+
+    private func forward() async throws {
         try await RouterClient.with(endpoint: self.router) { client in
             let hidden: Tensor
             if let input = self.input {
@@ -78,11 +86,18 @@ struct Forward: AsyncParsableCommand {
                 print("wrote \(output): \(entries.map { "\($0.name) \($0.shape)" }.joined(separator: ", "))")
             }
         }
-        _ = started
     }
 
+    /// "12.34": milliseconds with two decimals (no Foundation formatting).
     static func milliseconds(_ duration: Duration) -> String {
-        let micros = duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
-        return String(Double(micros) / 1000)
+        let hundredths = duration.components.seconds * 100_000 + duration.components.attoseconds / 10_000_000_000_000
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
+}
+
+/// An error printed as its message alone (no usage text).
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

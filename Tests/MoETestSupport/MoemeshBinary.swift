@@ -1,0 +1,44 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import MoEModel
+import MoEServing
+
+/// The built `moemesh` executable, for tests that run real processes: `$MOEMESH_BINARY`, else the one beside
+/// the test bundle (`swift build` puts both in the same folder).
+public enum MoemeshBinary {
+    public static var path: String {
+        if let value = getenv("MOEMESH_BINARY") { return String(cString: value) }
+        let testBinary = ChildProcess.currentExecutable
+        var folder = testBinary
+        while let slash = folder.lastIndex(of: "/") {
+            folder = String(folder[..<slash])
+            let candidate = folder + "/moemesh"
+            if FileSystem.fileExists(candidate) && !FileSystem.isDirectory(candidate) { return candidate }
+            if folder.hasSuffix("/.build") || folder.isEmpty { break }
+        }
+        return "moemesh (not found beside \(testBinary): run `swift build` first or set MOEMESH_BINARY)"
+    }
+
+    /// PIDs of the live processes whose parent is `parent` (from /proc).
+    public static func children(of parent: Int32) -> [Int32] {
+        guard let names = try? FileSystem.contentsOfDirectory("/proc") else { return [] }
+        return names.compactMap { name -> Int32? in
+            guard let pid = Int32(name), let stat = try? FileSystem.readFile("/proc/\(name)/stat") else { return nil }
+            // Fields after the parenthesised command: state, ppid, ...
+            let text = String(decoding: stat, as: UTF8.self)
+            guard let close = text.lastIndex(of: ")") else { return nil }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 1, fields[0] != "Z", Int32(fields[1]) == parent else { return nil }
+            return pid
+        }
+    }
+
+    /// Whether a process with this PID exists (and is not a zombie).
+    public static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat") else { return false }
+        let text = String(decoding: stat, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(after: close)...].split(separator: " ").first != "Z"
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what MoEMesh needs on a fresh Debian/Ubuntu machine with Swift 6.1+ on PATH:
+# OpenBLAS (the CPU kernels) and protoc (only to regenerate the committed gRPC code). Safe to run again.
+set -euo pipefail
+
+missing=()
+[ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || [ -e /usr/include/aarch64-linux-gnu/cblas.h ] \
+    || missing+=(libopenblas-dev)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "installing: ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+command -v swift >/dev/null || { echo "swift is not on PATH: install Swift 6.1 or later" >&2; exit 1; }
