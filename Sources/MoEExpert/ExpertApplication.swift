@@ -12,8 +12,7 @@ public func buildExpertServer(
 ) throws -> GRPCServerService {
     if let threads = configuration.threads { BLAS.threadCount = threads }
     let checkpoint = try MoECheckpoint(path: configuration.modelPath)
-    let layers = checkpoint.layers.map { (name: $0.name, numExperts: $0.numExperts) }
-    let experts = configuration.experts.resolve(layers: layers)
+    let experts = configuration.experts.resolve(layers: checkpoint.layers)
     guard !experts.isEmpty else {
         throw ExpertStartupError.noExperts(selection: configuration.experts.description,
                                            layers: checkpoint.layers.map(\.name))

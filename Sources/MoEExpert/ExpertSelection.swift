@@ -1,20 +1,23 @@
 import MoECore
+import MoEModel
 
 /// Which experts of a model a service hosts: comma-separated `LAYER:EXPERTS` items, where LAYER is a layer name
-/// or `*`, and EXPERTS is `*`, an index `N` or a range `A-B`. `*:*` hosts every expert; `*:3` hosts expert 3 of
-/// every layer.
+/// or `*`, and EXPERTS is `*` (every expert, shared ones included), an index `N`, a range `A-B`, or `shared` (the
+/// layer's shared expert). `*:*` hosts every expert; `*:3` hosts expert 3 of every layer.
 public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
     public struct Item: Sendable, Equatable {
         /// nil: every layer.
         public let layer: String?
         /// nil: every expert.
         public let experts: ClosedRange<Int>?
+        /// Whether the item names the shared expert (`shared`, or `*`).
+        public let includesShared: Bool
     }
 
     public let items: [Item]
     public let description: String
 
-    public static let all = ExpertSelection(items: [Item(layer: nil, experts: nil)], description: "*:*")
+    public static let all = ExpertSelection(items: [Item(layer: nil, experts: nil, includesShared: true)], description: "*:*")
 
     init(items: [Item], description: String) {
         self.items = items
@@ -32,28 +35,33 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
             let layer = fields[0] == "*" ? nil : String(fields[0])
             let expertText = fields[1]
             var experts: ClosedRange<Int>? = nil
+            if expertText == "shared" {
+                items.append(Item(layer: layer, experts: 0...(-1), includesShared: true))
+                continue
+            }
             if expertText != "*" {
                 let bounds = expertText.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
                 guard (1...2).contains(bounds.count), bounds.allSatisfy({ $0 != nil && $0! >= 0 }),
                     bounds.first!! <= bounds.last!!
                 else {
                     return .failure(
-                        SelectionError(text: text, reason: "expected *, N or A-B for the experts, got '\(expertText)'"))
+                        SelectionError(text: text, reason: "expected *, N, A-B or shared for the experts, got '\(expertText)'"))
                 }
                 experts = bounds.first!!...bounds.last!!
             }
-            items.append(Item(layer: layer, experts: experts))
+            items.append(Item(layer: layer, experts: experts, includesShared: experts == nil))
         }
         return .success(ExpertSelection(items: items, description: text))
     }
 
-    /// The selected experts among `layers` (name, expert count).
-    public func resolve(layers: [(name: String, numExperts: Int)]) -> [ExpertAddress] {
+    /// The selected experts among `layers`.
+    public func resolve(layers: [MoELayerSpec]) -> [ExpertAddress] {
         var selected = Set<ExpertAddress>()
         for item in self.items {
             for layer in layers where item.layer == nil || item.layer == layer.name {
-                for expert in 0..<layer.numExperts where item.experts?.contains(expert) ?? true {
-                    selected.insert(ExpertAddress(layer: layer.name, expert: expert))
+                for address in layer.expertAddresses {
+                    let chosen = address.isShared ? item.includesShared : item.experts?.contains(address.expert) ?? true
+                    if chosen { selected.insert(address) }
                 }
             }
         }

@@ -20,7 +20,7 @@ public struct ExpertService: Sendable {
         for address in experts {
             let layer = try checkpoint.layer(address.layer)
             let weights = try checkpoint.expertWeights(layer: layer, expert: address.expert)
-            intermediate = weights.intermediateSize
+            if !address.isShared { intermediate = weights.intermediateSize }
             kernels[address] = CPUExpertKernel(weights: weights)
         }
         self.modelType = checkpoint.modelType
@@ -30,12 +30,15 @@ public struct ExpertService: Sendable {
         self.queue = ComputeQueue()
     }
 
-    /// The hosted experts, compactly: "layer 0 experts 0-7, layer 1 experts 3".
+    /// The hosted experts, compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
     public var hostedSummary: String {
         let byLayer = Dictionary(grouping: self.kernels.keys, by: \.layer)
         return byLayer.keys.sorted { ($0.count, $0) < ($1.count, $1) }.map { layer in
-            let experts = byLayer[layer]!.map(\.expert).sorted()
-            return "layer \(layer) experts \(Self.ranges(experts))"
+            let addresses = byLayer[layer]!
+            let routed = addresses.filter { !$0.isShared }.map(\.expert).sorted()
+            let shared = addresses.contains { $0.isShared }
+            let parts = (routed.isEmpty ? [] : ["experts \(Self.ranges(routed))"]) + (shared ? ["shared expert"] : [])
+            return "layer \(layer) " + parts.joined(separator: " and ")
         }.joined(separator: ", ")
     }
 

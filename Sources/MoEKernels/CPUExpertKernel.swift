@@ -1,13 +1,17 @@
 import MoECore
+import RealModule
 
 /// An expert FFN on the CPU over OpenBLAS `sgemm`, weights in f32.
 ///
 /// Gated: `A = X · [W_gate; W_up]ᵀ` (`[N, 2I]`, one GEMM), `Z = act(A[:, :I]) ⊙ A[:, I:]`, `Y = Z · W_downᵀ`.
 /// Plain: `Z = act(X · W_inᵀ)`, `Y = Z · W_outᵀ`.
+/// Clamped SwiGLU (GPT-OSS): as gated, with biases and `Z = (clamp(u) + 1) ⊙ g' σ(α g')`, `g' = min(g, lim)`.
 public struct CPUExpertKernel: ExpertKernel {
     private enum Layout: Sendable {
         /// `[2I, H]`: gate rows then up rows; down `[H, I]`.
         case gated(gateUp: [Float], down: [Float], activation: Activation)
+        /// As gated, plus biases `[2I]` (gate then up) and `[H]`.
+        case clampedSwiGLU(gateUp: [Float], down: [Float], gateUpBias: [Float], downBias: [Float], limit: Float, alpha: Float)
         /// in `[I, H]`, out `[H, I]`.
         case plain(input: [Float], output: [Float], activation: Activation)
     }
@@ -26,6 +30,10 @@ public struct CPUExpertKernel: ExpertKernel {
             self.layout = .gated(gateUp: gate.values + up.values, down: down.values, activation: activation)
         case .plain(let input, let output, let activation):
             self.layout = .plain(input: input.values, output: output.values, activation: activation)
+        case .clampedSwiGLU(let gate, let up, let down, let gateBias, let upBias, let downBias, let limit, let alpha):
+            self.layout = .clampedSwiGLU(
+                gateUp: gate.values + up.values, down: down.values, gateUpBias: gateBias + upBias, downBias: downBias,
+                limit: limit, alpha: alpha)
         }
     }
 
@@ -36,14 +44,7 @@ public struct CPUExpertKernel: ExpertKernel {
         guard n > 0 else { return Matrix(rows: 0, columns: h, values: []) }
         switch self.layout {
         case .gated(let gateUp, let down, let activation):
-            var projected = [Float](repeating: 0, count: n * 2 * i)
-            rows.values.withUnsafeBufferPointer { x in
-                gateUp.withUnsafeBufferPointer { w in
-                    projected.withUnsafeMutableBufferPointer { a in
-                        BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: a.baseAddress!, m: n, n: 2 * i, k: h)
-                    }
-                }
-            }
+            let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
             var hidden = [Float](repeating: 0, count: n * i)
             projected.withUnsafeBufferPointer { a in
                 hidden.withUnsafeMutableBufferPointer { z in
@@ -56,6 +57,21 @@ public struct CPUExpertKernel: ExpertKernel {
                 }
             }
             Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
+        case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, let limit, let alpha):
+            let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
+            var hidden = [Float](repeating: 0, count: n * i)
+            for row in 0..<n {
+                let base = row * 2 * i
+                for column in 0..<i {
+                    let gate = min(projected[base + column] + gateUpBias[column], limit)
+                    let up = min(max(projected[base + i + column] + gateUpBias[i + column], -limit), limit)
+                    hidden[row * i + column] = (up + 1) * (gate / (1 + Float.exp(-alpha * gate)))
+                }
+            }
+            Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
+            for row in 0..<n {
+                for column in 0..<h { output[row * h + column] += downBias[column] }
+            }
         case .plain(let input, let outputWeight, let activation):
             var hidden = [Float](repeating: 0, count: n * i)
             rows.values.withUnsafeBufferPointer { x in
@@ -69,6 +85,19 @@ public struct CPUExpertKernel: ExpertKernel {
             Self.project(hidden, outputWeight, into: &output, n: n, outWidth: h, inWidth: i)
         }
         return Matrix(rows: n, columns: h, values: output)
+    }
+
+    /// `A[n, 2I] = X[n, H] · W_gateupᵀ`.
+    private static func projectGateUp(_ rows: Matrix, _ gateUp: [Float], n: Int, i: Int, h: Int) -> [Float] {
+        var projected = [Float](repeating: 0, count: n * 2 * i)
+        rows.values.withUnsafeBufferPointer { x in
+            gateUp.withUnsafeBufferPointer { w in
+                projected.withUnsafeMutableBufferPointer { a in
+                    BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: a.baseAddress!, m: n, n: 2 * i, k: h)
+                }
+            }
+        }
+        return projected
     }
 
     /// `Y[n, outWidth] = Z[n, inWidth] · W[outWidth, inWidth]ᵀ`.

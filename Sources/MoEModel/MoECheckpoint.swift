@@ -8,8 +8,7 @@ public struct MoECheckpoint: Sendable {
 
     public init(path: String) throws(ModelError) {
         self.folder = try ModelFolder(path: path)
-        self.architecture = try Architectures.resolve(
-            self.folder.config, configPath: FileSystem.join(path, "config.json"))
+        self.architecture = try Architectures.resolve(self.folder.config)
     }
 
     public var modelType: String { self.architecture.modelType }
@@ -24,15 +23,19 @@ public struct MoECheckpoint: Sendable {
         return layer
     }
 
-    /// The gate (router) weight `W_r: [E, H]` of a layer.
-    public func gateWeight(layer: MoELayerSpec) throws(ModelError) -> Matrix {
-        try self.folder.matrix(
-            self.architecture.gateTensorName(layer: layer), shape: [layer.numExperts, layer.hiddenSize])
+    /// The router tensors of a layer (`W_r: [E, H]` and biases).
+    public func routerWeights(layer: MoELayerSpec) throws(ModelError) -> LayerRouterWeights {
+        try self.architecture.routerWeights(layer: layer, from: self.folder)
     }
 
-    /// The weights of expert `expert` of `layer`, widened to f32.
+    /// The gate (router) weight `W_r: [E, H]` of a layer.
+    public func gateWeight(layer: MoELayerSpec) throws(ModelError) -> Matrix {
+        try self.routerWeights(layer: layer).weight
+    }
+
+    /// The weights of expert `expert` of `layer` (`ExpertAddress.shared` for its shared expert), widened to f32.
     public func expertWeights(layer: MoELayerSpec, expert: Int) throws(ModelError) -> ExpertWeights {
-        guard (0..<layer.numExperts).contains(expert) else {
+        guard (0..<layer.numExperts).contains(expert) || (expert == ExpertAddress.shared && layer.sharedExpert != nil) else {
             throw .unknownExpert(layer: layer.name, expert: expert, numExperts: layer.numExperts)
         }
         return try self.architecture.loadExpert(layer: layer, expert: expert, from: self.folder)

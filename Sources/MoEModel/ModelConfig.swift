@@ -4,63 +4,98 @@ import FoundationEssentials
 import Foundation
 #endif
 
-/// The fields of a Hugging Face `config.json` that MoEMesh reads. Architectures pick the ones they use.
-public struct ModelConfig: Sendable, Equatable, Codable {
-    public var modelType: String
-    public var hiddenSize: Int
-    public var intermediateSize: Int?
-    public var numHiddenLayers: Int
-    /// Mixtral: experts per layer.
-    public var numLocalExperts: Int?
-    /// Experts chosen per token.
-    public var numExpertsPerTok: Int?
-    public var hiddenAct: String?
-    public var torchDtype: String?
+/// A Hugging Face `config.json`: typed access to its keys, with errors that name the file, the key, what was
+/// expected and what came. Architectures read the keys they need.
+public struct ModelConfig: Sendable, Equatable {
+    public let path: String
+    public let values: [String: JSONValue]
 
-    public init(
-        modelType: String, hiddenSize: Int, intermediateSize: Int?, numHiddenLayers: Int,
-        numLocalExperts: Int?, numExpertsPerTok: Int?, hiddenAct: String?, torchDtype: String?
-    ) {
-        self.modelType = modelType
-        self.hiddenSize = hiddenSize
-        self.intermediateSize = intermediateSize
-        self.numHiddenLayers = numHiddenLayers
-        self.numLocalExperts = numLocalExperts
-        self.numExpertsPerTok = numExpertsPerTok
-        self.hiddenAct = hiddenAct
-        self.torchDtype = torchDtype
+    public init(path: String, values: [String: JSONValue]) {
+        self.path = path
+        self.values = values
     }
 
-    enum CodingKeys: String, CodingKey {
-        case modelType = "model_type"
-        case hiddenSize = "hidden_size"
-        case intermediateSize = "intermediate_size"
-        case numHiddenLayers = "num_hidden_layers"
-        case numLocalExperts = "num_local_experts"
-        case numExpertsPerTok = "num_experts_per_tok"
-        case hiddenAct = "hidden_act"
-        case torchDtype = "torch_dtype"
-    }
-
-    /// Reads and decodes `config.json`.
+    /// Reads and parses `config.json`.
     public static func load(path: String) throws(ModelError) -> ModelConfig {
         let bytes = try FileSystem.readFile(path)
-        do {
-            return try JSONDecoder().decode(ModelConfig.self, from: Data(bytes))
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw .invalidConfig(path: path, reason: "required key '\(key.stringValue)' is missing")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw .invalidConfig(
-                path: path, reason: "key '\(context.codingPath.map(\.stringValue).joined(separator: "."))' has the wrong type")
-        } catch {
-            throw .invalidConfig(path: path, reason: "not valid JSON")
-        }
+        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)), case .object(let values) = value
+        else { throw .invalidConfig(path: path, reason: "not a JSON object") }
+        return ModelConfig(path: path, values: values)
     }
 
-    /// `config.json` text with the keys above (those that are set), pretty-printed, keys sorted.
-    public func json() -> [UInt8] {
+    public var modelType: String {
+        get throws(ModelError) { try self.string("model_type") }
+    }
+
+    private func invalid(_ key: String, expected: String, got value: JSONValue) -> ModelError {
+        .invalidConfig(path: self.path, reason: "'\(key)' must be \(expected), got \(value.kind)")
+    }
+
+    public func contains(_ key: String) -> Bool { self.values[key] != nil && self.values[key] != .null }
+
+    /// An integer key (nil when absent or null).
+    public func optionalInt(_ key: String) throws(ModelError) -> Int? {
+        guard let value = self.values[key], value != .null else { return nil }
+        guard case .number(let number) = value, number == number.rounded(), abs(number) < 1e15 else {
+            throw self.invalid(key, expected: "an integer", got: value)
+        }
+        return Int(number)
+    }
+
+    public func int(_ key: String, default fallback: Int? = nil) throws(ModelError) -> Int {
+        if let value = try self.optionalInt(key) { return value }
+        guard let fallback else { throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing") }
+        return fallback
+    }
+
+    /// A positive integer key.
+    public func positiveInt(_ key: String, default fallback: Int? = nil) throws(ModelError) -> Int {
+        let value = try self.int(key, default: fallback)
+        guard value > 0 else { throw .invalidConfig(path: self.path, reason: "'\(key)' must be positive, got \(value)") }
+        return value
+    }
+
+    public func double(_ key: String, default fallback: Double? = nil) throws(ModelError) -> Double {
+        guard let value = self.values[key], value != .null else {
+            guard let fallback else { throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing") }
+            return fallback
+        }
+        guard case .number(let number) = value else { throw self.invalid(key, expected: "a number", got: value) }
+        return number
+    }
+
+    public func bool(_ key: String, default fallback: Bool) throws(ModelError) -> Bool {
+        guard let value = self.values[key], value != .null else { return fallback }
+        guard case .bool(let flag) = value else { throw self.invalid(key, expected: "true or false", got: value) }
+        return flag
+    }
+
+    public func string(_ key: String, default fallback: String? = nil) throws(ModelError) -> String {
+        guard let value = self.values[key], value != .null else {
+            guard let fallback else { throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing") }
+            return fallback
+        }
+        guard case .string(let text) = value else { throw self.invalid(key, expected: "a string", got: value) }
+        return text
+    }
+
+    public func intArray(_ key: String, default fallback: [Int] = []) throws(ModelError) -> [Int] {
+        guard let value = self.values[key], value != .null else { return fallback }
+        guard case .array(let items) = value else { throw self.invalid(key, expected: "an array of integers", got: value) }
+        var result: [Int] = []
+        for item in items {
+            guard case .number(let number) = item, number == number.rounded() else {
+                throw self.invalid(key, expected: "an array of integers", got: item)
+            }
+            result.append(Int(number))
+        }
+        return result
+    }
+
+    /// `config.json` text of `values`, pretty-printed with sorted keys.
+    public static func json(_ values: [String: JSONValue]) -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return Array((try? encoder.encode(self)) ?? Data())
+        return Array((try? encoder.encode(JSONValue.object(values))) ?? Data())
     }
 }

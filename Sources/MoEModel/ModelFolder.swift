@@ -23,6 +23,7 @@ public struct ModelFolder: Sendable {
         }
         self.path = path
         self.config = try ModelConfig.load(path: configPath)
+        _ = try self.config.modelType
 
         let indexPath = FileSystem.join(path, "model.safetensors.index.json")
         var files: [String: SafeTensorsFile] = [:]
@@ -69,6 +70,34 @@ public struct ModelFolder: Sendable {
         let entry = file.entries[name]!
         guard entry.shape == shape else { throw .tensorShape(name: name, expected: shape, got: entry.shape) }
         return try file.matrix(name)
+    }
+
+    /// A 1-D floating-point tensor of `count` values, widened to f32.
+    public func vector(_ name: String, count: Int) throws(ModelError) -> [Float] {
+        try self.matrix(name, shape: [count]).values
+    }
+
+    /// Whether a tensor exists with exactly this shape (for optional tensors).
+    public func shape(of name: String) -> [Int]? {
+        guard let fileName = self.tensorFiles[name] else { return nil }
+        return self.files[fileName]?.entries[name]?.shape
+    }
+
+    /// Slice `index` of the leading dimension of a tensor shaped `[n] + shape`, widened to f32 as a matrix
+    /// `[shape[0], shape[1]]` (or `[1, shape[0]]` for a 1-D slice). Only that slice's bytes are read.
+    public func slice(_ name: String, index: Int, count: Int, shape: [Int]) throws(ModelError) -> Matrix {
+        let file = try self.file(holding: name)
+        let entry = file.entries[name]!
+        guard entry.shape == [count] + shape else { throw .tensorShape(name: name, expected: [count] + shape, got: entry.shape) }
+        guard let dtype = entry.dtype.floatingPoint else {
+            throw .unsupportedTensorDType(name: name, dtype: entry.dtype.rawValue)
+        }
+        let elements = shape.reduce(1, *)
+        let bytes = file.bytes(of: entry)
+        let start = index * elements * dtype.byteWidth
+        let view = UnsafeRawBufferPointer(rebasing: bytes[start..<(start + elements * dtype.byteWidth)])
+        let rows = shape.count == 2 ? shape[0] : 1
+        return Matrix(rows: rows, columns: elements / max(rows, 1), values: dtype.decodeFloats(view))
     }
 
     /// A floating-point tensor, storage dtype kept.

@@ -44,12 +44,17 @@ public struct ModelSynthesizer: Sendable {
         self.seed = seed
     }
 
-    public var config: ModelConfig {
-        ModelConfig(
-            modelType: "mixtral", hiddenSize: self.shape.hiddenSize, intermediateSize: self.shape.intermediateSize,
-            numHiddenLayers: self.shape.layers, numLocalExperts: self.shape.experts,
-            numExpertsPerTok: self.shape.topK, hiddenAct: "silu",
-            torchDtype: self.dtype == .f32 ? "float32" : self.dtype == .bf16 ? "bfloat16" : "float16")
+    /// The `config.json` keys of the synthetic model.
+    public var configValues: [String: JSONValue] {
+        [
+            "architectures": .array([.string("MixtralForCausalLM")]), "model_type": .string("mixtral"),
+            "hidden_size": .number(Double(self.shape.hiddenSize)),
+            "intermediate_size": .number(Double(self.shape.intermediateSize)),
+            "num_hidden_layers": .number(Double(self.shape.layers)),
+            "num_local_experts": .number(Double(self.shape.experts)),
+            "num_experts_per_tok": .number(Double(self.shape.topK)), "hidden_act": .string("silu"),
+            "torch_dtype": .string(self.dtype == .f32 ? "float32" : self.dtype == .bf16 ? "bfloat16" : "float16"),
+        ]
     }
 
     /// Writes the folder (created if needed). Returns the number of bytes of weights written.
@@ -77,7 +82,7 @@ public struct ModelSynthesizer: Sendable {
         try SafeTensorsWriter.write(
             entries, metadata: ["format": "pt", "generator": "moemesh synth"],
             to: FileSystem.join(directory, "model.safetensors"))
-        try FileSystem.writeFile(FileSystem.join(directory, "config.json"), chunks: [self.config.json()])
+        try FileSystem.writeFile(FileSystem.join(directory, "config.json"), chunks: [ModelConfig.json(self.configValues)])
         return entries.reduce(0) { $0 + $1.bytes.count }
     }
 

@@ -30,7 +30,7 @@ public struct RouterApplication: Service {
         guard !configuration.expertEndpoints.isEmpty else { throw RouterStartupError.noExpertEndpoints }
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let pipelines = try checkpoint.layers.map { layer throws(ModelError) in
-            try MoELayerPipeline(checkpoint: checkpoint, layer: layer)
+            try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
         }
         let serving = configuration.serving
         let clients = try configuration.expertEndpoints.map { endpoint in
@@ -50,7 +50,7 @@ public struct RouterApplication: Service {
                     callOptions: serving.callOptions(timeout: configuration.expertTimeout))
                 let service = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines,
-                    executor: executor)
+                    executor: executor, routingSummary: configuration.routing.summary)
                 server = GRPCServer(transport: transport, services: [service])
             } catch {
                 clients.forEach { $0.1.beginGracefulShutdown() }
@@ -71,7 +71,9 @@ public struct RouterApplication: Service {
             } else if let ipv6 = address.ipv6 {
                 self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
             }
-            self.logger.info("serving", metadata: ["address": "\(address)", "layers": "\(pipelines.count)"])
+            self.logger.info(
+            "serving",
+            metadata: ["address": "\(address)", "layers": "\(pipelines.count)", "routing": "\(configuration.routing.summary)"])
         }
     }
 
@@ -115,9 +117,7 @@ public struct RouterApplication: Service {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        let missing = checkpoint.layers.flatMap { layer in
-            (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) }
-        }.filter { replicas[$0] == nil }
+        let missing = checkpoint.layers.flatMap(\.expertAddresses).filter { replicas[$0] == nil }
         guard missing.isEmpty else {
             throw RouterStartupError.uncoveredExperts(missing, endpoints: clients.map(\.0))
         }

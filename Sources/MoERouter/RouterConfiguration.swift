@@ -7,13 +7,14 @@ import MoEServing
 /// (repeated: the expert services; the router asks each what it hosts), `--expert-timeout-ms` (deadline of one
 /// expert call, default 30,000), `--discovery-timeout-s` (how long to wait at start for every expert to answer,
 /// default 60), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
-/// (`ServingConfiguration`; the router's default port is 50051).
+/// (`ServingConfiguration`; the router's default port is 50051), and the routing policy (`RoutingConfiguration`).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]
     public var expertTimeout: Duration
     public var discoveryTimeout: Duration
     public var expertWireDType: DType
+    public var routing: RoutingConfiguration
     public var serving: ServingConfiguration
 
     public static let defaultPort = 50051
@@ -21,6 +22,7 @@ public struct RouterConfiguration: Sendable {
     public init(
         modelPath: String, expertEndpoints: [ServiceEndpoint], expertTimeout: Duration = .seconds(30),
         discoveryTimeout: Duration = .seconds(60), expertWireDType: DType = .f32,
+        routing: RoutingConfiguration = RoutingConfiguration(),
         serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort)
     ) {
         self.modelPath = modelPath
@@ -28,6 +30,7 @@ public struct RouterConfiguration: Sendable {
         self.expertTimeout = expertTimeout
         self.discoveryTimeout = discoveryTimeout
         self.expertWireDType = expertWireDType
+        self.routing = routing
         self.serving = serving
     }
 }

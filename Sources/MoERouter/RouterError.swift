@@ -6,6 +6,8 @@ import MoEServing
 public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     /// The hidden states were malformed (dtype, shape, data length, hidden size, empty, non-finite).
     case invalidInput(InputError)
+    /// The batch cannot be routed under the configured policy (token ids missing, expert choice on decode).
+    case routing(RoutingError)
     /// The layer asked for is not an MoE layer of the model.
     case unknownLayer(String, known: [String])
     /// No replica of the expert is known.
@@ -17,7 +19,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
-        case .invalidInput: .invalidArgument
+        case .invalidInput, .routing: .invalidArgument
         case .unknownLayer: .notFound
         case .noReplica, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
@@ -27,6 +29,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     public var rpcErrorMessage: String {
         switch self {
         case .invalidInput(let error): error.description
+        case .routing(let error): error.description
         case .unknownLayer(let layer, let known):
             "layer '\(layer)' is not an MoE layer of this model; MoE layers: \(known.joined(separator: ", "))"
         case .noReplica(let address): "no replica of \(address) is known to this router"

@@ -13,13 +13,22 @@ public struct RouterService: Sendable {
     public let pipelines: [String: MoELayerPipeline]
     public let layerNames: [String]
     public let executor: any ExpertExecutor
+    /// Balance telemetry of every request served.
+    public let balance: BalanceLedger
+    /// The routing policy's description, for `DescribeModel`.
+    public let routingSummary: String
 
-    public init(modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor) {
+    public init(
+        modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
+        routingSummary: String = "model"
+    ) {
         self.modelType = modelType
         self.hiddenSize = hiddenSize
         self.pipelines = Dictionary(uniqueKeysWithValues: pipelines.map { ($0.spec.name, $0) })
         self.layerNames = pipelines.map(\.spec.name)
         self.executor = executor
+        self.balance = BalanceLedger()
+        self.routingSummary = routingSummary
     }
 
     /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape.
@@ -34,7 +43,16 @@ public struct RouterService: Sendable {
                 shapeDescription: "[T, \(self.hiddenSize)] or [B, S, \(self.hiddenSize)]")
         } catch { throw RouterError.invalidInput(error) }
 
-        let result = try await pipeline.forward(hidden.matrix, executor: self.executor)
+        let routingRequest = RoutingRequest(
+            shape: hidden.shape, tokenIDs: request.tokenIds.isEmpty ? nil : request.tokenIds,
+            noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
+        let result: MoELayerResult
+        do {
+            result = try await pipeline.forward(hidden.matrix, request: routingRequest, executor: self.executor)
+        } catch let error as RoutingError {
+            throw RouterError.routing(error)
+        }
+        self.balance.record(layer: request.layer, result.balance)
 
         var response = Moemesh_V1_ForwardResponse()
         response.output = Moemesh_V1_Tensor(result.output, shape: hidden.shape, dtype: hidden.dtype)
@@ -42,7 +60,9 @@ public struct RouterService: Sendable {
             response.routing.topK = Int32(result.routing.topK)
             response.routing.topkIds = result.routing.topkIDs
             response.routing.topkWeights = result.routing.topkWeights
+            response.routing.residualWeights = result.routing.residualWeights ?? []
         }
+        if request.returnBalance { response.balance = Moemesh_V1_BalanceStats(result.balance, layer: request.layer) }
         return response
     }
 }
@@ -66,8 +86,40 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
             layer.name = name
             layer.numExperts = Int32(spec.numExperts)
             layer.topK = Int32(spec.topK)
+            layer.sharedExpert = spec.sharedExpert != nil
             return layer
         }
+        response.routing = self.routingSummary
         return response
+    }
+
+    public func getBalance(
+        request: Moemesh_V1_GetBalanceRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_GetBalanceResponse {
+        if !request.layer.isEmpty && self.pipelines[request.layer] == nil {
+            throw RouterError.unknownLayer(request.layer, known: self.layerNames)
+        }
+        let snapshot = self.balance.snapshot()
+        var response = Moemesh_V1_GetBalanceResponse()
+        response.layers = self.layerNames.filter { request.layer.isEmpty || $0 == request.layer }.compactMap { name in
+            snapshot[name].map { Moemesh_V1_BalanceStats($0, layer: name) }
+        }
+        return response
+    }
+}
+
+extension Moemesh_V1_BalanceStats {
+    public init(_ stats: BalanceStats, layer: String) {
+        self.init()
+        self.layer = layer
+        self.tokens = Int64(stats.tokens)
+        self.tokensPerExpert = stats.tokensPerExpert.map(Int64.init)
+        self.routedFraction = stats.routedFractions
+        self.meanProbability = stats.meanProbabilities
+        self.auxLoss = stats.auxLoss
+        self.zLoss = stats.zLoss
+        self.balancedness = stats.balancedness
+        self.droppedSlots = Int64(stats.droppedSlots)
+        self.deadExperts = stats.deadExperts.map(Int32.init)
     }
 }

@@ -10,8 +10,7 @@ public struct LocalExpertExecutor: ExpertExecutor {
     public init(kernels: [ExpertAddress: CPUExpertKernel]) { self.kernels = kernels }
 
     public func compute(_ rows: ExpertRows) async throws -> Matrix {
-        let address = ExpertAddress(layer: rows.layer, expert: rows.expert)
-        guard let kernel = self.kernels[address] else {
+        guard let kernel = self.kernels[rows.address] else {
             let hosted = self.kernels.keys.filter { $0.layer == rows.layer }.count
             throw ModelError.unknownExpert(layer: rows.layer, expert: rows.expert, numExperts: hosted)
         }
@@ -25,16 +24,18 @@ public struct InProcessMoE: Sendable {
     public let pipelines: [String: MoELayerPipeline]
     public let executor: LocalExpertExecutor
 
-    /// Loads `layers` (all MoE layers when nil) of a checkpoint: gates and every expert.
-    public init(checkpoint: MoECheckpoint, layers: [String]? = nil) throws(ModelError) {
+    /// Loads `layers` (all MoE layers when nil) of a checkpoint: gates and every expert, shared ones included.
+    public init(
+        checkpoint: MoECheckpoint, layers: [String]? = nil, policy: (MoELayerSpec) -> RoutingPolicy = { _ in .model }
+    ) throws(ModelError) {
         var pipelines: [String: MoELayerPipeline] = [:]
         var kernels: [ExpertAddress: CPUExpertKernel] = [:]
         for name in layers ?? checkpoint.layers.map(\.name) {
             let spec = try checkpoint.layer(name)
-            pipelines[name] = try MoELayerPipeline(checkpoint: checkpoint, layer: spec)
-            for expert in 0..<spec.numExperts {
-                let weights = try checkpoint.expertWeights(layer: spec, expert: expert)
-                kernels[ExpertAddress(layer: name, expert: expert)] = CPUExpertKernel(weights: weights)
+            pipelines[name] = try MoELayerPipeline(checkpoint: checkpoint, layer: spec, policy: policy(spec))
+            for address in spec.expertAddresses {
+                let weights = try checkpoint.expertWeights(layer: spec, expert: address.expert)
+                kernels[address] = CPUExpertKernel(weights: weights)
             }
         }
         self.pipelines = pipelines
@@ -42,10 +43,10 @@ public struct InProcessMoE: Sendable {
     }
 
     /// The layer's output for `hidden` (`[T, H]`).
-    public func forward(layer: String, hidden: Matrix) async throws -> MoELayerResult {
+    public func forward(layer: String, hidden: Matrix, request: RoutingRequest = .init()) async throws -> MoELayerResult {
         guard let pipeline = self.pipelines[layer] else {
             throw ModelError.unknownLayer(layer: layer, known: self.pipelines.keys.sorted())
         }
-        return try await pipeline.forward(hidden, executor: self.executor)
+        return try await pipeline.forward(hidden, request: request, executor: self.executor)
     }
 }

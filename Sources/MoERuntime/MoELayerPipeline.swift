@@ -1,53 +1,116 @@
 import MoECore
 import MoEKernels
 import MoEModel
+import RealModule
 
 /// The output of one MoE layer for T tokens, with the routing that produced it.
 public struct MoELayerResult: Sendable, Equatable {
     /// `[T, H]`.
     public let output: Matrix
     public let routing: RoutingDecision
+    public let balance: BalanceStats
+}
+
+/// What a request says about its tokens beyond their hidden states.
+public struct RoutingRequest: Sendable {
+    /// The shape as sent (`[T, H]` or `[B, S, H]`): sequences for capacity and expert choice.
+    public var shape: [Int]?
+    /// Token ids (hash routing).
+    public var tokenIDs: [Int64]?
+    /// Seed of this request's noise (noisy top-k); nil uses the policy's.
+    public var noiseSeed: UInt64?
+
+    public init(shape: [Int]? = nil, tokenIDs: [Int64]? = nil, noiseSeed: UInt64? = nil) {
+        self.shape = shape
+        self.tokenIDs = tokenIDs
+        self.noiseSeed = noiseSeed
+    }
 }
 
 /// One MoE layer as separate, named steps:
-/// logits `l = X · W_rᵀ` (`[T, E]`) → `RoutingDecision` (gate) → `DispatchPlan` → expert compute (one call per
-/// expert with rows, all concurrent) → `Combiner` (`y_t = Σ_j w_{t,j} · E_{id_{t,j}}(x_t)`).
+/// logits `l = X · W_rᵀ` (`[T, E]`) → `RoutingDecision` (gate and policy) → `DispatchPlan` → expert compute (one call
+/// per expert with rows, plus the shared expert on every row, all concurrent) → `Combiner`
+/// (`y_t = Σ_j w_{t,j} · E_{id_{t,j}}(x_t) + g_t · S(x_t) + r_t · x_t`).
 public struct MoELayerPipeline: Sendable {
     public let spec: MoELayerSpec
-    /// `W_r: [E, H]`.
-    public let gateWeight: Matrix
+    /// The complete gate: the layer's rule with the checkpoint's biases.
+    public let gate: TopKGate
+    public let router: LayerRouterWeights
+    public let policy: RoutingPolicy
 
-    public init(spec: MoELayerSpec, gateWeight: Matrix) {
-        precondition(gateWeight.rows == spec.numExperts && gateWeight.columns == spec.hiddenSize)
+    public init(spec: MoELayerSpec, router: LayerRouterWeights, policy: RoutingPolicy = .model) {
+        precondition(router.weight.rows == spec.numExperts && router.weight.columns == spec.hiddenSize)
         self.spec = spec
-        self.gateWeight = gateWeight
+        self.router = router
+        self.policy = policy
+        let rule = spec.gate
+        self.gate = TopKGate(
+            numExperts: rule.numExperts, topK: rule.topK, renormalize: rule.renormalize, scoring: rule.scoring,
+            groupLimit: rule.groupLimit, logitBias: router.logitBias ?? rule.logitBias,
+            selectionBias: router.selectionBias ?? rule.selectionBias, weighting: rule.weighting,
+            scalingFactor: rule.scalingFactor)
     }
 
-    /// Loads the layer's gate from a checkpoint.
-    public init(checkpoint: MoECheckpoint, layer: MoELayerSpec) throws(ModelError) {
-        self.init(spec: layer, gateWeight: try checkpoint.gateWeight(layer: layer))
+    /// Loads the layer's router tensors from a checkpoint.
+    public init(checkpoint: MoECheckpoint, layer: MoELayerSpec, policy: RoutingPolicy = .model) throws(ModelError) {
+        self.init(spec: layer, router: try checkpoint.routerWeights(layer: layer), policy: policy)
     }
 
-    /// Scores and routes `hidden` (`[T, H]`).
-    public func route(_ hidden: Matrix) -> RoutingDecision {
-        self.spec.gate.route(logits: BLAS.multiplyTransposed(hidden, self.gateWeight))
+    /// `l = X · W_rᵀ`, `[T, E]`.
+    public func logits(_ hidden: Matrix) -> Matrix { BLAS.multiplyTransposed(hidden, self.router.weight) }
+
+    /// Scores and routes `hidden` (`[T, H]`) under the layer's policy.
+    public func route(_ hidden: Matrix, request: RoutingRequest = .init()) throws(RoutingError) -> RoutingDecision {
+        try self.route(logits: self.logits(hidden), request: request)
+    }
+
+    private func route(logits: Matrix, request: RoutingRequest) throws(RoutingError) -> RoutingDecision {
+        let shape = request.shape ?? [logits.rows, self.spec.hiddenSize]
+        let input = RoutingInput(
+            logits: logits, sequenceLength: shape.count == 3 ? shape[1] : logits.rows, shape: shape,
+            tokenIDs: request.tokenIDs, noiseSeed: request.noiseSeed ?? self.policy.seed)
+        return try self.gate.route(input, policy: self.policy)
     }
 
     /// The whole layer on `hidden` (`[T, H]`, already validated), experts run by `executor`.
-    public func forward(_ hidden: Matrix, executor: some ExpertExecutor) async throws -> MoELayerResult {
-        let routing = self.route(hidden)
+    public func forward(
+        _ hidden: Matrix, request: RoutingRequest = .init(), executor: some ExpertExecutor
+    ) async throws -> MoELayerResult {
+        let logits = self.logits(hidden)
+        let routing = try self.route(logits: logits, request: request)
         let plan = DispatchPlan(routing)
         let layer = self.spec.name
-        let outputs = try await withThrowingTaskGroup(of: (Int, Matrix).self) { group in
+        let hasShared = self.spec.sharedExpert != nil
+        let (outputs, sharedOutput) = try await withThrowingTaskGroup(of: (Int, Matrix).self) { group in
             for expert in plan.activeExperts {
                 let rows = ExpertRows(layer: layer, expert: expert, hidden: hidden, plan: plan)
                 group.addTask { (expert, try await executor.compute(rows)) }
             }
+            if hasShared {
+                let rows = ExpertRows(layer: layer, expert: ExpertAddress.shared, hidden: hidden, plan: nil)
+                group.addTask { (ExpertAddress.shared, try await executor.compute(rows)) }
+            }
             var outputs = [Matrix?](repeating: nil, count: self.spec.numExperts)
-            for try await (expert, block) in group { outputs[expert] = block }
-            return outputs
+            var shared: Matrix? = nil
+            for try await (expert, block) in group {
+                if expert == ExpertAddress.shared { shared = block } else { outputs[expert] = block }
+            }
+            return (outputs, shared)
         }
-        let output = Combiner.combine(routing, plan: plan, expertOutputs: outputs, hiddenSize: self.spec.hiddenSize)
-        return MoELayerResult(output: output, routing: routing)
+        let sharedTerm = sharedOutput.map { Combiner.SharedTerm(output: $0, gate: self.sharedGate(hidden)) }
+        let output = Combiner.combine(
+            routing, plan: plan, expertOutputs: outputs, hiddenSize: self.spec.hiddenSize, shared: sharedTerm,
+            hidden: hidden)
+        var biasedLogits = logits
+        if let bias = self.gate.logitBias {
+            for row in 0..<logits.rows { for column in 0..<logits.columns { biasedLogits[row, column] += bias[column] } }
+        }
+        return MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing))
+    }
+
+    /// `g_t = σ(w_sg · x_t)` for a gated shared expert, `[T]`; nil when ungated.
+    func sharedGate(_ hidden: Matrix) -> [Float]? {
+        guard self.spec.sharedExpert?.gated == true, let weight = self.router.sharedExpertGate else { return nil }
+        return BLAS.multiplyTransposed(hidden, weight).values.map { 1 / (1 + Float.exp(-$0)) }
     }
 }

@@ -46,7 +46,32 @@ private func naiveExpert(_ weights: ExpertWeights, _ x: Matrix) -> [Double] {
             naiveActivation(activation, $0)
         }
         return naiveProject(z, rows: x.rows, inWidth: inWeight.rows, weight: outWeight)
+    case .clampedSwiGLU(let gate, let up, let down, let gateBias, let upBias, let downBias, let limit, let alpha):
+        let i = gate.rows
+        let a = naiveProject(input, rows: x.rows, inWidth: x.columns, weight: gate)
+        let b = naiveProject(input, rows: x.rows, inWidth: x.columns, weight: up)
+        var z = [Double](repeating: 0, count: x.rows * i)
+        for index in z.indices {
+            let g = min(a[index] + Double(gateBias[index % i]), Double(limit))
+            let u = min(max(b[index] + Double(upBias[index % i]), -Double(limit)), Double(limit))
+            z[index] = (u + 1) * g / (1 + exp(-Double(alpha) * g))
+        }
+        var y = naiveProject(z, rows: x.rows, inWidth: i, weight: down)
+        for index in y.indices { y[index] += Double(downBias[index % down.rows]) }
+        return y
     }
+}
+
+/// e^x by a Taylor series with squaring (no Foundation).
+private func exp(_ x: Double) -> Double {
+    var term = 1.0, sum = 1.0
+    let scaled = x / 1024
+    for n in 1..<20 {
+        term *= scaled / Double(n)
+        sum += term
+    }
+    for _ in 0..<10 { sum *= sum }
+    return sum
 }
 
 /// max |got − want| / max(1, max |want|): relative to the output's scale.
@@ -82,6 +107,18 @@ struct ExpertKernelTests {
         let x = randomMatrix(t, h, seed: 7)
         let y = CPUExpertKernel(weights: weights).forward(x)
         #expect(relativeError(y.values, naiveExpert(weights, x)) < 1e-5)
+    }
+
+    @Test("GPT-OSS clamped SwiGLU experts with biases match a naive f64 reference", arguments: shapes, [Float(7), 0.5])
+    func clampedMatchesReference(shape: (tokens: Int, hidden: Int, intermediate: Int), limit: Float) {
+        let (t, h, i) = shape
+        let weights = ExpertWeights.clampedSwiGLU(
+            gate: randomMatrix(i, h, seed: 11, scale: 2), up: randomMatrix(i, h, seed: 12, scale: 2),
+            down: randomMatrix(h, i, seed: 13, scale: 0.5), gateBias: randomValues(i, seed: 14, scale: 1),
+            upBias: randomValues(i, seed: 15, scale: 1), downBias: randomValues(h, seed: 16, scale: 1),
+            limit: limit, alpha: 1.702)
+        let x = randomMatrix(t, h, seed: 17)
+        #expect(relativeError(CPUExpertKernel(weights: weights).forward(x).values, naiveExpert(weights, x)) < 1e-5)
     }
 
     @Test("an empty block gives an empty block")

@@ -96,8 +96,9 @@ struct ModelFolderTests {
             _ = try MoECheckpoint(path: directory.path)
             Issue.record("llama accepted")
         } catch {
-            #expect(error == .unsupportedArchitecture(modelType: "llama", supported: ["mixtral"]))
-            #expect(error.description == "model_type 'llama' is not supported; supported: mixtral")
+            let supported = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers"]
+            #expect(error == .unsupportedArchitecture(modelType: "llama", supported: supported))
+            #expect(error.description == "model_type 'llama' is not supported; supported: \(supported.joined(separator: ", "))")
         }
         try FileSystem.writeFile(directory.file("config.json"), chunks: [Array(#"{"model_type": "mixtral", "num_hidden_layers": 1}"#.utf8)])
         #expect(throws: ModelError.invalidConfig(path: directory.file("config.json"), reason: "required key 'hidden_size' is missing")) {

@@ -9,21 +9,21 @@ public struct DispatchPlan: Sendable, Equatable {
     public let topK: Int
     /// `[E + 1]` prefix sums of `tokensPerExpert`.
     public let expertOffsets: [Int]
-    /// `[T · k]` token index of each dispatched row, grouped by expert.
+    /// `[routed slots]` token index of each dispatched row, grouped by expert.
     public let rowTokens: [Int32]
-    /// `[T · k]` row of slot `(t, j)` within its expert's block.
+    /// `[T · k]` row of slot `(t, j)` within its expert's block (−1 for a dropped slot).
     public let slotRows: [Int32]
 
     public init(_ decision: RoutingDecision) {
         let slotCount = decision.tokenCount * decision.topK
         var offsets = [Int](repeating: 0, count: decision.numExperts + 1)
-        for id in decision.topkIDs { offsets[Int(id) + 1] += 1 }
+        for id in decision.topkIDs where id >= 0 { offsets[Int(id) + 1] += 1 }
         for expert in 0..<decision.numExperts { offsets[expert + 1] += offsets[expert] }
 
         var next = Array(offsets.dropLast())
-        var rowTokens = [Int32](repeating: 0, count: slotCount)
-        var slotRows = [Int32](repeating: 0, count: slotCount)
-        for slot in 0..<slotCount {
+        var rowTokens = [Int32](repeating: 0, count: offsets[decision.numExperts])
+        var slotRows = [Int32](repeating: -1, count: slotCount)
+        for slot in 0..<slotCount where decision.topkIDs[slot] >= 0 {
             let expert = Int(decision.topkIDs[slot])
             rowTokens[next[expert]] = Int32(slot / decision.topK)
             slotRows[slot] = Int32(next[expert] - offsets[expert])

@@ -1,5 +1,8 @@
-/// An expert of a model: `(layer, expert)`.
+/// An expert of a model: `(layer, expert)`. Expert index `ExpertAddress.shared` (−1) is the layer's shared
+/// expert (Qwen2-MoE, DeepSeek), served like any other.
 public struct ExpertAddress: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public static let shared = -1
+
     public let layer: String
     public let expert: Int
 
@@ -8,7 +11,11 @@ public struct ExpertAddress: Sendable, Hashable, Comparable, CustomStringConvert
         self.expert = expert
     }
 
-    public var description: String { "layer \(self.layer) expert \(self.expert)" }
+    public var isShared: Bool { self.expert == Self.shared }
+
+    public var description: String {
+        self.isShared ? "layer \(self.layer) shared expert" : "layer \(self.layer) expert \(self.expert)"
+    }
 
     public static func < (lhs: Self, rhs: Self) -> Bool {
         (lhs.layer.count, lhs.layer, lhs.expert) < (rhs.layer.count, rhs.layer, rhs.expert)

@@ -14,37 +14,24 @@ public struct MixtralArchitecture: MoEArchitecture {
     public let layers: [MoELayerSpec]
     public let activation: Activation
 
-    public init(config: ModelConfig, configPath: String) throws(ModelError) {
-        func require(_ value: Int?, _ key: String) throws(ModelError) -> Int {
-            guard let value else { throw .invalidConfig(path: configPath, reason: "required key '\(key)' is missing") }
-            guard value > 0 else { throw .invalidConfig(path: configPath, reason: "'\(key)' must be positive, got \(value)") }
-            return value
-        }
-        let intermediate = try require(config.intermediateSize, "intermediate_size")
-        let experts = try require(config.numLocalExperts ?? 8, "num_local_experts")
-        let topK = try require(config.numExpertsPerTok ?? 2, "num_experts_per_tok")
-        guard topK <= experts else {
-            throw .invalidConfig(
-                path: configPath, reason: "num_experts_per_tok (\(topK)) exceeds num_local_experts (\(experts))")
-        }
-        guard config.hiddenSize > 0 else {
-            throw .invalidConfig(path: configPath, reason: "'hidden_size' must be positive, got \(config.hiddenSize)")
-        }
-        let actName = config.hiddenAct ?? "silu"
-        guard let activation = Activation(huggingFaceName: actName) else {
-            throw .invalidConfig(path: configPath, reason: "hidden_act '\(actName)' is not supported")
-        }
-        self.modelType = config.modelType
-        self.hiddenSize = config.hiddenSize
-        self.activation = activation
+    public init(config: ModelConfig) throws(ModelError) {
+        let experts = try config.positiveInt("num_local_experts", default: 8)
+        let topK = try config.positiveInt("num_experts_per_tok", default: 2)
+        try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_local_experts"))
+        let hidden = try config.positiveInt("hidden_size")
+        let intermediate = try config.positiveInt("intermediate_size")
+        self.modelType = try config.modelType
+        self.hiddenSize = hidden
+        self.activation = try config.activation()
         let gate = TopKGate(numExperts: experts, topK: topK, renormalize: true)
-        self.layers = (0..<config.numHiddenLayers).map {
-            MoELayerSpec(name: String($0), hiddenSize: config.hiddenSize, intermediateSize: intermediate, gate: gate)
+        self.layers = (0..<(try config.positiveInt("num_hidden_layers"))).map {
+            MoELayerSpec(name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate)
         }
     }
 
-    public func gateTensorName(layer: MoELayerSpec) -> String {
-        "model.layers.\(layer.name).block_sparse_moe.gate.weight"
+    public func routerWeights(layer: MoELayerSpec, from folder: ModelFolder) throws(ModelError) -> LayerRouterWeights {
+        LayerRouterWeights(weight: try folder.matrix(
+            "model.layers.\(layer.name).block_sparse_moe.gate.weight", shape: [layer.numExperts, layer.hiddenSize]))
     }
 
     public static func expertTensorPrefix(layer: String, expert: Int) -> String {
@@ -52,12 +39,8 @@ public struct MixtralArchitecture: MoEArchitecture {
     }
 
     public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
-        let prefix = Self.expertTensorPrefix(layer: layer.name, expert: expert)
-        let (h, i) = (layer.hiddenSize, layer.intermediateSize)
-        return .gated(
-            gate: try folder.matrix(prefix + "w1.weight", shape: [i, h]),
-            up: try folder.matrix(prefix + "w3.weight", shape: [i, h]),
-            down: try folder.matrix(prefix + "w2.weight", shape: [h, i]),
-            activation: self.activation)
+        try folder.gatedExpert(
+            prefix: Self.expertTensorPrefix(layer: layer.name, expert: expert), names: ("w1", "w3", "w2"),
+            hidden: layer.hiddenSize, intermediate: layer.intermediateSize, activation: self.activation)
     }
 }

@@ -34,6 +34,7 @@ struct Router: AsyncParsableCommand {
     @Option(help: .hidden)
     var parentPid: Int32?
 
+    @OptionGroup var routing: RoutingOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -41,7 +42,7 @@ struct Router: AsyncParsableCommand {
         let configuration = RouterConfiguration(
             modelPath: self.model, expertEndpoints: self.experts,
             expertTimeout: .milliseconds(self.expertTimeoutMs), discoveryTimeout: .seconds(self.discoveryTimeoutS),
-            expertWireDType: self.expertWireDtype,
+            expertWireDType: self.expertWireDtype, routing: try self.routing.configuration(),
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))
         let router = RouterApplication(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [router], parentPID: self.parentPid, logger: logger)

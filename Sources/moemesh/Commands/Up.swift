@@ -8,7 +8,7 @@ import Glibc
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a whole mesh on this machine: one expert process per expert, and a router.",
+        abstract: "Start a whole mesh on this machine: one expert process per expert (and per shared expert), and a router.",
         discussion: """
             With no --model, serves a small demo model (Mixtral layout, 2 layers × 8 experts, H=512), \
             synthesised once into the cache folder. Prints 'router listening on HOST:PORT' once every \
@@ -33,6 +33,7 @@ struct Up: AsyncParsableCommand {
     @Option(help: .hidden)
     var parentPid: Int32?
 
+    @OptionGroup var routing: RoutingOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -49,11 +50,13 @@ struct Up: AsyncParsableCommand {
         let experts = checkpoint.layers.map(\.numExperts).max() ?? 0
         let topK = checkpoint.layers.map(\.topK).max() ?? 1
         let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let hasShared = checkpoint.layers.contains { $0.sharedExpert != nil }
         let configuration = LocalMesh.Configuration(
             executable: ChildProcess.currentExecutable, modelPath: modelPath,
-            expertGroups: (0..<experts).map { "*:\($0)" }, expertThreads: self.threads ?? max(1, cores / topK),
+            expertGroups: (0..<experts).map { "*:\($0)" } + (hasShared ? ["*:shared"] : []),
+            expertThreads: self.threads ?? max(1, cores / topK),
             host: self.host, routerPort: self.port,
-            routerArguments: ["--log-level", self.logging.logLevel])
+            routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments)
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)
     }

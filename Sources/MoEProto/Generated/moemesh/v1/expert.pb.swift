@@ -30,7 +30,7 @@ public nonisolated struct Moemesh_V1_ComputeRequest: Sendable {
   /// MoE layer name, as in the model's tensor names ("0", "1", ...).
   public var layer: String = String()
 
-  /// Expert index inside the layer, 0 ..< num_experts.
+  /// Expert index inside the layer, 0 ..< num_experts; -1 for the layer's shared expert.
   public var expert: Int32 = 0
 
   /// Token rows [N, H]: the rows routed to this expert, gathered contiguously.

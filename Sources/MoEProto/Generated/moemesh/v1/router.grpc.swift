@@ -48,10 +48,24 @@ public enum Moemesh_V1_Router: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetBalance" metadata.
+        public enum GetBalance: Sendable {
+            /// Request type for "GetBalance".
+            public typealias Input = Moemesh_V1_GetBalanceRequest
+            /// Response type for "GetBalance".
+            public typealias Output = Moemesh_V1_GetBalanceResponse
+            /// Descriptor for "GetBalance".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Router"),
+                method: "GetBalance",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "moemesh.v1.Router" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Forward.descriptor,
-            DescribeModel.descriptor
+            DescribeModel.descriptor,
+            GetBalance.descriptor
         ]
     }
 }
@@ -114,6 +128,24 @@ extension Moemesh_V1_Router {
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_DescribeModelRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_DescribeModelResponse>
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_GetBalanceRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_GetBalanceResponse` messages.
+        func getBalance(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_GetBalanceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_GetBalanceResponse>
     }
 
     /// Service protocol for the "moemesh.v1.Router" service.
@@ -160,6 +192,24 @@ extension Moemesh_V1_Router {
             request: GRPCCore.ServerRequest<Moemesh_V1_DescribeModelRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DescribeModelResponse>
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_GetBalanceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Moemesh_V1_GetBalanceResponse` message.
+        func getBalance(
+            request: GRPCCore.ServerRequest<Moemesh_V1_GetBalanceRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_GetBalanceResponse>
     }
 
     /// Simple service protocol for the "moemesh.v1.Router" service.
@@ -204,6 +254,24 @@ extension Moemesh_V1_Router {
             request: Moemesh_V1_DescribeModelRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_DescribeModelResponse
+
+        /// Handle the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+        ///
+        /// - Parameters:
+        ///   - request: A `Moemesh_V1_GetBalanceRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Moemesh_V1_GetBalanceResponse` to respond with.
+        func getBalance(
+            request: Moemesh_V1_GetBalanceRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Moemesh_V1_GetBalanceResponse
     }
 }
 
@@ -228,6 +296,17 @@ extension Moemesh_V1_Router.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_DescribeModelResponse>(),
             handler: { request, context in
                 try await self.describeModel(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Router.Method.GetBalance.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_GetBalanceRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_GetBalanceResponse>(),
+            handler: { request, context in
+                try await self.getBalance(
                     request: request,
                     context: context
                 )
@@ -260,6 +339,17 @@ extension Moemesh_V1_Router.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func getBalance(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_GetBalanceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_GetBalanceResponse> {
+        let response = try await self.getBalance(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -284,6 +374,19 @@ extension Moemesh_V1_Router.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DescribeModelResponse> {
         return GRPCCore.ServerResponse<Moemesh_V1_DescribeModelResponse>(
             message: try await self.describeModel(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getBalance(
+        request: GRPCCore.ServerRequest<Moemesh_V1_GetBalanceRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_GetBalanceResponse> {
+        return GRPCCore.ServerResponse<Moemesh_V1_GetBalanceResponse>(
+            message: try await self.getBalance(
                 request: request.message,
                 context: context
             ),
@@ -346,6 +449,29 @@ extension Moemesh_V1_Router {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_DescribeModelResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_DescribeModelResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_GetBalanceRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_GetBalanceRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_GetBalanceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getBalance<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_GetBalanceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_GetBalanceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_GetBalanceResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_GetBalanceResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -433,6 +559,40 @@ extension Moemesh_V1_Router {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetBalance" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_GetBalanceRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_GetBalanceRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_GetBalanceResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getBalance<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_GetBalanceRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_GetBalanceRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_GetBalanceResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_GetBalanceResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Moemesh_V1_Router.Method.GetBalance.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -493,6 +653,35 @@ extension Moemesh_V1_Router.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_DescribeModelRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_DescribeModelResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetBalance" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Moemesh_V1_GetBalanceRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getBalance<Result>(
+        request: GRPCCore.ClientRequest<Moemesh_V1_GetBalanceRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_GetBalanceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getBalance(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_GetBalanceRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_GetBalanceResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -563,6 +752,39 @@ extension Moemesh_V1_Router.ClientProtocol {
             metadata: metadata
         )
         return try await self.describeModel(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetBalance" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Load-balance telemetry aggregated over every Forward this router has served, per layer.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getBalance<Result>(
+        _ message: Moemesh_V1_GetBalanceRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_GetBalanceResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Moemesh_V1_GetBalanceRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getBalance(
             request: request,
             options: options,
             onResponse: handleResponse

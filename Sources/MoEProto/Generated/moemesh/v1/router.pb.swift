@@ -43,6 +43,15 @@ public nonisolated struct Moemesh_V1_ForwardRequest: Sendable {
   /// When set, the response carries the routing decision.
   public var returnRouting: Bool = false
 
+  /// Token ids, one per token in row order (needed by hash routing).
+  public var tokenIds: [Int64] = []
+
+  /// Seed of this request's noise under noisy top-k routing; 0 uses the router's.
+  public var noiseSeed: UInt64 = 0
+
+  /// When set, the response carries this request's balance telemetry.
+  public var returnBalance: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -52,6 +61,7 @@ public nonisolated struct Moemesh_V1_ForwardRequest: Sendable {
 
 /// The routing decision for T tokens and k experts per token, row-major [T, k]:
 /// token t went to experts topk_ids[t*k ..< t*k+k] with weights topk_weights[t*k ..< t*k+k].
+/// An id of -1 is a slot that went to no expert (capacity overflow, expert choice).
 public nonisolated struct Moemesh_V1_Routing: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -63,42 +73,87 @@ public nonisolated struct Moemesh_V1_Routing: Sendable {
 
   public var topkWeights: [Float] = []
 
+  /// [T] weight of each token's own hidden state in its output (Switch's capacity-dropped tokens); empty if none.
+  public var residualWeights: [Float] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Moemesh_V1_ForwardResponse: Sendable {
+/// Load-balance telemetry of routed tokens (one request, or aggregated). With p_t = softmax(l_t):
+/// f_i = tokens_i / routed slots, P_i = mean_t p_t,i, aux_loss = E * sum_i f_i * P_i (1.0 when balanced),
+/// z_loss = mean_t logsumexp(l_t)^2, balancedness = mean_i tokens_i / max_i tokens_i.
+public nonisolated struct Moemesh_V1_BalanceStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: String = String()
+
+  public var tokens: Int64 = 0
+
+  public var tokensPerExpert: [Int64] = []
+
+  public var routedFraction: [Double] = []
+
+  public var meanProbability: [Double] = []
+
+  public var auxLoss: Double = 0
+
+  public var zLoss: Double = 0
+
+  public var balancedness: Double = 0
+
+  public var droppedSlots: Int64 = 0
+
+  public var deadExperts: [Int32] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_ForwardResponse: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Layer output, same shape and dtype as hidden_states.
   public var output: Moemesh_V1_Tensor {
-    get {_output ?? Moemesh_V1_Tensor()}
-    set {_output = newValue}
+    get {_storage._output ?? Moemesh_V1_Tensor()}
+    set {_uniqueStorage()._output = newValue}
   }
   /// Returns true if `output` has been explicitly set.
-  public var hasOutput: Bool {self._output != nil}
+  public var hasOutput: Bool {_storage._output != nil}
   /// Clears the value of `output`. Subsequent reads from it will return its default value.
-  public mutating func clearOutput() {self._output = nil}
+  public mutating func clearOutput() {_uniqueStorage()._output = nil}
 
   /// Present when return_routing was set.
   public var routing: Moemesh_V1_Routing {
-    get {_routing ?? Moemesh_V1_Routing()}
-    set {_routing = newValue}
+    get {_storage._routing ?? Moemesh_V1_Routing()}
+    set {_uniqueStorage()._routing = newValue}
   }
   /// Returns true if `routing` has been explicitly set.
-  public var hasRouting: Bool {self._routing != nil}
+  public var hasRouting: Bool {_storage._routing != nil}
   /// Clears the value of `routing`. Subsequent reads from it will return its default value.
-  public mutating func clearRouting() {self._routing = nil}
+  public mutating func clearRouting() {_uniqueStorage()._routing = nil}
+
+  /// Present when return_balance was set.
+  public var balance: Moemesh_V1_BalanceStats {
+    get {_storage._balance ?? Moemesh_V1_BalanceStats()}
+    set {_uniqueStorage()._balance = newValue}
+  }
+  /// Returns true if `balance` has been explicitly set.
+  public var hasBalance: Bool {_storage._balance != nil}
+  /// Clears the value of `balance`. Subsequent reads from it will return its default value.
+  public mutating func clearBalance() {_uniqueStorage()._balance = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _output: Moemesh_V1_Tensor? = nil
-  fileprivate var _routing: Moemesh_V1_Routing? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Moemesh_V1_DescribeModelRequest: Sendable {
@@ -122,6 +177,9 @@ public nonisolated struct Moemesh_V1_MoELayer: Sendable {
 
   public var topK: Int32 = 0
 
+  /// Whether the layer has a shared expert (served as expert -1).
+  public var sharedExpert: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -138,6 +196,34 @@ public nonisolated struct Moemesh_V1_DescribeModelResponse: Sendable {
 
   public var layers: [Moemesh_V1_MoELayer] = []
 
+  /// The routing policy in force, e.g. "model", "noisy-top-k(std 1.0)", "hash", "expert-choice(c 1.0)", plus capacity.
+  public var routing: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_GetBalanceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only this layer; empty for every layer.
+  public var layer: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_GetBalanceResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layers: [Moemesh_V1_BalanceStats] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -149,7 +235,7 @@ fileprivate nonisolated let _protobuf_package = "moemesh.v1"
 
 nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{3}hidden_states\0\u{3}return_routing\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{3}hidden_states\0\u{3}return_routing\0\u{3}token_ids\0\u{3}noise_seed\0\u{3}return_balance\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -160,6 +246,9 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._hiddenStates) }()
       case 3: try { try decoder.decodeSingularBoolField(value: &self.returnRouting) }()
+      case 4: try { try decoder.decodeRepeatedInt64Field(value: &self.tokenIds) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.noiseSeed) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.returnBalance) }()
       default: break
       }
     }
@@ -179,6 +268,15 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
     if self.returnRouting != false {
       try visitor.visitSingularBoolField(value: self.returnRouting, fieldNumber: 3)
     }
+    if !self.tokenIds.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.tokenIds, fieldNumber: 4)
+    }
+    if self.noiseSeed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.noiseSeed, fieldNumber: 5)
+    }
+    if self.returnBalance != false {
+      try visitor.visitSingularBoolField(value: self.returnBalance, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -186,6 +284,9 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.layer != rhs.layer {return false}
     if lhs._hiddenStates != rhs._hiddenStates {return false}
     if lhs.returnRouting != rhs.returnRouting {return false}
+    if lhs.tokenIds != rhs.tokenIds {return false}
+    if lhs.noiseSeed != rhs.noiseSeed {return false}
+    if lhs.returnBalance != rhs.returnBalance {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -193,7 +294,7 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Moemesh_V1_Routing: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Routing"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}top_k\0\u{3}topk_ids\0\u{3}topk_weights\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}top_k\0\u{3}topk_ids\0\u{3}topk_weights\0\u{3}residual_weights\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -204,6 +305,7 @@ nonisolated extension Moemesh_V1_Routing: SwiftProtobuf.Message, SwiftProtobuf._
       case 1: try { try decoder.decodeSingularInt32Field(value: &self.topK) }()
       case 2: try { try decoder.decodeRepeatedInt32Field(value: &self.topkIds) }()
       case 3: try { try decoder.decodeRepeatedFloatField(value: &self.topkWeights) }()
+      case 4: try { try decoder.decodeRepeatedFloatField(value: &self.residualWeights) }()
       default: break
       }
     }
@@ -219,6 +321,9 @@ nonisolated extension Moemesh_V1_Routing: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.topkWeights.isEmpty {
       try visitor.visitPackedFloatField(value: self.topkWeights, fieldNumber: 3)
     }
+    if !self.residualWeights.isEmpty {
+      try visitor.visitPackedFloatField(value: self.residualWeights, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -226,14 +331,15 @@ nonisolated extension Moemesh_V1_Routing: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.topK != rhs.topK {return false}
     if lhs.topkIds != rhs.topkIds {return false}
     if lhs.topkWeights != rhs.topkWeights {return false}
+    if lhs.residualWeights != rhs.residualWeights {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
-nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0")
+nonisolated extension Moemesh_V1_BalanceStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BalanceStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}tokens\0\u{3}tokens_per_expert\0\u{3}routed_fraction\0\u{3}mean_probability\0\u{3}aux_loss\0\u{3}z_loss\0\u{1}balancedness\0\u{3}dropped_slots\0\u{3}dead_experts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -241,30 +347,150 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._output) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._routing) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.tokens) }()
+      case 3: try { try decoder.decodeRepeatedInt64Field(value: &self.tokensPerExpert) }()
+      case 4: try { try decoder.decodeRepeatedDoubleField(value: &self.routedFraction) }()
+      case 5: try { try decoder.decodeRepeatedDoubleField(value: &self.meanProbability) }()
+      case 6: try { try decoder.decodeSingularDoubleField(value: &self.auxLoss) }()
+      case 7: try { try decoder.decodeSingularDoubleField(value: &self.zLoss) }()
+      case 8: try { try decoder.decodeSingularDoubleField(value: &self.balancedness) }()
+      case 9: try { try decoder.decodeSingularInt64Field(value: &self.droppedSlots) }()
+      case 10: try { try decoder.decodeRepeatedInt32Field(value: &self.deadExperts) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._output {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._routing {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
+    if !self.layer.isEmpty {
+      try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
+    }
+    if self.tokens != 0 {
+      try visitor.visitSingularInt64Field(value: self.tokens, fieldNumber: 2)
+    }
+    if !self.tokensPerExpert.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.tokensPerExpert, fieldNumber: 3)
+    }
+    if !self.routedFraction.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.routedFraction, fieldNumber: 4)
+    }
+    if !self.meanProbability.isEmpty {
+      try visitor.visitPackedDoubleField(value: self.meanProbability, fieldNumber: 5)
+    }
+    if self.auxLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.auxLoss, fieldNumber: 6)
+    }
+    if self.zLoss.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.zLoss, fieldNumber: 7)
+    }
+    if self.balancedness.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.balancedness, fieldNumber: 8)
+    }
+    if self.droppedSlots != 0 {
+      try visitor.visitSingularInt64Field(value: self.droppedSlots, fieldNumber: 9)
+    }
+    if !self.deadExperts.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.deadExperts, fieldNumber: 10)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_BalanceStats, rhs: Moemesh_V1_BalanceStats) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs.tokensPerExpert != rhs.tokensPerExpert {return false}
+    if lhs.routedFraction != rhs.routedFraction {return false}
+    if lhs.meanProbability != rhs.meanProbability {return false}
+    if lhs.auxLoss != rhs.auxLoss {return false}
+    if lhs.zLoss != rhs.zLoss {return false}
+    if lhs.balancedness != rhs.balancedness {return false}
+    if lhs.droppedSlots != rhs.droppedSlots {return false}
+    if lhs.deadExperts != rhs.deadExperts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0\u{1}balance\0")
+
+  fileprivate class _StorageClass {
+    var _output: Moemesh_V1_Tensor? = nil
+    var _routing: Moemesh_V1_Routing? = nil
+    var _balance: Moemesh_V1_BalanceStats? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _output = source._output
+      _routing = source._routing
+      _balance = source._balance
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._output) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._routing) }()
+        case 3: try { try decoder.decodeSingularMessageField(value: &_storage._balance) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._output {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._routing {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      try { if let v = _storage._balance {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+      } }()
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Moemesh_V1_ForwardResponse, rhs: Moemesh_V1_ForwardResponse) -> Bool {
-    if lhs._output != rhs._output {return false}
-    if lhs._routing != rhs._routing {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._output != rhs_storage._output {return false}
+        if _storage._routing != rhs_storage._routing {return false}
+        if _storage._balance != rhs_storage._balance {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -291,7 +517,7 @@ nonisolated extension Moemesh_V1_DescribeModelRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MoELayer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}num_experts\0\u{3}top_k\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}num_experts\0\u{3}top_k\0\u{3}shared_expert\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -302,6 +528,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.numExperts) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.topK) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.sharedExpert) }()
       default: break
       }
     }
@@ -317,6 +544,9 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
     if self.topK != 0 {
       try visitor.visitSingularInt32Field(value: self.topK, fieldNumber: 3)
     }
+    if self.sharedExpert != false {
+      try visitor.visitSingularBoolField(value: self.sharedExpert, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -324,6 +554,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.name != rhs.name {return false}
     if lhs.numExperts != rhs.numExperts {return false}
     if lhs.topK != rhs.topK {return false}
+    if lhs.sharedExpert != rhs.sharedExpert {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -331,7 +562,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeModelResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{1}layers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{1}layers\0\u{1}routing\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -342,6 +573,7 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
       case 1: try { try decoder.decodeSingularStringField(value: &self.modelType) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.hiddenSize) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.layers) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.routing) }()
       default: break
       }
     }
@@ -357,12 +589,76 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
     if !self.layers.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.layers, fieldNumber: 3)
     }
+    if !self.routing.isEmpty {
+      try visitor.visitSingularStringField(value: self.routing, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Moemesh_V1_DescribeModelResponse, rhs: Moemesh_V1_DescribeModelResponse) -> Bool {
     if lhs.modelType != rhs.modelType {return false}
     if lhs.hiddenSize != rhs.hiddenSize {return false}
+    if lhs.layers != rhs.layers {return false}
+    if lhs.routing != rhs.routing {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_GetBalanceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetBalanceRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.layer.isEmpty {
+      try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_GetBalanceRequest, rhs: Moemesh_V1_GetBalanceRequest) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_GetBalanceResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GetBalanceResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layers\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.layers) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.layers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.layers, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_GetBalanceResponse, rhs: Moemesh_V1_GetBalanceResponse) -> Bool {
     if lhs.layers != rhs.layers {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

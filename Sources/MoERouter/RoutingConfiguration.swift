@@ -1,0 +1,63 @@
+import MoECore
+import MoEModel
+
+/// The router's routing policy, for every layer of the model (configuration keys in parentheses):
+/// strategy (`--routing model|noisy-top-k|hash|expert-choice`, default `model`: the architecture's own gate),
+/// noise scale σ of noisy top-k (`--noise-std`, 1.0) and its seed (`--seed`, 0), the capacity factor c of
+/// expert choice (`--expert-choice-capacity`, 1.0), an optional capacity limit `⌈c·T·k/E⌉` per expert
+/// (`--capacity-factor c --overflow drop|spill`), and Switch's per-sequence `expert_capacity`
+/// (`--switch-capacity`; dropless by default).
+public struct RoutingConfiguration: Sendable, Equatable {
+    public enum Strategy: String, Sendable, CaseIterable {
+        case model
+        case noisyTopK = "noisy-top-k"
+        case hash
+        case expertChoice = "expert-choice"
+    }
+
+    public var strategy: Strategy
+    public var noiseStd: Float
+    public var seed: UInt64
+    public var expertChoiceCapacity: Double
+    public var capacity: CapacityLimit?
+    public var switchCapacity: Bool
+
+    public init(
+        strategy: Strategy = .model, noiseStd: Float = 1, seed: UInt64 = 0, expertChoiceCapacity: Double = 1,
+        capacity: CapacityLimit? = nil, switchCapacity: Bool = false
+    ) {
+        self.strategy = strategy
+        self.noiseStd = noiseStd
+        self.seed = seed
+        self.expertChoiceCapacity = expertChoiceCapacity
+        self.capacity = capacity
+        self.switchCapacity = switchCapacity
+    }
+
+    /// The policy of one layer.
+    public func policy(for layer: MoELayerSpec) -> RoutingPolicy {
+        let strategy: RoutingStrategy
+        switch self.strategy {
+        case .model: strategy = .model
+        case .noisyTopK: strategy = .noisyTopK(noiseStd: self.noiseStd)
+        case .hash: strategy = .hash
+        case .expertChoice: strategy = .expertChoice(capacityFactor: self.expertChoiceCapacity)
+        }
+        return RoutingPolicy(
+            strategy: strategy, capacity: self.capacity,
+            sequenceCapacity: self.switchCapacity ? layer.expertCapacity : nil, seed: self.seed)
+    }
+
+    /// A short description, e.g. `noisy-top-k(std 1.0), capacity 1.25 spill`.
+    public var summary: String {
+        var text: String
+        switch self.strategy {
+        case .model, .hash: text = self.strategy.rawValue
+        case .noisyTopK: text = "noisy-top-k(std \(self.noiseStd), seed \(self.seed))"
+        case .expertChoice: text = "expert-choice(c \(self.expertChoiceCapacity))"
+        }
+        if let capacity = self.capacity { text += ", capacity \(capacity.factor) \(capacity.overflow.rawValue)" }
+        if self.switchCapacity { text += ", switch per-sequence capacity" }
+        return text
+    }
+}

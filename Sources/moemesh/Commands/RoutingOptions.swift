@@ -1,0 +1,53 @@
+import ArgumentParser
+import MoECore
+import MoERouter
+
+/// The router's routing-policy flags (see `RoutingConfiguration`).
+struct RoutingOptions: ParsableArguments {
+    @Option(help: "Routing strategy: model (the architecture's gate), noisy-top-k, hash (needs token ids), expert-choice (prefill only).")
+    var routing: RoutingConfiguration.Strategy = .model
+
+    @Option(help: "Noise scale σ of noisy top-k: h = l + σ·N(0,1).")
+    var noiseStd: Float = 1
+
+    @Option(help: "Seed of noisy top-k (a request may give its own).")
+    var seed: UInt64 = 0
+
+    @Option(help: "Capacity factor c of expert choice: each expert takes ⌈T·c/E⌉ tokens.")
+    var expertChoiceCapacity: Double = 1
+
+    @Option(help: "Limit rows per expert to ⌈c·T·k/E⌉ (off by default).")
+    var capacityFactor: Double?
+
+    @Option(help: "What happens to a slot over capacity: drop (no contribution) or spill (next-best expert with room).")
+    var overflow: CapacityLimit.Overflow = .drop
+
+    @Flag(help: "Switch Transformers: apply the config's per-sequence expert_capacity (dropped tokens give max p · x).")
+    var switchCapacity = false
+
+    func configuration() throws -> RoutingConfiguration {
+        if let factor = self.capacityFactor, !(factor > 0) {
+            throw ValidationError("--capacity-factor: expected a positive number, got \(factor)")
+        }
+        guard self.noiseStd >= 0, self.expertChoiceCapacity > 0 else {
+            throw ValidationError("--noise-std must be ≥ 0 and --expert-choice-capacity > 0")
+        }
+        return RoutingConfiguration(
+            strategy: self.routing, noiseStd: self.noiseStd, seed: self.seed,
+            expertChoiceCapacity: self.expertChoiceCapacity,
+            capacity: self.capacityFactor.map { CapacityLimit(factor: $0, overflow: self.overflow) },
+            switchCapacity: self.switchCapacity)
+    }
+
+    /// The same options as arguments for a `moemesh router` child process.
+    var arguments: [String] {
+        var arguments = ["--routing", self.routing.rawValue, "--noise-std", "\(self.noiseStd)", "--seed", "\(self.seed)",
+                         "--expert-choice-capacity", "\(self.expertChoiceCapacity)", "--overflow", self.overflow.rawValue]
+        if let factor = self.capacityFactor { arguments += ["--capacity-factor", "\(factor)"] }
+        if self.switchCapacity { arguments.append("--switch-capacity") }
+        return arguments
+    }
+}
+
+extension RoutingConfiguration.Strategy: ExpressibleByArgument {}
+extension CapacityLimit.Overflow: ExpressibleByArgument {}

@@ -1,0 +1,43 @@
+import MoECore
+import MoEModel
+
+/// A checkpoint written by scripts/golden/make_golden_models.py and its reference outputs.
+public struct GoldenFixture: Sendable, CustomStringConvertible {
+    public let architecture: String
+    public let dtype: DType
+
+    public init(architecture: String, dtype: DType) {
+        self.architecture = architecture
+        self.dtype = dtype
+    }
+
+    public static let architectures = [
+        "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers",
+    ]
+
+    public static let all: [GoldenFixture] = architectures.flatMap { name in
+        [GoldenFixture(architecture: name, dtype: .f32), GoldenFixture(architecture: name, dtype: .bf16)]
+    }
+
+    public static let folder: String = {
+        var path = #filePath
+        for _ in 0..<2 { path = String(path[..<path.lastIndex(of: "/")!]) }
+        return path + "/Fixtures/golden"
+    }()
+
+    public var name: String { "\(self.architecture)-\(self.dtype)" }
+    public var description: String { self.name }
+    public var modelPath: String { Self.folder + "/" + self.name }
+    /// Relative error allowed: f32 weights 1e-5, bf16 weights 1e-2.
+    public var tolerance: Double { self.dtype == .f32 ? 1e-5 : 1e-2 }
+
+    public func reference() throws -> SafeTensorsFile {
+        try SafeTensorsFile(path: Self.folder + "/" + self.name + ".reference.safetensors")
+    }
+
+    /// The MoE layers the reference covers, in file order.
+    public func layers() throws -> [String] {
+        try self.reference().entries.keys.filter { $0.hasSuffix(".topk_ids") }
+            .map { String($0.dropLast(".topk_ids".count)) }.sorted()
+    }
+}
