@@ -8,8 +8,8 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
     public struct Item: Sendable, Equatable {
         /// nil: every layer.
         public let layer: String?
-        /// nil: every expert.
-        public let experts: ClosedRange<Int>?
+        /// Routed experts chosen: nil for every one, an empty range for none.
+        public let experts: Range<Int>?
         /// Whether the item names the shared expert (`shared`, or `*`).
         public let includesShared: Bool
     }
@@ -34,9 +34,9 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
             }
             let layer = fields[0] == "*" ? nil : String(fields[0])
             let expertText = fields[1]
-            var experts: ClosedRange<Int>? = nil
+            var experts: Range<Int>? = nil
             if expertText == "shared" {
-                items.append(Item(layer: layer, experts: 0...(-1), includesShared: true))
+                items.append(Item(layer: layer, experts: 0..<0, includesShared: true))
                 continue
             }
             if expertText != "*" {
@@ -47,7 +47,7 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
                     return .failure(
                         SelectionError(text: text, reason: "expected *, N, A-B or shared for the experts, got '\(expertText)'"))
                 }
-                experts = bounds.first!!...bounds.last!!
+                experts = bounds.first!!..<(bounds.last!! + 1)
             }
             items.append(Item(layer: layer, experts: experts, includesShared: experts == nil))
         }

@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Dispatch
 
 /// A child OS process started with `posix_spawn`, its standard output read line by line, its standard error
 /// shared with this process.
@@ -53,9 +52,28 @@ public final class ChildProcess: Sendable {
         self.name = name
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         self.outputLines = stream
-        // Blocking reads belong on a Dispatch thread, never on the cooperative pool.
-        DispatchQueue.global().async {
-            Self.readLines(from: readEnd, into: continuation)
+        // Blocking reads get a thread of their own: never the cooperative pool, nor Dispatch's global queue,
+        // whose pool grows slowly on small machines when its threads block (seen here: ready lines seconds late).
+        Self.detachThread { Self.readLines(from: readEnd, into: continuation) }
+    }
+
+    /// Runs `body` on a new detached POSIX thread.
+    private static func detachThread(_ body: @escaping @Sendable () -> Void) {
+        final class Box: @unchecked Sendable {
+            let body: @Sendable () -> Void
+            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+        }
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        var thread = pthread_t()
+        let result = pthread_create(&thread, nil, { context in
+            let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
+            box.body()
+            return nil
+        }, context)
+        if result == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<Box>.fromOpaque(context).takeRetainedValue().body()
         }
     }
 
