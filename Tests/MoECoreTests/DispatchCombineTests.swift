@@ -5,7 +5,7 @@ import Testing
 @Suite("dispatch plan and combine")
 struct DispatchCombineTests {
     static func randomDecision(tokens: Int, experts: Int, k: Int, seed: UInt64) -> RoutingDecision {
-        var generator = SplitMix64(seed: seed)
+        var generator = SplitMix64Generator(seed: seed)
         let logits = (0..<(tokens * experts)).map { _ in Float(generator.nextUnit() * 4 - 2) }
         return TopKGate(numExperts: experts, topK: k, renormalize: true)
             .route(logits: Matrix(rows: tokens, columns: experts, values: logits))
@@ -36,7 +36,7 @@ struct DispatchCombineTests {
         let tokens = 19, experts = 6, k = 2, hidden = 5
         let decision = Self.randomDecision(tokens: tokens, experts: experts, k: k, seed: 11)
         let plan = DispatchPlan(decision)
-        var generator = SplitMix64(seed: 3)
+        var generator = SplitMix64Generator(seed: 3)
         let hiddenStates = Matrix(
             rows: tokens, columns: hidden, values: (0..<(tokens * hidden)).map { _ in Float(generator.nextUnit()) })
         // Expert e multiplies its rows by (e + 1) and adds e.

@@ -1,5 +1,5 @@
 /// A small seeded generator for test data.
-struct SplitMix64: RandomNumberGenerator {
+struct SplitMix64Generator: RandomNumberGenerator {
     var state: UInt64
     init(seed: UInt64) { self.state = seed }
     mutating func next() -> UInt64 {

@@ -36,7 +36,7 @@ private func Foundation_exp(_ x: Double) -> Double {
 struct TopKGateTests {
     @Test("matches a naive reference", arguments: [(8, 1), (8, 2), (8, 8), (60, 4), (64, 6), (3, 2)], [false, true])
     func matchesReference(shape: (experts: Int, k: Int), renormalize: Bool) {
-        var generator = SplitMix64(seed: UInt64(shape.experts * 100 + shape.k))
+        var generator = SplitMix64Generator(seed: UInt64(shape.experts * 100 + shape.k))
         let tokens = 13
         let logits = (0..<(tokens * shape.experts)).map { _ in Float(generator.nextUnit() * 6 - 3) }
         let gate = TopKGate(numExperts: shape.experts, topK: shape.k, renormalize: renormalize)
