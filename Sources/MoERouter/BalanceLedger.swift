@@ -14,6 +14,15 @@ public final class BalanceLedger: Sendable {
         }
     }
 
-    /// The aggregate of a layer, or of every layer that has seen traffic.
-    public func snapshot() -> [String: BalanceStats] { self.layers.withLock { $0 } }
+    /// The aggregate of every layer that has seen traffic since the window began; `reset` starts a new window
+    /// for `layers` (all when nil).
+    public func snapshot(reset: Bool = false, layers names: Set<String>? = nil) -> [String: BalanceStats] {
+        self.layers.withLock { layers in
+            let snapshot = layers
+            if reset {
+                for name in layers.keys where names?.contains(name) ?? true { layers[name] = nil }
+            }
+            return snapshot
+        }
+    }
 }

@@ -12,6 +12,8 @@ public struct RouterClient: Sendable {
         public let output: Tensor
         /// The routing decision (top-k ids and weights per token).
         public let routing: RoutingDecision?
+        /// This request's balance telemetry, when asked for.
+        public let balance: Moemesh_V1_BalanceStats?
     }
 
     public let client: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>
@@ -37,10 +39,15 @@ public struct RouterClient: Sendable {
     }
 
     /// Runs `layer` on `hiddenStates` (`[T, H]` or `[B, S, H]`).
-    public func forward(layer: String, hiddenStates: Tensor, returnRouting: Bool = true) async throws -> ForwardResult {
+    public func forward(
+        layer: String, hiddenStates: Tensor, returnRouting: Bool = true, tokenIDs: [Int64] = [],
+        returnBalance: Bool = false
+    ) async throws -> ForwardResult {
         var request = Moemesh_V1_ForwardRequest()
         request.layer = layer
         request.returnRouting = returnRouting
+        request.tokenIds = tokenIDs
+        request.returnBalance = returnBalance
         request.hiddenStates.dtype = Moemesh_V1_DType(hiddenStates.dtype)
         request.hiddenStates.shape = hiddenStates.shape.map(Int64.init)
         request.hiddenStates.data = .init(hiddenStates.bytes())
@@ -57,8 +64,9 @@ public struct RouterClient: Sendable {
             let tokens = k == 0 ? 0 : response.routing.topkIds.count / k
             routing = RoutingDecision(
                 tokenCount: tokens, topK: k, numExperts: Int(response.routing.topkIds.max() ?? 0) + 1,
-                topkIDs: response.routing.topkIds, topkWeights: response.routing.topkWeights)
+                topkIDs: response.routing.topkIds, topkWeights: response.routing.topkWeights,
+                residualWeights: response.routing.residualWeights.isEmpty ? nil : response.routing.residualWeights)
         }
-        return ForwardResult(output: output, routing: routing)
+        return ForwardResult(output: output, routing: routing, balance: response.hasBalance ? response.balance : nil)
     }
 }

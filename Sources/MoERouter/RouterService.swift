@@ -99,7 +99,8 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
         if !request.layer.isEmpty && self.pipelines[request.layer] == nil {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)
         }
-        let snapshot = self.balance.snapshot()
+        let snapshot = self.balance.snapshot(
+            reset: request.reset, layers: request.layer.isEmpty ? nil : [request.layer])
         var response = Moemesh_V1_GetBalanceResponse()
         response.layers = self.layerNames.filter { request.layer.isEmpty || $0 == request.layer }.compactMap { name in
             snapshot[name].map { Moemesh_V1_BalanceStats($0, layer: name) }

@@ -12,14 +12,12 @@ import MoETestSupport
 /// An expert service hosting every expert of a model and a router in front of it, wired over in-process
 /// transports; `body` gets clients of both.
 func withInProcessMesh(
-    model: SmallModel,
+    model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
     let checkpoint = try MoECheckpoint(path: model.path)
-    let addresses = checkpoint.layers.flatMap { layer in
-        (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) }
-    }
+    let addresses = checkpoint.layers.flatMap(\.expertAddresses)
     let expertService = try ExpertService(checkpoint: checkpoint, experts: addresses)
     let expertTransport = InProcessTransport()
     try await withGRPCServer(transport: expertTransport.server, services: [expertService]) { _ in
@@ -29,9 +27,12 @@ func withInProcessMesh(
             let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) }))
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
-                pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
+                pipelines: try checkpoint.layers.map {
+                    try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
+                },
                 executor: RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions()))
+                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions()),
+                routingSummary: routing.summary)
             let routerTransport = InProcessTransport()
             try await withGRPCServer(transport: routerTransport.server, services: [router]) { _ in
                 try await withGRPCClient(transport: routerTransport.client) { routerClient in

@@ -42,3 +42,15 @@ public enum MoemeshBinary {
         return text[text.index(after: close)...].split(separator: " ").first != "Z"
     }
 }
+
+extension MoemeshBinary {
+    /// Resident memory of a process in bytes (`VmRSS` from /proc/PID/status), nil if unreadable.
+    public static func residentBytes(of pid: Int32) -> Int? {
+        guard let status = try? FileSystem.readFile("/proc/\(pid)/status") else { return nil }
+        for line in String(decoding: status, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
+        }
+        return nil
+    }
+}

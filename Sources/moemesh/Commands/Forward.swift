@@ -9,8 +9,9 @@ struct Forward: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run one MoE layer through a router: hidden states in, layer output and routing out.",
         discussion: """
-            Reads the tensor 'hidden_states' ([T, H] or [B, S, H]) from --input, or makes --random T rows. \
-            Writes 'output' (same shape), 'topk_ids' and 'topk_weights' ([..., k]) to --output.
+            Reads the tensor 'hidden_states' ([T, H] or [B, S, H]) from --input (and 'input_ids', if present, as the \
+            token ids), or makes --random T rows. Writes 'output' (same shape), 'topk_ids' and 'topk_weights' \
+            ([..., k]) to --output.
             """)
 
     @Option(help: "The router, HOST:PORT.")
@@ -34,6 +35,12 @@ struct Forward: AsyncParsableCommand {
     @Option(help: "safetensors file to write (output, topk_ids, topk_weights).")
     var output: String?
 
+    @Option(help: "Token ids, comma-separated, one per token (hash routing).")
+    var tokenIds: String?
+
+    @Flag(help: "Print the request's balance telemetry.")
+    var balance = false
+
     func validate() throws {
         guard (self.input == nil) != (self.random == nil) else {
             throw ValidationError("give exactly one of --input FILE or --random T")
@@ -52,6 +59,7 @@ struct Forward: AsyncParsableCommand {
     private func forward() async throws {
         try await RouterClient.with(endpoint: self.router) { client in
             let hidden: Tensor
+            var tokenIDs = try self.tokenIds.map(Self.parseTokenIDs) ?? []
             if let input = self.input {
                 let file = try SafeTensorsFile(path: input)
                 guard file.entries["hidden_states"] != nil else {
@@ -59,6 +67,9 @@ struct Forward: AsyncParsableCommand {
                         "\(input) has no tensor 'hidden_states'; it has: \(file.entries.keys.sorted().joined(separator: ", "))")
                 }
                 hidden = try file.tensor("hidden_states")
+                if tokenIDs.isEmpty, let ids = file.entries["input_ids"] {
+                    tokenIDs = try Self.integers(file.bytes(of: ids), dtype: ids.dtype)
+                }
             } else {
                 let model = try await client.describeModel()
                 let tokens = self.random!, width = Int(model.hiddenSize)
@@ -66,7 +77,8 @@ struct Forward: AsyncParsableCommand {
                 hidden = try Tensor(shape: [tokens, width], floats: values, dtype: self.dtype)
             }
             let callStarted = ContinuousClock.now
-            let result = try await client.forward(layer: self.layer, hiddenStates: hidden)
+            let result = try await client.forward(
+                layer: self.layer, hiddenStates: hidden, tokenIDs: tokenIDs, returnBalance: self.balance)
             let callTime = ContinuousClock.now - callStarted
             let tokens = hidden.shape.dropLast().reduce(1, *)
             print("layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(Self.milliseconds(callTime)) ms")
@@ -74,6 +86,11 @@ struct Forward: AsyncParsableCommand {
                 let used = routing.tokensPerExpert.enumerated().filter { $0.element > 0 }
                 print("top-\(routing.topK) routing, tokens per expert: "
                     + used.map { "\($0.offset):\($0.element)" }.joined(separator: " "))
+            }
+            if let stats = result.balance {
+                print("balance: aux loss \(Self.fixed(stats.auxLoss)), z-loss \(Self.fixed(stats.zLoss)), "
+                    + "balancedness \(Self.fixed(stats.balancedness)), dropped slots \(stats.droppedSlots), "
+                    + "dead experts \(stats.deadExperts.map(String.init).joined(separator: " "))")
             }
             if let output = self.output {
                 var entries = [SafeTensorsWriter.Entry(name: "output", tensor: result.output)]
@@ -86,6 +103,31 @@ struct Forward: AsyncParsableCommand {
                 print("wrote \(output): \(entries.map { "\($0.name) \($0.shape)" }.joined(separator: ", "))")
             }
         }
+    }
+
+    static func parseTokenIDs(_ text: String) throws -> [Int64] {
+        try text.split(separator: ",").map { item in
+            guard let value = Int64(item.filter { !$0.isWhitespace }) else {
+                throw ValidationError("--token-ids: expected comma-separated integers, got '\(item)'")
+            }
+            return value
+        }
+    }
+
+    /// Reads an I64 or I32 tensor's values.
+    static func integers(_ bytes: UnsafeRawBufferPointer, dtype: SafeTensorsDType) throws -> [Int64] {
+        switch dtype {
+        case .i64: return (0..<(bytes.count / 8)).map { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+        case .i32: return (0..<(bytes.count / 4)).map { Int64(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
+        default: throw CommandFailure("input_ids: expected I64 or I32, got \(dtype.rawValue)")
+        }
+    }
+
+    /// "0.1234": four decimals (no Foundation formatting).
+    static func fixed(_ value: Double) -> String {
+        let scaled = Int((value * 10_000).rounded())
+        let fraction = String(abs(scaled) % 10_000)
+        return "\(scaled < 0 ? "-" : "")\(abs(scaled) / 10_000).\(String(repeating: "0", count: 4 - fraction.count))\(fraction)"
     }
 
     /// "12.34": milliseconds with two decimals (no Foundation formatting).

@@ -212,6 +212,10 @@ public nonisolated struct Moemesh_V1_GetBalanceRequest: Sendable {
   /// Only this layer; empty for every layer.
   public var layer: String = String()
 
+  /// Start a new window after reading: the next answer covers only traffic from now on (dead experts are those
+  /// without tokens in the window).
+  public var reset: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -607,7 +611,7 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Moemesh_V1_GetBalanceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GetBalanceRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}reset\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -616,6 +620,7 @@ nonisolated extension Moemesh_V1_GetBalanceRequest: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.reset) }()
       default: break
       }
     }
@@ -625,11 +630,15 @@ nonisolated extension Moemesh_V1_GetBalanceRequest: SwiftProtobuf.Message, Swift
     if !self.layer.isEmpty {
       try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
     }
+    if self.reset != false {
+      try visitor.visitSingularBoolField(value: self.reset, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Moemesh_V1_GetBalanceRequest, rhs: Moemesh_V1_GetBalanceRequest) -> Bool {
     if lhs.layer != rhs.layer {return false}
+    if lhs.reset != rhs.reset {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
