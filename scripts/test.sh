@@ -13,6 +13,15 @@ if ! git diff --quiet -- Sources/MoEProto || [ -n "$(git status --porcelain -- S
     exit 1
 fi
 
+echo "== golden checkpoints match scripts/golden/make_golden_models.py" >&2
+python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy
+python3 scripts/golden/make_golden_models.py >/dev/null
+if [ -n "$(git status --porcelain -- Tests/Fixtures)" ]; then
+    echo "Tests/Fixtures/golden differs from what the generator writes: run it and commit" >&2
+    git status --short -- Tests/Fixtures >&2
+    exit 1
+fi
+
 # The interop test calls the mesh from Python (grpcio), as users in other languages do.
 python3 -c 'import grpc_tools, numpy' 2>/dev/null || python3 -m pip install --quiet grpcio grpcio-tools numpy
 export MOEMESH_REQUIRE_PYTHON=1
