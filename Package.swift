@@ -104,8 +104,14 @@ let package = Package(
             dependencies: ["MoECore", "MoEModel", "MoEServing"],
             path: "Tests/MoETestSupport"
         ),
-        .testTarget(name: "MoECoreTests", dependencies: ["MoECore"]),
-        .testTarget(name: "MoEKernelsTests", dependencies: ["MoECore", "MoEKernels"]),
+        .testTarget(
+            name: "MoECoreTests",
+            dependencies: ["MoECore", .product(name: "RealModule", package: "swift-numerics")]
+        ),
+        .testTarget(
+            name: "MoEKernelsTests",
+            dependencies: ["MoECore", "MoEKernels", .product(name: "RealModule", package: "swift-numerics")]
+        ),
         .testTarget(
             name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoETestSupport"]
         ),

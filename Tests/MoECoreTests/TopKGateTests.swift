@@ -1,3 +1,4 @@
+import RealModule
 import Testing
 
 @testable import MoECore
@@ -5,7 +6,7 @@ import Testing
 /// Naive reference: sort experts by (probability desc, index asc) in Double.
 private func referenceRoute(logits: [Double], k: Int, renormalize: Bool) -> ([Int32], [Double]) {
     let maximum = logits.max()!
-    let exps = logits.map { Foundation_exp($0 - maximum) }
+    let exps = logits.map { Double.exp($0 - maximum) }
     let sum = exps.reduce(0, +)
     let probabilities = exps.map { $0 / sum }
     let order = probabilities.indices.sorted { a, b in
@@ -18,18 +19,6 @@ private func referenceRoute(logits: [Double], k: Int, renormalize: Bool) -> ([In
         weights = weights.map { $0 / total }
     }
     return (chosen.map(Int32.init), weights)
-}
-
-/// exp without Foundation, by repeated squaring of a Taylor series (enough for |x| < 50 in tests).
-private func Foundation_exp(_ x: Double) -> Double {
-    var term = 1.0, sum = 1.0
-    let scaled = x / 64
-    for n in 1..<30 {
-        term *= scaled / Double(n)
-        sum += term
-    }
-    for _ in 0..<6 { sum *= sum }
-    return sum
 }
 
 @Suite("softmax top-k gate")

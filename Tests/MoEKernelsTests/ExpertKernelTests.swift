@@ -1,4 +1,5 @@
 import MoECore
+import RealModule
 import Testing
 
 @testable import MoEKernels
@@ -54,24 +55,12 @@ private func naiveExpert(_ weights: ExpertWeights, _ x: Matrix) -> [Double] {
         for index in z.indices {
             let g = min(a[index] + Double(gateBias[index % i]), Double(limit))
             let u = min(max(b[index] + Double(upBias[index % i]), -Double(limit)), Double(limit))
-            z[index] = (u + 1) * g / (1 + exp(-Double(alpha) * g))
+            z[index] = (u + 1) * g / (1 + Double.exp(-Double(alpha) * g))
         }
         var y = naiveProject(z, rows: x.rows, inWidth: i, weight: down)
         for index in y.indices { y[index] += Double(downBias[index % down.rows]) }
         return y
     }
-}
-
-/// e^x by a Taylor series with squaring (no Foundation).
-private func exp(_ x: Double) -> Double {
-    var term = 1.0, sum = 1.0
-    let scaled = x / 1024
-    for n in 1..<20 {
-        term *= scaled / Double(n)
-        sum += term
-    }
-    for _ in 0..<10 { sum *= sum }
-    return sum
 }
 
 /// max |got − want| / max(1, max |want|): relative to the output's scale.

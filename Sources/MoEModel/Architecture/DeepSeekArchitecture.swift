@@ -80,14 +80,8 @@ public struct DeepSeekArchitecture: MoEArchitecture {
     }
 
     public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
-        let prefix = "model.layers.\(layer.name).mlp."
-        if expert == ExpertAddress.shared, let shared = layer.sharedExpert {
-            return try folder.gatedExpert(
-                prefix: prefix + "shared_experts.", names: ("gate_proj", "up_proj", "down_proj"),
-                hidden: layer.hiddenSize, intermediate: shared.intermediateSize, activation: self.activation)
-        }
-        return try folder.gatedExpert(
-            prefix: prefix + "experts.\(expert).", names: ("gate_proj", "up_proj", "down_proj"),
-            hidden: layer.hiddenSize, intermediate: layer.intermediateSize, activation: self.activation)
+        try folder.projExpert(
+            layer: layer, expert: expert, layerPrefix: "model.layers.\(layer.name).mlp.", sharedName: "shared_experts",
+            activation: self.activation)
     }
 }

@@ -50,6 +50,27 @@ extension ModelFolder {
     }
 }
 
+extension ModelFolder {
+    /// A SwiGLU expert named `{layerPrefix}experts.{e}.{gate,up,down}_proj.weight`, or, for
+    /// `ExpertAddress.shared`, `{layerPrefix}{sharedName}.{gate,up,down}_proj.weight` (Qwen-MoE, OLMoE, DeepSeek).
+    func projExpert(
+        layer: MoELayerSpec, expert: Int, layerPrefix: String, sharedName: String, activation: Activation
+    ) throws(ModelError) -> ExpertWeights {
+        let names = ("gate_proj", "up_proj", "down_proj")
+        if expert == ExpertAddress.shared {
+            guard let shared = layer.sharedExpert else {
+                throw .unknownExpert(layer: layer.name, expert: expert, numExperts: layer.numExperts)
+            }
+            return try self.gatedExpert(
+                prefix: layerPrefix + sharedName + ".", names: names, hidden: layer.hiddenSize,
+                intermediate: shared.intermediateSize, activation: activation)
+        }
+        return try self.gatedExpert(
+            prefix: layerPrefix + "experts.\(expert).", names: names, hidden: layer.hiddenSize,
+            intermediate: layer.intermediateSize, activation: activation)
+    }
+}
+
 extension ModelConfig {
     /// The activation named by `key` (default silu).
     func activation(_ key: String = "hidden_act", default fallback: String = "silu") throws(ModelError) -> Activation {

@@ -50,15 +50,9 @@ public struct QwenMoEArchitecture: MoEArchitecture {
     }
 
     public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
-        let prefix = "model.layers.\(layer.name).mlp."
-        if expert == ExpertAddress.shared, let shared = layer.sharedExpert {
-            return try folder.gatedExpert(
-                prefix: prefix + "shared_expert.", names: ("gate_proj", "up_proj", "down_proj"),
-                hidden: layer.hiddenSize, intermediate: shared.intermediateSize, activation: self.activation)
-        }
-        return try folder.gatedExpert(
-            prefix: prefix + "experts.\(expert).", names: ("gate_proj", "up_proj", "down_proj"),
-            hidden: layer.hiddenSize, intermediate: layer.intermediateSize, activation: self.activation)
+        try folder.projExpert(
+            layer: layer, expert: expert, layerPrefix: "model.layers.\(layer.name).mlp.", sharedName: "shared_expert",
+            activation: self.activation)
     }
 }
 
@@ -93,8 +87,8 @@ public struct OLMoEArchitecture: MoEArchitecture {
     }
 
     public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
-        try folder.gatedExpert(
-            prefix: "model.layers.\(layer.name).mlp.experts.\(expert).", names: ("gate_proj", "up_proj", "down_proj"),
-            hidden: layer.hiddenSize, intermediate: layer.intermediateSize, activation: self.activation)
+        try folder.projExpert(
+            layer: layer, expert: expert, layerPrefix: "model.layers.\(layer.name).mlp.", sharedName: "shared_expert",
+            activation: self.activation)
     }
 }
