@@ -40,16 +40,23 @@ public struct CPUExpertKernel: ExpertKernel {
     public func forward(_ rows: Matrix) -> Matrix {
         precondition(rows.columns == self.hiddenSize, "expert input: expected \(self.hiddenSize) columns")
         let n = rows.rows, h = self.hiddenSize, i = self.intermediateSize
-        var output = [Float](repeating: 0, count: n * h)
         guard n > 0 else { return Matrix(rows: 0, columns: h, values: []) }
+        // Every buffer below is written whole by a GEMM (β = 0) or the activation pass: no zero-fill needed.
+        var output = Self.uninitialized(n * h)
         switch self.layout {
         case .gated(let gateUp, let down, let activation):
             let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
-            var hidden = [Float](repeating: 0, count: n * i)
+            var hidden = Self.uninitialized(n * i)
             projected.withUnsafeBufferPointer { a in
                 hidden.withUnsafeMutableBufferPointer { z in
                     for row in 0..<n {
                         let base = row * 2 * i
+                        if activation == .silu {
+                            // The common case (SwiGLU), vectorised: the scalar exp costs as much as a GEMM at large N.
+                            VectorMath.siluProduct(
+                                a.baseAddress! + base, a.baseAddress! + base + i, into: z.baseAddress! + row * i, count: i)
+                            continue
+                        }
                         for column in 0..<i {
                             z[row * i + column] = activation(a[base + column]) * a[base + i + column]
                         }
@@ -59,7 +66,7 @@ public struct CPUExpertKernel: ExpertKernel {
             Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
         case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, let limit, let alpha):
             let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
-            var hidden = [Float](repeating: 0, count: n * i)
+            var hidden = Self.uninitialized(n * i)
             for row in 0..<n {
                 let base = row * 2 * i
                 for column in 0..<i {
@@ -73,7 +80,7 @@ public struct CPUExpertKernel: ExpertKernel {
                 for column in 0..<h { output[row * h + column] += downBias[column] }
             }
         case .plain(let input, let outputWeight, let activation):
-            var hidden = [Float](repeating: 0, count: n * i)
+            var hidden = Self.uninitialized(n * i)
             rows.values.withUnsafeBufferPointer { x in
                 input.withUnsafeBufferPointer { w in
                     hidden.withUnsafeMutableBufferPointer { z in
@@ -89,7 +96,7 @@ public struct CPUExpertKernel: ExpertKernel {
 
     /// `A[n, 2I] = X[n, H] · W_gateupᵀ`.
     private static func projectGateUp(_ rows: Matrix, _ gateUp: [Float], n: Int, i: Int, h: Int) -> [Float] {
-        var projected = [Float](repeating: 0, count: n * 2 * i)
+        var projected = Self.uninitialized(n * 2 * i)
         rows.values.withUnsafeBufferPointer { x in
             gateUp.withUnsafeBufferPointer { w in
                 projected.withUnsafeMutableBufferPointer { a in
@@ -98,6 +105,11 @@ public struct CPUExpertKernel: ExpertKernel {
             }
         }
         return projected
+    }
+
+    /// A buffer of `count` floats whose contents the caller overwrites entirely.
+    private static func uninitialized(_ count: Int) -> [Float] {
+        [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
     }
 
     /// `Y[n, outWidth] = Z[n, inWidth] · W[outWidth, inWidth]ᵀ`.

@@ -50,7 +50,7 @@ public struct RouterApplication: Service {
                     callOptions: serving.callOptions(timeout: configuration.expertTimeout))
                 let service = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines,
-                    executor: executor, routingSummary: configuration.routing.summary)
+                    executor: executor, routingSummary: configuration.routing.summary, batching: configuration.batching)
                 server = GRPCServer(transport: transport, services: [service])
             } catch {
                 clients.forEach { $0.1.beginGracefulShutdown() }

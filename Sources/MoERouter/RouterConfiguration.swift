@@ -7,7 +7,9 @@ import MoEServing
 /// (repeated: the expert services; the router asks each what it hosts), `--expert-timeout-ms` (deadline of one
 /// expert call, default 30,000), `--discovery-timeout-s` (how long to wait at start for every expert to answer,
 /// default 60), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
-/// (`ServingConfiguration`; the router's default port is 50051), and the routing policy (`RoutingConfiguration`).
+/// (`ServingConfiguration`; the router's default port is 50051), the routing policy (`RoutingConfiguration`), and
+/// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 0;
+/// `--batch-concurrency` 2: see `ForwardBatcher`).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]
@@ -15,6 +17,8 @@ public struct RouterConfiguration: Sendable {
     public var discoveryTimeout: Duration
     public var expertWireDType: DType
     public var routing: RoutingConfiguration
+    /// nil: every call runs on its own.
+    public var batching: ForwardBatcher.Configuration?
     public var serving: ServingConfiguration
 
     public static let defaultPort = 50051
@@ -23,6 +27,7 @@ public struct RouterConfiguration: Sendable {
         modelPath: String, expertEndpoints: [ServiceEndpoint], expertTimeout: Duration = .seconds(30),
         discoveryTimeout: Duration = .seconds(60), expertWireDType: DType = .f32,
         routing: RoutingConfiguration = RoutingConfiguration(),
+        batching: ForwardBatcher.Configuration? = ForwardBatcher.Configuration(),
         serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort)
     ) {
         self.modelPath = modelPath
@@ -31,6 +36,7 @@ public struct RouterConfiguration: Sendable {
         self.discoveryTimeout = discoveryTimeout
         self.expertWireDType = expertWireDType
         self.routing = routing
+        self.batching = batching
         self.serving = serving
     }
 }

@@ -17,10 +17,12 @@ public struct RouterService: Sendable {
     public let balance: BalanceLedger
     /// The routing policy's description, for `DescribeModel`.
     public let routingSummary: String
+    /// Dynamic batching of concurrent calls, when enabled.
+    public let batcher: ForwardBatcher?
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
-        routingSummary: String = "model"
+        routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil
     ) {
         self.modelType = modelType
         self.hiddenSize = hiddenSize
@@ -29,6 +31,7 @@ public struct RouterService: Sendable {
         self.executor = executor
         self.balance = BalanceLedger()
         self.routingSummary = routingSummary
+        self.batcher = batching.map(ForwardBatcher.init(configuration:))
     }
 
     /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape.
@@ -48,7 +51,11 @@ public struct RouterService: Sendable {
             noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
         let result: MoELayerResult
         do {
-            result = try await pipeline.forward(hidden.matrix, request: routingRequest, executor: self.executor)
+            if let batcher = self.batcher, MoELayerResult.isTokenwise(pipeline.policy), routingRequest.tokenIDs == nil {
+                result = try await batcher.forward(hidden.matrix, pipeline: pipeline, executor: self.executor)
+            } else {
+                result = try await pipeline.forward(hidden.matrix, request: routingRequest, executor: self.executor)
+            }
         } catch let error as RoutingError {
             throw RouterError.routing(error)
         }

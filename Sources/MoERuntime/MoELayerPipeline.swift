@@ -9,6 +9,34 @@ public struct MoELayerResult: Sendable, Equatable {
     public let output: Matrix
     public let routing: RoutingDecision
     public let balance: BalanceStats
+    /// `[T, E]` router logits (bias included).
+    public let logits: Matrix
+
+    public init(output: Matrix, routing: RoutingDecision, balance: BalanceStats, logits: Matrix) {
+        self.output = output
+        self.routing = routing
+        self.balance = balance
+        self.logits = logits
+    }
+
+    /// Whether the policy decides each token on its own, so that batches may be concatenated and split.
+    public static func isTokenwise(_ policy: RoutingPolicy) -> Bool {
+        policy.capacity == nil && policy.sequenceCapacity == nil
+            && { if case .model = policy.strategy { true } else if case .hash = policy.strategy { true } else { false } }()
+    }
+
+    /// Rows `range` of the result: the part of a concatenated batch that belongs to one request.
+    public func rows(_ range: Range<Int>) -> MoELayerResult {
+        let h = self.output.columns, e = self.logits.columns, k = self.routing.topK
+        let output = Matrix(rows: range.count, columns: h, values: Array(self.output.values[(range.lowerBound * h)..<(range.upperBound * h)]))
+        let logits = Matrix(rows: range.count, columns: e, values: Array(self.logits.values[(range.lowerBound * e)..<(range.upperBound * e)]))
+        let routing = RoutingDecision(
+            tokenCount: range.count, topK: k, numExperts: self.routing.numExperts,
+            topkIDs: Array(self.routing.topkIDs[(range.lowerBound * k)..<(range.upperBound * k)]),
+            topkWeights: Array(self.routing.topkWeights[(range.lowerBound * k)..<(range.upperBound * k)]),
+            residualWeights: self.routing.residualWeights.map { Array($0[range]) })
+        return MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: logits, decision: routing), logits: logits)
+    }
 }
 
 /// What a request says about its tokens beyond their hidden states.
@@ -105,7 +133,9 @@ public struct MoELayerPipeline: Sendable {
         if let bias = self.gate.logitBias {
             for row in 0..<logits.rows { for column in 0..<logits.columns { biasedLogits[row, column] += bias[column] } }
         }
-        return MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing))
+        return MoELayerResult(
+            output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing),
+            logits: biasedLogits)
     }
 
     /// `g_t = σ(w_sg · x_t)` for a gated shared expert, `[T]`; nil when ungated.

@@ -53,14 +53,22 @@ public struct LocalMesh: Service {
         }
     }
 
+    /// What a started mesh consists of.
+    public struct Started: Sendable {
+        public let router: ServiceEndpoint
+        public let experts: [ServiceEndpoint]
+        /// Every child process, the router last.
+        public let processes: [ChildProcess]
+    }
+
     public let configuration: Configuration
     public let logger: Logger
-    private let onReady: @Sendable (ServiceEndpoint) -> Void
+    private let onReady: @Sendable (Started) -> Void
 
-    /// - Parameter onReady: called with the router's endpoint once every process serves.
+    /// - Parameter onReady: called once every process serves.
     public init(
         configuration: Configuration, logger: Logger,
-        onReady: @escaping @Sendable (ServiceEndpoint) -> Void = { ReadyLine.print(role: "router", endpoint: $0) }
+        onReady: @escaping @Sendable (Started) -> Void = { ReadyLine.print(role: "router", endpoint: $0.router) }
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -99,7 +107,7 @@ public struct LocalMesh: Service {
             children.append(router)
             guard let routerEndpoint = await router.waitForReadyLine(role: "router", timeout: configuration.startTimeout)
             else { throw StartError.childNotReady(name: router.name, status: router.pollExit()) }
-            self.onReady(routerEndpoint)
+            self.onReady(Started(router: routerEndpoint, experts: endpoints, processes: children))
 
             // Serve until shutdown; a child that dies on its own ends the mesh with an error.
             while !Task.isShuttingDownGracefully && !Task.isCancelled {

@@ -28,6 +28,18 @@ struct Router: AsyncParsableCommand {
     @Option(help: "Dtype of the rows sent to experts: f32, bf16 or f16.")
     var expertWireDtype: DType = .f32
 
+    @Option(help: "Dynamic batching of concurrent calls for the same layer: on or off.")
+    var batching: BatchingSwitch = .on
+
+    @Option(help: "Most rows in one batch.")
+    var batchMaxTokens: Int = 4096
+
+    @Option(help: "How long a batch leader waits for more calls, in microseconds.")
+    var batchDelayUs: Int = 0
+
+    @Option(help: "Batches of one layer running at once.")
+    var batchConcurrency: Int = 2
+
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256
 
@@ -43,8 +55,17 @@ struct Router: AsyncParsableCommand {
             modelPath: self.model, expertEndpoints: self.experts,
             expertTimeout: .milliseconds(self.expertTimeoutMs), discoveryTimeout: .seconds(self.discoveryTimeoutS),
             expertWireDType: self.expertWireDtype, routing: try self.routing.configuration(),
+            batching: self.batching == .off
+                ? nil
+                : ForwardBatcher.Configuration(
+                    maxTokens: self.batchMaxTokens, maxDelay: .microseconds(self.batchDelayUs),
+                    maxConcurrentBatches: self.batchConcurrency),
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))
         let router = RouterApplication(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [router], parentPID: self.parentPid, logger: logger)
     }
+}
+
+enum BatchingSwitch: String, ExpressibleByArgument {
+    case on, off
 }

@@ -1,0 +1,64 @@
+/// How `moemesh bench` prints its results: a table for people, or one JSON object per line.
+public enum BenchReport {
+    public static func json(_ result: BenchResult) -> String {
+        var fields: [(String, String)] = [
+            ("shape", "\"\(result.name)\""), ("tokens", "\(result.tokens)"), ("clients", "\(result.clients)"),
+            ("mesh_tokens_per_s", Format.fixed(result.meshTokensPerSecond, 1)),
+            ("inprocess_tokens_per_s", Format.fixed(result.inprocessTokensPerSecond, 1)),
+            ("ratio", Format.fixed(result.ratio, 3)),
+            ("mesh_p50_us", Format.fixed(result.meshP50, 1)), ("mesh_p99_us", Format.fixed(result.meshP99, 1)),
+            ("inprocess_p50_us", Format.fixed(result.inprocessP50, 1)), ("echo_p50_us", Format.fixed(result.echoP50, 1)),
+            ("wire_bytes_per_token", Format.fixed(result.wireBytesPerToken, 1)),
+            ("router_cpu_us_per_token", Format.fixed(result.routerCPUPerToken, 1)),
+            ("expert_cpu_us_per_token", Format.fixed(result.expertCPUPerToken, 1)),
+        ]
+        if let unbatched = result.unbatchedTokensPerSecond {
+            fields.append(("unbatched_mesh_tokens_per_s", Format.fixed(unbatched, 1)))
+            fields.append(("batching_gain", Format.fixed(unbatched > 0 ? result.meshTokensPerSecond / unbatched : 0, 2)))
+        }
+        return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
+    }
+
+    public static func json(_ kernel: KernelResult) -> String {
+        "{\"shape\": \"kernels\", \"tokens\": \(kernel.tokens), \"gate_us\": \(Format.fixed(kernel.gateMicroseconds, 1)), "
+            + "\"dispatch_us\": \(Format.fixed(kernel.dispatchMicroseconds, 1)), \"combine_us\": \(Format.fixed(kernel.combineMicroseconds, 1)), "
+            + "\"ffn_gflops\": \(Format.fixed(kernel.ffnGFLOPS, 1)), \"sgemm_gflops\": \(Format.fixed(kernel.sgemmGFLOPS, 1)), "
+            + "\"ffn_over_sgemm\": \(Format.fixed(kernel.ffnOverSgemm, 3))}"
+    }
+
+    public static let layerHeader = [
+        "shape", "T", "clients", "mesh tok/s", "in-proc tok/s", "ratio", "mesh p50 µs", "mesh p99 µs", "in-proc p50 µs",
+        "echo p50 µs", "overhead/echo", "wire B/tok", "router CPU µs/tok", "expert CPU µs/tok", "no-batch tok/s",
+    ]
+
+    public static func row(_ result: BenchResult) -> [String] {
+        let overhead = result.echoP50 > 0 ? Format.fixed((result.meshP50 - result.inprocessP50) / result.echoP50, 2) : "-"
+        return [
+            result.name, "\(result.tokens)", "\(result.clients)", Format.fixed(result.meshTokensPerSecond, 0),
+            Format.fixed(result.inprocessTokensPerSecond, 0), Format.fixed(result.ratio, 3), Format.fixed(result.meshP50, 0),
+            Format.fixed(result.meshP99, 0), Format.fixed(result.inprocessP50, 0),
+            result.echoP50 > 0 ? Format.fixed(result.echoP50, 0) : "-", overhead,
+            result.wireBytesPerToken > 0 ? Format.fixed(result.wireBytesPerToken, 0) : "-",
+            Format.fixed(result.routerCPUPerToken, 0), Format.fixed(result.expertCPUPerToken, 0),
+            result.unbatchedTokensPerSecond.map { Format.fixed($0, 0) } ?? "-",
+        ]
+    }
+
+    public static let kernelHeader = ["T", "gate µs", "dispatch µs", "combine µs", "FFN GFLOP/s", "sgemm GFLOP/s", "FFN/sgemm"]
+
+    public static func row(_ kernel: KernelResult) -> [String] {
+        [
+            "\(kernel.tokens)", Format.fixed(kernel.gateMicroseconds, 1), Format.fixed(kernel.dispatchMicroseconds, 1),
+            Format.fixed(kernel.combineMicroseconds, 1), Format.fixed(kernel.ffnGFLOPS, 1), Format.fixed(kernel.sgemmGFLOPS, 1),
+            Format.fixed(kernel.ffnOverSgemm, 3),
+        ]
+    }
+
+    /// A table with right-aligned columns.
+    public static func table(header: [String], rows: [[String]]) -> String {
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        return ([header] + rows).map { row in
+            row.indices.map { Format.pad(row[$0], widths[$0]) }.joined(separator: "  ")
+        }.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,322 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import MoECore
+import MoEKernels
+import MoEModel
+import MoEProto
+import MoERuntime
+import MoEServing
+import Synchronization
+
+/// What `moemesh bench` measures, and how long.
+public struct BenchConfiguration: Sendable {
+    public var shape = ModelSynthesizer.Shape(experts: 8, topK: 2, hiddenSize: 1024, intermediateSize: 2816, layers: 1)
+    public var tokens: [Int] = [1, 8, 256, 2048]
+    public var clients: [Int] = [1, 4, 16]
+    /// Time spent measuring each shape (each side).
+    public var secondsPerShape: Double = 3
+    public var wireDType: DType = .f32
+    public var cacheDirectory: String
+    /// The `moemesh` binary that runs the mesh's processes.
+    public var executable: String
+    /// OpenBLAS threads per expert process.
+    public var expertThreads: Int
+
+    public init(cacheDirectory: String, executable: String, expertThreads: Int) {
+        self.cacheDirectory = cacheDirectory
+        self.executable = executable
+        self.expertThreads = expertThreads
+    }
+}
+
+/// One line of results: a layer shape (`clients == 1`, serial) or a point of the concurrency sweep.
+public struct BenchResult: Sendable {
+    public var name: String
+    public var tokens: Int
+    public var clients: Int
+    public var meshTokensPerSecond: Double
+    public var inprocessTokensPerSecond: Double
+    public var meshP50: Double
+    public var meshP99: Double
+    public var inprocessP50: Double
+    public var echoP50: Double
+    public var wireBytesPerToken: Double
+    public var routerCPUPerToken: Double
+    public var expertCPUPerToken: Double
+    /// Throughput of the same sweep point with dynamic batching off (sweep only).
+    public var unbatchedTokensPerSecond: Double?
+
+    public var ratio: Double { self.inprocessTokensPerSecond > 0 ? self.meshTokensPerSecond / self.inprocessTokensPerSecond : 0 }
+}
+
+/// Kernel micro-benchmarks for one token count.
+public struct KernelResult: Sendable {
+    public var tokens: Int
+    public var gateMicroseconds: Double
+    public var dispatchMicroseconds: Double
+    public var combineMicroseconds: Double
+    public var ffnGFLOPS: Double
+    public var sgemmGFLOPS: Double
+    public var ffnOverSgemm: Double { self.sgemmGFLOPS > 0 ? self.ffnGFLOPS / self.sgemmGFLOPS : 0 }
+}
+
+/// Runs the in-process reference and the real mesh on the same model, interleaved, plus the floors: a bare echo
+/// of the same payload over the same transport settings, and the raw sgemm rate of the expert's GEMM shapes.
+public struct BenchRunner: Sendable {
+    public let configuration: BenchConfiguration
+    public let logger: Logger
+    public let progress: @Sendable (String) -> Void
+
+    public init(configuration: BenchConfiguration, logger: Logger, progress: @escaping @Sendable (String) -> Void) {
+        self.configuration = configuration
+        self.logger = logger
+        self.progress = progress
+    }
+
+    public func run(
+        emitLayer: @escaping @Sendable (BenchResult) -> Void, emitKernel: @escaping @Sendable (KernelResult) -> Void
+    ) async throws {
+        let configuration = self.configuration
+        self.progress("preparing the model")
+        let model = try DemoModel.ensure(cacheDirectory: configuration.cacheDirectory, shape: configuration.shape)
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let reference = try InProcessMoE(checkpoint: checkpoint)
+        let serving = ServingConfiguration()
+
+        for tokens in configuration.tokens {
+            self.progress("kernels, T = \(tokens)")
+            emitKernel(try Self.measureKernels(checkpoint: checkpoint, reference: reference, tokens: tokens, seconds: min(2, configuration.secondsPerShape)))
+        }
+
+        self.progress("starting the mesh")
+        let started = Mutex<LocalMesh.Started?>(nil)
+        let mesh = LocalMesh(
+            configuration: .init(
+                executable: configuration.executable, modelPath: model.path,
+                expertGroups: (0..<configuration.shape.experts).map { "*:\($0)" }, expertThreads: configuration.expertThreads,
+                routerPort: 0, routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]),
+            logger: self.logger, onReady: { value in started.withLock { $0 = value } })
+        let echoTransport = serving.makeServerTransport()
+        let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await mesh.run() }
+            group.addTask { try await echoServer.serve() }
+            defer {
+                echoServer.beginGracefulShutdown()
+                group.cancelAll()
+            }
+            var ready: LocalMesh.Started? = nil
+            while ready == nil {
+                try await Task.sleep(for: .milliseconds(50))
+                ready = started.withLock { $0 }
+            }
+            let meshReady = ready!
+            // A second router on the same experts, with batching off, for the sweep's baseline.
+            let unbatchedRouter = try ChildProcess(
+                name: "router (no batching)", executable: configuration.executable,
+                arguments: ["router", "--model", model.path, "--port", "0", "--batching", "off", "--log-level", "warning",
+                            "--expert-wire-dtype", configuration.wireDType.rawValue]
+                    + meshReady.experts.flatMap { ["--expert", $0.description] })
+            defer { unbatchedRouter.signal() }
+            guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
+                throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())
+            }
+            let echoAddress = try await echoTransport.listeningAddress
+            let echoEndpoint = ServiceEndpoint(host: "127.0.0.1", port: echoAddress.ipv4?.port ?? 0)
+            let routerPID = meshReady.processes.last!.pid
+            let expertPIDs = meshReady.processes.dropLast().map(\.pid)
+
+            try await withGRPCClient(transport: try serving.makeClientTransport(to: meshReady.router)) { routerConnection in
+                try await withGRPCClient(transport: try serving.makeClientTransport(to: echoEndpoint)) { echoConnection in
+                    try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) { unbatchedConnection in
+                        let router = Moemesh_V1_Router.Client(wrapping: routerConnection)
+                        let echo = Moemesh_V1_Bench.Client(wrapping: echoConnection)
+                        for tokens in configuration.tokens {
+                            self.progress("layer, T = \(tokens)")
+                            emitLayer(try await self.measureLayer(
+                                tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
+                                routerPID: routerPID, expertPIDs: expertPIDs))
+                        }
+                        let unbatchedClient = Moemesh_V1_Router.Client(wrapping: unbatchedConnection)
+                        for clients in configuration.clients {
+                            self.progress("concurrency, \(clients) clients")
+                            emitLayer(try await self.measureConcurrency(
+                                clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
+                                serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
+                        }
+                    }
+                }
+            }
+            self.progress("")
+        }
+    }
+
+    private func randomHidden(tokens: Int, seed: UInt64) -> Matrix {
+        let width = self.configuration.shape.hiddenSize
+        return Matrix(rows: tokens, columns: width, values: ModelSynthesizer.uniform(count: tokens * width, scale: 1.7, seed: seed))
+    }
+
+    /// One layer shape, serial: mesh, in-process and echo calls interleaved.
+    private func measureLayer(
+        tokens: Int, router: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>,
+        echo: Moemesh_V1_Bench.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE, serving: ServingConfiguration,
+        routerPID: Int32, expertPIDs: [Int32]
+    ) async throws -> BenchResult {
+        let hidden = self.randomHidden(tokens: tokens, seed: UInt64(tokens))
+        var request = Moemesh_V1_ForwardRequest()
+        request.layer = "0"
+        request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
+        var echoRequest = Moemesh_V1_EchoRequest()
+        echoRequest.tensor = request.hiddenStates
+        let options = serving.callOptions()
+        for _ in 0..<3 {
+            _ = try await router.forward(request, options: options)
+            _ = try await reference.forward(layer: "0", hidden: hidden)
+            _ = try await echo.echo(echoRequest, options: options)
+        }
+        var mesh = LatencySamples(), local = LatencySamples(), bare = LatencySamples()
+        let clock = ContinuousClock()
+        let routerCPU = ProcessCPU.seconds(of: routerPID)
+        let expertCPU = expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +)
+        var wireBytes = 0
+        let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
+        while (clock.now < deadline || mesh.count < 5) && mesh.count < 2000 {
+            var response = Moemesh_V1_ForwardResponse()
+            mesh.append(try await clock.measure { response = try await router.forward(request, options: options) })
+            local.append(try await clock.measure { _ = try await reference.forward(layer: "0", hidden: hidden) })
+            bare.append(try await clock.measure { _ = try await echo.echo(echoRequest, options: options) })
+            if mesh.count == 1 {
+                wireBytes = Self.wireBytes(request: request, response: response, reference: reference, hidden: hidden)
+            }
+        }
+        let calls = Double(mesh.count * tokens)
+        return BenchResult(
+            name: tokens <= 8 ? "decode" : "prefill", tokens: tokens, clients: 1,
+            meshTokensPerSecond: calls / (mesh.total / 1e6), inprocessTokensPerSecond: Double(local.count * tokens) / (local.total / 1e6),
+            meshP50: mesh.p50, meshP99: mesh.p99, inprocessP50: local.p50, echoP50: bare.p50,
+            wireBytesPerToken: Double(wireBytes) / Double(tokens),
+            routerCPUPerToken: (ProcessCPU.seconds(of: routerPID) - routerCPU) * 1e6 / calls,
+            expertCPUPerToken: (expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +) - expertCPU) * 1e6 / calls)
+    }
+
+    /// Protobuf payload bytes of one call: client ↔ router, and router ↔ each expert (rows both ways).
+    private static func wireBytes(
+        request: Moemesh_V1_ForwardRequest, response: Moemesh_V1_ForwardResponse, reference: InProcessMoE, hidden: Matrix
+    ) -> Int {
+        let outer = ((try? request.serializedBytes() as [UInt8])?.count ?? 0) + ((try? response.serializedBytes() as [UInt8])?.count ?? 0)
+        guard let pipeline = reference.pipelines["0"], let decision = try? pipeline.route(hidden) else { return outer }
+        let plan = DispatchPlan(decision)
+        var inner = 0
+        for expert in plan.activeExperts {
+            var compute = Moemesh_V1_ComputeRequest()
+            compute.layer = "0"
+            compute.expert = Int32(expert)
+            compute.rows = Moemesh_V1_Tensor(plan.gather(hidden, expert: expert), dtype: .f32)
+            let size = (try? compute.serializedBytes() as [UInt8])?.count ?? 0
+            inner += 2 * size
+        }
+        return outer + inner
+    }
+
+    /// Decode (T = 1) with `clients` concurrent clients, batching on and off, and the in-process layer with as many
+    /// concurrent callers.
+    private func measureConcurrency(
+        clients: Int, router: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>,
+        unbatched: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE,
+        serving: ServingConfiguration, routerPID: Int32, expertPIDs: [Int32]
+    ) async throws -> BenchResult {
+        let seconds = self.configuration.secondsPerShape
+        let requests = (0..<clients).map { client -> Moemesh_V1_ForwardRequest in
+            var request = Moemesh_V1_ForwardRequest()
+            request.layer = "0"
+            request.hiddenStates = Moemesh_V1_Tensor(self.randomHidden(tokens: 1, seed: UInt64(1000 + client)), dtype: .f32)
+            return request
+        }
+        let options = serving.callOptions()
+        func drive(_ call: @escaping @Sendable (Int) async throws -> Void) async throws -> (LatencySamples, Double) {
+            let clock = ContinuousClock()
+            let start = clock.now
+            let deadline = start + .milliseconds(Int(seconds * 1000))
+            let samples = try await withThrowingTaskGroup(of: LatencySamples.self) { group in
+                for client in 0..<clients {
+                    group.addTask {
+                        var samples = LatencySamples()
+                        while clock.now < deadline { samples.append(try await clock.measure { try await call(client) }) }
+                        return samples
+                    }
+                }
+                var all = LatencySamples()
+                for try await samples in group { all.append(contentsOf: samples) }
+                return all
+            }
+            let elapsed = clock.now - start
+            let (s, atto) = elapsed.components
+            return (samples, Double(samples.count) / (Double(s) + Double(atto) / 1e18))
+        }
+        _ = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
+        let (_, unbatchedRate) = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
+        let routerCPU = ProcessCPU.seconds(of: routerPID)
+        let expertCPU = expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +)
+        let (meshSamples, meshRate) = try await drive { client in _ = try await router.forward(requests[client], options: options) }
+        let calls = Double(meshSamples.count)
+        let routerCPUPerToken = (ProcessCPU.seconds(of: routerPID) - routerCPU) * 1e6 / calls
+        let expertCPUPerToken = (expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +) - expertCPU) * 1e6 / calls
+        let hidden = requests.map { request in
+            Matrix(rows: 1, columns: self.configuration.shape.hiddenSize,
+                   values: request.hiddenStates.data.withUnsafeBytes { DType.f32.decodeFloats($0) })
+        }
+        let (localSamples, localRate) = try await drive { client in _ = try await reference.forward(layer: "0", hidden: hidden[client]) }
+        return BenchResult(
+            name: "decode, \(clients) clients", tokens: 1, clients: clients, meshTokensPerSecond: meshRate,
+            inprocessTokensPerSecond: localRate, meshP50: meshSamples.p50, meshP99: meshSamples.p99,
+            inprocessP50: localSamples.p50, echoP50: 0, wireBytesPerToken: 0, routerCPUPerToken: routerCPUPerToken,
+            expertCPUPerToken: expertCPUPerToken, unbatchedTokensPerSecond: unbatchedRate)
+    }
+
+    /// Gate, dispatch, combine and expert FFN for T tokens, and the raw sgemm rate of the FFN's two GEMMs.
+    static func measureKernels(checkpoint: MoECheckpoint, reference: InProcessMoE, tokens: Int, seconds: Double) throws -> KernelResult {
+        let layer = try checkpoint.layer("0")
+        let pipeline = reference.pipelines["0"]!
+        let (h, i) = (layer.hiddenSize, layer.intermediateSize)
+        let hidden = Matrix(rows: tokens, columns: h, values: ModelSynthesizer.uniform(count: tokens * h, scale: 1.7, seed: 5))
+        guard case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: 0) else {
+            preconditionFailure("the bench model has SwiGLU experts")
+        }
+        let kernel = CPUExpertKernel(weights: .gated(gate: gate, up: up, down: down, activation: .silu))
+        let gateUp = Matrix(rows: 2 * i, columns: h, values: gate.values + up.values)
+        let intermediate = Matrix(rows: tokens, columns: i, values: ModelSynthesizer.uniform(count: tokens * i, scale: 1, seed: 6))
+        func time(_ body: () throws -> Void) rethrows -> Double {
+            let clock = ContinuousClock()
+            try body()  // warm-up
+            var best = Double.infinity
+            let deadline = clock.now + .milliseconds(Int(seconds * 1000))
+            var runs = 0
+            while clock.now < deadline || runs < 5 {
+                let (s, atto) = try clock.measure(body).components
+                best = min(best, Double(s) * 1e6 + Double(atto) / 1e12)
+                runs += 1
+            }
+            return best
+        }
+        let decision = try pipeline.route(hidden)
+        let plan = DispatchPlan(decision)
+        let outputs = (0..<layer.numExperts).map { plan.rowCount(ofExpert: $0) > 0 ? plan.gather(hidden, expert: $0) : nil }
+        let gateTime = try time { _ = try pipeline.route(hidden) }
+        let dispatchTime = time {
+            let plan = DispatchPlan(decision)
+            for expert in plan.activeExperts { _ = plan.gather(hidden, expert: expert) }
+        }
+        let combineTime = time { _ = Combiner.combine(decision, plan: plan, expertOutputs: outputs, hiddenSize: h) }
+        let ffnTime = time { _ = kernel.forward(hidden) }
+        let sgemmTime = time {
+            _ = BLAS.multiplyTransposed(hidden, gateUp)
+            _ = BLAS.multiplyTransposed(intermediate, down)
+        }
+        let flops = 2.0 * Double(tokens) * Double(h) * Double(3 * i)
+        return KernelResult(
+            tokens: tokens, gateMicroseconds: gateTime, dispatchMicroseconds: dispatchTime, combineMicroseconds: combineTime,
+            ffnGFLOPS: flops / ffnTime / 1e3, sgemmGFLOPS: flops / sgemmTime / 1e3)
+    }
+}

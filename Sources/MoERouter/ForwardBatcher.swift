@@ -1,0 +1,120 @@
+import MoECore
+import MoERuntime
+import Synchronization
+
+/// Dynamic batching: concurrent `Forward` calls for the same layer share one RPC per expert.
+///
+/// At most `maxConcurrentBatches` batches of a layer run at once. A call that finds a free slot runs at once (no
+/// added latency at low load); otherwise it queues. When a batch finishes, the first queued call is woken as the
+/// next batch's leader: it waits `maxDelay` (default 0) for more calls, then runs its rows together with every
+/// queued call's (up to `maxTokens` rows) as one batch and hands each call its rows of the answer. Only policies
+/// that route each token on its own are batched (`MoELayerResult.isTokenwise`).
+public final class ForwardBatcher: Sendable {
+    public struct Configuration: Sendable, Equatable {
+        public var maxTokens: Int
+        public var maxDelay: Duration
+        public var maxConcurrentBatches: Int
+
+        public init(maxTokens: Int = 4096, maxDelay: Duration = .zero, maxConcurrentBatches: Int = 2) {
+            self.maxTokens = max(1, maxTokens)
+            self.maxDelay = maxDelay
+            self.maxConcurrentBatches = max(1, maxConcurrentBatches)
+        }
+    }
+
+    private enum Wake: Sendable {
+        case done(Result<MoELayerResult, any Error>)
+        case lead
+    }
+
+    private struct Entry: Sendable {
+        let hidden: Matrix
+        let continuation: CheckedContinuation<Wake, Never>
+    }
+
+    private struct State {
+        var queues: [String: [Entry]] = [:]
+        var running: [String: Int] = [:]
+    }
+
+    public let configuration: Configuration
+    private let state = Mutex(State())
+
+    public init(configuration: Configuration) { self.configuration = configuration }
+
+    /// Runs `hidden` (`[T, H]`) through `pipeline`, batched with concurrent calls for the same layer.
+    public func forward(
+        _ hidden: Matrix, pipeline: MoELayerPipeline, executor: some ExpertExecutor
+    ) async throws -> MoELayerResult {
+        let layer = pipeline.spec.name
+        let wake = await withCheckedContinuation { continuation in
+            self.arrive(layer: layer, Entry(hidden: hidden, continuation: continuation))
+        }
+        switch wake {
+        case .done(let result):
+            return try result.get()
+        case .lead:
+            if self.configuration.maxDelay > .zero { try? await Task.sleep(for: self.configuration.maxDelay) }
+            let followers = self.takeQueued(layer: layer, leaderTokens: hidden.rows)
+            defer { self.finished(layer: layer) }
+            guard !followers.isEmpty else {
+                return try await pipeline.forward(hidden, executor: executor)
+            }
+            var values = hidden.values
+            var ranges = [0..<hidden.rows]
+            for follower in followers {
+                ranges.append(values.count / hidden.columns..<(values.count / hidden.columns + follower.hidden.rows))
+                values += follower.hidden.values
+            }
+            let batch = Matrix(rows: values.count / hidden.columns, columns: hidden.columns, values: values)
+            do {
+                let result = try await pipeline.forward(batch, executor: executor)
+                for (index, follower) in followers.enumerated() {
+                    follower.continuation.resume(returning: .done(.success(result.rows(ranges[index + 1]))))
+                }
+                return result.rows(ranges[0])
+            } catch {
+                for follower in followers { follower.continuation.resume(returning: .done(.failure(error))) }
+                throw error
+            }
+        }
+    }
+
+    private func arrive(layer: String, _ entry: Entry) {
+        let leader = self.state.withLock { state in
+            state.queues[layer, default: []].append(entry)
+            return Self.nextLeader(layer: layer, in: &state, limit: self.configuration.maxConcurrentBatches)
+        }
+        leader?.continuation.resume(returning: .lead)
+    }
+
+    /// The first queued call, removed from the queue, if a batch slot is free.
+    private static func nextLeader(layer: String, in state: inout State, limit: Int) -> Entry? {
+        guard state.running[layer, default: 0] < limit, let leader = state.queues[layer]?.first else { return nil }
+        state.queues[layer]!.removeFirst()
+        state.running[layer, default: 0] += 1
+        return leader
+    }
+
+    /// Queued calls to run with the leader's, up to `maxTokens` rows in all.
+    private func takeQueued(layer: String, leaderTokens: Int) -> [Entry] {
+        self.state.withLock { state in
+            var tokens = leaderTokens
+            var taken: [Entry] = []
+            while let next = state.queues[layer]?.first, tokens + next.hidden.rows <= self.configuration.maxTokens {
+                tokens += next.hidden.rows
+                taken.append(next)
+                state.queues[layer]!.removeFirst()
+            }
+            return taken
+        }
+    }
+
+    private func finished(layer: String) {
+        let leader = self.state.withLock { state in
+            state.running[layer, default: 1] -= 1
+            return Self.nextLeader(layer: layer, in: &state, limit: self.configuration.maxConcurrentBatches)
+        }
+        leader?.continuation.resume(returning: .lead)
+    }
+}

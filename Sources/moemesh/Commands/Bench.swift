@@ -1,0 +1,86 @@
+import ArgumentParser
+import MoEBench
+import MoECore
+import MoEKernels
+import MoEModel
+import MoEServing
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure the mesh against the in-process reference on the same synthetic model, in one run.",
+        discussion: """
+            Starts a mesh of real processes (one per expert, a router, and a second router without batching) on \
+            loopback, and runs the same MoE layer in this process; calls alternate. Per shape it prints tokens/s, \
+            p50/p99 latency, the mesh/in-process ratio, payload bytes per token and CPU time per token, beside a \
+            bare gRPC echo of the same payload (the floor of one hop) and the raw sgemm rate of the expert's GEMMs \
+            (the floor of compute).
+            """)
+
+    @Option(help: "Hidden size H.") var hidden: Int = 1024
+    @Option(help: "Expert intermediate size I.") var intermediate: Int = 2816
+    @Option(help: "Experts.") var experts: Int = 8
+    @Option(help: "Experts per token.") var topK: Int = 2
+    @Option(help: "Token counts of the serial shapes, comma-separated.") var tokens: String = "1,8,256,2048"
+    @Option(help: "Concurrent decode clients of the sweep, comma-separated.") var clients: String = "1,4,16"
+    @Option(help: "Seconds measured per shape.") var seconds: Double = 3
+    @Option(help: "Dtype of the rows between router and experts: f32, bf16 or f16.") var wireDtype: DType = .f32
+    @Option(help: "OpenBLAS threads per expert process (default: cores ÷ top-k).") var threads: Int?
+    @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir: String?
+    @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
+    @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
+
+    func run() async throws {
+        let logger = try LoggingOptions.parse(["--log-level", self.logLevel]).bootstrap(label: "moemesh.bench")
+        let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        var configuration = BenchConfiguration(
+            cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory, executable: ChildProcess.currentExecutable,
+            expertThreads: self.threads ?? max(1, cores / self.topK))
+        configuration.shape = .init(
+            experts: self.experts, topK: self.topK, hiddenSize: self.hidden, intermediateSize: self.intermediate, layers: 1)
+        configuration.tokens = try Self.integers(self.tokens, option: "--tokens")
+        configuration.clients = try Self.integers(self.clients, option: "--clients")
+        configuration.secondsPerShape = self.seconds
+        configuration.wireDType = self.wireDtype
+        if let problem = configuration.shape.problem { throw ValidationError(problem) }
+
+        let json = self.json
+        let layers = Mutex<[BenchResult]>([]), kernels = Mutex<[KernelResult]>([])
+        let runner = BenchRunner(configuration: configuration, logger: logger) { step in
+            // A progress line on standard error, rewritten in place.
+            let text = step.isEmpty ? "\r\u{1B}[K" : "\r\u{1B}[Kbench: \(step)…"
+            _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        }
+        if !json {
+            print("model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
+                + "wire \(self.wireDtype); OpenBLAS \(BLAS.coreName), \(BLAS.threadCount) threads in process, "
+                + "\(configuration.expertThreads) per expert process; \(cores) cores")
+        }
+        try await runner.run(
+            emitLayer: { result in
+                if json { print(BenchReport.json(result)) } else { layers.withLock { $0.append(result) } }
+            },
+            emitKernel: { result in
+                if json { print(BenchReport.json(result)) } else { kernels.withLock { $0.append(result) } }
+            })
+        if !json {
+            print("\nKernels (in process; FFN = SwiGLU expert, sgemm = its two GEMMs alone)")
+            print(BenchReport.table(header: BenchReport.kernelHeader, rows: kernels.withLock { $0 }.map(BenchReport.row)))
+            print("\nMesh vs in-process (overhead/echo = (mesh p50 − in-process p50) / echo p50)")
+            print(BenchReport.table(header: BenchReport.layerHeader, rows: layers.withLock { $0 }.map(BenchReport.row)))
+        }
+    }
+
+    static func integers(_ text: String, option: String) throws -> [Int] {
+        try text.split(separator: ",").map { item in
+            guard let value = Int(item), value > 0 else {
+                throw ValidationError("\(option): expected positive integers separated by commas, got '\(item)'")
+            }
+            return value
+        }
+    }
+}
