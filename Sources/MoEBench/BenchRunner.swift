@@ -22,6 +22,8 @@ public struct BenchConfiguration: Sendable {
     public var executable: String
     /// OpenBLAS threads per expert process.
     public var expertThreads: Int
+    /// Extra arguments for the (batching) router, e.g. `--batch-delay-us 4000`.
+    public var routerArguments: [String] = []
 
     public init(cacheDirectory: String, executable: String, expertThreads: Int) {
         self.cacheDirectory = cacheDirectory
@@ -95,7 +97,9 @@ public struct BenchRunner: Sendable {
             configuration: .init(
                 executable: configuration.executable, modelPath: model.path,
                 expertGroups: (0..<configuration.shape.experts).map { "*:\($0)" }, expertThreads: configuration.expertThreads,
-                routerPort: 0, routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]),
+                routerPort: 0,
+                routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
+                    + configuration.routerArguments),
             logger: self.logger, onReady: { value in started.withLock { $0 = value } })
         let echoTransport = serving.makeServerTransport()
         let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])

@@ -4,18 +4,20 @@ import Synchronization
 
 /// Dynamic batching: concurrent `Forward` calls for the same layer share one RPC per expert.
 ///
-/// At most `maxConcurrentBatches` batches of a layer run at once. A call that finds a free slot runs at once (no
-/// added latency at low load); otherwise it queues. When a batch finishes, the first queued call is woken as the
-/// next batch's leader: it waits `maxDelay` (default 0) for more calls, then runs its rows together with every
-/// queued call's (up to `maxTokens` rows) as one batch and hands each call its rows of the answer. Only policies
-/// that route each token on its own are batched (`MoELayerResult.isTokenwise`).
+/// At most `maxConcurrentBatches` batches of a layer run at once. A call that finds a free slot leads a batch;
+/// otherwise it queues, and when a batch finishes the first queued call is woken as the next leader. A leader waits
+/// `maxDelay` for more calls, but only while the layer is under concurrent load (its previous batch held more
+/// than one call), so a lone client never waits; then it runs its rows together with every queued call's (up to
+/// `maxTokens` rows) as one batch and hands each call its rows of the answer. Decode is memory-bound (each batch
+/// streams every chosen expert's weights once), so throughput grows with the batch. Only policies that route each
+/// token on its own are batched (`MoELayerResult.isTokenwise`).
 public final class ForwardBatcher: Sendable {
     public struct Configuration: Sendable, Equatable {
         public var maxTokens: Int
         public var maxDelay: Duration
         public var maxConcurrentBatches: Int
 
-        public init(maxTokens: Int = 4096, maxDelay: Duration = .zero, maxConcurrentBatches: Int = 2) {
+        public init(maxTokens: Int = 4096, maxDelay: Duration = .milliseconds(2), maxConcurrentBatches: Int = 1) {
             self.maxTokens = max(1, maxTokens)
             self.maxDelay = maxDelay
             self.maxConcurrentBatches = max(1, maxConcurrentBatches)
@@ -35,6 +37,8 @@ public final class ForwardBatcher: Sendable {
     private struct State {
         var queues: [String: [Entry]] = [:]
         var running: [String: Int] = [:]
+        /// Calls in each layer's last batch.
+        var lastBatchCalls: [String: Int] = [:]
     }
 
     public let configuration: Configuration
@@ -54,7 +58,9 @@ public final class ForwardBatcher: Sendable {
         case .done(let result):
             return try result.get()
         case .lead:
-            if self.configuration.maxDelay > .zero { try? await Task.sleep(for: self.configuration.maxDelay) }
+            if self.configuration.maxDelay > .zero, self.underConcurrentLoad(layer: layer) {
+                try? await Task.sleep(for: self.configuration.maxDelay)
+            }
             let followers = self.takeQueued(layer: layer, leaderTokens: hidden.rows)
             defer { self.finished(layer: layer) }
             guard !followers.isEmpty else {
@@ -96,6 +102,10 @@ public final class ForwardBatcher: Sendable {
         return leader
     }
 
+    private func underConcurrentLoad(layer: String) -> Bool {
+        self.state.withLock { ($0.lastBatchCalls[layer] ?? 1) > 1 || !($0.queues[layer]?.isEmpty ?? true) }
+    }
+
     /// Queued calls to run with the leader's, up to `maxTokens` rows in all.
     private func takeQueued(layer: String, leaderTokens: Int) -> [Entry] {
         self.state.withLock { state in
@@ -106,6 +116,7 @@ public final class ForwardBatcher: Sendable {
                 taken.append(next)
                 state.queues[layer]!.removeFirst()
             }
+            state.lastBatchCalls[layer] = taken.count + 1
             return taken
         }
     }

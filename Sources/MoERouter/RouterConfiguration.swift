@@ -8,8 +8,8 @@ import MoEServing
 /// expert call, default 30,000), `--discovery-timeout-s` (how long to wait at start for every expert to answer,
 /// default 60), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
 /// (`ServingConfiguration`; the router's default port is 50051), the routing policy (`RoutingConfiguration`), and
-/// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 0;
-/// `--batch-concurrency` 2: see `ForwardBatcher`).
+/// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 2000, under
+/// concurrent load only; `--batch-concurrency` 1: see `ForwardBatcher`).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]

@@ -31,6 +31,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Dtype of the rows between router and experts: f32, bf16 or f16.") var wireDtype: DType = .f32
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ top-k).") var threads: Int?
     @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir: String?
+    @Option(help: "The batching router's --batch-delay-us.") var batchDelayUs: Int?
+    @Option(help: "The batching router's --batch-concurrency.") var batchConcurrency: Int?
     @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
     @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
 
@@ -46,6 +48,8 @@ struct Bench: AsyncParsableCommand {
         configuration.clients = try Self.integers(self.clients, option: "--clients")
         configuration.secondsPerShape = self.seconds
         configuration.wireDType = self.wireDtype
+        configuration.routerArguments = (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
+            + (self.batchConcurrency.map { ["--batch-concurrency", String($0)] } ?? [])
         if let problem = configuration.shape.problem { throw ValidationError(problem) }
 
         let json = self.json

@@ -34,11 +34,11 @@ struct Router: AsyncParsableCommand {
     @Option(help: "Most rows in one batch.")
     var batchMaxTokens: Int = 4096
 
-    @Option(help: "How long a batch leader waits for more calls, in microseconds.")
-    var batchDelayUs: Int = 0
+    @Option(help: "How long a batch leader waits for more calls under concurrent load, in microseconds.")
+    var batchDelayUs: Int = 2000
 
     @Option(help: "Batches of one layer running at once.")
-    var batchConcurrency: Int = 2
+    var batchConcurrency: Int = 1
 
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256

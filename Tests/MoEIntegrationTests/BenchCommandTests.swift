@@ -1,0 +1,36 @@
+import MoEServing
+import MoETestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("moemesh bench")
+struct BenchCommandTests {
+    @Test("--json prints one object per shape with the documented keys, mesh and in-process both measured")
+    func jsonOutput() async throws {
+        let cache = TemporaryDirectory()
+        defer { cache.remove() }
+        let bench = try ChildProcess(
+            name: "bench", executable: MoemeshBinary.path,
+            arguments: ["bench", "--hidden", "32", "--intermediate", "48", "--experts", "4", "--tokens", "1,8",
+                        "--clients", "2", "--seconds", "0.2", "--cache-dir", cache.path, "--json"])
+        var lines: [String] = []
+        for await line in bench.outputLines { lines.append(line) }
+        #expect(await bench.waitForExit(timeout: .seconds(120)) == 0)
+        let layers = lines.filter { !$0.contains("\"kernels\"") }
+        let kernels = lines.filter { $0.contains("\"kernels\"") }
+        #expect(kernels.count == 2 && layers.count == 3, "\(lines)")
+        for line in layers {
+            for key in ["tokens", "clients", "mesh_tokens_per_s", "inprocess_tokens_per_s", "ratio", "mesh_p50_us",
+                        "mesh_p99_us", "inprocess_p50_us", "echo_p50_us", "wire_bytes_per_token"] {
+                #expect(line.contains("\"\(key)\": "), "\(key) missing in \(line)")
+            }
+            #expect(!line.contains("\"mesh_tokens_per_s\": 0.0,") && !line.contains("\"inprocess_tokens_per_s\": 0.0,"))
+        }
+        #expect(layers.first?.contains("\"tokens\": 1, \"clients\": 1") == true)
+        #expect(layers.last?.contains("\"clients\": 2") == true && layers.last?.contains("batching_gain") == true)
+        for line in kernels { #expect(line.contains("\"ffn_gflops\": ") && line.contains("\"sgemm_gflops\": ")) }
+    }
+}
