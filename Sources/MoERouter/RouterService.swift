@@ -51,7 +51,7 @@ public struct RouterService: Sendable {
             noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
         let result: MoELayerResult
         do {
-            if let batcher = self.batcher, MoELayerResult.isTokenwise(pipeline.policy), routingRequest.tokenIDs == nil {
+            if let batcher = self.batcher, MoELayerResult.isTokenwise(pipeline.policy) {
                 result = try await batcher.forward(hidden.matrix, pipeline: pipeline, executor: self.executor)
             } else {
                 result = try await pipeline.forward(hidden.matrix, request: routingRequest, executor: self.executor)

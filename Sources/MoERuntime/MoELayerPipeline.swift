@@ -19,10 +19,12 @@ public struct MoELayerResult: Sendable, Equatable {
         self.logits = logits
     }
 
-    /// Whether the policy decides each token on its own, so that batches may be concatenated and split.
+    /// Whether calls under `policy` may be concatenated into one batch and split again: the model's own gate
+    /// decides each token alone. (Hash routing does too, but needs each call's token ids; capacity, expert choice
+    /// and noisy top-k depend on the whole batch or on token positions.)
     public static func isTokenwise(_ policy: RoutingPolicy) -> Bool {
-        policy.capacity == nil && policy.sequenceCapacity == nil
-            && { if case .model = policy.strategy { true } else if case .hash = policy.strategy { true } else { false } }()
+        guard policy.capacity == nil, policy.sequenceCapacity == nil, case .model = policy.strategy else { return false }
+        return true
     }
 
     /// Rows `range` of the result: the part of a concatenated batch that belongs to one request.

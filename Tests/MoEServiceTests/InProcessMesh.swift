@@ -13,6 +13,7 @@ import MoETestSupport
 /// transports; `body` gets clients of both.
 func withInProcessMesh(
     model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
+    batching: ForwardBatcher.Configuration? = nil,
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
@@ -32,7 +33,7 @@ func withInProcessMesh(
                 },
                 executor: RemoteExpertExecutor(
                     topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions()),
-                routingSummary: routing.summary)
+                routingSummary: routing.summary, batching: batching)
             let routerTransport = InProcessTransport()
             try await withGRPCServer(transport: routerTransport.server, services: [router]) { _ in
                 try await withGRPCClient(transport: routerTransport.client) { routerClient in

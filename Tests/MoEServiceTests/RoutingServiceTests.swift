@@ -65,6 +65,29 @@ struct RoutingServiceTests {
         }
     }
 
+    @Test("with dynamic batching on, concurrent calls each get the in-process answer for their own rows")
+    func batchedCallsMatchReference() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let inputs = (0..<12).map { model.randomHidden(tokens: 1 + $0 % 4, seed: UInt64(50 + $0)) }
+        try await withInProcessMesh(model: model, batching: .init(maxDelay: .milliseconds(5))) { router, _ in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for hidden in inputs {
+                    group.addTask {
+                        let response = try await router.forward(Self.request(hidden: .rows(hidden), returnBalance: true))
+                        let expected = try await reference.forward(layer: "0", hidden: hidden)
+                        let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
+                        #expect(relativeError(output, expected.output.values) <= 1e-6)
+                        #expect(response.routing.topkIds == expected.routing.topkIDs)
+                        #expect(response.balance.tokens == Int64(hidden.rows))
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
     @Test("balance telemetry: per request on demand, and aggregated by GetBalance")
     func balance() async throws {
         let model = try SmallModel()
