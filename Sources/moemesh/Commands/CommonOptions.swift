@@ -21,3 +21,9 @@ extension ServiceEndpoint: ExpressibleByArgument {
 }
 
 extension DType: ExpressibleByArgument {}
+
+/// An error printed as its message alone (no usage text).
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -137,9 +137,3 @@ struct Forward: AsyncParsableCommand {
         return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
     }
 }
-
-/// An error printed as its message alone (no usage text).
-struct CommandFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
