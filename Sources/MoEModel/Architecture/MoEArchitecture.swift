@@ -21,7 +21,7 @@ public protocol MoEArchitecture: Sendable {
 /// The architectures MoEMesh serves, by `model_type`.
 public enum Architectures {
     public static let all: [any MoEArchitecture.Type] = [
-        MixtralArchitecture.self, QwenMoEArchitecture.self, OLMoEArchitecture.self, DeepSeekArchitecture.self,
+        MixtralArchitecture.self, QwenMoEArchitecture.self, DeepSeekArchitecture.self,
         GPTOSSArchitecture.self, SwitchTransformersArchitecture.self,
     ]
 
@@ -52,7 +52,7 @@ extension ModelFolder {
 
 extension ModelFolder {
     /// A SwiGLU expert named `{layerPrefix}experts.{e}.{gate,up,down}_proj.weight`, or, for
-    /// `ExpertAddress.shared`, `{layerPrefix}{sharedName}.{gate,up,down}_proj.weight` (Qwen-MoE, OLMoE, DeepSeek).
+    /// `ExpertAddress.shared`, `{layerPrefix}{sharedName}.{gate,up,down}_proj.weight` (Qwen-MoE/OLMoE, DeepSeek).
     func projExpert(
         layer: MoELayerSpec, expert: Int, layerPrefix: String, sharedName: String, activation: Activation
     ) throws(ModelError) -> ExpertWeights {
