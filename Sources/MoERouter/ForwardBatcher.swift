@@ -74,7 +74,9 @@ public final class ForwardBatcher: Sendable {
             }
             let batch = Matrix(rows: values.count / hidden.columns, columns: hidden.columns, values: values)
             do {
-                let result = try await pipeline.forward(batch, executor: executor)
+                // The batch carries other clients' calls: it runs in a task of its own, so that the leader's
+                // cancellation (its client gone, its deadline passed) cannot fail them. The leader only awaits it.
+                let result = try await Task { try await pipeline.forward(batch, executor: executor) }.value
                 for (index, follower) in followers.enumerated() {
                     follower.continuation.resume(returning: .done(.success(result.rows(ranges[index + 1]))))
                 }

@@ -53,6 +53,30 @@ struct ForwardBatcherTests {
         #expect(calls <= 4 * 4, "expert calls: \(calls)")
     }
 
+    @Test("cancelling the call that leads a batch does not fail the other calls in it")
+    func leaderCancellation() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let pipeline = try #require(reference.pipelines["0"])
+        let executor = CountingExecutor(reference.executor)
+        let batcher = ForwardBatcher(configuration: .init(maxDelay: .zero, maxConcurrentBatches: 1))
+        let hidden = model.randomHidden(tokens: 2, seed: 9)
+        // A leads alone; B and C queue behind it; B then leads the batch {B, C} and is cancelled while it runs.
+        let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        try await Task.sleep(for: .milliseconds(5))
+        let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        try await Task.sleep(for: .milliseconds(2))
+        let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        _ = try await a.value
+        try await Task.sleep(for: .milliseconds(5))
+        b.cancel()
+        let expected = try await reference.forward(layer: "0", hidden: hidden)
+        let answer = try await c.value
+        #expect(answer.output == expected.output)
+        _ = try? await b.value
+    }
+
     @Test("a batch's failure reaches every call in it")
     func failuresReachEveryone() async throws {
         struct Broken: ExpertExecutor {
