@@ -29,4 +29,18 @@ export MOEMESH_REQUIRE_PYTHON=1
 echo "== build" >&2
 swift build --build-tests
 echo "== tests" >&2
-swift test --skip-build
+# The tests are Swift Testing's (XCTest reports 0 of its own): end with one plain "N passed, N failed" line.
+log="$(mktemp)"
+set +e
+swift test --skip-build 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed="$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
+failed="$(grep -Eo 'with [0-9]+ issues?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
+rm -f "$log"
+if [ "$status" -eq 0 ] && [ -n "$passed" ]; then
+    echo "$passed passed, 0 failed"
+else
+    echo "tests failed (swift test exited with $status${failed:+, $failed issues})" >&2
+fi
+exit "$status"
