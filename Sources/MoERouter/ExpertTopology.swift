@@ -23,28 +23,62 @@ public struct ExpertReplica: Sendable {
     }
 }
 
-/// Which replicas serve each expert, and a round-robin choice among them.
+/// Which replicas serve each expert, and in what order to try them: replicas not seen failing recently first, then
+/// fewest calls outstanding, ties taken in turn.
 public final class ExpertTopology: Sendable {
+    private struct State {
+        var outstanding: [ServiceEndpoint: Int] = [:]
+        var suspectUntil: [ServiceEndpoint: ContinuousClock.Instant] = [:]
+        var turn: [ExpertAddress: Int] = [:]
+    }
+
+    /// How long a replica that failed is tried only after the others.
+    public static let suspicion: Duration = .seconds(2)
+
     private let replicas: [ExpertAddress: [ExpertReplica]]
-    private let nextReplica: Mutex<[ExpertAddress: Int]>
+    private let state = Mutex(State())
 
     public init(replicas: [ExpertAddress: [ExpertReplica]]) {
         self.replicas = replicas
-        self.nextReplica = Mutex([:])
     }
 
     public var addresses: [ExpertAddress] { self.replicas.keys.sorted() }
 
     public func replicaCount(of address: ExpertAddress) -> Int { self.replicas[address]?.count ?? 0 }
 
-    /// The next replica of `address`, in turn; nil if none is known.
-    public func chooseReplica(for address: ExpertAddress) -> ExpertReplica? {
-        guard let candidates = self.replicas[address], !candidates.isEmpty else { return nil }
-        let index = self.nextReplica.withLock { next in
-            let index = next[address, default: 0]
-            next[address] = (index + 1) % candidates.count
-            return index
+    /// Every replica of `address`, best first.
+    public func candidates(for address: ExpertAddress) -> [ExpertReplica] {
+        guard let replicas = self.replicas[address], !replicas.isEmpty else { return [] }
+        let now = ContinuousClock.now
+        return self.state.withLock { state in
+            let turn = state.turn[address, default: 0]
+            state.turn[address] = turn &+ 1
+            let rotated = (0..<replicas.count).map { replicas[(turn + $0) % replicas.count] }
+            // A stable sort keeps the rotation among equals.
+            return rotated.enumerated().sorted { a, b in
+                let suspectA = (state.suspectUntil[a.element.endpoint] ?? now) > now
+                let suspectB = (state.suspectUntil[b.element.endpoint] ?? now) > now
+                if suspectA != suspectB { return !suspectA }
+                let loadA = state.outstanding[a.element.endpoint, default: 0]
+                let loadB = state.outstanding[b.element.endpoint, default: 0]
+                return loadA != loadB ? loadA < loadB : a.offset < b.offset
+            }.map(\.element)
         }
-        return candidates[index]
+    }
+
+    /// The replica to try first, nil if none is known.
+    public func chooseReplica(for address: ExpertAddress) -> ExpertReplica? { self.candidates(for: address).first }
+
+    /// Counts a call to `endpoint` as outstanding.
+    public func callStarted(_ endpoint: ServiceEndpoint) {
+        self.state.withLock { $0.outstanding[endpoint, default: 0] += 1 }
+    }
+
+    /// Ends a call; a failed one makes the replica suspect for `suspicion`.
+    public func callEnded(_ endpoint: ServiceEndpoint, failed: Bool) {
+        self.state.withLock { state in
+            state.outstanding[endpoint, default: 1] -= 1
+            if failed { state.suspectUntil[endpoint] = .now + Self.suspicion }
+        }
     }
 }

@@ -17,9 +17,12 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         self.callOptions = callOptions
     }
 
+    /// Sends the rows to the best replica; if it cannot be reached (`UNAVAILABLE`, deadline, connection lost), to
+    /// the next, until every replica has been tried.
     public func compute(_ rows: ExpertRows) async throws -> Matrix {
-        let address = ExpertAddress(layer: rows.layer, expert: rows.expert)
-        guard let replica = self.topology.chooseReplica(for: address) else { throw RouterError.noReplica(address) }
+        let address = rows.address
+        let candidates = self.topology.candidates(for: address)
+        guard !candidates.isEmpty else { throw RouterError.noReplica(address) }
         var request = Moemesh_V1_ComputeRequest()
         request.layer = rows.layer
         request.expert = Int32(rows.expert)
@@ -27,16 +30,30 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             count: rows.count * rows.width, shape: [rows.count, rows.width], dtype: self.wireDType,
             gather: rows.gather(into:))
 
-        let response: Moemesh_V1_ComputeResponse
-        do {
-            response = try await replica.compute(request, options: self.callOptions)
-        } catch let error as RPCError {
-            switch error.code {
-            case .unavailable, .deadlineExceeded, .cancelled:
-                throw RouterError.expertUnavailable(address, endpoint: replica.endpoint, reason: "\(error.code): \(error.message)")
-            default:
+        var failures: [String] = []
+        var answer: (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? = nil
+        for replica in candidates {
+            self.topology.callStarted(replica.endpoint)
+            do {
+                let response = try await replica.compute(request, options: self.callOptions)
+                self.topology.callEnded(replica.endpoint, failed: false)
+                answer = (replica, response)
+                break
+            } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
+                self.topology.callEnded(replica.endpoint, failed: true)
+                failures.append("\(replica.endpoint): \(error.code): \(error.message)")
+            } catch let error as RPCError {
+                self.topology.callEnded(replica.endpoint, failed: false)
                 throw RouterError.expertFailed(address, endpoint: replica.endpoint, reason: "\(error.code): \(error.message)")
+            } catch {
+                self.topology.callEnded(replica.endpoint, failed: true)
+                throw error
             }
+        }
+        guard let (replica, response) = answer else {
+            throw RouterError.expertUnavailable(
+                address, endpoint: candidates.last!.endpoint,
+                reason: "all \(candidates.count) replicas failed: " + failures.joined(separator: "; "))
         }
         let decoded: DecodedRows
         do {
@@ -50,5 +67,12 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 address, endpoint: replica.endpoint, reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
         }
         return decoded.matrix
+    }
+}
+
+extension RemoteExpertExecutor {
+    /// Codes that say the replica could not serve the call (not that the call was wrong): try another one.
+    static func isReachabilityFailure(_ code: RPCError.Code) -> Bool {
+        code == .unavailable || code == .deadlineExceeded || code == .cancelled
     }
 }

@@ -11,8 +11,11 @@ public struct LocalMesh: Service {
         /// The `moemesh` binary to start.
         public var executable: String
         public var modelPath: String
-        /// One expert process per selection (e.g. `*:0`, `*:1`, ...).
+        /// One expert process per selection (e.g. `*:0`, `*:1`, ...), times `replicas`.
         public var expertGroups: [String]
+        /// Processes per expert group. With more than one, a replica that dies is logged and the mesh keeps
+        /// serving on the others (the router retries its calls there).
+        public var replicas: Int
         /// OpenBLAS threads per expert process.
         public var expertThreads: Int
         public var host: String
@@ -23,13 +26,14 @@ public struct LocalMesh: Service {
         public var routerArguments: [String]
 
         public init(
-            executable: String, modelPath: String, expertGroups: [String], expertThreads: Int = 1,
+            executable: String, modelPath: String, expertGroups: [String], replicas: Int = 1, expertThreads: Int = 1,
             host: String = "127.0.0.1", routerPort: Int = 50051, startTimeout: Duration = .seconds(120),
             routerArguments: [String] = []
         ) {
             self.executable = executable
             self.modelPath = modelPath
             self.expertGroups = expertGroups
+            self.replicas = max(1, replicas)
             self.expertThreads = expertThreads
             self.host = host
             self.routerPort = routerPort
@@ -81,10 +85,15 @@ public struct LocalMesh: Service {
         var children: [ChildProcess] = []
         do {
             // Start every expert process at once, then wait for each to announce its port.
-            for (index, group) in configuration.expertGroups.enumerated() {
+            let groups = configuration.expertGroups.flatMap { group in
+                (0..<configuration.replicas).map { (group: group, replica: $0) }
+            }
+            for (index, item) in groups.enumerated() {
+                let group = item.group
+                let name = configuration.replicas > 1 ? "expert \(index) (\(group), replica \(item.replica))" : "expert \(index) (\(group))"
                 children.append(
                     try ChildProcess(
-                        name: "expert \(index) (\(group))", executable: configuration.executable,
+                        name: name, executable: configuration.executable,
                         arguments: [
                             "expert", "--model", configuration.modelPath, "--experts", group,
                             "--host", configuration.host, "--port", "0",
@@ -109,10 +118,19 @@ public struct LocalMesh: Service {
             else { throw StartError.childNotReady(name: router.name, status: router.pollExit()) }
             self.onReady(Started(router: routerEndpoint, experts: endpoints, processes: children))
 
-            // Serve until shutdown; a child that dies on its own ends the mesh with an error.
+            // Serve until shutdown. The router dying, or an expert without replicas, ends the mesh with an error;
+            // a replica dying is logged while others serve its experts.
+            var exited = Set<Int32>()
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                for child in children {
-                    if let status = child.pollExit() { throw StartError.childExited(name: child.name, status: status) }
+                for child in children where !exited.contains(child.pid) {
+                    guard let status = child.pollExit() else { continue }
+                    exited.insert(child.pid)
+                    if child.name == "router" || configuration.replicas == 1 {
+                        throw StartError.childExited(name: child.name, status: status)
+                    }
+                    self.logger.error(
+                        "expert replica exited; the others serve its experts",
+                        metadata: ["name": "\(child.name)", "status": "\(status)"])
                 }
                 try? await Task.sleep(for: .milliseconds(200))
             }

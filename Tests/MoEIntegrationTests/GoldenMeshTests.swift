@@ -10,9 +10,10 @@ import Testing
 import Glibc
 #endif
 
-/// Starts `moemesh up` on a model (port 0), runs `body` with the router's endpoint, then stops the mesh.
+/// Starts `moemesh up` on a model (port 0), runs `body` with the router's endpoint and `up`'s PID, then stops the
+/// mesh.
 func withUpMesh(
-    model: String, extraArguments: [String] = [], _ body: (ServiceEndpoint) async throws -> Void
+    model: String, extraArguments: [String] = [], _ body: (ServiceEndpoint, Int32) async throws -> Void
 ) async throws {
     let up = try ChildProcess(
         name: "up", executable: MoemeshBinary.path,
@@ -20,7 +21,7 @@ func withUpMesh(
                     "--parent-pid", String(getpid())] + extraArguments)
     defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
     let router = try #require(await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
-    try await body(router)
+    try await body(router, up.pid)
     #expect(await up.stop(grace: .seconds(20)) == 0)
 }
 
@@ -30,7 +31,7 @@ struct GoldenMeshTests {
     @Test("mesh output and routing match the independent reference", arguments: GoldenFixture.all)
     func meshMatchesReference(fixture: GoldenFixture) async throws {
         let reference = try fixture.reference()
-        try await withUpMesh(model: fixture.modelPath) { router in
+        try await withUpMesh(model: fixture.modelPath) { router, _ in
             try await RouterClient.with(endpoint: router) { client in
                 for layer in try fixture.layers() {
                     let hidden = try reference.tensor("\(layer).hidden_states")
@@ -50,7 +51,7 @@ struct GoldenMeshTests {
     func switchCapacityThroughMesh() async throws {
         let fixture = GoldenFixture(architecture: "switch_transformers", dtype: .f32)
         let reference = try fixture.reference()
-        try await withUpMesh(model: fixture.modelPath, extraArguments: ["--switch-capacity"]) { router in
+        try await withUpMesh(model: fixture.modelPath, extraArguments: ["--switch-capacity"]) { router, _ in
             try await RouterClient.with(endpoint: router) { client in
                 for layer in try fixture.layers() {
                     let batch = try reference.tensor("\(layer).capacity_hidden_states")

@@ -54,3 +54,11 @@ extension MoemeshBinary {
         return nil
     }
 }
+
+extension MoemeshBinary {
+    /// A process's arguments joined by spaces (from /proc/PID/cmdline), empty if unreadable.
+    public static func commandLine(of pid: Int32) -> String {
+        guard let bytes = try? FileSystem.readFile("/proc/\(pid)/cmdline") else { return "" }
+        return String(decoding: bytes.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+    }
+}

@@ -24,6 +24,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The router's port (0: any free port).")
     var port: Int = 50051
 
+    @Option(help: "Processes per expert (the router spreads calls over them and retries on another if one fails).")
+    var replicas: Int = 1
+
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ experts per token, at least 1).")
     var threads: Int?
 
@@ -38,6 +41,7 @@ struct Up: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try self.logging.bootstrap(label: "moemesh.up")
+        guard self.replicas >= 1 else { throw ValidationError("--replicas: expected at least 1, got \(self.replicas)") }
         let modelPath: String
         if let model = self.model {
             modelPath = model
@@ -53,7 +57,7 @@ struct Up: AsyncParsableCommand {
         let hasShared = checkpoint.layers.contains { $0.sharedExpert != nil }
         let configuration = LocalMesh.Configuration(
             executable: ChildProcess.currentExecutable, modelPath: modelPath,
-            expertGroups: (0..<experts).map { "*:\($0)" } + (hasShared ? ["*:shared"] : []),
+            expertGroups: (0..<experts).map { "*:\($0)" } + (hasShared ? ["*:shared"] : []), replicas: self.replicas,
             expertThreads: self.threads ?? max(1, cores / topK),
             host: self.host, routerPort: self.port,
             routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments)
