@@ -1,5 +1,6 @@
 import GRPCCore
 import MoECore
+import MoERuntime
 import MoEServing
 
 /// Why a router refused or failed a call; each case maps to one gRPC status code.
@@ -59,6 +60,15 @@ public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConverti
         case .uncoveredExperts(let missing, let endpoints):
             "\(missing.count) experts are hosted by none of \(endpoints.map(\.description).joined(separator: ", ")); "
                 + "first: \(missing.prefix(5).map(\.description).joined(separator: "; "))"
+        }
+    }
+}
+
+extension RouterError: ExpertUnreachableError {
+    public var unreachableExpert: ExpertAddress? {
+        switch self {
+        case .noReplica(let address), .expertUnavailable(let address, _, _): address
+        default: nil
         }
     }
 }

@@ -70,6 +70,7 @@ public struct RouterService: Sendable {
             response.routing.residualWeights = result.routing.residualWeights ?? []
         }
         if request.returnBalance { response.balance = Moemesh_V1_BalanceStats(result.balance, layer: request.layer) }
+        response.reroutedExperts = result.reroutedExperts.map(Int32.init)
         return response
     }
 }

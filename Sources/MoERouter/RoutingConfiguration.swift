@@ -6,7 +6,9 @@ import MoEModel
 /// noise scale σ of noisy top-k (`--noise-std`, 1.0) and its seed (`--seed`, 0), the capacity factor c of
 /// expert choice (`--expert-choice-capacity`, 1.0), an optional capacity limit `⌈c·T·k/E⌉` per expert
 /// (`--capacity-factor c --overflow drop|spill`), and Switch's per-sequence `expert_capacity`
-/// (`--switch-capacity`; dropless by default).
+/// (`--switch-capacity`; dropless by default), and what to do when no replica of an expert can be reached
+/// (`--on-unreachable fail|reroute`, default fail: `UNAVAILABLE` naming the expert; reroute: its tokens go to their
+/// next-best experts, flagged in the answer).
 public struct RoutingConfiguration: Sendable, Equatable {
     public enum Strategy: String, Sendable, CaseIterable {
         case model
@@ -21,10 +23,11 @@ public struct RoutingConfiguration: Sendable, Equatable {
     public var expertChoiceCapacity: Double
     public var capacity: CapacityLimit?
     public var switchCapacity: Bool
+    public var rerouteUnreachable: Bool
 
     public init(
         strategy: Strategy = .model, noiseStd: Float = 1, seed: UInt64 = 0, expertChoiceCapacity: Double = 1,
-        capacity: CapacityLimit? = nil, switchCapacity: Bool = false
+        capacity: CapacityLimit? = nil, switchCapacity: Bool = false, rerouteUnreachable: Bool = false
     ) {
         self.strategy = strategy
         self.noiseStd = noiseStd
@@ -32,6 +35,7 @@ public struct RoutingConfiguration: Sendable, Equatable {
         self.expertChoiceCapacity = expertChoiceCapacity
         self.capacity = capacity
         self.switchCapacity = switchCapacity
+        self.rerouteUnreachable = rerouteUnreachable
     }
 
     /// The policy of one layer.
@@ -45,7 +49,8 @@ public struct RoutingConfiguration: Sendable, Equatable {
         }
         return RoutingPolicy(
             strategy: strategy, capacity: self.capacity,
-            sequenceCapacity: self.switchCapacity ? layer.expertCapacity : nil, seed: self.seed)
+            sequenceCapacity: self.switchCapacity ? layer.expertCapacity : nil, seed: self.seed,
+            rerouteUnreachable: self.rerouteUnreachable)
     }
 
     /// A short description, e.g. `noisy-top-k(std 1.0), capacity 1.25 spill`.
@@ -58,6 +63,7 @@ public struct RoutingConfiguration: Sendable, Equatable {
         }
         if let capacity = self.capacity { text += ", capacity \(capacity.factor) \(capacity.overflow.rawValue)" }
         if self.switchCapacity { text += ", switch per-sequence capacity" }
+        if self.rerouteUnreachable { text += ", reroute unreachable experts" }
         return text
     }
 }

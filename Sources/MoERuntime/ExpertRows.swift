@@ -42,3 +42,9 @@ public protocol ExpertExecutor: Sendable {
     /// `[n_e, H] → [n_e, H]`.
     func compute(_ rows: ExpertRows) async throws -> Matrix
 }
+
+/// An executor error that means no replica of an expert could be reached (not that the call was wrong).
+public protocol ExpertUnreachableError: Error {
+    /// The expert, when the error is about reachability.
+    var unreachableExpert: ExpertAddress? { get }
+}

@@ -11,6 +11,8 @@ public struct MoELayerResult: Sendable, Equatable {
     public let balance: BalanceStats
     /// `[T, E]` router logits (bias included).
     public let logits: Matrix
+    /// Experts no replica could serve, masked out of this result's routing (`RoutingPolicy.rerouteUnreachable`).
+    public var reroutedExperts: [Int] = []
 
     public init(output: Matrix, routing: RoutingDecision, balance: BalanceStats, logits: Matrix) {
         self.output = output
@@ -37,7 +39,9 @@ public struct MoELayerResult: Sendable, Equatable {
             topkIDs: Array(self.routing.topkIDs[(range.lowerBound * k)..<(range.upperBound * k)]),
             topkWeights: Array(self.routing.topkWeights[(range.lowerBound * k)..<(range.upperBound * k)]),
             residualWeights: self.routing.residualWeights.map { Array($0[range]) })
-        return MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: logits, decision: routing), logits: logits)
+        var part = MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: logits, decision: routing), logits: logits)
+        part.reroutedExperts = self.reroutedExperts
+        return part
     }
 }
 
@@ -94,20 +98,46 @@ public struct MoELayerPipeline: Sendable {
         try self.route(logits: self.logits(hidden), request: request)
     }
 
-    private func route(logits: Matrix, request: RoutingRequest) throws(RoutingError) -> RoutingDecision {
+    private func route(
+        logits: Matrix, request: RoutingRequest, policy: RoutingPolicy? = nil
+    ) throws(RoutingError) -> RoutingDecision {
+        let policy = policy ?? self.policy
         let shape = request.shape ?? [logits.rows, self.spec.hiddenSize]
         let input = RoutingInput(
             logits: logits, sequenceLength: shape.count == 3 ? shape[1] : logits.rows, shape: shape,
-            tokenIDs: request.tokenIDs, noiseSeed: request.noiseSeed ?? self.policy.seed)
-        return try self.gate.route(input, policy: self.policy)
+            tokenIDs: request.tokenIDs, noiseSeed: request.noiseSeed ?? policy.seed)
+        return try self.gate.route(input, policy: policy)
     }
 
-    /// The whole layer on `hidden` (`[T, H]`, already validated), experts run by `executor`.
+    /// The whole layer on `hidden` (`[T, H]`, already validated), experts run by `executor`. Under
+    /// `rerouteUnreachable`, an expert that cannot be reached is masked and the layer computed again, while at
+    /// least k experts remain.
     public func forward(
         _ hidden: Matrix, request: RoutingRequest = .init(), executor: some ExpertExecutor
     ) async throws -> MoELayerResult {
+        var policy = self.policy
+        var rerouted: [Int] = []
+        while true {
+            do {
+                var result = try await self.forward(hidden, request: request, executor: executor, policy: policy)
+                result.reroutedExperts = rerouted
+                return result
+            } catch let error as any ExpertUnreachableError {
+                guard policy.rerouteUnreachable, let expert = error.unreachableExpert?.expert, expert >= 0,
+                    !policy.maskedExperts.contains(expert),
+                    self.spec.numExperts - policy.maskedExperts.count - 1 >= self.spec.topK
+                else { throw error }
+                policy.maskedExperts.insert(expert)
+                rerouted.append(expert)
+            }
+        }
+    }
+
+    private func forward(
+        _ hidden: Matrix, request: RoutingRequest, executor: some ExpertExecutor, policy: RoutingPolicy
+    ) async throws -> MoELayerResult {
         let logits = self.logits(hidden)
-        let routing = try self.route(logits: logits, request: request)
+        let routing = try self.route(logits: logits, request: request, policy: policy)
         let plan = DispatchPlan(routing)
         let layer = self.spec.name
         let hasShared = self.spec.sharedExpert != nil

@@ -71,4 +71,22 @@ struct TopKGateTests {
         #expect(abs(decision.topkWeights.reduce(0, +) - 1) < 1e-6)
         #expect(decision.tokensPerExpert == [1, 1, 1, 1])
     }
+
+    @Test("masked experts are never chosen; the rest are chosen and weighted as if the masked ones did not exist")
+    func masking() {
+        var generator = SplitMix64Generator(seed: 77)
+        let logits = (0..<(9 * 8)).map { _ in Float(generator.nextUnit() * 4 - 2) }
+        let gate = TopKGate(numExperts: 8, topK: 2, renormalize: true)
+        let decision = gate.route(logits: Matrix(rows: 9, columns: 8, values: logits), masked: [0, 5])
+        for token in 0..<9 {
+            let row = logits[(token * 8)..<(token * 8 + 8)].map(Double.init)
+            // The reference: drop experts 0 and 5, route among the rest (renormalised top-2 of softmax).
+            let kept = [1, 2, 3, 4, 6, 7]
+            let (ids, weights) = referenceRoute(logits: kept.map { row[$0] }, k: 2, renormalize: true)
+            #expect(decision.topkIDs[(token * 2)..<(token * 2 + 2)].map(Int.init) == ids.map { kept[Int($0)] })
+            for (got, want) in zip(decision.topkWeights[(token * 2)..<(token * 2 + 2)], weights) {
+                #expect(abs(Double(got) - want) <= 1e-6)
+            }
+        }
+    }
 }

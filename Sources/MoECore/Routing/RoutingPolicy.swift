@@ -43,15 +43,23 @@ public struct RoutingPolicy: Sendable, Equatable {
     public var sequenceCapacity: Int?
     /// Seed of noisy top-k (each request may give its own).
     public var seed: UInt64
+    /// Experts taken out of routing: their selection scores are −∞, so tokens go to their next-best experts and
+    /// weights follow the gate's own rule over the experts chosen.
+    public var maskedExperts: Set<Int>
+    /// When an expert cannot be reached at all: false fails the call; true recomputes the layer with that expert
+    /// masked (its tokens go to their next-best experts) and flags it in the answer.
+    public var rerouteUnreachable: Bool
 
     public init(
         strategy: RoutingStrategy = .model, capacity: CapacityLimit? = nil, sequenceCapacity: Int? = nil,
-        seed: UInt64 = 0
+        seed: UInt64 = 0, maskedExperts: Set<Int> = [], rerouteUnreachable: Bool = false
     ) {
         self.strategy = strategy
         self.capacity = capacity
         self.sequenceCapacity = sequenceCapacity
         self.seed = seed
+        self.maskedExperts = maskedExperts
+        self.rerouteUnreachable = rerouteUnreachable
     }
 
     public static let model = RoutingPolicy()
@@ -103,7 +111,7 @@ extension TopKGate {
         var decision: RoutingDecision
         switch policy.strategy {
         case .model:
-            decision = self.route(logits: input.logits)
+            decision = self.route(logits: input.logits, masked: policy.maskedExperts)
         case .noisyTopK(let noiseStd):
             decision = self.routeNoisy(input.logits, noiseStd: noiseStd, seed: input.noiseSeed)
         case .hash:

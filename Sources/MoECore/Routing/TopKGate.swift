@@ -128,8 +128,8 @@ public struct TopKGate: Sendable, Equatable {
         return weights
     }
 
-    /// Routes T tokens from their logits `[T, E]`.
-    public func route(logits: Matrix) -> RoutingDecision {
+    /// Routes T tokens from their logits `[T, E]`; `masked` experts are never selected.
+    public func route(logits: Matrix, masked: Set<Int> = []) -> RoutingDecision {
         precondition(logits.columns == self.numExperts, "logits: expected \(self.numExperts) columns")
         let k = self.topK
         var ids = [Int32](repeating: 0, count: logits.rows * k)
@@ -137,6 +137,7 @@ public struct TopKGate: Sendable, Equatable {
         for token in 0..<logits.rows {
             let (scores, selectionScores, biased) = self.scores(logits: logits.row(token))
             var selection = selectionScores
+            for expert in masked where expert < selection.count { selection[expert] = -.infinity }
             self.maskGroups(&selection)
             let selected = Self.topIndices(of: selection, k: k)
             let tokenWeights = self.weights(selected: selected, scores: scores, biasedLogits: biased)

@@ -25,6 +25,9 @@ struct RoutingOptions: ParsableArguments {
     @Flag(help: "Switch Transformers: apply the config's per-sequence expert_capacity (dropped tokens give max p · x).")
     var switchCapacity = false
 
+    @Option(help: "When no replica of an expert answers: fail (UNAVAILABLE naming it) or reroute (next-best experts, flagged).")
+    var onUnreachable: UnreachablePolicy = .fail
+
     func configuration() throws -> RoutingConfiguration {
         if let factor = self.capacityFactor, !(factor > 0) {
             throw ValidationError("--capacity-factor: expected a positive number, got \(factor)")
@@ -36,7 +39,7 @@ struct RoutingOptions: ParsableArguments {
             strategy: self.routing, noiseStd: self.noiseStd, seed: self.seed,
             expertChoiceCapacity: self.expertChoiceCapacity,
             capacity: self.capacityFactor.map { CapacityLimit(factor: $0, overflow: self.overflow) },
-            switchCapacity: self.switchCapacity)
+            switchCapacity: self.switchCapacity, rerouteUnreachable: self.onUnreachable == .reroute)
     }
 
     /// The same options as arguments for a `moemesh router` child process.
@@ -45,9 +48,14 @@ struct RoutingOptions: ParsableArguments {
                          "--expert-choice-capacity", "\(self.expertChoiceCapacity)", "--overflow", self.overflow.rawValue]
         if let factor = self.capacityFactor { arguments += ["--capacity-factor", "\(factor)"] }
         if self.switchCapacity { arguments.append("--switch-capacity") }
+        arguments += ["--on-unreachable", self.onUnreachable.rawValue]
         return arguments
     }
 }
 
 extension RoutingConfiguration.Strategy: ExpressibleByArgument {}
 extension CapacityLimit.Overflow: ExpressibleByArgument {}
+
+enum UnreachablePolicy: String, ExpressibleByArgument {
+    case fail, reroute
+}

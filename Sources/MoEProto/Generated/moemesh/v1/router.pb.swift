@@ -149,6 +149,13 @@ public nonisolated struct Moemesh_V1_ForwardResponse: @unchecked Sendable {
   /// Clears the value of `balance`. Subsequent reads from it will return its default value.
   public mutating func clearBalance() {_uniqueStorage()._balance = nil}
 
+  /// Experts no replica could serve while the router reroutes unreachable experts (`--on-unreachable reroute`):
+  /// they were masked out, and their tokens went to their next-best experts.
+  public var reroutedExperts: [Int32] {
+    get {_storage._reroutedExperts}
+    set {_uniqueStorage()._reroutedExperts = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -418,12 +425,13 @@ nonisolated extension Moemesh_V1_BalanceStats: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0\u{1}balance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0\u{1}balance\0\u{3}rerouted_experts\0")
 
   fileprivate class _StorageClass {
     var _output: Moemesh_V1_Tensor? = nil
     var _routing: Moemesh_V1_Routing? = nil
     var _balance: Moemesh_V1_BalanceStats? = nil
+    var _reroutedExperts: [Int32] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -437,6 +445,7 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
       _output = source._output
       _routing = source._routing
       _balance = source._balance
+      _reroutedExperts = source._reroutedExperts
     }
   }
 
@@ -458,6 +467,7 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
         case 1: try { try decoder.decodeSingularMessageField(value: &_storage._output) }()
         case 2: try { try decoder.decodeSingularMessageField(value: &_storage._routing) }()
         case 3: try { try decoder.decodeSingularMessageField(value: &_storage._balance) }()
+        case 4: try { try decoder.decodeRepeatedInt32Field(value: &_storage._reroutedExperts) }()
         default: break
         }
       }
@@ -479,6 +489,9 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
       try { if let v = _storage._balance {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
       } }()
+      if !_storage._reroutedExperts.isEmpty {
+        try visitor.visitPackedInt32Field(value: _storage._reroutedExperts, fieldNumber: 4)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -491,6 +504,7 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
         if _storage._output != rhs_storage._output {return false}
         if _storage._routing != rhs_storage._routing {return false}
         if _storage._balance != rhs_storage._balance {return false}
+        if _storage._reroutedExperts != rhs_storage._reroutedExperts {return false}
         return true
       }
       if !storagesAreEqual {return false}
