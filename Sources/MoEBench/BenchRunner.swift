@@ -182,8 +182,8 @@ public struct BenchRunner: Sendable {
         }
         var mesh = LatencySamples(), local = LatencySamples(), bare = LatencySamples()
         let clock = ContinuousClock()
-        let routerCPU = ProcessCPU.seconds(of: routerPID)
-        let expertCPU = expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +)
+        let routerCPU = cpuSeconds(routerPID)
+        let expertCPU = expertPIDs.map(cpuSeconds).reduce(0, +)
         var wireBytes = 0
         let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
         while (clock.now < deadline || mesh.count < 5) && mesh.count < 2000 {
@@ -201,8 +201,8 @@ public struct BenchRunner: Sendable {
             meshTokensPerSecond: calls / (mesh.total / 1e6), inprocessTokensPerSecond: Double(local.count * tokens) / (local.total / 1e6),
             meshP50: mesh.p50, meshP99: mesh.p99, inprocessP50: local.p50, echoP50: bare.p50,
             wireBytesPerToken: Double(wireBytes) / Double(tokens),
-            routerCPUPerToken: (ProcessCPU.seconds(of: routerPID) - routerCPU) * 1e6 / calls,
-            expertCPUPerToken: (expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +) - expertCPU) * 1e6 / calls)
+            routerCPUPerToken: (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls,
+            expertCPUPerToken: (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls)
     }
 
     /// Protobuf payload bytes of one call: client ↔ router, and router ↔ each expert (rows both ways).
@@ -261,12 +261,12 @@ public struct BenchRunner: Sendable {
         }
         _ = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
         let (_, unbatchedRate) = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
-        let routerCPU = ProcessCPU.seconds(of: routerPID)
-        let expertCPU = expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +)
+        let routerCPU = cpuSeconds(routerPID)
+        let expertCPU = expertPIDs.map(cpuSeconds).reduce(0, +)
         let (meshSamples, meshRate) = try await drive { client in _ = try await router.forward(requests[client], options: options) }
         let calls = Double(meshSamples.count)
-        let routerCPUPerToken = (ProcessCPU.seconds(of: routerPID) - routerCPU) * 1e6 / calls
-        let expertCPUPerToken = (expertPIDs.map(ProcessCPU.seconds(of:)).reduce(0, +) - expertCPU) * 1e6 / calls
+        let routerCPUPerToken = (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls
+        let expertCPUPerToken = (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls
         let hidden = requests.map { request in
             Matrix(rows: 1, columns: self.configuration.shape.hiddenSize,
                    values: request.hiddenStates.data.withUnsafeBytes { DType.f32.decodeFloats($0) })
@@ -324,3 +324,6 @@ public struct BenchRunner: Sendable {
             ffnGFLOPS: flops / ffnTime / 1e3, sgemmGFLOPS: flops / sgemmTime / 1e3)
     }
 }
+
+/// CPU time a process has used so far, in seconds (0 once it is gone).
+private func cpuSeconds(_ pid: Int32) -> Double { ProcessStatus.read(pid: pid)?.cpuSeconds ?? 0 }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import MoEServing
 
 /// Latencies of repeated calls, in microseconds.
 public struct LatencySamples: Sendable {
@@ -29,40 +27,9 @@ public struct LatencySamples: Sendable {
     public var total: Double { self.microseconds.reduce(0, +) }
 }
 
-/// CPU time (user + system) a process has used, from /proc/PID/stat.
-public enum ProcessCPU {
-    public static func seconds(of pid: Int32) -> Double {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let descriptor = open("/proc/\(pid)/stat", O_RDONLY)
-        guard descriptor >= 0 else { return 0 }
-        defer { close(descriptor) }
-        let count = read(descriptor, &buffer, buffer.count)
-        guard count > 0 else { return 0 }
-        let text = String(decoding: buffer[0..<count], as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return 0 }
-        // After the command: state(0) ppid(1) ... utime(11) stime(12).
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-}
-
-/// Formats numbers without Foundation.
+/// Table cells.
 enum Format {
-    /// `value` with `decimals` digits after the point.
-    static func fixed(_ value: Double, _ decimals: Int = 1) -> String {
-        guard value.isFinite else { return "\(value)" }
-        var scale = 1.0
-        for _ in 0..<decimals { scale *= 10 }
-        let scaled = (abs(value) * scale).rounded()
-        let whole = Int(scaled / scale)
-        var text = (value < 0 && scaled > 0 ? "-" : "") + String(whole)
-        if decimals > 0 {
-            let fraction = String(Int(scaled) - whole * Int(scale))
-            text += "." + String(repeating: "0", count: decimals - fraction.count) + fraction
-        }
-        return text
-    }
+    static func fixed(_ value: Double, _ decimals: Int = 1) -> String { DecimalFormat.fixed(value, decimals) }
 
     /// Right-aligned in `width` columns.
     static func pad(_ text: String, _ width: Int) -> String {

@@ -42,27 +42,16 @@ struct ReplicaChoiceTests {
         let checkpoint = try MoECheckpoint(path: model.path)
         let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         let reference = try InProcessMoE(checkpoint: checkpoint)
-        let live = InProcessTransport()
-        let dead = try HTTP2ClientTransport.Posix(target: .ipv4(host: "127.0.0.1", port: 1), transportSecurity: .plaintext)
-        try await withGRPCServer(transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]) { _ in
-            try await withGRPCClient(transport: live.client) { liveClient in
-                try await withGRPCClient(transport: dead) { deadClient in
-                    let deadReplica = ExpertReplica(endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: deadClient))
-                    let liveReplica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 2), client: Moemesh_V1_Expert.Client(wrapping: liveClient))
-                    let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [deadReplica, liveReplica]) }))
-                    let executor = RemoteExpertExecutor(
-                        topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(timeout: .seconds(5)))
-                    let pipeline = try #require(reference.pipelines["0"])
-                    for seed in 0..<4 {
-                        let hidden = model.randomHidden(tokens: 5, seed: UInt64(seed))
-                        let result = try await pipeline.forward(hidden, executor: executor)
-                        let expected = try await reference.forward(layer: "0", hidden: hidden)
-                        #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
-                    }
-                    // The dead replica is now suspect: every expert tries the live one first.
-                    #expect(addresses.allSatisfy { topology.chooseReplica(for: $0)?.endpoint.port == 2 })
-                }
+        try await withLiveAndDeadReplicas(checkpoint: checkpoint, replicas: { _, dead, live in [dead, live] }) { executor in
+            let pipeline = try #require(reference.pipelines["0"])
+            for seed in 0..<4 {
+                let hidden = model.randomHidden(tokens: 5, seed: UInt64(seed))
+                let result = try await pipeline.forward(hidden, executor: executor)
+                let expected = try await reference.forward(layer: "0", hidden: hidden)
+                #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
             }
+            // The dead replica is now suspect: every expert tries the live one first.
+            #expect(addresses.allSatisfy { executor.topology.chooseReplica(for: $0)?.endpoint.port == 2 })
         }
     }
 
@@ -71,51 +60,69 @@ struct ReplicaChoiceTests {
         let model = try SmallModel()
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
-        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         let lost = ExpertAddress(layer: "0", expert: 1)
         let masked = try InProcessMoE(checkpoint: checkpoint) { _ in RoutingPolicy(maskedExperts: [1]) }
-        let live = InProcessTransport()
-        let dead = try HTTP2ClientTransport.Posix(target: .ipv4(host: "127.0.0.1", port: 1), transportSecurity: .plaintext)
-        try await withGRPCServer(transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]) { _ in
-            try await withGRPCClient(transport: live.client) { liveClient in
-                try await withGRPCClient(transport: dead) { deadClient in
-                    let deadReplica = ExpertReplica(endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: deadClient))
-                    let liveReplica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 2), client: Moemesh_V1_Expert.Client(wrapping: liveClient))
-                    let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [$0 == lost ? deadReplica : liveReplica]) }))
-                    let executor = RemoteExpertExecutor(
-                        topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(timeout: .seconds(5)))
-                    // 16 tokens: expert 1 is among someone's top-2.
-                    let hidden = model.randomHidden(tokens: 16, seed: 4)
-                    var request = Moemesh_V1_ForwardRequest()
-                    request.layer = "0"
-                    request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
-                    request.returnRouting = true
+        try await withLiveAndDeadReplicas(
+            checkpoint: checkpoint, replicas: { address, dead, live in [address == lost ? dead : live] }
+        ) { executor in
+            // 16 tokens: expert 1 is among someone's top-2.
+            let hidden = model.randomHidden(tokens: 16, seed: 4)
+            var request = Moemesh_V1_ForwardRequest()
+            request.layer = "0"
+            request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
+            request.returnRouting = true
 
-                    for reroute in [false, true] {
-                        let routing = RoutingConfiguration(rerouteUnreachable: reroute)
-                        let service = RouterService(
-                            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
-                            pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0)) },
-                            executor: executor)
-                        if reroute {
-                            let response = try await service.forward(request)
-                            let expected = try await masked.forward(layer: "0", hidden: hidden)
-                            let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
-                            #expect(response.reroutedExperts == [1])
-                            #expect(!response.routing.topkIds.contains(1))
-                            #expect(response.routing.topkIds == expected.routing.topkIDs)
-                            #expect(relativeError(output, expected.output.values) <= 1e-6)
-                        } else {
-                            do {
-                                _ = try await service.forward(request)
-                                Issue.record("answered without expert 1")
-                            } catch let error as RouterError {
-                                #expect(error.rpcErrorCode == .unavailable)
-                                #expect(error.rpcErrorMessage.hasPrefix("layer 0 expert 1 at 127.0.0.1:1 is unavailable"))
-                            }
-                        }
+            for reroute in [false, true] {
+                let routing = RoutingConfiguration(rerouteUnreachable: reroute)
+                let service = RouterService(
+                    modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
+                    pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0)) },
+                    executor: executor)
+                if reroute {
+                    let response = try await service.forward(request)
+                    let expected = try await masked.forward(layer: "0", hidden: hidden)
+                    let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
+                    #expect(response.reroutedExperts == [1])
+                    #expect(!response.routing.topkIds.contains(1))
+                    #expect(response.routing.topkIds == expected.routing.topkIDs)
+                    #expect(relativeError(output, expected.output.values) <= 1e-6)
+                } else {
+                    do {
+                        _ = try await service.forward(request)
+                        Issue.record("answered without expert 1")
+                    } catch let error as RouterError {
+                        #expect(error.rpcErrorCode == .unavailable)
+                        #expect(error.rpcErrorMessage.hasPrefix("layer 0 expert 1 at 127.0.0.1:1 is unavailable"))
                     }
                 }
+            }
+        }
+    }
+}
+
+/// An expert service hosting every expert of `checkpoint` (in process, live) and a replica nothing answers for
+/// (127.0.0.1:1, dead); `replicas` gives each expert its replicas from (dead, live); `body` gets an executor over
+/// that topology.
+private func withLiveAndDeadReplicas(
+    checkpoint: MoECheckpoint,
+    replicas: @escaping (ExpertAddress, ExpertReplica, ExpertReplica) -> [ExpertReplica],
+    _ body: (RemoteExpertExecutor) async throws -> Void
+) async throws {
+    let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+    let live = InProcessTransport()
+    let dead = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
+    try await withGRPCServer(transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]) { _ in
+        try await withGRPCClient(transport: live.client) { liveClient in
+            try await withGRPCClient(transport: dead) { deadClient in
+                let deadReplica = ExpertReplica(
+                    endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: deadClient))
+                let liveReplica = ExpertReplica(
+                    endpoint: ServiceEndpoint(host: "in-process", port: 2), client: Moemesh_V1_Expert.Client(wrapping: liveClient))
+                let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map {
+                    ($0, replicas($0, deadReplica, liveReplica))
+                }))
+                try await body(RemoteExpertExecutor(
+                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(timeout: .seconds(5))))
             }
         }
     }

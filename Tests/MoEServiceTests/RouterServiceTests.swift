@@ -112,7 +112,7 @@ struct RouterServiceTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         // Port 1 on loopback: nothing listens there.
-        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(host: "127.0.0.1", port: 1), transportSecurity: .plaintext)
+        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
         try await withGRPCClient(transport: transport) { client in
             let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: client))
             let addresses = checkpoint.layers.flatMap { layer in (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) } }

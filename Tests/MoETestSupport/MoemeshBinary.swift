@@ -23,24 +23,14 @@ public enum MoemeshBinary {
     /// PIDs of the live processes whose parent is `parent` (from /proc).
     public static func children(of parent: Int32) -> [Int32] {
         guard let names = try? FileSystem.contentsOfDirectory("/proc") else { return [] }
-        return names.compactMap { name -> Int32? in
-            guard let pid = Int32(name), let stat = try? FileSystem.readFile("/proc/\(name)/stat") else { return nil }
-            // Fields after the parenthesised command: state, ppid, ...
-            let text = String(decoding: stat, as: UTF8.self)
-            guard let close = text.lastIndex(of: ")") else { return nil }
-            let fields = text[text.index(after: close)...].split(separator: " ")
-            guard fields.count > 1, fields[0] != "Z", Int32(fields[1]) == parent else { return nil }
-            return pid
+        return names.compactMap(Int32.init).filter { pid in
+            guard let status = ProcessStatus.read(pid: pid) else { return false }
+            return status.parentPID == parent && status.state != "Z"
         }
     }
 
     /// Whether a process with this PID exists (and is not a zombie).
-    public static func isAlive(_ pid: Int32) -> Bool {
-        guard let stat = try? FileSystem.readFile("/proc/\(pid)/stat") else { return false }
-        let text = String(decoding: stat, as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return false }
-        return text[text.index(after: close)...].split(separator: " ").first != "Z"
-    }
+    public static func isAlive(_ pid: Int32) -> Bool { ProcessStatus.isAlive(pid) }
 }
 
 extension MoemeshBinary {

@@ -81,15 +81,15 @@ struct Forward: AsyncParsableCommand {
                 layer: self.layer, hiddenStates: hidden, tokenIDs: tokenIDs, returnBalance: self.balance)
             let callTime = ContinuousClock.now - callStarted
             let tokens = hidden.shape.dropLast().reduce(1, *)
-            print("layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(Self.milliseconds(callTime)) ms")
+            print("layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(DecimalFormat.milliseconds(callTime)) ms")
             if let routing = result.routing {
                 let used = routing.tokensPerExpert.enumerated().filter { $0.element > 0 }
                 print("top-\(routing.topK) routing, tokens per expert: "
                     + used.map { "\($0.offset):\($0.element)" }.joined(separator: " "))
             }
             if let stats = result.balance {
-                print("balance: aux loss \(Self.fixed(stats.auxLoss)), z-loss \(Self.fixed(stats.zLoss)), "
-                    + "balancedness \(Self.fixed(stats.balancedness)), dropped slots \(stats.droppedSlots), "
+                print("balance: aux loss \(DecimalFormat.fixed(stats.auxLoss, 4)), z-loss \(DecimalFormat.fixed(stats.zLoss, 4)), "
+                    + "balancedness \(DecimalFormat.fixed(stats.balancedness, 4)), dropped slots \(stats.droppedSlots), "
                     + "dead experts \(stats.deadExperts.map(String.init).joined(separator: " "))")
             }
             if let output = self.output {
@@ -123,17 +123,4 @@ struct Forward: AsyncParsableCommand {
         }
     }
 
-    /// "0.1234": four decimals (no Foundation formatting).
-    static func fixed(_ value: Double) -> String {
-        let scaled = Int((value * 10_000).rounded())
-        let fraction = String(abs(scaled) % 10_000)
-        return "\(scaled < 0 ? "-" : "")\(abs(scaled) / 10_000).\(String(repeating: "0", count: 4 - fraction.count))\(fraction)"
-    }
-
-    /// "12.34": milliseconds with two decimals (no Foundation formatting).
-    static func milliseconds(_ duration: Duration) -> String {
-        let hundredths = duration.components.seconds * 100_000 + duration.components.attoseconds / 10_000_000_000_000
-        let fraction = hundredths % 100
-        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
-    }
 }
