@@ -5,6 +5,7 @@ import MoECore
 import MoEKernels
 import MoEModel
 import MoEProto
+import MoECoordinator
 import MoERuntime
 import MoEServing
 import Synchronization
@@ -95,8 +96,7 @@ public struct BenchRunner: Sendable {
         let started = Mutex<LocalMesh.Started?>(nil)
         let mesh = LocalMesh(
             configuration: .init(
-                executable: configuration.executable, modelPath: model.path,
-                expertGroups: (0..<configuration.shape.experts).map { "*:\($0)" }, expertThreads: configuration.expertThreads,
+                executable: configuration.executable, modelPath: model.path, expertThreads: configuration.expertThreads,
                 routerPort: 0,
                 routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
                     + configuration.routerArguments),

@@ -2,14 +2,16 @@ import Logging
 import MoECore
 import MoEKernels
 import MoEModel
+import MoEProto
 import MoEServing
 import ServiceLifecycle
 
-/// Builds an expert service from its configuration: loads the selected experts and returns the server as a
-/// `Service` to run in a `ServiceGroup`. Prints the ready line (`expert listening on HOST:PORT`) once serving.
-public func buildExpertServer(
+/// Builds an expert service from its configuration: loads the selected experts and returns the services to run in
+/// a `ServiceGroup`, in order: the server, then (with a coordinator) the agent that registers it. Prints the ready
+/// line (`expert listening on HOST:PORT`) once serving.
+public func buildExpertServices(
     configuration: ExpertConfiguration, logger: Logger
-) throws -> GRPCServerService {
+) throws -> [any Service] {
     if let threads = configuration.threads { BLAS.threadCount = threads }
     let checkpoint = try MoECheckpoint(path: configuration.modelPath)
     let experts = configuration.experts.resolve(layers: checkpoint.layers)
@@ -17,7 +19,7 @@ public func buildExpertServer(
         throw ExpertStartupError.noExperts(selection: configuration.experts.description,
                                            layers: checkpoint.layers.map(\.name))
     }
-    let service = try ExpertService(checkpoint: checkpoint, experts: experts)
+    let service = try ExpertService(checkpoint: checkpoint, experts: experts, computeDelay: configuration.computeDelay)
     logger.info(
         "loaded experts",
         metadata: [
@@ -25,12 +27,26 @@ public func buildExpertServer(
             "experts": "\(service.hostedSummary)", "blas_threads": "\(BLAS.threadCount)",
             "blas_kernels": "\(BLAS.coreName)",
         ])
-    return GRPCServerService(
+    let listening = CoordinatorAgent.Listening()
+    let server = GRPCServerService(
         transport: configuration.serving.makeServerTransport(), services: [service]
     ) { endpoint in
         logger.info("serving", metadata: ["address": "\(endpoint)"])
+        listening.set(endpoint)
         ReadyLine.print(role: "expert", endpoint: endpoint)
     }
+    guard let coordinator = configuration.coordinator else { return [server] }
+    var registration = Moemesh_V1_RegisterRequest()
+    registration.group = configuration.group ?? configuration.experts.description
+    registration.experts = service.kernels.keys.sorted().map(Moemesh_V1_ExpertKey.init)
+    registration.device = "cpu"
+    registration.modelType = service.modelType
+    registration.hiddenSize = Int32(service.hiddenSize)
+    registration.instance = configuration.instance
+    let agent = CoordinatorAgent(
+        coordinator: coordinator, registration: registration, listening: listening,
+        advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving, logger: logger)
+    return [server, agent]
 }
 
 /// Why an expert service could not start.

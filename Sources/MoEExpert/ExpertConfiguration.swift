@@ -1,23 +1,40 @@
+import MoEModel
 import MoEServing
 
 /// Configuration of an expert service (`moemesh expert`).
 ///
 /// Keys: `--model` (model folder, required), `--experts` (selection, default `*:*`, see `ExpertSelection`),
-/// `--threads` (OpenBLAS threads, default: every core), plus the serving keys (`ServingConfiguration`).
+/// `--threads` (OpenBLAS threads, default: every core), `--coordinator HOST:PORT` (register and heartbeat there),
+/// `--group` (scaling group, default: the selection), `--advertise-host` (the host routers use, default: the
+/// listening host), `--instance` (process id or pod name, for the scaler; default `$POD_NAME`, else the pid),
+/// plus the serving keys (`ServingConfiguration`).
 public struct ExpertConfiguration: Sendable {
     public var modelPath: String
     public var experts: ExpertSelection
     /// OpenBLAS threads for this process; nil keeps OpenBLAS's choice (one per core).
     public var threads: Int?
     public var serving: ServingConfiguration
+    /// The coordinator to register with; nil: none (routers are given this service's address).
+    public var coordinator: ServiceEndpoint?
+    public var group: String?
+    public var advertiseHost: String?
+    public var instance: String
+    /// Added to every `Compute` call (tests and demos: a slower device).
+    public var computeDelay: Duration?
 
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
-        serving: ServingConfiguration = ServingConfiguration()
+        serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
+        group: String? = nil, advertiseHost: String? = nil, instance: String, computeDelay: Duration? = nil
     ) {
         self.modelPath = modelPath
         self.experts = experts
         self.threads = threads
         self.serving = serving
+        self.coordinator = coordinator
+        self.group = group
+        self.advertiseHost = advertiseHost
+        self.instance = instance
+        self.computeDelay = computeDelay
     }
 }

@@ -11,10 +11,14 @@ public struct ExpertService: Sendable {
     public let hiddenSize: Int
     public let intermediateSize: Int
     public let kernels: [ExpertAddress: CPUExpertKernel]
+    /// Rows in flight, rows served and latencies, for heartbeats.
+    public let meter = ExpertLoadMeter()
+    /// Added to every `Compute` call (tests and demos: a slower device); nil for none.
+    public let computeDelay: Duration?
     private let queue: ComputeQueue
 
     /// Loads the `experts` of a checkpoint (weights widened to f32 once, here).
-    public init(checkpoint: MoECheckpoint, experts: [ExpertAddress]) throws(ModelError) {
+    public init(checkpoint: MoECheckpoint, experts: [ExpertAddress], computeDelay: Duration? = nil) throws(ModelError) {
         var kernels: [ExpertAddress: CPUExpertKernel] = [:]
         var intermediate = 0
         for address in experts {
@@ -27,6 +31,7 @@ public struct ExpertService: Sendable {
         self.hiddenSize = checkpoint.hiddenSize
         self.intermediateSize = intermediate
         self.kernels = kernels
+        self.computeDelay = computeDelay
         self.queue = ComputeQueue()
     }
 
@@ -71,6 +76,10 @@ public struct ExpertService: Sendable {
                 field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2], shapeDescription: "[N, \(self.hiddenSize)]")
         } catch { throw .invalidInput(error) }
         let input = rows.matrix
+        let started = ContinuousClock.now
+        self.meter.begin(rows: input.rows)
+        defer { self.meter.end(address, rows: input.rows, started: started) }
+        if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
         let output = await self.queue.run { kernel.forward(input) }
         var response = Moemesh_V1_ComputeResponse()
         response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
@@ -92,12 +101,7 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         response.modelType = self.modelType
         response.hiddenSize = Int32(self.hiddenSize)
         response.intermediateSize = Int32(self.intermediateSize)
-        response.experts = self.kernels.keys.sorted().map { address in
-            var key = Moemesh_V1_ExpertKey()
-            key.layer = address.layer
-            key.expert = Int32(address.expert)
-            return key
-        }
+        response.experts = self.kernels.keys.sorted().map(Moemesh_V1_ExpertKey.init)
         return response
     }
 }

@@ -24,9 +24,14 @@ public struct ExpertReplica: Sendable {
 }
 
 /// Which replicas serve each expert, and in what order to try them: replicas not seen failing recently first, then
-/// fewest calls outstanding, ties taken in turn.
+/// fewest calls outstanding, ties taken in turn. Fixed at start (`--expert` lists) or replaced by each topology the
+/// coordinator sends, with the experts it can start on demand and those pruned from routing.
 public final class ExpertTopology: Sendable {
     private struct State {
+        var replicas: [ExpertAddress: [ExpertReplica]]
+        var startable: Set<ExpertAddress> = []
+        var pruned: [String: Set<Int>] = [:]
+        var version: UInt64 = 0
         var outstanding: [ServiceEndpoint: Int] = [:]
         var suspectUntil: [ServiceEndpoint: ContinuousClock.Instant] = [:]
         var turn: [ExpertAddress: Int] = [:]
@@ -35,22 +40,61 @@ public final class ExpertTopology: Sendable {
     /// How long a replica that failed is tried only after the others.
     public static let suspicion: Duration = .seconds(2)
 
-    private let replicas: [ExpertAddress: [ExpertReplica]]
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     public init(replicas: [ExpertAddress: [ExpertReplica]]) {
-        self.replicas = replicas
+        self.state = Mutex(State(replicas: replicas))
     }
 
-    public var addresses: [ExpertAddress] { self.replicas.keys.sorted() }
+    /// Replaces the replicas (a new topology from the coordinator). Load counts of replicas that stay are kept.
+    public func update(
+        replicas: [ExpertAddress: [ExpertReplica]], startable: Set<ExpertAddress>, pruned: Set<ExpertAddress>,
+        version: UInt64
+    ) {
+        self.state.withLock { state in
+            state.replicas = replicas
+            state.startable = startable
+            state.pruned = Dictionary(grouping: pruned, by: \.layer).mapValues { Set($0.map(\.expert)) }
+            state.version = version
+        }
+    }
 
-    public func replicaCount(of address: ExpertAddress) -> Int { self.replicas[address]?.count ?? 0 }
+    /// Adds replicas (a cold start's answer) without dropping any.
+    public func add(_ replicas: [ExpertAddress: [ExpertReplica]]) {
+        self.state.withLock { state in
+            for (address, added) in replicas {
+                let known = Set((state.replicas[address] ?? []).map(\.endpoint))
+                state.replicas[address, default: []] += added.filter { !known.contains($0.endpoint) }
+                state.startable.remove(address)
+            }
+        }
+    }
+
+    /// The version of the coordinator's topology in use (0: none yet, or a fixed topology).
+    public var version: UInt64 { self.state.withLock { $0.version } }
+
+    public var addresses: [ExpertAddress] { self.state.withLock { Array($0.replicas.keys) }.sorted() }
+
+    public func replicaCount(of address: ExpertAddress) -> Int { self.state.withLock { $0.replicas[address]?.count ?? 0 } }
+
+    /// Whether the coordinator can start a replica of `address`, which has none now.
+    public func isStartable(_ address: ExpertAddress) -> Bool { self.state.withLock { $0.startable.contains(address) } }
+
+    /// Experts of `layer` masked out of routing.
+    public func pruned(layer: String) -> Set<Int> { self.state.withLock { $0.pruned[layer] ?? [] } }
+
+    /// Experts with neither a replica nor a way to start one.
+    public func uncovered(_ addresses: [ExpertAddress]) -> [ExpertAddress] {
+        self.state.withLock { state in
+            addresses.filter { (state.replicas[$0]?.isEmpty ?? true) && !state.startable.contains($0) }
+        }
+    }
 
     /// Every replica of `address`, best first.
     public func candidates(for address: ExpertAddress) -> [ExpertReplica] {
-        guard let replicas = self.replicas[address], !replicas.isEmpty else { return [] }
         let now = ContinuousClock.now
         return self.state.withLock { state in
+            guard let replicas = state.replicas[address], !replicas.isEmpty else { return [] }
             let turn = state.turn[address, default: 0]
             state.turn[address] = turn &+ 1
             let rotated = (0..<replicas.count).map { replicas[(turn + $0) % replicas.count] }

@@ -10,18 +10,37 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     public let topology: ExpertTopology
     public let wireDType: DType
     public let callOptions: CallOptions
+    /// Counts the rows sent to each expert (reported to the coordinator).
+    public let demand: DemandMeter?
+    /// Starts an expert that has no replica (scaled to zero) and returns once one serves.
+    public let coldStart: (@Sendable (ExpertAddress) async throws -> Void)?
 
-    public init(topology: ExpertTopology, wireDType: DType, callOptions: CallOptions) {
+    public init(
+        topology: ExpertTopology, wireDType: DType, callOptions: CallOptions, demand: DemandMeter? = nil,
+        coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil
+    ) {
         self.topology = topology
         self.wireDType = wireDType
         self.callOptions = callOptions
+        self.demand = demand
+        self.coldStart = coldStart
     }
 
     /// Sends the rows to the best replica; if it cannot be reached (`UNAVAILABLE`, deadline, connection lost), to
-    /// the next, until every replica has been tried.
+    /// the next, until every replica has been tried. An expert with no replica that the coordinator can start is
+    /// cold-started first (the call waits for it).
     public func compute(_ rows: ExpertRows) async throws -> Matrix {
         let address = rows.address
-        let candidates = self.topology.candidates(for: address)
+        self.demand?.record(address, rows: rows.count)
+        var candidates = self.topology.candidates(for: address)
+        if candidates.isEmpty, let coldStart = self.coldStart, self.topology.isStartable(address) {
+            do {
+                try await coldStart(address)
+            } catch {
+                throw RouterError.coldStartFailed(address, reason: "\(error)")
+            }
+            candidates = self.topology.candidates(for: address)
+        }
         guard !candidates.isEmpty else { throw RouterError.noReplica(address) }
         var request = Moemesh_V1_ComputeRequest()
         request.layer = rows.layer
@@ -31,30 +50,41 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             gather: rows.gather(into:))
 
         var failures: [String] = []
+        var tried = Set<ServiceEndpoint>()
         var answer: (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? = nil
-        for replica in candidates {
-            self.topology.callStarted(replica.endpoint)
-            do {
-                let response = try await replica.compute(request, options: self.callOptions)
-                self.topology.callEnded(replica.endpoint, failed: false)
-                answer = (replica, response)
-                break
-            } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
-                self.topology.callEnded(replica.endpoint, failed: true)
-                failures.append("\(replica.endpoint): \(error.code): \(error.message)")
-            } catch let error as RPCError {
-                self.topology.callEnded(replica.endpoint, failed: false)
-                throw RouterError.expertFailed(address, endpoint: replica.endpoint, reason: "\(error.code): \(error.message)")
-            } catch {
-                self.topology.callEnded(replica.endpoint, failed: true)
-                throw error
+        let replacementDeadline = ContinuousClock.now + min(self.callOptions.timeout ?? Self.replacementWait, Self.replacementWait)
+        while answer == nil {
+            for replica in candidates where !tried.contains(replica.endpoint) {
+                tried.insert(replica.endpoint)
+                self.topology.callStarted(replica.endpoint)
+                do {
+                    let response = try await replica.compute(request, options: self.callOptions)
+                    self.topology.callEnded(replica.endpoint, failed: false)
+                    answer = (replica, response)
+                    break
+                } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
+                    self.topology.callEnded(replica.endpoint, failed: true)
+                    failures.append("\(replica.endpoint): \(error.code): \(error.message)")
+                } catch let error as RPCError {
+                    self.topology.callEnded(replica.endpoint, failed: false)
+                    throw RouterError.expertFailed(address, endpoint: replica.endpoint, reason: "\(error.code): \(error.message)")
+                } catch {
+                    self.topology.callEnded(replica.endpoint, failed: true)
+                    throw error
+                }
             }
+            guard answer == nil else { break }
+            // Under a coordinator, a replica that died is replaced: wait (briefly) for the topology to name another.
+            guard self.coldStart != nil,
+                let replacements = await self.waitForReplica(of: address, other: tried, until: replacementDeadline)
+            else {
+                throw RouterError.expertUnavailable(
+                    address, endpoint: candidates.last!.endpoint,
+                    reason: "all \(tried.count) replicas failed: " + failures.joined(separator: "; "))
+            }
+            candidates = replacements
         }
-        guard let (replica, response) = answer else {
-            throw RouterError.expertUnavailable(
-                address, endpoint: candidates.last!.endpoint,
-                reason: "all \(candidates.count) replicas failed: " + failures.joined(separator: "; "))
-        }
+        let (replica, response) = answer!
         let decoded: DecodedRows
         do {
             decoded = try response.rows.decodeTokenRows(
@@ -71,6 +101,21 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 }
 
 extension RemoteExpertExecutor {
+    /// How long a call whose replicas all failed waits for the coordinator to name a replacement.
+    static let replacementWait: Duration = .seconds(10)
+
+    /// Candidates for `address` not in `tried`, once the topology has some; nil if none came by `deadline`.
+    func waitForReplica(
+        of address: ExpertAddress, other tried: Set<ServiceEndpoint>, until deadline: ContinuousClock.Instant
+    ) async -> [ExpertReplica]? {
+        while ContinuousClock.now < deadline && !Task.isCancelled {
+            let fresh = self.topology.candidates(for: address).filter { !tried.contains($0.endpoint) }
+            if !fresh.isEmpty { return fresh }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
     /// Codes that say the replica could not serve the call (not that the call was wrong): try another one.
     static func isReachabilityFailure(_ code: RPCError.Code) -> Bool {
         code == .unavailable || code == .deadlineExceeded || code == .cancelled

@@ -27,11 +27,94 @@ public struct RouterApplication: Service {
 
     public func run() async throws {
         let configuration = self.configuration
-        guard !configuration.expertEndpoints.isEmpty else { throw RouterStartupError.noExpertEndpoints }
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let pipelines = try checkpoint.layers.map { layer throws(ModelError) in
             try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
         }
+        if let coordinator = configuration.coordinator {
+            try await self.runFollowing(coordinator: coordinator, checkpoint: checkpoint, pipelines: pipelines)
+        } else {
+            try await self.runWithFixedExperts(checkpoint: checkpoint, pipelines: pipelines)
+        }
+    }
+
+    private func makeService(
+        checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline], executor: RemoteExpertExecutor
+    ) -> RouterService {
+        RouterService(
+            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
+            routingSummary: self.configuration.routing.summary, batching: self.configuration.batching,
+            prunedExperts: { [topology = executor.topology] in topology.pruned(layer: $0) })
+    }
+
+    /// Serves `server` until graceful shutdown, announcing its address; `onStopped` runs once it has stopped.
+    private func serve(
+        _ server: GRPCServer<HTTP2ServerTransport.Posix>, transport: HTTP2ServerTransport.Posix, layers: Int,
+        in group: inout ThrowingDiscardingTaskGroup<any Error>, onStopped: @escaping @Sendable () -> Void
+    ) async throws {
+        group.addTask {
+            // In-flight calls need the expert connections: close them only once the server has stopped.
+            defer { onStopped() }
+            try await withGracefulShutdownHandler {
+                try await server.serve()
+            } onGracefulShutdown: {
+                server.beginGracefulShutdown()
+            }
+        }
+        let address = try await transport.listeningAddress
+        if let ipv4 = address.ipv4 {
+            self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
+        } else if let ipv6 = address.ipv6 {
+            self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
+        }
+        self.logger.info(
+            "serving", metadata: ["address": "\(address)", "layers": "\(layers)", "routing": "\(self.configuration.routing.summary)"])
+    }
+
+    /// Replicas from the coordinator's topology, kept up to date; demand reported; cold starts on demand.
+    private func runFollowing(
+        coordinator: ServiceEndpoint, checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline]
+    ) async throws {
+        let configuration = self.configuration
+        let serving = configuration.serving
+        let connections = ExpertConnections(serving: serving)
+        let topology = ExpertTopology(replicas: [:])
+        let link = try CoordinatorLink(
+            coordinator: coordinator, routerID: configuration.routerID, topology: topology, connections: connections,
+            serving: serving, logger: self.logger)
+        let expertTimeout = configuration.expertTimeout
+        let executor = RemoteExpertExecutor(
+            topology: topology, wireDType: configuration.expertWireDType,
+            callOptions: serving.callOptions(timeout: expertTimeout), demand: link.demand,
+            coldStart: { address in try await link.coldStart(address, timeout: expertTimeout) })
+        let transport = serving.makeServerTransport()
+        let server = GRPCServer(transport: transport, services: [self.makeService(checkpoint: checkpoint, pipelines: pipelines, executor: executor)])
+
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { await connections.run() }
+            group.addTask { try await link.run() }
+            do {
+                let experts = checkpoint.layers.flatMap(\.expertAddresses)
+                let deadline = ContinuousClock.now + configuration.discoveryTimeout
+                while topology.version == 0 || !topology.uncovered(experts).isEmpty {
+                    guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
+                        throw RouterStartupError.uncoveredByCoordinator(
+                            topology.uncovered(experts), coordinator: coordinator, after: configuration.discoveryTimeout)
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            } catch {
+                connections.close()
+                throw error
+            }
+            try await self.serve(server, transport: transport, layers: pipelines.count, in: &group) { connections.close() }
+        }
+    }
+
+    /// Replicas from the `--expert` endpoints, asked once what they host.
+    private func runWithFixedExperts(checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline]) async throws {
+        let configuration = self.configuration
+        guard !configuration.expertEndpoints.isEmpty else { throw RouterStartupError.noExpertEndpoints }
         let serving = configuration.serving
         let clients = try configuration.expertEndpoints.map { endpoint in
             (endpoint, GRPCClient(transport: try serving.makeClientTransport(to: endpoint)))
@@ -48,32 +131,14 @@ public struct RouterApplication: Service {
                 let executor = RemoteExpertExecutor(
                     topology: topology, wireDType: configuration.expertWireDType,
                     callOptions: serving.callOptions(timeout: configuration.expertTimeout))
-                let service = RouterService(
-                    modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines,
-                    executor: executor, routingSummary: configuration.routing.summary, batching: configuration.batching)
-                server = GRPCServer(transport: transport, services: [service])
+                server = GRPCServer(transport: transport, services: [self.makeService(checkpoint: checkpoint, pipelines: pipelines, executor: executor)])
             } catch {
                 clients.forEach { $0.1.beginGracefulShutdown() }
                 throw error
             }
-            group.addTask {
-                // In-flight calls need the expert connections: close them only once the server has stopped.
-                defer { clients.forEach { $0.1.beginGracefulShutdown() } }
-                try await withGracefulShutdownHandler {
-                    try await server.serve()
-                } onGracefulShutdown: {
-                    server.beginGracefulShutdown()
-                }
+            try await self.serve(server, transport: transport, layers: pipelines.count, in: &group) {
+                clients.forEach { $0.1.beginGracefulShutdown() }
             }
-            let address = try await transport.listeningAddress
-            if let ipv4 = address.ipv4 {
-                self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
-            } else if let ipv6 = address.ipv6 {
-                self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
-            }
-            self.logger.info(
-            "serving",
-            metadata: ["address": "\(address)", "layers": "\(pipelines.count)", "routing": "\(configuration.routing.summary)"])
         }
     }
 

@@ -4,15 +4,20 @@ import MoEServing
 /// Configuration of a router service (`moemesh router`).
 ///
 /// Keys: `--model` (model folder, required: the router holds every MoE layer's gate), `--expert HOST:PORT`
-/// (repeated: the expert services; the router asks each what it hosts), `--expert-timeout-ms` (deadline of one
+/// (repeated: the expert services; the router asks each what it hosts) or `--coordinator HOST:PORT` (follow the
+/// coordinator's topology instead; report demand; cold-start experts scaled to zero), `--expert-timeout-ms` (deadline of one
 /// expert call, default 30,000), `--discovery-timeout-s` (how long to wait at start for every expert to answer,
-/// default 60), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
+/// default 60; with a coordinator, for its topology to cover the model), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
 /// (`ServingConfiguration`; the router's default port is 50051), the routing policy (`RoutingConfiguration`), and
 /// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 2000, under
 /// concurrent load only; `--batch-concurrency` 1: see `ForwardBatcher`).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]
+    /// When set, replicas come from the coordinator's topology (`expertEndpoints` is unused).
+    public var coordinator: ServiceEndpoint?
+    /// Names this router in the coordinator's status.
+    public var routerID: String
     public var expertTimeout: Duration
     public var discoveryTimeout: Duration
     public var expertWireDType: DType
@@ -28,10 +33,13 @@ public struct RouterConfiguration: Sendable {
         discoveryTimeout: Duration = .seconds(60), expertWireDType: DType = .f32,
         routing: RoutingConfiguration = RoutingConfiguration(),
         batching: ForwardBatcher.Configuration? = ForwardBatcher.Configuration(),
-        serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort)
+        serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
+        coordinator: ServiceEndpoint? = nil, routerID: String = "router"
     ) {
         self.modelPath = modelPath
         self.expertEndpoints = expertEndpoints
+        self.coordinator = coordinator
+        self.routerID = routerID
         self.expertTimeout = expertTimeout
         self.discoveryTimeout = discoveryTimeout
         self.expertWireDType = expertWireDType

@@ -13,6 +13,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     case unknownLayer(String, known: [String])
     /// No replica of the expert is known.
     case noReplica(ExpertAddress)
+    /// The expert had no replica and the coordinator could not start one in time.
+    case coldStartFailed(ExpertAddress, reason: String)
     /// The expert's service could not be reached or gave up (`UNAVAILABLE`, deadline).
     case expertUnavailable(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
     /// The expert's service answered with an error or a malformed block: a fault inside the mesh.
@@ -22,7 +24,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         switch self {
         case .invalidInput, .routing: .invalidArgument
         case .unknownLayer: .notFound
-        case .noReplica, .expertUnavailable: .unavailable
+        case .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
         }
     }
@@ -34,6 +36,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .unknownLayer(let layer, let known):
             "layer '\(layer)' is not an MoE layer of this model; MoE layers: \(known.joined(separator: ", "))"
         case .noReplica(let address): "no replica of \(address) is known to this router"
+        case .coldStartFailed(let address, let reason): "\(address) has no replica and could not be started: \(reason)"
         case .expertUnavailable(let address, let endpoint, let reason):
             "\(address) at \(endpoint) is unavailable: \(reason)"
         case .expertFailed(let address, let endpoint, let reason):
@@ -48,15 +51,19 @@ public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConverti
     case expertsNotAnswering([ServiceEndpoint], after: Duration)
     case modelMismatch(ServiceEndpoint, reason: String)
     case uncoveredExperts([ExpertAddress], endpoints: [ServiceEndpoint])
+    case uncoveredByCoordinator([ExpertAddress], coordinator: ServiceEndpoint, after: Duration)
 
     public var description: String {
         switch self {
         case .noExpertEndpoints:
-            "no expert endpoints: give at least one --expert HOST:PORT"
+            "no expert endpoints: give at least one --expert HOST:PORT, or --coordinator HOST:PORT"
         case .expertsNotAnswering(let endpoints, let after):
             "expert services did not answer within \(after): \(endpoints.map(\.description).joined(separator: ", "))"
         case .modelMismatch(let endpoint, let reason):
             "expert service at \(endpoint) serves a different model: \(reason)"
+        case .uncoveredByCoordinator(let missing, let coordinator, let after):
+            "after \(after), the coordinator at \(coordinator) still has no replica of \(missing.count) experts and cannot "
+                + "start them; first: \(missing.prefix(5).map(\.description).joined(separator: "; "))"
         case .uncoveredExperts(let missing, let endpoints):
             "\(missing.count) experts are hosted by none of \(endpoints.map(\.description).joined(separator: ", ")); "
                 + "first: \(missing.prefix(5).map(\.description).joined(separator: "; "))"
@@ -67,7 +74,7 @@ public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConverti
 extension RouterError: ExpertUnreachableError {
     public var unreachableExpert: ExpertAddress? {
         switch self {
-        case .noReplica(let address), .expertUnavailable(let address, _, _): address
+        case .noReplica(let address), .coldStartFailed(let address, _), .expertUnavailable(let address, _, _): address
         default: nil
         }
     }

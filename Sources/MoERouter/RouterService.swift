@@ -19,10 +19,13 @@ public struct RouterService: Sendable {
     public let routingSummary: String
     /// Dynamic batching of concurrent calls, when enabled.
     public let batcher: ForwardBatcher?
+    /// Experts of a layer pruned from routing (by the coordinator's admin), masked in the gate.
+    public let prunedExperts: @Sendable (String) -> Set<Int>
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
-        routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil
+        routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
+        prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }
     ) {
         self.modelType = modelType
         self.hiddenSize = hiddenSize
@@ -32,13 +35,15 @@ public struct RouterService: Sendable {
         self.balance = BalanceLedger()
         self.routingSummary = routingSummary
         self.batcher = batching.map(ForwardBatcher.init(configuration:))
+        self.prunedExperts = prunedExperts
     }
 
     /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape.
     public func forward(_ request: Moemesh_V1_ForwardRequest) async throws -> Moemesh_V1_ForwardResponse {
-        guard let pipeline = self.pipelines[request.layer] else {
+        guard let layerPipeline = self.pipelines[request.layer] else {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)
         }
+        let pipeline = layerPipeline.masking(self.prunedExperts(request.layer))
         let hidden: DecodedRows
         do {
             hidden = try request.hiddenStates.decodeTokenRows(

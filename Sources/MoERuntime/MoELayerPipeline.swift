@@ -90,6 +90,15 @@ public struct MoELayerPipeline: Sendable {
         self.init(spec: layer, router: try checkpoint.routerWeights(layer: layer), policy: policy)
     }
 
+    /// The same layer with `experts` also masked out of routing (pruned by an admin): the gate picks among the
+    /// others, weights renormalised over them.
+    public func masking(_ experts: Set<Int>) -> MoELayerPipeline {
+        guard !experts.isSubset(of: self.policy.maskedExperts) else { return self }
+        var policy = self.policy
+        policy.maskedExperts.formUnion(experts)
+        return MoELayerPipeline(spec: self.spec, router: self.router, policy: policy)
+    }
+
     /// `l = X · W_rᵀ`, `[T, E]`.
     public func logits(_ hidden: Matrix) -> Matrix { BLAS.multiplyTransposed(hidden, self.router.weight) }
 

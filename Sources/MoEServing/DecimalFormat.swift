@@ -1,3 +1,5 @@
+import MoECore
+
 /// Numbers as text without Foundation (whose formatting APIs would pull ICU into a static binary).
 public enum DecimalFormat {
     /// `value` with `decimals` digits after the point, rounded half away from zero: `fixed(3.14159, 2) == "3.14"`.
@@ -17,7 +19,6 @@ public enum DecimalFormat {
 
     /// A duration in milliseconds with two decimals: `"12.34"`.
     public static func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        return self.fixed(Double(seconds) * 1e3 + Double(attoseconds) / 1e15, 2)
+        self.fixed(duration.milliseconds, 2)
     }
 }

@@ -45,6 +45,14 @@ public struct ServingConfiguration: Sendable, Equatable {
         return options
     }
 
+    /// Options for calls to the coordinator (heartbeats, topology, demand): they fail at once while it is
+    /// unreachable, instead of waiting for a connection, so that the caller retries on its own schedule.
+    public func coordinatorCallOptions(timeout: Duration? = nil) -> CallOptions {
+        var options = self.callOptions(timeout: timeout)
+        options.waitForReady = false
+        return options
+    }
+
     public func makeServerTransport() -> HTTP2ServerTransport.Posix {
         HTTP2ServerTransport.Posix(
             address: .ipv4(host: self.host, port: self.port), transportSecurity: .plaintext,

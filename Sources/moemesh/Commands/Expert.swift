@@ -1,6 +1,11 @@
 import ArgumentParser
 import MoEExpert
+import MoEModel
 import MoEServing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct Expert: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,6 +29,18 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256
 
+    @Option(help: "Coordinator to register with and heartbeat to (HOST:PORT); routers then learn of this replica from it.")
+    var coordinator: String?
+
+    @Option(help: "Scaling group named in the registration (default: the --experts selection).")
+    var group: String?
+
+    @Option(help: "Host routers should connect to (default: --host; in a pod, its IP).")
+    var advertiseHost: String?
+
+    @Option(help: "Delay added to every Compute call, in ms (to simulate a slower device in tests and demos).")
+    var computeDelayMs: Int = 0
+
     @Option(help: .hidden)
     var parentPid: Int32?
 
@@ -36,10 +53,18 @@ struct Expert: AsyncParsableCommand {
         case .success(let parsed): selection = parsed
         case .failure(let error): throw ValidationError("--experts: \(error)")
         }
+        let coordinator = try self.coordinator.map { text in
+            guard let endpoint = ServiceEndpoint(text) else { throw ValidationError("--coordinator: expected HOST:PORT, got '\(text)'") }
+            return endpoint
+        }
+        guard self.computeDelayMs >= 0 else { throw ValidationError("--compute-delay-ms: expected 0 or more, got \(self.computeDelayMs)") }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
-            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))
-        let server = try buildExpertServer(configuration: configuration, logger: logger)
-        try await runServiceGroup(services: [server], parentPID: self.parentPid, logger: logger)
+            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
+            coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost,
+            instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
+            computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil)
+        let services = try buildExpertServices(configuration: configuration, logger: logger)
+        try await runServiceGroup(services: services, parentPID: self.parentPid, logger: logger)
     }
 }

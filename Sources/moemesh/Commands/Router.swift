@@ -3,15 +3,25 @@ import MoECore
 import MoERouter
 import MoEServing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 struct Router: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve the public router API (gRPC moemesh.v1.Router) over a set of expert services.")
+        abstract: "Serve the public router API (gRPC moemesh.v1.Router) over expert services: fixed (--expert) or a coordinator's (--coordinator).")
 
     @Option(help: "Model folder (config.json + *.safetensors); the router holds every MoE layer's gate.")
     var model: String
 
     @Option(name: .customLong("expert"), help: "An expert service, HOST:PORT (repeat for each).")
     var experts: [ServiceEndpoint] = []
+
+    @Option(help: "Follow this coordinator's topology (HOST:PORT) instead of --expert services; demand is reported to it and experts scaled to zero are started through it.")
+    var coordinator: ServiceEndpoint?
+
+    @Option(help: "Name of this router in the coordinator's status (default: $POD_NAME, else router-PID).")
+    var routerId: String?
 
     @Option(help: "Address to listen on.")
     var host: String = "127.0.0.1"
@@ -60,7 +70,12 @@ struct Router: AsyncParsableCommand {
                 : ForwardBatcher.Configuration(
                     maxTokens: self.batchMaxTokens, maxDelay: .microseconds(self.batchDelayUs),
                     maxConcurrentBatches: self.batchConcurrency),
-            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))
+            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
+            coordinator: self.coordinator,
+            routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
+        if self.coordinator != nil && !self.experts.isEmpty {
+            throw ValidationError("--expert and --coordinator: give one or the other (with a coordinator, replicas come from its topology)")
+        }
         let router = RouterApplication(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [router], parentPID: self.parentPid, logger: logger)
     }

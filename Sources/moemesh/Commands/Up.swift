@@ -1,4 +1,5 @@
 import ArgumentParser
+import MoECoordinator
 import MoEModel
 import MoEServing
 
@@ -8,11 +9,12 @@ import Glibc
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a whole mesh on this machine: one expert process per expert (and per shared expert), and a router.",
+        abstract: "Start a whole mesh on this machine: a coordinator, expert processes (one per expert index, and per shared expert, times --replicas) and a router.",
         discussion: """
             With no --model, serves a small demo model (Mixtral layout, 2 layers × 8 experts, H=512), \
-            synthesised once into the cache folder. Prints 'router listening on HOST:PORT' once every \
-            process serves; Ctrl-C stops them all.
+            synthesised once into the cache folder. The coordinator runs in this process and starts the \
+            experts as child processes (replacing any that die); the router follows its topology. Prints \
+            'router listening on HOST:PORT' once every process serves; Ctrl-C stops them all.
             """)
 
     @Option(help: "Model folder to serve (default: the demo model).")
@@ -26,6 +28,11 @@ struct Up: AsyncParsableCommand {
 
     @Option(help: "Processes per expert (the router spreads calls over them and retries on another if one fails).")
     var replicas: Int = 1
+
+    @Option(help: "The coordinator's port (0: any free port).")
+    var coordinatorPort: Int = CoordinatorConfiguration.defaultPort
+
+    @OptionGroup var autoscaling: AutoscaleOptions
 
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ experts per token, at least 1).")
     var threads: Int?
@@ -51,16 +58,15 @@ struct Up: AsyncParsableCommand {
             modelPath = demo.path
         }
         let checkpoint = try MoECheckpoint(path: modelPath)
-        let experts = checkpoint.layers.map(\.numExperts).max() ?? 0
         let topK = checkpoint.layers.map(\.topK).max() ?? 1
         let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let hasShared = checkpoint.layers.contains { $0.sharedExpert != nil }
         let configuration = LocalMesh.Configuration(
-            executable: ChildProcess.currentExecutable, modelPath: modelPath,
-            expertGroups: (0..<experts).map { "*:\($0)" } + (hasShared ? ["*:shared"] : []), replicas: self.replicas,
-            expertThreads: self.threads ?? max(1, cores / topK),
-            host: self.host, routerPort: self.port,
-            routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments)
+            executable: ChildProcess.currentExecutable, modelPath: modelPath, replicas: self.replicas,
+            expertThreads: self.threads ?? max(1, cores / topK), host: self.host, routerPort: self.port,
+            coordinatorPort: self.coordinatorPort,
+            routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments,
+            expertArguments: ["--log-level", self.logging.logLevel],
+            coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count))
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)
     }

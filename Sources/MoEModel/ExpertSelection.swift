@@ -1,5 +1,4 @@
 import MoECore
-import MoEModel
 
 /// Which experts of a model a service hosts: comma-separated `LAYER:EXPERTS` items, where LAYER is a layer name
 /// or `*`, and EXPERTS is `*` (every expert, shared ones included), an index `N`, a range `A-B`, or `shared` (the

@@ -1,0 +1,67 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import MoEServing
+import ServiceLifecycle
+import Synchronization
+
+/// The coordinator's gRPC API and its loop (`Coordinator.tick` every 100 ms), until graceful shutdown (or `stop`);
+/// then the topology streams end (routers keep their last topology) and the server finishes its calls.
+public struct CoordinatorServer: Sendable {
+    public let coordinator: Coordinator
+    private let transport: HTTP2ServerTransport.Posix
+    private let server: GRPCServer<HTTP2ServerTransport.Posix>
+    private let stopped = StopSignal()
+
+    private final class StopSignal: Sendable {
+        private let value = Mutex(false)
+        func set() { self.value.withLock { $0 = true } }
+        var isSet: Bool { self.value.withLock { $0 } }
+    }
+
+    public init(coordinator: Coordinator, serving: ServingConfiguration) {
+        self.coordinator = coordinator
+        self.transport = serving.makeServerTransport()
+        self.server = GRPCServer(transport: self.transport, services: [CoordinatorService(coordinator: coordinator)])
+    }
+
+    /// The bound address, once listening.
+    public var listeningEndpoint: ServiceEndpoint {
+        get async throws {
+            let address = try await self.transport.listeningAddress
+            if let ipv4 = address.ipv4 { return ServiceEndpoint(host: ipv4.host, port: ipv4.port) }
+            if let ipv6 = address.ipv6 { return ServiceEndpoint(host: ipv6.host, port: ipv6.port) }
+            throw RPCError(code: .internalError, message: "the coordinator listens on \(address), not an IP address")
+        }
+    }
+
+    /// Serves until `stop`, and also until graceful shutdown when `untilGracefulShutdown` (a mesh that must stop
+    /// its processes first keeps its coordinator up until then).
+    public func serve(untilGracefulShutdown: Bool = true) async throws {
+        let (coordinator, server, stopped) = (self.coordinator, self.server, self.stopped)
+        let run = {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await server.serve() }
+                group.addTask {
+                    while !stopped.isSet && !Task.isCancelled && !(untilGracefulShutdown && Task.isShuttingDownGracefully) {
+                        await coordinator.tick()
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+        }
+        if untilGracefulShutdown {
+            try await withGracefulShutdownHandler { try await run() } onGracefulShutdown: { self.stop() }
+        } else {
+            try await run()
+        }
+    }
+
+    /// Ends the topology streams, then stops the server once its calls have finished.
+    public func stop() {
+        self.stopped.set()
+        Task {
+            await self.coordinator.closeWatchers()
+            self.server.beginGracefulShutdown()
+        }
+    }
+}

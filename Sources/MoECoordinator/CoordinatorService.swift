@@ -1,0 +1,93 @@
+import GRPCCore
+import MoECore
+import MoEProto
+import MoEServing
+
+/// `moemesh.v1.Coordinator` over a `Coordinator`.
+public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
+    public let coordinator: Coordinator
+
+    public init(coordinator: Coordinator) { self.coordinator = coordinator }
+
+    public func register(
+        request: Moemesh_V1_RegisterRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_RegisterResponse {
+        try await self.coordinator.register(request)
+    }
+
+    public func heartbeat(
+        request: Moemesh_V1_HeartbeatRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_HeartbeatResponse {
+        await self.coordinator.heartbeat(request)
+    }
+
+    public func deregister(
+        request: Moemesh_V1_DeregisterRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_DeregisterResponse {
+        await self.coordinator.deregister(request.replicaID)
+        return Moemesh_V1_DeregisterResponse()
+    }
+
+    public func watchTopology(
+        request: Moemesh_V1_WatchTopologyRequest, response: RPCWriter<Moemesh_V1_Topology>, context: ServerContext
+    ) async throws {
+        let router = request.routerID.isEmpty ? context.remotePeer : request.routerID
+        for await topology in await self.coordinator.watch(router: router) {
+            try await response.write(topology)
+        }
+    }
+
+    public func reportDemand(
+        request: Moemesh_V1_DemandReport, context: ServerContext
+    ) async throws -> Moemesh_V1_DemandResponse {
+        await self.coordinator.reportDemand(request)
+        return Moemesh_V1_DemandResponse()
+    }
+
+    /// Asks for the missing experts, then waits (within the call's deadline) until each has a serving replica.
+    public func ensureExperts(
+        request: Moemesh_V1_EnsureExpertsRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_Topology {
+        let addresses = request.experts.map(\.address)
+        guard !addresses.isEmpty else {
+            throw RPCError(code: .invalidArgument, message: "experts: expected at least one, got none")
+        }
+        try await self.coordinator.ensure(addresses, reason: request.reason)
+        let started = ContinuousClock.now
+        while !(await self.coordinator.covers(addresses)) {
+            do {
+                try await Task.sleep(for: .milliseconds(20))
+            } catch {
+                throw RPCError(
+                    code: .deadlineExceeded,
+                    message: "\(addresses.map(\.description).joined(separator: ", ")) not serving after "
+                        + "\(DecimalFormat.milliseconds(ContinuousClock.now - started)) ms")
+            }
+        }
+        return await self.coordinator.topology()
+    }
+
+    public func getStatus(
+        request: Moemesh_V1_GetStatusRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_CoordinatorStatus {
+        await self.coordinator.status()
+    }
+
+    public func setPruned(
+        request: Moemesh_V1_SetPrunedRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_SetPrunedResponse {
+        guard request.hasExpert else { throw RPCError(code: .invalidArgument, message: "expert: expected a layer and an expert, got none") }
+        var response = Moemesh_V1_SetPrunedResponse()
+        response.pruned = try await self.coordinator.setPruned(request.expert.address, pruned: request.pruned)
+            .map(Moemesh_V1_ExpertKey.init)
+        return response
+    }
+
+    public func drainReplica(
+        request: Moemesh_V1_DrainReplicaRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_DrainReplicaResponse {
+        var response = Moemesh_V1_DrainReplicaResponse()
+        response.replica = try await self.coordinator.drain(replica: request.replicaID, reason: "admin")
+        return response
+    }
+}

@@ -1,0 +1,169 @@
+import Logging
+import MoEModel
+import MoEServing
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A whole mesh of local OS processes on one machine, under an embedded coordinator: the coordinator's API in this
+/// process, `replicas` `moemesh expert` processes per expert index (the local scaler, which replaces replicas that
+/// die), then one `moemesh router` that follows the coordinator's topology. Children exit by themselves if this
+/// process dies (`--parent-pid`).
+public struct LocalMesh: Service {
+    public struct Configuration: Sendable {
+        /// The `moemesh` binary to start.
+        public var executable: String
+        public var modelPath: String
+        /// Replicas each expert group starts with.
+        public var replicas: Int
+        /// OpenBLAS threads per expert process.
+        public var expertThreads: Int
+        public var host: String
+        public var routerPort: Int
+        /// The coordinator's port (0: any free port).
+        public var coordinatorPort: Int
+        /// How long the experts, then the router, may take to serve.
+        public var startTimeout: Duration
+        /// Extra arguments for the router (e.g. `--expert-timeout-ms`) and for every expert.
+        public var routerArguments: [String]
+        public var expertArguments: [String]
+        /// Leases, drains and autoscaling.
+        public var coordinator: Coordinator.Settings
+
+        public init(
+            executable: String, modelPath: String, replicas: Int = 1, expertThreads: Int = 1,
+            host: String = "127.0.0.1", routerPort: Int = 50051, coordinatorPort: Int = 0,
+            startTimeout: Duration = .seconds(120), routerArguments: [String] = [], expertArguments: [String] = [],
+            coordinator: Coordinator.Settings = Coordinator.Settings()
+        ) {
+            self.executable = executable
+            self.modelPath = modelPath
+            self.replicas = max(1, replicas)
+            self.expertThreads = expertThreads
+            self.host = host
+            self.routerPort = routerPort
+            self.coordinatorPort = coordinatorPort
+            self.startTimeout = startTimeout
+            self.routerArguments = routerArguments
+            self.expertArguments = expertArguments
+            self.coordinator = coordinator
+        }
+    }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case childNotReady(name: String, status: Int32?)
+        case childExited(name: String, status: Int32)
+
+        public var description: String {
+            switch self {
+            case .childNotReady(let name, let status):
+                status.map { "\(name) exited with status \($0) before it was ready (see its log above)" }
+                    ?? "\(name) did not announce that it serves in time"
+            case .childExited(let name, let status):
+                "\(name) exited unexpectedly with status \(status)"
+            }
+        }
+    }
+
+    /// What a started mesh consists of.
+    public struct Started: Sendable {
+        public let router: ServiceEndpoint
+        public let coordinator: ServiceEndpoint
+        /// The coordinator itself, in this process.
+        public let control: Coordinator
+        /// The expert replicas serving at start.
+        public let experts: [ServiceEndpoint]
+        /// Every child process at start, the router last.
+        public let processes: [ChildProcess]
+    }
+
+    public let configuration: Configuration
+    public let logger: Logger
+    private let onReady: @Sendable (Started) -> Void
+
+    /// - Parameter onReady: called once every process serves.
+    public init(
+        configuration: Configuration, logger: Logger,
+        onReady: @escaping @Sendable (Started) -> Void = { ReadyLine.print(role: "router", endpoint: $0.router) }
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.onReady = onReady
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let checkpoint = try MoECheckpoint(path: configuration.modelPath)
+        let coordinator = Coordinator(checkpoint: checkpoint, settings: configuration.coordinator, logger: self.logger)
+        let server = CoordinatorServer(
+            coordinator: coordinator, serving: ServingConfiguration(host: configuration.host, port: configuration.coordinatorPort))
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await server.serve(untilGracefulShutdown: false) }
+            defer { server.stop() }
+            let endpoint = try await server.listeningEndpoint
+            self.logger.info("coordinator serving", metadata: ["address": "\(endpoint)"])
+            let scaler = LocalProcessScaler(
+                configuration: .init(
+                    executable: configuration.executable, modelPath: configuration.modelPath,
+                    groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers), initialReplicas: configuration.replicas,
+                    coordinator: endpoint, host: configuration.host, threads: configuration.expertThreads,
+                    extraArguments: configuration.expertArguments),
+                logger: self.logger)
+            var router: ChildProcess? = nil
+            do {
+                try await coordinator.start(scaler: scaler)
+                try await self.waitForExperts(checkpoint: checkpoint, coordinator: coordinator, scaler: scaler)
+                let child = try ChildProcess(
+                    name: "router", executable: configuration.executable,
+                    arguments: [
+                        "router", "--model", configuration.modelPath, "--host", configuration.host,
+                        "--port", String(configuration.routerPort), "--parent-pid", String(getpid()),
+                        "--coordinator", endpoint.description,
+                    ] + configuration.routerArguments)
+                router = child
+                guard let routerEndpoint = await child.waitForReadyLine(role: "router", timeout: configuration.startTimeout)
+                else { throw StartError.childNotReady(name: child.name, status: child.pollExit()) }
+                let experts = await coordinator.topology().replicas.compactMap { ServiceEndpoint($0.endpoint) }
+                self.onReady(Started(router: routerEndpoint, coordinator: endpoint, control: coordinator, experts: experts, processes: scaler.processes + [child]))
+
+                // Serve until shutdown; the router dying ends the mesh, experts that die are replaced.
+                while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                    if let status = child.pollExit() { throw StartError.childExited(name: child.name, status: status) }
+                    scaler.maintain()
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            } catch {
+                await Self.stop(router: router, scaler: scaler, logger: self.logger)
+                throw error
+            }
+            await Self.stop(router: router, scaler: scaler, logger: self.logger)
+        }
+    }
+
+    /// Waits until every expert of the model has a serving replica; an expert process that exits first ends the wait.
+    private func waitForExperts(checkpoint: MoECheckpoint, coordinator: Coordinator, scaler: LocalProcessScaler) async throws {
+        let experts = checkpoint.layers.flatMap(\.expertAddresses)
+        let deadline = ContinuousClock.now + self.configuration.startTimeout
+        while !(await coordinator.covers(experts)) {
+            scaler.maintain()
+            if let exit = scaler.unexpectedExits.first { throw StartError.childNotReady(name: exit.name, status: exit.status) }
+            guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
+                throw StartError.childNotReady(name: "expert replicas", status: nil)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Stops the router first (it finishes its calls), then the experts.
+    static func stop(router: ChildProcess?, scaler: LocalProcessScaler, logger: Logger) async {
+        if let router {
+            let status = await router.stop()
+            logger.info("stopped", metadata: ["name": "\(router.name)", "status": "\(status)"])
+        }
+        await scaler.stopAll()
+    }
+}

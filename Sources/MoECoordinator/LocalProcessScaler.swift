@@ -1,0 +1,166 @@
+import Logging
+import MoEServing
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Runs replicas as `moemesh expert` child processes of this one, each registering with the coordinator.
+/// Keeps each group at its desired count: a replica that dies is replaced (like a Deployment's pods).
+public final class LocalProcessScaler: ExpertScaler {
+    public struct Configuration: Sendable {
+        /// The `moemesh` binary.
+        public var executable: String
+        public var modelPath: String
+        public var groups: [ScalingGroup]
+        /// Replicas each group starts with.
+        public var initialReplicas: Int
+        /// The coordinator replicas register with.
+        public var coordinator: ServiceEndpoint
+        public var host: String
+        /// OpenBLAS threads per replica.
+        public var threads: Int
+        /// Extra arguments for every replica (`--log-level`, ...).
+        public var extraArguments: [String]
+
+        public init(
+            executable: String, modelPath: String, groups: [ScalingGroup], initialReplicas: Int,
+            coordinator: ServiceEndpoint, host: String = "127.0.0.1", threads: Int = 1, extraArguments: [String] = []
+        ) {
+            self.executable = executable
+            self.modelPath = modelPath
+            self.groups = groups
+            self.initialReplicas = initialReplicas
+            self.coordinator = coordinator
+            self.host = host
+            self.threads = threads
+            self.extraArguments = extraArguments
+        }
+    }
+
+    private struct GroupProcesses {
+        var desired = 0
+        var children: [ChildProcess] = []
+    }
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private let state = Mutex<[String: GroupProcesses]>([:])
+    private let started = Atomic<Int>(0)
+    private let exits = Mutex<[(name: String, status: Int32)]>([])
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public var name: String { "local" }
+    public var canStart: Bool { true }
+
+    /// Every child process running now.
+    public var processes: [ChildProcess] { self.state.withLock { $0.values.flatMap(\.children) } }
+
+    public func initialGroups() async throws -> [(group: ScalingGroup, replicas: Int)] {
+        self.configuration.groups.map { ($0, self.configuration.initialReplicas) }
+    }
+
+    public func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
+        self.state.withLock { $0[group.name, default: GroupProcesses()].desired = replicas }
+        try self.reconcile(group)
+    }
+
+    public func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
+        let child = self.state.withLock { state -> ChildProcess? in
+            state[group.name, default: GroupProcesses()].desired = replicas
+            guard let index = state[group.name]?.children.firstIndex(where: { String($0.pid) == replica.instance }) else { return nil }
+            return state[group.name]?.children.remove(at: index)
+        }
+        guard let child else {
+            throw ScalerError("no local process \(replica.instance) (\(replica.endpoint)) in group \(group)")
+        }
+        // SIGTERM: the replica deregisters, finishes its calls and exits.
+        let logger = self.logger
+        Task {
+            let status = await child.stop(grace: .seconds(30))
+            logger.info("replica stopped", metadata: ["name": "\(child.name)", "status": "\(status)"])
+        }
+    }
+
+    /// Replaces replicas that died until shutdown, then stops every child.
+    public func run() async throws {
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            self.maintain()
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+        await self.stopAll()
+    }
+
+    public func stopAll() async {
+        let children = self.state.withLock { state in
+            defer { for key in state.keys { state[key] = GroupProcesses() } }
+            return state.values.flatMap(\.children)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for child in children {
+                group.addTask { _ = await child.stop() }
+            }
+        }
+    }
+
+    /// Replicas that exited by themselves (not stopped by the scaler), with their exit status, newest last.
+    public var unexpectedExits: [(name: String, status: Int32)] { self.exits.withLock { $0 } }
+
+    /// Reaps replicas that died and starts replacements.
+    public func maintain() {
+        let died = self.state.withLock { state -> [(ChildProcess, Int32)] in
+            var died: [(ChildProcess, Int32)] = []
+            for key in state.keys {
+                state[key]!.children.removeAll { child in
+                    guard let status = child.pollExit() else { return false }
+                    died.append((child, status))
+                    return true
+                }
+            }
+            return died
+        }
+        for (child, status) in died {
+            self.exits.withLock { $0.append((child.name, status)) }
+            self.logger.error("replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
+        }
+        for group in self.configuration.groups {
+            do { try self.reconcile(group) } catch {
+                self.logger.error("could not start a replica", metadata: ["group": "\(group)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Starts or stops processes until the group runs its desired count.
+    private func reconcile(_ group: ScalingGroup) throws {
+        let configuration = self.configuration
+        var surplus: [ChildProcess] = []
+        try self.state.withLock { state in
+            var entry = state[group.name, default: GroupProcesses()]
+            defer { state[group.name] = entry }
+            while entry.children.count < entry.desired {
+                let number = self.started.wrappingAdd(1, ordering: .relaxed).newValue
+                entry.children.append(
+                    try ChildProcess(
+                        name: "expert \(group) #\(number)", executable: configuration.executable,
+                        arguments: [
+                            "expert", "--model", configuration.modelPath, "--experts", group.selection,
+                            "--group", group.name, "--host", configuration.host, "--port", "0",
+                            "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
+                            "--coordinator", configuration.coordinator.description,
+                        ] + configuration.extraArguments))
+            }
+            while entry.children.count > entry.desired { surplus.append(entry.children.removeLast()) }
+        }
+        for child in surplus {
+            Task { _ = await child.stop(grace: .seconds(30)) }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import MoECore
+import MoEProto
+import MoEServing
+import ServiceLifecycle
+import Synchronization
+
+/// Rows this router sent to each expert since the last report.
+public final class DemandMeter: Sendable {
+    private let rows = Mutex<[ExpertAddress: Int]>([:])
+
+    public init() {}
+
+    public func record(_ address: ExpertAddress, rows: Int) {
+        self.rows.withLock { $0[address, default: 0] += rows }
+    }
+
+    /// The counts since the previous call, which starts a new count.
+    public func take() -> [ExpertAddress: Int] {
+        self.rows.withLock { rows in
+            defer { rows = [:] }
+            return rows
+        }
+    }
+}
+
+/// A router's link to the coordinator: follows its topology stream (resubscribing while it is down; the last
+/// topology stays in use meanwhile), reports demand every second, and asks it to start experts with no replica.
+public final class CoordinatorLink: Sendable {
+    public let coordinator: ServiceEndpoint
+    public let routerID: String
+    public let topology: ExpertTopology
+    public let connections: ExpertConnections
+    public let demand = DemandMeter()
+    private let client: GRPCClient<HTTP2ClientTransport.Posix>
+    private let serving: ServingConfiguration
+    private let logger: Logger
+    private let coldStarts = Mutex<[ExpertAddress: Task<Void, any Error>]>([:])
+    /// Whether the topology stream is up.
+    private let following = Mutex(false)
+
+    /// How often demand is reported.
+    public static let reportInterval: Duration = .seconds(1)
+
+    public init(
+        coordinator: ServiceEndpoint, routerID: String, topology: ExpertTopology, connections: ExpertConnections,
+        serving: ServingConfiguration, logger: Logger
+    ) throws {
+        self.coordinator = coordinator
+        self.routerID = routerID
+        self.topology = topology
+        self.connections = connections
+        self.client = GRPCClient(transport: try serving.makeClientTransport(to: coordinator))
+        self.serving = serving
+        self.logger = logger
+    }
+
+    private var api: Moemesh_V1_Coordinator.Client<HTTP2ClientTransport.Posix> { .init(wrapping: self.client) }
+
+    /// Runs the connection, the topology stream and the demand reports until graceful shutdown.
+    public func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.client.runConnections() }
+            defer { self.client.beginGracefulShutdown() }
+            await withDiscardingTaskGroup { loops in
+                loops.addTask { await self.followTopology() }
+                loops.addTask { await self.reportDemand() }
+            }
+        }
+    }
+
+    private func followTopology() async {
+        let request = Moemesh_V1_WatchTopologyRequest.with { $0.routerID = self.routerID }
+        var backoff = Duration.milliseconds(100)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                try await cancelWhenGracefulShutdown {
+                    try await self.api.watchTopology(request, options: self.serving.coordinatorCallOptions()) { response in
+                        for try await topology in response.messages {
+                            if !self.following.withLock({ following in defer { following = true }; return following }) {
+                                self.logger.notice("following the coordinator's topology", metadata: ["coordinator": "\(self.coordinator)"])
+                            }
+                            self.apply(topology)
+                        }
+                    }
+                }
+                // The coordinator ended the stream (it is stopping): resubscribe, to it or its successor.
+                if self.following.withLock({ following in defer { following = false }; return following }) {
+                    self.logger.notice("the coordinator ended the topology stream; serving with the last topology and resubscribing")
+                }
+                backoff = .milliseconds(100)
+            } catch {
+                if self.following.withLock({ following in defer { following = false }; return following }),
+                    !Task.isShuttingDownGracefully
+                {
+                    self.logger.warning(
+                        "coordinator unreachable; serving with the last topology and resubscribing",
+                        metadata: ["coordinator": "\(self.coordinator)", "error": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(1))
+        }
+    }
+
+    /// Uses a topology from the coordinator: serving replicas only (draining ones get no new work).
+    public func apply(_ topology: Moemesh_V1_Topology) {
+        var replicas: [ExpertAddress: [ExpertReplica]] = [:]
+        var endpoints = Set<ServiceEndpoint>()
+        for replica in topology.replicas where replica.state == .serving {
+            guard let endpoint = ServiceEndpoint(replica.endpoint), let connection = try? self.connections.replica(at: endpoint)
+            else {
+                self.logger.error("topology names an unusable endpoint", metadata: ["endpoint": "\(replica.endpoint)"])
+                continue
+            }
+            endpoints.insert(endpoint)
+            for key in replica.experts { replicas[key.address, default: []].append(connection) }
+        }
+        self.topology.update(
+            replicas: replicas, startable: Set(topology.startable.map(\.address)), pruned: Set(topology.pruned.map(\.address)),
+            version: topology.version)
+        self.connections.keepOnly(endpoints)
+        self.logger.debug(
+            "topology", metadata: ["version": "\(topology.version)", "replicas": "\(endpoints.count)", "pruned": "\(topology.pruned.count)"])
+    }
+
+    private func reportDemand() async {
+        var last = ContinuousClock.now
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await Task.sleep(for: Self.reportInterval)
+            let rows = self.demand.take()
+            var report = Moemesh_V1_DemandReport()
+            report.routerID = self.routerID
+            report.intervalMs = Int64((ContinuousClock.now - last).milliseconds)
+            last = .now
+            report.demand = rows.sorted { $0.key < $1.key }.map { address, count in
+                var item = Moemesh_V1_ExpertDemand()
+                item.expert = Moemesh_V1_ExpertKey(address)
+                item.rows = Int64(count)
+                return item
+            }
+            do {
+                _ = try await self.api.reportDemand(report, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
+            } catch {
+                self.logger.debug("could not report demand", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Asks the coordinator to start `address` and waits, within `timeout`, until a replica serves it. Concurrent
+    /// requests for the same expert share one call.
+    public func coldStart(_ address: ExpertAddress, timeout: Duration) async throws {
+        let task = self.coldStarts.withLock { tasks in
+            if let running = tasks[address] { return running }
+            let task = Task {
+                defer { _ = self.coldStarts.withLock { $0.removeValue(forKey: address) } }
+                var request = Moemesh_V1_EnsureExpertsRequest()
+                request.experts = [Moemesh_V1_ExpertKey(address)]
+                request.reason = "router \(self.routerID)"
+                self.logger.info("cold start", metadata: ["expert": "\(address)"])
+                let topology = try await self.api.ensureExperts(request, options: self.serving.coordinatorCallOptions(timeout: timeout))
+                self.apply(topology)
+            }
+            tasks[address] = task
+            return task
+        }
+        try await task.value
+    }
+}
