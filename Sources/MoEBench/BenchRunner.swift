@@ -100,7 +100,7 @@ public struct BenchRunner: Sendable {
                 routerPort: 0,
                 routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
                     + configuration.routerArguments),
-            logger: self.logger, onReady: { value in started.withLock { $0 = value } })
+            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { value in started.withLock { $0 = value } })
         let echoTransport = serving.makeServerTransport()
         let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
 

@@ -99,7 +99,7 @@ public struct MeshDemo: Sendable {
             configuration: .init(
                 executable: configuration.executable, modelPath: configuration.modelPath, routerPort: 0,
                 routerArguments: ["--log-level", "warning"], expertArguments: ["--log-level", "warning"], coordinator: settings),
-            logger: self.logger, onReady: { ready in readyMesh.withLock { $0 = ready } })
+            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { ready in readyMesh.withLock { $0 = ready } })
         let serviceGroup = ServiceGroup(services: [mesh], logger: self.logger)
 
         return try await withThrowingTaskGroup(of: Void.self) { group in

@@ -237,6 +237,7 @@ public actor Coordinator {
         replica.experts = record.experts.map(Moemesh_V1_ExpertKey.init)
         replica.state = record.isServing ? .serving : .draining
         replica.device = record.device
+        replica.instance = record.instance
         return replica
     }
 

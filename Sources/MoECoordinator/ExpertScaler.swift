@@ -37,6 +37,11 @@ public struct RetiringReplica: Sendable {
     public let endpoint: String
     /// Process id (local processes) or pod name (Kubernetes), as the replica registered it.
     public let instance: String
+
+    public init(endpoint: String, instance: String) {
+        self.endpoint = endpoint
+        self.instance = instance
+    }
 }
 
 /// Starts and stops expert replicas: local processes, Kubernetes Deployments, or nothing (replicas started by hand).

@@ -83,15 +83,20 @@ public struct LocalMesh: Service {
 
     public let configuration: Configuration
     public let logger: Logger
+    private let onCoordinatorListening: @Sendable (ServiceEndpoint) -> Void
     private let onReady: @Sendable (Started) -> Void
 
-    /// - Parameter onReady: called once every process serves.
+    /// - Parameters:
+    ///   - onCoordinatorListening: called once the coordinator listens (default: its ready line).
+    ///   - onReady: called once every process serves (default: the router's ready line).
     public init(
         configuration: Configuration, logger: Logger,
+        onCoordinatorListening: @escaping @Sendable (ServiceEndpoint) -> Void = { ReadyLine.print(role: "coordinator", endpoint: $0) },
         onReady: @escaping @Sendable (Started) -> Void = { ReadyLine.print(role: "router", endpoint: $0.router) }
     ) {
         self.configuration = configuration
         self.logger = logger
+        self.onCoordinatorListening = onCoordinatorListening
         self.onReady = onReady
     }
 
@@ -106,6 +111,7 @@ public struct LocalMesh: Service {
             defer { server.stop() }
             let endpoint = try await server.listeningEndpoint
             self.logger.info("coordinator serving", metadata: ["address": "\(endpoint)"])
+            self.onCoordinatorListening(endpoint)
             let scaler = LocalProcessScaler(
                 configuration: .init(
                     executable: configuration.executable, modelPath: configuration.modelPath,

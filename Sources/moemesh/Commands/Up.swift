@@ -40,6 +40,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Where the demo model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).")
     var cacheDir: String?
 
+    @Option(help: "Delay added to every expert Compute call, in ms (to simulate a slower device in tests and demos).")
+    var expertComputeDelayMs: Int = 0
+
     @Option(help: .hidden)
     var parentPid: Int32?
 
@@ -65,7 +68,7 @@ struct Up: AsyncParsableCommand {
             expertThreads: self.threads ?? max(1, cores / topK), host: self.host, routerPort: self.port,
             coordinatorPort: self.coordinatorPort,
             routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments,
-            expertArguments: ["--log-level", self.logging.logLevel],
+            expertArguments: ["--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs)],
             coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count))
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)

@@ -207,6 +207,9 @@ public nonisolated struct Moemesh_V1_Replica: Sendable {
 
   public var device: String = String()
 
+  /// Process id (local processes) or pod name (Kubernetes).
+  public var instance: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -810,7 +813,7 @@ nonisolated extension Moemesh_V1_DeregisterResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0\u{1}instance\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -824,6 +827,7 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.experts) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.state) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.device) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
       default: break
       }
     }
@@ -848,6 +852,9 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.device.isEmpty {
       try visitor.visitSingularStringField(value: self.device, fieldNumber: 6)
     }
+    if !self.instance.isEmpty {
+      try visitor.visitSingularStringField(value: self.instance, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -858,6 +865,7 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.experts != rhs.experts {return false}
     if lhs.state != rhs.state {return false}
     if lhs.device != rhs.device {return false}
+    if lhs.instance != rhs.instance {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

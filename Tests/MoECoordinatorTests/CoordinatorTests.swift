@@ -1,0 +1,208 @@
+import GRPCCore
+import Logging
+import MoECoordinator
+import MoECore
+import MoEModel
+import MoEProto
+import MoEServing
+import MoETestSupport
+import Synchronization
+import Testing
+
+/// A scaler that records what it is asked.
+final class RecordingScaler: ExpertScaler {
+    let groups: [ScalingGroup]
+    let calls = Mutex<[String]>([])
+
+    init(groups: [ScalingGroup]) { self.groups = groups }
+
+    var name: String { "recording" }
+    var canStart: Bool { true }
+    func initialGroups() async throws -> [(group: ScalingGroup, replicas: Int)] { self.groups.map { ($0, 1) } }
+    func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
+        self.calls.withLock { $0.append("set \(group) \(replicas)") }
+    }
+    func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
+        self.calls.withLock { $0.append("retire \(replica.instance) leaving \(group) \(replicas)") }
+    }
+    func run() async throws {}
+}
+
+@Suite("coordinator registry, topology, drain, cold start, prune")
+struct CoordinatorTests {
+    static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 16, intermediateSize: 24, layers: 2)
+
+    static func registration(_ endpoint: String, group: String, experts: [ExpertAddress], model: String = "mixtral", hidden: Int32 = 16)
+        -> Moemesh_V1_RegisterRequest
+    {
+        Moemesh_V1_RegisterRequest.with {
+            $0.endpoint = endpoint
+            $0.group = group
+            $0.experts = experts.map(Moemesh_V1_ExpertKey.init)
+            $0.modelType = model
+            $0.hiddenSize = hidden
+            $0.instance = "pid-\(endpoint)"
+        }
+    }
+
+    static func withCoordinator(
+        settings: Coordinator.Settings = .init(warmUp: .zero), _ body: (Coordinator, SmallModel, MoECheckpoint) async throws -> Void
+    ) async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 5)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let coordinator = Coordinator(checkpoint: checkpoint, settings: settings, logger: Logger(label: "test"))
+        try await body(coordinator, model, checkpoint)
+    }
+
+    @Test("registrations that do not fit the model are refused with what was expected and what came")
+    func refusesBadRegistrations() async throws {
+        try await Self.withCoordinator { coordinator, _, _ in
+            let expert = ExpertAddress(layer: "0", expert: 1)
+            await #expect(throws: CoordinatorError.invalidRequest("model: expected mixtral with hidden size 16, got qwen2_moe with hidden size 16")) {
+                try await coordinator.register(Self.registration("127.0.0.1:1", group: "g", experts: [expert], model: "qwen2_moe"))
+            }
+            await #expect(throws: CoordinatorError.unknownExpert(ExpertAddress(layer: "0", expert: 9))) {
+                try await coordinator.register(Self.registration("127.0.0.1:1", group: "g", experts: [ExpertAddress(layer: "0", expert: 9)]))
+            }
+            await #expect(throws: CoordinatorError.invalidRequest("endpoint: expected HOST:PORT, got 'nowhere'")) {
+                try await coordinator.register(Self.registration("nowhere", group: "g", experts: [expert]))
+            }
+            await #expect(throws: CoordinatorError.invalidRequest("experts: expected at least one, got none")) {
+                try await coordinator.register(Self.registration("127.0.0.1:1", group: "g", experts: []))
+            }
+            let error = CoordinatorError.unknownExpert(ExpertAddress(layer: "0", expert: 9))
+            #expect(error.rpcErrorCode == .notFound)
+            #expect(await coordinator.topology().replicas.isEmpty)
+        }
+    }
+
+    @Test("the topology stream sends each change; a missed lease removes a replica; re-registering replaces")
+    func leasesAndTopology() async throws {
+        try await Self.withCoordinator(settings: .init(lease: .milliseconds(300), warmUp: .zero)) { coordinator, _, _ in
+            await coordinator.tick()
+            let stream = await coordinator.watch(router: "r1")
+            var updates = stream.makeAsyncIterator()
+            #expect(await updates.next()?.replicas.count == 0)
+            let all = (0..<4).map { ExpertAddress(layer: "0", expert: $0) }
+            let first = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: all))
+            #expect(await updates.next()?.replicas.map(\.replicaID) == [first.replicaID])
+            let second = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: all))
+            #expect(await updates.next()?.replicas.map(\.replicaID) == [second.replicaID])
+            #expect(await coordinator.heartbeat(.with { $0.replicaID = first.replicaID }).known == false)
+            // Heartbeats keep the lease; silence loses it.
+            for _ in 0..<4 {
+                try await Task.sleep(for: .milliseconds(150))
+                #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known)
+                await coordinator.tick()
+            }
+            #expect(await coordinator.covers(all))
+            try await Task.sleep(for: .milliseconds(400))
+            await coordinator.tick()
+            #expect(await updates.next()?.replicas.isEmpty == true)
+            #expect(await !coordinator.covers(all))
+            #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known == false)
+        }
+    }
+
+    @Test("a restarted coordinator sends no topology until replicas have had time to register again")
+    func warmUp() async throws {
+        try await Self.withCoordinator(settings: .init(warmUp: .milliseconds(300))) { coordinator, _, _ in
+            let stream = await coordinator.watch(router: "r1")
+            _ = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: [ExpertAddress(layer: "0", expert: 0)]))
+            await coordinator.tick()
+            let early = Task { await stream.first { _ in true } }
+            try await Task.sleep(for: .milliseconds(350))
+            await coordinator.tick()
+            #expect(await early.value?.replicas.count == 1)
+        }
+    }
+
+    @Test("drain: the replica leaves routing at once, is stopped once it reports nothing in flight")
+    func drain() async throws {
+        try await Self.withCoordinator { coordinator, _, checkpoint in
+            let groups = ScalingGroup.perExpertIndex(layers: checkpoint.layers)
+            let scaler = RecordingScaler(groups: groups)
+            try await coordinator.start(scaler: scaler)
+            #expect(scaler.calls.withLock { $0.count } == 4)
+            let a = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "*:0", experts: groups[0].experts))
+            let b = try await coordinator.register(Self.registration("127.0.0.1:1002", group: "*:0", experts: groups[0].experts))
+            let drained = try await coordinator.drain(replica: a.replicaID, reason: "admin")
+            #expect(drained.state == .draining)
+            let topology = await coordinator.topology()
+            #expect(topology.replicas.first { $0.replicaID == a.replicaID }?.state == .draining)
+            #expect(topology.replicas.first { $0.replicaID == b.replicaID }?.state == .serving)
+            // Still busy: not stopped.
+            for _ in 0..<3 {
+                _ = await coordinator.heartbeat(.with { $0.replicaID = a.replicaID; $0.load.inFlightRows = 5 })
+                await coordinator.tick()
+            }
+            #expect(!scaler.calls.withLock { $0.contains { $0.hasPrefix("retire") } })
+            _ = await coordinator.heartbeat(.with { $0.replicaID = a.replicaID; $0.load.inFlightRows = 0 })
+            await coordinator.tick()
+            #expect(scaler.calls.withLock { $0.last } == "retire pid-127.0.0.1:1001 leaving *:0 0")
+            await #expect(throws: CoordinatorError.unknownReplica("nope")) { try await coordinator.drain(replica: "nope", reason: "admin") }
+        }
+    }
+
+    @Test("cold start: an expert with no replica is started through the scaler; without a scaler, a clear error")
+    func coldStart() async throws {
+        try await Self.withCoordinator { coordinator, _, checkpoint in
+            let expert = ExpertAddress(layer: "1", expert: 2)
+            await #expect(throws: CoordinatorError.cannotStart([expert], reason: "no replica hosts it and the coordinator runs without a scaler")) {
+                try await coordinator.ensure([expert], reason: "test")
+            }
+            _ = checkpoint
+        }
+        try await Self.withCoordinator { coordinator, _, checkpoint in
+            let expert = ExpertAddress(layer: "1", expert: 2)
+            let scaler = ZeroScaler(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers))
+            try await coordinator.start(scaler: scaler)
+            #expect(await coordinator.topology().startable.count == 8)
+            try await coordinator.ensure([expert], reason: "test")
+            #expect(scaler.calls.withLock { $0 } == ["set *:2 1"])
+            #expect(await coordinator.status().decisions.last?.reason.hasPrefix("cold start: layer 1 expert 2 requested") == true)
+            #expect(await !coordinator.covers([expert]))
+            _ = try await coordinator.register(Self.registration("127.0.0.1:1003", group: "*:2", experts: [expert, ExpertAddress(layer: "0", expert: 2)]))
+            #expect(await coordinator.covers([expert]))
+            // Asked again while it serves: nothing more to start.
+            try await coordinator.ensure([expert], reason: "test")
+            #expect(scaler.calls.withLock { $0.count } == 1)
+        }
+    }
+
+    @Test("prune masks an expert in the topology; too many pruned in a layer is refused; restore brings it back")
+    func prune() async throws {
+        try await Self.withCoordinator { coordinator, _, _ in
+            let pruned = try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 1), pruned: true)
+            #expect(pruned == [ExpertAddress(layer: "0", expert: 1)])
+            #expect(await coordinator.topology().pruned.map(\.address) == pruned)
+            _ = try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 2), pruned: true)
+            // 4 experts, top-2: a third would leave 1.
+            await #expect(throws: CoordinatorError.tooFewExperts(layer: "0", remaining: 1, topK: 2)) {
+                try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 3), pruned: true)
+            }
+            #expect(try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 1), pruned: false) == [ExpertAddress(layer: "0", expert: 2)])
+            await #expect(throws: CoordinatorError.unknownExpert(ExpertAddress(layer: "7", expert: 0))) {
+                try await coordinator.setPruned(ExpertAddress(layer: "7", expert: 0), pruned: true)
+            }
+        }
+    }
+}
+
+/// Groups that start at zero replicas.
+final class ZeroScaler: ExpertScaler {
+    let groups: [ScalingGroup]
+    let calls = Mutex<[String]>([])
+
+    init(groups: [ScalingGroup]) { self.groups = groups }
+
+    var name: String { "zero" }
+    var canStart: Bool { true }
+    func initialGroups() async throws -> [(group: ScalingGroup, replicas: Int)] { self.groups.map { ($0, 0) } }
+    func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
+        self.calls.withLock { $0.append("set \(group) \(replicas)") }
+    }
+    func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {}
+    func run() async throws {}
+}

@@ -1,0 +1,270 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import GRPCCore
+import MoECoordinator
+import MoECore
+import MoEModel
+import MoEProto
+import MoERouter
+import MoERuntime
+import MoEServing
+import MoETestSupport
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts `moemesh ARGUMENTS` and waits for its ready line of `role`.
+func startMoemesh(_ name: String, role: String, _ arguments: [String]) async throws -> (ChildProcess, ServiceEndpoint) {
+    let child = try ChildProcess(name: name, executable: MoemeshBinary.path, arguments: arguments + ["--log-level", "warning"])
+    guard let endpoint = await child.waitForReadyLine(role: role, timeout: .seconds(60)) else {
+        child.signal(SIGKILL)
+        throw TestFailure("\(name) did not start (status \(child.pollExit().map(String.init) ?? "running"))")
+    }
+    return (child, endpoint)
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// `moemesh up` with its coordinator's and router's endpoints.
+func withCoordinatedUp(
+    model: String, extraArguments: [String] = [], _ body: (_ router: ServiceEndpoint, _ coordinator: ServiceEndpoint) async throws -> Void
+) async throws {
+    let up = try ChildProcess(
+        name: "up", executable: MoemeshBinary.path,
+        arguments: ["up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level", "warning",
+                    "--parent-pid", String(getpid())] + extraArguments)
+    defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
+    let coordinator = try #require(await up.waitForReadyLine(role: "coordinator", timeout: .seconds(60)), "no coordinator")
+    let router = try #require(await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
+    try await body(router, coordinator)
+    #expect(await up.stop(grace: .seconds(20)) == 0)
+}
+
+/// Polls the coordinator's status until `condition` holds, within `timeout`.
+func waitForStatus(
+    _ coordinator: ServiceEndpoint, timeout: Duration = .seconds(20), _ condition: (Moemesh_V1_CoordinatorStatus) -> Bool
+) async throws -> Moemesh_V1_CoordinatorStatus {
+    let deadline = ContinuousClock.now + timeout
+    while true {
+        let status = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.status() }
+        if condition(status) { return status }
+        guard ContinuousClock.now < deadline else { return status }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+}
+
+/// Correct and total answers across concurrent workers.
+final class AnswerTally: Sendable {
+    let answered = Mutex(0)
+    let wrong = Mutex(0)
+    let errors = Mutex<[String]>([])
+
+    func count(right: Bool) {
+        self.answered.withLock { $0 += 1 }
+        if !right { self.wrong.withLock { $0 += 1 } }
+    }
+
+    /// Runs `calls` requests on `client` (or until `until` says stop), checking each against `reference`.
+    func drive(
+        client: RouterClient, model: SmallModel, reference: InProcessMoE, worker: Int, calls: Int,
+        until stop: @Sendable () -> Bool = { false }
+    ) async {
+        for call in 0..<calls where !stop() {
+            let hidden = model.randomHidden(tokens: 3, seed: UInt64(worker * 100_000 + call))
+            do {
+                let result = try await client.forward(layer: "0", hiddenStates: try Tensor(hidden))
+                let expected = try await reference.forward(layer: "0", hidden: hidden)
+                self.count(right: relativeError(result.output.floats(), expected.output.values) <= 1e-5)
+            } catch {
+                self.errors.withLock { $0.append("\(error)") }
+                self.count(right: false)
+            }
+        }
+    }
+}
+
+@Suite("coordinator over real processes", .serialized)
+struct CoordinatorMeshTests {
+    static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 1)
+
+    struct DemoSummary: Decodable {
+        var requestsSent: Int
+        var requestsFailed: Int
+        var balancednessBefore: Double
+        var balancednessAfter: Double
+        var replicasAdded: Int
+        var replicasRemoved: Int
+        var coldStartMs: Double
+        var durationS: Double
+    }
+
+    @Test("moemesh demo: under skewed load the hottest experts get replicas, balancedness rises, idle experts go to zero and a request for one succeeds")
+    func demoScales() async throws {
+        let cache = TemporaryDirectory()
+        defer { cache.remove() }
+        let demo = try ChildProcess(
+            name: "demo", executable: MoemeshBinary.path,
+            arguments: ["demo", "--json", "--before-s", "6", "--scaling-s", "16", "--after-s", "6", "--idle-s", "5", "--cache-dir", cache.path])
+        defer { if demo.pollExit() == nil { demo.signal(SIGKILL) } }
+        var last = ""
+        for await line in demo.outputLines { last = line }
+        #expect(await demo.waitForExit(timeout: .seconds(30)) == 0)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let summary = try decoder.decode(DemoSummary.self, from: Data(last.utf8))
+        #expect(summary.requestsSent > 100)
+        #expect(summary.requestsFailed == 0)
+        // Hot groups replicated, plus the cold start; idle groups removed.
+        #expect(summary.replicasAdded >= 2)
+        #expect(summary.replicasRemoved >= 1)
+        #expect(summary.balancednessAfter > summary.balancednessBefore, "\(summary.balancednessBefore) → \(summary.balancednessAfter)")
+        #expect(summary.coldStartMs > 0)
+    }
+
+    @Test("kill -9 of an expert's only replica under load: requests wait for the replacement the scaler starts; none lost")
+    func killOnlyReplica() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 41)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        try await withCoordinatedUp(model: model.path) { router, coordinator in
+            let before = try await waitForStatus(coordinator) { $0.replicas.count == 4 }
+            let victim = try #require(before.replicas.first { $0.replica.group == "*:1" })
+            let pid = try #require(Int32(victim.replica.instance))
+            let tally = AnswerTally()
+            try await RouterClient.with(endpoint: router) { client in
+                await withTaskGroup(of: Void.self) { group in
+                    for worker in 0..<3 {
+                        group.addTask { await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 30) }
+                    }
+                    group.addTask {
+                        try? await Task.sleep(for: .milliseconds(150))
+                        kill(pid, SIGKILL)
+                    }
+                }
+            }
+            #expect(!MoemeshBinary.isAlive(pid))
+            #expect(tally.answered.withLock { $0 } == 90)
+            #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+            let after = try await waitForStatus(coordinator) { status in
+                status.groups.allSatisfy { $0.servingReplicas == 1 } && !status.replicas.contains { $0.replica.replicaID == victim.replica.replicaID }
+            }
+            #expect(after.groups.map(\.servingReplicas) == [1, 1, 1, 1])
+            #expect(after.decisions.isEmpty)
+        }
+    }
+
+    @Test("drain: a replica with a call in flight finishes it, then the scaler stops it")
+    func drainFinishesInFlight() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 42)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let reference = try InProcessMoE(checkpoint: checkpoint)
+        try await withCoordinatedUp(model: model.path, extraArguments: ["--expert-compute-delay-ms", "1500"]) { router, coordinator in
+            let hidden = model.randomHidden(tokens: 1, seed: 5)
+            let expected = try await reference.forward(layer: "0", hidden: hidden)
+            let expert = Int(expected.routing.topkIDs[0])
+            let status = try await waitForStatus(coordinator) { $0.replicas.count == 4 }
+            let replica = try #require(status.replicas.first { $0.replica.group == "*:\(expert)" })
+            let pid = try #require(Int32(replica.replica.instance))
+            try await RouterClient.with(endpoint: router) { client in
+                let call = Task { try await client.forward(layer: "0", hiddenStates: try Tensor(hidden)) }
+                try await Task.sleep(for: .milliseconds(400))
+                let drained = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.drain(replica: replica.replica.replicaID) }
+                #expect(drained.state == .draining)
+                // Still alive while its call runs.
+                #expect(MoemeshBinary.isAlive(pid))
+                let result = try await call.value
+                #expect(relativeError(result.output.floats(), expected.output.values) <= 1e-5)
+            }
+            let after = try await waitForStatus(coordinator) { status in
+                !status.replicas.contains { $0.replica.replicaID == replica.replica.replicaID }
+            }
+            #expect(!after.replicas.contains { $0.replica.replicaID == replica.replica.replicaID })
+            #expect(after.groups.first { $0.group == "*:\(expert)" }?.desiredReplicas == 0)
+            #expect(await ChildProcessWatch.waitUntilGone(pid, timeout: .seconds(10)))
+        }
+    }
+
+    @Test("the coordinator restarting does not interrupt serving; replicas and the router come back to the new one")
+    func coordinatorRestart() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 43)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let timing = ["--heartbeat-ms", "200", "--lease-ms", "1500"]
+        var (coordinatorProcess, coordinator) = try await startMoemesh(
+            "coordinator", role: "coordinator", ["coordinator", "--model", model.path, "--port", "0", "--scaler", "none"] + timing)
+        var processes = [coordinatorProcess]
+        defer { processes.forEach { $0.signal(SIGKILL) } }
+        for expert in 0..<4 {
+            let (process, _) = try await startMoemesh(
+                "expert \(expert)", role: "expert",
+                ["expert", "--model", model.path, "--experts", "*:\(expert)", "--threads", "1", "--coordinator", coordinator.description])
+            processes.append(process)
+        }
+        let (routerProcess, router) = try await startMoemesh(
+            "router", role: "router",
+            ["router", "--model", model.path, "--port", "0", "--coordinator", coordinator.description, "--router-id", "router-under-test"])
+        processes.append(routerProcess)
+
+        let tally = AnswerTally()
+        let stop = StopFlag()
+        try await RouterClient.with(endpoint: router) { client in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for worker in 0..<2 {
+                    group.addTask {
+                        await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 100_000) {
+                            stop.isSet
+                        }
+                    }
+                }
+                try await Task.sleep(for: .seconds(1))
+                coordinatorProcess.signal(SIGKILL)
+                _ = await coordinatorProcess.waitForExit(timeout: .seconds(5))
+                let answeredAtKill = tally.answered.withLock { $0 }
+                try await Task.sleep(for: .seconds(2))
+                // Serving went on without a coordinator.
+                #expect(tally.answered.withLock { $0 } > answeredAtKill)
+                (coordinatorProcess, coordinator) = try await startMoemesh(
+                    "coordinator", role: "coordinator",
+                    ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--scaler", "none"] + timing)
+                processes.append(coordinatorProcess)
+                try await Task.sleep(for: .seconds(3))
+                stop.set()
+                try await group.waitForAll()
+            }
+        }
+        #expect(tally.answered.withLock { $0 } > 20)
+        #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+        let status = try await waitForStatus(coordinator) { $0.replicas.count == 4 && $0.routers.contains("router-under-test") }
+        #expect(status.replicas.count == 4)
+        #expect(status.routers.contains("router-under-test"))
+    }
+}
+
+/// A flag set once, read from any task.
+final class StopFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { self.value.withLock { $0 = true } }
+    var isSet: Bool { self.value.withLock { $0 } }
+}
+
+enum ChildProcessWatch {
+    /// Waits until no process `pid` runs (a child of another process, so not reaped here).
+    static func waitUntilGone(_ pid: Int32, timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if !MoemeshBinary.isAlive(pid) { return true }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return !MoemeshBinary.isAlive(pid)
+    }
+}
