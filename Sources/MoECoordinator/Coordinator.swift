@@ -337,9 +337,9 @@ public actor Coordinator {
 
     // MARK: The loop
 
-    /// Expires leases, ends the warm-up, stops drained replicas and runs the autoscaling policy when due.
-    public func tick() async {
-        let now = ContinuousClock.now
+    /// Expires leases, ends the warm-up, stops drained replicas and runs the autoscaling policy when due, as of
+    /// `now` (later instants let tests skip ahead).
+    public func tick(at now: ContinuousClock.Instant = .now) async {
         for (id, record) in self.replicas where now - record.lastHeartbeat > self.settings.lease {
             self.replicas[id] = nil
             self.logger.warning(

@@ -79,7 +79,8 @@ struct CoordinatorTests {
 
     @Test("the topology stream sends each change; a missed lease removes a replica; re-registering replaces")
     func leasesAndTopology() async throws {
-        try await Self.withCoordinator(settings: .init(lease: .milliseconds(300), warmUp: .zero)) { coordinator, _, _ in
+        let lease = Duration.seconds(3)
+        try await Self.withCoordinator(settings: .init(lease: lease, warmUp: .zero)) { coordinator, _, _ in
             await coordinator.tick()
             let stream = await coordinator.watch(router: "r1")
             var updates = stream.makeAsyncIterator()
@@ -90,15 +91,12 @@ struct CoordinatorTests {
             let second = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: all))
             #expect(await updates.next()?.replicas.map(\.replicaID) == [second.replicaID])
             #expect(await coordinator.heartbeat(.with { $0.replicaID = first.replicaID }).known == false)
-            // Heartbeats keep the lease; silence loses it.
-            for _ in 0..<4 {
-                try await Task.sleep(for: .milliseconds(150))
-                #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known)
-                await coordinator.tick()
-            }
+            // A heartbeat keeps the lease for `lease` from then on; silence beyond it loses the replica.
+            #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known)
+            let heartbeat = ContinuousClock.now
+            await coordinator.tick(at: heartbeat + lease - .milliseconds(500))
             #expect(await coordinator.covers(all))
-            try await Task.sleep(for: .milliseconds(400))
-            await coordinator.tick()
+            await coordinator.tick(at: heartbeat + lease + .milliseconds(500))
             #expect(await updates.next()?.replicas.isEmpty == true)
             #expect(await !coordinator.covers(all))
             #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known == false)
@@ -107,14 +105,18 @@ struct CoordinatorTests {
 
     @Test("a restarted coordinator sends no topology until replicas have had time to register again")
     func warmUp() async throws {
-        try await Self.withCoordinator(settings: .init(warmUp: .milliseconds(300))) { coordinator, _, _ in
+        let warmUp = Duration.seconds(10)
+        try await Self.withCoordinator(settings: .init(lease: .seconds(60), warmUp: warmUp)) { coordinator, _, _ in
+            let started = ContinuousClock.now
             let stream = await coordinator.watch(router: "r1")
             _ = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: [ExpertAddress(layer: "0", expert: 0)]))
+            let first = Task { await stream.first { _ in true } }
             await coordinator.tick()
-            let early = Task { await stream.first { _ in true } }
-            try await Task.sleep(for: .milliseconds(350))
-            await coordinator.tick()
-            #expect(await early.value?.replicas.count == 1)
+            try await Task.sleep(for: .milliseconds(100))
+            // Nothing yet: a topology sent now could tell routers the mesh is smaller than it is.
+            _ = try await coordinator.register(Self.registration("127.0.0.1:1002", group: "a", experts: [ExpertAddress(layer: "0", expert: 1)]))
+            await coordinator.tick(at: started + warmUp + .milliseconds(1))
+            #expect(await first.value?.replicas.count == 2)
         }
     }
 

@@ -17,7 +17,7 @@ func withUpMesh(
 ) async throws {
     let up = try ChildProcess(
         name: "up", executable: MoemeshBinary.path,
-        arguments: ["up", "--model", model, "--port", "0", "--threads", "1", "--log-level", "warning",
+        arguments: ["up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level", "warning",
                     "--parent-pid", String(getpid())] + extraArguments)
     defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
     let router = try #require(await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")

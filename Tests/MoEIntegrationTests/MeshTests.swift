@@ -22,7 +22,7 @@ struct MeshTests {
         defer { model.remove() }
         let up = try ChildProcess(
             name: "up", executable: MoemeshBinary.path,
-            arguments: ["up", "--model", model.path, "--port", "0", "--log-level", "warning", "--parent-pid", String(getpid())])
+            arguments: ["up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning", "--parent-pid", String(getpid())])
         // If the test stops early, take the mesh down with it (the children follow their parent).
         defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
         guard let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) else {
