@@ -73,6 +73,8 @@ public actor Coordinator {
     private let policy: AutoscalePolicy?
     private let logger: Logger
     private let startedAt = ContinuousClock.now
+    /// Prometheus series (see `ServiceMetrics`).
+    public let metrics = ServiceMetrics()
 
     private var replicas: [String: ReplicaRecord] = [:]
     private var groups: [String: GroupRecord] = [:]
@@ -365,11 +367,27 @@ public actor Coordinator {
                 self.logger.error("could not stop a drained replica", metadata: ["replica": "\(id)", "error": "\(error)"])
             }
         }
+        self.recordGauges(at: now)
         if let policy = self.policy, self.topologyReady, !self.autoscalePaused,
             now - self.lastPolicyRun >= self.settings.policyInterval
         {
             self.lastPolicyRun = now
             for decision in policy.decide(self.groupLoads(at: now)) { await self.apply(decision) }
+        }
+    }
+
+    /// Replicas (serving, draining), desired replicas and demand of each group.
+    private func recordGauges(at now: ContinuousClock.Instant) {
+        for group in self.groups.values {
+            let name = group.group.name
+            let members = self.replicas.values.filter { $0.group == name }
+            self.metrics.gauge("moemesh_coordinator_replicas", [("group", name), ("state", "serving")])
+                .record(members.filter(\.isServing).count)
+            self.metrics.gauge("moemesh_coordinator_replicas", [("group", name), ("state", "draining")])
+                .record(members.filter { !$0.isServing }.count)
+            self.metrics.gauge("moemesh_coordinator_desired_replicas", [("group", name)]).record(group.desired)
+            self.metrics.gauge("moemesh_coordinator_demand_rows_per_second", [("group", name)])
+                .record(self.rowsPerSecond(group.group, at: now))
         }
     }
 
@@ -431,6 +449,8 @@ public actor Coordinator {
         entry.toReplicas = Int32(decision.to)
         entry.reason = decision.reason
         self.decisions.append(entry)
+        let direction = decision.to > decision.from ? "up" : decision.to < decision.from ? "down" : "admin"
+        self.metrics.counter("moemesh_coordinator_scaling_decisions_total", [("direction", direction)]).increment()
         if self.decisions.count > Self.decisionLog { self.decisions.removeFirst(self.decisions.count - Self.decisionLog) }
     }
 

@@ -23,13 +23,17 @@ public struct CoordinatorConfiguration: Sendable {
     public var scaler: Scaler
     public var settings: Coordinator.Settings
     public var serving: ServingConfiguration
+    /// Port of the status page, `/status.json` and `/metrics` (0: any free port); nil: none.
+    public var httpPort: Int?
 
     public static let defaultPort = 50050
 
     public init(
         modelPath: String, scaler: Scaler = .none, settings: Coordinator.Settings = Coordinator.Settings(),
-        serving: ServingConfiguration = ServingConfiguration(port: CoordinatorConfiguration.defaultPort)
+        serving: ServingConfiguration = ServingConfiguration(port: CoordinatorConfiguration.defaultPort),
+        httpPort: Int? = nil
     ) {
+        self.httpPort = httpPort
         self.modelPath = modelPath
         self.scaler = scaler
         self.settings = settings
@@ -88,7 +92,14 @@ public struct CoordinatorApplication: Service {
             let endpoint = try await server.listeningEndpoint
             let scaler = try self.configuration.makeScaler(checkpoint: checkpoint, coordinator: endpoint, logger: self.logger)
             try await coordinator.start(scaler: scaler)
+            server.health.setAll(.serving)
             group.addTask { try await scaler.run() }
+            if let port = self.configuration.httpPort {
+                let http = HTTPEndpoint(
+                    host: self.configuration.serving.host, port: port, routes: StatusPage.routes(coordinator: coordinator),
+                    logger: self.logger, onListening: { ReadyLine.print(role: "http", endpoint: $0) })
+                group.addTask { try await http.run() }
+            }
             self.logger.info(
                 "serving",
                 metadata: [

@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import MoEProto
 import MoEServing
 import ServiceLifecycle
 import Synchronization
@@ -11,6 +12,8 @@ public struct CoordinatorServer: Sendable {
     private let transport: HTTP2ServerTransport.Posix
     private let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let stopped = StopSignal()
+    /// `grpc.health.v1`: SERVING once `markReady` (the scaler has started).
+    public let health = HealthService(services: [Moemesh_V1_Coordinator.descriptor.fullyQualifiedService])
 
     private final class StopSignal: Sendable {
         private let value = Mutex(false)
@@ -21,7 +24,10 @@ public struct CoordinatorServer: Sendable {
     public init(coordinator: Coordinator, serving: ServingConfiguration) {
         self.coordinator = coordinator
         self.transport = serving.makeServerTransport()
-        self.server = GRPCServer(transport: self.transport, services: [CoordinatorService(coordinator: coordinator)])
+        self.server = GRPCServer(
+            transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
+            interceptors: [RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator")])
+        // Heartbeats and demand reports are too frequent to trace.
     }
 
     /// The bound address, once listening.
@@ -59,6 +65,7 @@ public struct CoordinatorServer: Sendable {
     /// Ends the topology streams, then stops the server once its calls have finished.
     public func stop() {
         self.stopped.set()
+        self.health.shutDown()
         Task {
             await self.coordinator.closeWatchers()
             self.server.beginGracefulShutdown()

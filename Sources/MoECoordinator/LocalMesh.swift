@@ -33,13 +33,16 @@ public struct LocalMesh: Service {
         public var expertArguments: [String]
         /// Leases, drains and autoscaling.
         public var coordinator: Coordinator.Settings
+        /// Port of the coordinator's status page, `/status.json` and `/metrics` (0: any free port); nil: none.
+        public var httpPort: Int?
 
         public init(
             executable: String, modelPath: String, replicas: Int = 1, expertThreads: Int = 1,
             host: String = "127.0.0.1", routerPort: Int = 50051, coordinatorPort: Int = 0,
             startTimeout: Duration = .seconds(120), routerArguments: [String] = [], expertArguments: [String] = [],
-            coordinator: Coordinator.Settings = Coordinator.Settings()
+            coordinator: Coordinator.Settings = Coordinator.Settings(), httpPort: Int? = nil
         ) {
+            self.httpPort = httpPort
             self.executable = executable
             self.modelPath = modelPath
             self.replicas = max(1, replicas)
@@ -112,6 +115,12 @@ public struct LocalMesh: Service {
             let endpoint = try await server.listeningEndpoint
             self.logger.info("coordinator serving", metadata: ["address": "\(endpoint)"])
             self.onCoordinatorListening(endpoint)
+            if let port = configuration.httpPort {
+                let http = HTTPEndpoint(
+                    host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator), logger: self.logger,
+                    onListening: { ReadyLine.print(role: "http", endpoint: $0) })
+                group.addTask { try await http.run() }
+            }
             let scaler = LocalProcessScaler(
                 configuration: .init(
                     executable: configuration.executable, modelPath: configuration.modelPath,
@@ -122,6 +131,7 @@ public struct LocalMesh: Service {
             var router: ChildProcess? = nil
             do {
                 try await coordinator.start(scaler: scaler)
+                server.health.setAll(.serving)
                 try await self.waitForExperts(checkpoint: checkpoint, coordinator: coordinator, scaler: scaler)
                 let child = try ChildProcess(
                     name: "router", executable: configuration.executable,

@@ -31,6 +31,16 @@ public struct StatusReport: Codable, Sendable {
         public var lastHeartbeatMs: Int64
     }
 
+    /// One cell of the heatmap: an expert's demand and replicas.
+    public struct Expert: Codable, Sendable {
+        public var layer: String
+        /// The index, or `shared`.
+        public var expert: String
+        public var demandRowsPerSecond: Double
+        public var servingReplicas: Int
+        public var pruned: Bool
+    }
+
     public struct Decision: Codable, Sendable {
         public var atUnixMs: Int64
         public var group: String
@@ -48,6 +58,7 @@ public struct StatusReport: Codable, Sendable {
     public var groups: [Group]
     public var replicas: [Replica]
     public var prunedExperts: [String]
+    public var experts: [Expert]
     public var decisions: [Decision]
 
     public init(_ status: Moemesh_V1_CoordinatorStatus) {
@@ -70,6 +81,11 @@ public struct StatusReport: Codable, Sendable {
                 latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs)
         }
         self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert.address) }
+        self.experts = status.experts.map {
+            Expert(
+                layer: $0.expert.layer, expert: $0.expert.expert < 0 ? "shared" : String($0.expert.expert),
+                demandRowsPerSecond: $0.demandRowsPerSecond, servingReplicas: Int($0.servingReplicas), pruned: $0.pruned)
+        }
         self.decisions = status.decisions.map {
             Decision(atUnixMs: $0.atUnixMs, group: $0.group, fromReplicas: Int($0.fromReplicas), toReplicas: Int($0.toReplicas), reason: $0.reason)
         }
@@ -116,6 +132,38 @@ public struct StatusReport: Codable, Sendable {
         return lines.joined(separator: "\n")
     }
 
+    /// The heatmap for a terminal: one line per layer, one cell per expert, shaded by demand relative to the
+    /// busiest expert (ANSI 256-colour backgrounds when `color`), the replica count inside, `·` for none, `x` pruned.
+    public func heatmap(color: Bool) -> String {
+        let layers = self.experts.reduce(into: [String]()) { if !$0.contains($1.layer) { $0.append($1.layer) } }
+        let columns = self.experts.reduce(into: [String]()) { if !$0.contains($1.expert) { $0.append($1.expert) } }
+        let peak = max(self.experts.map(\.demandRowsPerSecond).max() ?? 0, 1e-9)
+        let shades = [236, 22, 28, 34, 70, 142, 178, 208, 202, 196]
+        let width = max(2, columns.map(\.count).max() ?? 2)
+        func pad(_ text: String) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+        let labelWidth = max(5, layers.map { $0.count + 6 }.max() ?? 5)
+        var lines = [String(repeating: " ", count: labelWidth) + columns.map { " " + pad($0) + " " }.joined()]
+        for layer in layers {
+            var line = ("layer " + layer).padding(to: labelWidth)
+            for column in columns {
+                guard let cell = self.experts.first(where: { $0.layer == layer && $0.expert == column }) else {
+                    line += String(repeating: " ", count: width + 2)
+                    continue
+                }
+                let text = cell.pruned ? "x" : cell.servingReplicas == 0 ? "·" : String(cell.servingReplicas)
+                if color {
+                    let shade = shades[min(shades.count - 1, Int(cell.demandRowsPerSecond / peak * Double(shades.count - 1) + 0.5))]
+                    line += "\u{1B}[48;5;\(shade)m\u{1B}[97m " + pad(text) + " \u{1B}[0m"
+                } else {
+                    line += " " + pad(text) + " "
+                }
+            }
+            lines.append(line)
+        }
+        lines.append("cells: replicas serving the expert; shade: demand (busiest \(DecimalFormat.fixed(peak, 0)) rows/s)")
+        return lines.joined(separator: "\n")
+    }
+
     /// HH:MM:SS (UTC).
     static func clock(_ unixMilliseconds: Int64) -> String {
         let seconds = Int(unixMilliseconds / 1000) % 86_400
@@ -130,4 +178,9 @@ public struct StatusReport: Codable, Sendable {
                 .replacing(/\s+$/, with: "")
         }
     }
+}
+
+extension String {
+    /// The string padded with spaces to `width` characters (unchanged if longer).
+    func padding(to width: Int) -> String { self + String(repeating: " ", count: max(0, width - self.count)) }
 }

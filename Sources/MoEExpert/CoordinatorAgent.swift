@@ -31,10 +31,13 @@ public struct CoordinatorAgent: Service {
     public let meter: ExpertLoadMeter
     public let serving: ServingConfiguration
     public let logger: Logger
+    /// Called after each successful registration.
+    public let onRegistered: @Sendable () -> Void
 
     public init(
         coordinator: ServiceEndpoint, registration: Moemesh_V1_RegisterRequest, listening: Listening,
-        advertiseHost: String?, meter: ExpertLoadMeter, serving: ServingConfiguration, logger: Logger
+        advertiseHost: String?, meter: ExpertLoadMeter, serving: ServingConfiguration, logger: Logger,
+        onRegistered: @escaping @Sendable () -> Void = {}
     ) {
         self.coordinator = coordinator
         self.registration = registration
@@ -43,6 +46,7 @@ public struct CoordinatorAgent: Service {
         self.meter = meter
         self.serving = serving
         self.logger = logger
+        self.onRegistered = onRegistered
     }
 
     public func run() async throws {
@@ -78,6 +82,7 @@ public struct CoordinatorAgent: Service {
                     } else {
                         let answer = try await coordinator.register(registration, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
                         replicaID = answer.replicaID
+                        self.onRegistered()
                         interval = .milliseconds(max(50, answer.heartbeatIntervalMs))
                         self.logger.info(
                             "registered with the coordinator",

@@ -28,11 +28,15 @@ public func buildExpertServices(
             "blas_kernels": "\(BLAS.coreName)",
         ])
     let listening = CoordinatorAgent.Listening()
+    // Weights are loaded by now: ready once listening, or, under a coordinator, once registered.
+    let health = HealthService(services: [Moemesh_V1_Expert.descriptor.fullyQualifiedService])
     let server = GRPCServerService(
-        transport: configuration.serving.makeServerTransport(), services: [service]
-    ) { endpoint in
+        transport: configuration.serving.makeServerTransport(), services: [service], health: health,
+        interceptors: [RPCMetricsInterceptor(metrics: service.metrics, service: "expert"), TracingServerInterceptor(logger: logger)]
+    ) { [hasCoordinator = configuration.coordinator != nil] endpoint in
         logger.info("serving", metadata: ["address": "\(endpoint)"])
         listening.set(endpoint)
+        if !hasCoordinator { health.setAll(.serving) }
         ReadyLine.print(role: "expert", endpoint: endpoint)
     }
     guard let coordinator = configuration.coordinator else { return [server] }
@@ -45,7 +49,8 @@ public func buildExpertServices(
     registration.instance = configuration.instance
     let agent = CoordinatorAgent(
         coordinator: coordinator, registration: registration, listening: listening,
-        advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving, logger: logger)
+        advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving, logger: logger,
+        onRegistered: { health.setAll(.serving) })
     return [server, agent]
 }
 

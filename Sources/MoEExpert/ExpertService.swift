@@ -13,6 +13,8 @@ public struct ExpertService: Sendable {
     public let kernels: [ExpertAddress: CPUExpertKernel]
     /// Rows in flight, rows served and latencies, for heartbeats.
     public let meter = ExpertLoadMeter()
+    /// Prometheus series (see `ServiceMetrics`).
+    public let metrics = ServiceMetrics()
     /// Added to every `Compute` call (tests and demos: a slower device); nil for none.
     public let computeDelay: Duration?
     private let queue: ComputeQueue
@@ -78,7 +80,16 @@ public struct ExpertService: Sendable {
         let input = rows.matrix
         let started = ContinuousClock.now
         self.meter.begin(rows: input.rows)
-        defer { self.meter.end(address, rows: input.rows, started: started) }
+        let labels = address.metricLabels
+        let metrics = self.metrics
+        metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
+        defer {
+            self.meter.end(address, rows: input.rows, started: started)
+            metrics.counter("moemesh_expert_calls_total", labels).increment()
+            metrics.counter("moemesh_expert_rows_total", labels).increment(by: input.rows)
+            metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: ContinuousClock.now - started)
+            metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
+        }
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
         let output = await self.queue.run { kernel.forward(input) }
         var response = Moemesh_V1_ComputeResponse()

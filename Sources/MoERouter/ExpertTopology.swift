@@ -8,18 +8,25 @@ import Synchronization
 /// One expert service the router talks to, over one persistent connection of any gRPC transport.
 public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
-    private let call: @Sendable (Moemesh_V1_ComputeRequest, CallOptions) async throws -> Moemesh_V1_ComputeResponse
+    private let call: @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
+    private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
 
     public init<Transport: ClientTransport>(endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>) {
         self.endpoint = endpoint
-        self.call = { request, options in try await client.compute(request, options: options) }
+        self.call = { request, metadata, options in try await client.compute(request, metadata: metadata, options: options) }
+        self.describeCall = { options in try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options) }
+    }
+
+    /// `DescribeExperts`: what the service hosts.
+    public func describe(options: CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse {
+        try await self.describeCall(options)
     }
 
     /// One `Compute` call.
     public func compute(
-        _ request: Moemesh_V1_ComputeRequest, options: CallOptions
+        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata = [:], options: CallOptions
     ) async throws -> Moemesh_V1_ComputeResponse {
-        try await self.call(request, options)
+        try await self.call(request, metadata, options)
     }
 }
 

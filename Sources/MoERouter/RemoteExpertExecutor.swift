@@ -3,6 +3,7 @@ import MoECore
 import MoEProto
 import MoERuntime
 import MoEServing
+import Tracing
 
 /// Runs an expert through its service: one `Compute` RPC carrying the expert's rows, gathered straight into the
 /// outgoing message.
@@ -14,16 +15,23 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     public let demand: DemandMeter?
     /// Starts an expert that has no replica (scaled to zero) and returns once one serves.
     public let coldStart: (@Sendable (ExpertAddress) async throws -> Void)?
+    /// Call latency and retries per expert.
+    public let metrics: ServiceMetrics?
+    /// A client span per expert call, its context sent in the call's metadata.
+    public let tracer: any Tracer
 
     public init(
         topology: ExpertTopology, wireDType: DType, callOptions: CallOptions, demand: DemandMeter? = nil,
-        coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil
+        coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil, metrics: ServiceMetrics? = nil,
+        tracer: any Tracer = InstrumentationSystem.tracer
     ) {
         self.topology = topology
         self.wireDType = wireDType
         self.callOptions = callOptions
         self.demand = demand
         self.coldStart = coldStart
+        self.metrics = metrics
+        self.tracer = tracer
     }
 
     /// Sends the rows to the best replica; if it cannot be reached (`UNAVAILABLE`, deadline, connection lost), to
@@ -57,13 +65,25 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             for replica in candidates where !tried.contains(replica.endpoint) {
                 tried.insert(replica.endpoint)
                 self.topology.callStarted(replica.endpoint)
+                let callStarted = ContinuousClock.now
                 do {
-                    let response = try await replica.compute(request, options: self.callOptions)
+                    let response = try await self.tracer.withSpan("moemesh.v1.Expert/Compute", ofKind: .client) { span in
+                        span.attributes["rpc.system"] = "grpc"
+                        span.attributes["moemesh.layer"] = address.layer
+                        span.attributes["moemesh.expert"] = address.expert
+                        span.attributes["moemesh.rows"] = rows.count
+                        span.attributes["server.address"] = replica.endpoint.description
+                        return try await replica.compute(
+                            request, metadata: propagatedMetadata(tracer: self.tracer), options: self.callOptions)
+                    }
                     self.topology.callEnded(replica.endpoint, failed: false)
+                    self.metrics?.timer("moemesh_router_expert_call_seconds", address.metricLabels)
+                        .record(duration: ContinuousClock.now - callStarted)
                     answer = (replica, response)
                     break
                 } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
                     self.topology.callEnded(replica.endpoint, failed: true)
+                    self.metrics?.counter("moemesh_router_expert_retries_total", address.metricLabels).increment()
                     failures.append("\(replica.endpoint): \(error.code): \(error.message)")
                 } catch let error as RPCError {
                     self.topology.callEnded(replica.endpoint, failed: false)

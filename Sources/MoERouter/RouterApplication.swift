@@ -27,138 +27,102 @@ public struct RouterApplication: Service {
 
     public func run() async throws {
         let configuration = self.configuration
+        if configuration.coordinator == nil && configuration.expertEndpoints.isEmpty { throw RouterStartupError.noExpertEndpoints }
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let pipelines = try checkpoint.layers.map { layer throws(ModelError) in
             try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
         }
-        if let coordinator = configuration.coordinator {
-            try await self.runFollowing(coordinator: coordinator, checkpoint: checkpoint, pipelines: pipelines)
-        } else {
-            try await self.runWithFixedExperts(checkpoint: checkpoint, pipelines: pipelines)
-        }
-    }
-
-    private func makeService(
-        checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline], executor: RemoteExpertExecutor
-    ) -> RouterService {
-        RouterService(
-            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
-            routingSummary: self.configuration.routing.summary, batching: self.configuration.batching,
-            prunedExperts: { [topology = executor.topology] in topology.pruned(layer: $0) })
-    }
-
-    /// Serves `server` until graceful shutdown, announcing its address; `onStopped` runs once it has stopped.
-    private func serve(
-        _ server: GRPCServer<HTTP2ServerTransport.Posix>, transport: HTTP2ServerTransport.Posix, layers: Int,
-        in group: inout ThrowingDiscardingTaskGroup<any Error>, onStopped: @escaping @Sendable () -> Void
-    ) async throws {
-        group.addTask {
-            // In-flight calls need the expert connections: close them only once the server has stopped.
-            defer { onStopped() }
-            try await withGracefulShutdownHandler {
-                try await server.serve()
-            } onGracefulShutdown: {
-                server.beginGracefulShutdown()
-            }
-        }
-        let address = try await transport.listeningAddress
-        if let ipv4 = address.ipv4 {
-            self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
-        } else if let ipv6 = address.ipv6 {
-            self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
-        }
-        self.logger.info(
-            "serving", metadata: ["address": "\(address)", "layers": "\(layers)", "routing": "\(self.configuration.routing.summary)"])
-    }
-
-    /// Replicas from the coordinator's topology, kept up to date; demand reported; cold starts on demand.
-    private func runFollowing(
-        coordinator: ServiceEndpoint, checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline]
-    ) async throws {
-        let configuration = self.configuration
         let serving = configuration.serving
         let connections = ExpertConnections(serving: serving)
         let topology = ExpertTopology(replicas: [:])
-        let link = try CoordinatorLink(
-            coordinator: coordinator, routerID: configuration.routerID, topology: topology, connections: connections,
-            serving: serving, logger: self.logger)
+        let link = try configuration.coordinator.map { coordinator in
+            try CoordinatorLink(
+                coordinator: coordinator, routerID: configuration.routerID, topology: topology, connections: connections,
+                serving: serving, logger: self.logger)
+        }
         let expertTimeout = configuration.expertTimeout
+        let metrics = ServiceMetrics()
+        var coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil
+        if let link {
+            coldStart = { address in try await link.coldStart(address, timeout: expertTimeout) }
+        }
         let executor = RemoteExpertExecutor(
             topology: topology, wireDType: configuration.expertWireDType,
-            callOptions: serving.callOptions(timeout: expertTimeout), demand: link.demand,
-            coldStart: { address in try await link.coldStart(address, timeout: expertTimeout) })
+            callOptions: serving.callOptions(timeout: expertTimeout), demand: link?.demand, coldStart: coldStart,
+            metrics: metrics)
+        let readiness = Readiness(notReady: "waiting for expert replicas")
+        let service = RouterService(
+            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
+            routingSummary: configuration.routing.summary, batching: configuration.batching,
+            prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics)
+        let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
         let transport = serving.makeServerTransport()
-        let server = GRPCServer(transport: transport, services: [self.makeService(checkpoint: checkpoint, pipelines: pipelines, executor: executor)])
+        let server = GRPCServer(
+            transport: transport, services: [service, health],
+            interceptors: [RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(logger: self.logger)])
 
+        // The server answers at once (health NOT_SERVING, Forward UNAVAILABLE) and turns ready once every expert is
+        // served (or, under a coordinator, startable).
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await connections.run() }
-            group.addTask { try await link.run() }
-            do {
-                let experts = checkpoint.layers.flatMap(\.expertAddresses)
-                let deadline = ContinuousClock.now + configuration.discoveryTimeout
-                while topology.version == 0 || !topology.uncovered(experts).isEmpty {
-                    guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
-                        throw RouterStartupError.uncoveredByCoordinator(
-                            topology.uncovered(experts), coordinator: coordinator, after: configuration.discoveryTimeout)
-                    }
-                    try await Task.sleep(for: .milliseconds(50))
+            if let link { group.addTask { try await link.run() } }
+            group.addTask {
+                // In-flight calls need the expert connections: close them only once the server has stopped.
+                defer { connections.close() }
+                try await withGracefulShutdownHandler {
+                    try await server.serve()
+                } onGracefulShutdown: {
+                    health.shutDown()
+                    server.beginGracefulShutdown()
                 }
-            } catch {
-                connections.close()
-                throw error
             }
-            try await self.serve(server, transport: transport, layers: pipelines.count, in: &group) { connections.close() }
+            let address = try await transport.listeningAddress
+            if let coordinator = configuration.coordinator {
+                try await self.waitForCoverage(topology: topology, checkpoint: checkpoint, coordinator: coordinator)
+            } else {
+                try await self.discover(connections: connections, topology: topology, checkpoint: checkpoint)
+            }
+            readiness.setReady()
+            health.setAll(.serving)
+            if let ipv4 = address.ipv4 {
+                self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
+            } else if let ipv6 = address.ipv6 {
+                self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
+            }
+            self.logger.info(
+                "serving", metadata: ["address": "\(address)", "layers": "\(pipelines.count)", "routing": "\(configuration.routing.summary)"])
         }
     }
 
-    /// Replicas from the `--expert` endpoints, asked once what they host.
-    private func runWithFixedExperts(checkpoint: MoECheckpoint, pipelines: [MoELayerPipeline]) async throws {
-        let configuration = self.configuration
-        guard !configuration.expertEndpoints.isEmpty else { throw RouterStartupError.noExpertEndpoints }
-        let serving = configuration.serving
-        let clients = try configuration.expertEndpoints.map { endpoint in
-            (endpoint, GRPCClient(transport: try serving.makeClientTransport(to: endpoint)))
-        }
-        let transport = serving.makeServerTransport()
-
-        try await withThrowingDiscardingTaskGroup { group in
-            for (_, client) in clients {
-                group.addTask { try await client.runConnections() }
+    /// Waits until the coordinator's topology serves, or can start, every expert of the model.
+    private func waitForCoverage(topology: ExpertTopology, checkpoint: MoECheckpoint, coordinator: ServiceEndpoint) async throws {
+        let experts = checkpoint.layers.flatMap(\.expertAddresses)
+        let deadline = ContinuousClock.now + self.configuration.discoveryTimeout
+        while topology.version == 0 || !topology.uncovered(experts).isEmpty {
+            guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
+                throw RouterStartupError.uncoveredByCoordinator(
+                    topology.uncovered(experts), coordinator: coordinator, after: self.configuration.discoveryTimeout)
             }
-            let server: GRPCServer<HTTP2ServerTransport.Posix>
-            do {
-                let topology = try await self.discover(clients: clients, checkpoint: checkpoint)
-                let executor = RemoteExpertExecutor(
-                    topology: topology, wireDType: configuration.expertWireDType,
-                    callOptions: serving.callOptions(timeout: configuration.expertTimeout))
-                server = GRPCServer(transport: transport, services: [self.makeService(checkpoint: checkpoint, pipelines: pipelines, executor: executor)])
-            } catch {
-                clients.forEach { $0.1.beginGracefulShutdown() }
-                throw error
-            }
-            try await self.serve(server, transport: transport, layers: pipelines.count, in: &group) {
-                clients.forEach { $0.1.beginGracefulShutdown() }
-            }
+            try await Task.sleep(for: .milliseconds(50))
         }
     }
 
-    /// Asks every expert service what it hosts; builds the topology and checks coverage.
-    private func discover(
-        clients: [(ServiceEndpoint, GRPCClient<HTTP2ClientTransport.Posix>)], checkpoint: MoECheckpoint
-    ) async throws -> ExpertTopology {
+    /// Asks every `--expert` service what it hosts (retrying until `discoveryTimeout`), fills `topology` and checks
+    /// that every expert is covered.
+    private func discover(connections: ExpertConnections, topology: ExpertTopology, checkpoint: MoECheckpoint) async throws {
+        let endpoints = self.configuration.expertEndpoints
         let deadline = ContinuousClock.now + self.configuration.discoveryTimeout
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
-        var waiting = clients
+        var waiting = endpoints
         while !waiting.isEmpty {
-            var stillWaiting: [(ServiceEndpoint, GRPCClient<HTTP2ClientTransport.Posix>)] = []
-            for (endpoint, client) in waiting {
-                let expertClient = Moemesh_V1_Expert.Client(wrapping: client)
+            var stillWaiting: [ServiceEndpoint] = []
+            for endpoint in waiting {
+                let replica = try connections.replica(at: endpoint)
                 let description: Moemesh_V1_DescribeExpertsResponse
                 do {
-                    description = try await expertClient.describeExperts(
-                        Moemesh_V1_DescribeExpertsRequest(), options: self.configuration.serving.callOptions(timeout: .seconds(2)))
+                    description = try await replica.describe(options: self.configuration.serving.callOptions(timeout: .seconds(2)))
                 } catch {
-                    stillWaiting.append((endpoint, client))
+                    stillWaiting.append(endpoint)
                     continue
                 }
                 guard description.hiddenSize == checkpoint.hiddenSize, description.modelType == checkpoint.modelType else {
@@ -167,25 +131,19 @@ public struct RouterApplication: Service {
                         reason: "expected \(checkpoint.modelType) with hidden size \(checkpoint.hiddenSize), "
                             + "got \(description.modelType) with hidden size \(description.hiddenSize)")
                 }
-                let replica = ExpertReplica(endpoint: endpoint, client: expertClient)
-                for key in description.experts {
-                    replicas[ExpertAddress(layer: key.layer, expert: Int(key.expert)), default: []].append(replica)
-                }
+                for key in description.experts { replicas[key.address, default: []].append(replica) }
                 self.logger.debug("discovered expert service", metadata: ["endpoint": "\(endpoint)", "experts": "\(description.experts.count)"])
             }
             waiting = stillWaiting
             if !waiting.isEmpty {
                 guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
-                    throw RouterStartupError.expertsNotAnswering(
-                        waiting.map(\.0), after: self.configuration.discoveryTimeout)
+                    throw RouterStartupError.expertsNotAnswering(waiting, after: self.configuration.discoveryTimeout)
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
         let missing = checkpoint.layers.flatMap(\.expertAddresses).filter { replicas[$0] == nil }
-        guard missing.isEmpty else {
-            throw RouterStartupError.uncoveredExperts(missing, endpoints: clients.map(\.0))
-        }
-        return ExpertTopology(replicas: replicas)
+        guard missing.isEmpty else { throw RouterStartupError.uncoveredExperts(missing, endpoints: endpoints) }
+        topology.update(replicas: replicas, startable: [], pruned: [], version: 0)
     }
 }

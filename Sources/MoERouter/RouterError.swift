@@ -11,6 +11,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     case routing(RoutingError)
     /// The layer asked for is not an MoE layer of the model.
     case unknownLayer(String, known: [String])
+    /// The router is starting (waiting for its experts).
+    case notReady(String)
     /// No replica of the expert is known.
     case noReplica(ExpertAddress)
     /// The expert had no replica and the coordinator could not start one in time.
@@ -24,7 +26,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         switch self {
         case .invalidInput, .routing: .invalidArgument
         case .unknownLayer: .notFound
-        case .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
+        case .notReady, .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
         }
     }
@@ -35,6 +37,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .routing(let error): error.description
         case .unknownLayer(let layer, let known):
             "layer '\(layer)' is not an MoE layer of this model; MoE layers: \(known.joined(separator: ", "))"
+        case .notReady(let reason): "the router is not ready yet: \(reason)"
         case .noReplica(let address): "no replica of \(address) is known to this router"
         case .coldStartFailed(let address, let reason): "\(address) has no replica and could not be started: \(reason)"
         case .expertUnavailable(let address, let endpoint, let reason):

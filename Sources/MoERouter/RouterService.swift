@@ -21,11 +21,16 @@ public struct RouterService: Sendable {
     public let batcher: ForwardBatcher?
     /// Experts of a layer pruned from routing (by the coordinator's admin), masked in the gate.
     public let prunedExperts: @Sendable (String) -> Set<Int>
+    /// Until ready, `Forward` answers `UNAVAILABLE` with the reason.
+    public let readiness: Readiness
+    /// Prometheus series (see `ServiceMetrics`).
+    public let metrics: ServiceMetrics
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
-        prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }
+        prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
+        metrics: ServiceMetrics = ServiceMetrics()
     ) {
         self.modelType = modelType
         self.hiddenSize = hiddenSize
@@ -36,10 +41,13 @@ public struct RouterService: Sendable {
         self.routingSummary = routingSummary
         self.batcher = batching.map(ForwardBatcher.init(configuration:))
         self.prunedExperts = prunedExperts
+        self.readiness = readiness
+        self.metrics = metrics
     }
 
     /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape.
     public func forward(_ request: Moemesh_V1_ForwardRequest) async throws -> Moemesh_V1_ForwardResponse {
+        if let reason = self.readiness.notReadyReason { throw RouterError.notReady(reason) }
         guard let layerPipeline = self.pipelines[request.layer] else {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)
         }
@@ -51,6 +59,7 @@ public struct RouterService: Sendable {
                 shapeDescription: "[T, \(self.hiddenSize)] or [B, S, \(self.hiddenSize)]")
         } catch { throw RouterError.invalidInput(error) }
 
+        let started = ContinuousClock.now
         let routingRequest = RoutingRequest(
             shape: hidden.shape, tokenIDs: request.tokenIds.isEmpty ? nil : request.tokenIds,
             noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
@@ -65,6 +74,7 @@ public struct RouterService: Sendable {
             throw RouterError.routing(error)
         }
         self.balance.record(layer: request.layer, result.balance)
+        self.record(result, layer: request.layer, since: started)
 
         var response = Moemesh_V1_ForwardResponse()
         response.output = Moemesh_V1_Tensor(result.output, shape: hidden.shape, dtype: hidden.dtype)
@@ -77,6 +87,24 @@ public struct RouterService: Sendable {
         if request.returnBalance { response.balance = Moemesh_V1_BalanceStats(result.balance, layer: request.layer) }
         response.reroutedExperts = result.reroutedExperts.map(Int32.init)
         return response
+    }
+}
+
+extension RouterService {
+    /// Per layer: requests, tokens, latency, dropped slots, rerouted experts, balancedness; per expert: tokens routed.
+    func record(_ result: MoELayerResult, layer: String, since started: ContinuousClock.Instant) {
+        let labels = [("layer", layer)]
+        let metrics = self.metrics
+        metrics.counter("moemesh_router_requests_total", labels).increment()
+        metrics.counter("moemesh_router_tokens_total", labels).increment(by: result.output.rows)
+        metrics.timer("moemesh_router_request_seconds", labels).record(duration: ContinuousClock.now - started)
+        metrics.counter("moemesh_router_dropped_slots_total", labels).increment(by: result.balance.droppedSlots)
+        metrics.counter("moemesh_router_rerouted_total", labels).increment(by: result.reroutedExperts.count)
+        metrics.gauge("moemesh_router_balancedness", labels).record(result.balance.balancedness)
+        for (expert, tokens) in result.balance.tokensPerExpert.enumerated() where tokens > 0 {
+            metrics.counter("moemesh_router_expert_rows_total", ExpertAddress(layer: layer, expert: expert).metricLabels)
+                .increment(by: tokens)
+        }
     }
 }
 

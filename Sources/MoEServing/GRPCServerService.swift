@@ -7,15 +7,20 @@ import ServiceLifecycle
 public struct GRPCServerService: Service {
     public let server: GRPCServer<HTTP2ServerTransport.Posix>
     private let transport: HTTP2ServerTransport.Posix
+    private let health: HealthService?
     private let onListening: @Sendable (ServiceEndpoint) -> Void
 
-    /// - Parameter onListening: called once with the bound address (the real port when asked for port 0).
+    /// - Parameters:
+    ///   - health: served beside `services`; NOT_SERVING once shutdown begins.
+    ///   - onListening: called once with the bound address (the real port when asked for port 0).
     public init(
-        transport: HTTP2ServerTransport.Posix, services: [any RegistrableRPCService],
-        onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
+        transport: HTTP2ServerTransport.Posix, services: [any RegistrableRPCService], health: HealthService? = nil,
+        interceptors: [any ServerInterceptor] = [], onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
     ) {
         self.transport = transport
-        self.server = GRPCServer(transport: transport, services: services)
+        self.server = GRPCServer(
+            transport: transport, services: services + (health.map { [$0] } ?? []), interceptors: interceptors)
+        self.health = health
         self.onListening = onListening
     }
 
@@ -31,6 +36,7 @@ public struct GRPCServerService: Service {
                 }
             }
         } onGracefulShutdown: {
+            self.health?.shutDown()
             self.server.beginGracefulShutdown()
         }
     }

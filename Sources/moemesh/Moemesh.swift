@@ -7,7 +7,7 @@ struct Moemesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve Mixture-of-Experts layers as a mesh of gRPC services.",
         subcommands: [
-            Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Demo.self,
+            Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self, Demo.self, Health.self, K8s.self,
             Synth.self,
             Bench.self,
         ],
@@ -17,6 +17,13 @@ struct Moemesh: AsyncParsableCommand {
     static func main() async {
         BLASCoreSelection.reexecIfBeneficial()
         MemoryTuning.keepLargeAllocations()
-        await Self.main(nil)
+        let arguments: [String]
+        do {
+            arguments = try ConfigurationSources.expand(
+                Array(CommandLine.arguments.dropFirst()), environment: ConfigurationSources.processEnvironment)
+        } catch {
+            Self.exit(withError: ValidationError("\(error)"))
+        }
+        await Self.main(arguments)
     }
 }

@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCInProcessTransport
+import Logging
 import MoECore
 import MoEExpert
 import MoEModel
@@ -8,12 +9,14 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import Tracing
 
 /// An expert service hosting every expert of a model and a router in front of it, wired over in-process
 /// transports; `body` gets clients of both.
+/// Both servers count calls and errors (`RPCMetricsInterceptor`) and trace them with `tracer`.
 func withInProcessMesh(
     model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
-    batching: ForwardBatcher.Configuration? = nil,
+    batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(),
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
@@ -21,21 +24,30 @@ func withInProcessMesh(
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
     let expertService = try ExpertService(checkpoint: checkpoint, experts: addresses)
     let expertTransport = InProcessTransport()
-    try await withGRPCServer(transport: expertTransport.server, services: [expertService]) { _ in
+    let logger = Logger(label: "in-process-mesh")
+    let expertInterceptors: [any ServerInterceptor] = [
+        RPCMetricsInterceptor(metrics: expertService.metrics, service: "expert"), TracingServerInterceptor(tracer: tracer, logger: logger),
+    ]
+    try await withGRPCServer(transport: expertTransport.server, services: [expertService], interceptors: expertInterceptors) { _ in
         try await withGRPCClient(transport: expertTransport.client) { client in
             let expertClient = Moemesh_V1_Expert.Client(wrapping: client)
             let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 1), client: expertClient)
             let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) }))
+            let metrics = ServiceMetrics()
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map {
                     try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
                 },
                 executor: RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions()),
-                routingSummary: routing.summary, batching: batching)
+                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics,
+                    tracer: tracer),
+                routingSummary: routing.summary, batching: batching, metrics: metrics)
             let routerTransport = InProcessTransport()
-            try await withGRPCServer(transport: routerTransport.server, services: [router]) { _ in
+            let routerInterceptors: [any ServerInterceptor] = [
+                RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(tracer: tracer, logger: logger),
+            ]
+            try await withGRPCServer(transport: routerTransport.server, services: [router], interceptors: routerInterceptors) { _ in
                 try await withGRPCClient(transport: routerTransport.client) { routerClient in
                     try await body(Moemesh_V1_Router.Client(wrapping: routerClient), expertClient)
                 }

@@ -59,6 +59,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var autoscaling: AutoscaleOptions
+    @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -98,11 +99,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let configuration = CoordinatorConfiguration(
             modelPath: self.model, scaler: scaler, settings: try self.autoscaling.settings(groups: groups),
-            serving: ServingConfiguration(host: self.host, port: self.port))
+            serving: ServingConfiguration(host: self.host, port: self.port), httpPort: self.http.httpPort)
         if configuration.settings.autoscale != nil, case .none = scaler {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")
         }
+        self.http.bootstrapMetrics()
         let coordinator = CoordinatorApplication(configuration: configuration, logger: logger)
-        try await runServiceGroup(services: [coordinator], parentPID: self.parentPid, logger: logger)
+        let tracing = try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
+        try await runServiceGroup(services: tracing + [coordinator], parentPID: self.parentPid, logger: logger)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import MoEExpert
 import MoEModel
 import MoEServing
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -44,6 +45,7 @@ struct Expert: AsyncParsableCommand {
     @Option(help: .hidden)
     var parentPid: Int32?
 
+    @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -64,7 +66,10 @@ struct Expert: AsyncParsableCommand {
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil)
+        self.http.bootstrapMetrics()
         let services = try buildExpertServices(configuration: configuration, logger: logger)
-        try await runServiceGroup(services: services, parentPID: self.parentPid, logger: logger)
+        let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []
+        let tracing = try Observability.tracingService(serviceName: "moemesh-expert", logger: logger).map { [$0] } ?? []
+        try await runServiceGroup(services: tracing + http + services, parentPID: self.parentPid, logger: logger)
     }
 }

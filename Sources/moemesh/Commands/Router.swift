@@ -2,6 +2,7 @@ import ArgumentParser
 import MoECore
 import MoERouter
 import MoEServing
+import ServiceLifecycle
 
 #if canImport(Glibc)
 import Glibc
@@ -57,6 +58,7 @@ struct Router: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var routing: RoutingOptions
+    @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -76,8 +78,11 @@ struct Router: AsyncParsableCommand {
         if self.coordinator != nil && !self.experts.isEmpty {
             throw ValidationError("--expert and --coordinator: give one or the other (with a coordinator, replicas come from its topology)")
         }
+        self.http.bootstrapMetrics()
         let router = RouterApplication(configuration: configuration, logger: logger)
-        try await runServiceGroup(services: [router], parentPID: self.parentPid, logger: logger)
+        let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []
+        let tracing = try Observability.tracingService(serviceName: "moemesh-router", logger: logger).map { [$0] } ?? []
+        try await runServiceGroup(services: tracing + http + [router], parentPID: self.parentPid, logger: logger)
     }
 }
 

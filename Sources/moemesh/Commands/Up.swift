@@ -47,6 +47,7 @@ struct Up: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var routing: RoutingOptions
+    @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -69,7 +70,9 @@ struct Up: AsyncParsableCommand {
             coordinatorPort: self.coordinatorPort,
             routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments,
             expertArguments: ["--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs)],
-            coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count))
+            coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
+            httpPort: self.http.httpPort)
+        self.http.bootstrapMetrics()
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)
     }

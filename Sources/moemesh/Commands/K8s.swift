@@ -1,0 +1,64 @@
+import ArgumentParser
+import MoECoordinator
+import MoEModel
+
+struct K8s: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "k8s", abstract: "Kubernetes manifests for a model.", subcommands: [Render.self])
+
+    struct Render: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a kustomize overlay over k8s/base for a model: expert Deployments, headless Services, PodDisruptionBudgets, and the coordinator's Kubernetes scaler.",
+            discussion: "Example: moemesh k8s render --model ~/models/Mixtral-8x7B --out k8s/overlays/mixtral && kubectl apply -k k8s/overlays/mixtral")
+
+        @Option(help: "Model folder (default: the demo model).")
+        var model: String?
+
+        @Option(help: "Folder to write (kustomization.yaml, experts.yaml, coordinator-scaler.yaml).")
+        var out: String
+
+        @Option(help: "k8s/base, relative to --out.")
+        var base: String = "../../base"
+
+        @Option(help: "Container image of the experts (GPU experts use its :cuda tag).")
+        var image: String = "moemesh:latest"
+
+        @Option(help: "Expert indices per Deployment.")
+        var expertsPerDeployment: Int = 1
+
+        @Option(help: "Replicas each expert Deployment starts with.")
+        var replicas: Int = 1
+
+        @Flag(help: "GPU experts: nvidia.com/gpu: 1 each, the :cuda image, a toleration for GPU nodes.")
+        var gpu = false
+
+        @Option(help: "A further file of the overlay to list as a resource (repeat).")
+        var resource: [String] = []
+
+        @Option(help: "Where the demo model is cached (with no --model).")
+        var cacheDir: String?
+
+        func validate() throws {
+            guard self.expertsPerDeployment >= 1 else { throw ValidationError("--experts-per-deployment: expected at least 1, got \(self.expertsPerDeployment)") }
+            guard self.replicas >= 0 else { throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)") }
+        }
+
+        func run() async throws {
+            let path = try self.model ?? DemoModel.ensure(cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory).path
+            let checkpoint = try MoECheckpoint(path: path)
+            var options = KubernetesRender.Options()
+            options.base = self.base
+            options.image = self.image
+            options.expertsPerGroup = self.expertsPerDeployment
+            options.replicas = self.replicas
+            options.gpu = self.gpu
+            options.extraResources = self.resource
+            let render = KubernetesRender(layers: checkpoint.layers, options: options)
+            try FileSystem.createDirectory(self.out)
+            for (name, contents) in render.files() {
+                try FileSystem.writeFile(FileSystem.join(self.out, name), chunks: [Array(contents.utf8)])
+            }
+            print("wrote \(self.out): \(render.groups.count) expert Deployments (\(checkpoint.modelType), \(checkpoint.layers.count) MoE layers)")
+        }
+    }
+}
