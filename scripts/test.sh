@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: unit suites, in-process gRPC services, and real `moemesh` processes on
-# loopback. Also checks that scripts/generate-protos.sh reproduces the committed gRPC code.
+# loopback. Also checks that scripts/generate-protos.sh reproduces the committed gRPC code, validates the
+# deployment files offline, and checks the coordinator's status page in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -28,6 +29,16 @@ export MOEMESH_REQUIRE_PYTHON=1
 
 echo "== build" >&2
 swift build --build-tests
+
+echo "== README's configuration reference matches the commands' options" >&2
+python3 scripts/config-keys.py .build/debug/moemesh --check
+echo "== deployment files: kustomize overlays, k8s render, compose, Dockerfiles" >&2
+scripts/validate-deploy.sh .build/debug/moemesh
+echo "== status page in headless Chromium" >&2
+shot_dir="$(mktemp -d)"
+scripts/check-status-page.sh .build/debug/moemesh "$shot_dir/status-page.png"
+rm -rf "$shot_dir"
+
 echo "== tests" >&2
 # The tests are Swift Testing's (XCTest reports 0 of its own): end with one plain "N passed, N failed" line.
 log="$(mktemp)"

@@ -139,7 +139,7 @@ public struct LocalMesh: Service {
                         "router", "--model", configuration.modelPath, "--host", configuration.host,
                         "--port", String(configuration.routerPort), "--parent-pid", String(getpid()),
                         "--coordinator", endpoint.description,
-                    ] + configuration.routerArguments)
+                    ] + configuration.routerArguments, environment: ChildProcess.roleEnvironment)
                 router = child
                 guard let routerEndpoint = await child.waitForReadyLine(role: "router", timeout: configuration.startTimeout)
                 else { throw StartError.childNotReady(name: child.name, status: child.pollExit()) }

@@ -155,7 +155,7 @@ public final class LocalProcessScaler: ExpertScaler {
                             "--group", group.name, "--host", configuration.host, "--port", "0",
                             "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
                             "--coordinator", configuration.coordinator.description,
-                        ] + configuration.extraArguments))
+                        ] + configuration.extraArguments, environment: ChildProcess.roleEnvironment))
             }
             while entry.children.count > entry.desired { surplus.append(entry.children.removeLast()) }
         }

@@ -25,8 +25,9 @@ public final class ChildProcess: Sendable {
     /// Lines the child writes to standard output, without their newline; ends when the child closes it.
     public let outputLines: AsyncStream<String>
 
-    /// Starts `executable` with `arguments` (not including argv[0]) and this process's environment.
-    public init(name: String, executable: String, arguments: [String]) throws(SpawnError) {
+    /// Starts `executable` with `arguments` (not including argv[0]) and `environment` (`NAME=value` entries; nil:
+    /// this process's).
+    public init(name: String, executable: String, arguments: [String], environment: [String]? = nil) throws(SpawnError) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw .pipe(errno: errno) }
         let (readEnd, writeEnd) = (fds[0], fds[1])
@@ -42,7 +43,15 @@ public final class ChildProcess: Sendable {
         defer { argv.forEach { free($0) } }
         var cArguments = argv + [nil]
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, executable, &actions, nil, &cArguments, environ)
+        let environmentCopies = environment?.map { strdup($0) }
+        defer { environmentCopies?.forEach { free($0) } }
+        let result: Int32
+        if let environmentCopies {
+            var cEnvironment = environmentCopies + [nil]
+            result = posix_spawn(&pid, executable, &actions, nil, &cArguments, &cEnvironment)
+        } else {
+            result = posix_spawn(&pid, executable, &actions, nil, &cArguments, environ)
+        }
         close(writeEnd)
         guard result == 0 else {
             close(readEnd)
@@ -148,6 +157,21 @@ public final class ChildProcess: Sendable {
             group.cancelAll()
             return first
         }
+    }
+
+    /// This process's environment without the `MOEMESH_*` option variables (`MOEMESH_CACHE` and `MOEMESH_CONFIG`
+    /// stay): for role processes a mesh starts with explicit flags, which must not pick up options meant for it.
+    public static var roleEnvironment: [String] {
+        var entries: [String] = []
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if !text.hasPrefix("MOEMESH_") || text.hasPrefix("MOEMESH_CACHE=") || text.hasPrefix("MOEMESH_CONFIG=") {
+                entries.append(text)
+            }
+            entry += 1
+        }
+        return entries
     }
 
     /// The path of the running executable (`/proc/self/exe` on Linux).
