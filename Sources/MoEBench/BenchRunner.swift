@@ -8,6 +8,7 @@ import MoEProto
 import MoECoordinator
 import MoERuntime
 import MoEServing
+import ServiceLifecycle
 import Synchronization
 
 /// What `moemesh bench` measures, and how long.
@@ -104,57 +105,75 @@ public struct BenchRunner: Sendable {
         let echoTransport = serving.makeServerTransport()
         let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
 
+        // Everything stops gracefully at the end, never by cancellation (a cancelled NIO server may trap).
+        let meshGroup = ServiceGroup(services: [mesh], logger: self.logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await mesh.run() }
+            group.addTask { try await meshGroup.run() }
             group.addTask { try await echoServer.serve() }
-            defer {
+            do {
+                var ready: LocalMesh.Started? = nil
+                while ready == nil {
+                    try await Task.sleep(for: .milliseconds(50))
+                    ready = started.withLock { $0 }
+                }
+                try await self.measureMesh(
+                    meshReady: ready!, echoTransport: echoTransport, modelPath: model.path, reference: reference,
+                    serving: serving, emitLayer: emitLayer)
+            } catch {
                 echoServer.beginGracefulShutdown()
-                group.cancelAll()
+                await meshGroup.triggerGracefulShutdown()
+                try? await group.waitForAll()
+                throw error
             }
-            var ready: LocalMesh.Started? = nil
-            while ready == nil {
-                try await Task.sleep(for: .milliseconds(50))
-                ready = started.withLock { $0 }
-            }
-            let meshReady = ready!
-            // A second router on the same experts, with batching off, for the sweep's baseline.
-            let unbatchedRouter = try ChildProcess(
-                name: "router (no batching)", executable: configuration.executable,
-                arguments: ["router", "--model", model.path, "--port", "0", "--batching", "off", "--log-level", "warning",
-                            "--expert-wire-dtype", configuration.wireDType.rawValue]
-                    + meshReady.experts.flatMap { ["--expert", $0.description] })
-            defer { unbatchedRouter.signal() }
-            guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
-                throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())
-            }
-            let echoAddress = try await echoTransport.listeningAddress
-            let echoEndpoint = ServiceEndpoint(host: "127.0.0.1", port: echoAddress.ipv4?.port ?? 0)
-            let routerPID = meshReady.processes.last!.pid
-            let expertPIDs = meshReady.processes.dropLast().map(\.pid)
+            echoServer.beginGracefulShutdown()
+            await meshGroup.triggerGracefulShutdown()
+            try await group.waitForAll()
+        }
+    }
 
-            try await withGRPCClient(transport: try serving.makeClientTransport(to: meshReady.router)) { routerConnection in
-                try await withGRPCClient(transport: try serving.makeClientTransport(to: echoEndpoint)) { echoConnection in
-                    try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) { unbatchedConnection in
-                        let router = Moemesh_V1_Router.Client(wrapping: routerConnection)
-                        let echo = Moemesh_V1_Bench.Client(wrapping: echoConnection)
-                        for tokens in configuration.tokens {
-                            self.progress("layer, T = \(tokens)")
-                            emitLayer(try await self.measureLayer(
-                                tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
-                                routerPID: routerPID, expertPIDs: expertPIDs))
-                        }
-                        let unbatchedClient = Moemesh_V1_Router.Client(wrapping: unbatchedConnection)
-                        for clients in configuration.clients {
-                            self.progress("concurrency, \(clients) clients")
-                            emitLayer(try await self.measureConcurrency(
-                                clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
-                                serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
-                        }
+    /// The layer shapes and the concurrency sweep against a started mesh.
+    private func measureMesh(
+        meshReady: LocalMesh.Started, echoTransport: HTTP2ServerTransport.Posix, modelPath: String,
+        reference: InProcessMoE, serving: ServingConfiguration, emitLayer: (BenchResult) -> Void
+    ) async throws {
+        let configuration = self.configuration
+        // A second router on the same experts, with batching off, for the sweep's baseline.
+        let unbatchedRouter = try ChildProcess(
+            name: "router (no batching)", executable: configuration.executable,
+            arguments: ["router", "--model", modelPath, "--port", "0", "--batching", "off", "--log-level", "warning",
+                        "--expert-wire-dtype", configuration.wireDType.rawValue]
+                + meshReady.experts.flatMap { ["--expert", $0.description] })
+        defer { unbatchedRouter.signal() }
+        guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
+            throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())
+        }
+        let echoAddress = try await echoTransport.listeningAddress
+        let echoEndpoint = ServiceEndpoint(host: "127.0.0.1", port: echoAddress.ipv4?.port ?? 0)
+        let routerPID = meshReady.processes.last!.pid
+        let expertPIDs = meshReady.processes.dropLast().map(\.pid)
+
+        try await withGRPCClient(transport: try serving.makeClientTransport(to: meshReady.router)) { routerConnection in
+            try await withGRPCClient(transport: try serving.makeClientTransport(to: echoEndpoint)) { echoConnection in
+                try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) { unbatchedConnection in
+                    let router = Moemesh_V1_Router.Client(wrapping: routerConnection)
+                    let echo = Moemesh_V1_Bench.Client(wrapping: echoConnection)
+                    for tokens in configuration.tokens {
+                        self.progress("layer, T = \(tokens)")
+                        emitLayer(try await self.measureLayer(
+                            tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
+                            routerPID: routerPID, expertPIDs: expertPIDs))
+                    }
+                    let unbatchedClient = Moemesh_V1_Router.Client(wrapping: unbatchedConnection)
+                    for clients in configuration.clients {
+                        self.progress("concurrency, \(clients) clients")
+                        emitLayer(try await self.measureConcurrency(
+                            clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
+                            serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
                     }
                 }
             }
-            self.progress("")
         }
+        self.progress("")
     }
 
     private func randomHidden(tokens: Int, seed: UInt64) -> Matrix {

@@ -15,12 +15,6 @@ public struct CoordinatorServer: Sendable {
     /// `grpc.health.v1`: SERVING once `markReady` (the scaler has started).
     public let health = HealthService(services: [Moemesh_V1_Coordinator.descriptor.fullyQualifiedService])
 
-    private final class StopSignal: Sendable {
-        private let value = Mutex(false)
-        func set() { self.value.withLock { $0 = true } }
-        var isSet: Bool { self.value.withLock { $0 } }
-    }
-
     public init(coordinator: Coordinator, serving: ServingConfiguration) {
         self.coordinator = coordinator
         self.transport = serving.makeServerTransport()

@@ -109,17 +109,22 @@ public struct LocalMesh: Service {
         let coordinator = Coordinator(checkpoint: checkpoint, settings: configuration.coordinator, logger: self.logger)
         let server = CoordinatorServer(
             coordinator: coordinator, serving: ServingConfiguration(host: configuration.host, port: configuration.coordinatorPort))
+        // The coordinator's servers stop when told to, after the processes, never by cancellation (see `StopSignal`).
+        let serving = Task { try await server.serve(untilGracefulShutdown: false) }
+        var http: (endpoint: HTTPEndpoint, task: Task<Void, any Error>)? = nil
+        defer {
+            server.stop()
+            http?.endpoint.stop.set()
+        }
         try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { try await server.serve(untilGracefulShutdown: false) }
-            defer { server.stop() }
             let endpoint = try await server.listeningEndpoint
             self.logger.info("coordinator serving", metadata: ["address": "\(endpoint)"])
             self.onCoordinatorListening(endpoint)
             if let port = configuration.httpPort {
-                let http = HTTPEndpoint(
+                let endpoint = HTTPEndpoint(
                     host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator), logger: self.logger,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
-                group.addTask { try await http.run() }
+                http = (endpoint, Task { try await endpoint.run() })
             }
             let scaler = LocalProcessScaler(
                 configuration: .init(
@@ -158,6 +163,9 @@ public struct LocalMesh: Service {
             }
             await Self.stop(router: router, scaler: scaler, logger: self.logger)
         }
+        server.stop()
+        http?.endpoint.stop.set()
+        _ = await (serving.result, http?.task.result)
     }
 
     /// Waits until every expert of the model has a serving replica; an expert process that exits first ends the wait.

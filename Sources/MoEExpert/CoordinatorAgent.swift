@@ -51,9 +51,13 @@ public struct CoordinatorAgent: Service {
 
     public func run() async throws {
         let client = GRPCClient(transport: try self.serving.makeClientTransport(to: self.coordinator))
-        try await withThrowingDiscardingTaskGroup { group in
+        try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await client.runConnections() }
-            defer { client.beginGracefulShutdown() }
+            // Closed at once when done: a call may still be waiting for a coordinator that is gone.
+            defer {
+                client.beginGracefulShutdown()
+                group.cancelAll()
+            }
             let coordinator = Moemesh_V1_Coordinator.Client(wrapping: client)
             var listening: ServiceEndpoint? = nil
             while listening == nil {

@@ -19,11 +19,14 @@ public func buildExpertServices(
         throw ExpertStartupError.noExperts(selection: configuration.experts.description,
                                            layers: checkpoint.layers.map(\.name))
     }
-    let service = try ExpertService(checkpoint: checkpoint, experts: experts, computeDelay: configuration.computeDelay)
+    let service = try ExpertService(
+        checkpoint: checkpoint, experts: experts, computeDelay: configuration.computeDelay,
+        memoryBudgetBytes: configuration.memoryBudgetBytes)
     logger.info(
         "loaded experts",
         metadata: [
             "model": "\(configuration.modelPath)", "model_type": "\(checkpoint.modelType)",
+            "memory_budget": "\(configuration.memoryBudgetBytes.map { "\($0 >> 20) MiB" } ?? "none: all resident")",
             "experts": "\(service.hostedSummary)", "blas_threads": "\(BLAS.threadCount)",
             "blas_kernels": "\(BLAS.coreName)",
         ])
@@ -42,7 +45,7 @@ public func buildExpertServices(
     guard let coordinator = configuration.coordinator else { return [server] }
     var registration = Moemesh_V1_RegisterRequest()
     registration.group = configuration.group ?? configuration.experts.description
-    registration.experts = service.kernels.keys.sorted().map(Moemesh_V1_ExpertKey.init)
+    registration.experts = service.experts.map(Moemesh_V1_ExpertKey.init)
     registration.device = "cpu"
     registration.modelType = service.modelType
     registration.hiddenSize = Int32(service.hiddenSize)
@@ -57,11 +60,16 @@ public func buildExpertServices(
 /// Why an expert service could not start.
 public enum ExpertStartupError: Error, CustomStringConvertible {
     case noExperts(selection: String, layers: [String])
+    case model(ModelError)
+    case budgetTooSmall(budget: Int, oneExpert: Int)
 
     public var description: String {
         switch self {
         case .noExperts(let selection, let layers):
             "expert selection '\(selection)' matches no expert; MoE layers: \(layers.joined(separator: ", "))"
+        case .model(let error): error.description
+        case .budgetTooSmall(let budget, let oneExpert):
+            "memory budget: expected at least one expert's \(oneExpert >> 20) MiB (\(oneExpert) bytes), got \(budget) bytes"
         }
     }
 }

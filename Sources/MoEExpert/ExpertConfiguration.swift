@@ -21,12 +21,16 @@ public struct ExpertConfiguration: Sendable {
     public var instance: String
     /// Added to every `Compute` call (tests and demos: a slower device).
     public var computeDelay: Duration?
+    /// Most bytes of resident expert weights (`--memory-budget-mib`); nil: every hosted expert stays loaded.
+    public var memoryBudgetBytes: Int?
 
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
         serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
-        group: String? = nil, advertiseHost: String? = nil, instance: String, computeDelay: Duration? = nil
+        group: String? = nil, advertiseHost: String? = nil, instance: String, computeDelay: Duration? = nil,
+        memoryBudgetBytes: Int? = nil
     ) {
+        self.memoryBudgetBytes = memoryBudgetBytes
         self.modelPath = modelPath
         self.experts = experts
         self.threads = threads

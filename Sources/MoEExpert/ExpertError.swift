@@ -7,11 +7,14 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case invalidInput(InputError)
     /// The (layer, expert) asked for is not hosted by this service.
     case unknownExpert(ExpertAddress, hosted: String)
+    /// The expert's weights could not be read from the checkpoint (when paging it in under a memory budget).
+    case loadFailed(ExpertAddress, reason: String)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
         case .invalidInput: .invalidArgument
         case .unknownExpert: .notFound
+        case .loadFailed: .internalError
         }
     }
 
@@ -20,6 +23,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .invalidInput(let error): error.description
         case .unknownExpert(let address, let hosted):
             "\(address) is not hosted by this expert service; it hosts \(hosted)"
+        case .loadFailed(let address, let reason): "\(address) could not be loaded: \(reason)"
         }
     }
 }

@@ -10,7 +10,10 @@ public struct ExpertService: Sendable {
     public let modelType: String
     public let hiddenSize: Int
     public let intermediateSize: Int
-    public let kernels: [ExpertAddress: CPUExpertKernel]
+    /// The hosted experts, in order.
+    public let experts: [ExpertAddress]
+    /// Their kernels, resident under the memory budget (all of them, without one).
+    public let cache: ExpertCache<ExpertAddress>
     /// Rows in flight, rows served and latencies, for heartbeats.
     public let meter = ExpertLoadMeter()
     /// Prometheus series (see `ServiceMetrics`).
@@ -19,27 +22,61 @@ public struct ExpertService: Sendable {
     public let computeDelay: Duration?
     private let queue: ComputeQueue
 
-    /// Loads the `experts` of a checkpoint (weights widened to f32 once, here).
-    public init(checkpoint: MoECheckpoint, experts: [ExpertAddress], computeDelay: Duration? = nil) throws(ModelError) {
-        var kernels: [ExpertAddress: CPUExpertKernel] = [:]
+    /// Hosts the `experts` of a checkpoint. Without a budget, every expert is loaded (weights widened to f32) here;
+    /// with `memoryBudgetBytes`, experts are loaded on first use and the least recently used evicted to stay within
+    /// it (the first is loaded here, to check that one fits).
+    public init(
+        checkpoint: MoECheckpoint, experts: [ExpertAddress], computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil
+    ) throws(ExpertStartupError) {
         var intermediate = 0
         for address in experts {
-            let layer = try checkpoint.layer(address.layer)
-            let weights = try checkpoint.expertWeights(layer: layer, expert: address.expert)
-            if !address.isShared { intermediate = weights.intermediateSize }
-            kernels[address] = CPUExpertKernel(weights: weights)
+            let layer: MoELayerSpec
+            do { layer = try checkpoint.layer(address.layer) } catch { throw .model(error) }
+            guard address.isShared ? layer.sharedExpert != nil : (0..<layer.numExperts).contains(address.expert) else {
+                throw .model(.unknownExpert(layer: layer.name, expert: address.expert, numExperts: layer.numExperts))
+            }
+            if !address.isShared { intermediate = layer.intermediateSize }
+        }
+        let cache: ExpertCache<ExpertAddress>
+        do {
+            if let budget = memoryBudgetBytes {
+                // Loads on demand: keeps the checkpoint (and its mapping) for later loads.
+                cache = ExpertCache(budgetBytes: budget) { address in try Self.load(address, from: checkpoint) }
+                if let first = experts.first { _ = try cache.kernel(for: first) }
+                if cache.statistics.residentBytes > budget {
+                    throw ExpertStartupError.budgetTooSmall(budget: budget, oneExpert: cache.statistics.residentBytes)
+                }
+            } else {
+                cache = ExpertCache(resident: try experts.map { address in
+                    let (kernel, bytes) = try Self.load(address, from: checkpoint)
+                    return (address, kernel, bytes)
+                })
+            }
+        } catch let error as ExpertStartupError {
+            throw error
+        } catch let error as ModelError {
+            throw .model(error)
+        } catch {
+            throw .model(.invalidConfig(path: checkpoint.folder.path, reason: "\(error)"))
         }
         self.modelType = checkpoint.modelType
         self.hiddenSize = checkpoint.hiddenSize
         self.intermediateSize = intermediate
-        self.kernels = kernels
+        self.experts = experts.sorted()
+        self.cache = cache
         self.computeDelay = computeDelay
         self.queue = ComputeQueue()
     }
 
+    /// An expert's kernel (weights widened to f32) and the bytes it holds.
+    static func load(_ address: ExpertAddress, from checkpoint: MoECheckpoint) throws -> (kernel: any ExpertKernel, bytes: Int) {
+        let kernel = CPUExpertKernel(weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
+        return (kernel, kernel.residentBytes)
+    }
+
     /// The hosted experts, compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
     public var hostedSummary: String {
-        let byLayer = Dictionary(grouping: self.kernels.keys, by: \.layer)
+        let byLayer = Dictionary(grouping: self.experts, by: \.layer)
         return byLayer.keys.sorted { ($0.count, $0) < ($1.count, $1) }.map { layer in
             let addresses = byLayer[layer]!
             let routed = addresses.filter { !$0.isShared }.map(\.expert).sorted()
@@ -69,7 +106,7 @@ public struct ExpertService: Sendable {
     /// Runs one expert on validated rows.
     public func compute(_ request: Moemesh_V1_ComputeRequest) async throws(ExpertError) -> Moemesh_V1_ComputeResponse {
         let address = ExpertAddress(layer: request.layer, expert: Int(request.expert))
-        guard let kernel = self.kernels[address] else {
+        guard self.experts.contains(address) else {
             throw .unknownExpert(address, hosted: self.hostedSummary)
         }
         let rows: DecodedRows
@@ -91,10 +128,35 @@ public struct ExpertService: Sendable {
             metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         }
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
-        let output = await self.queue.run { kernel.forward(input) }
+        let cache = self.cache
+        let before = cache.statistics
+        let result = await self.queue.run { () -> Result<Matrix, ExpertError> in
+            do {
+                return .success(try cache.kernel(for: address).forward(input))
+            } catch {
+                return .failure(.loadFailed(address, reason: "\(error)"))
+            }
+        }
+        self.recordCache(since: before)
+        let output = try result.get()
         var response = Moemesh_V1_ComputeResponse()
         response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
         return response
+    }
+}
+
+extension ExpertService {
+    /// Cache series: hits, misses (loads), evictions, load time, resident bytes.
+    func recordCache(since before: ExpertCache<ExpertAddress>.Statistics) {
+        let now = self.cache.statistics
+        let metrics = self.metrics
+        metrics.counter("moemesh_expert_cache_hits_total").increment(by: now.hits - before.hits)
+        metrics.counter("moemesh_expert_cache_misses_total").increment(by: now.misses - before.misses)
+        metrics.counter("moemesh_expert_cache_evictions_total").increment(by: now.evictions - before.evictions)
+        if now.misses > before.misses {
+            metrics.timer("moemesh_expert_cache_load_seconds").record(duration: now.loadTime - before.loadTime)
+        }
+        metrics.gauge("moemesh_expert_cache_resident_bytes").record(now.residentBytes)
     }
 }
 
@@ -112,7 +174,17 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         response.modelType = self.modelType
         response.hiddenSize = Int32(self.hiddenSize)
         response.intermediateSize = Int32(self.intermediateSize)
-        response.experts = self.kernels.keys.sorted().map(Moemesh_V1_ExpertKey.init)
+        response.experts = self.experts.map(Moemesh_V1_ExpertKey.init)
+        let stats = self.cache.statistics
+        response.cache = .with {
+            $0.hits = Int64(stats.hits)
+            $0.misses = Int64(stats.misses)
+            $0.evictions = Int64(stats.evictions)
+            $0.loadSeconds = stats.loadTime.seconds
+            $0.residentBytes = Int64(stats.residentBytes)
+            $0.residentExperts = Int32(stats.residentExperts)
+            $0.budgetBytes = Int64(stats.budgetBytes ?? 0)
+        }
         return response
     }
 }

@@ -37,6 +37,17 @@ public struct CPUExpertKernel: ExpertKernel {
         }
     }
 
+    /// Bytes of weights this kernel holds (f32).
+    public var residentBytes: Int {
+        let floats = switch self.layout {
+        case .gated(let gateUp, let down, _): gateUp.count + down.count
+        case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, _, _):
+            gateUp.count + down.count + gateUpBias.count + downBias.count
+        case .plain(let input, let output, _): input.count + output.count
+        }
+        return floats * MemoryLayout<Float>.size
+    }
+
     public func forward(_ rows: Matrix) -> Matrix {
         precondition(rows.columns == self.hiddenSize, "expert input: expected \(self.hiddenSize) columns")
         let n = rows.rows, h = self.hiddenSize, i = self.intermediateSize

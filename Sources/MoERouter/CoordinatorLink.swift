@@ -61,13 +61,15 @@ public final class CoordinatorLink: Sendable {
 
     /// Runs the connection, the topology stream and the demand reports until graceful shutdown.
     public func run() async throws {
-        try await withThrowingDiscardingTaskGroup { group in
+        try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.client.runConnections() }
-            defer { self.client.beginGracefulShutdown() }
             await withDiscardingTaskGroup { loops in
                 loops.addTask { await self.followTopology() }
                 loops.addTask { await self.reportDemand() }
             }
+            // Nothing left worth waiting for (a call may still be waiting for a coordinator that is gone): close now.
+            self.client.beginGracefulShutdown()
+            group.cancelAll()
         }
     }
 

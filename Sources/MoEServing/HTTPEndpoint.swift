@@ -31,6 +31,8 @@ public struct HTTPEndpoint: Service {
     public let port: Int
     public let routes: Routes
     public let logger: Logger
+    /// Stops the endpoint besides graceful shutdown.
+    public let stop = StopSignal()
     private let onListening: @Sendable (ServiceEndpoint) -> Void
 
     public init(
@@ -56,16 +58,22 @@ public struct HTTPEndpoint: Service {
         let endpoint = ServiceEndpoint(host: self.host, port: channel.channel.localAddress?.port ?? self.port)
         self.logger.info("http serving", metadata: ["address": "\(endpoint)", "paths": "\(routes.keys.sorted().joined(separator: " "))"])
         self.onListening(endpoint)
+        let stop = self.stop
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                group.addTask {
+                    await stop.wait()
+                    channel.channel.close(promise: nil)
+                }
                 try await channel.executeThenClose { connections in
                     for try await connection in connections {
                         group.addTask { await Self.serve(connection, routes: routes) }
                     }
                 }
+                stop.set()
             }
         } onGracefulShutdown: {
-            channel.channel.close(promise: nil)
+            stop.set()
         }
     }
 

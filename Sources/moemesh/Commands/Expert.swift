@@ -39,6 +39,9 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Host routers should connect to (default: --host; in a pod, its IP).")
     var advertiseHost: String?
 
+    @Option(help: "Most MiB of expert weights resident at once: experts are loaded on first use and the least recently used evicted (default: every hosted expert stays loaded).")
+    var memoryBudgetMib: Int?
+
     @Option(help: "Delay added to every Compute call, in ms (to simulate a slower device in tests and demos).")
     var computeDelayMs: Int = 0
 
@@ -65,7 +68,11 @@ struct Expert: AsyncParsableCommand {
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
-            computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil)
+            computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
+            memoryBudgetBytes: self.memoryBudgetMib.map { $0 << 20 })
+        if let budget = self.memoryBudgetMib, budget < 1 {
+            throw ValidationError("--memory-budget-mib: expected at least 1, got \(budget)")
+        }
         self.http.bootstrapMetrics()
         let services = try buildExpertServices(configuration: configuration, logger: logger)
         let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []

@@ -111,6 +111,44 @@ public nonisolated struct Moemesh_V1_DescribeExpertsResponse: Sendable {
 
   public var experts: [Moemesh_V1_ExpertKey] = []
 
+  public var cache: Moemesh_V1_ExpertCacheStats {
+    get {_cache ?? Moemesh_V1_ExpertCacheStats()}
+    set {_cache = newValue}
+  }
+  /// Returns true if `cache` has been explicitly set.
+  public var hasCache: Bool {self._cache != nil}
+  /// Clears the value of `cache`. Subsequent reads from it will return its default value.
+  public mutating func clearCache() {self._cache = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _cache: Moemesh_V1_ExpertCacheStats? = nil
+}
+
+/// The resident experts under the service's memory budget (every hosted expert when it has none), since start.
+public nonisolated struct Moemesh_V1_ExpertCacheStats: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var hits: Int64 = 0
+
+  /// Loads: every expert once at start without a budget; each first use after an eviction with one.
+  public var misses: Int64 = 0
+
+  public var evictions: Int64 = 0
+
+  public var loadSeconds: Double = 0
+
+  public var residentBytes: Int64 = 0
+
+  public var residentExperts: Int32 = 0
+
+  /// 0: no budget.
+  public var budgetBytes: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -254,7 +292,7 @@ nonisolated extension Moemesh_V1_ExpertKey: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeExpertsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0\u{1}cache\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -266,12 +304,17 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.hiddenSize) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.intermediateSize) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.experts) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._cache) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.modelType.isEmpty {
       try visitor.visitSingularStringField(value: self.modelType, fieldNumber: 1)
     }
@@ -284,6 +327,9 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     if !self.experts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.experts, fieldNumber: 4)
     }
+    try { if let v = self._cache {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -292,6 +338,67 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     if lhs.hiddenSize != rhs.hiddenSize {return false}
     if lhs.intermediateSize != rhs.intermediateSize {return false}
     if lhs.experts != rhs.experts {return false}
+    if lhs._cache != rhs._cache {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ExpertCacheStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExpertCacheStats"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hits\0\u{1}misses\0\u{1}evictions\0\u{3}load_seconds\0\u{3}resident_bytes\0\u{3}resident_experts\0\u{3}budget_bytes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.hits) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.misses) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.evictions) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.loadSeconds) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.residentBytes) }()
+      case 6: try { try decoder.decodeSingularInt32Field(value: &self.residentExperts) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.budgetBytes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.hits != 0 {
+      try visitor.visitSingularInt64Field(value: self.hits, fieldNumber: 1)
+    }
+    if self.misses != 0 {
+      try visitor.visitSingularInt64Field(value: self.misses, fieldNumber: 2)
+    }
+    if self.evictions != 0 {
+      try visitor.visitSingularInt64Field(value: self.evictions, fieldNumber: 3)
+    }
+    if self.loadSeconds.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.loadSeconds, fieldNumber: 4)
+    }
+    if self.residentBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.residentBytes, fieldNumber: 5)
+    }
+    if self.residentExperts != 0 {
+      try visitor.visitSingularInt32Field(value: self.residentExperts, fieldNumber: 6)
+    }
+    if self.budgetBytes != 0 {
+      try visitor.visitSingularInt64Field(value: self.budgetBytes, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ExpertCacheStats, rhs: Moemesh_V1_ExpertCacheStats) -> Bool {
+    if lhs.hits != rhs.hits {return false}
+    if lhs.misses != rhs.misses {return false}
+    if lhs.evictions != rhs.evictions {return false}
+    if lhs.loadSeconds != rhs.loadSeconds {return false}
+    if lhs.residentBytes != rhs.residentBytes {return false}
+    if lhs.residentExperts != rhs.residentExperts {return false}
+    if lhs.budgetBytes != rhs.budgetBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

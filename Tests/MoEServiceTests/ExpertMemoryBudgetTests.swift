@@ -1,0 +1,70 @@
+import GRPCCore
+import GRPCInProcessTransport
+import MoECore
+import MoEExpert
+import MoEKernels
+import MoEModel
+import MoEProto
+import MoEServing
+import MoETestSupport
+import Testing
+
+@Suite("expert service under a memory budget")
+struct ExpertMemoryBudgetTests {
+    static let shape = ModelSynthesizer.Shape(experts: 6, topK: 2, hiddenSize: 32, intermediateSize: 48, layers: 2)
+
+    @Test("experts are paged in and out within the budget and every answer stays exact")
+    func pagesWithinBudget() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 61)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+        let perExpert = 3 * 32 * 48 * 4
+        // Room for 3 of the 12 experts.
+        let service = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: 3 * perExpert)
+        #expect(service.cache.statistics.residentExperts == 1)
+        let rows = model.randomHidden(tokens: 5, seed: 9)
+        for round in 0..<2 {
+            for address in addresses {
+                var request = Moemesh_V1_ComputeRequest()
+                request.layer = address.layer
+                request.expert = Int32(address.expert)
+                request.rows = Moemesh_V1_Tensor(rows, dtype: .f32)
+                let response = try await service.compute(request)
+                let output = try response.rows.decodeTokenRows(field: "rows", hiddenSize: 32, allowedRanks: [2], shapeDescription: "[N, H]")
+                let expected = CPUExpertKernel(
+                    weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert)
+                ).forward(rows)
+                #expect(output.matrix.values == expected.values, "round \(round), \(address)")
+                #expect(service.cache.statistics.residentBytes <= 3 * perExpert)
+            }
+        }
+        let stats = service.cache.statistics
+        // Cycling through 12 experts with room for 3: every use is a load, and all but 3 loads evict one.
+        #expect(stats.misses == 24 && stats.hits == 1)
+        #expect(stats.evictions == 21)
+        #expect(stats.residentExperts == 3)
+        let transport = InProcessTransport()
+        try await withGRPCServer(transport: transport.server, services: [service]) { _ in
+            try await withGRPCClient(transport: transport.client) { client in
+                let description = try await Moemesh_V1_Expert.Client(wrapping: client).describeExperts(.init())
+                #expect(description.cache.evictions == 21 && description.cache.misses == 24)
+                #expect(description.cache.budgetBytes == Int64(3 * perExpert) && description.cache.residentExperts == 3)
+                #expect(description.experts.count == 12)
+            }
+        }
+    }
+
+    @Test("a budget smaller than one expert is refused at start, saying how much one needs")
+    func budgetTooSmall() throws {
+        let model = try SmallModel(shape: Self.shape, seed: 62)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        do {
+            _ = try ExpertService(checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), memoryBudgetBytes: 1000)
+            Issue.record("expected a refusal")
+        } catch {
+            #expect(error.description == "memory budget: expected at least one expert's 0 MiB (18432 bytes), got 1000 bytes")
+        }
+    }
+}
