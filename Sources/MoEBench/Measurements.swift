@@ -1,3 +1,4 @@
+import MoECore
 import MoEServing
 
 /// Latencies of repeated calls, in microseconds.
@@ -7,8 +8,7 @@ public struct LatencySamples: Sendable {
     public init() {}
 
     public mutating func append(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self.microseconds.append(Double(seconds) * 1e6 + Double(attoseconds) / 1e12)
+        self.microseconds.append(duration.seconds * 1e6)
     }
 
     public mutating func append(contentsOf other: LatencySamples) { self.microseconds += other.microseconds }

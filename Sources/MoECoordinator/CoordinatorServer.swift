@@ -28,8 +28,7 @@ public struct CoordinatorServer: Sendable {
     public var listeningEndpoint: ServiceEndpoint {
         get async throws {
             let address = try await self.transport.listeningAddress
-            if let ipv4 = address.ipv4 { return ServiceEndpoint(host: ipv4.host, port: ipv4.port) }
-            if let ipv6 = address.ipv6 { return ServiceEndpoint(host: ipv6.host, port: ipv6.port) }
+            if let endpoint = ServiceEndpoint(listening: address) { return endpoint }
             throw RPCError(code: .internalError, message: "the coordinator listens on \(address), not an IP address")
         }
     }

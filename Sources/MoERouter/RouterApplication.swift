@@ -84,11 +84,7 @@ public struct RouterApplication: Service {
             }
             readiness.setReady()
             health.setAll(.serving)
-            if let ipv4 = address.ipv4 {
-                self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
-            } else if let ipv6 = address.ipv6 {
-                self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
-            }
+            if let endpoint = ServiceEndpoint(listening: address) { self.onListening(endpoint) }
             self.logger.info(
                 "serving", metadata: ["address": "\(address)", "layers": "\(pipelines.count)", "routing": "\(configuration.routing.summary)"])
         }

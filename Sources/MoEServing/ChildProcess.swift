@@ -162,13 +162,17 @@ public final class ChildProcess: Sendable {
     /// This process's environment without the `MOEMESH_*` option variables (`MOEMESH_CACHE` and `MOEMESH_CONFIG`
     /// stay): for role processes a mesh starts with explicit flags, which must not pick up options meant for it.
     public static var roleEnvironment: [String] {
+        Self.environment.filter {
+            !$0.hasPrefix("MOEMESH_") || $0.hasPrefix("MOEMESH_CACHE=") || $0.hasPrefix("MOEMESH_CONFIG=")
+        }
+    }
+
+    /// This process's environment, `NAME=value` entries.
+    public static var environment: [String] {
         var entries: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            if !text.hasPrefix("MOEMESH_") || text.hasPrefix("MOEMESH_CACHE=") || text.hasPrefix("MOEMESH_CONFIG=") {
-                entries.append(text)
-            }
+            entries.append(String(cString: pointer))
             entry += 1
         }
         return entries

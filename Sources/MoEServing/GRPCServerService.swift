@@ -28,11 +28,8 @@ public struct GRPCServerService: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await self.server.serve() }
-                let address = try await self.transport.listeningAddress
-                if let ipv4 = address.ipv4 {
-                    self.onListening(ServiceEndpoint(host: ipv4.host, port: ipv4.port))
-                } else if let ipv6 = address.ipv6 {
-                    self.onListening(ServiceEndpoint(host: ipv6.host, port: ipv6.port))
+                if let endpoint = ServiceEndpoint(listening: try await self.transport.listeningAddress) {
+                    self.onListening(endpoint)
                 }
             }
         } onGracefulShutdown: {

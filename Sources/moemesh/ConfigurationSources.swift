@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoEModel
+import MoEServing
 import Yams
 
 #if canImport(Glibc)
@@ -88,11 +89,8 @@ enum ConfigurationSources {
     /// This process's environment.
     static var processEnvironment: [String: String] {
         var result: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
+        for text in ChildProcess.environment {
             if let equals = text.firstIndex(of: "=") { result[String(text[..<equals])] = String(text[text.index(after: equals)...]) }
-            entry += 1
         }
         return result
     }
