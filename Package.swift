@@ -45,13 +45,16 @@ let package = Package(
             name: "COpenBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        // Expert FFN kernels and the gate projection, over OpenBLAS.
+        // CUDA driver, cuBLAS(Lt) and NVRTC declarations, opened with dlopen at run time (nothing links CUDA).
+        .target(name: "CCUDA", linkerSettings: [.linkedLibrary("dl")]),
+        // Expert FFN kernels and the gate projection: CPU (OpenBLAS) and CUDA (loaded at run time) backends.
         .target(
             name: "MoEKernels",
             dependencies: [
-                "MoECore", "COpenBLAS",
+                "MoECore", "COpenBLAS", "CCUDA",
                 .product(name: "RealModule", package: "swift-numerics"),
-            ]
+            ],
+            exclude: ["CUDA/expert_kernels.cu"]
         ),
         // Model folders: safetensors, Hugging Face config.json, architecture adapters, synthetic models.
         .target(name: "MoEModel", dependencies: ["MoECore", "MoEKernels"]),

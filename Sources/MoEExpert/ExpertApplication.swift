@@ -19,16 +19,17 @@ public func buildExpertServices(
         throw ExpertStartupError.noExperts(selection: configuration.experts.description,
                                            layers: checkpoint.layers.map(\.name))
     }
+    let backend: any ExpertBackend
+    do { backend = try makeExpertBackend(configuration.device) } catch { throw ExpertStartupError.device("\(error)") }
     let service = try ExpertService(
-        checkpoint: checkpoint, experts: experts, computeDelay: configuration.computeDelay,
+        checkpoint: checkpoint, experts: experts, backend: backend, computeDelay: configuration.computeDelay,
         memoryBudgetBytes: configuration.memoryBudgetBytes)
     logger.info(
         "loaded experts",
         metadata: [
             "model": "\(configuration.modelPath)", "model_type": "\(checkpoint.modelType)",
             "memory_budget": "\(configuration.memoryBudgetBytes.map { "\($0 >> 20) MiB" } ?? "none: all resident")",
-            "experts": "\(service.hostedSummary)", "blas_threads": "\(BLAS.threadCount)",
-            "blas_kernels": "\(BLAS.coreName)",
+            "experts": "\(service.hostedSummary)", "device": "\(backend.summary)",
         ])
     let listening = CoordinatorAgent.Listening()
     // Weights are loaded by now: ready once listening, or, under a coordinator, once registered.
@@ -46,7 +47,7 @@ public func buildExpertServices(
     var registration = Moemesh_V1_RegisterRequest()
     registration.group = configuration.group ?? configuration.experts.description
     registration.experts = service.experts.map(Moemesh_V1_ExpertKey.init)
-    registration.device = "cpu"
+    registration.device = configuration.device.description
     registration.modelType = service.modelType
     registration.hiddenSize = Int32(service.hiddenSize)
     registration.instance = configuration.instance
@@ -62,6 +63,8 @@ public enum ExpertStartupError: Error, CustomStringConvertible {
     case noExperts(selection: String, layers: [String])
     case model(ModelError)
     case budgetTooSmall(budget: Int, oneExpert: Int)
+    /// The device asked for cannot be used (no CUDA driver, no such GPU, a library missing).
+    case device(String)
 
     public var description: String {
         switch self {
@@ -70,6 +73,7 @@ public enum ExpertStartupError: Error, CustomStringConvertible {
         case .model(let error): error.description
         case .budgetTooSmall(let budget, let oneExpert):
             "memory budget: expected at least one expert's \(oneExpert >> 20) MiB (\(oneExpert) bytes), got \(budget) bytes"
+        case .device(let reason): "--device: \(reason)"
         }
     }
 }

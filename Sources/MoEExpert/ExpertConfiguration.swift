@@ -1,3 +1,4 @@
+import MoEKernels
 import MoEModel
 import MoEServing
 
@@ -21,16 +22,20 @@ public struct ExpertConfiguration: Sendable {
     public var instance: String
     /// Added to every `Compute` call (tests and demos: a slower device).
     public var computeDelay: Duration?
-    /// Most bytes of resident expert weights (`--memory-budget-mib`); nil: every hosted expert stays loaded.
+    /// Most bytes of resident expert weights on the device (`--memory-budget-mib` on the CPU,
+    /// `--gpu-memory-budget-mib` on a GPU); nil: every hosted expert stays loaded.
     public var memoryBudgetBytes: Int?
+    /// Where the kernels run (`--device cpu|cuda[:N]`).
+    public var device: ComputeDevice
 
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
         serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
         group: String? = nil, advertiseHost: String? = nil, instance: String, computeDelay: Duration? = nil,
-        memoryBudgetBytes: Int? = nil
+        memoryBudgetBytes: Int? = nil, device: ComputeDevice = .cpu
     ) {
         self.memoryBudgetBytes = memoryBudgetBytes
+        self.device = device
         self.modelPath = modelPath
         self.experts = experts
         self.threads = threads

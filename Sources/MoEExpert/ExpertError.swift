@@ -9,12 +9,14 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case unknownExpert(ExpertAddress, hosted: String)
     /// The expert's weights could not be read from the checkpoint (when paging it in under a memory budget).
     case loadFailed(ExpertAddress, reason: String)
+    /// The device failed while running the expert (a GPU out of memory, a failed launch).
+    case computeFailed(ExpertAddress, reason: String)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
         case .invalidInput: .invalidArgument
         case .unknownExpert: .notFound
-        case .loadFailed: .internalError
+        case .loadFailed, .computeFailed: .internalError
         }
     }
 
@@ -24,6 +26,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .unknownExpert(let address, let hosted):
             "\(address) is not hosted by this expert service; it hosts \(hosted)"
         case .loadFailed(let address, let reason): "\(address) could not be loaded: \(reason)"
+        case .computeFailed(let address, let reason): "\(address) failed on the device: \(reason)"
         }
     }
 }

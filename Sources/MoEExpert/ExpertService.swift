@@ -20,13 +20,17 @@ public struct ExpertService: Sendable {
     public let metrics = ServiceMetrics()
     /// Added to every `Compute` call (tests and demos: a slower device); nil for none.
     public let computeDelay: Duration?
-    private let queue: ComputeQueue
+    /// The device the kernels run on.
+    public let backend: any ExpertBackend
+    private let steps: ComputeSteps
 
-    /// Hosts the `experts` of a checkpoint. Without a budget, every expert is loaded (weights widened to f32) here;
-    /// with `memoryBudgetBytes`, experts are loaded on first use and the least recently used evicted to stay within
-    /// it (the first is loaded here, to check that one fits).
+    /// Hosts the `experts` of a checkpoint on `backend`'s device. Without a budget, every expert is loaded here (CPU:
+    /// weights widened to f32; CUDA: bf16 on the GPU); with `memoryBudgetBytes` (of the device's memory), experts are
+    /// loaded on first use and the least recently used evicted to stay within it (the first is loaded here, to check
+    /// that one fits).
     public init(
-        checkpoint: MoECheckpoint, experts: [ExpertAddress], computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil
+        checkpoint: MoECheckpoint, experts: [ExpertAddress], backend: any ExpertBackend = CPUExpertBackend(),
+        computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil
     ) throws(ExpertStartupError) {
         var intermediate = 0
         for address in experts {
@@ -41,14 +45,14 @@ public struct ExpertService: Sendable {
         do {
             if let budget = memoryBudgetBytes {
                 // Loads on demand: keeps the checkpoint (and its mapping) for later loads.
-                cache = ExpertCache(budgetBytes: budget) { address in try Self.load(address, from: checkpoint) }
+                cache = ExpertCache(budgetBytes: budget) { address in try Self.load(address, from: checkpoint, on: backend) }
                 if let first = experts.first { _ = try cache.kernel(for: first) }
                 if cache.statistics.residentBytes > budget {
                     throw ExpertStartupError.budgetTooSmall(budget: budget, oneExpert: cache.statistics.residentBytes)
                 }
             } else {
                 cache = ExpertCache(resident: try experts.map { address in
-                    let (kernel, bytes) = try Self.load(address, from: checkpoint)
+                    let (kernel, bytes) = try Self.load(address, from: checkpoint, on: backend)
                     return (address, kernel, bytes)
                 })
             }
@@ -56,6 +60,8 @@ public struct ExpertService: Sendable {
             throw error
         } catch let error as ModelError {
             throw .model(error)
+        } catch let error as CUDAError {
+            throw .device(error.description)
         } catch {
             throw .model(.invalidConfig(path: checkpoint.folder.path, reason: "\(error)"))
         }
@@ -65,13 +71,15 @@ public struct ExpertService: Sendable {
         self.experts = experts.sorted()
         self.cache = cache
         self.computeDelay = computeDelay
-        self.queue = ComputeQueue()
+        self.backend = backend
+        self.steps = ComputeSteps(backend: backend, cache: cache)
     }
 
-    /// An expert's kernel (weights widened to f32) and the bytes it holds.
-    static func load(_ address: ExpertAddress, from checkpoint: MoECheckpoint) throws -> (kernel: any ExpertKernel, bytes: Int) {
-        let kernel = CPUExpertKernel(weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
-        return (kernel, kernel.residentBytes)
+    /// An expert's kernel on `backend`'s device and the bytes it holds there.
+    static func load(
+        _ address: ExpertAddress, from checkpoint: MoECheckpoint, on backend: any ExpertBackend
+    ) throws -> (kernel: any ExpertKernel, bytes: Int) {
+        try backend.makeKernel(try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
     }
 
     /// The hosted experts, compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
@@ -128,15 +136,8 @@ public struct ExpertService: Sendable {
             metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         }
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
-        let cache = self.cache
-        let before = cache.statistics
-        let result = await self.queue.run { () -> Result<Matrix, ExpertError> in
-            do {
-                return .success(try cache.kernel(for: address).forward(input))
-            } catch {
-                return .failure(.loadFailed(address, reason: "\(error)"))
-            }
-        }
+        let before = self.cache.statistics
+        let result = await self.steps.run(address, rows: input)
         self.recordCache(since: before)
         let output = try result.get()
         var response = Moemesh_V1_ComputeResponse()

@@ -1,18 +1,20 @@
 import MoECore
 import Synchronization
 
-/// Experts resident in memory under a byte budget: loaded on first use, the least recently used evicted when a
-/// load would exceed the budget. Weights stay in the memory-mapped checkpoint; a resident expert is its kernel,
-/// widened for compute. With no budget every expert is loaded at start and stays.
+/// Experts resident on their device under a byte budget: loaded on first use (or on a prefetch hint), the least
+/// recently used evicted to make room. Weights stay in the memory-mapped checkpoint; a resident expert is its kernel
+/// (f32 weights on the CPU, bf16 weights on a GPU). With no budget every expert is loaded at start and stays.
 ///
-/// Not thread-safe for `kernel(for:)`: the expert service calls it from its one compute thread (one job at a
-/// time), so loads, evictions and use never overlap. `statistics` may be read from anywhere.
-public final class ExpertCache<Key: Hashable & Sendable>: @unchecked Sendable {
+/// Thread-safe: lookups take a short lock; loads run one at a time outside it, so hits go on while an expert loads.
+/// An evicted kernel still in use by a forward pass lives until that pass ends.
+public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
     public struct Statistics: Sendable, Equatable {
         public var hits = 0
         public var misses = 0
         public var evictions = 0
-        /// Total time spent loading (widening) experts.
+        /// Loads started by a prefetch hint (not counted as misses).
+        public var prefetches = 0
+        /// Total time spent loading experts (reading, converting, copying to the device).
         public var loadTime: Duration = .zero
         public var residentBytes = 0
         public var residentExperts = 0
@@ -25,11 +27,39 @@ public final class ExpertCache<Key: Hashable & Sendable>: @unchecked Sendable {
         var lastUse: UInt64
     }
 
+    private struct State {
+        var entries: [Key: Entry] = [:]
+        var clock: UInt64 = 0
+        var statistics: Statistics
+
+        /// The kernel of `key`, marked used, or nil.
+        mutating func hit(_ key: Key) -> (any ExpertKernel)? {
+            guard let entry = self.entries[key] else { return nil }
+            self.clock += 1
+            self.entries[key]?.lastUse = self.clock
+            self.statistics.hits += 1
+            return entry.kernel
+        }
+
+        /// Evicts least recently used entries until `incoming` more bytes fit in `budget`; returns how many went.
+        mutating func makeRoom(for incoming: Int, budget: Int?) {
+            guard let budget else { return }
+            var total = self.entries.values.reduce(incoming) { $0 + $1.bytes }
+            while total > budget, let victim = self.entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
+                self.entries[victim.key] = nil
+                total -= victim.value.bytes
+                self.statistics.evictions += 1
+            }
+            self.statistics.residentBytes = total - incoming
+            self.statistics.residentExperts = self.entries.count
+        }
+    }
+
     public let budgetBytes: Int?
     private let load: @Sendable (Key) throws -> (kernel: any ExpertKernel, bytes: Int)
-    private var entries: [Key: Entry] = [:]
-    private var clock: UInt64 = 0
-    private let stats: Mutex<Statistics>
+    private let state: Mutex<State>
+    /// Held while loading: one load at a time, so that two never both make room for themselves.
+    private let loading = Mutex<Void>(())
 
     /// - Parameters:
     ///   - budgetBytes: most bytes of resident experts; nil: no limit.
@@ -37,21 +67,20 @@ public final class ExpertCache<Key: Hashable & Sendable>: @unchecked Sendable {
     public init(budgetBytes: Int?, load: @escaping @Sendable (Key) throws -> (kernel: any ExpertKernel, bytes: Int)) {
         self.budgetBytes = budgetBytes
         self.load = load
-        self.stats = Mutex(Statistics(budgetBytes: budgetBytes))
+        self.state = Mutex(State(statistics: Statistics(budgetBytes: budgetBytes)))
     }
 
     /// Every expert resident for good (no budget, no loader): `experts` are the kernels and their bytes. Keeps no
     /// reference to the checkpoint they came from, so its mapping can go.
     public convenience init(resident experts: [(key: Key, kernel: any ExpertKernel, bytes: Int)]) {
         self.init(budgetBytes: nil) { key in throw NotResident(key: "\(key)") }
-        for (key, kernel, bytes) in experts {
-            self.entries[key] = Entry(kernel: kernel, bytes: bytes, lastUse: 0)
-        }
-        let (bytes, count) = (experts.reduce(0) { $0 + $1.bytes }, experts.count)
-        self.stats.withLock { stats in
-            stats.misses = count
-            stats.residentBytes = bytes
-            stats.residentExperts = count
+        self.state.withLock { state in
+            for (key, kernel, bytes) in experts {
+                state.entries[key] = Entry(kernel: kernel, bytes: bytes, lastUse: 0)
+            }
+            state.statistics.misses = experts.count
+            state.statistics.residentBytes = experts.reduce(0) { $0 + $1.bytes }
+            state.statistics.residentExperts = experts.count
         }
     }
 
@@ -61,40 +90,48 @@ public final class ExpertCache<Key: Hashable & Sendable>: @unchecked Sendable {
         public var description: String { "\(self.key) is not resident and this cache loads nothing" }
     }
 
-    public var statistics: Statistics { self.stats.withLock { $0 } }
+    public var statistics: Statistics { self.state.withLock { $0.statistics } }
 
     /// Whether `key` is resident now.
-    public func isResident(_ key: Key) -> Bool { self.entries[key] != nil }
+    public func isResident(_ key: Key) -> Bool { self.state.withLock { $0.entries[key] != nil } }
 
     /// The kernel of `key`, loading it (and evicting others, least recently used first) if it is not resident.
     public func kernel(for key: Key) throws -> any ExpertKernel {
-        self.clock += 1
-        if let entry = self.entries[key] {
-            self.entries[key]?.lastUse = self.clock
-            self.stats.withLock { $0.hits += 1 }
-            return entry.kernel
-        }
-        let started = ContinuousClock.now
-        let (kernel, bytes) = try self.load(key)
-        let loadTime = ContinuousClock.now - started
-        var evicted = 0
-        if let budget = self.budgetBytes {
-            var total = self.entries.values.reduce(bytes) { $0 + $1.bytes }
-            while total > budget, let victim = self.entries.min(by: { $0.value.lastUse < $1.value.lastUse }) {
-                self.entries[victim.key] = nil
-                total -= victim.value.bytes
-                evicted += 1
+        if let kernel = self.state.withLock({ $0.hit(key) }) { return kernel }
+        return try self.loadIfMissing(key, prefetch: false)
+    }
+
+    /// Loads `key` ahead of its use, unless it is resident (a prefetch hint); returns whether it loaded it.
+    @discardableResult
+    public func prefetch(_ key: Key) throws -> Bool {
+        if self.isResident(key) { return false }
+        let before = self.statistics.prefetches
+        _ = try self.loadIfMissing(key, prefetch: true)
+        return self.statistics.prefetches > before
+    }
+
+    private func loadIfMissing(_ key: Key, prefetch: Bool) throws -> any ExpertKernel {
+        try self.loading.withLock { _ in
+            // Loaded by another caller while this one waited?
+            if let kernel = self.state.withLock({ prefetch ? $0.entries[key]?.kernel : $0.hit(key) }) { return kernel }
+            // Experts of one model have one size: make room for one like the largest resident before loading, so
+            // that a device never holds more than the budget (a GPU could not).
+            self.state.withLock { state in
+                state.makeRoom(for: state.entries.values.map(\.bytes).max() ?? 0, budget: self.budgetBytes)
             }
+            let started = ContinuousClock.now
+            let (kernel, bytes) = try self.load(key)
+            let loadTime = ContinuousClock.now - started
+            self.state.withLock { state in
+                state.makeRoom(for: bytes, budget: self.budgetBytes)
+                state.clock += 1
+                state.entries[key] = Entry(kernel: kernel, bytes: bytes, lastUse: state.clock)
+                if prefetch { state.statistics.prefetches += 1 } else { state.statistics.misses += 1 }
+                state.statistics.loadTime += loadTime
+                state.statistics.residentBytes += bytes
+                state.statistics.residentExperts = state.entries.count
+            }
+            return kernel
         }
-        self.entries[key] = Entry(kernel: kernel, bytes: bytes, lastUse: self.clock)
-        let (residentBytes, residentCount) = (self.entries.values.reduce(0) { $0 + $1.bytes }, self.entries.count)
-        self.stats.withLock { stats in
-            stats.misses += 1
-            stats.evictions += evicted
-            stats.loadTime += loadTime
-            stats.residentBytes = residentBytes
-            stats.residentExperts = residentCount
-        }
-        return kernel
     }
 }

@@ -58,3 +58,62 @@ struct ExpertCacheTests {
         #expect(cache.isResident(1) && cache.statistics.residentExperts == 1 && cache.statistics.misses == 1)
     }
 }
+
+@Suite("expert cache: prefetch and concurrent use")
+struct ExpertCachePrefetchTests {
+    private struct Kernel: ExpertKernel {
+        let key: Int
+        var hiddenSize: Int { 1 }
+        var intermediateSize: Int { 1 }
+        func forward(_ rows: Matrix) -> Matrix { Matrix(rows: rows.rows, columns: 1, values: rows.values.map { $0 + Float(self.key) }) }
+    }
+
+    private final class ResidentAtLoad: Sendable {
+        let values = Mutex<[Int]>([])
+    }
+
+    @Test("a prefetch loads ahead (counted apart from misses); the use after it is a hit; resident stays loaded once")
+    func prefetch() throws {
+        let cache = ExpertCache<Int>(budgetBytes: 200) { key in (Kernel(key: key), 100) }
+        #expect(try cache.prefetch(1))
+        #expect(try !cache.prefetch(1))
+        _ = try cache.kernel(for: 1)
+        let stats = cache.statistics
+        #expect(stats.prefetches == 1 && stats.misses == 0 && stats.hits == 1)
+    }
+
+    @Test("room is made before a load: the device never holds more than the budget while one loads")
+    func evictsBeforeLoading() throws {
+        let seen = ResidentAtLoad()
+        let box = Mutex<ExpertCache<Int>?>(nil)
+        let cache = ExpertCache<Int>(budgetBytes: 300) { key in
+            seen.values.withLock { $0.append(box.withLock { $0?.statistics.residentBytes ?? 0 }) }
+            return (Kernel(key: key), 100)
+        }
+        box.withLock { $0 = cache }
+        for key in 0..<6 { _ = try cache.kernel(for: key) }
+        // Loads 4, 5, 6 found 200 bytes resident (one evicted first), never 300.
+        #expect(seen.values.withLock { $0 } == [0, 100, 200, 200, 200, 200])
+        #expect(cache.statistics.evictions == 3 && cache.statistics.residentBytes == 300)
+    }
+
+    @Test("many threads using and loading at once: every answer is its expert's, one load per expert")
+    func concurrentUse() async throws {
+        let loads = ResidentAtLoad()
+        let cache = ExpertCache<Int>(budgetBytes: nil) { key in
+            loads.values.withLock { $0.append(key) }
+            return (Kernel(key: key), 10)
+        }
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for call in 0..<200 {
+                group.addTask {
+                    let key = call % 10
+                    return try cache.kernel(for: key).forward(Matrix(rows: 1, columns: 1, values: [0])).values == [Float(key)]
+                }
+            }
+            for try await correct in group { #expect(correct) }
+        }
+        #expect(loads.values.withLock { $0.sorted() } == Array(0..<10))
+        #expect(cache.statistics.hits == 190 && cache.statistics.misses == 10)
+    }
+}

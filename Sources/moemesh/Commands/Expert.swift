@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoEExpert
+import MoEKernels
 import MoEModel
 import MoEServing
 import ServiceLifecycle
@@ -42,6 +43,12 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Most MiB of expert weights resident at once: experts are loaded on first use and the least recently used evicted (default: every hosted expert stays loaded).")
     var memoryBudgetMib: Int?
 
+    @Option(help: "Where the experts run: cpu (OpenBLAS), cuda or cuda:N (GPU N; CUDA libraries loaded at run time).")
+    var device: String = "cpu"
+
+    @Option(help: "With --device cuda: most MiB of GPU memory for expert weights; experts stay in host memory (the mapped checkpoint) and are paged onto the GPU on first use, the least recently used evicted (default: every hosted expert resident on the GPU).")
+    var gpuMemoryBudgetMib: Int?
+
     @Option(help: "Delay added to every Compute call, in ms (to simulate a slower device in tests and demos).")
     var computeDelayMs: Int = 0
 
@@ -62,6 +69,17 @@ struct Expert: AsyncParsableCommand {
             guard let endpoint = ServiceEndpoint(text) else { throw ValidationError("--coordinator: expected HOST:PORT, got '\(text)'") }
             return endpoint
         }
+        guard let device = ComputeDevice(self.device) else {
+            throw ValidationError("--device: expected cpu, cuda or cuda:N, got '\(self.device)'")
+        }
+        switch (device, self.memoryBudgetMib, self.gpuMemoryBudgetMib) {
+        case (.cpu, _, .some): throw ValidationError("--gpu-memory-budget-mib: expected --device cuda, got --device cpu")
+        case (.cuda, .some, _): throw ValidationError("--memory-budget-mib: applies to --device cpu; with --device cuda use --gpu-memory-budget-mib")
+        default: break
+        }
+        if let budget = self.gpuMemoryBudgetMib, budget < 1 {
+            throw ValidationError("--gpu-memory-budget-mib: expected at least 1, got \(budget)")
+        }
         guard self.computeDelayMs >= 0 else { throw ValidationError("--compute-delay-ms: expected 0 or more, got \(self.computeDelayMs)") }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
@@ -69,7 +87,7 @@ struct Expert: AsyncParsableCommand {
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
-            memoryBudgetBytes: self.memoryBudgetMib.map { $0 << 20 })
+            memoryBudgetBytes: (self.memoryBudgetMib ?? self.gpuMemoryBudgetMib).map { $0 << 20 }, device: device)
         if let budget = self.memoryBudgetMib, budget < 1 {
             throw ValidationError("--memory-budget-mib: expected at least 1, got \(budget)")
         }

@@ -3,6 +3,7 @@ import GRPCCore
 import MoECore
 import MoEModel
 import MoERouter
+import MoERuntime
 import MoEServing
 
 struct Forward: AsyncParsableCommand {
@@ -40,6 +41,12 @@ struct Forward: AsyncParsableCommand {
 
     @Flag(help: "Print the request's balance telemetry.")
     var balance = false
+
+    @Option(help: "Model folder to check the answer against: the layer is computed in this process (CPU, f32) and the relative error ‖out − ref‖ / ‖ref‖ printed; exit 1 above --tolerance.")
+    var compareModel: String?
+
+    @Option(help: "Largest relative error --compare-model accepts (1e-2 fits experts on a GPU in bf16).")
+    var tolerance: Double = 1e-2
 
     func validate() throws {
         guard (self.input == nil) != (self.random == nil) else {
@@ -92,6 +99,9 @@ struct Forward: AsyncParsableCommand {
                     + "balancedness \(DecimalFormat.fixed(stats.balancedness, 4)), dropped slots \(stats.droppedSlots), "
                     + "dead experts \(stats.deadExperts.map(String.init).joined(separator: " "))")
             }
+            if let modelPath = self.compareModel {
+                try await self.compare(result.output, hidden: hidden, tokenIDs: tokenIDs, modelPath: modelPath)
+            }
             if let output = self.output {
                 var entries = [SafeTensorsWriter.Entry(name: "output", tensor: result.output)]
                 if let routing = result.routing {
@@ -103,6 +113,22 @@ struct Forward: AsyncParsableCommand {
                 print("wrote \(output): \(entries.map { "\($0.name) \($0.shape)" }.joined(separator: ", "))")
             }
         }
+    }
+
+    /// Computes the layer in process and prints (and checks) the mesh's relative error against it.
+    private func compare(_ output: Tensor, hidden: Tensor, tokenIDs: [Int64], modelPath: String) async throws {
+        let reference = try InProcessMoE(checkpoint: try MoECheckpoint(path: modelPath), layers: [self.layer])
+        let request = RoutingRequest(shape: hidden.shape, tokenIDs: tokenIDs.isEmpty ? nil : tokenIDs)
+        let expected = try await reference.forward(layer: self.layer, hidden: hidden.matrix(), request: request).output
+        var difference = 0.0, norm = 0.0
+        for (x, y) in zip(output.floats(), expected.values) {
+            difference += Double(x - y) * Double(x - y)
+            norm += Double(y) * Double(y)
+        }
+        let error = (difference / max(norm, .leastNormalMagnitude)).squareRoot()
+        let verdict = error <= self.tolerance ? "within" : "ABOVE"
+        print("relative error against the in-process reference: \(error) (\(verdict) tolerance \(self.tolerance))")
+        if !(error <= self.tolerance) { throw ExitCode(1) }
     }
 
     static func parseTokenIDs(_ text: String) throws -> [Int64] {

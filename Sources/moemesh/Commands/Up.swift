@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoECoordinator
+import MoEKernels
 import MoEModel
 import MoEServing
 
@@ -37,6 +38,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ experts per token, at least 1).")
     var threads: Int?
 
+    @Option(help: "Where the expert processes run their kernels: cpu, cuda or cuda:N (passed to each `moemesh expert`).")
+    var device: String = "cpu"
+
     @Option(help: "Where the demo model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).")
     var cacheDir: String?
 
@@ -52,6 +56,9 @@ struct Up: AsyncParsableCommand {
 
     func run() async throws {
         let logger = try self.logging.bootstrap(label: "moemesh.up")
+        guard ComputeDevice(self.device) != nil else {
+            throw ValidationError("--device: expected cpu, cuda or cuda:N, got '\(self.device)'")
+        }
         guard self.replicas >= 1 else { throw ValidationError("--replicas: expected at least 1, got \(self.replicas)") }
         let modelPath: String
         if let model = self.model {
@@ -69,7 +76,10 @@ struct Up: AsyncParsableCommand {
             expertThreads: self.threads ?? max(1, cores / topK), host: self.host, routerPort: self.port,
             coordinatorPort: self.coordinatorPort,
             routerArguments: ["--log-level", self.logging.logLevel] + self.routing.arguments,
-            expertArguments: ["--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs)],
+            expertArguments: [
+                "--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs),
+                "--device", self.device,
+            ],
             coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
             httpPort: self.http.httpPort)
         self.http.bootstrapMetrics()

@@ -1,0 +1,90 @@
+import Dispatch
+import MoECore
+import MoEKernels
+import Synchronization
+
+/// Runs `Compute` calls off Swift's cooperative pool, in steps: a free worker takes every call waiting and runs them
+/// together, as one grouped step where the backend has one (CUDA: a grouped GEMM per projection), else one after
+/// another. At most `workers` steps run at once (CPU: one, as each already uses every BLAS thread; CUDA: one per
+/// stream, so that steps overlap). Calls that arrive while every worker is busy wait for the next step, which batches
+/// them: no timer, no added latency when idle.
+final class ComputeSteps: Sendable {
+    private struct Call {
+        let address: ExpertAddress
+        let rows: Matrix
+        let continuation: CheckedContinuation<Result<Matrix, ExpertError>, Never>
+    }
+
+    private struct State {
+        var waiting: [Call] = []
+        var running = 0
+    }
+
+    private let state = Mutex(State())
+    private let workers: Int
+    private let grouped: (any GroupedExpertStep)?
+    private let cache: ExpertCache<ExpertAddress>
+    private let queue = DispatchQueue(label: "moemesh.expert.compute", attributes: .concurrent)
+
+    init(backend: any ExpertBackend, cache: ExpertCache<ExpertAddress>) {
+        self.workers = max(1, backend.concurrency)
+        self.grouped = backend.groupedStep
+        self.cache = cache
+    }
+
+    /// `FFN_address(rows)`, or why it failed (the expert could not be loaded, the device failed).
+    func run(_ address: ExpertAddress, rows: Matrix) async -> Result<Matrix, ExpertError> {
+        await withCheckedContinuation { continuation in
+            let startWorker = self.state.withLock { state in
+                state.waiting.append(Call(address: address, rows: rows, continuation: continuation))
+                guard state.running < self.workers else { return false }
+                state.running += 1
+                return true
+            }
+            if startWorker { self.queue.async { self.work() } }
+        }
+    }
+
+    /// Takes every waiting call and runs it as one step, until none waits.
+    private func work() {
+        while true {
+            let calls = self.state.withLock { state in
+                let calls = state.waiting
+                state.waiting = []
+                if calls.isEmpty { state.running -= 1 }
+                return calls
+            }
+            if calls.isEmpty { return }
+            self.step(calls)
+        }
+    }
+
+    private func step(_ calls: [Call]) {
+        var ready: [(call: Call, kernel: any ExpertKernel)] = []
+        for call in calls {
+            do {
+                ready.append((call, try self.cache.kernel(for: call.address)))
+            } catch {
+                call.continuation.resume(returning: .failure(.loadFailed(call.address, reason: "\(error)")))
+            }
+        }
+        if let grouped = self.grouped, ready.count > 1 {
+            do {
+                let outputs = try grouped.forward(ready.map { (kernel: $0.kernel, rows: $0.call.rows) })
+                for (item, output) in zip(ready, outputs) { item.call.continuation.resume(returning: .success(output)) }
+            } catch {
+                for item in ready {
+                    item.call.continuation.resume(returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
+                }
+            }
+            return
+        }
+        for item in ready {
+            do {
+                item.call.continuation.resume(returning: .success(try item.kernel.forward(item.call.rows)))
+            } catch {
+                item.call.continuation.resume(returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import MoECore
+
+/// Where an expert service runs its kernels: `cpu` (OpenBLAS) or `cuda[:N]` (CUDA device N, default 0).
+public enum ComputeDevice: Sendable, Hashable, CustomStringConvertible {
+    case cpu
+    case cuda(ordinal: Int)
+
+    /// Parses `cpu`, `cuda` or `cuda:N`; nil for anything else.
+    public init?(_ text: String) {
+        switch text {
+        case "cpu": self = .cpu
+        case "cuda": self = .cuda(ordinal: 0)
+        default:
+            guard text.hasPrefix("cuda:"), let ordinal = Int(text.dropFirst(5)), ordinal >= 0 else { return nil }
+            self = .cuda(ordinal: ordinal)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .cpu: "cpu"
+        case .cuda(let ordinal): "cuda:\(ordinal)"
+        }
+    }
+}
+
+/// Builds expert kernels for one device: the CPU backend (OpenBLAS, f32 weights) or the CUDA backend (bf16 weights
+/// resident on the GPU, loaded at run time).
+public protocol ExpertBackend: Sendable {
+    var device: ComputeDevice { get }
+    /// One line for the logs: the device, its kernels and libraries.
+    var summary: String { get }
+    /// Forward passes worth running at once (CPU: one, as each uses every BLAS thread; CUDA: one per stream).
+    var concurrency: Int { get }
+    /// An expert's kernel and the bytes it holds on the device.
+    func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int)
+    /// Runs several experts' rows as one step (CUDA: one grouped GEMM per projection); nil when the backend has no
+    /// grouped path, and the caller runs them one by one.
+    var groupedStep: (any GroupedExpertStep)? { get }
+}
+
+/// Several experts' forward passes in one step: `outputs[j] = kernels[j].forward(inputs[j])`.
+public protocol GroupedExpertStep: Sendable {
+    func forward(_ work: [(kernel: any ExpertKernel, rows: Matrix)]) throws -> [Matrix]
+}
+
+/// OpenBLAS, f32 weights.
+public struct CPUExpertBackend: ExpertBackend {
+    public init() {}
+    public var device: ComputeDevice { .cpu }
+    public var summary: String { "cpu: OpenBLAS \(BLAS.coreName), \(BLAS.threadCount) threads" }
+    public var concurrency: Int { 1 }
+    public var groupedStep: (any GroupedExpertStep)? { nil }
+    public func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {
+        let kernel = CPUExpertKernel(weights: weights)
+        return (kernel, kernel.residentBytes)
+    }
+}
+
+/// The backend for `device`: opening a CUDA device throws `CUDAError` (saying what is missing) where there is none.
+public func makeExpertBackend(_ device: ComputeDevice) throws -> any ExpertBackend {
+    switch device {
+    case .cpu: CPUExpertBackend()
+    case .cuda(let ordinal): CUDAExpertBackend(device: try CUDADevice.open(ordinal: ordinal))
+    }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU and CUDA 12/13 (no Swift needed): everything the CUDA backend must pass.
+#   1. ccuda.h against the real CUDA headers (when the toolkit is there);
+#   2. `moemesh kernels check`: every expert form on the GPU against the CPU backend (1e-2 relative);
+#   3. a mesh whose experts run on the GPU (`moemesh up --device cuda`) answering `forward`, checked against the
+#      in-process CPU reference (`--compare-model`), f32 and bf16 checkpoints;
+#   4. scripts/bench_gpu.py: the Mixtral-size expert against PyTorch on the same GPU (when PyTorch is there).
+# Usage: scripts/gpu-verify.sh [MOEMESH_BINARY] [LOG_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+binary=$(realpath "${1:-.build/release/moemesh}")
+logs=${2:-/tmp/moemesh-gpu-verify}
+mkdir -p "$logs"
+models=$(mktemp -d)
+trap 'rm -rf "$models"' EXIT
+failures=0
+step() { echo; echo "== $*"; }
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+
+step "GPU"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv || fail "nvidia-smi"
+
+if [[ -d /usr/local/cuda/include ]]; then
+    step "ccuda.h against the CUDA headers"
+    scripts/check-cuda-abi.sh /usr/local/cuda || fail "ABI check"
+fi
+
+step "moemesh kernels check --device cuda"
+"$binary" kernels check --device cuda 2>&1 | tee "$logs/kernels-check.txt"
+[[ ${PIPESTATUS[0]} == 0 ]] || fail "kernels check"
+
+for dtype in f32 bf16; do
+    step "mesh with GPU experts ($dtype checkpoint): up --device cuda, forward --compare-model"
+    model="$models/model-$dtype"
+    rm -rf "$model"
+    "$binary" synth --out "$model" --dtype "$dtype" --experts 8 --top-k 2 --hidden 1024 --intermediate 2816 --layers 2 >/dev/null
+    "$binary" up --model "$model" --device cuda --port 50071 --coordinator-port 50072 --log-level warning \
+        >"$logs/up-$dtype.log" 2>&1 &
+    up=$!
+    ready=0
+    for _ in $(seq 1 120); do
+        if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
+        sleep 0.5
+    done
+    if [[ $ready == 1 ]]; then
+        for layer in 0 1; do
+            "$binary" forward --router 127.0.0.1:50071 --layer "$layer" --random 96 --compare-model "$model" \
+                || fail "forward layer $layer ($dtype)"
+        done
+        "$binary" forward --router 127.0.0.1:50071 --layer 0 --random 1 --dtype bf16 --compare-model "$model" \
+            || fail "forward 1 bf16 row ($dtype)"
+        "$binary" status --coordinator 127.0.0.1:50072 2>&1 | head -20
+    else
+        fail "mesh did not become ready ($dtype)"; tail -30 "$logs/up-$dtype.log"
+    fi
+    kill -TERM $up 2>/dev/null; wait $up 2>/dev/null
+done
+
+if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    step "Mixtral-size expert against PyTorch"
+    PYTHONUNBUFFERED=1 python3 scripts/bench_gpu.py --moemesh "$binary" --json "$logs/bench.json" || fail "bench"
+fi
+
+echo
+if [[ $failures == 0 ]]; then echo "gpu-verify: all passed"; else echo "gpu-verify: $failures failed"; fi
+exit $((failures > 0))
