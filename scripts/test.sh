@@ -14,6 +14,9 @@ if ! git diff --quiet -- Sources/MoEProto || [ -n "$(git status --porcelain -- S
     exit 1
 fi
 
+echo "== embedded CUDA kernel source matches Sources/MoEKernels/CUDA/expert_kernels.cu" >&2
+scripts/generate-cuda-source.sh --check
+
 echo "== golden checkpoints match scripts/golden/make_golden_models.py" >&2
 python3 -c 'import numpy' 2>/dev/null || python3 -m pip install --quiet numpy
 python3 scripts/golden/make_golden_models.py >/dev/null

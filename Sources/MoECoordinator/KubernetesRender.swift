@@ -91,7 +91,7 @@ public struct KubernetesRender: Sendable {
         let arguments = [
             "expert", "--model", options.modelMount, "--experts", selection, "--host", "0.0.0.0", "--port", "7000",
             "--http-port", "9090", "--coordinator", "moemesh-coordinator:50050", "--advertise-host", "$(POD_IP)",
-        ]
+        ] + (options.gpu ? ["--device", "cuda"] : [])
         let gpuLimit = options.gpu ? "\n              nvidia.com/gpu: 1" : ""
         let gpuScheduling = options.gpu
             ? """
