@@ -7,7 +7,12 @@ import MoEModel
 import MoEProto
 import MoEServing
 import MoETestSupport
+import Synchronization
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("expert service under a memory budget")
 struct ExpertMemoryBudgetTests {
@@ -66,5 +71,68 @@ struct ExpertMemoryBudgetTests {
         } catch {
             #expect(error.description == "memory budget: expected at least one expert's 0 MiB (18432 bytes), got 1000 bytes")
         }
+    }
+}
+
+@Suite("expert service compute steps")
+struct ComputeStepTests {
+    /// A CPU kernel on a slow device: 20 ms a call.
+    private struct SlowKernel: ExpertKernel {
+        let kernel: CPUExpertKernel
+        var hiddenSize: Int { self.kernel.hiddenSize }
+        var intermediateSize: Int { self.kernel.intermediateSize }
+        func forward(_ rows: Matrix) -> Matrix {
+            usleep(20_000)
+            return self.kernel.forward(rows)
+        }
+    }
+
+    /// A backend of slow CPU kernels, whose grouped step records how many calls each step took.
+    private final class RecordingBackend: ExpertBackend, GroupedExpertStep, @unchecked Sendable {
+        let steps = Mutex<[Int]>([])
+        var device: ComputeDevice { .cpu }
+        var summary: String { "recording" }
+        var concurrency: Int { 1 }
+        var groupedStep: (any GroupedExpertStep)? { self }
+        func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {
+            let kernel = CPUExpertKernel(weights: weights)
+            return (SlowKernel(kernel: kernel), kernel.residentBytes)
+        }
+        func forward(_ work: [(kernel: any ExpertKernel, rows: Matrix)]) throws -> [Matrix] {
+            self.steps.withLock { $0.append(work.count) }
+            return try work.map { try $0.kernel.forward($0.rows) }
+        }
+    }
+
+    @Test("calls that arrive while a step runs are run together as one grouped step, each answer its own")
+    func groupsWaitingCalls() async throws {
+        let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 63)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+        let backend = RecordingBackend()
+        let service = try ExpertService(checkpoint: checkpoint, experts: addresses, backend: backend)
+        let rows = model.randomHidden(tokens: 3, seed: 4)
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for address in addresses {
+                group.addTask {
+                    var request = Moemesh_V1_ComputeRequest()
+                    request.layer = address.layer
+                    request.expert = Int32(address.expert)
+                    request.rows = Moemesh_V1_Tensor(rows, dtype: .f32)
+                    let output = try await service.compute(request).rows.decodeTokenRows(
+                        field: "rows", hiddenSize: 32, allowedRanks: [2], shapeDescription: "[N, H]")
+                    let expected = CPUExpertKernel(
+                        weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert)
+                    ).forward(rows)
+                    return output.matrix.values == expected.values
+                }
+            }
+            for try await correct in group { #expect(correct) }
+        }
+        let steps = backend.steps.withLock { $0 }
+        // 12 calls on a device busy for 20 ms a call: the first runs alone, those arriving meanwhile are grouped.
+        #expect(steps.contains { $0 > 1 }, "steps: \(steps)")
+        #expect(steps.reduce(0, +) >= 2 && steps.reduce(0, +) <= 12, "steps: \(steps)")
     }
 }
