@@ -1,3 +1,4 @@
+import Dispatch
 import GRPCCore
 import MoECore
 import MoEKernels
@@ -23,6 +24,8 @@ public struct ExpertService: Sendable {
     /// The device the kernels run on.
     public let backend: any ExpertBackend
     private let steps: ComputeSteps
+    /// Loads started by `Prefetch` hints, one at a time, beside the compute steps.
+    private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
 
     /// Hosts the `experts` of a checkpoint on `backend`'s device. Without a budget, every expert is loaded here (CPU:
     /// weights widened to f32; CUDA: bf16 on the GPU); with `memoryBudgetBytes` (of the device's memory), experts are
@@ -147,6 +150,26 @@ public struct ExpertService: Sendable {
 }
 
 extension ExpertService {
+    /// Starts loading, in the background, the hosted experts of `experts` that are not resident; returns them.
+    /// Throws `unknownExpert` (before loading anything) for one this service does not host.
+    public func prefetch(_ experts: [ExpertAddress]) throws(ExpertError) -> [ExpertAddress] {
+        for address in experts where !self.experts.contains(address) {
+            throw .unknownExpert(address, hosted: self.hostedSummary)
+        }
+        let missing = Array(Set(experts)).sorted().filter { !self.cache.isResident($0) }
+        let cache = self.cache, metrics = self.metrics
+        for address in missing {
+            self.prefetchQueue.async {
+                // A failed load is reported by the Compute call that needs the expert, as without the hint.
+                if (try? cache.prefetch(address)) == true {
+                    metrics.counter("moemesh_expert_cache_prefetches_total").increment()
+                    metrics.gauge("moemesh_expert_cache_resident_bytes").record(cache.statistics.residentBytes)
+                }
+            }
+        }
+        return missing
+    }
+
     /// Cache series: hits, misses (loads), evictions, load time, resident bytes.
     func recordCache(since before: ExpertCache<ExpertAddress>.Statistics) {
         let now = self.cache.statistics
@@ -185,7 +208,15 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
             $0.residentBytes = Int64(stats.residentBytes)
             $0.residentExperts = Int32(stats.residentExperts)
             $0.budgetBytes = Int64(stats.budgetBytes ?? 0)
+            $0.prefetches = Int64(stats.prefetches)
         }
         return response
+    }
+
+    public func prefetch(
+        request: Moemesh_V1_PrefetchRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_PrefetchResponse {
+        let loading = try self.prefetch(request.experts.map { ExpertAddress(layer: $0.layer, expert: Int($0.expert)) })
+        return .with { $0.loading = loading.map(Moemesh_V1_ExpertKey.init) }
     }
 }

@@ -10,11 +10,18 @@ public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
     private let call: @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
     private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
+    private let prefetchCall: @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
 
     public init<Transport: ClientTransport>(endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>) {
         self.endpoint = endpoint
         self.call = { request, metadata, options in try await client.compute(request, metadata: metadata, options: options) }
         self.describeCall = { options in try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options) }
+        self.prefetchCall = { request, options in try await client.prefetch(request, options: options) }
+    }
+
+    /// `Prefetch`: a hint that these experts will be needed soon.
+    public func prefetch(_ request: Moemesh_V1_PrefetchRequest, options: CallOptions) async throws -> Moemesh_V1_PrefetchResponse {
+        try await self.prefetchCall(request, options)
     }
 
     /// `DescribeExperts`: what the service hosts.

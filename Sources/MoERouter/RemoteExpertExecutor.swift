@@ -121,6 +121,32 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 }
 
 extension RemoteExpertExecutor {
+    /// Sends one `Prefetch` hint to each replica serving any of `addresses`, naming the experts it serves; returns at
+    /// once. A hint that fails changes nothing (the `Compute` call loads the expert as without it): it is counted.
+    public func prefetch(_ addresses: [ExpertAddress]) {
+        var experts: [ServiceEndpoint: [ExpertAddress]] = [:]
+        var replicas: [ServiceEndpoint: ExpertReplica] = [:]
+        for address in addresses {
+            for replica in self.topology.candidates(for: address) {
+                experts[replica.endpoint, default: []].append(address)
+                replicas[replica.endpoint] = replica
+            }
+        }
+        let metrics = self.metrics, options = self.callOptions
+        for (endpoint, addresses) in experts {
+            let replica = replicas[endpoint]!
+            let request = Moemesh_V1_PrefetchRequest.with { $0.experts = addresses.map(Moemesh_V1_ExpertKey.init) }
+            Task {
+                do {
+                    _ = try await replica.prefetch(request, options: options)
+                    metrics?.counter("moemesh_router_prefetch_hints_total").increment()
+                } catch {
+                    metrics?.counter("moemesh_router_prefetch_failures_total").increment()
+                }
+            }
+        }
+    }
+
     /// How long a call whose replicas all failed waits for the coordinator to name a replacement.
     static let replacementWait: Duration = .seconds(10)
 

@@ -51,10 +51,17 @@ public struct RouterApplication: Service {
             callOptions: serving.callOptions(timeout: expertTimeout), demand: link?.demand, coldStart: coldStart,
             metrics: metrics)
         let readiness = Readiness(notReady: "waiting for expert replicas")
+        let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
+        if configuration.routing.prefetchNextLayer {
+            prefetch = { addresses in executor.prefetch(addresses) }
+        } else {
+            prefetch = nil
+        }
         let service = RouterService(
             modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
             routingSummary: configuration.routing.summary, batching: configuration.batching,
-            prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics)
+            prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
+            prefetch: prefetch)
         let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
         let transport = serving.makeServerTransport()
         let server = GRPCServer(

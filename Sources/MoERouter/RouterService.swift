@@ -25,13 +25,16 @@ public struct RouterService: Sendable {
     public let readiness: Readiness
     /// Prometheus series (see `ServiceMetrics`).
     public let metrics: ServiceMetrics
+    /// With `--prefetch-next-layer`: sends `Prefetch` hints for experts (see `prefetchNextLayer`).
+    public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
-        metrics: ServiceMetrics = ServiceMetrics()
+        metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
     ) {
+        self.prefetch = prefetch
         self.modelType = modelType
         self.hiddenSize = hiddenSize
         self.pipelines = Dictionary(uniqueKeysWithValues: pipelines.map { ($0.spec.name, $0) })
@@ -63,6 +66,7 @@ public struct RouterService: Sendable {
         let routingRequest = RoutingRequest(
             shape: hidden.shape, tokenIDs: request.tokenIds.isEmpty ? nil : request.tokenIds,
             noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
+        if let prefetch = self.prefetch { self.prefetchNextLayer(after: request.layer, hidden: hidden, routing: routingRequest, prefetch) }
         let result: MoELayerResult
         do {
             if let batcher = self.batcher, MoELayerResult.isTokenwise(pipeline.policy) {
@@ -91,6 +95,22 @@ public struct RouterService: Sendable {
 }
 
 extension RouterService {
+    /// The experts the next MoE layer will likely need for these tokens, hinted to their replicas while this layer
+    /// runs: the next layer's gate applied to this layer's input (the residual stream changes little from one layer
+    /// to the next), top-k per token, plus its shared expert. Under a GPU memory budget the experts load ahead.
+    func prefetchNextLayer(
+        after layer: String, hidden: DecodedRows, routing: RoutingRequest, _ prefetch: @Sendable ([ExpertAddress]) -> Void
+    ) {
+        guard let index = self.layerNames.firstIndex(of: layer), index + 1 < self.layerNames.count else { return }
+        let next = self.layerNames[index + 1]
+        guard let pipeline = self.pipelines[next]?.masking(self.prunedExperts(next)),
+            let decision = try? pipeline.route(hidden.matrix, request: routing)
+        else { return }
+        let routed = Set(decision.topkIDs.filter { $0 >= 0 }.map(Int.init)).sorted()
+        let shared = pipeline.spec.sharedExpert == nil ? [] : [ExpertAddress(layer: next, expert: ExpertAddress.shared)]
+        prefetch(routed.map { ExpertAddress(layer: next, expert: $0) } + shared)
+    }
+
     /// Per layer: requests, tokens, latency, dropped slots, rerouted experts, balancedness; per expert: tokens routed.
     func record(_ result: MoELayerResult, layer: String, since started: ContinuousClock.Instant) {
         let labels = [("layer", layer)]

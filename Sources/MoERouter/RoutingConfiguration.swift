@@ -24,11 +24,15 @@ public struct RoutingConfiguration: Sendable, Equatable {
     public var capacity: CapacityLimit?
     public var switchCapacity: Bool
     public var rerouteUnreachable: Bool
+    /// Hint the next layer's likely experts to their replicas while a layer runs (`RouterService.prefetchNextLayer`).
+    public var prefetchNextLayer: Bool
 
     public init(
         strategy: Strategy = .model, noiseStd: Float = 1, seed: UInt64 = 0, expertChoiceCapacity: Double = 1,
-        capacity: CapacityLimit? = nil, switchCapacity: Bool = false, rerouteUnreachable: Bool = false
+        capacity: CapacityLimit? = nil, switchCapacity: Bool = false, rerouteUnreachable: Bool = false,
+        prefetchNextLayer: Bool = false
     ) {
+        self.prefetchNextLayer = prefetchNextLayer
         self.strategy = strategy
         self.noiseStd = noiseStd
         self.seed = seed
@@ -64,6 +68,7 @@ public struct RoutingConfiguration: Sendable, Equatable {
         if let capacity = self.capacity { text += ", capacity \(capacity.factor) \(capacity.overflow.rawValue)" }
         if self.switchCapacity { text += ", switch per-sequence capacity" }
         if self.rerouteUnreachable { text += ", reroute unreachable experts" }
+        if self.prefetchNextLayer { text += ", prefetch hints for the next layer" }
         return text
     }
 }

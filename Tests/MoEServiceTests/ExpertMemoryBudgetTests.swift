@@ -5,6 +5,7 @@ import MoEExpert
 import MoEKernels
 import MoEModel
 import MoEProto
+import MoERouter
 import MoEServing
 import MoETestSupport
 import Synchronization
@@ -134,5 +135,61 @@ struct ComputeStepTests {
         // 12 calls on a device busy for 20 ms a call: the first runs alone, those arriving meanwhile are grouped.
         #expect(steps.contains { $0 > 1 }, "steps: \(steps)")
         #expect(steps.reduce(0, +) >= 2 && steps.reduce(0, +) <= 12, "steps: \(steps)")
+    }
+}
+
+@Suite("prefetch hints")
+struct PrefetchTests {
+    /// Polls `condition` every 10 ms for up to 5 s.
+    private func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
+        for _ in 0..<500 {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
+    @Test("Prefetch starts loading the hosted experts that are not resident; the use after it is a hit; unknown ones are refused")
+    func expertPrefetch() async throws {
+        let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 64)
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+        let perExpert = 3 * 32 * 48 * 4
+        let service = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: 3 * perExpert)
+        let first = addresses[0], wanted = [addresses[4], addresses[7]]
+        #expect(service.cache.isResident(first))
+        let loading = try service.prefetch(wanted + [first])
+        #expect(loading == wanted.sorted())
+        #expect(try await self.eventually { wanted.allSatisfy(service.cache.isResident) })
+        #expect(service.cache.statistics.prefetches == 2 && service.cache.statistics.misses == 1)
+        var request = Moemesh_V1_ComputeRequest()
+        request.layer = wanted[0].layer
+        request.expert = Int32(wanted[0].expert)
+        request.rows = Moemesh_V1_Tensor(model.randomHidden(tokens: 2, seed: 3), dtype: .f32)
+        _ = try await service.compute(request)
+        #expect(service.cache.statistics.hits == 1 && service.cache.statistics.misses == 1)
+        #expect(throws: ExpertError.self) { try service.prefetch([ExpertAddress(layer: "0", expert: 99)]) }
+    }
+
+    @Test("with --prefetch-next-layer the router hints layer 1's likely experts while layer 0 runs; without, none")
+    func routerHintsNextLayer() async throws {
+        let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 65)
+        defer { model.remove() }
+        let hidden = model.randomHidden(tokens: 16, seed: 5)
+        for enabled in [true, false] {
+            var routing = RoutingConfiguration()
+            routing.prefetchNextLayer = enabled
+            try await withInProcessMesh(model: model, routing: routing, expertMemoryBudgetBytes: 4 * 3 * 32 * 48 * 4) { router, expert in
+                var request = Moemesh_V1_ForwardRequest()
+                request.layer = "0"
+                request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
+                _ = try await router.forward(request)
+                let hinted = try await self.eventually {
+                    try await expert.describeExperts(.init()).cache.prefetches > 0
+                }
+                #expect(hinted == enabled, "prefetch-next-layer \(enabled)")
+            }
+        }
     }
 }

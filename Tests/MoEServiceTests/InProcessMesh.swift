@@ -16,13 +16,13 @@ import Tracing
 /// Both servers count calls and errors (`RPCMetricsInterceptor`) and trace them with `tracer`.
 func withInProcessMesh(
     model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
-    batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(),
+    batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(), expertMemoryBudgetBytes: Int? = nil,
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
     let checkpoint = try MoECheckpoint(path: model.path)
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
-    let expertService = try ExpertService(checkpoint: checkpoint, experts: addresses)
+    let expertService = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: expertMemoryBudgetBytes)
     let expertTransport = InProcessTransport()
     let logger = Logger(label: "in-process-mesh")
     let expertInterceptors: [any ServerInterceptor] = [
@@ -34,15 +34,17 @@ func withInProcessMesh(
             let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 1), client: expertClient)
             let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) }))
             let metrics = ServiceMetrics()
+            let executor = RemoteExpertExecutor(
+                topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics,
+                tracer: tracer)
+            var prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
+            if routing.prefetchNextLayer { prefetch = { addresses in executor.prefetch(addresses) } }
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map {
                     try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
                 },
-                executor: RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics,
-                    tracer: tracer),
-                routingSummary: routing.summary, batching: batching, metrics: metrics)
+                executor: executor, routingSummary: routing.summary, batching: batching, metrics: metrics, prefetch: prefetch)
             let routerTransport = InProcessTransport()
             let routerInterceptors: [any ServerInterceptor] = [
                 RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(tracer: tracer, logger: logger),

@@ -28,6 +28,9 @@ struct RoutingOptions: ParsableArguments {
     @Option(help: "When no replica of an expert answers: fail (UNAVAILABLE naming it) or reroute (next-best experts, flagged).")
     var onUnreachable: UnreachablePolicy = .fail
 
+    @Flag(help: "While a layer runs, send its replicas a Prefetch hint for the experts the next layer will likely need (its gate on this layer's input): experts under a GPU or memory budget load ahead.")
+    var prefetchNextLayer = false
+
     func configuration() throws -> RoutingConfiguration {
         if let factor = self.capacityFactor, !(factor > 0) {
             throw ValidationError("--capacity-factor: expected a positive number, got \(factor)")
@@ -39,7 +42,8 @@ struct RoutingOptions: ParsableArguments {
             strategy: self.routing, noiseStd: self.noiseStd, seed: self.seed,
             expertChoiceCapacity: self.expertChoiceCapacity,
             capacity: self.capacityFactor.map { CapacityLimit(factor: $0, overflow: self.overflow) },
-            switchCapacity: self.switchCapacity, rerouteUnreachable: self.onUnreachable == .reroute)
+            switchCapacity: self.switchCapacity, rerouteUnreachable: self.onUnreachable == .reroute,
+            prefetchNextLayer: self.prefetchNextLayer)
     }
 
     /// The same options as arguments for a `moemesh router` child process.
@@ -49,6 +53,7 @@ struct RoutingOptions: ParsableArguments {
         if let factor = self.capacityFactor { arguments += ["--capacity-factor", "\(factor)"] }
         if self.switchCapacity { arguments.append("--switch-capacity") }
         arguments += ["--on-unreachable", self.onUnreachable.rawValue]
+        if self.prefetchNextLayer { arguments.append("--prefetch-next-layer") }
         return arguments
     }
 }

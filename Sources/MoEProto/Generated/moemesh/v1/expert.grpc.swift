@@ -48,10 +48,24 @@ public enum Moemesh_V1_Expert: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Prefetch" metadata.
+        public enum Prefetch: Sendable {
+            /// Request type for "Prefetch".
+            public typealias Input = Moemesh_V1_PrefetchRequest
+            /// Response type for "Prefetch".
+            public typealias Output = Moemesh_V1_PrefetchResponse
+            /// Descriptor for "Prefetch".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Expert"),
+                method: "Prefetch",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "moemesh.v1.Expert" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Compute.descriptor,
-            DescribeExperts.descriptor
+            DescribeExperts.descriptor,
+            Prefetch.descriptor
         ]
     }
 }
@@ -113,6 +127,25 @@ extension Moemesh_V1_Expert {
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_DescribeExpertsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_DescribeExpertsResponse>
+
+        /// Handle the "Prefetch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+        /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_PrefetchRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_PrefetchResponse` messages.
+        func prefetch(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_PrefetchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_PrefetchResponse>
     }
 
     /// Service protocol for the "moemesh.v1.Expert" service.
@@ -158,6 +191,25 @@ extension Moemesh_V1_Expert {
             request: GRPCCore.ServerRequest<Moemesh_V1_DescribeExpertsRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DescribeExpertsResponse>
+
+        /// Handle the "Prefetch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+        /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_PrefetchRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Moemesh_V1_PrefetchResponse` message.
+        func prefetch(
+            request: GRPCCore.ServerRequest<Moemesh_V1_PrefetchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_PrefetchResponse>
     }
 
     /// Simple service protocol for the "moemesh.v1.Expert" service.
@@ -201,6 +253,25 @@ extension Moemesh_V1_Expert {
             request: Moemesh_V1_DescribeExpertsRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_DescribeExpertsResponse
+
+        /// Handle the "Prefetch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+        /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+        ///
+        /// - Parameters:
+        ///   - request: A `Moemesh_V1_PrefetchRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Moemesh_V1_PrefetchResponse` to respond with.
+        func prefetch(
+            request: Moemesh_V1_PrefetchRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Moemesh_V1_PrefetchResponse
     }
 }
 
@@ -225,6 +296,17 @@ extension Moemesh_V1_Expert.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_DescribeExpertsResponse>(),
             handler: { request, context in
                 try await self.describeExperts(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Expert.Method.Prefetch.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_PrefetchRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_PrefetchResponse>(),
+            handler: { request, context in
+                try await self.prefetch(
                     request: request,
                     context: context
                 )
@@ -257,6 +339,17 @@ extension Moemesh_V1_Expert.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func prefetch(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_PrefetchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_PrefetchResponse> {
+        let response = try await self.prefetch(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -281,6 +374,19 @@ extension Moemesh_V1_Expert.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DescribeExpertsResponse> {
         return GRPCCore.ServerResponse<Moemesh_V1_DescribeExpertsResponse>(
             message: try await self.describeExperts(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func prefetch(
+        request: GRPCCore.ServerRequest<Moemesh_V1_PrefetchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_PrefetchResponse> {
+        return GRPCCore.ServerResponse<Moemesh_V1_PrefetchResponse>(
+            message: try await self.prefetch(
                 request: request.message,
                 context: context
             ),
@@ -342,6 +448,30 @@ extension Moemesh_V1_Expert {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_DescribeExpertsResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_DescribeExpertsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Prefetch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+        /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_PrefetchRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_PrefetchRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_PrefetchResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func prefetch<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_PrefetchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_PrefetchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_PrefetchResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_PrefetchResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -428,6 +558,41 @@ extension Moemesh_V1_Expert {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Prefetch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+        /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_PrefetchRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_PrefetchRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_PrefetchResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func prefetch<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_PrefetchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_PrefetchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_PrefetchResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_PrefetchResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Moemesh_V1_Expert.Method.Prefetch.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -487,6 +652,36 @@ extension Moemesh_V1_Expert.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_DescribeExpertsRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_DescribeExpertsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Prefetch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+    /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Moemesh_V1_PrefetchRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func prefetch<Result>(
+        request: GRPCCore.ClientRequest<Moemesh_V1_PrefetchRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_PrefetchResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.prefetch(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_PrefetchRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_PrefetchResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -556,6 +751,40 @@ extension Moemesh_V1_Expert.ClientProtocol {
             metadata: metadata
         )
         return try await self.describeExperts(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Prefetch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A hint: these experts will be needed soon. Those not resident (under a memory budget) start loading in the
+    /// > background; the call returns at once. Routers send it for the next layer's likely experts.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func prefetch<Result>(
+        _ message: Moemesh_V1_PrefetchRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_PrefetchResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Moemesh_V1_PrefetchRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.prefetch(
             request: request,
             options: options,
             onResponse: handleResponse

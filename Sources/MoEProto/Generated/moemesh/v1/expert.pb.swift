@@ -149,6 +149,35 @@ public nonisolated struct Moemesh_V1_ExpertCacheStats: Sendable {
   /// 0: no budget.
   public var budgetBytes: Int64 = 0
 
+  /// Loads started by a Prefetch hint (not counted in misses); a hit after one is a prefetch that paid off.
+  public var prefetches: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_PrefetchRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Experts this service hosts; others are refused (NOT_FOUND).
+  public var experts: [Moemesh_V1_ExpertKey] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_PrefetchResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The experts asked for that were not resident: their loads have started.
+  public var loading: [Moemesh_V1_ExpertKey] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -346,7 +375,7 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
 
 nonisolated extension Moemesh_V1_ExpertCacheStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExpertCacheStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hits\0\u{1}misses\0\u{1}evictions\0\u{3}load_seconds\0\u{3}resident_bytes\0\u{3}resident_experts\0\u{3}budget_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hits\0\u{1}misses\0\u{1}evictions\0\u{3}load_seconds\0\u{3}resident_bytes\0\u{3}resident_experts\0\u{3}budget_bytes\0\u{1}prefetches\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -361,6 +390,7 @@ nonisolated extension Moemesh_V1_ExpertCacheStats: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.residentBytes) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.residentExperts) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.budgetBytes) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.prefetches) }()
       default: break
       }
     }
@@ -388,6 +418,9 @@ nonisolated extension Moemesh_V1_ExpertCacheStats: SwiftProtobuf.Message, SwiftP
     if self.budgetBytes != 0 {
       try visitor.visitSingularInt64Field(value: self.budgetBytes, fieldNumber: 7)
     }
+    if self.prefetches != 0 {
+      try visitor.visitSingularInt64Field(value: self.prefetches, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -399,6 +432,67 @@ nonisolated extension Moemesh_V1_ExpertCacheStats: SwiftProtobuf.Message, SwiftP
     if lhs.residentBytes != rhs.residentBytes {return false}
     if lhs.residentExperts != rhs.residentExperts {return false}
     if lhs.budgetBytes != rhs.budgetBytes {return false}
+    if lhs.prefetches != rhs.prefetches {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_PrefetchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PrefetchRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}experts\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.experts) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.experts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.experts, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_PrefetchRequest, rhs: Moemesh_V1_PrefetchRequest) -> Bool {
+    if lhs.experts != rhs.experts {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_PrefetchResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PrefetchResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}loading\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.loading) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.loading.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.loading, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_PrefetchResponse, rhs: Moemesh_V1_PrefetchResponse) -> Bool {
+    if lhs.loading != rhs.loading {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
