@@ -193,7 +193,7 @@ let package = Package(
         .testTarget(
             name: "MoEIntegrationTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter", "MoECoordinator", "MoETestSupport",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter", "MoECoordinator", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
