@@ -4,7 +4,9 @@
 #   2. `moemesh kernels check`: every expert form on the GPU against the CPU backend (1e-2 relative);
 #   3. a mesh whose experts run on the GPU (`moemesh up --device cuda`) answering `forward`, checked against the
 #      in-process CPU reference (`--compare-model`), f32 and bf16 checkpoints;
-#   4. scripts/bench_gpu.py: the Mixtral-size expert against PyTorch on the same GPU (when PyTorch is there).
+#   4. one expert service hosting every expert under a 40 MiB GPU budget (paging, grouped steps of the router's
+#      fan-out) behind a router with --prefetch-next-layer, answering `forward --compare-model`; its /metrics;
+#   5. scripts/bench_gpu.py: the Mixtral-size expert against PyTorch on the same GPU (when PyTorch is there).
 # Usage: scripts/gpu-verify.sh [MOEMESH_BINARY] [LOG_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +57,40 @@ for dtype in f32 bf16; do
     fi
     kill -TERM $up 2>/dev/null; wait $up 2>/dev/null
 done
+
+step "one GPU expert service, 40 MiB budget (2 of 16 experts), router with --prefetch-next-layer"
+model="$models/model-bf16"
+"$binary" expert --model "$model" --device cuda --gpu-memory-budget-mib 40 --port 50081 --http-port 50082 \
+    --log-level warning >"$logs/expert-budget.log" 2>&1 &
+expert=$!
+"$binary" router --model "$model" --expert 127.0.0.1:50081 --port 50071 --prefetch-next-layer --log-level warning \
+    >"$logs/router-prefetch.log" 2>&1 &
+router=$!
+ready=0
+for _ in $(seq 1 120); do
+    if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.5
+done
+if [[ $ready == 1 ]]; then
+    for round in 1 2; do
+        for layer in 0 1; do
+            "$binary" forward --router 127.0.0.1:50071 --layer "$layer" --random 64 --compare-model "$model" \
+                || fail "forward layer $layer under a GPU budget (round $round)"
+        done
+    done
+    sleep 1
+    if command -v curl >/dev/null; then
+        curl -s http://127.0.0.1:50082/metrics | grep -E "^moemesh_expert_cache_(hits|misses|evictions|prefetches)_total|^moemesh_expert_cache_resident_bytes" \
+            | tee "$logs/expert-budget-metrics.txt"
+    else
+        python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:50082/metrics').read().decode())" \
+            | grep -E "^moemesh_expert_cache_" | tee "$logs/expert-budget-metrics.txt"
+    fi
+    grep -q "moemesh_expert_cache_evictions_total" "$logs/expert-budget-metrics.txt" || fail "no cache metrics"
+else
+    fail "budgeted GPU expert or router did not become ready"; tail -30 "$logs/expert-budget.log" "$logs/router-prefetch.log"
+fi
+kill -TERM $router $expert 2>/dev/null; wait $router $expert 2>/dev/null
 
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     step "Mixtral-size expert against PyTorch"

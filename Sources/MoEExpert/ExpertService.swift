@@ -5,6 +5,7 @@ import MoEKernels
 import MoEModel
 import MoEProto
 import MoEServing
+import Synchronization
 
 /// Serves `Compute` for the experts it hosts: `rows [N, H] → FFN(rows) [N, H]`, in the request's dtype.
 public struct ExpertService: Sendable {
@@ -26,6 +27,7 @@ public struct ExpertService: Sendable {
     private let steps: ComputeSteps
     /// Loads started by `Prefetch` hints, one at a time, beside the compute steps.
     private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
+    private let cacheMetrics: CacheMetrics
 
     /// Hosts the `experts` of a checkpoint on `backend`'s device. Without a budget, every expert is loaded here (CPU:
     /// weights widened to f32; CUDA: bf16 on the GPU); with `memoryBudgetBytes` (of the device's memory), experts are
@@ -76,6 +78,7 @@ public struct ExpertService: Sendable {
         self.computeDelay = computeDelay
         self.backend = backend
         self.steps = ComputeSteps(backend: backend, cache: cache)
+        self.cacheMetrics = CacheMetrics(cache: cache, metrics: self.metrics)
     }
 
     /// An expert's kernel on `backend`'s device and the bytes it holds there.
@@ -139,9 +142,8 @@ public struct ExpertService: Sendable {
             metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         }
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
-        let before = self.cache.statistics
         let result = await self.steps.run(address, rows: input)
-        self.recordCache(since: before)
+        self.cacheMetrics.publish()
         let output = try result.get()
         var response = Moemesh_V1_ComputeResponse()
         response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
@@ -157,30 +159,45 @@ extension ExpertService {
             throw .unknownExpert(address, hosted: self.hostedSummary)
         }
         let missing = Array(Set(experts)).sorted().filter { !self.cache.isResident($0) }
-        let cache = self.cache, metrics = self.metrics
+        let cache = self.cache, cacheMetrics = self.cacheMetrics
         for address in missing {
             self.prefetchQueue.async {
                 // A failed load is reported by the Compute call that needs the expert, as without the hint.
-                if (try? cache.prefetch(address)) == true {
-                    metrics.counter("moemesh_expert_cache_prefetches_total").increment()
-                    metrics.gauge("moemesh_expert_cache_resident_bytes").record(cache.statistics.residentBytes)
-                }
+                _ = try? cache.prefetch(address)
+                cacheMetrics.publish()
             }
         }
         return missing
     }
+}
 
-    /// Cache series: hits, misses (loads), evictions, load time, resident bytes.
-    func recordCache(since before: ExpertCache<ExpertAddress>.Statistics) {
-        let now = self.cache.statistics
-        let metrics = self.metrics
-        metrics.counter("moemesh_expert_cache_hits_total").increment(by: now.hits - before.hits)
-        metrics.counter("moemesh_expert_cache_misses_total").increment(by: now.misses - before.misses)
-        metrics.counter("moemesh_expert_cache_evictions_total").increment(by: now.evictions - before.evictions)
-        if now.misses > before.misses {
-            metrics.timer("moemesh_expert_cache_load_seconds").record(duration: now.loadTime - before.loadTime)
+/// Publishes the cache's statistics as Prometheus series — hits, misses (loads), prefetches, evictions, load time,
+/// resident bytes — each change exactly once, however many calls publish at the same time.
+final class CacheMetrics: Sendable {
+    private let cache: ExpertCache<ExpertAddress>
+    private let metrics: ServiceMetrics
+    private let published: Mutex<ExpertCache<ExpertAddress>.Statistics>
+
+    init(cache: ExpertCache<ExpertAddress>, metrics: ServiceMetrics) {
+        self.cache = cache
+        self.metrics = metrics
+        self.published = Mutex(ExpertCache<ExpertAddress>.Statistics())
+    }
+
+    func publish() {
+        self.published.withLock { published in
+            let now = self.cache.statistics
+            let metrics = self.metrics
+            metrics.counter("moemesh_expert_cache_hits_total").increment(by: now.hits - published.hits)
+            metrics.counter("moemesh_expert_cache_misses_total").increment(by: now.misses - published.misses)
+            metrics.counter("moemesh_expert_cache_prefetches_total").increment(by: now.prefetches - published.prefetches)
+            metrics.counter("moemesh_expert_cache_evictions_total").increment(by: now.evictions - published.evictions)
+            if now.loadTime > published.loadTime {
+                metrics.timer("moemesh_expert_cache_load_seconds").record(duration: now.loadTime - published.loadTime)
+            }
+            metrics.gauge("moemesh_expert_cache_resident_bytes").record(now.residentBytes)
+            published = now
         }
-        metrics.gauge("moemesh_expert_cache_resident_bytes").record(now.residentBytes)
     }
 }
 

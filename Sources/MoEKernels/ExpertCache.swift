@@ -19,6 +19,8 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
         public var residentBytes = 0
         public var residentExperts = 0
         public var budgetBytes: Int?
+
+        public init(budgetBytes: Int? = nil) { self.budgetBytes = budgetBytes }
     }
 
     private struct Entry {
@@ -115,7 +117,7 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
             // Loaded by another caller while this one waited?
             if let kernel = self.state.withLock({ prefetch ? $0.entries[key]?.kernel : $0.hit(key) }) { return kernel }
             // Experts of one model have one size: make room for one like the largest resident before loading, so
-            // that a device never holds more than the budget (a GPU could not).
+            // that loading never takes the device over the budget (a GPU could not hold more).
             self.state.withLock { state in
                 state.makeRoom(for: state.entries.values.map(\.bytes).max() ?? 0, budget: self.budgetBytes)
             }

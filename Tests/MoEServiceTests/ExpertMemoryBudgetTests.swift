@@ -6,6 +6,8 @@ import MoEKernels
 import MoEModel
 import MoEProto
 import MoERouter
+import Prometheus
+import CoreMetrics
 import MoEServing
 import MoETestSupport
 import Synchronization
@@ -191,5 +193,42 @@ struct PrefetchTests {
                 #expect(hinted == enabled, "prefetch-next-layer \(enabled)")
             }
         }
+    }
+}
+
+@Suite("expert cache metrics")
+struct CacheMetricsTests {
+    @Test("under concurrent calls the /metrics cache counters equal the cache's own statistics, each change counted once")
+    func countersMatchStatistics() async throws {
+        let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 66)
+        defer { model.remove() }
+        let registry = PrometheusCollectorRegistry()
+        let perExpert = 3 * 32 * 48 * 4
+        let rows = model.randomHidden(tokens: 2, seed: 8)
+        let stats = try await withMetricsFactory(PrometheusMetricsFactory(registry: registry)) {
+            let checkpoint = try MoECheckpoint(path: model.path)
+            let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+            let service = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: 2 * perExpert)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for call in 0..<48 {
+                    let address = addresses[call % addresses.count]
+                    group.addTask {
+                        var request = Moemesh_V1_ComputeRequest()
+                        request.layer = address.layer
+                        request.expert = Int32(address.expert)
+                        request.rows = Moemesh_V1_Tensor(rows, dtype: .f32)
+                        _ = try await service.compute(request)
+                    }
+                }
+                try await group.waitForAll()
+            }
+            return service.cache.statistics
+        }
+        let text = registry.emitToString()
+        #expect(stats.evictions > 0)
+        #expect(ObservabilityTests.value(text, "moemesh_expert_cache_misses_total") == Double(stats.misses))
+        #expect(ObservabilityTests.value(text, "moemesh_expert_cache_hits_total") == Double(stats.hits))
+        #expect(ObservabilityTests.value(text, "moemesh_expert_cache_evictions_total") == Double(stats.evictions))
+        #expect(ObservabilityTests.value(text, "moemesh_expert_cache_resident_bytes") == Double(stats.residentBytes))
     }
 }
