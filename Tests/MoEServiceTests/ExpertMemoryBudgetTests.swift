@@ -1,3 +1,4 @@
+import Dispatch
 import GRPCCore
 import GRPCInProcessTransport
 import MoECore
@@ -79,27 +80,35 @@ struct ExpertMemoryBudgetTests {
 
 @Suite("expert service compute steps")
 struct ComputeStepTests {
-    /// A CPU kernel on a slow device: 20 ms a call.
-    private struct SlowKernel: ExpertKernel {
+    /// Holds the first forward pass until opened: the device stays busy while the other calls arrive.
+    private final class Gate: Sendable {
+        let opened = DispatchSemaphore(value: 0)
+        let first = Mutex(true)
+    }
+
+    /// A CPU kernel whose first call waits for the gate.
+    private struct GatedKernel: ExpertKernel {
         let kernel: CPUExpertKernel
+        let gate: Gate
         var hiddenSize: Int { self.kernel.hiddenSize }
         var intermediateSize: Int { self.kernel.intermediateSize }
         func forward(_ rows: Matrix) -> Matrix {
-            usleep(20_000)
+            if self.gate.first.withLock({ first in defer { first = false }; return first }) { self.gate.opened.wait() }
             return self.kernel.forward(rows)
         }
     }
 
-    /// A backend of slow CPU kernels, whose grouped step records how many calls each step took.
+    /// A backend of gated CPU kernels, whose grouped step records how many calls each step took.
     private final class RecordingBackend: ExpertBackend, GroupedExpertStep, @unchecked Sendable {
         let steps = Mutex<[Int]>([])
+        let gate = Gate()
         var device: ComputeDevice { .cpu }
         var summary: String { "recording" }
         var concurrency: Int { 1 }
         var groupedStep: (any GroupedExpertStep)? { self }
         func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {
             let kernel = CPUExpertKernel(weights: weights)
-            return (SlowKernel(kernel: kernel), kernel.residentBytes)
+            return (GatedKernel(kernel: kernel, gate: self.gate), kernel.residentBytes)
         }
         func forward(_ work: [(kernel: any ExpertKernel, rows: Matrix)]) throws -> [Matrix] {
             self.steps.withLock { $0.append(work.count) }
@@ -131,12 +140,15 @@ struct ComputeStepTests {
                     return output.matrix.values == expected.values
                 }
             }
+            // The first call holds the device; once all 12 are in the service (and a moment more, for the last to
+            // queue), let it go: the 11 waiting are one step.
+            while service.meter.inFlightRows < 12 * 3 { try await Task.sleep(for: .milliseconds(5)) }
+            try await Task.sleep(for: .milliseconds(100))
+            backend.gate.opened.signal()
             for try await correct in group { #expect(correct) }
         }
         let steps = backend.steps.withLock { $0 }
-        // 12 calls on a device busy for 20 ms a call: the first runs alone, those arriving meanwhile are grouped.
-        #expect(steps.contains { $0 > 1 }, "steps: \(steps)")
-        #expect(steps.reduce(0, +) >= 2 && steps.reduce(0, +) <= 12, "steps: \(steps)")
+        #expect(steps == [11], "steps: \(steps)")
     }
 }
 
