@@ -100,22 +100,22 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
     /// The kernel of `key`, loading it (and evicting others, least recently used first) if it is not resident.
     public func kernel(for key: Key) throws -> any ExpertKernel {
         if let kernel = self.state.withLock({ $0.hit(key) }) { return kernel }
-        return try self.loadIfMissing(key, prefetch: false)
+        return try self.loadIfMissing(key, prefetch: false).kernel
     }
 
     /// Loads `key` ahead of its use, unless it is resident (a prefetch hint); returns whether it loaded it.
     @discardableResult
     public func prefetch(_ key: Key) throws -> Bool {
         if self.isResident(key) { return false }
-        let before = self.statistics.prefetches
-        _ = try self.loadIfMissing(key, prefetch: true)
-        return self.statistics.prefetches > before
+        return try self.loadIfMissing(key, prefetch: true).loaded
     }
 
-    private func loadIfMissing(_ key: Key, prefetch: Bool) throws -> any ExpertKernel {
+    /// The kernel of `key`, and whether this call loaded it (false: another caller did while this one waited).
+    private func loadIfMissing(_ key: Key, prefetch: Bool) throws -> (kernel: any ExpertKernel, loaded: Bool) {
         try self.loading.withLock { _ in
-            // Loaded by another caller while this one waited?
-            if let kernel = self.state.withLock({ prefetch ? $0.entries[key]?.kernel : $0.hit(key) }) { return kernel }
+            if let kernel = self.state.withLock({ prefetch ? $0.entries[key]?.kernel : $0.hit(key) }) {
+                return (kernel, false)
+            }
             // Experts of one model have one size: make room for one like the largest resident before loading, so
             // that loading never takes the device over the budget (a GPU could not hold more).
             self.state.withLock { state in
@@ -133,7 +133,7 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
                 state.statistics.residentBytes += bytes
                 state.statistics.residentExperts = state.entries.count
             }
-            return kernel
+            return (kernel, true)
         }
     }
 }

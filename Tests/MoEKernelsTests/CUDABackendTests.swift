@@ -65,6 +65,6 @@ struct CUDABackendTests {
         let rowValues: [Float] = (0..<96).map { (index: Int) -> Float in Float(index % 11) / 5 - 1 }
         let rows = Matrix(rows: 3, columns: 32, values: rowValues)
         let gpu = try kernel.forward(rows), cpu = CPUExpertKernel(weights: weights).forward(rows)
-        #expect(CUDABackendCheck.relativeError(gpu, cpu) < 1e-2)
+        #expect(gpu.relativeError(to: cpu) < 1e-2)
     }
 }

@@ -27,4 +27,15 @@ public struct Matrix: Sendable, Equatable {
         get { self.values[row * self.columns + column] }
         set { self.values[row * self.columns + column] = newValue }
     }
+
+    /// `‖self − reference‖ / ‖reference‖` over all values (Frobenius norms); NaN when the shapes differ.
+    public func relativeError(to reference: Matrix) -> Double {
+        guard self.rows == reference.rows, self.columns == reference.columns else { return .nan }
+        var difference = 0.0, norm = 0.0
+        for (x, y) in zip(self.values, reference.values) {
+            difference += Double(x - y) * Double(x - y)
+            norm += Double(y) * Double(y)
+        }
+        return (difference / max(norm, .leastNormalMagnitude)).squareRoot()
+    }
 }

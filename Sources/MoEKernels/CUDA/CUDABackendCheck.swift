@@ -74,7 +74,7 @@ public enum CUDABackendCheck {
             let expected = CPUExpertKernel(weights: weights).forward(inputs[index])
             record(Result(
                 name: "grouped step, expert \(index) of 4 (\(grouped))", tokens: counts[index],
-                relativeError: Self.relativeError(outputs[index], expected)))
+                relativeError: outputs[index].relativeError(to: expected)))
         }
 
         // Concurrent calls on every stream: each result must be its own input's.
@@ -86,7 +86,7 @@ public enum CUDABackendCheck {
         DispatchQueue.concurrentPerform(iterations: 16) { index in
             do {
                 let output = try shared.forward(concurrentInputs[index])
-                let error = Self.relativeError(output, cpu.forward(concurrentInputs[index]))
+                let error = output.relativeError(to: cpu.forward(concurrentInputs[index]))
                 errors.withLock { $0[index] = error }
             } catch {
                 failures.withLock { $0.append("\(error)") }
@@ -107,7 +107,7 @@ public enum CUDABackendCheck {
         for index in [0, 1, 2, 3, 0, 1, 2, 3] {
             let rows = random.matrix(rows: 9, columns: 256)
             let output = try cache.kernel(for: index).forward(rows)
-            worst = max(worst, Self.relativeError(output, CPUExpertKernel(weights: experts[index]).forward(rows)))
+            worst = max(worst, output.relativeError(to: CPUExpertKernel(weights: experts[index]).forward(rows)))
         }
         let stats = cache.statistics
         guard stats.misses == 8, stats.evictions == 6, stats.residentBytes <= 2 * bytesPerExpert else {
@@ -123,18 +123,7 @@ public enum CUDABackendCheck {
         let rows = random.matrix(rows: tokens, columns: weights.hiddenSize)
         let gpu = try CUDAExpertKernel(weights: weights, device: device).forward(rows)
         let cpu = CPUExpertKernel(weights: weights).forward(rows)
-        return Result(name: name, tokens: tokens, relativeError: Self.relativeError(gpu, cpu))
-    }
-
-    /// `‖a − b‖ / ‖b‖` over all values (NaN when the shapes differ).
-    public static func relativeError(_ a: Matrix, _ b: Matrix) -> Double {
-        guard a.rows == b.rows, a.columns == b.columns else { return .nan }
-        var difference = 0.0, norm = 0.0
-        for (x, y) in zip(a.values, b.values) {
-            difference += Double(x - y) * Double(x - y)
-            norm += Double(y) * Double(y)
-        }
-        return (difference / max(norm, .leastNormalMagnitude)).squareRoot()
+        return Result(name: name, tokens: tokens, relativeError: gpu.relativeError(to: cpu))
     }
 }
 

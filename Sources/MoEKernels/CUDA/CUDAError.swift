@@ -92,11 +92,3 @@ enum KernelArgument {
     case uint64(UInt64)
     case float(Float)
 }
-
-/// `float` → bf16 bits, rounding to nearest even (NaN stays NaN), as the kernels do.
-@inlinable
-func bfloat16Bits(_ value: Float) -> UInt16 {
-    let bits = value.bitPattern
-    if bits & 0x7fff_ffff > 0x7f80_0000 { return 0x7fc0 }
-    return UInt16(truncatingIfNeeded: (bits &+ 0x7fff &+ ((bits >> 16) & 1)) >> 16)
-}

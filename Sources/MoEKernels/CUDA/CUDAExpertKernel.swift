@@ -89,7 +89,7 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
             var start = 0
             while start < matrix.values.count {
                 let end = min(start + chunk, matrix.values.count)
-                let bits = matrix.values[start..<end].map(bfloat16Bits)
+                let bits = matrix.values[start..<end].map(HalfPrecision.bfloat16(from:))
                 try bits.withUnsafeBufferPointer { (values) throws(CUDAError) in try memory.upload(values, at: offset + start * 2) }
                 start = end
             }

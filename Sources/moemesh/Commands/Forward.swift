@@ -120,12 +120,7 @@ struct Forward: AsyncParsableCommand {
         let reference = try InProcessMoE(checkpoint: try MoECheckpoint(path: modelPath), layers: [self.layer])
         let request = RoutingRequest(shape: hidden.shape, tokenIDs: tokenIDs.isEmpty ? nil : tokenIDs)
         let expected = try await reference.forward(layer: self.layer, hidden: hidden.matrix(), request: request).output
-        var difference = 0.0, norm = 0.0
-        for (x, y) in zip(output.floats(), expected.values) {
-            difference += Double(x - y) * Double(x - y)
-            norm += Double(y) * Double(y)
-        }
-        let error = (difference / max(norm, .leastNormalMagnitude)).squareRoot()
+        let error = Matrix(rows: expected.rows, columns: expected.columns, values: output.floats()).relativeError(to: expected)
         let verdict = error <= self.tolerance ? "within" : "ABOVE"
         print("relative error against the in-process reference: \(error) (\(verdict) tolerance \(self.tolerance))")
         if !(error <= self.tolerance) { throw ExitCode(1) }
