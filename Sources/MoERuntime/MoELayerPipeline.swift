@@ -99,8 +99,9 @@ public struct MoELayerPipeline: Sendable {
         return MoELayerPipeline(spec: self.spec, router: self.router, policy: policy)
     }
 
-    /// `l = X · W_rᵀ`, `[T, E]`.
-    public func logits(_ hidden: Matrix) -> Matrix { BLAS.multiplyTransposed(hidden, self.router.weight) }
+    /// `l = X · W_rᵀ`, `[T, E]`: batch-invariant (`GateProjection`), so a token routes bitwise the same alone, in any
+    /// batch, in any process and under any BLAS kernel set.
+    public func logits(_ hidden: Matrix) -> Matrix { GateProjection.logits(hidden, self.router.weight) }
 
     /// Scores and routes `hidden` (`[T, H]`) under the layer's policy.
     public func route(_ hidden: Matrix, request: RoutingRequest = .init()) throws(RoutingError) -> RoutingDecision {
@@ -182,6 +183,6 @@ public struct MoELayerPipeline: Sendable {
     /// `g_t = σ(w_sg · x_t)` for a gated shared expert, `[T]`; nil when ungated.
     func sharedGate(_ hidden: Matrix) -> [Float]? {
         guard self.spec.sharedExpert?.gated == true, let weight = self.router.sharedExpertGate else { return nil }
-        return BLAS.multiplyTransposed(hidden, weight).values.map { 1 / (1 + Float.exp(-$0)) }
+        return GateProjection.logits(hidden, weight).values.map { 1 / (1 + Float.exp(-$0)) }
     }
 }
