@@ -1,7 +1,8 @@
 import COpenBLAS
 import MoECore
 
-/// The few OpenBLAS entry points MoEMesh uses.
+/// The few OpenBLAS entry points MoEMesh uses. Each makes sure this process's kernel set is chosen first
+/// (`BLASKernelSet.current`).
 public enum BLAS {
     /// `C[M, N] = A[M, K] · B[N, K]ᵀ` (row-major; B in the `[out, in]` layout of checkpoint weights).
     @inlinable
@@ -10,6 +11,7 @@ public enum BLAS {
         m: Int, n: Int, k: Int
     ) {
         guard m > 0, n > 0 else { return }
+        _ = BLASKernelSet.current
         cblas_sgemm(
             CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
             1, a, Int32(k), b, Int32(k), 0, c, Int32(n))
@@ -38,13 +40,13 @@ public enum BLAS {
 
     /// Threads OpenBLAS uses for one call; process-wide.
     public static var threadCount: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
-    }
-
-    /// The kernel set OpenBLAS chose for this CPU ("Haswell", "SkylakeX", ...).
-    public static var coreName: String {
-        guard let name = openblas_get_corename() else { return "unknown" }
-        return String(cString: name)
+        get {
+            _ = BLASKernelSet.current
+            return Int(openblas_get_num_threads())
+        }
+        set {
+            _ = BLASKernelSet.current
+            openblas_set_num_threads(Int32(max(1, newValue)))
+        }
     }
 }

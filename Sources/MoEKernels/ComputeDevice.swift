@@ -48,7 +48,7 @@ public protocol GroupedExpertStep: Sendable {
 public struct CPUExpertBackend: ExpertBackend {
     public init() {}
     public var device: ComputeDevice { .cpu }
-    public var summary: String { "cpu: OpenBLAS \(BLAS.coreName), \(BLAS.threadCount) threads" }
+    public var summary: String { "cpu: OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads" }
     public var concurrency: Int { 1 }
     public var groupedStep: (any GroupedExpertStep)? { nil }
     public func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {

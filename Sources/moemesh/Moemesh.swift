@@ -13,9 +13,9 @@ struct Moemesh: AsyncParsableCommand {
         ],
         defaultSubcommand: Up.self)
 
-    /// Picks OpenBLAS's kernel set from the CPU's features (it may re-execute this process once), then runs.
+    /// Keeps large allocations in the heap, expands configuration files and variables into flags, then runs.
+    /// (OpenBLAS's kernel set is chosen at the first BLAS call: `BLASKernelSet`.)
     static func main() async {
-        BLASCoreSelection.reexecIfBeneficial()
         MemoryTuning.keepLargeAllocations()
         let arguments: [String]
         do {

@@ -61,7 +61,7 @@ struct Bench: AsyncParsableCommand {
         }
         if !json {
             print("model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
-                + "wire \(self.wireDtype); OpenBLAS \(BLAS.coreName), \(BLAS.threadCount) threads in process, "
+                + "wire \(self.wireDtype); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
                 + "\(configuration.expertThreads) per expert process; \(cores) cores")
         }
         try await runner.run(
