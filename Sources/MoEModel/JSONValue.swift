@@ -54,4 +54,17 @@ public enum JSONValue: Sendable, Equatable, Codable {
         case .object: "an object"
         }
     }
+
+    /// The value as a person would write it in JSON (numbers without a needless ".0"), for messages.
+    public var text: String {
+        switch self {
+        case .null: "null"
+        case .bool(let flag): String(flag)
+        case .number(let number):
+            number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
+        case .string(let string): "\"\(string)\""
+        case .array(let items): "[" + items.map(\.text).joined(separator: ", ") + "]"
+        case .object(let members): "{" + members.keys.sorted().map { "\"\($0)\": \(members[$0]!.text)" }.joined(separator: ", ") + "}"
+        }
+    }
 }

@@ -12,6 +12,10 @@ L: `L.hidden_states` [T, H] (f32), `L.output` [T, H], `L.topk_ids` [T, k] (i32),
 Switch Transformers also gets `L.capacity_hidden_states` [B, S, H] and `L.capacity_output`, the original
 per-sequence expert_capacity rule (dropped tokens give max p · x).
 Inputs are resampled until every routing decision clears ties by 1e-4, so that f32 and f64 choose alike.
+
+Each f32 model is also written as `<name>-f32-tf5/`: the same tensors, with config.json spelled as transformers 5's
+save_pretrained writes it (every key of a configuration class's attribute_map under the attribute's own name, `dtype`
+for `torch_dtype`, `transformers_version`); its reference is the f32 one.
 """
 import json
 import os
@@ -348,6 +352,37 @@ def switch_capacity_output(token, hidden, capacity):
     return out
 
 
+# attribute_map of transformers 5.24's configuration classes (alias → the attribute it names), for the keys MoEMesh
+# reads. transformers 5 writes the attribute's name; the Hub's original config.json files sometimes use the alias.
+ATTRIBUTE_MAPS = {
+    "mixtral": {"num_experts": "num_local_experts"},
+    "qwen3_moe": {"num_experts": "num_local_experts"},
+    "olmoe": {"num_local_experts": "num_experts"},
+    "deepseek_v2": {"num_experts": "n_routed_experts"},
+    "deepseek_v3": {"num_local_experts": "n_routed_experts"},
+    "gpt_oss": {"num_experts": "num_local_experts"},
+    "switch_transformers": {"hidden_size": "d_model", "num_hidden_layers": "num_layers"},
+}
+
+
+def transformers5_spelling(config):
+    """config.json as transformers 5's save_pretrained writes it."""
+    mapping = ATTRIBUTE_MAPS.get(config["model_type"], {})
+    spelled = {mapping.get(key, key): value for key, value in config.items() if key != "torch_dtype"}
+    spelled["dtype"] = config["torch_dtype"]
+    spelled["transformers_version"] = "5.24.0"
+    return spelled
+
+
+def write_model(folder, ckpt, shards, config):
+    os.makedirs(folder, exist_ok=True)
+    for old in os.listdir(folder):
+        os.remove(os.path.join(folder, old))
+    ckpt.write(folder, shards)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+
+
 ARCHITECTURES = {
     "mixtral": build_mixtral, "qwen2_moe": build_qwen2, "qwen3_moe": build_qwen3, "olmoe": build_olmoe,
     "deepseek_v2": lambda c: build_deepseek(c, 2), "deepseek_v3": lambda c: build_deepseek(c, 3),
@@ -376,13 +411,9 @@ def main():
             ckpt = Checkpoint(dtype, rng)
             config, fns, shards = build(ckpt)
             config["torch_dtype"] = "float32" if dtype == "f32" else "bfloat16"
-            folder = os.path.join(OUT, f"{name}-{dtype}")
-            os.makedirs(folder, exist_ok=True)
-            for old in os.listdir(folder):
-                os.remove(os.path.join(folder, old))
-            ckpt.write(folder, shards)
-            with open(os.path.join(folder, "config.json"), "w") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
+            write_model(os.path.join(OUT, f"{name}-{dtype}"), ckpt, shards, config)
+            if dtype == "f32":
+                write_model(os.path.join(OUT, f"{name}-{dtype}-tf5"), ckpt, shards, transformers5_spelling(config))
             H = config.get("hidden_size", config.get("d_model"))
             reference = {}
             for layer, token in fns:

@@ -16,8 +16,7 @@ public struct GPTOSSArchitecture: MoEArchitecture {
 
     public init(config: ModelConfig) throws(ModelError) {
         let experts = try config.positiveInt("num_local_experts")
-        let topK = try config.positiveInt(
-            config.contains("num_experts_per_tok") ? "num_experts_per_tok" : "experts_per_token")
+        let topK = try config.positiveInt("num_experts_per_tok")
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_local_experts"))
         let hidden = try config.positiveInt("hidden_size")
         let intermediate = try config.positiveInt("intermediate_size")

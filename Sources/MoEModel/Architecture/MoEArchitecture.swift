@@ -27,12 +27,13 @@ public enum Architectures {
 
     public static var supportedModelTypes: [String] { all.flatMap { $0.modelTypes } }
 
+    /// The adapter of `config`'s `model_type`, reading the config with its key aliases resolved.
     public static func resolve(_ config: ModelConfig) throws(ModelError) -> any MoEArchitecture {
         let modelType = try config.modelType
         guard let type = all.first(where: { $0.modelTypes.contains(modelType) }) else {
             throw .unsupportedArchitecture(modelType: modelType, supported: supportedModelTypes)
         }
-        return try type.init(config: config)
+        return try type.init(config: try config.resolvingAliases())
     }
 }
 
