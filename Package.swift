@@ -150,7 +150,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary folders, small models, child processes).
         .target(
             name: "MoETestSupport",
-            dependencies: ["MoECore", "MoEModel", "MoEServing"],
+            dependencies: ["MoECore", "MoEModel", "MoERuntime", "MoEServing"],
             path: "Tests/MoETestSupport"
         ),
         .testTarget(

@@ -32,6 +32,9 @@ final class ComputeSteps: Sendable {
         self.cache = cache
     }
 
+    /// Calls waiting for a step (not counting those a step runs now).
+    var waitingCalls: Int { self.state.withLock { $0.waiting.count } }
+
     /// `FFN_address(rows)`, or why it failed (the expert could not be loaded, the device failed).
     func run(_ address: ExpertAddress, rows: Matrix) async -> Result<Matrix, ExpertError> {
         await withCheckedContinuation { continuation in

@@ -25,6 +25,8 @@ public struct ExpertService: Sendable {
     /// The device the kernels run on.
     public let backend: any ExpertBackend
     private let steps: ComputeSteps
+    /// Compute calls waiting for the device (they run together as the next step).
+    public var waitingComputeCalls: Int { self.steps.waitingCalls }
     /// Loads started by `Prefetch` hints, one at a time, beside the compute steps.
     private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
     private let cacheMetrics: CacheMetrics

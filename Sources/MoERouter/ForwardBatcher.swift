@@ -88,6 +88,11 @@ public final class ForwardBatcher: Sendable {
         }
     }
 
+    /// Calls of `layer` waiting for a batch (not counting those whose batch runs).
+    public func pendingCalls(layer: String) -> Int {
+        self.state.withLock { $0.queues[layer]?.count ?? 0 }
+    }
+
     private func arrive(layer: String, _ entry: Entry) {
         let leader = self.state.withLock { state in
             state.queues[layer, default: []].append(entry)

@@ -67,10 +67,28 @@ final class AnswerTally: Sendable {
     let answered = Mutex(0)
     let wrong = Mutex(0)
     let errors = Mutex<[String]>([])
+    private let waiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
 
     func count(right: Bool) {
-        self.answered.withLock { $0 += 1 }
+        let answered = self.answered.withLock { $0 += 1; return $0 }
         if !right { self.wrong.withLock { $0 += 1 } }
+        let ready = self.waiters.withLock { waiters in
+            defer { waiters.removeAll { $0.count <= answered } }
+            return waiters.filter { $0.count <= answered }.map(\.continuation)
+        }
+        for waiter in ready { waiter.resume() }
+    }
+
+    /// Returns once `count` answers (right or wrong) have come: tests act on progress, not on time.
+    func waitForAnswers(_ count: Int) async {
+        await withCheckedContinuation { continuation in
+            let reached = self.answered.withLock { answered in
+                if answered >= count { return true }
+                self.waiters.withLock { $0.append((count, continuation)) }
+                return false
+            }
+            if reached { continuation.resume() }
+        }
     }
 
     /// Runs `calls` requests on `client` (or until `until` says stop), checking each against `reference`.
@@ -146,12 +164,13 @@ struct CoordinatorMeshTests {
                         group.addTask { await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 30) }
                     }
                     group.addTask {
-                        try? await Task.sleep(for: .milliseconds(150))
+                        await tally.waitForAnswers(20)
                         kill(pid, SIGKILL)
                     }
                 }
             }
             #expect(!MoemeshBinary.isAlive(pid))
+            // Killed after 20 of 90 answers: the other 70 needed expert 1's replacement (most of them route to it).
             #expect(tally.answered.withLock { $0 } == 90)
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
             let after = try await waitForStatus(coordinator) { status in
@@ -177,7 +196,10 @@ struct CoordinatorMeshTests {
             let pid = try #require(Int32(replica.replica.instance))
             try await RouterClient.with(endpoint: router) { client in
                 let call = Task { try await client.forward(layer: "0", hiddenStates: try Tensor(hidden)) }
-                try await Task.sleep(for: .milliseconds(400))
+                // The replica reports the call's row in flight (it computes for 1.5 s; heartbeats every 0.5 s).
+                _ = try await waitForStatus(coordinator) { status in
+                    status.replicas.contains { $0.replica.replicaID == replica.replica.replicaID && $0.load.inFlightRows > 0 }
+                }
                 let drained = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.drain(replica: replica.replica.replicaID) }
                 #expect(drained.state == .draining)
                 // Still alive while its call runs.
@@ -226,18 +248,18 @@ struct CoordinatorMeshTests {
                         }
                     }
                 }
-                try await Task.sleep(for: .seconds(1))
+                await tally.waitForAnswers(20)
                 coordinatorProcess.signal(SIGKILL)
                 _ = await coordinatorProcess.waitForExit(timeout: .seconds(5))
-                let answeredAtKill = tally.answered.withLock { $0 }
-                try await Task.sleep(for: .seconds(2))
-                // Serving went on without a coordinator.
-                #expect(tally.answered.withLock { $0 } > answeredAtKill)
+                // Serving goes on without a coordinator: 40 more answers, more than a lease (1.5 s) of traffic.
+                await tally.waitForAnswers(tally.answered.withLock { $0 } + 40)
                 (coordinatorProcess, coordinator) = try await startMoemesh(
                     "coordinator", role: "coordinator",
                     ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--scaler", "none"] + timing)
                 processes.append(coordinatorProcess)
-                try await Task.sleep(for: .seconds(3))
+                // Replicas and the router come back to the new coordinator while requests keep being answered.
+                _ = try await waitForStatus(coordinator) { $0.replicas.count == 4 && $0.routers.contains("router-under-test") }
+                await tally.waitForAnswers(tally.answered.withLock { $0 } + 20)
                 stop.set()
                 try await group.waitForAll()
             }

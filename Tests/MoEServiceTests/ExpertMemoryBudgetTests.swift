@@ -140,10 +140,8 @@ struct ComputeStepTests {
                     return output.matrix.values == expected.values
                 }
             }
-            // The first call holds the device; once all 12 are in the service (and a moment more, for the last to
-            // queue), let it go: the 11 waiting are one step.
-            while service.meter.inFlightRows < 12 * 3 { try await Task.sleep(for: .milliseconds(5)) }
-            try await Task.sleep(for: .milliseconds(100))
+            // The first call holds the device; once the other 11 wait behind it, let it go: they are one step.
+            while service.waitingComputeCalls < 11 { await Task.yield() }
             backend.gate.opened.signal()
             for try await correct in group { #expect(correct) }
         }

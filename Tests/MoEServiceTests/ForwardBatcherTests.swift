@@ -6,20 +6,6 @@ import MoETestSupport
 import Synchronization
 import Testing
 
-/// Counts calls, and holds each for a moment so that concurrent requests pile up.
-final class CountingExecutor: ExpertExecutor {
-    let inner: LocalExpertExecutor
-    let calls = Mutex(0)
-
-    init(_ inner: LocalExpertExecutor) { self.inner = inner }
-
-    func compute(_ rows: ExpertRows) async throws -> Matrix {
-        self.calls.withLock { $0 += 1 }
-        try await Task.sleep(for: .milliseconds(20))
-        return try await self.inner.compute(rows)
-    }
-}
-
 @Suite("dynamic batching in the router")
 struct ForwardBatcherTests {
     @Test("16 concurrent calls share expert calls, and each gets exactly its own answer")
@@ -28,14 +14,20 @@ struct ForwardBatcherTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let pipeline = try #require(reference.pipelines["0"])
-        let executor = CountingExecutor(reference.executor)
+        let executor = HoldingExecutor(reference.executor)
         let batcher = ForwardBatcher(configuration: .init(maxTokens: 64, maxConcurrentBatches: 1))
         let inputs = (0..<16).map { model.randomHidden(tokens: 1 + $0 % 3, seed: UInt64($0)) }
+        let firstCalls = try pipeline.route(inputs[0]).tokensPerExpert.filter { $0 > 0 }.count
 
         let results = try await withThrowingTaskGroup(of: (Int, MoELayerResult).self) { group in
-            for (index, hidden) in inputs.enumerated() {
-                group.addTask { (index, try await batcher.forward(hidden, pipeline: pipeline, executor: executor)) }
+            // The first call leads a batch of its own and is held at the experts; the other 15 queue behind it.
+            group.addTask { (0, try await batcher.forward(inputs[0], pipeline: pipeline, executor: executor)) }
+            await executor.waitUntilHeld(firstCalls)
+            for index in 1..<inputs.count {
+                group.addTask { (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor)) }
             }
+            while batcher.pendingCalls(layer: "0") < inputs.count - 1 { await Task.yield() }
+            executor.release(holdLater: false)
             var results = [MoELayerResult?](repeating: nil, count: inputs.count)
             for try await (index, result) in group { results[index] = result }
             return results.map { $0! }
@@ -44,13 +36,14 @@ struct ForwardBatcherTests {
             let alone = try await reference.forward(layer: "0", hidden: hidden)
             #expect(results[index].output.rows == hidden.rows)
             #expect(relativeError(results[index].output.values, alone.output.values) <= 1e-6, "call \(index)")
+            // Routing is batch-invariant: bitwise the same in a batch of 15 as alone.
             #expect(results[index].routing == alone.routing, "call \(index)")
+            #expect(results[index].logits == alone.logits, "call \(index)")
             #expect(results[index].balance.tokens == hidden.rows)
         }
-        // Unbatched, 16 calls of top-2 over 4 experts make at least 16 · 2 expert calls; batched, at most
-        // 4 experts per batch and a handful of batches.
-        let calls = executor.calls.withLock { $0 }
-        #expect(calls <= 4 * 4, "expert calls: \(calls)")
+        // Unbatched, 16 calls of top-2 over 4 experts make at least 16 · 2 expert calls; here two batches: the first
+        // call's, then one of the other 15 (45 rows ≤ 64), at most 4 experts each.
+        #expect(executor.calls <= 2 * 4, "expert calls: \(executor.calls)")
     }
 
     @Test("cancelling the call that leads a batch does not fail the other calls in it")
@@ -59,18 +52,23 @@ struct ForwardBatcherTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let pipeline = try #require(reference.pipelines["0"])
-        let executor = CountingExecutor(reference.executor)
+        let executor = HoldingExecutor(reference.executor)
         let batcher = ForwardBatcher(configuration: .init(maxDelay: .zero, maxConcurrentBatches: 1))
         let hidden = model.randomHidden(tokens: 2, seed: 9)
-        // A leads alone; B and C queue behind it; B then leads the batch {B, C} and is cancelled while it runs.
+        let expertsPerBatch = try pipeline.route(hidden).tokensPerExpert.filter { $0 > 0 }.count
+        // A leads alone and is held at the experts; B and C queue behind it.
         let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try await Task.sleep(for: .milliseconds(5))
+        await executor.waitUntilHeld(expertsPerBatch)
         let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try await Task.sleep(for: .milliseconds(2))
+        while batcher.pendingCalls(layer: "0") < 1 { await Task.yield() }
         let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        while batcher.pendingCalls(layer: "0") < 2 { await Task.yield() }
+        // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
+        executor.release()
         _ = try await a.value
-        try await Task.sleep(for: .milliseconds(5))
+        await executor.waitUntilHeld(expertsPerBatch)
         b.cancel()
+        executor.release(holdLater: false)
         let expected = try await reference.forward(layer: "0", hidden: hidden)
         let answer = try await c.value
         #expect(answer.output == expected.output)
@@ -81,7 +79,6 @@ struct ForwardBatcherTests {
     func failuresReachEveryone() async throws {
         struct Broken: ExpertExecutor {
             func compute(_ rows: ExpertRows) async throws -> Matrix {
-                try await Task.sleep(for: .milliseconds(10))
                 throw RouterError.noReplica(rows.address)
             }
         }
