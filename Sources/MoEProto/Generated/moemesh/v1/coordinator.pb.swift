@@ -284,6 +284,28 @@ public nonisolated struct Moemesh_V1_DemandReport: Sendable {
   /// Milliseconds the report covers.
   public var intervalMs: Int64 = 0
 
+  /// Replicas this router ejected from its choice since its previous report (unreachable, or far slower than their
+  /// peers): the coordinator hears of them before their lease runs out.
+  public var ejections: [Moemesh_V1_ReplicaEjection] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_ReplicaEjection: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "HOST:PORT", as registered.
+  public var endpoint: String = String()
+
+  public var reason: String = String()
+
+  /// How long the router leaves it out.
+  public var durationMs: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -349,6 +371,9 @@ public nonisolated struct Moemesh_V1_ReplicaStatus: Sendable {
 
   /// Milliseconds since its last heartbeat.
   public var lastHeartbeatMs: Int64 = 0
+
+  /// Routers that ejected it recently, and why ("router-1: UNAVAILABLE: ...").
+  public var ejectedBy: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -987,7 +1012,7 @@ nonisolated extension Moemesh_V1_ExpertDemand: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DemandReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0\u{1}ejections\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -998,6 +1023,7 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularStringField(value: &self.routerID) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.demand) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.intervalMs) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.ejections) }()
       default: break
       }
     }
@@ -1013,6 +1039,9 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if self.intervalMs != 0 {
       try visitor.visitSingularInt64Field(value: self.intervalMs, fieldNumber: 3)
     }
+    if !self.ejections.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.ejections, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1020,6 +1049,47 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if lhs.routerID != rhs.routerID {return false}
     if lhs.demand != rhs.demand {return false}
     if lhs.intervalMs != rhs.intervalMs {return false}
+    if lhs.ejections != rhs.ejections {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ReplicaEjection: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaEjection"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}reason\0\u{3}duration_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.durationMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    if self.durationMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.durationMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ReplicaEjection, rhs: Moemesh_V1_ReplicaEjection) -> Bool {
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.durationMs != rhs.durationMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1100,7 +1170,7 @@ nonisolated extension Moemesh_V1_GetStatusRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Moemesh_V1_ReplicaStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicaStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{1}load\0\u{3}last_heartbeat_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{1}load\0\u{3}last_heartbeat_ms\0\u{3}ejected_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1111,6 +1181,7 @@ nonisolated extension Moemesh_V1_ReplicaStatus: SwiftProtobuf.Message, SwiftProt
       case 1: try { try decoder.decodeSingularMessageField(value: &self._replica) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._load) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastHeartbeatMs) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.ejectedBy) }()
       default: break
       }
     }
@@ -1130,6 +1201,9 @@ nonisolated extension Moemesh_V1_ReplicaStatus: SwiftProtobuf.Message, SwiftProt
     if self.lastHeartbeatMs != 0 {
       try visitor.visitSingularInt64Field(value: self.lastHeartbeatMs, fieldNumber: 3)
     }
+    if !self.ejectedBy.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.ejectedBy, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1137,6 +1211,7 @@ nonisolated extension Moemesh_V1_ReplicaStatus: SwiftProtobuf.Message, SwiftProt
     if lhs._replica != rhs._replica {return false}
     if lhs._load != rhs._load {return false}
     if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
+    if lhs.ejectedBy != rhs.ejectedBy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

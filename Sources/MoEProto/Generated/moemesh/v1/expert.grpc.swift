@@ -35,6 +35,19 @@ public enum Moemesh_V1_Expert: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ComputeStream" metadata.
+        public enum ComputeStream: Sendable {
+            /// Request type for "ComputeStream".
+            public typealias Input = Moemesh_V1_ComputeStreamRequest
+            /// Response type for "ComputeStream".
+            public typealias Output = Moemesh_V1_ComputeStreamResponse
+            /// Descriptor for "ComputeStream".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Expert"),
+                method: "ComputeStream",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Namespace for "DescribeExperts" metadata.
         public enum DescribeExperts: Sendable {
             /// Request type for "DescribeExperts".
@@ -64,6 +77,7 @@ public enum Moemesh_V1_Expert: Sendable {
         /// Descriptors for all methods in the "moemesh.v1.Expert" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Compute.descriptor,
+            ComputeStream.descriptor,
             DescribeExperts.descriptor,
             Prefetch.descriptor
         ]
@@ -109,6 +123,26 @@ extension Moemesh_V1_Expert {
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_ComputeRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ComputeResponse>
+
+        /// Handle the "ComputeStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+        /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+        /// > it. Routers use it for every expert call.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_ComputeStreamResponse` messages.
+        func computeStream(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_ComputeStreamRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ComputeStreamResponse>
 
         /// Handle the "DescribeExperts" method.
         ///
@@ -174,6 +208,26 @@ extension Moemesh_V1_Expert {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_ComputeResponse>
 
+        /// Handle the "ComputeStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+        /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+        /// > it. Routers use it for every expert call.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_ComputeStreamResponse` messages.
+        func computeStream(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_ComputeStreamRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ComputeStreamResponse>
+
         /// Handle the "DescribeExperts" method.
         ///
         /// > Source IDL Documentation:
@@ -236,6 +290,27 @@ extension Moemesh_V1_Expert {
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_ComputeResponse
 
+        /// Handle the "ComputeStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+        /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+        /// > it. Routers use it for every expert call.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - response: A response stream of `Moemesh_V1_ComputeStreamResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func computeStream(
+            request: GRPCCore.RPCAsyncSequence<Moemesh_V1_ComputeStreamRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Moemesh_V1_ComputeStreamResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "DescribeExperts" method.
         ///
         /// > Source IDL Documentation:
@@ -285,6 +360,17 @@ extension Moemesh_V1_Expert.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ComputeResponse>(),
             handler: { request, context in
                 try await self.compute(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Expert.Method.ComputeStream.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ComputeStreamRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ComputeStreamResponse>(),
+            handler: { request, context in
+                try await self.computeStream(
                     request: request,
                     context: context
                 )
@@ -368,6 +454,23 @@ extension Moemesh_V1_Expert.SimpleServiceProtocol {
         )
     }
 
+    public func computeStream(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_ComputeStreamRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ComputeStreamResponse> {
+        return GRPCCore.StreamingServerResponse<Moemesh_V1_ComputeStreamResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.computeStream(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
     public func describeExperts(
         request: GRPCCore.ServerRequest<Moemesh_V1_DescribeExpertsRequest>,
         context: GRPCCore.ServerContext
@@ -425,6 +528,31 @@ extension Moemesh_V1_Expert {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ComputeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ComputeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ComputeStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+        /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+        /// > it. Routers use it for every expert call.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ComputeStreamResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func computeStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_ComputeStreamRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ComputeStreamRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ComputeStreamResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ComputeStreamResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "DescribeExperts" method.
@@ -518,6 +646,40 @@ extension Moemesh_V1_Expert {
             try await self.client.unary(
                 request: request,
                 descriptor: Moemesh_V1_Expert.Method.Compute.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ComputeStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+        /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+        /// > it. Routers use it for every expert call.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_ComputeStreamRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ComputeStreamResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func computeStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_ComputeStreamRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ComputeStreamRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ComputeStreamResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ComputeStreamResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Moemesh_V1_Expert.Method.ComputeStream.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -628,6 +790,35 @@ extension Moemesh_V1_Expert.ClientProtocol {
         )
     }
 
+    /// Call the "ComputeStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+    /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+    /// > it. Routers use it for every expert call.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Moemesh_V1_ComputeStreamRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func computeStream<Result>(
+        request: GRPCCore.StreamingClientRequest<Moemesh_V1_ComputeStreamRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ComputeStreamResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.computeStream(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ComputeStreamRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ComputeStreamResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "DescribeExperts" method.
     ///
     /// > Source IDL Documentation:
@@ -718,6 +909,40 @@ extension Moemesh_V1_Expert.ClientProtocol {
             metadata: metadata
         )
         return try await self.compute(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ComputeStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same over one long-lived stream per router connection: calls multiplexed by `call_id`, each answered as
+    /// > soon as it is computed (a slow call does not hold up the ones behind it), a call cancelled by a message naming
+    /// > it. Routers use it for every expert call.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func computeStream<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Moemesh_V1_ComputeStreamRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ComputeStreamResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Moemesh_V1_ComputeStreamRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.computeStream(
             request: request,
             options: options,
             onResponse: handleResponse

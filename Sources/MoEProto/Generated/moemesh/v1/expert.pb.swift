@@ -72,6 +72,74 @@ public nonisolated struct Moemesh_V1_ComputeResponse: Sendable {
   fileprivate var _rows: Moemesh_V1_Tensor? = nil
 }
 
+public nonisolated struct Moemesh_V1_ComputeStreamRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The caller's id for this call, unique on the stream while the call runs.
+  public var callID: UInt64 = 0
+
+  /// The call; absent in a cancellation.
+  public var compute: Moemesh_V1_ComputeRequest {
+    get {_compute ?? Moemesh_V1_ComputeRequest()}
+    set {_compute = newValue}
+  }
+  /// Returns true if `compute` has been explicitly set.
+  public var hasCompute: Bool {self._compute != nil}
+  /// Clears the value of `compute`. Subsequent reads from it will return its default value.
+  public mutating func clearCompute() {self._compute = nil}
+
+  /// Cancels the running call `call_id` (its answer is not sent).
+  public var cancel: Bool = false
+
+  /// The call's deadline, in milliseconds from its arrival (0: none).
+  public var timeoutMs: UInt32 = 0
+
+  /// What a unary call carries in its metadata: the trace context (traceparent), x-request-id.
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _compute: Moemesh_V1_ComputeRequest? = nil
+}
+
+public nonisolated struct Moemesh_V1_ComputeStreamResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var callID: UInt64 = 0
+
+  public var compute: Moemesh_V1_ComputeResponse {
+    get {_compute ?? Moemesh_V1_ComputeResponse()}
+    set {_compute = newValue}
+  }
+  /// Returns true if `compute` has been explicitly set.
+  public var hasCompute: Bool {self._compute != nil}
+  /// Clears the value of `compute`. Subsequent reads from it will return its default value.
+  public mutating func clearCompute() {self._compute = nil}
+
+  /// Set when the call failed.
+  public var error: Moemesh_V1_CallError {
+    get {_error ?? Moemesh_V1_CallError()}
+    set {_error = newValue}
+  }
+  /// Returns true if `error` has been explicitly set.
+  public var hasError: Bool {self._error != nil}
+  /// Clears the value of `error`. Subsequent reads from it will return its default value.
+  public mutating func clearError() {self._error = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _compute: Moemesh_V1_ComputeResponse? = nil
+  fileprivate var _error: Moemesh_V1_CallError? = nil
+}
+
 public nonisolated struct Moemesh_V1_DescribeExpertsRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -260,6 +328,104 @@ nonisolated extension Moemesh_V1_ComputeResponse: SwiftProtobuf.Message, SwiftPr
 
   public static func ==(lhs: Moemesh_V1_ComputeResponse, rhs: Moemesh_V1_ComputeResponse) -> Bool {
     if lhs._rows != rhs._rows {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ComputeStreamRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ComputeStreamRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{1}compute\0\u{1}cancel\0\u{3}timeout_ms\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.callID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._compute) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.cancel) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.callID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.callID, fieldNumber: 1)
+    }
+    try { if let v = self._compute {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.cancel != false {
+      try visitor.visitSingularBoolField(value: self.cancel, fieldNumber: 3)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 4)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ComputeStreamRequest, rhs: Moemesh_V1_ComputeStreamRequest) -> Bool {
+    if lhs.callID != rhs.callID {return false}
+    if lhs._compute != rhs._compute {return false}
+    if lhs.cancel != rhs.cancel {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ComputeStreamResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ComputeStreamResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}call_id\0\u{1}compute\0\u{1}error\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.callID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._compute) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._error) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.callID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.callID, fieldNumber: 1)
+    }
+    try { if let v = self._compute {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try { if let v = self._error {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ComputeStreamResponse, rhs: Moemesh_V1_ComputeStreamResponse) -> Bool {
+    if lhs.callID != rhs.callID {return false}
+    if lhs._compute != rhs._compute {return false}
+    if lhs._error != rhs._error {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -35,6 +35,19 @@ public enum Moemesh_V1_Router: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ForwardStream" metadata.
+        public enum ForwardStream: Sendable {
+            /// Request type for "ForwardStream".
+            public typealias Input = Moemesh_V1_ForwardRequest
+            /// Response type for "ForwardStream".
+            public typealias Output = Moemesh_V1_ForwardResponse
+            /// Descriptor for "ForwardStream".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Router"),
+                method: "ForwardStream",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Namespace for "DescribeModel" metadata.
         public enum DescribeModel: Sendable {
             /// Request type for "DescribeModel".
@@ -64,6 +77,7 @@ public enum Moemesh_V1_Router: Sendable {
         /// Descriptors for all methods in the "moemesh.v1.Router" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Forward.descriptor,
+            ForwardStream.descriptor,
             DescribeModel.descriptor,
             GetBalance.descriptor
         ]
@@ -107,6 +121,26 @@ extension Moemesh_V1_Router {
         ///     to an internal error.
         /// - Returns: A streaming response of `Moemesh_V1_ForwardResponse` messages.
         func forward(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_ForwardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ForwardResponse>
+
+        /// Handle the "ForwardStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+        /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+        /// > fails gets an answer with `error` set, and the stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_ForwardRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_ForwardResponse` messages.
+        func forwardStream(
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_ForwardRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ForwardResponse>
@@ -175,6 +209,26 @@ extension Moemesh_V1_Router {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_ForwardResponse>
 
+        /// Handle the "ForwardStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+        /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+        /// > fails gets an answer with `error` set, and the stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_ForwardRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_ForwardResponse` messages.
+        func forwardStream(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_ForwardRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ForwardResponse>
+
         /// Handle the "DescribeModel" method.
         ///
         /// > Source IDL Documentation:
@@ -237,6 +291,27 @@ extension Moemesh_V1_Router {
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_ForwardResponse
 
+        /// Handle the "ForwardStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+        /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+        /// > fails gets an answer with `error` set, and the stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Moemesh_V1_ForwardRequest` messages.
+        ///   - response: A response stream of `Moemesh_V1_ForwardResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func forwardStream(
+            request: GRPCCore.RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Moemesh_V1_ForwardResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
         /// Handle the "DescribeModel" method.
         ///
         /// > Source IDL Documentation:
@@ -285,6 +360,17 @@ extension Moemesh_V1_Router.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ForwardResponse>(),
             handler: { request, context in
                 try await self.forward(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Router.Method.ForwardStream.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ForwardRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ForwardResponse>(),
+            handler: { request, context in
+                try await self.forwardStream(
                     request: request,
                     context: context
                 )
@@ -368,6 +454,23 @@ extension Moemesh_V1_Router.SimpleServiceProtocol {
         )
     }
 
+    public func forwardStream(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_ForwardRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ForwardResponse> {
+        return GRPCCore.StreamingServerResponse<Moemesh_V1_ForwardResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.forwardStream(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
     public func describeModel(
         request: GRPCCore.ServerRequest<Moemesh_V1_DescribeModelRequest>,
         context: GRPCCore.ServerContext
@@ -426,6 +529,31 @@ extension Moemesh_V1_Router {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ForwardResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ForwardResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ForwardStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+        /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+        /// > fails gets an answer with `error` set, and the stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_ForwardRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_ForwardRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ForwardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func forwardStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_ForwardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ForwardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ForwardResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ForwardResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "DescribeModel" method.
@@ -519,6 +647,40 @@ extension Moemesh_V1_Router {
             try await self.client.unary(
                 request: request,
                 descriptor: Moemesh_V1_Router.Method.Forward.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ForwardStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+        /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+        /// > fails gets an answer with `error` set, and the stream goes on.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_ForwardRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_ForwardRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ForwardResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func forwardStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_ForwardRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ForwardRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ForwardResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ForwardResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Moemesh_V1_Router.Method.ForwardStream.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -629,6 +791,35 @@ extension Moemesh_V1_Router.ClientProtocol {
         )
     }
 
+    /// Call the "ForwardStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+    /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+    /// > fails gets an answer with `error` set, and the stream goes on.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Moemesh_V1_ForwardRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forwardStream<Result>(
+        request: GRPCCore.StreamingClientRequest<Moemesh_V1_ForwardRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ForwardResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.forwardStream(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ForwardRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ForwardResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "DescribeModel" method.
     ///
     /// > Source IDL Documentation:
@@ -719,6 +910,40 @@ extension Moemesh_V1_Router.ClientProtocol {
             metadata: metadata
         )
         return try await self.forward(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ForwardStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same for a model runner: one long-lived stream, each message one layer's request. Requests are served
+    /// > concurrently and each answer carries its request's `request_id` (answers may come out of order); a request that
+    /// > fails gets an answer with `error` set, and the stream goes on.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func forwardStream<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Moemesh_V1_ForwardRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_ForwardResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Moemesh_V1_ForwardRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.forwardStream(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -52,6 +52,13 @@ public nonisolated struct Moemesh_V1_ForwardRequest: Sendable {
   /// When set, the response carries this request's balance telemetry.
   public var returnBalance: Bool = false
 
+  /// ForwardStream: the caller's id for this request, copied into its answer.
+  public var requestID: UInt64 = 0
+
+  /// ForwardStream: this request's own deadline, in milliseconds from its arrival (0: the stream's deadline only).
+  /// Unary Forward uses the call's gRPC deadline.
+  public var timeoutMs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -156,6 +163,22 @@ public nonisolated struct Moemesh_V1_ForwardResponse: @unchecked Sendable {
     set {_uniqueStorage()._reroutedExperts = newValue}
   }
 
+  /// ForwardStream: the request's `request_id`.
+  public var requestID: UInt64 {
+    get {_storage._requestID}
+    set {_uniqueStorage()._requestID = newValue}
+  }
+
+  /// ForwardStream: set when the request failed (the other fields are then empty).
+  public var error: Moemesh_V1_CallError {
+    get {_storage._error ?? Moemesh_V1_CallError()}
+    set {_uniqueStorage()._error = newValue}
+  }
+  /// Returns true if `error` has been explicitly set.
+  public var hasError: Bool {_storage._error != nil}
+  /// Clears the value of `error`. Subsequent reads from it will return its default value.
+  public mutating func clearError() {_uniqueStorage()._error = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -246,7 +269,7 @@ fileprivate nonisolated let _protobuf_package = "moemesh.v1"
 
 nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{3}hidden_states\0\u{3}return_routing\0\u{3}token_ids\0\u{3}noise_seed\0\u{3}return_balance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{3}hidden_states\0\u{3}return_routing\0\u{3}token_ids\0\u{3}noise_seed\0\u{3}return_balance\0\u{3}request_id\0\u{3}timeout_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -260,6 +283,8 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
       case 4: try { try decoder.decodeRepeatedInt64Field(value: &self.tokenIds) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.noiseSeed) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.returnBalance) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.requestID) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       default: break
       }
     }
@@ -288,6 +313,12 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
     if self.returnBalance != false {
       try visitor.visitSingularBoolField(value: self.returnBalance, fieldNumber: 6)
     }
+    if self.requestID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.requestID, fieldNumber: 7)
+    }
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -298,6 +329,8 @@ nonisolated extension Moemesh_V1_ForwardRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.tokenIds != rhs.tokenIds {return false}
     if lhs.noiseSeed != rhs.noiseSeed {return false}
     if lhs.returnBalance != rhs.returnBalance {return false}
+    if lhs.requestID != rhs.requestID {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -425,13 +458,15 @@ nonisolated extension Moemesh_V1_BalanceStats: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ForwardResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0\u{1}balance\0\u{3}rerouted_experts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}output\0\u{1}routing\0\u{1}balance\0\u{3}rerouted_experts\0\u{3}request_id\0\u{1}error\0")
 
   fileprivate class _StorageClass {
     var _output: Moemesh_V1_Tensor? = nil
     var _routing: Moemesh_V1_Routing? = nil
     var _balance: Moemesh_V1_BalanceStats? = nil
     var _reroutedExperts: [Int32] = []
+    var _requestID: UInt64 = 0
+    var _error: Moemesh_V1_CallError? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -446,6 +481,8 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
       _routing = source._routing
       _balance = source._balance
       _reroutedExperts = source._reroutedExperts
+      _requestID = source._requestID
+      _error = source._error
     }
   }
 
@@ -468,6 +505,8 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
         case 2: try { try decoder.decodeSingularMessageField(value: &_storage._routing) }()
         case 3: try { try decoder.decodeSingularMessageField(value: &_storage._balance) }()
         case 4: try { try decoder.decodeRepeatedInt32Field(value: &_storage._reroutedExperts) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._requestID) }()
+        case 6: try { try decoder.decodeSingularMessageField(value: &_storage._error) }()
         default: break
         }
       }
@@ -492,6 +531,12 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
       if !_storage._reroutedExperts.isEmpty {
         try visitor.visitPackedInt32Field(value: _storage._reroutedExperts, fieldNumber: 4)
       }
+      if _storage._requestID != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._requestID, fieldNumber: 5)
+      }
+      try { if let v = _storage._error {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -505,6 +550,8 @@ nonisolated extension Moemesh_V1_ForwardResponse: SwiftProtobuf.Message, SwiftPr
         if _storage._routing != rhs_storage._routing {return false}
         if _storage._balance != rhs_storage._balance {return false}
         if _storage._reroutedExperts != rhs_storage._reroutedExperts {return false}
+        if _storage._requestID != rhs_storage._requestID {return false}
+        if _storage._error != rhs_storage._error {return false}
         return true
       }
       if !storagesAreEqual {return false}
