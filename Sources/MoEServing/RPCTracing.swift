@@ -41,6 +41,15 @@ public func propagatedMetadata(tracer: any Tracer) -> Metadata {
     return metadata
 }
 
+/// The trace context and request id (`x-request-id`, or a new one) a call's metadata carries, in a service context.
+public func incomingContext(_ metadata: Metadata, tracer: any Tracer) -> ServiceContext {
+    var serviceContext = ServiceContext.current ?? .topLevel
+    tracer.extract(metadata, into: &serviceContext, using: GRPCMetadataExtractor())
+    serviceContext.requestID = metadata[stringValues: "x-request-id"].first(where: { _ in true })
+        ?? String(UInt64.random(in: 0...UInt64.max), radix: 16)
+    return serviceContext
+}
+
 /// A server span per call (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), child of the trace
 /// context in the request's metadata; the request id (`x-request-id`, or a new one) in the task's context. Failed
 /// calls are logged with it.
@@ -57,11 +66,8 @@ public struct TracingServerInterceptor: ServerInterceptor {
         request: StreamingServerRequest<Input>, context: ServerContext,
         next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
     ) async throws -> StreamingServerResponse<Output> {
-        var serviceContext = ServiceContext.current ?? .topLevel
-        self.tracer.extract(request.metadata, into: &serviceContext, using: GRPCMetadataExtractor())
-        let requestID = request.metadata[stringValues: "x-request-id"].first(where: { _ in true })
-            ?? String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        serviceContext.requestID = requestID
+        let serviceContext = incomingContext(request.metadata, tracer: self.tracer)
+        let requestID = serviceContext.requestID!
         let descriptor = context.descriptor
         return try await self.tracer.withSpan(descriptor.fullyQualifiedMethod, context: serviceContext, ofKind: .server) { span in
             span.attributes["rpc.system"] = "grpc"

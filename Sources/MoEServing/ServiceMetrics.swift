@@ -9,11 +9,14 @@ import Synchronization
 /// Series (Prometheus names; labels in braces):
 /// - every service: `moemesh_rpc_requests_total{service,method}`, `moemesh_rpc_errors_total{service,method,code}`;
 /// - expert: `moemesh_expert_rows_total{layer,expert}`, `moemesh_expert_calls_total{layer,expert}`,
-///   `moemesh_expert_compute_seconds{layer,expert}` (histogram), `moemesh_expert_rows_in_flight`;
+///   `moemesh_expert_compute_seconds{layer,expert}` (histogram), `moemesh_expert_rows_in_flight`,
+///   `moemesh_expert_calls_cancelled_total{layer,expert}` (callers gone before the expert ran);
 /// - router: `moemesh_router_requests_total{layer}`, `moemesh_router_tokens_total{layer}`,
 ///   `moemesh_router_request_seconds{layer}` (histogram), `moemesh_router_expert_rows_total{layer,expert}` (tokens
 ///   routed per expert), `moemesh_router_expert_call_seconds{layer,expert}` (histogram),
-///   `moemesh_router_expert_retries_total{layer,expert}`, `moemesh_router_dropped_slots_total{layer}`,
+///   `moemesh_router_expert_retries_total{layer,expert}`, `moemesh_router_hedges_total{layer,expert}` (hedged calls),
+///   `moemesh_router_hedge_wins_total{layer,expert}` (the hedge answered first), `moemesh_router_ejections_total{endpoint}`,
+///   `moemesh_router_dropped_slots_total{layer}`,
 ///   `moemesh_router_rerouted_total{layer}`, `moemesh_router_balancedness{layer}` (of the last request);
 /// - coordinator: `moemesh_coordinator_replicas{group,state}`, `moemesh_coordinator_desired_replicas{group}`,
 ///   `moemesh_coordinator_demand_rows_per_second{group}`, `moemesh_coordinator_scaling_decisions_total{direction}`.

@@ -17,12 +17,20 @@ public struct ServingConfiguration: Sendable, Equatable {
         self.maxMessageBytes = maxMessageBytes
     }
 
+    /// Keepalive pings on every connection, with calls or without: a peer that stops answering (a hung process, a
+    /// cut link, which send no reset) is found within `time + timeout` and its connection closed.
+    public static let keepaliveTime: Duration = .seconds(10)
+    public static let keepaliveTimeout: Duration = .seconds(5)
+
     /// HTTP/2 settings chosen on measurements (shared/FACTS.md): no flush coalescing (it adds ~300 µs per
     /// call at low load), an 8 MiB window (the 64 KiB default makes 1 MiB messages 5× slower), and a payload
-    /// limit that fits large prefill batches.
+    /// limit that fits large prefill batches; keepalive pings allowed from clients every 5 s.
     public var serverTransportConfig: HTTP2ServerTransport.Posix.Config {
         var config = HTTP2ServerTransport.Posix.Config.defaults
         config.connection.flushCoalescing = nil
+        config.connection.keepalive = .init(
+            time: Self.keepaliveTime, timeout: Self.keepaliveTimeout,
+            clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true))
         config.http2.targetWindowSize = 8 << 20
         config.rpc.maxRequestPayloadSize = self.maxMessageBytes
         return config
@@ -32,6 +40,7 @@ public struct ServingConfiguration: Sendable, Equatable {
     public var clientTransportConfig: HTTP2ClientTransport.Posix.Config {
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.connection.flushCoalescing = nil
+        config.connection.keepalive = .init(time: Self.keepaliveTime, timeout: Self.keepaliveTimeout, allowWithoutCalls: true)
         config.http2.targetWindowSize = 8 << 20
         return config
     }

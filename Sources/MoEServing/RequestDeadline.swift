@@ -1,0 +1,87 @@
+import GRPCCore
+
+/// The deadline of the request a task works for: the client's, carried by gRPC (`grpc-timeout`), so that every
+/// call made on its behalf gets what is left of it rather than a fixed timeout.
+public enum RequestDeadline {
+    /// The deadline of the request being served, if its client set one.
+    @TaskLocal public static var current: ContinuousClock.Instant?
+
+    /// The earlier of two optional deadlines.
+    public static func earliest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        switch (a, b) {
+        case (nil, nil): nil
+        case (let a?, nil): a
+        case (nil, let b?): b
+        case (let a?, let b?): min(a, b)
+        }
+    }
+
+    /// The later of two deadlines; nil (none) wins.
+    public static func latest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+        guard let a, let b else { return nil }
+        return max(a, b)
+    }
+}
+
+/// Binds `RequestDeadline.current` to the client's deadline (`grpc-timeout` from the call's start) while a unary
+/// call is handled. (A streaming handler's body runs after the interceptors; it reads the metadata itself.)
+public struct DeadlineServerInterceptor: ServerInterceptor {
+    public init() {}
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>, context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        guard let timeout = RequestDeadline.timeout(in: request.metadata) else { return try await next(request, context) }
+        return try await RequestDeadline.$current.withValue(.now + timeout) { try await next(request, context) }
+    }
+}
+
+extension RequestDeadline {
+    /// `operation`, cancelled at `deadline` (then `DEADLINE_EXCEEDED`), with `current` bound to the earlier of
+    /// `deadline` and the deadline in force; without a deadline, `operation` as it is.
+    public static func enforce<Result: Sendable>(
+        _ deadline: ContinuousClock.Instant?, _ operation: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        guard let deadline else { return try await operation() }
+        return try await Self.$current.withValue(Self.earliest(deadline, Self.current)) {
+            try await withThrowingTaskGroup(of: Result?.self) { group in
+                group.addTask { try await operation() }
+                group.addTask {
+                    try await Task.sleep(until: deadline, clock: .continuous)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let result = try await group.next()! else {
+                    throw RPCError(code: .deadlineExceeded, message: "the request's deadline passed before it was answered")
+                }
+                return result
+            }
+        }
+    }
+
+    /// The deadline `milliseconds` from now; nil for 0 (none).
+    public static func after(milliseconds: UInt32) -> ContinuousClock.Instant? {
+        milliseconds == 0 ? nil : .now + .milliseconds(Int64(milliseconds))
+    }
+
+    /// The call's `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n), e.g. "250m" = 250 ms.
+    public static func timeout(in metadata: Metadata) -> Duration? {
+        guard let text = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) else { return nil }
+        return Self.timeout(header: text)
+    }
+
+    static func timeout(header text: String) -> Duration? {
+        guard let unit = text.last, text.count >= 2, text.count <= 9, let amount = Int64(text.dropLast()), amount >= 0
+        else { return nil }
+        switch unit {
+        case "H": return .seconds(amount * 3600)
+        case "M": return .seconds(amount * 60)
+        case "S": return .seconds(amount)
+        case "m": return .milliseconds(amount)
+        case "u": return .microseconds(amount)
+        case "n": return .nanoseconds(amount)
+        default: return nil
+        }
+    }
+}
