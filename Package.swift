@@ -91,6 +91,7 @@ let package = Package(
             name: "MoEExpert",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEServing",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

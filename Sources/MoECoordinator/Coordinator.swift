@@ -53,6 +53,8 @@ public actor Coordinator {
         var drainingSince: ContinuousClock.Instant? = nil
         var heartbeatsSinceDrain = 0
         var retired = false
+        /// Routers that ejected it, until when, and why.
+        var ejections: [String: (until: ContinuousClock.Instant, reason: String)] = [:]
 
         var isServing: Bool { self.drainingSince == nil }
     }
@@ -260,6 +262,17 @@ public actor Coordinator {
             let address = item.expert.address
             guard self.isExpert(address) else { continue }
             self.demand.record(address, rows: Int(item.rows), at: now)
+        }
+        // A router that ejected a replica (unreachable from it, or far slower than its peers) says so before the
+        // replica's lease runs out: the status shows it; the lease alone decides whether it stays in the topology,
+        // since another router may still reach it.
+        for ejection in report.ejections {
+            guard let id = self.replicas.first(where: { $0.value.endpoint == ejection.endpoint })?.key else { continue }
+            self.replicas[id]!.ejections[report.routerID] = (now + .milliseconds(ejection.durationMs), ejection.reason)
+            self.logger.warning(
+                "a router ejected a replica",
+                metadata: ["router": "\(report.routerID)", "replica": "\(id)", "endpoint": "\(ejection.endpoint)",
+                           "reason": "\(ejection.reason)", "for_ms": "\(ejection.durationMs)"])
         }
     }
 
@@ -469,6 +482,8 @@ public actor Coordinator {
             replica.replica = Self.replicaMessage(record)
             replica.load = record.load
             replica.lastHeartbeatMs = Int64((now - record.lastHeartbeat).milliseconds)
+            replica.ejectedBy = record.ejections.filter { $0.value.until > now }.sorted { $0.key < $1.key }
+                .map { "\($0.key): \($0.value.reason)" }
             return replica
         }
         let minimum = self.settings.autoscale?.minRowsPerSecond ?? 1

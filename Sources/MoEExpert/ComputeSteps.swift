@@ -10,6 +10,7 @@ import Synchronization
 /// them: no timer, no added latency when idle.
 final class ComputeSteps: Sendable {
     private struct Call {
+        let id: UInt64
         let address: ExpertAddress
         let rows: Matrix
         let continuation: CheckedContinuation<Result<Matrix, ExpertError>, Never>
@@ -18,6 +19,7 @@ final class ComputeSteps: Sendable {
     private struct State {
         var waiting: [Call] = []
         var running = 0
+        var nextID: UInt64 = 0
     }
 
     private let state = Mutex(State())
@@ -35,16 +37,31 @@ final class ComputeSteps: Sendable {
     /// Calls waiting for a step (not counting those a step runs now).
     var waitingCalls: Int { self.state.withLock { $0.waiting.count } }
 
-    /// `FFN_address(rows)`, or why it failed (the expert could not be loaded, the device failed).
+    /// `FFN_address(rows)`, or why it failed (the expert could not be loaded, the device failed, the caller left
+    /// while the call waited for a step: `cancelled`, and it is not computed).
     func run(_ address: ExpertAddress, rows: Matrix) async -> Result<Matrix, ExpertError> {
-        await withCheckedContinuation { continuation in
-            let startWorker = self.state.withLock { state in
-                state.waiting.append(Call(address: address, rows: rows, continuation: continuation))
-                guard state.running < self.workers else { return false }
-                state.running += 1
-                return true
+        let id = self.state.withLock { state in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let (startWorker, cancelled) = self.state.withLock { state -> (Bool, Bool) in
+                    if Task.isCancelled { return (false, true) }
+                    state.waiting.append(Call(id: id, address: address, rows: rows, continuation: continuation))
+                    guard state.running < self.workers else { return (false, false) }
+                    state.running += 1
+                    return (true, false)
+                }
+                if cancelled { continuation.resume(returning: .failure(.cancelled(address))) }
+                if startWorker { self.queue.async { self.work() } }
             }
-            if startWorker { self.queue.async { self.work() } }
+        } onCancel: {
+            let call = self.state.withLock { state -> Call? in
+                guard let index = state.waiting.firstIndex(where: { $0.id == id }) else { return nil }
+                return state.waiting.remove(at: index)
+            }
+            call?.continuation.resume(returning: .failure(.cancelled(address)))
         }
     }
 

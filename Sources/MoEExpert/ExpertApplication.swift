@@ -36,7 +36,10 @@ public func buildExpertServices(
     let health = HealthService(services: [Moemesh_V1_Expert.descriptor.fullyQualifiedService])
     let server = GRPCServerService(
         transport: configuration.serving.makeServerTransport(), services: [service], health: health,
-        interceptors: [RPCMetricsInterceptor(metrics: service.metrics, service: "expert"), TracingServerInterceptor(logger: logger)]
+        interceptors: [
+            RPCMetricsInterceptor(metrics: service.metrics, service: "expert"), TracingServerInterceptor(logger: logger),
+            DeadlineServerInterceptor(), RPCCancellationInterceptor(),
+        ]
     ) { [hasCoordinator = configuration.coordinator != nil] endpoint in
         logger.info("serving", metadata: ["address": "\(endpoint)"])
         listening.set(endpoint)

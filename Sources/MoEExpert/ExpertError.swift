@@ -11,12 +11,15 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case loadFailed(ExpertAddress, reason: String)
     /// The device failed while running the expert (a GPU out of memory, a failed launch).
     case computeFailed(ExpertAddress, reason: String)
+    /// The caller left (cancelled, or its deadline passed) before the expert ran: it was not computed.
+    case cancelled(ExpertAddress)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
         case .invalidInput: .invalidArgument
         case .unknownExpert: .notFound
         case .loadFailed, .computeFailed: .internalError
+        case .cancelled: .cancelled
         }
     }
 
@@ -27,6 +30,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
             "\(address) is not hosted by this expert service; it hosts \(hosted)"
         case .loadFailed(let address, let reason): "\(address) could not be loaded: \(reason)"
         case .computeFailed(let address, let reason): "\(address) failed on the device: \(reason)"
+        case .cancelled(let address): "the call to \(address) was cancelled by its caller before it ran"
         }
     }
 }

@@ -10,6 +10,7 @@ public final class ExpertLoadMeter: Sendable {
         var rows: [ExpertAddress: Int] = [:]
         var latenciesMs: [Double] = []
         var since = ContinuousClock.now
+        var cancelledCalls = 0
     }
 
     /// Latencies kept per window; beyond, the oldest are dropped.
@@ -20,6 +21,13 @@ public final class ExpertLoadMeter: Sendable {
     public init() {}
 
     public var inFlightRows: Int { self.state.withLock { $0.inFlightRows } }
+
+    /// Calls whose caller left (cancelled, or past its deadline) before the expert ran them, since start.
+    public var cancelledCalls: Int { self.state.withLock { $0.cancelledCalls } }
+
+    public func cancelled() {
+        self.state.withLock { $0.cancelledCalls += 1 }
+    }
 
     public func begin(rows: Int) {
         self.state.withLock { $0.inFlightRows += rows }

@@ -6,6 +6,7 @@ import MoEModel
 import MoEProto
 import MoEServing
 import Synchronization
+import Tracing
 
 /// Serves `Compute` for the experts it hosts: `rows [N, H] → FFN(rows) [N, H]`, in the request's dtype.
 public struct ExpertService: Sendable {
@@ -144,8 +145,12 @@ public struct ExpertService: Sendable {
             metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         }
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
-        let result = await self.steps.run(address, rows: input)
+        let result = Task.isCancelled ? .failure(.cancelled(address)) : await self.steps.run(address, rows: input)
         self.cacheMetrics.publish()
+        if case .failure(.cancelled) = result {
+            self.meter.cancelled()
+            metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
+        }
         let output = try result.get()
         var response = Moemesh_V1_ComputeResponse()
         response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
@@ -208,6 +213,63 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         request: Moemesh_V1_ComputeRequest, context: ServerContext
     ) async throws -> Moemesh_V1_ComputeResponse {
         try await self.compute(request)
+    }
+
+    /// Serves each call of the stream as `Compute` would, concurrently, answering each as it finishes; a `cancel`
+    /// message ends the call it names (not computed if it had not started; no answer sent).
+    public func computeStream(
+        request: RPCAsyncSequence<Moemesh_V1_ComputeStreamRequest, any Error>,
+        response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
+    ) async throws {
+        let cancellations = KeyedSignal<UInt64>(remembering: true)
+        let (answers, answer) = AsyncStream<Moemesh_V1_ComputeStreamResponse>.makeStream()
+        try await cancelledWithRPC { try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in answers { try await response.write(message) }
+            }
+            do {
+                try await withThrowingDiscardingTaskGroup { calls in
+                    for try await message in request {
+                        let id = message.callID
+                        if message.cancel {
+                            cancellations.signal(id)
+                            continue
+                        }
+                        calls.addTask {
+                            defer { cancellations.forget(id) }
+                            var reply = Moemesh_V1_ComputeStreamResponse()
+                            reply.callID = id
+                            do {
+                                var metadata = Metadata()
+                                for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
+                                let traced = incomingContext(metadata, tracer: InstrumentationSystem.tracer)
+                                let computed = try await cancellations.run(unless: id) {
+                                    try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
+                                        try await InstrumentationSystem.tracer.withSpan(
+                                            "moemesh.v1.Expert/Compute", context: traced, ofKind: .server
+                                        ) { span in
+                                            span.attributes["rpc.system"] = "grpc"
+                                            span.attributes["moemesh.stream"] = true
+                                            return try await self.compute(message.compute)
+                                        }
+                                    }
+                                }
+                                guard let computed else { return }  // cancelled by the caller: no answer
+                                reply.compute = computed
+                            } catch {
+                                reply.error = Moemesh_V1_CallError(error)
+                            }
+                            answer.yield(reply)
+                        }
+                    }
+                }
+            } catch {
+                answer.finish()
+                throw error
+            }
+            answer.finish()
+            try await group.waitForAll()
+        } }
     }
 
     public func describeExperts(

@@ -33,6 +33,8 @@ public final class CoordinatorLink: Sendable {
     public let routerID: String
     public let topology: ExpertTopology
     public let connections: ExpertConnections
+    /// Its ejections are reported with the demand.
+    public let scheduler: ReplicaScheduler
     public let demand = DemandMeter()
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let serving: ServingConfiguration
@@ -46,8 +48,9 @@ public final class CoordinatorLink: Sendable {
 
     public init(
         coordinator: ServiceEndpoint, routerID: String, topology: ExpertTopology, connections: ExpertConnections,
-        serving: ServingConfiguration, logger: Logger
+        scheduler: ReplicaScheduler, serving: ServingConfiguration, logger: Logger
     ) throws {
+        self.scheduler = scheduler
         self.coordinator = coordinator
         self.routerID = routerID
         self.topology = topology
@@ -111,6 +114,7 @@ public final class CoordinatorLink: Sendable {
     public func apply(_ topology: Moemesh_V1_Topology) {
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
         var endpoints = Set<ServiceEndpoint>()
+        let draining = Set(topology.replicas.filter { $0.state == .draining }.compactMap { ServiceEndpoint($0.endpoint) })
         for replica in topology.replicas where replica.state == .serving {
             guard let endpoint = ServiceEndpoint(replica.endpoint), let connection = try? self.connections.replica(at: endpoint)
             else {
@@ -122,8 +126,9 @@ public final class CoordinatorLink: Sendable {
         }
         self.topology.update(
             replicas: replicas, startable: Set(topology.startable.map(\.address)), pruned: Set(topology.pruned.map(\.address)),
-            version: topology.version)
-        self.connections.keepOnly(endpoints)
+            version: topology.version, draining: draining)
+        // A draining replica's connection stays open for the calls it is finishing.
+        self.connections.keepOnly(endpoints.union(draining))
         self.logger.debug(
             "topology", metadata: ["version": "\(topology.version)", "replicas": "\(endpoints.count)", "pruned": "\(topology.pruned.count)"])
     }
@@ -142,6 +147,13 @@ public final class CoordinatorLink: Sendable {
                 item.expert = Moemesh_V1_ExpertKey(address)
                 item.rows = Int64(count)
                 return item
+            }
+            report.ejections = self.scheduler.takeEjections().map { ejection in
+                .with {
+                    $0.endpoint = ejection.endpoint.description
+                    $0.reason = ejection.reason
+                    $0.durationMs = Int64(ejection.duration.milliseconds)
+                }
             }
             do {
                 _ = try await self.api.reportDemand(report, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))

@@ -5,62 +5,85 @@ import MoEServing
 import Synchronization
 
 /// One gRPC client per expert endpoint, opened when a topology first names it and closed gracefully (calls in
-/// flight finish) when a topology no longer does. `run` runs their connections until shutdown.
+/// flight finish) when a topology no longer does; over each, with `streams`, one long-lived `ComputeStream` for the
+/// expert calls. `run` runs their connections and streams until shutdown.
 public final class ExpertConnections: Sendable {
+    private struct Connection {
+        let client: GRPCClient<HTTP2ClientTransport.Posix>
+        let stream: ComputeStreamChannel?
+    }
+
     private struct State {
-        var clients: [ServiceEndpoint: GRPCClient<HTTP2ClientTransport.Posix>] = [:]
+        var connections: [ServiceEndpoint: Connection] = [:]
         var closed = false
     }
 
     private let serving: ServingConfiguration
+    private let streams: Bool
     private let state = Mutex(State())
-    private let opened: AsyncStream<GRPCClient<HTTP2ClientTransport.Posix>>
-    private let openedContinuation: AsyncStream<GRPCClient<HTTP2ClientTransport.Posix>>.Continuation
+    /// Work for `run`: connections to run, streams to run.
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobsContinuation: AsyncStream<@Sendable () async -> Void>.Continuation
 
-    public init(serving: ServingConfiguration) {
+    /// `streams`: expert calls go over one `ComputeStream` per connection (else one unary RPC each).
+    public init(serving: ServingConfiguration, streams: Bool = true) {
         self.serving = serving
-        (self.opened, self.openedContinuation) = AsyncStream.makeStream()
+        self.streams = streams
+        (self.jobs, self.jobsContinuation) = AsyncStream.makeStream()
     }
 
     /// The replica at `endpoint`, connecting on first use.
     public func replica(at endpoint: ServiceEndpoint) throws -> ExpertReplica {
-        let client = try self.state.withLock { state in
-            if let client = state.clients[endpoint] { return client }
+        let connection = try self.state.withLock { state in
+            if let connection = state.connections[endpoint] { return connection }
             let client = GRPCClient(transport: try self.serving.makeClientTransport(to: endpoint))
-            state.clients[endpoint] = client
+            let jobs = self.jobsContinuation
+            let stream = self.streams
+                ? ComputeStreamChannel(
+                    client: Moemesh_V1_Expert.Client(wrapping: client), serving: self.serving, spawn: { jobs.yield($0) })
+                : nil
+            let connection = Connection(client: client, stream: stream)
+            state.connections[endpoint] = connection
             if state.closed { client.beginGracefulShutdown() }
-            self.openedContinuation.yield(client)
-            return client
+            jobs.yield { try? await client.runConnections() }
+            return connection
         }
-        return ExpertReplica(endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: client))
+        return ExpertReplica(
+            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client), stream: connection.stream)
     }
 
-    /// Closes the connections to endpoints not in `endpoints`.
+    /// Closes the connections to endpoints not in `endpoints` (calls in flight on their streams go elsewhere).
     public func keepOnly(_ endpoints: Set<ServiceEndpoint>) {
         let dropped = self.state.withLock { state in
-            let dropped = state.clients.filter { !endpoints.contains($0.key) }
-            for endpoint in dropped.keys { state.clients[endpoint] = nil }
+            let dropped = state.connections.filter { !endpoints.contains($0.key) }
+            for endpoint in dropped.keys { state.connections[endpoint] = nil }
             return dropped.values
         }
-        dropped.forEach { $0.beginGracefulShutdown() }
+        for connection in dropped {
+            connection.stream?.close()
+            connection.client.beginGracefulShutdown()
+        }
     }
 
-    /// Runs every connection until `close`.
+    /// Runs every connection and stream until `close`.
     public func run() async {
         await withDiscardingTaskGroup { group in
-            for await client in self.opened {
-                group.addTask { try? await client.runConnections() }
+            for await job in self.jobs {
+                group.addTask { await job() }
             }
         }
     }
 
-    /// Closes every connection (calls in flight finish) and ends `run`.
+    /// Closes every connection (unary calls in flight finish; streams end) and ends `run`.
     public func close() {
-        let clients = self.state.withLock { state in
+        let connections = self.state.withLock { state in
             state.closed = true
-            return Array(state.clients.values)
+            return Array(state.connections.values)
         }
-        clients.forEach { $0.beginGracefulShutdown() }
-        self.openedContinuation.finish()
+        for connection in connections {
+            connection.stream?.close()
+            connection.client.beginGracefulShutdown()
+        }
+        self.jobsContinuation.finish()
     }
 }

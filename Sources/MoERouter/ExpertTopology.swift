@@ -5,15 +5,21 @@ import MoEProto
 import MoEServing
 import Synchronization
 
-/// One expert service the router talks to, over one persistent connection of any gRPC transport.
+/// One expert service the router talks to, over one persistent connection of any gRPC transport; with a
+/// `ComputeStreamChannel`, its `Compute` calls go over that stream.
 public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
+    /// The long-lived stream the calls use; nil: one unary `Compute` RPC per call.
+    public let stream: ComputeStreamChannel?
     private let call: @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
     private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
     private let prefetchCall: @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
 
-    public init<Transport: ClientTransport>(endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>) {
+    public init<Transport: ClientTransport>(
+        endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>, stream: ComputeStreamChannel? = nil
+    ) {
         self.endpoint = endpoint
+        self.stream = stream
         self.call = { request, metadata, options in try await client.compute(request, metadata: metadata, options: options) }
         self.describeCall = { options in try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options) }
         self.prefetchCall = { request, options in try await client.prefetch(request, options: options) }
@@ -29,59 +35,71 @@ public struct ExpertReplica: Sendable {
         try await self.describeCall(options)
     }
 
-    /// One `Compute` call.
+    /// One `Compute` call: a message on the stream when there is one (within `options.timeout`), else a unary RPC.
     public func compute(
         _ request: Moemesh_V1_ComputeRequest, metadata: Metadata = [:], options: CallOptions
     ) async throws -> Moemesh_V1_ComputeResponse {
-        try await self.call(request, metadata, options)
+        if let stream = self.stream {
+            return try await stream.compute(request, metadata: metadata, timeout: options.timeout ?? .seconds(30))
+        }
+        return try await self.call(request, metadata, options)
     }
 }
 
-/// Which replicas serve each expert, and in what order to try them: replicas not seen failing recently first, then
-/// fewest calls outstanding, ties taken in turn. Fixed at start (`--expert` lists) or replaced by each topology the
-/// coordinator sends, with the experts it can start on demand and those pruned from routing.
+/// Which replicas serve each expert: fixed at start (`--expert` lists) or replaced by each topology the coordinator
+/// sends, with the experts it can start on demand and those pruned from routing. Which of them gets a call is the
+/// `ReplicaScheduler`'s to decide; it hears of replicas that leave (`onRemoved`).
 public final class ExpertTopology: Sendable {
     private struct State {
         var replicas: [ExpertAddress: [ExpertReplica]]
         var startable: Set<ExpertAddress> = []
         var pruned: [String: Set<Int>] = [:]
         var version: UInt64 = 0
-        var outstanding: [ServiceEndpoint: Int] = [:]
-        var suspectUntil: [ServiceEndpoint: ContinuousClock.Instant] = [:]
-        var turn: [ExpertAddress: Int] = [:]
+        var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
+        var nextWaiter: UInt64 = 0
     }
-
-    /// How long a replica that failed is tried only after the others.
-    public static let suspicion: Duration = .seconds(2)
 
     private let state: Mutex<State>
+    private let onRemoved: @Sendable (Set<ServiceEndpoint>) -> Void
 
-    public init(replicas: [ExpertAddress: [ExpertReplica]]) {
+    public init(
+        replicas: [ExpertAddress: [ExpertReplica]], onRemoved: @escaping @Sendable (Set<ServiceEndpoint>) -> Void = { _ in }
+    ) {
         self.state = Mutex(State(replicas: replicas))
+        self.onRemoved = onRemoved
     }
 
-    /// Replaces the replicas (a new topology from the coordinator). Load counts of replicas that stay are kept.
+    /// Replaces the replicas (a new topology from the coordinator); calls in flight at replicas it no longer names
+    /// are ended (`onRemoved`) and sent elsewhere, except at `draining` ones, which get no new calls but finish theirs.
     public func update(
         replicas: [ExpertAddress: [ExpertReplica]], startable: Set<ExpertAddress>, pruned: Set<ExpertAddress>,
-        version: UInt64
+        version: UInt64, draining: Set<ServiceEndpoint> = []
     ) {
-        self.state.withLock { state in
+        let (removed, waiters) = self.state.withLock { state in
+            let before = Set(state.replicas.values.joined().map(\.endpoint)).subtracting(draining)
             state.replicas = replicas
             state.startable = startable
             state.pruned = Dictionary(grouping: pruned, by: \.layer).mapValues { Set($0.map(\.expert)) }
             state.version = version
+            defer { state.waiters = [:] }
+            return (before.subtracting(replicas.values.joined().map(\.endpoint)), Array(state.waiters.values))
         }
+        if !removed.isEmpty { self.onRemoved(removed) }
+        for waiter in waiters { waiter.resume() }
     }
 
     /// Adds replicas (a cold start's answer) without dropping any.
     public func add(_ replicas: [ExpertAddress: [ExpertReplica]]) {
-        self.state.withLock { state in
+        let waiters = self.state.withLock { state in
             for (address, added) in replicas {
                 let known = Set((state.replicas[address] ?? []).map(\.endpoint))
                 state.replicas[address, default: []] += added.filter { !known.contains($0.endpoint) }
                 state.startable.remove(address)
             }
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
         }
+        for waiter in waiters { waiter.resume() }
     }
 
     /// The version of the coordinator's topology in use (0: none yet, or a fixed topology).
@@ -90,6 +108,9 @@ public final class ExpertTopology: Sendable {
     public var addresses: [ExpertAddress] { self.state.withLock { Array($0.replicas.keys) }.sorted() }
 
     public func replicaCount(of address: ExpertAddress) -> Int { self.state.withLock { $0.replicas[address]?.count ?? 0 } }
+
+    /// The replicas serving `address`, in topology order.
+    public func replicas(for address: ExpertAddress) -> [ExpertReplica] { self.state.withLock { $0.replicas[address] ?? [] } }
 
     /// Whether the coordinator can start a replica of `address`, which has none now.
     public func isStartable(_ address: ExpertAddress) -> Bool { self.state.withLock { $0.startable.contains(address) } }
@@ -104,39 +125,56 @@ public final class ExpertTopology: Sendable {
         }
     }
 
-    /// Every replica of `address`, best first.
-    public func candidates(for address: ExpertAddress) -> [ExpertReplica] {
-        let now = ContinuousClock.now
-        return self.state.withLock { state in
-            guard let replicas = state.replicas[address], !replicas.isEmpty else { return [] }
-            let turn = state.turn[address, default: 0]
-            state.turn[address] = turn &+ 1
-            let rotated = (0..<replicas.count).map { replicas[(turn + $0) % replicas.count] }
-            // A stable sort keeps the rotation among equals.
-            return rotated.enumerated().sorted { a, b in
-                let suspectA = (state.suspectUntil[a.element.endpoint] ?? now) > now
-                let suspectB = (state.suspectUntil[b.element.endpoint] ?? now) > now
-                if suspectA != suspectB { return !suspectA }
-                let loadA = state.outstanding[a.element.endpoint, default: 0]
-                let loadB = state.outstanding[b.element.endpoint, default: 0]
-                return loadA != loadB ? loadA < loadB : a.offset < b.offset
-            }.map(\.element)
+    /// Returns once `condition` holds of the topology (checked now and at every change), or false when `deadline`
+    /// passes or the task is cancelled first.
+    public func wait(until deadline: ContinuousClock.Instant, for condition: @Sendable (ExpertTopology) -> Bool) async -> Bool {
+        while !condition(self) {
+            guard ContinuousClock.now < deadline, !Task.isCancelled else { return false }
+            await self.nextChange(before: deadline)
         }
+        return true
     }
 
-    /// The replica to try first, nil if none is known.
-    public func chooseReplica(for address: ExpertAddress) -> ExpertReplica? { self.candidates(for: address).first }
-
-    /// Counts a call to `endpoint` as outstanding.
-    public func callStarted(_ endpoint: ServiceEndpoint) {
-        self.state.withLock { $0.outstanding[endpoint, default: 0] += 1 }
+    /// Whether a replica of `address` that `isNew` accepts is named by `deadline`.
+    public func waitForReplica(
+        of address: ExpertAddress, until deadline: ContinuousClock.Instant, where isNew: @escaping @Sendable (ExpertReplica) -> Bool
+    ) async -> Bool {
+        await self.wait(until: deadline) { topology in topology.replicas(for: address).contains(where: isNew) }
     }
 
-    /// Ends a call; a failed one makes the replica suspect for `suspicion`.
-    public func callEnded(_ endpoint: ServiceEndpoint, failed: Bool) {
-        self.state.withLock { state in
-            state.outstanding[endpoint, default: 1] -= 1
-            if failed { state.suspectUntil[endpoint] = .now + Self.suspicion }
+    /// Returns at the next change of the topology, at `deadline`, or when the task is cancelled.
+    private func nextChange(before deadline: ContinuousClock.Instant) async {
+        let id = self.state.withLock { state in
+            state.nextWaiter &+= 1
+            return state.nextWaiter
+        }
+        let wake: @Sendable () -> Void = {
+            let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
+            waiter?.resume()
+        }
+        await withTaskCancellationHandler {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    await withCheckedContinuation { continuation in
+                        let now = self.state.withLock { state -> Bool in
+                            if Task.isCancelled { return true }
+                            state.waiters[id] = continuation
+                            return false
+                        }
+                        if now { continuation.resume() }
+                    }
+                }
+                // The deadline wakes the waiter too: a timer, not a poll.
+                group.addTask {
+                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    wake()
+                }
+                await group.next()
+                group.cancelAll()
+                wake()
+            }
+        } onCancel: {
+            wake()
         }
     }
 }

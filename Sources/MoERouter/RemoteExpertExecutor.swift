@@ -5,51 +5,61 @@ import MoERuntime
 import MoEServing
 import Tracing
 
-/// Runs an expert through its service: one `Compute` RPC carrying the expert's rows, gathered straight into the
-/// outgoing message.
+/// Runs an expert through its services: the expert's rows, gathered straight into one `Compute` message, sent to the
+/// replica the `ReplicaScheduler` chooses, hedged to a second one when slow, sent again to another when the first
+/// cannot be reached or leaves; every call within what is left of the client's deadline.
 public struct RemoteExpertExecutor: ExpertExecutor {
     public let topology: ExpertTopology
+    public let scheduler: ReplicaScheduler
     public let wireDType: DType
     public let callOptions: CallOptions
+    /// Longest any one expert call may take (`--expert-timeout-ms`); the client's deadline may cut it shorter.
+    public let expertTimeout: Duration
     /// Counts the rows sent to each expert (reported to the coordinator).
     public let demand: DemandMeter?
     /// Starts an expert that has no replica (scaled to zero) and returns once one serves.
     public let coldStart: (@Sendable (ExpertAddress) async throws -> Void)?
-    /// Call latency and retries per expert.
+    /// Call latency, retries and hedges per expert.
     public let metrics: ServiceMetrics?
     /// A client span per expert call, its context sent in the call's metadata.
     public let tracer: any Tracer
 
+    /// Time kept back from the client's deadline for combining the experts' answers and replying.
+    public static let combineMargin: Duration = .milliseconds(2)
+
     public init(
-        topology: ExpertTopology, wireDType: DType, callOptions: CallOptions, demand: DemandMeter? = nil,
+        topology: ExpertTopology, scheduler: ReplicaScheduler = ReplicaScheduler(), wireDType: DType,
+        callOptions: CallOptions, expertTimeout: Duration = .seconds(30), demand: DemandMeter? = nil,
         coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil, metrics: ServiceMetrics? = nil,
         tracer: any Tracer = InstrumentationSystem.tracer
     ) {
         self.topology = topology
+        self.scheduler = scheduler
         self.wireDType = wireDType
         self.callOptions = callOptions
+        self.expertTimeout = expertTimeout
         self.demand = demand
         self.coldStart = coldStart
         self.metrics = metrics
         self.tracer = tracer
     }
 
-    /// Sends the rows to the best replica; if it cannot be reached (`UNAVAILABLE`, deadline, connection lost), to
-    /// the next, until every replica has been tried. An expert with no replica that the coordinator can start is
-    /// cold-started first (the call waits for it).
+    /// The rows' expert output, `[N, H]`. Replicas are tried as the scheduler orders them: one that cannot be
+    /// reached (`UNAVAILABLE`, its deadline, connection lost) or leaves is left for the next; a slow one gets a hedge
+    /// beside it. When all failed, under a coordinator, the call waits (within its deadline) for the replacement.
+    /// An expert with no replica that the coordinator can start is cold-started first.
     public func compute(_ rows: ExpertRows) async throws -> Matrix {
         let address = rows.address
+        let deadline = RequestDeadline.current.map { $0 - Self.combineMargin }
         self.demand?.record(address, rows: rows.count)
-        var candidates = self.topology.candidates(for: address)
-        if candidates.isEmpty, let coldStart = self.coldStart, self.topology.isStartable(address) {
+        if self.topology.replicas(for: address).isEmpty, let coldStart = self.coldStart, self.topology.isStartable(address) {
             do {
                 try await coldStart(address)
             } catch {
                 throw RouterError.coldStartFailed(address, reason: "\(error)")
             }
-            candidates = self.topology.candidates(for: address)
         }
-        guard !candidates.isEmpty else { throw RouterError.noReplica(address) }
+        guard !self.topology.replicas(for: address).isEmpty else { throw RouterError.noReplica(address) }
         var request = Moemesh_V1_ComputeRequest()
         request.layer = rows.layer
         request.expert = Int32(rows.expert)
@@ -59,62 +69,179 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 
         var failures: [String] = []
         var tried = Set<ServiceEndpoint>()
-        var answer: (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? = nil
-        let replacementDeadline = ContinuousClock.now + min(self.callOptions.timeout ?? Self.replacementWait, Self.replacementWait)
-        while answer == nil {
-            for replica in candidates where !tried.contains(replica.endpoint) {
-                tried.insert(replica.endpoint)
-                self.topology.callStarted(replica.endpoint)
-                let callStarted = ContinuousClock.now
-                do {
-                    let response = try await self.tracer.withSpan("moemesh.v1.Expert/Compute", ofKind: .client) { span in
-                        span.attributes["rpc.system"] = "grpc"
-                        span.attributes["moemesh.layer"] = address.layer
-                        span.attributes["moemesh.expert"] = address.expert
-                        span.attributes["moemesh.rows"] = rows.count
-                        span.attributes["server.address"] = replica.endpoint.description
-                        return try await replica.compute(
-                            request, metadata: propagatedMetadata(tracer: self.tracer), options: self.callOptions)
-                    }
-                    self.topology.callEnded(replica.endpoint, failed: false)
-                    self.metrics?.timer("moemesh_router_expert_call_seconds", address.metricLabels)
-                        .record(duration: ContinuousClock.now - callStarted)
-                    answer = (replica, response)
-                    break
-                } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
-                    self.topology.callEnded(replica.endpoint, failed: true)
-                    self.metrics?.counter("moemesh_router_expert_retries_total", address.metricLabels).increment()
-                    failures.append("\(replica.endpoint): \(error.code): \(error.message)")
-                } catch let error as RPCError {
-                    self.topology.callEnded(replica.endpoint, failed: false)
-                    throw RouterError.expertFailed(address, endpoint: replica.endpoint, reason: "\(error.code): \(error.message)")
-                } catch {
-                    self.topology.callEnded(replica.endpoint, failed: true)
-                    throw error
-                }
+        var passes = 1
+        let replacementDeadline = RequestDeadline.earliest(deadline, .now + Self.replacementWait)!
+        while true {
+            var candidates = self.scheduler.order(self.topology.replicas(for: address), for: address)
+                .filter { !tried.contains($0.endpoint) }
+            if candidates.isEmpty, passes < Self.maxPasses, !failures.isEmpty, failures.allSatisfy({ $0.hasSuffix(Self.departed) }) {
+                // Every replica was left because it was ejected (slow), none because it failed: an ejection alone
+                // must not fail a call, so the replicas still in the topology are tried again, best first.
+                passes += 1
+                tried = []
+                failures = []
+                candidates = self.scheduler.order(self.topology.replicas(for: address), for: address)
             }
-            guard answer == nil else { break }
-            // Under a coordinator, a replica that died is replaced: wait (briefly) for the topology to name another.
+            if !candidates.isEmpty {
+                if let response = try await self.attempt(
+                    request, rows: rows.count, address: address, candidates: candidates, deadline: deadline,
+                    tried: &tried, failures: &failures)
+                {
+                    return try Self.decode(response.response, rows: rows, replica: response.replica)
+                }
+                continue
+            }
+            // Every replica failed. Under a coordinator, a replica that died is replaced: wait for the topology to
+            // name another (briefly, within the deadline).
+            if let deadline, .now >= deadline { throw RouterError.deadlineExceeded(address, tried: tried.count) }
             guard self.coldStart != nil,
-                let replacements = await self.waitForReplica(of: address, other: tried, until: replacementDeadline)
+                await self.waitForReplica(of: address, other: tried, until: replacementDeadline)
             else {
                 throw RouterError.expertUnavailable(
-                    address, endpoint: candidates.last!.endpoint,
+                    address, endpoint: tried.sorted().last ?? ServiceEndpoint(host: "?", port: 0),
                     reason: "all \(tried.count) replicas failed: " + failures.joined(separator: "; "))
             }
-            candidates = replacements
         }
-        let (replica, response) = answer!
+    }
+
+    private enum Outcome: Sendable {
+        case answered(ExpertReplica, Moemesh_V1_ComputeResponse, hedge: Bool)
+        /// Could not reach the replica, or it left; `reason` nil: left (ejected elsewhere, or gone from the topology).
+        case unreachable(ExpertReplica, reason: String?)
+        case hedgeDue
+        case stalled
+    }
+
+    /// Calls `candidates[0]`, hedging to the next when it is slow, and moving on to the next candidates as attempts
+    /// fail. Returns the first answer, or nil when every candidate failed (they are then in `tried`).
+    private func attempt(
+        _ request: Moemesh_V1_ComputeRequest, rows: Int, address: ExpertAddress, candidates: [ExpertReplica],
+        deadline: ContinuousClock.Instant?, tried: inout Set<ServiceEndpoint>, failures: inout [String]
+    ) async throws -> (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? {
+        var remaining = candidates[...]
+        let labels = address.metricLabels
+        return try await withThrowingTaskGroup(of: Outcome.self) { group in
+            var inFlight: [ServiceEndpoint: Bool] = [:]  // endpoint → is a hedge
+            func start(hedge: Bool) throws -> Bool {
+                guard let replica = remaining.popFirst() else { return false }
+                tried.insert(replica.endpoint)
+                inFlight[replica.endpoint] = hedge
+                let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
+                group.addTask { try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: hedge) }
+                return true
+            }
+            _ = try start(hedge: false)
+            if remaining.first != nil {
+                if let delay = self.scheduler.hedgeDelay(for: address, rows: rows) {
+                    group.addTask {
+                        try await Task.sleep(for: delay)
+                        return .hedgeDue
+                    }
+                }
+                let stall = self.scheduler.stallTimeout(for: address, rows: rows)
+                group.addTask {
+                    try await Task.sleep(for: stall)
+                    return .stalled
+                }
+            }
+            let started = ContinuousClock.now
+            while let outcome = try await group.next() {
+                switch outcome {
+                case .answered(let replica, let response, let hedge):
+                    if hedge {
+                        self.metrics?.counter("moemesh_router_hedge_wins_total", labels).increment()
+                        for (endpoint, isHedge) in inFlight where !isHedge { self.scheduler.hedgeWon(against: endpoint) }
+                    }
+                    group.cancelAll()
+                    return (replica, response)
+                case .unreachable(let replica, let reason):
+                    inFlight[replica.endpoint] = nil
+                    failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
+                    self.metrics?.counter("moemesh_router_expert_retries_total", labels).increment()
+                    if inFlight.isEmpty, try !start(hedge: false) {
+                        group.cancelAll()
+                        return nil
+                    }
+                case .hedgeDue:
+                    guard inFlight.count == 1, remaining.first != nil, self.scheduler.takeHedge() else { continue }
+                    self.metrics?.counter("moemesh_router_hedges_total", labels).increment()
+                    _ = try start(hedge: true)
+                case .stalled:
+                    // No answer for far longer than the expert takes: the replicas still holding the call are taken
+                    // for hung; their ejection ends the calls here (they come back as `unreachable`).
+                    for endpoint in inFlight.keys { self.scheduler.callStalled(endpoint, waited: .now - started) }
+                }
+            }
+            return nil
+        }
+    }
+
+    /// One `Compute` call to `replica`, ended early if the replica leaves this router's choice.
+    private func call(
+        _ replica: ExpertReplica, _ request: Moemesh_V1_ComputeRequest, address: ExpertAddress, rows: Int,
+        timeout: Duration, hedge: Bool
+    ) async throws -> Outcome {
+        var callOptions = self.callOptions
+        callOptions.timeout = timeout
+        let options = callOptions
+        let endpoint = replica.endpoint
+        self.scheduler.callStarted(endpoint)
+        let started = ContinuousClock.now
+        let response: Moemesh_V1_ComputeResponse?
+        do {
+            response = try await self.scheduler.unlessDeparting(endpoint) {
+                try await self.tracer.withSpan("moemesh.v1.Expert/Compute", ofKind: .client) { span in
+                    span.attributes["rpc.system"] = "grpc"
+                    span.attributes["moemesh.layer"] = address.layer
+                    span.attributes["moemesh.expert"] = address.expert
+                    span.attributes["moemesh.rows"] = rows
+                    span.attributes["moemesh.hedge"] = hedge
+                    span.attributes["server.address"] = endpoint.description
+                    return try await replica.compute(request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
+                }
+            }
+        } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
+            let reason = "\(error.code): \(error.message)"
+            self.scheduler.callEnded(endpoint, unreachable: reason)
+            return .unreachable(replica, reason: reason)
+        } catch let error as RPCError where !Task.isCancelled {
+            self.scheduler.callEnded(endpoint)
+            throw RouterError.expertFailed(address, endpoint: endpoint, reason: "\(error.code): \(error.message)")
+        } catch {
+            self.scheduler.callEnded(endpoint)
+            throw error
+        }
+        guard let response else {
+            // The replica left this router's choice (ejected, or gone from the topology) while the call ran.
+            self.scheduler.callEnded(endpoint)
+            try Task.checkCancellation()
+            return .unreachable(replica, reason: nil)
+        }
+        let latency = ContinuousClock.now - started
+        self.scheduler.callSucceeded(endpoint, address: address, rows: rows, latency: latency)
+        self.metrics?.timer("moemesh_router_expert_call_seconds", address.metricLabels).record(duration: latency)
+        return .answered(replica, response, hedge: hedge)
+    }
+
+    /// The timeout of one expert call: `--expert-timeout-ms`, or what is left of the client's deadline if less.
+    private func timeout(until deadline: ContinuousClock.Instant?, address: ExpertAddress, tried: Int) throws -> Duration {
+        guard let deadline else { return self.expertTimeout }
+        let left = deadline - .now
+        guard left > .zero else { throw RouterError.deadlineExceeded(address, tried: tried) }
+        return min(left, self.expertTimeout)
+    }
+
+    private static func decode(_ response: Moemesh_V1_ComputeResponse, rows: ExpertRows, replica: ExpertReplica) throws -> Matrix {
         let decoded: DecodedRows
         do {
             decoded = try response.rows.decodeTokenRows(
                 field: "expert answer", hiddenSize: rows.width, allowedRanks: [2], shapeDescription: "[N, H]")
         } catch {
-            throw RouterError.expertFailed(address, endpoint: replica.endpoint, reason: error.description)
+            throw RouterError.expertFailed(rows.address, endpoint: replica.endpoint, reason: error.description)
         }
         guard decoded.matrix.rows == rows.count else {
             throw RouterError.expertFailed(
-                address, endpoint: replica.endpoint, reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
+                rows.address, endpoint: replica.endpoint, reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
         }
         return decoded.matrix
     }
@@ -127,7 +254,7 @@ extension RemoteExpertExecutor {
         var experts: [ServiceEndpoint: [ExpertAddress]] = [:]
         var replicas: [ServiceEndpoint: ExpertReplica] = [:]
         for address in addresses {
-            for replica in self.topology.candidates(for: address) {
+            for replica in self.topology.replicas(for: address) {
                 experts[replica.endpoint, default: []].append(address)
                 replicas[replica.endpoint] = replica
             }
@@ -136,6 +263,7 @@ extension RemoteExpertExecutor {
         for (endpoint, addresses) in experts {
             let replica = replicas[endpoint]!
             let request = Moemesh_V1_PrefetchRequest.with { $0.experts = addresses.map(Moemesh_V1_ExpertKey.init) }
+            // Fire and forget: a hint must not hold up the layer that sends it.
             Task {
                 do {
                     _ = try await replica.prefetch(request, options: options)
@@ -147,19 +275,19 @@ extension RemoteExpertExecutor {
         }
     }
 
+    /// Why an attempt ended when its replica left this router's choice.
+    static let departed = "left the topology or was ejected"
+    /// Rounds over an expert's replicas when they were only ejected, not failing.
+    static let maxPasses = 3
+
     /// How long a call whose replicas all failed waits for the coordinator to name a replacement.
     static let replacementWait: Duration = .seconds(10)
 
-    /// Candidates for `address` not in `tried`, once the topology has some; nil if none came by `deadline`.
+    /// Whether the topology names a replica of `address` not in `tried` by `deadline`.
     func waitForReplica(
         of address: ExpertAddress, other tried: Set<ServiceEndpoint>, until deadline: ContinuousClock.Instant
-    ) async -> [ExpertReplica]? {
-        while ContinuousClock.now < deadline && !Task.isCancelled {
-            let fresh = self.topology.candidates(for: address).filter { !tried.contains($0.endpoint) }
-            if !fresh.isEmpty { return fresh }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
+    ) async -> Bool {
+        await self.topology.waitForReplica(of: address, until: deadline) { !tried.contains($0.endpoint) }
     }
 
     /// Codes that say the replica could not serve the call (not that the call was wrong): try another one.

@@ -33,22 +33,29 @@ public struct RouterApplication: Service {
             try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
         }
         let serving = configuration.serving
-        let connections = ExpertConnections(serving: serving)
-        let topology = ExpertTopology(replicas: [:])
+        let connections = ExpertConnections(serving: serving, streams: configuration.expertStreams)
+        let metrics = ServiceMetrics()
+        let logger = self.logger
+        let scheduler = ReplicaScheduler(configuration: configuration.replicas) { ejection in
+            metrics.counter("moemesh_router_ejections_total", [("endpoint", ejection.endpoint.description)]).increment()
+            logger.warning(
+                "replica ejected from this router's choice",
+                metadata: ["endpoint": "\(ejection.endpoint)", "reason": "\(ejection.reason)", "for": "\(ejection.duration)"])
+        }
+        let topology = ExpertTopology(replicas: [:], onRemoved: { scheduler.replicasLeft($0) })
         let link = try configuration.coordinator.map { coordinator in
             try CoordinatorLink(
                 coordinator: coordinator, routerID: configuration.routerID, topology: topology, connections: connections,
-                serving: serving, logger: self.logger)
+                scheduler: scheduler, serving: serving, logger: self.logger)
         }
         let expertTimeout = configuration.expertTimeout
-        let metrics = ServiceMetrics()
         var coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil
         if let link {
             coldStart = { address in try await link.coldStart(address, timeout: expertTimeout) }
         }
         let executor = RemoteExpertExecutor(
-            topology: topology, wireDType: configuration.expertWireDType,
-            callOptions: serving.callOptions(timeout: expertTimeout), demand: link?.demand, coldStart: coldStart,
+            topology: topology, scheduler: scheduler, wireDType: configuration.expertWireDType,
+            callOptions: serving.callOptions(), expertTimeout: expertTimeout, demand: link?.demand, coldStart: coldStart,
             metrics: metrics)
         let readiness = Readiness(notReady: "waiting for expert replicas")
         let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
@@ -66,7 +73,10 @@ public struct RouterApplication: Service {
         let transport = serving.makeServerTransport()
         let server = GRPCServer(
             transport: transport, services: [service, health],
-            interceptors: [RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(logger: self.logger)])
+            interceptors: [
+                RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(logger: self.logger),
+                DeadlineServerInterceptor(), RPCCancellationInterceptor(),
+            ])
 
         // The server answers at once (health NOT_SERVING, Forward UNAVAILABLE) and turns ready once every expert is
         // served (or, under a coordinator, startable).
@@ -100,13 +110,14 @@ public struct RouterApplication: Service {
     /// Waits until the coordinator's topology serves, or can start, every expert of the model.
     private func waitForCoverage(topology: ExpertTopology, checkpoint: MoECheckpoint, coordinator: ServiceEndpoint) async throws {
         let experts = checkpoint.layers.flatMap(\.expertAddresses)
-        let deadline = ContinuousClock.now + self.configuration.discoveryTimeout
-        while topology.version == 0 || !topology.uncovered(experts).isEmpty {
-            guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
-                throw RouterStartupError.uncoveredByCoordinator(
-                    topology.uncovered(experts), coordinator: coordinator, after: self.configuration.discoveryTimeout)
+        let covered = try await cancelWhenGracefulShutdown {
+            await topology.wait(until: .now + self.configuration.discoveryTimeout) { topology in
+                topology.version != 0 && topology.uncovered(experts).isEmpty
             }
-            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard covered else {
+            throw RouterStartupError.uncoveredByCoordinator(
+                topology.uncovered(experts), coordinator: coordinator, after: self.configuration.discoveryTimeout)
         }
     }
 

@@ -10,7 +10,9 @@ import MoEServing
 /// default 60; with a coordinator, for its topology to cover the model), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
 /// (`ServingConfiguration`; the router's default port is 50051), the routing policy (`RoutingConfiguration`), and
 /// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 2000, under
-/// concurrent load only; `--batch-concurrency` 1: see `ForwardBatcher`).
+/// concurrent load only; `--batch-concurrency` 4: see `ForwardBatcher`), and hedging and ejection of expert replicas
+/// (`--expert-calls stream|unary`, default stream; `--hedging on|off`, default on; `--hedge-factor` 2, `--hedge-floor-ms` 5, `--hedge-ceiling-ms` 250,
+/// `--hedge-budget` 0.1; `--eject-after-hedge-losses` 3, `--ejection-ms` 1,000: see `ReplicaScheduler`).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]
@@ -24,6 +26,11 @@ public struct RouterConfiguration: Sendable {
     public var routing: RoutingConfiguration
     /// nil: every call runs on its own.
     public var batching: ForwardBatcher.Configuration?
+    /// Replica choice, hedging and ejection.
+    public var replicas: ReplicaScheduler.Configuration
+    /// Expert calls over one long-lived `ComputeStream` per replica (`--expert-calls stream`, the default), or one
+    /// unary `Compute` RPC each (`unary`).
+    public var expertStreams: Bool
     public var serving: ServingConfiguration
 
     public static let defaultPort = 50051
@@ -33,6 +40,7 @@ public struct RouterConfiguration: Sendable {
         discoveryTimeout: Duration = .seconds(60), expertWireDType: DType = .f32,
         routing: RoutingConfiguration = RoutingConfiguration(),
         batching: ForwardBatcher.Configuration? = ForwardBatcher.Configuration(),
+        replicas: ReplicaScheduler.Configuration = ReplicaScheduler.Configuration(), expertStreams: Bool = true,
         serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
         coordinator: ServiceEndpoint? = nil, routerID: String = "router"
     ) {
@@ -45,6 +53,8 @@ public struct RouterConfiguration: Sendable {
         self.expertWireDType = expertWireDType
         self.routing = routing
         self.batching = batching
+        self.replicas = replicas
+        self.expertStreams = expertStreams
         self.serving = serving
     }
 }

@@ -21,6 +21,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     case expertUnavailable(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
     /// The expert's service answered with an error or a malformed block: a fault inside the mesh.
     case expertFailed(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
+    /// The client's deadline passed before the expert answered (after `tried` replicas).
+    case deadlineExceeded(ExpertAddress, tried: Int)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
@@ -28,6 +30,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .unknownLayer: .notFound
         case .notReady, .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
+        case .deadlineExceeded: .deadlineExceeded
         }
     }
 
@@ -44,6 +47,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
             "\(address) at \(endpoint) is unavailable: \(reason)"
         case .expertFailed(let address, let endpoint, let reason):
             "\(address) at \(endpoint) failed: \(reason)"
+        case .deadlineExceeded(let address, let tried):
+            "the call's deadline passed before \(address) answered (\(tried) replicas tried)"
         }
     }
 }

@@ -135,6 +135,47 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
         try await self.forward(request)
     }
 
+    /// Serves each message as `Forward` would, concurrently, answering as each finishes (tagged with its
+    /// `request_id`; a failure as `error`, the stream going on). A message's `timeout_ms` is its own deadline.
+    public func forwardStream(
+        request: RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Error>, response: RPCWriter<Moemesh_V1_ForwardResponse>,
+        context: ServerContext
+    ) async throws {
+        let (answers, answer) = AsyncStream<Moemesh_V1_ForwardResponse>.makeStream()
+        try await cancelledWithRPC { try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await message in answers { try await response.write(message) }
+            }
+            do {
+                try await withThrowingDiscardingTaskGroup { calls in
+                    for try await message in request {
+                        calls.addTask { answer.yield(await self.streamedAnswer(message)) }
+                    }
+                }
+            } catch {
+                answer.finish()
+                throw error
+            }
+            answer.finish()
+            try await group.waitForAll()
+        } }
+    }
+
+    /// One streamed request's answer, or its error, tagged with its id.
+    func streamedAnswer(_ message: Moemesh_V1_ForwardRequest) async -> Moemesh_V1_ForwardResponse {
+        var answer: Moemesh_V1_ForwardResponse
+        do {
+            answer = try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
+                try await self.forward(message)
+            }
+        } catch {
+            answer = Moemesh_V1_ForwardResponse()
+            answer.error = Moemesh_V1_CallError(error)
+        }
+        answer.requestID = message.requestID
+        return answer
+    }
+
     public func describeModel(
         request: Moemesh_V1_DescribeModelRequest, context: ServerContext
     ) async throws -> Moemesh_V1_DescribeModelResponse {

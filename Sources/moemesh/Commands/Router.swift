@@ -48,8 +48,32 @@ struct Router: AsyncParsableCommand {
     @Option(help: "How long a batch leader waits for more calls under concurrent load, in microseconds.")
     var batchDelayUs: Int = 2000
 
-    @Option(help: "Batches of one layer running at once.")
-    var batchConcurrency: Int = 1
+    @Option(help: "Batches of one layer running at once (a batch held up by a slow expert holds up only its calls).")
+    var batchConcurrency: Int = 4
+
+    @Option(help: "How expert calls travel: stream (one long-lived ComputeStream per replica, calls multiplexed) or unary (one RPC each).")
+    var expertCalls: ExpertCalls = .stream
+
+    @Option(help: "Send an expert call that is slow to answer to a second replica as well (on or off); the first answer wins.")
+    var hedging: BatchingSwitch = .on
+
+    @Option(help: "Hedge delay: this many times the p95 of the expert's recent call latencies (for calls of that size).")
+    var hedgeFactor: Double = 2
+
+    @Option(help: "Shortest hedge delay, in ms.")
+    var hedgeFloorMs: Int = 5
+
+    @Option(help: "Longest hedge delay (and the delay until 16 latencies are known), in ms.")
+    var hedgeCeilingMs: Int = 250
+
+    @Option(help: "Hedges allowed per expert call (0.1: at most 10% more calls).")
+    var hedgeBudget: Double = 0.1
+
+    @Option(help: "Eject a replica from this router's choice after it lost this many hedges in a row.")
+    var ejectAfterHedgeLosses: Int = 3
+
+    @Option(help: "How long an ejected replica is left out, in ms (doubled each time it is ejected again, up to 30 s).")
+    var ejectionMs: Int = 1000
 
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256
@@ -72,6 +96,11 @@ struct Router: AsyncParsableCommand {
                 : ForwardBatcher.Configuration(
                     maxTokens: self.batchMaxTokens, maxDelay: .microseconds(self.batchDelayUs),
                     maxConcurrentBatches: self.batchConcurrency),
+            replicas: ReplicaScheduler.Configuration(
+                hedging: self.hedging == .on, hedgeFactor: self.hedgeFactor, hedgeFloor: .milliseconds(self.hedgeFloorMs),
+                hedgeCeiling: .milliseconds(self.hedgeCeilingMs), hedgeBudget: self.hedgeBudget,
+                ejectAfterHedgeLosses: self.ejectAfterHedgeLosses, ejectionTime: .milliseconds(self.ejectionMs)),
+            expertStreams: self.expertCalls == .stream,
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
@@ -88,4 +117,8 @@ struct Router: AsyncParsableCommand {
 
 enum BatchingSwitch: String, ExpressibleByArgument {
     case on, off
+}
+
+enum ExpertCalls: String, ExpressibleByArgument {
+    case stream, unary
 }
