@@ -141,7 +141,7 @@ struct ComputeStepTests {
                 }
             }
             // The first call holds the device; once the other 11 wait behind it, let it go: they are one step.
-            while service.waitingComputeCalls < 11 { await Task.yield() }
+            try #require(await eventually { service.waitingComputeCalls >= 11 })
             backend.gate.opened.signal()
             for try await correct in group { #expect(correct) }
         }

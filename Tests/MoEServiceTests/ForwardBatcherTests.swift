@@ -26,7 +26,7 @@ struct ForwardBatcherTests {
             for index in 1..<inputs.count {
                 group.addTask { (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor)) }
             }
-            while batcher.pendingCalls(layer: "0") < inputs.count - 1 { await Task.yield() }
+            try #require(await eventually { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
             executor.release(holdLater: false)
             var results = [MoELayerResult?](repeating: nil, count: inputs.count)
             for try await (index, result) in group { results[index] = result }
@@ -60,9 +60,9 @@ struct ForwardBatcherTests {
         let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
         await executor.waitUntilHeld(expertsPerBatch)
         let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        while batcher.pendingCalls(layer: "0") < 1 { await Task.yield() }
+        try #require(await eventually { batcher.pendingCalls(layer: "0") == 1 })
         let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        while batcher.pendingCalls(layer: "0") < 2 { await Task.yield() }
+        try #require(await eventually { batcher.pendingCalls(layer: "0") == 2 })
         // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
         executor.release()
         _ = try await a.value

@@ -13,26 +13,28 @@ import Testing
 
 @Suite("replica choice and failover in the router")
 struct ReplicaChoiceTests {
-    @Test("replicas are tried with fewest outstanding calls first, and a failed one last")
+    @Test("replicas are tried with fewest outstanding calls first, and an ejected one last")
     func ordering() async throws {
         // Clients that are never called: only their endpoints matter here.
         let transport = InProcessTransport()
         let client = Moemesh_V1_Expert.Client(wrapping: GRPCClient(transport: transport.client))
         let endpoints = (1...3).map { ServiceEndpoint(host: "10.0.0.\($0)", port: 1) }
         let address = ExpertAddress(layer: "0", expert: 0)
-        let topology = ExpertTopology(replicas: [address: endpoints.map { ExpertReplica(endpoint: $0, client: client) }])
+        let replicas = endpoints.map { ExpertReplica(endpoint: $0, client: client) }
+        let scheduler = ReplicaScheduler()
         // Ties are taken in turn.
-        let firsts = (0..<3).map { _ in topology.chooseReplica(for: address)!.endpoint }
+        let firsts = (0..<3).map { _ in scheduler.order(replicas, for: address).first!.endpoint }
         #expect(Set(firsts) == Set(endpoints))
         // Outstanding calls push a replica back.
-        topology.callStarted(endpoints[0])
-        topology.callStarted(endpoints[0])
-        topology.callStarted(endpoints[1])
-        #expect(topology.candidates(for: address).map(\.endpoint) == [endpoints[2], endpoints[1], endpoints[0]])
-        // A failure makes a replica last, whatever its load.
-        topology.callStarted(endpoints[2])
-        topology.callEnded(endpoints[2], failed: true)
-        #expect(topology.candidates(for: address).last?.endpoint == endpoints[2])
+        scheduler.callStarted(endpoints[0])
+        scheduler.callStarted(endpoints[0])
+        scheduler.callStarted(endpoints[1])
+        #expect(scheduler.order(replicas, for: address).map(\.endpoint) == [endpoints[2], endpoints[1], endpoints[0]])
+        // A replica that could not be reached is ejected: last, whatever its load.
+        scheduler.callStarted(endpoints[2])
+        scheduler.callEnded(endpoints[2], unreachable: "UNAVAILABLE: connection refused")
+        #expect(scheduler.isEjected(endpoints[2]))
+        #expect(scheduler.order(replicas, for: address).last?.endpoint == endpoints[2])
     }
 
     @Test("rows sent to an unreachable replica are retried on another, and the answer is right")
@@ -50,8 +52,11 @@ struct ReplicaChoiceTests {
                 let expected = try await reference.forward(layer: "0", hidden: hidden)
                 #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
             }
-            // The dead replica is now suspect: every expert tries the live one first.
-            #expect(addresses.allSatisfy { executor.topology.chooseReplica(for: $0)?.endpoint.port == 2 })
+            // The dead replica is now ejected: every expert tries the live one first.
+            #expect(executor.scheduler.isEjected(ServiceEndpoint(host: "127.0.0.1", port: 1)))
+            #expect(addresses.allSatisfy {
+                executor.scheduler.order(executor.topology.replicas(for: $0), for: $0).first?.endpoint.port == 2
+            })
         }
     }
 
@@ -122,7 +127,8 @@ private func withLiveAndDeadReplicas(
                     ($0, replicas($0, deadReplica, liveReplica))
                 }))
                 try await body(RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(timeout: .seconds(5))))
+                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                    expertTimeout: .seconds(5)))
             }
         }
     }

@@ -121,7 +121,7 @@ struct RouterServiceTests {
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
                 executor: RemoteExpertExecutor(
                     topology: ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) })),
-                    wireDType: .f32, callOptions: ServingConfiguration().callOptions(timeout: .seconds(2))))
+                    wireDType: .f32, callOptions: ServingConfiguration().callOptions(), expertTimeout: .seconds(2)))
             do {
                 _ = try await service.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
                 Issue.record("answered without its experts")

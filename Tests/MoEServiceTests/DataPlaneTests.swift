@@ -1,0 +1,268 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import MoECore
+import MoEExpert
+import MoEModel
+import MoEProto
+import MoERouter
+import MoERuntime
+import MoEServing
+import MoETestSupport
+import Synchronization
+import Testing
+
+/// An expert service that takes every `Compute` call and never answers it (a hung process, a cut link), counting
+/// the calls it holds; its other methods answer like the real service's.
+private final class HungExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
+    let real: ExpertService
+    let held = Mutex(0)
+
+    init(real: ExpertService) { self.real = real }
+
+    func compute(request: Moemesh_V1_ComputeRequest, context: ServerContext) async throws -> Moemesh_V1_ComputeResponse {
+        self.held.withLock { $0 += 1 }
+        defer { self.held.withLock { $0 -= 1 } }
+        // Waits until the caller gives up on it (its cancellation), never answering.
+        try await Task.sleep(for: .seconds(3600))
+        throw RPCError(code: .internalError, message: "unreachable")
+    }
+
+    /// Holds every streamed call until the router cancels it (or the stream ends), never answering.
+    func computeStream(
+        request: RPCAsyncSequence<Moemesh_V1_ComputeStreamRequest, any Error>,
+        response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
+    ) async throws {
+        let cancellations = KeyedSignal<UInt64>(remembering: true)
+        try await cancelledWithRPC {
+            try await withThrowingDiscardingTaskGroup { calls in
+                for try await message in request {
+                    if message.cancel {
+                        cancellations.signal(message.callID)
+                        continue
+                    }
+                    calls.addTask {
+                        self.held.withLock { $0 += 1 }
+                        defer { self.held.withLock { $0 -= 1 } }
+                        await cancellations.wait(for: message.callID)
+                    }
+                }
+                calls.cancelAll()
+            }
+        }
+    }
+
+    func describeExperts(request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext) async throws -> Moemesh_V1_DescribeExpertsResponse {
+        try await self.real.describeExperts(request: request, context: context)
+    }
+
+    func prefetch(request: Moemesh_V1_PrefetchRequest, context: ServerContext) async throws -> Moemesh_V1_PrefetchResponse {
+        try await self.real.prefetch(request: request, context: context)
+    }
+}
+
+/// A router over HTTP/2 on loopback (port 0) in front of `experts` (each hosting every expert of the model, in that
+/// order of replicas), each server with the deadline interceptor; `body` gets the router's client and the experts'
+/// endpoints. (Real sockets:
+/// a client's cancellation reaches a server through HTTP/2's stream reset, which the in-process transport lacks.)
+private func withRouter(
+    model: SmallModel, experts: [any RegistrableRPCService], scheduler: ReplicaScheduler = ReplicaScheduler(),
+    batching: ForwardBatcher.Configuration? = nil, streams: Bool = true,
+    _ body: (Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>, [ServiceEndpoint]) async throws -> Void
+) async throws {
+    let checkpoint = try MoECheckpoint(path: model.path)
+    let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+    try await withServers(experts) { endpoints in
+        try await withClients(endpoints, streams: streams) { replicas in
+            let topology = ExpertTopology(
+                replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, replicas) }),
+                onRemoved: { scheduler.replicasLeft($0) })
+            let executor = RemoteExpertExecutor(
+                topology: topology, scheduler: scheduler, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                metrics: ServiceMetrics())
+            let router = RouterService(
+                modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
+                pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
+                executor: executor, batching: batching)
+            try await withServers([router]) { routerEndpoint in
+                try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: routerEndpoint[0])) { client in
+                    try await body(Moemesh_V1_Router.Client(wrapping: client), endpoints)
+                }
+            }
+        }
+    }
+}
+
+/// Serves each of `services` on its own loopback port; `body` gets their endpoints.
+private func withServers(
+    _ services: [any RegistrableRPCService], endpoints: [ServiceEndpoint] = [],
+    _ body: ([ServiceEndpoint]) async throws -> Void
+) async throws {
+    guard endpoints.count < services.count else { return try await body(endpoints) }
+    let transport = ServingConfiguration().makeServerTransport()
+    try await withGRPCServer(
+        transport: transport, services: [services[endpoints.count]], interceptors: [DeadlineServerInterceptor(), RPCCancellationInterceptor()]
+    ) { _ in
+        let endpoint = try #require(ServiceEndpoint(listening: try await transport.listeningAddress))
+        try await withServers(services, endpoints: endpoints + [endpoint], body)
+    }
+}
+
+/// A client of each endpoint, as expert replicas (calls over a `ComputeStream` each, with `streams`).
+private func withClients(
+    _ endpoints: [ServiceEndpoint], streams: Bool, replicas: [ExpertReplica] = [],
+    _ body: ([ExpertReplica]) async throws -> Void
+) async throws {
+    guard replicas.count < endpoints.count else { return try await body(replicas) }
+    let endpoint = endpoints[replicas.count]
+    try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: endpoint)) { client in
+        let expert = Moemesh_V1_Expert.Client(wrapping: client)
+        let (jobs, spawn) = AsyncStream<@Sendable () async -> Void>.makeStream()
+        let stream = streams ? ComputeStreamChannel(client: expert, serving: ServingConfiguration(), spawn: { spawn.yield($0) }) : nil
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await withDiscardingTaskGroup { tasks in for await job in jobs { tasks.addTask { await job() } } } }
+            defer {
+                stream?.close()
+                spawn.finish()
+            }
+            try await withClients(
+                endpoints, streams: streams, replicas: replicas + [ExpertReplica(endpoint: endpoint, client: expert, stream: stream)], body)
+        }
+    }
+}
+
+private func request(_ hidden: Matrix, layer: String = "0", id: UInt64 = 0) -> Moemesh_V1_ForwardRequest {
+    .with {
+        $0.layer = layer
+        $0.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
+        $0.returnRouting = true
+        $0.requestID = id
+    }
+}
+
+@Suite("data plane: streams, deadlines, hedging and ejection")
+struct DataPlaneTests {
+    @Test("ForwardStream carries many layers' requests, each answered with its id and equal to the unary answer")
+    func forwardStream() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let expert = try ExpertService(checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses))
+        try await withRouter(model: model, experts: [expert], batching: .init()) { router, _ in
+            let requests = (0..<24).map { index in
+                request(model.randomHidden(tokens: 1 + index % 4, seed: UInt64(index)), layer: index % 2 == 0 ? "0" : "1", id: UInt64(100 + index))
+            }
+            // One bad request in the middle: its answer carries the error, and the stream goes on.
+            var badRequest = request(model.randomHidden(tokens: 1), id: 999)
+            badRequest.layer = "7"
+            let bad = badRequest
+            let answers = try await router.forwardStream(requestProducer: { writer in
+                for message in requests.prefix(12) + [bad] + requests.dropFirst(12) { try await writer.write(message) }
+            }) { response in
+                var answers: [UInt64: Moemesh_V1_ForwardResponse] = [:]
+                for try await answer in response.messages { answers[answer.requestID] = answer }
+                return answers
+            }
+            #expect(answers.count == requests.count + 1)
+            #expect(answers[999]?.error.code == Int32(RPCError.Code.notFound.rawValue))
+            #expect(answers[999]?.error.message.hasPrefix("layer '7' is not an MoE layer") == true)
+            for message in requests {
+                let streamed = try #require(answers[message.requestID])
+                #expect(!streamed.hasError)
+                let unary = try await router.forward(message)
+                #expect(streamed.routing.topkIds == unary.routing.topkIds)
+                #expect(streamed.routing.topkWeights.map(\.bitPattern) == unary.routing.topkWeights.map(\.bitPattern))
+                let a = streamed.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
+                let b = unary.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
+                #expect(relativeError(a, b) <= 1e-6, "request \(message.requestID)")
+            }
+        }
+    }
+
+    @Test(
+        "a replica that never answers: no request lost, none waits for it (hedged, then ejected), hedges within budget",
+        arguments: [true, false])
+    func hungReplica(streams: Bool) async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+        let real = try ExpertService(checkpoint: checkpoint, experts: addresses)
+        let hung = HungExpertService(real: real)
+        let reference = try InProcessMoE(checkpoint: checkpoint)
+        // The hung replica is first in the topology; a short hedge delay (no latencies learnt yet: the ceiling).
+        let scheduler = ReplicaScheduler(configuration: .init(hedgeCeiling: .milliseconds(20)))
+        try await withRouter(model: model, experts: [hung, real], scheduler: scheduler, streams: streams) { router, experts in
+            let calls = 40
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for client in 0..<4 {
+                    group.addTask {
+                        for call in 0..<(calls / 4) {
+                            let hidden = model.randomHidden(tokens: 2, seed: UInt64(client * 100 + call))
+                            // The expert calls carry what is left of this deadline: a call left at the hung replica
+                            // (hedged, ejected) ends there within 10 s at worst, whatever the transport does.
+                            let answer = try await router.forward(request(hidden), options: .timeout(.seconds(10)))
+                            let expected = try await reference.forward(layer: "0", hidden: hidden)
+                            let output = answer.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
+                            #expect(relativeError(output, expected.output.values) <= 1e-6)
+                            #expect(answer.routing.topkIds == expected.routing.topkIDs)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(scheduler.outstanding(experts[0]) == 0 && scheduler.outstanding(experts[1]) == 0)
+            // Every answer came while the hung replica still held calls or had them cancelled: none waited for it.
+            #expect(scheduler.isEjected(experts[0]))
+            // Hedges within budget: 10 saved up at start, plus 0.1 per call.
+            let (expertCalls, hedges) = scheduler.statistics
+            #expect(hedges >= 1 && Double(hedges) <= 10 + 0.1 * Double(expertCalls), "\(hedges) hedges for \(expertCalls) calls")
+        }
+        // Once the servers are gone, nothing is held at the hung replica: its calls ended by cancellation or deadline.
+        #expect(hung.held.withLock { $0 } == 0)
+    }
+
+    @Test("a client that cancels: its expert calls are cancelled at the expert")
+    func cancellationReachesTheExpert() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let expert = try ExpertService(
+            checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
+        try await withRouter(model: model, experts: [expert]) { router, _ in
+            let call = Task { try await router.forward(request(model.randomHidden(tokens: 3))) }
+            try #require(await eventually { expert.meter.inFlightRows > 0 })
+            call.cancel()
+            _ = try? await call.value
+            #expect(await eventually { expert.meter.inFlightRows == 0 })
+            #expect(expert.meter.cancelledCalls >= 1)
+        }
+    }
+
+    @Test("a deadline shorter than the expert's work: DEADLINE_EXCEEDED at the deadline, and the expert left with nothing")
+    func deadlineShorterThanTheWork() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let expert = try ExpertService(
+            checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
+        try await withRouter(model: model, experts: [expert]) { router, _ in
+            do {
+                _ = try await router.forward(request(model.randomHidden(tokens: 3)), options: .timeout(.seconds(2)))
+                Issue.record("answered although the expert takes an hour")
+            } catch let error as RPCError {
+                // Had the router kept a fixed 30 s expert deadline, the call would have hung for the expert's hour.
+                #expect(error.code == .deadlineExceeded)
+            }
+            // The call reached the expert or was cancelled before it did: either way nothing runs there any more.
+            #expect(await eventually { expert.meter.inFlightRows == 0 })
+        }
+    }
+}
+
+extension CallOptions {
+    static func timeout(_ duration: Duration) -> CallOptions {
+        var options = CallOptions.defaults
+        options.timeout = duration
+        return options
+    }
+}
