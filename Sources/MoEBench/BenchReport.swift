@@ -12,6 +12,16 @@ public enum BenchReport {
             ("router_cpu_us_per_token", Format.fixed(result.routerCPUPerToken, 1)),
             ("expert_cpu_us_per_token", Format.fixed(result.expertCPUPerToken, 1)),
         ]
+        if result.meshStreamP50 > 0 {
+            fields.append(("mesh_stream_p50_us", Format.fixed(result.meshStreamP50, 1)))
+            fields.append(("mesh_stream_p99_us", Format.fixed(result.meshStreamP99, 1)))
+            fields.append(("echo_stream_p50_us", Format.fixed(result.echoStreamP50, 1)))
+            fields.append(("router_cpu_us_per_token_stream", Format.fixed(result.routerCPUPerTokenStream, 1)))
+            // The target: per-layer overhead on the stream path against a bare unary echo of the same payload.
+            fields.append((
+                "stream_overhead_over_unary_echo",
+                Format.fixed(result.echoP50 > 0 ? (result.meshStreamP50 - result.inprocessP50) / result.echoP50 : 0, 2)))
+        }
         if let unbatched = result.unbatchedTokensPerSecond {
             fields.append(("unbatched_mesh_tokens_per_s", Format.fixed(unbatched, 1)))
             fields.append(("batching_gain", Format.fixed(unbatched > 0 ? result.meshTokensPerSecond / unbatched : 0, 2)))
@@ -28,7 +38,8 @@ public enum BenchReport {
 
     public static let layerHeader = [
         "shape", "T", "clients", "mesh tok/s", "in-proc tok/s", "ratio", "mesh p50 µs", "mesh p99 µs", "in-proc p50 µs",
-        "echo p50 µs", "overhead/echo", "wire B/tok", "router CPU µs/tok", "expert CPU µs/tok", "no-batch tok/s",
+        "echo p50 µs", "overhead/echo", "stream p50 µs", "stream echo µs", "stream overhead/echo", "wire B/tok",
+        "router CPU µs/tok", "router CPU stream", "expert CPU µs/tok", "no-batch tok/s",
     ]
 
     public static func row(_ result: BenchResult) -> [String] {
@@ -38,8 +49,14 @@ public enum BenchReport {
             Format.fixed(result.inprocessTokensPerSecond, 0), Format.fixed(result.ratio, 3), Format.fixed(result.meshP50, 0),
             Format.fixed(result.meshP99, 0), Format.fixed(result.inprocessP50, 0),
             result.echoP50 > 0 ? Format.fixed(result.echoP50, 0) : "-", overhead,
+            result.meshStreamP50 > 0 ? Format.fixed(result.meshStreamP50, 0) : "-",
+            result.echoStreamP50 > 0 ? Format.fixed(result.echoStreamP50, 0) : "-",
+            result.meshStreamP50 > 0 && result.echoP50 > 0
+                ? Format.fixed((result.meshStreamP50 - result.inprocessP50) / result.echoP50, 2) : "-",
             result.wireBytesPerToken > 0 ? Format.fixed(result.wireBytesPerToken, 0) : "-",
-            Format.fixed(result.routerCPUPerToken, 0), Format.fixed(result.expertCPUPerToken, 0),
+            Format.fixed(result.routerCPUPerToken, 0),
+            result.meshStreamP50 > 0 ? Format.fixed(result.routerCPUPerTokenStream, 0) : "-",
+            Format.fixed(result.expertCPUPerToken, 0),
             result.unbatchedTokensPerSecond.map { Format.fixed($0, 0) } ?? "-",
         ]
     }

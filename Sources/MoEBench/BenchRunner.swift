@@ -45,6 +45,13 @@ public struct BenchResult: Sendable {
     public var meshP99: Double
     public var inprocessP50: Double
     public var echoP50: Double
+    /// The same request over `ForwardStream` (one long-lived stream, one request at a time), and the echo of the
+    /// same payload over a stream (layer shapes only; 0 otherwise).
+    public var meshStreamP50: Double = 0
+    public var meshStreamP99: Double = 0
+    public var echoStreamP50: Double = 0
+    /// Router CPU per token on the stream path.
+    public var routerCPUPerTokenStream: Double = 0
     public var wireBytesPerToken: Double
     public var routerCPUPerToken: Double
     public var expertCPUPerToken: Double
@@ -215,13 +222,50 @@ public struct BenchRunner: Sendable {
             }
         }
         let calls = Double(mesh.count * tokens)
-        return BenchResult(
+        var result = BenchResult(
             name: tokens <= 8 ? "decode" : "prefill", tokens: tokens, clients: 1,
             meshTokensPerSecond: calls / (mesh.total / 1e6), inprocessTokensPerSecond: Double(local.count * tokens) / (local.total / 1e6),
             meshP50: mesh.p50, meshP99: mesh.p99, inprocessP50: local.p50, echoP50: bare.p50,
             wireBytesPerToken: Double(wireBytes) / Double(tokens),
             routerCPUPerToken: (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls,
             expertCPUPerToken: (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls)
+
+        // The stream path a model runner uses: ForwardStream, and the echo over a stream, one message at a time.
+        try await SerialStream<Moemesh_V1_ForwardRequest, Moemesh_V1_ForwardResponse>.with(open: { requests, deliver in
+            try await router.forwardStream(options: options, requestProducer: { writer in
+                for await request in requests { try await writer.write(request) }
+            }) { response in
+                for try await message in response.messages { deliver(message) }
+            }
+        }) { forward in
+            try await SerialStream<Moemesh_V1_EchoRequest, Moemesh_V1_EchoResponse>.with(open: { requests, deliver in
+                try await echo.echoStream(options: options, requestProducer: { writer in
+                    for await request in requests { try await writer.write(request) }
+                }) { response in
+                    for try await message in response.messages { deliver(message) }
+                }
+            }) { echoStream in
+                for _ in 0..<3 {
+                    _ = try await forward(request)
+                    _ = try await echoStream(echoRequest)
+                }
+                var streamed = LatencySamples(), streamEcho = LatencySamples()
+                let routerCPU = cpuSeconds(routerPID)
+                let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
+                while (clock.now < deadline || streamed.count < 5) && streamed.count < 2000 {
+                    streamed.append(try await clock.measure {
+                        let answer = try await forward(request)
+                        if answer.hasError { throw answer.error.rpcError }
+                    })
+                    streamEcho.append(try await clock.measure { _ = try await echoStream(echoRequest) })
+                }
+                result.meshStreamP50 = streamed.p50
+                result.meshStreamP99 = streamed.p99
+                result.echoStreamP50 = streamEcho.p50
+                result.routerCPUPerTokenStream = (cpuSeconds(routerPID) - routerCPU) * 1e6 / Double(streamed.count * tokens)
+            }
+        }
+        return result
     }
 
     /// Protobuf payload bytes of one call: client ↔ router, and router ↔ each expert (rows both ways).

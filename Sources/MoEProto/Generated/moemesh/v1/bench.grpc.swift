@@ -35,9 +35,23 @@ public enum Moemesh_V1_Bench: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "EchoStream" metadata.
+        public enum EchoStream: Sendable {
+            /// Request type for "EchoStream".
+            public typealias Input = Moemesh_V1_EchoRequest
+            /// Response type for "EchoStream".
+            public typealias Output = Moemesh_V1_EchoResponse
+            /// Descriptor for "EchoStream".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Bench"),
+                method: "EchoStream",
+                type: .bidirectionalStreaming
+            )
+        }
         /// Descriptors for all methods in the "moemesh.v1.Bench" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
-            Echo.descriptor
+            Echo.descriptor,
+            EchoStream.descriptor
         ]
     }
 }
@@ -81,6 +95,24 @@ extension Moemesh_V1_Bench {
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_EchoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_EchoResponse>
+
+        /// Handle the "EchoStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream: each message answered with itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_EchoRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_EchoResponse` messages.
+        func echoStream(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_EchoRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_EchoResponse>
     }
 
     /// Service protocol for the "moemesh.v1.Bench" service.
@@ -108,6 +140,24 @@ extension Moemesh_V1_Bench {
             request: GRPCCore.ServerRequest<Moemesh_V1_EchoRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_EchoResponse>
+
+        /// Handle the "EchoStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream: each message answered with itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_EchoRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_EchoResponse` messages.
+        func echoStream(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_EchoRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_EchoResponse>
     }
 
     /// Simple service protocol for the "moemesh.v1.Bench" service.
@@ -133,6 +183,25 @@ extension Moemesh_V1_Bench {
             request: Moemesh_V1_EchoRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_EchoResponse
+
+        /// Handle the "EchoStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream: each message answered with itself.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Moemesh_V1_EchoRequest` messages.
+        ///   - response: A response stream of `Moemesh_V1_EchoResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func echoStream(
+            request: GRPCCore.RPCAsyncSequence<Moemesh_V1_EchoRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Moemesh_V1_EchoResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -146,6 +215,17 @@ extension Moemesh_V1_Bench.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_EchoResponse>(),
             handler: { request, context in
                 try await self.echo(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Bench.Method.EchoStream.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_EchoRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_EchoResponse>(),
+            handler: { request, context in
+                try await self.echoStream(
                     request: request,
                     context: context
                 )
@@ -184,6 +264,23 @@ extension Moemesh_V1_Bench.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func echoStream(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_EchoRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_EchoResponse> {
+        return GRPCCore.StreamingServerResponse<Moemesh_V1_EchoResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.echoStream(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
 }
 
 // MARK: moemesh.v1.Bench (client)
@@ -216,6 +313,29 @@ extension Moemesh_V1_Bench {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_EchoResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_EchoResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "EchoStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream: each message answered with itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_EchoRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_EchoRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_EchoResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func echoStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_EchoRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_EchoRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_EchoResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_EchoResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -268,6 +388,38 @@ extension Moemesh_V1_Bench {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "EchoStream" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The same over one long-lived stream: each message answered with itself.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Moemesh_V1_EchoRequest` messages.
+        ///   - serializer: A serializer for `Moemesh_V1_EchoRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_EchoResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func echoStream<Result>(
+            request: GRPCCore.StreamingClientRequest<Moemesh_V1_EchoRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_EchoRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_EchoResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_EchoResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Moemesh_V1_Bench.Method.EchoStream.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -295,6 +447,33 @@ extension Moemesh_V1_Bench.ClientProtocol {
         }
     ) async throws -> Result where Result: Sendable {
         try await self.echo(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_EchoRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_EchoResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EchoStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same over one long-lived stream: each message answered with itself.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Moemesh_V1_EchoRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func echoStream<Result>(
+        request: GRPCCore.StreamingClientRequest<Moemesh_V1_EchoRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_EchoResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.echoStream(
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_EchoRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_EchoResponse>(),
@@ -334,6 +513,38 @@ extension Moemesh_V1_Bench.ClientProtocol {
             metadata: metadata
         )
         return try await self.echo(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EchoStream" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The same over one long-lived stream: each message answered with itself.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func echoStream<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Moemesh_V1_EchoRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Moemesh_V1_EchoResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Moemesh_V1_EchoRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.echoStream(
             request: request,
             options: options,
             onResponse: handleResponse
