@@ -29,6 +29,10 @@ public struct StatusReport: Codable, Sendable {
         public var latencyP50Ms: Double
         public var latencyP99Ms: Double
         public var lastHeartbeatMs: Int64
+        /// Process id (local processes) or pod name.
+        public var instance: String
+        /// Routers that ejected it recently, and why.
+        public var ejectedBy: [String]
     }
 
     /// One cell of the heatmap: an expert's demand and replicas.
@@ -78,7 +82,8 @@ public struct StatusReport: Codable, Sendable {
                 replicaId: $0.replica.replicaID, group: $0.replica.group, endpoint: $0.replica.endpoint,
                 state: $0.replica.state == .draining ? "draining" : "serving", device: $0.replica.device,
                 rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows, latencyP50Ms: $0.load.latencyP50Ms,
-                latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs)
+                latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs, instance: $0.replica.instance,
+                ejectedBy: $0.ejectedBy)
         }
         self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert.address) }
         self.experts = status.experts.map {

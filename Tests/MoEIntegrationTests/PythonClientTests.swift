@@ -41,11 +41,12 @@ struct PythonClientTests {
         let python = try ChildProcess(
             name: "python", executable: "/usr/bin/env",
             arguments: ["python3", Self.repositoryRoot + "/examples/python/forward.py", "--router", router.description,
-                        "--layer", "0", "--tokens", "9", "--save", directory.file("py.safetensors")])
+                        "--layer", "0", "--tokens", "9", "--save", directory.file("py.safetensors"), "--stream", "12"])
         var printed: [String] = []
         for await line in python.outputLines { printed.append(line) }
         #expect(await python.waitForExit(timeout: .seconds(60)) == 0)
         #expect(printed.first?.hasPrefix("mixtral: layer 0, 9 tokens, output (9, 48)") == true, "\(printed)")
+        #expect(printed.last == "stream: 12 of 12 answers over one ForwardStream, each equal to the unary Forward", "\(printed)")
 
         let saved = try SafeTensorsFile(path: directory.file("py.safetensors"))
         let hidden = try saved.matrix("hidden_states")

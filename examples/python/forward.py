@@ -35,6 +35,9 @@ def main():
     parser.add_argument("--layer", default="0")
     parser.add_argument("--tokens", type=int, default=7)
     parser.add_argument("--save", help="write hidden_states, output, topk_ids and topk_weights to this .safetensors file")
+    parser.add_argument("--stream", type=int, metavar="N",
+                        help="also send N requests over one ForwardStream (every MoE layer in turn, as a model runner "
+                             "does) and check each answer against the unary Forward")
     args = parser.parse_args()
     router_pb2, router_pb2_grpc, tensor_pb2 = load_stubs()
 
@@ -52,6 +55,34 @@ def main():
           f"|y| = {np.linalg.norm(y):.4f}, experts of token 0: {ids[0].tolist()} weights {[round(float(w), 4) for w in weights[0]]}")
     if args.save:
         save_safetensors(args.save, hidden_states=x, output=y, topk_ids=ids, topk_weights=weights)
+    if args.stream:
+        stream_layers(stub, model, router_pb2, tensor_pb2, args.stream)
+
+
+def stream_layers(stub, model, router_pb2, tensor_pb2, count):
+    """One long-lived ForwardStream: each request tagged with a request_id, each answer carries it back (answers may
+    come out of order when several requests are in flight; a failed request gets `error` set, the stream goes on)."""
+    rng = np.random.default_rng(1)
+    layers = [layer.name for layer in model.layers]
+    requests = {}
+    for request_id in range(1, count + 1):
+        x = rng.standard_normal((3, model.hidden_size)).astype(np.float32)
+        requests[request_id] = router_pb2.ForwardRequest(
+            layer=layers[request_id % len(layers)], request_id=request_id, return_routing=True, timeout_ms=10_000,
+            hidden_states=tensor_pb2.Tensor(dtype=tensor_pb2.DTYPE_F32, shape=x.shape, data=x.tobytes()))
+    matched = 0
+    for answer in stub.ForwardStream(iter(requests.values())):
+        if answer.HasField("error"):
+            sys.exit(f"request {answer.request_id} failed: {answer.error.code} {answer.error.message}")
+        unary = stub.Forward(requests[answer.request_id])
+        if list(answer.routing.topk_ids) != list(unary.routing.topk_ids):
+            sys.exit(f"request {answer.request_id}: streamed routing differs from the unary one")
+        a = np.frombuffer(answer.output.data, np.float32)
+        b = np.frombuffer(unary.output.data, np.float32)
+        if np.linalg.norm(a - b) > 1e-6 * max(np.linalg.norm(b), 1e-30):
+            sys.exit(f"request {answer.request_id}: streamed output differs from the unary one")
+        matched += 1
+    print(f"stream: {matched} of {count} answers over one ForwardStream, each equal to the unary Forward")
 
 
 def save_safetensors(path, **arrays):
