@@ -23,7 +23,7 @@ public final class ForwardBatcher: Sendable {
         public var maxDelay: Duration
         public var maxConcurrentBatches: Int
 
-        public init(maxTokens: Int = 4096, maxDelay: Duration = .milliseconds(2), maxConcurrentBatches: Int = 4) {
+        public init(maxTokens: Int = 4096, maxDelay: Duration = .milliseconds(2), maxConcurrentBatches: Int = 2) {
             self.maxTokens = max(1, maxTokens)
             self.maxDelay = maxDelay
             self.maxConcurrentBatches = max(1, maxConcurrentBatches)

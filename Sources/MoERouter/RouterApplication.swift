@@ -110,7 +110,7 @@ public struct RouterApplication: Service {
     /// Waits until the coordinator's topology serves, or can start, every expert of the model.
     private func waitForCoverage(topology: ExpertTopology, checkpoint: MoECheckpoint, coordinator: ServiceEndpoint) async throws {
         let experts = checkpoint.layers.flatMap(\.expertAddresses)
-        let covered = try await cancelWhenGracefulShutdown {
+        let covered = await cancelWhenGracefulShutdown {
             await topology.wait(until: .now + self.configuration.discoveryTimeout) { topology in
                 topology.version != 0 && topology.uncovered(experts).isEmpty
             }

@@ -10,7 +10,7 @@ import MoEServing
 /// default 60; with a coordinator, for its topology to cover the model), `--expert-wire-dtype` (dtype of rows sent to experts, default f32), plus the serving keys
 /// (`ServingConfiguration`; the router's default port is 50051), the routing policy (`RoutingConfiguration`), and
 /// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 2000, under
-/// concurrent load only; `--batch-concurrency` 4: see `ForwardBatcher`), and hedging and ejection of expert replicas
+/// concurrent load only; `--batch-concurrency` 2: see `ForwardBatcher`), and hedging and ejection of expert replicas
 /// (`--expert-calls stream|unary`, default stream; `--hedging on|off`, default on; `--hedge-factor` 2, `--hedge-floor-ms` 5, `--hedge-ceiling-ms` 250,
 /// `--hedge-budget` 0.1; `--eject-after-hedge-losses` 3, `--ejection-ms` 1,000: see `ReplicaScheduler`).
 public struct RouterConfiguration: Sendable {

@@ -49,7 +49,7 @@ struct Router: AsyncParsableCommand {
     var batchDelayUs: Int = 2000
 
     @Option(help: "Batches of one layer running at once (a batch held up by a slow expert holds up only its calls).")
-    var batchConcurrency: Int = 4
+    var batchConcurrency: Int = 2
 
     @Option(help: "How expert calls travel: stream (one long-lived ComputeStream per replica, calls multiplexed) or unary (one RPC each).")
     var expertCalls: ExpertCalls = .stream
