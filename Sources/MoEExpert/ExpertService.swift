@@ -222,54 +222,45 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
     ) async throws {
         let cancellations = KeyedSignal<UInt64>(remembering: true)
-        let (answers, answer) = AsyncStream<Moemesh_V1_ComputeStreamResponse>.makeStream()
-        try await cancelledWithRPC { try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await message in answers { try await response.write(message) }
+        try await answerConcurrently(request, writer: response) { message in
+            guard !message.cancel else {
+                cancellations.signal(message.callID)
+                return nil
             }
-            do {
-                try await withThrowingDiscardingTaskGroup { calls in
-                    for try await message in request {
-                        let id = message.callID
-                        if message.cancel {
-                            cancellations.signal(id)
-                            continue
-                        }
-                        calls.addTask {
-                            defer { cancellations.forget(id) }
-                            var reply = Moemesh_V1_ComputeStreamResponse()
-                            reply.callID = id
-                            do {
-                                var metadata = Metadata()
-                                for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
-                                let traced = incomingContext(metadata, tracer: InstrumentationSystem.tracer)
-                                let computed = try await cancellations.run(unless: id) {
-                                    try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
-                                        try await InstrumentationSystem.tracer.withSpan(
-                                            "moemesh.v1.Expert/Compute", context: traced, ofKind: .server
-                                        ) { span in
-                                            span.attributes["rpc.system"] = "grpc"
-                                            span.attributes["moemesh.stream"] = true
-                                            return try await self.compute(message.compute)
-                                        }
-                                    }
-                                }
-                                guard let computed else { return }  // cancelled by the caller: no answer
-                                reply.compute = computed
-                            } catch {
-                                reply.error = Moemesh_V1_CallError(error)
-                            }
-                            answer.yield(reply)
-                        }
+            return { await self.streamedAnswer(message, cancellations: cancellations) }
+        }
+    }
+
+    /// One streamed call's answer (its error as `error`), or nil when its caller cancelled it. It runs in a server
+    /// span whose parent is the trace context the message carries.
+    private func streamedAnswer(
+        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>
+    ) async -> Moemesh_V1_ComputeStreamResponse? {
+        let id = message.callID
+        defer { cancellations.forget(id) }
+        var reply = Moemesh_V1_ComputeStreamResponse()
+        reply.callID = id
+        do {
+            var metadata = Metadata()
+            for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
+            let traced = incomingContext(metadata, tracer: InstrumentationSystem.tracer)
+            let computed = try await cancellations.run(unless: id) {
+                try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
+                    try await InstrumentationSystem.tracer.withSpan(
+                        "moemesh.v1.Expert/Compute", context: traced, ofKind: .server
+                    ) { span in
+                        span.attributes["rpc.system"] = "grpc"
+                        span.attributes["moemesh.stream"] = true
+                        return try await self.compute(message.compute)
                     }
                 }
-            } catch {
-                answer.finish()
-                throw error
             }
-            answer.finish()
-            try await group.waitForAll()
-        } }
+            guard let computed else { return nil }
+            reply.compute = computed
+        } catch {
+            reply.error = Moemesh_V1_CallError(error)
+        }
+        return reply
     }
 
     public func describeExperts(

@@ -141,24 +141,9 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
         request: RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Error>, response: RPCWriter<Moemesh_V1_ForwardResponse>,
         context: ServerContext
     ) async throws {
-        let (answers, answer) = AsyncStream<Moemesh_V1_ForwardResponse>.makeStream()
-        try await cancelledWithRPC { try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                for await message in answers { try await response.write(message) }
-            }
-            do {
-                try await withThrowingDiscardingTaskGroup { calls in
-                    for try await message in request {
-                        calls.addTask { answer.yield(await self.streamedAnswer(message)) }
-                    }
-                }
-            } catch {
-                answer.finish()
-                throw error
-            }
-            answer.finish()
-            try await group.waitForAll()
-        } }
+        try await answerConcurrently(request, writer: response) { message in
+            { await self.streamedAnswer(message) }
+        }
     }
 
     /// One streamed request's answer, or its error, tagged with its id.
