@@ -22,9 +22,11 @@ private final class HungExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
     func compute(request: Moemesh_V1_ComputeRequest, context: ServerContext) async throws -> Moemesh_V1_ComputeResponse {
         self.held.withLock { $0 += 1 }
         defer { self.held.withLock { $0 -= 1 } }
-        // Waits until the caller gives up on it (its cancellation), never answering.
-        try await Task.sleep(for: .seconds(3600))
-        throw RPCError(code: .internalError, message: "unreachable")
+        // Waits until the caller gives up on it (the handler's cancellation ends the wait), never answering.
+        let (never, keep) = AsyncStream<Never>.makeStream()
+        defer { keep.finish() }
+        for await _ in never {}
+        throw CancellationError()
     }
 
     /// Holds every streamed call until the router cancels it (or the stream ends), never answering.
