@@ -214,7 +214,8 @@ struct DataPlaneTests {
             }
             #expect(scheduler.outstanding(experts[0]) == 0 && scheduler.outstanding(experts[1]) == 0)
             // Every answer came while the hung replica still held calls or had them cancelled: none waited for it.
-            #expect(scheduler.isEjected(experts[0]))
+            // The hung replica was ejected (whether its ejection still lasts depends on how long the calls took).
+            #expect(scheduler.takeEjections().contains { $0.endpoint == experts[0] })
             // Hedges within budget: 10 saved up at start, plus 0.1 per call.
             let (expertCalls, hedges) = scheduler.statistics
             #expect(hedges >= 1 && Double(hedges) <= 10 + 0.1 * Double(expertCalls), "\(hedges) hedges for \(expertCalls) calls")

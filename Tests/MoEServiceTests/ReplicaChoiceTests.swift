@@ -52,11 +52,8 @@ struct ReplicaChoiceTests {
                 let expected = try await reference.forward(layer: "0", hidden: hidden)
                 #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
             }
-            // The dead replica is now ejected: every expert tries the live one first.
-            #expect(executor.scheduler.isEjected(ServiceEndpoint(host: "127.0.0.1", port: 1)))
-            #expect(addresses.allSatisfy {
-                executor.scheduler.order(executor.topology.replicas(for: $0), for: $0).first?.endpoint.port == 2
-            })
+            // The dead replica was ejected from the router's choice (for a while: when is not asserted).
+            #expect(executor.scheduler.takeEjections().contains { $0.endpoint == ServiceEndpoint(host: "127.0.0.1", port: 1) })
         }
     }
 
