@@ -19,6 +19,8 @@ public struct BenchConfiguration: Sendable {
     /// Time spent measuring each shape (each side).
     public var secondsPerShape: Double = 3
     public var wireDType: DType = .f32
+    /// Router to experts over Unix domain sockets (else TCP loopback).
+    public var unixSockets = true
     public var cacheDirectory: String
     /// The `moemesh` binary that runs the mesh's processes.
     public var executable: String
@@ -107,7 +109,8 @@ public struct BenchRunner: Sendable {
                 executable: configuration.executable, modelPath: model.path, expertThreads: configuration.expertThreads,
                 routerPort: 0,
                 routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
-                    + configuration.routerArguments),
+                    + configuration.routerArguments,
+                unixSockets: configuration.unixSockets),
             logger: self.logger, onCoordinatorListening: { _ in }, onReady: { value in started.withLock { $0 = value } })
         let echoTransport = serving.makeServerTransport()
         let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
@@ -144,12 +147,12 @@ public struct BenchRunner: Sendable {
         reference: InProcessMoE, serving: ServingConfiguration, emitLayer: (BenchResult) -> Void
     ) async throws {
         let configuration = self.configuration
-        // A second router on the same experts, with batching off, for the sweep's baseline.
+        // A second router on the same experts (reached the same way), with batching off, for the sweep's baseline.
         let unbatchedRouter = try ChildProcess(
             name: "router (no batching)", executable: configuration.executable,
             arguments: ["router", "--model", modelPath, "--port", "0", "--batching", "off", "--log-level", "warning",
-                        "--expert-wire-dtype", configuration.wireDType.rawValue]
-                + meshReady.experts.flatMap { ["--expert", $0.description] })
+                        "--expert-wire-dtype", configuration.wireDType.rawValue, "--coordinator", meshReady.coordinator.description,
+                        "--router-id", "bench-no-batching", "--unix-sockets", configuration.unixSockets ? "on" : "off"])
         defer { unbatchedRouter.signal() }
         guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
             throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())

@@ -48,6 +48,9 @@ public actor Coordinator {
         let experts: [ExpertAddress]
         let device: String
         let instance: String
+        /// A Unix domain socket it also listens on, and the host it is on (see `HostIdentity`).
+        let unixSocket: String
+        let hostID: String
         var lastHeartbeat: ContinuousClock.Instant
         var load = Moemesh_V1_ReplicaLoad()
         var drainingSince: ContinuousClock.Instant? = nil
@@ -55,6 +58,8 @@ public actor Coordinator {
         var retired = false
         /// Routers that ejected it, until when, and why.
         var ejections: [String: (until: ContinuousClock.Instant, reason: String)] = [:]
+        /// How each router reaches it ("tcp HOST:PORT", "unix PATH"), from its latest report.
+        var links: [String: String] = [:]
 
         var isServing: Bool { self.drainingSince == nil }
     }
@@ -140,7 +145,7 @@ public actor Coordinator {
         let id = "r-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         self.replicas[id] = ReplicaRecord(
             id: id, endpoint: request.endpoint, group: request.group, experts: experts, device: request.device,
-            instance: request.instance, lastHeartbeat: now)
+            instance: request.instance, unixSocket: request.unixSocket, hostID: request.hostID, lastHeartbeat: now)
         if self.groups[request.group] == nil {
             self.groups[request.group] = GroupRecord(
                 group: ScalingGroup(name: request.group, selection: request.group, experts: experts), desired: 0,
@@ -242,6 +247,8 @@ public actor Coordinator {
         replica.state = record.isServing ? .serving : .draining
         replica.device = record.device
         replica.instance = record.instance
+        replica.unixSocket = record.unixSocket
+        replica.hostID = record.hostID
         return replica
     }
 
@@ -273,6 +280,10 @@ public actor Coordinator {
                 "a router ejected a replica",
                 metadata: ["router": "\(report.routerID)", "replica": "\(id)", "endpoint": "\(ejection.endpoint)",
                            "reason": "\(ejection.reason)", "for_ms": "\(ejection.durationMs)"])
+        }
+        let links = Dictionary(report.links.map { ($0.endpoint, $0.transport) }, uniquingKeysWith: { first, _ in first })
+        for id in self.replicas.keys {
+            self.replicas[id]!.links[report.routerID] = links[self.replicas[id]!.endpoint]
         }
     }
 
@@ -484,6 +495,7 @@ public actor Coordinator {
             replica.lastHeartbeatMs = Int64((now - record.lastHeartbeat).milliseconds)
             replica.ejectedBy = record.ejections.filter { $0.value.until > now }.sorted { $0.key < $1.key }
                 .map { "\($0.key): \($0.value.reason)" }
+            replica.links = record.links.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }
             return replica
         }
         let minimum = self.settings.autoscale?.minRowsPerSecond ?? 1

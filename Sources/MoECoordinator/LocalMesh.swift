@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import Logging
 import MoEModel
 import MoEServing
@@ -35,13 +40,17 @@ public struct LocalMesh: Service {
         public var coordinator: Coordinator.Settings
         /// Port of the coordinator's status page, `/status.json` and `/metrics` (0: any free port); nil: none.
         public var httpPort: Int?
+        /// The router reaches the experts through Unix domain sockets (in a private folder under /tmp, removed at
+        /// the end) instead of TCP loopback.
+        public var unixSockets: Bool
 
         public init(
             executable: String, modelPath: String, replicas: Int = 1, expertThreads: Int = 1,
             host: String = "127.0.0.1", routerPort: Int = 50051, coordinatorPort: Int = 0,
             startTimeout: Duration = .seconds(120), routerArguments: [String] = [], expertArguments: [String] = [],
-            coordinator: Coordinator.Settings = Coordinator.Settings(), httpPort: Int? = nil
+            coordinator: Coordinator.Settings = Coordinator.Settings(), httpPort: Int? = nil, unixSockets: Bool = true
         ) {
+            self.unixSockets = unixSockets
             self.httpPort = httpPort
             self.executable = executable
             self.modelPath = modelPath
@@ -60,6 +69,7 @@ public struct LocalMesh: Service {
     public enum StartError: Error, CustomStringConvertible {
         case childNotReady(name: String, status: Int32?)
         case childExited(name: String, status: Int32)
+        case socketDirectory(String)
 
         public var description: String {
             switch self {
@@ -68,6 +78,8 @@ public struct LocalMesh: Service {
                     ?? "\(name) did not announce that it serves in time"
             case .childExited(let name, let status):
                 "\(name) exited unexpectedly with status \(status)"
+            case .socketDirectory(let reason):
+                "could not create a folder for the experts' Unix domain sockets under /tmp: \(reason) (or run with --unix-sockets off)"
             }
         }
     }
@@ -112,9 +124,11 @@ public struct LocalMesh: Service {
         // The coordinator's servers stop when told to, after the processes, never by cancellation (see `StopSignal`).
         let serving = Task { try await server.serve(untilGracefulShutdown: false) }
         var http: (endpoint: HTTPEndpoint, task: Task<Void, any Error>)? = nil
+        let socketDirectory = configuration.unixSockets ? try SocketDirectory() : nil
         defer {
             server.stop()
             http?.endpoint.stop.set()
+            socketDirectory?.remove()
         }
         try await withThrowingDiscardingTaskGroup { group in
             let endpoint = try await server.listeningEndpoint
@@ -131,7 +145,7 @@ public struct LocalMesh: Service {
                     executable: configuration.executable, modelPath: configuration.modelPath,
                     groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers), initialReplicas: configuration.replicas,
                     coordinator: endpoint, host: configuration.host, threads: configuration.expertThreads,
-                    extraArguments: configuration.expertArguments),
+                    extraArguments: configuration.expertArguments, unixSocketDirectory: socketDirectory?.path),
                 logger: self.logger)
             var router: ChildProcess? = nil
             do {
@@ -144,7 +158,8 @@ public struct LocalMesh: Service {
                         "router", "--model", configuration.modelPath, "--host", configuration.host,
                         "--port", String(configuration.routerPort), "--parent-pid", String(getpid()),
                         "--coordinator", endpoint.description,
-                    ] + configuration.routerArguments, environment: ChildProcess.roleEnvironment)
+                    ] + (configuration.unixSockets ? [] : ["--unix-sockets", "off"]) + configuration.routerArguments,
+                    environment: ChildProcess.roleEnvironment)
                 router = child
                 guard let routerEndpoint = await child.waitForReadyLine(role: "router", timeout: configuration.startTimeout)
                 else { throw StartError.childNotReady(name: child.name, status: child.pollExit()) }
@@ -190,4 +205,21 @@ public struct LocalMesh: Service {
         }
         await scaler.stopAll()
     }
+}
+
+/// A private folder (mode 0700) under /tmp for a local mesh's Unix domain sockets: short enough for a socket path
+/// (108 bytes) wherever `$TMPDIR` points.
+struct SocketDirectory {
+    let path: String
+
+    init() throws {
+        var template = Array("/tmp/moemesh-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw LocalMesh.StartError.socketDirectory(String(cString: strerror(errno)))
+        }
+        self.path = String(cString: made)
+    }
+
+    /// Removes the folder and the sockets left in it.
+    func remove() { try? FileManager.default.removeItem(atPath: self.path) }
 }

@@ -26,11 +26,15 @@ public final class LocalProcessScaler: ExpertScaler {
         public var threads: Int
         /// Extra arguments for every replica (`--log-level`, ...).
         public var extraArguments: [String]
+        /// A folder for the replicas' Unix domain sockets (`expert-N.sock`, served beside TCP); nil: TCP only.
+        public var unixSocketDirectory: String?
 
         public init(
             executable: String, modelPath: String, groups: [ScalingGroup], initialReplicas: Int,
-            coordinator: ServiceEndpoint, host: String = "127.0.0.1", threads: Int = 1, extraArguments: [String] = []
+            coordinator: ServiceEndpoint, host: String = "127.0.0.1", threads: Int = 1, extraArguments: [String] = [],
+            unixSocketDirectory: String? = nil
         ) {
+            self.unixSocketDirectory = unixSocketDirectory
             self.executable = executable
             self.modelPath = modelPath
             self.groups = groups
@@ -155,7 +159,8 @@ public final class LocalProcessScaler: ExpertScaler {
                             "--group", group.name, "--host", configuration.host, "--port", "0",
                             "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
                             "--coordinator", configuration.coordinator.description,
-                        ] + configuration.extraArguments, environment: ChildProcess.roleEnvironment))
+                        ] + (configuration.unixSocketDirectory.map { ["--unix-socket", "\($0)/expert-\(number).sock"] } ?? [])
+                            + configuration.extraArguments, environment: ChildProcess.roleEnvironment))
             }
             while entry.children.count > entry.desired { surplus.append(entry.children.removeLast()) }
         }

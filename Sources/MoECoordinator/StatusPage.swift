@@ -98,10 +98,11 @@ public enum StatusPage {
             row(groups, [g.group, g.state, `${g.serving_replicas} / ${g.desired_replicas}`, g.demand_rows_per_second.toFixed(0)], "td", ["text", stateClass]);
           }
           const replicas = document.getElementById("replicas"); replicas.replaceChildren();
-          row(replicas, ["replica", "group", "endpoint", "state", "rows/s", "in flight", "p50 ms", "p99 ms"], "th");
+          row(replicas, ["replica", "group", "endpoint", "routers reach it by", "state", "rows/s", "in flight", "p50 ms", "p99 ms"], "th");
           for (const r of s.replicas) {
-            row(replicas, [r.replica_id, r.group, r.endpoint, r.state, r.rows_per_second.toFixed(0), r.in_flight_rows,
-                           r.latency_p50_ms.toFixed(2), r.latency_p99_ms.toFixed(2)], "td", ["text", "text", "text", "text"]);
+            row(replicas, [r.replica_id, r.group, r.endpoint, r.links.join("; ") || "-", r.state, r.rows_per_second.toFixed(0),
+                           r.in_flight_rows, r.latency_p50_ms.toFixed(2), r.latency_p99_ms.toFixed(2)], "td",
+                ["text", "text", "text", "text", "text"]);
           }
           const decisions = document.getElementById("decisions"); decisions.replaceChildren();
           for (const d of s.decisions.slice(-12).reverse()) {

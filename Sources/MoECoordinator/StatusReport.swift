@@ -33,6 +33,14 @@ public struct StatusReport: Codable, Sendable {
         public var instance: String
         /// Routers that ejected it recently, and why.
         public var ejectedBy: [String]
+        /// How routers reach it: "ROUTER: unix PATH" (same host, Unix domain socket) or "ROUTER: tcp HOST:PORT".
+        public var links: [String]
+
+        /// "unix", "tcp", both ("unix+tcp": routers differ), or "-" (no router connected).
+        public var linkKinds: String {
+            let kinds = Set(self.links.compactMap { $0.split(separator: " ").dropFirst().first.map(String.init) })
+            return kinds.isEmpty ? "-" : kinds.sorted { $0 > $1 }.joined(separator: "+")
+        }
     }
 
     /// One cell of the heatmap: an expert's demand and replicas.
@@ -83,7 +91,7 @@ public struct StatusReport: Codable, Sendable {
                 state: $0.replica.state == .draining ? "draining" : "serving", device: $0.replica.device,
                 rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows, latencyP50Ms: $0.load.latencyP50Ms,
                 latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs, instance: $0.replica.instance,
-                ejectedBy: $0.ejectedBy)
+                ejectedBy: $0.ejectedBy, links: $0.links)
         }
         self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert.address) }
         self.experts = status.experts.map {
@@ -120,9 +128,9 @@ public struct StatusReport: Codable, Sendable {
         if replicas && !self.replicas.isEmpty {
             lines.append("")
             lines += Self.columns(
-                [["REPLICA", "GROUP", "ENDPOINT", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS", "P99 MS", "HEARTBEAT MS AGO"]]
+                [["REPLICA", "GROUP", "ENDPOINT", "LINK", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS", "P99 MS", "HEARTBEAT MS AGO"]]
                     + self.replicas.map {
-                        [$0.replicaId, $0.group, $0.endpoint, $0.state, DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
+                        [$0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.state, DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
                          DecimalFormat.fixed($0.latencyP50Ms, 2), DecimalFormat.fixed($0.latencyP99Ms, 2), "\($0.lastHeartbeatMs)"]
                     })
         }

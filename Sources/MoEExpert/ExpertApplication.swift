@@ -35,13 +35,17 @@ public func buildExpertServices(
     // Weights are loaded by now: ready once listening, or, under a coordinator, once registered.
     let health = HealthService(services: [Moemesh_V1_Expert.descriptor.fullyQualifiedService])
     let server = GRPCServerService(
-        transport: configuration.serving.makeServerTransport(), services: [service], health: health,
+        transport: configuration.serving.makeServerTransport(),
+        alsoOn: configuration.unixSocket.map { [configuration.serving.makeServerTransport(unixSocket: $0)] } ?? [],
+        services: [service], health: health,
         interceptors: [
             RPCMetricsInterceptor(metrics: service.metrics, service: "expert"), TracingServerInterceptor(logger: logger),
             DeadlineServerInterceptor(), RPCCancellationInterceptor(),
         ]
     ) { [hasCoordinator = configuration.coordinator != nil] endpoint in
-        logger.info("serving", metadata: ["address": "\(endpoint)"])
+        logger.info(
+            "serving",
+            metadata: ["address": "\(endpoint)", "unix_socket": "\(configuration.unixSocket ?? "none")"])
         listening.set(endpoint)
         if !hasCoordinator { health.setAll(.serving) }
         ReadyLine.print(role: "expert", endpoint: endpoint)
@@ -54,6 +58,8 @@ public func buildExpertServices(
     registration.modelType = service.modelType
     registration.hiddenSize = Int32(service.hiddenSize)
     registration.instance = configuration.instance
+    registration.unixSocket = configuration.unixSocket ?? ""
+    registration.hostID = HostIdentity.current
     let agent = CoordinatorAgent(
         coordinator: coordinator, registration: registration, listening: listening,
         advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving, logger: logger,

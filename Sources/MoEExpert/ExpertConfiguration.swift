@@ -7,7 +7,8 @@ import MoEServing
 /// Keys: `--model` (model folder, required), `--experts` (selection, default `*:*`, see `ExpertSelection`),
 /// `--threads` (OpenBLAS threads, default: every core), `--coordinator HOST:PORT` (register and heartbeat there),
 /// `--group` (scaling group, default: the selection), `--advertise-host` (the host routers use, default: the
-/// listening host), `--instance` (process id or pod name, for the scaler; default `$POD_NAME`, else the pid),
+/// listening host), `--unix-socket` (a Unix domain socket to listen on as well; routers on the same host use it),
+/// `--instance` (process id or pod name, for the scaler; default `$POD_NAME`, else the pid),
 /// plus the serving keys (`ServingConfiguration`).
 public struct ExpertConfiguration: Sendable {
     public var modelPath: String
@@ -19,6 +20,8 @@ public struct ExpertConfiguration: Sendable {
     public var coordinator: ServiceEndpoint?
     public var group: String?
     public var advertiseHost: String?
+    /// A Unix domain socket served beside the TCP port, registered for routers on this host; nil: none.
+    public var unixSocket: String?
     public var instance: String
     /// Added to every `Compute` call (tests and demos: a slower device).
     public var computeDelay: Duration?
@@ -31,7 +34,7 @@ public struct ExpertConfiguration: Sendable {
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
         serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
-        group: String? = nil, advertiseHost: String? = nil, instance: String, computeDelay: Duration? = nil,
+        group: String? = nil, advertiseHost: String? = nil, unixSocket: String? = nil, instance: String, computeDelay: Duration? = nil,
         memoryBudgetBytes: Int? = nil, device: ComputeDevice = .cpu
     ) {
         self.memoryBudgetBytes = memoryBudgetBytes
@@ -43,6 +46,7 @@ public struct ExpertConfiguration: Sendable {
         self.coordinator = coordinator
         self.group = group
         self.advertiseHost = advertiseHost
+        self.unixSocket = unixSocket
         self.instance = instance
         self.computeDelay = computeDelay
     }

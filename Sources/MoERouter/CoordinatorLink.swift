@@ -116,7 +116,7 @@ public final class CoordinatorLink: Sendable {
         var endpoints = Set<ServiceEndpoint>()
         let draining = Set(topology.replicas.filter { $0.state == .draining }.compactMap { ServiceEndpoint($0.endpoint) })
         for replica in topology.replicas where replica.state == .serving {
-            guard let endpoint = ServiceEndpoint(replica.endpoint), let connection = try? self.connections.replica(at: endpoint)
+            guard let endpoint = ServiceEndpoint(replica.endpoint), let connection = try? self.connections.replica(at: endpoint, unixSocket: replica.unixSocket, host: replica.hostID)
             else {
                 self.logger.error("topology names an unusable endpoint", metadata: ["endpoint": "\(replica.endpoint)"])
                 continue
@@ -153,6 +153,12 @@ public final class CoordinatorLink: Sendable {
                     $0.endpoint = ejection.endpoint.description
                     $0.reason = ejection.reason
                     $0.durationMs = Int64(ejection.duration.milliseconds)
+                }
+            }
+            report.links = self.connections.links.sorted { $0.key < $1.key }.map { endpoint, transport in
+                .with {
+                    $0.endpoint = endpoint.description
+                    $0.transport = transport
                 }
             }
             do {

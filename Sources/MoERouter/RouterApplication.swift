@@ -33,7 +33,8 @@ public struct RouterApplication: Service {
             try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
         }
         let serving = configuration.serving
-        let connections = ExpertConnections(serving: serving, streams: configuration.expertStreams)
+        let connections = ExpertConnections(
+            serving: serving, streams: configuration.expertStreams, unixSockets: configuration.unixSockets)
         let metrics = ServiceMetrics()
         let logger = self.logger
         let scheduler = ReplicaScheduler(configuration: configuration.replicas) { ejection in

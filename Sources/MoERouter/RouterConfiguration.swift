@@ -12,7 +12,8 @@ import MoEServing
 /// dynamic batching (`--batching on|off`, default on; `--batch-max-tokens` 4096; `--batch-delay-us` 2000, under
 /// concurrent load only; `--batch-concurrency` 2: see `ForwardBatcher`), and hedging and ejection of expert replicas
 /// (`--expert-calls stream|unary`, default stream; `--hedging on|off`, default on; `--hedge-factor` 2, `--hedge-floor-ms` 5, `--hedge-ceiling-ms` 250,
-/// `--hedge-budget` 0.1; `--eject-after-hedge-losses` 3, `--ejection-ms` 1,000: see `ReplicaScheduler`).
+/// `--hedge-budget` 0.1; `--eject-after-hedge-losses` 3, `--ejection-ms` 1,000: see `ReplicaScheduler`), and
+/// `--unix-sockets on|off` (default on: replicas on this host are reached through their Unix domain socket).
 public struct RouterConfiguration: Sendable {
     public var modelPath: String
     public var expertEndpoints: [ServiceEndpoint]
@@ -31,6 +32,8 @@ public struct RouterConfiguration: Sendable {
     /// Expert calls over one long-lived `ComputeStream` per replica (`--expert-calls stream`, the default), or one
     /// unary `Compute` RPC each (`unary`).
     public var expertStreams: Bool
+    /// Replicas on this host that registered a Unix domain socket are reached through it (else over TCP).
+    public var unixSockets: Bool
     public var serving: ServingConfiguration
 
     public static let defaultPort = 50051
@@ -41,7 +44,7 @@ public struct RouterConfiguration: Sendable {
         routing: RoutingConfiguration = RoutingConfiguration(),
         batching: ForwardBatcher.Configuration? = ForwardBatcher.Configuration(),
         replicas: ReplicaScheduler.Configuration = ReplicaScheduler.Configuration(), expertStreams: Bool = true,
-        serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
+        unixSockets: Bool = true, serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
         coordinator: ServiceEndpoint? = nil, routerID: String = "router"
     ) {
         self.modelPath = modelPath
@@ -55,6 +58,7 @@ public struct RouterConfiguration: Sendable {
         self.batching = batching
         self.replicas = replicas
         self.expertStreams = expertStreams
+        self.unixSockets = unixSockets
         self.serving = serving
     }
 }

@@ -68,6 +68,19 @@ public struct ServingConfiguration: Sendable, Equatable {
             config: self.serverTransportConfig)
     }
 
+    /// A server transport on the Unix domain socket at `path` (a stale socket file there is replaced), with the
+    /// same settings as the TCP one.
+    public func makeServerTransport(unixSocket path: String) -> HTTP2ServerTransport.Posix {
+        HTTP2ServerTransport.Posix(
+            address: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: self.serverTransportConfig)
+    }
+
+    /// A plaintext HTTP/2 client transport to the Unix domain socket at `path`.
+    public func makeClientTransport(toUnixSocket path: String) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: self.clientTransportConfig)
+    }
+
     /// A plaintext HTTP/2 client transport to `endpoint`.
     public func makeClientTransport(to endpoint: ServiceEndpoint) throws -> HTTP2ClientTransport.Posix {
         try HTTP2ClientTransport.Posix(

@@ -148,6 +148,40 @@ struct CoordinatorMeshTests {
         #expect(summary.coldStartMs > 0)
     }
 
+    @Test(
+        "moemesh up: the router reaches its experts through their Unix domain sockets (status shows which), or over TCP with --unix-sockets off; answers equal the in-process layer either way",
+        arguments: [true, false])
+    func sameHostLinks(unixSockets: Bool) async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 43)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        try await withCoordinatedUp(model: model.path, extraArguments: ["--unix-sockets", unixSockets ? "on" : "off"]) { router, coordinator in
+            let tally = AnswerTally()
+            try await RouterClient.with(endpoint: router) { client in
+                await tally.drive(client: client, model: model, reference: reference, worker: 0, calls: 12)
+            }
+            #expect(tally.answered.withLock { $0 } == 12)
+            #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+            // Links come with the router's next demand report.
+            let status = try await waitForStatus(coordinator) { status in
+                status.replicas.count == 4 && status.replicas.allSatisfy { $0.links.count == 1 }
+            }
+            for replica in status.replicas {
+                let link = try #require(replica.links.first)
+                if unixSockets {
+                    #expect(!replica.replica.unixSocket.isEmpty)
+                    #expect(replica.replica.hostID == HostIdentity.current)
+                    #expect(link.hasSuffix(": unix \(replica.replica.unixSocket)"), "\(link)")
+                    #expect(access(replica.replica.unixSocket, F_OK) == 0, "no socket file at \(replica.replica.unixSocket)")
+                } else {
+                    #expect(replica.replica.unixSocket.isEmpty)
+                    #expect(link.hasSuffix(": tcp \(replica.replica.endpoint)"), "\(link)")
+                }
+            }
+            #expect(StatusReport(status).replicas.allSatisfy { $0.linkKinds == (unixSockets ? "unix" : "tcp") })
+        }
+    }
+
     @Test("kill -9 of an expert's only replica under load: requests wait for the replacement the scaler starts; none lost")
     func killOnlyReplica() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 41)

@@ -37,6 +37,25 @@ struct ReplicaChoiceTests {
         #expect(scheduler.order(replicas, for: address).last?.endpoint == endpoints[2])
     }
 
+    @Test("a replica is reached through its Unix domain socket only when it registered one on this host")
+    func unixSocketOnlyOnThisHost() throws {
+        let connections = ExpertConnections(serving: ServingConfiguration())
+        defer { connections.close() }
+        let local = ServiceEndpoint(host: "127.0.0.1", port: 7001)
+        let elsewhere = ServiceEndpoint(host: "10.0.0.2", port: 7001)
+        let plain = ServiceEndpoint(host: "127.0.0.1", port: 7002)
+        _ = try connections.replica(at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
+        _ = try connections.replica(at: elsewhere, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: "another-host")
+        _ = try connections.replica(at: plain)
+        #expect(connections.links == [
+            local: "unix /tmp/moemesh-test/expert-1.sock", elsewhere: "tcp 10.0.0.2:7001", plain: "tcp 127.0.0.1:7002",
+        ])
+        let off = ExpertConnections(serving: ServingConfiguration(), unixSockets: false)
+        defer { off.close() }
+        _ = try off.replica(at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
+        #expect(off.links == [local: "tcp 127.0.0.1:7001"])
+    }
+
     @Test("rows sent to an unreachable replica are retried on another, and the answer is right")
     func failover() async throws {
         let model = try SmallModel()

@@ -33,6 +33,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir: String?
     @Option(help: "The batching router's --batch-delay-us.") var batchDelayUs: Int?
     @Option(help: "The batching router's --batch-concurrency.") var batchConcurrency: Int?
+    @Option(help: "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off).")
+    var unixSockets: BatchingSwitch = .on
     @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
     @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
 
@@ -48,6 +50,7 @@ struct Bench: AsyncParsableCommand {
         configuration.clients = try Self.integers(self.clients, option: "--clients")
         configuration.secondsPerShape = self.seconds
         configuration.wireDType = self.wireDtype
+        configuration.unixSockets = self.unixSockets == .on
         configuration.routerArguments = (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
             + (self.batchConcurrency.map { ["--batch-concurrency", String($0)] } ?? [])
         if let problem = configuration.shape.problem { throw ValidationError(problem) }
@@ -61,7 +64,7 @@ struct Bench: AsyncParsableCommand {
         }
         if !json {
             print("model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
-                + "wire \(self.wireDtype); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
+                + "wire \(self.wireDtype) over \(self.unixSockets == .on ? "Unix domain sockets" : "TCP loopback"); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
                 + "\(configuration.expertThreads) per expert process; \(cores) cores")
         }
         try await runner.run(

@@ -40,6 +40,9 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Host routers should connect to (default: --host; in a pod, its IP).")
     var advertiseHost: String?
 
+    @Option(help: "Also listen on this Unix domain socket (a path, at most 107 bytes); routers on the same host connect through it instead of TCP.")
+    var unixSocket: String?
+
     @Option(help: "Most MiB of expert weights resident at once: experts are loaded on first use and the least recently used evicted (default: every hosted expert stays loaded).")
     var memoryBudgetMib: Int?
 
@@ -80,11 +83,14 @@ struct Expert: AsyncParsableCommand {
         if let budget = self.gpuMemoryBudgetMib, budget < 1 {
             throw ValidationError("--gpu-memory-budget-mib: expected at least 1, got \(budget)")
         }
+        if let path = self.unixSocket, path.isEmpty || path.utf8.count > 107 {
+            throw ValidationError("--unix-socket: expected a path of 1 to 107 bytes, got \(path.utf8.count) bytes")
+        }
         guard self.computeDelayMs >= 0 else { throw ValidationError("--compute-delay-ms: expected 0 or more, got \(self.computeDelayMs)") }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
-            coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost,
+            coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
             memoryBudgetBytes: (self.memoryBudgetMib ?? self.gpuMemoryBudgetMib).map { $0 << 20 }, device: device)

@@ -54,6 +54,9 @@ struct Router: AsyncParsableCommand {
     @Option(help: "How expert calls travel: stream (one long-lived ComputeStream per replica, calls multiplexed) or unary (one RPC each).")
     var expertCalls: ExpertCalls = .stream
 
+    @Option(help: "Reach replicas on this host that listen on a Unix domain socket through it (on), or always over TCP (off).")
+    var unixSockets: BatchingSwitch = .on
+
     @Option(help: "Send an expert call that is slow to answer to a second replica as well (on or off); the first answer wins.")
     var hedging: BatchingSwitch = .on
 
@@ -100,7 +103,7 @@ struct Router: AsyncParsableCommand {
                 hedging: self.hedging == .on, hedgeFactor: self.hedgeFactor, hedgeFloor: .milliseconds(self.hedgeFloorMs),
                 hedgeCeiling: .milliseconds(self.hedgeCeilingMs), hedgeBudget: self.hedgeBudget,
                 ejectAfterHedgeLosses: self.ejectAfterHedgeLosses, ejectionTime: .milliseconds(self.ejectionMs)),
-            expertStreams: self.expertCalls == .stream,
+            expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")

@@ -47,6 +47,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Delay added to every expert Compute call, in ms (to simulate a slower device in tests and demos).")
     var expertComputeDelayMs: Int = 0
 
+    @Option(help: "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off); `moemesh status` shows which.")
+    var unixSockets: BatchingSwitch = .on
+
     @Option(help: .hidden)
     var parentPid: Int32?
 
@@ -81,7 +84,7 @@ struct Up: AsyncParsableCommand {
                 "--device", self.device,
             ],
             coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
-            httpPort: self.http.httpPort)
+            httpPort: self.http.httpPort, unixSockets: self.unixSockets == .on)
         self.http.bootstrapMetrics()
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)

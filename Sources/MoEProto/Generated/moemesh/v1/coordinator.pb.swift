@@ -86,6 +86,12 @@ public nonisolated struct Moemesh_V1_RegisterRequest: Sendable {
   /// Process id (local processes) or pod name (Kubernetes), for the scaler.
   public var instance: String = String()
 
+  /// A Unix domain socket it also listens on (empty: none); routers on the same host (same host_id) use it.
+  public var unixSocket: String = String()
+
+  /// Which host the replica runs on, as the socket's path resolves there: boot id, network and mount namespaces.
+  public var hostID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -210,6 +216,11 @@ public nonisolated struct Moemesh_V1_Replica: Sendable {
   /// Process id (local processes) or pod name (Kubernetes).
   public var instance: String = String()
 
+  /// As registered: a Unix domain socket on the replica's host, and that host's identity.
+  public var unixSocket: String = String()
+
+  public var hostID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -288,6 +299,25 @@ public nonisolated struct Moemesh_V1_DemandReport: Sendable {
   /// peers): the coordinator hears of them before their lease runs out.
   public var ejections: [Moemesh_V1_ReplicaEjection] = []
 
+  /// How this router reaches each replica it is connected to.
+  public var links: [Moemesh_V1_ReplicaLink] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_ReplicaLink: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "HOST:PORT", as registered.
+  public var endpoint: String = String()
+
+  /// "tcp HOST:PORT" or "unix PATH".
+  public var transport: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -346,41 +376,52 @@ public nonisolated struct Moemesh_V1_GetStatusRequest: Sendable {
   public init() {}
 }
 
-public nonisolated struct Moemesh_V1_ReplicaStatus: Sendable {
+public nonisolated struct Moemesh_V1_ReplicaStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var replica: Moemesh_V1_Replica {
-    get {_replica ?? Moemesh_V1_Replica()}
-    set {_replica = newValue}
+    get {_storage._replica ?? Moemesh_V1_Replica()}
+    set {_uniqueStorage()._replica = newValue}
   }
   /// Returns true if `replica` has been explicitly set.
-  public var hasReplica: Bool {self._replica != nil}
+  public var hasReplica: Bool {_storage._replica != nil}
   /// Clears the value of `replica`. Subsequent reads from it will return its default value.
-  public mutating func clearReplica() {self._replica = nil}
+  public mutating func clearReplica() {_uniqueStorage()._replica = nil}
 
   public var load: Moemesh_V1_ReplicaLoad {
-    get {_load ?? Moemesh_V1_ReplicaLoad()}
-    set {_load = newValue}
+    get {_storage._load ?? Moemesh_V1_ReplicaLoad()}
+    set {_uniqueStorage()._load = newValue}
   }
   /// Returns true if `load` has been explicitly set.
-  public var hasLoad: Bool {self._load != nil}
+  public var hasLoad: Bool {_storage._load != nil}
   /// Clears the value of `load`. Subsequent reads from it will return its default value.
-  public mutating func clearLoad() {self._load = nil}
+  public mutating func clearLoad() {_uniqueStorage()._load = nil}
 
   /// Milliseconds since its last heartbeat.
-  public var lastHeartbeatMs: Int64 = 0
+  public var lastHeartbeatMs: Int64 {
+    get {_storage._lastHeartbeatMs}
+    set {_uniqueStorage()._lastHeartbeatMs = newValue}
+  }
 
   /// Routers that ejected it recently, and why ("router-1: UNAVAILABLE: ...").
-  public var ejectedBy: [String] = []
+  public var ejectedBy: [String] {
+    get {_storage._ejectedBy}
+    set {_uniqueStorage()._ejectedBy = newValue}
+  }
+
+  /// How routers reach it ("router-1: unix /tmp/moemesh-x/expert-1.sock"), from their latest reports.
+  public var links: [String] {
+    get {_storage._links}
+    set {_uniqueStorage()._links = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _replica: Moemesh_V1_Replica? = nil
-  fileprivate var _load: Moemesh_V1_ReplicaLoad? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Moemesh_V1_ExpertGroupStatus: Sendable {
@@ -565,7 +606,7 @@ nonisolated extension Moemesh_V1_ReplicaState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -580,6 +621,8 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
       case 5: try { try decoder.decodeSingularStringField(value: &self.modelType) }()
       case 6: try { try decoder.decodeSingularInt32Field(value: &self.hiddenSize) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.unixSocket) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
       default: break
       }
     }
@@ -607,6 +650,12 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if !self.instance.isEmpty {
       try visitor.visitSingularStringField(value: self.instance, fieldNumber: 7)
     }
+    if !self.unixSocket.isEmpty {
+      try visitor.visitSingularStringField(value: self.unixSocket, fieldNumber: 8)
+    }
+    if !self.hostID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -618,6 +667,8 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.modelType != rhs.modelType {return false}
     if lhs.hiddenSize != rhs.hiddenSize {return false}
     if lhs.instance != rhs.instance {return false}
+    if lhs.unixSocket != rhs.unixSocket {return false}
+    if lhs.hostID != rhs.hostID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -838,7 +889,7 @@ nonisolated extension Moemesh_V1_DeregisterResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0\u{1}instance\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -853,6 +904,8 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
       case 5: try { try decoder.decodeSingularEnumField(value: &self.state) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.device) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.unixSocket) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
       default: break
       }
     }
@@ -880,6 +933,12 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.instance.isEmpty {
       try visitor.visitSingularStringField(value: self.instance, fieldNumber: 7)
     }
+    if !self.unixSocket.isEmpty {
+      try visitor.visitSingularStringField(value: self.unixSocket, fieldNumber: 8)
+    }
+    if !self.hostID.isEmpty {
+      try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -891,6 +950,8 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.state != rhs.state {return false}
     if lhs.device != rhs.device {return false}
     if lhs.instance != rhs.instance {return false}
+    if lhs.unixSocket != rhs.unixSocket {return false}
+    if lhs.hostID != rhs.hostID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1012,7 +1073,7 @@ nonisolated extension Moemesh_V1_ExpertDemand: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DemandReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0\u{1}ejections\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0\u{1}ejections\0\u{1}links\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1024,6 +1085,7 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.demand) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.intervalMs) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.ejections) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.links) }()
       default: break
       }
     }
@@ -1042,6 +1104,9 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if !self.ejections.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.ejections, fieldNumber: 4)
     }
+    if !self.links.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.links, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1050,6 +1115,42 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if lhs.demand != rhs.demand {return false}
     if lhs.intervalMs != rhs.intervalMs {return false}
     if lhs.ejections != rhs.ejections {return false}
+    if lhs.links != rhs.links {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ReplicaLink: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReplicaLink"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}transport\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.endpoint) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.transport) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.endpoint.isEmpty {
+      try visitor.visitSingularStringField(value: self.endpoint, fieldNumber: 1)
+    }
+    if !self.transport.isEmpty {
+      try visitor.visitSingularStringField(value: self.transport, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ReplicaLink, rhs: Moemesh_V1_ReplicaLink) -> Bool {
+    if lhs.endpoint != rhs.endpoint {return false}
+    if lhs.transport != rhs.transport {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1170,48 +1271,97 @@ nonisolated extension Moemesh_V1_GetStatusRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Moemesh_V1_ReplicaStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReplicaStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{1}load\0\u{3}last_heartbeat_ms\0\u{3}ejected_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}replica\0\u{1}load\0\u{3}last_heartbeat_ms\0\u{3}ejected_by\0\u{1}links\0")
+
+  fileprivate class _StorageClass {
+    var _replica: Moemesh_V1_Replica? = nil
+    var _load: Moemesh_V1_ReplicaLoad? = nil
+    var _lastHeartbeatMs: Int64 = 0
+    var _ejectedBy: [String] = []
+    var _links: [String] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _replica = source._replica
+      _load = source._load
+      _lastHeartbeatMs = source._lastHeartbeatMs
+      _ejectedBy = source._ejectedBy
+      _links = source._links
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._replica) }()
-      case 2: try { try decoder.decodeSingularMessageField(value: &self._load) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.lastHeartbeatMs) }()
-      case 4: try { try decoder.decodeRepeatedStringField(value: &self.ejectedBy) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._replica) }()
+        case 2: try { try decoder.decodeSingularMessageField(value: &_storage._load) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._lastHeartbeatMs) }()
+        case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._ejectedBy) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._links) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._replica {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    try { if let v = self._load {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-    } }()
-    if self.lastHeartbeatMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.lastHeartbeatMs, fieldNumber: 3)
-    }
-    if !self.ejectedBy.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.ejectedBy, fieldNumber: 4)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._replica {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      try { if let v = _storage._load {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+      } }()
+      if _storage._lastHeartbeatMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._lastHeartbeatMs, fieldNumber: 3)
+      }
+      if !_storage._ejectedBy.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._ejectedBy, fieldNumber: 4)
+      }
+      if !_storage._links.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._links, fieldNumber: 5)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Moemesh_V1_ReplicaStatus, rhs: Moemesh_V1_ReplicaStatus) -> Bool {
-    if lhs._replica != rhs._replica {return false}
-    if lhs._load != rhs._load {return false}
-    if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
-    if lhs.ejectedBy != rhs.ejectedBy {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._replica != rhs_storage._replica {return false}
+        if _storage._load != rhs_storage._load {return false}
+        if _storage._lastHeartbeatMs != rhs_storage._lastHeartbeatMs {return false}
+        if _storage._ejectedBy != rhs_storage._ejectedBy {return false}
+        if _storage._links != rhs_storage._links {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
