@@ -36,6 +36,22 @@ public enum BenchReport {
             + "\"ffn_over_sgemm\": \(Format.fixed(kernel.ffnOverSgemm, 3))}"
     }
 
+    public static func json(_ fault: FaultResult) -> String {
+        "{\"shape\": \"hung replica\", \"phase\": \"\(fault.phase)\", \"clients\": \(fault.clients), \"requests\": \(fault.requests), "
+            + "\"lost\": \(fault.lost), \"requests_per_s\": \(Format.fixed(fault.requestsPerSecond, 1)), "
+            + "\"throughput_vs_healthy\": \(Format.fixed(fault.throughputVsHealthy, 3)), \"p50_us\": \(Format.fixed(fault.p50, 1)), "
+            + "\"p99_us\": \(Format.fixed(fault.p99, 1))}"
+    }
+
+    public static let faultHeader = ["phase", "clients", "requests", "lost", "req/s", "vs healthy", "p50 µs", "p99 µs"]
+
+    public static func row(_ fault: FaultResult) -> [String] {
+        [
+            fault.phase, "\(fault.clients)", "\(fault.requests)", "\(fault.lost)", Format.fixed(fault.requestsPerSecond, 1),
+            Format.fixed(fault.throughputVsHealthy, 3), Format.fixed(fault.p50, 0), Format.fixed(fault.p99, 0),
+        ]
+    }
+
     public static let layerHeader = [
         "shape", "T", "clients", "mesh tok/s", "in-proc tok/s", "ratio", "mesh p50 µs", "mesh p99 µs", "in-proc p50 µs",
         "echo p50 µs", "overhead/echo", "stream p50 µs", "stream echo µs", "stream overhead/echo", "wire B/tok",

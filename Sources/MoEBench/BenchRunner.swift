@@ -28,6 +28,8 @@ public struct BenchConfiguration: Sendable {
     public var expertThreads: Int
     /// Extra arguments for the (batching) router, e.g. `--batch-delay-us 4000`.
     public var routerArguments: [String] = []
+    /// How long one replica is hung (SIGSTOP) in the fault phase (a mesh with 2 replicas per expert); 0: no fault phase.
+    public var hungReplica: Duration = .seconds(8)
 
     public init(cacheDirectory: String, executable: String, expertThreads: Int) {
         self.cacheDirectory = cacheDirectory
@@ -88,7 +90,8 @@ public struct BenchRunner: Sendable {
     }
 
     public func run(
-        emitLayer: @escaping @Sendable (BenchResult) -> Void, emitKernel: @escaping @Sendable (KernelResult) -> Void
+        emitLayer: @escaping @Sendable (BenchResult) -> Void, emitKernel: @escaping @Sendable (KernelResult) -> Void,
+        emitFault: @escaping @Sendable (FaultResult) -> Void = { _ in }
     ) async throws {
         let configuration = self.configuration
         self.progress("preparing the model")
@@ -138,6 +141,14 @@ public struct BenchRunner: Sendable {
             echoServer.beginGracefulShutdown()
             await meshGroup.triggerGracefulShutdown()
             try await group.waitForAll()
+        }
+        if configuration.hungReplica > .zero {
+            self.progress("a hung replica (2 replicas per expert, 4 clients)")
+            let phase = HungReplicaPhase(configuration: configuration, modelPath: model.path, logger: self.logger)
+            for result in try await phase.run(hung: configuration.hungReplica, hiddenSize: configuration.shape.hiddenSize) {
+                emitFault(result)
+            }
+            self.progress("")
         }
     }
 

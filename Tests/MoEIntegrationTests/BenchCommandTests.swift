@@ -15,13 +15,24 @@ struct BenchCommandTests {
         let bench = try ChildProcess(
             name: "bench", executable: MoemeshBinary.path,
             arguments: ["bench", "--hidden", "32", "--intermediate", "48", "--experts", "4", "--tokens", "1,8",
-                        "--clients", "2", "--seconds", "0.2", "--cache-dir", cache.path, "--json"])
+                        "--clients", "2", "--seconds", "0.2", "--hung-s", "0.5", "--cache-dir", cache.path, "--json"])
         var lines: [String] = []
         for await line in bench.outputLines { lines.append(line) }
         #expect(await bench.waitForExit(timeout: .seconds(120)) == 0)
-        let layers = lines.filter { !$0.contains("\"kernels\"") }
         let kernels = lines.filter { $0.contains("\"kernels\"") }
+        let faults = lines.filter { $0.contains("\"hung replica\"") }
+        let layers = lines.filter { !$0.contains("\"kernels\"") && !$0.contains("\"hung replica\"") }
         #expect(kernels.count == 2 && layers.count == 3, "\(lines)")
+        try #require(faults.count == 3, "\(lines)")
+        #expect(faults[0].contains("\"phase\": \"healthy\""))
+        #expect(faults[1].contains("\"phase\": \"one replica hung (SIGSTOP)\""))
+        #expect(faults[2].contains("\"phase\": \"after SIGCONT\""))
+        for line in faults {
+            for key in ["requests", "lost", "requests_per_s", "throughput_vs_healthy", "p50_us", "p99_us"] {
+                #expect(line.contains("\"\(key)\": "), "\(key) missing in \(line)")
+            }
+            #expect(!line.contains("\"requests\": 0,"), "a phase without requests: \(line)")
+        }
         for line in layers {
             for key in ["tokens", "clients", "mesh_tokens_per_s", "inprocess_tokens_per_s", "ratio", "mesh_p50_us",
                         "mesh_p99_us", "inprocess_p50_us", "echo_p50_us", "wire_bytes_per_token"] {

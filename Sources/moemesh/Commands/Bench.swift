@@ -35,6 +35,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "The batching router's --batch-concurrency.") var batchConcurrency: Int?
     @Option(help: "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off).")
     var unixSockets: BatchingSwitch = .on
+    @Option(help: "Seconds one replica is hung (SIGSTOP) in the fault phase, on a mesh with 2 replicas per expert under 4 clients with 5 s deadlines (0: no fault phase).")
+    var hungS: Double = 8
     @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
     @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
 
@@ -51,12 +53,14 @@ struct Bench: AsyncParsableCommand {
         configuration.secondsPerShape = self.seconds
         configuration.wireDType = self.wireDtype
         configuration.unixSockets = self.unixSockets == .on
+        guard self.hungS >= 0 else { throw ValidationError("--hung-s: expected 0 or more, got \(self.hungS)") }
+        configuration.hungReplica = .milliseconds(Int(self.hungS * 1000))
         configuration.routerArguments = (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
             + (self.batchConcurrency.map { ["--batch-concurrency", String($0)] } ?? [])
         if let problem = configuration.shape.problem { throw ValidationError(problem) }
 
         let json = self.json
-        let layers = Mutex<[BenchResult]>([]), kernels = Mutex<[KernelResult]>([])
+        let layers = Mutex<[BenchResult]>([]), kernels = Mutex<[KernelResult]>([]), faults = Mutex<[FaultResult]>([])
         let runner = BenchRunner(configuration: configuration, logger: logger) { step in
             // A progress line on standard error, rewritten in place.
             let text = step.isEmpty ? "\r\u{1B}[K" : "\r\u{1B}[Kbench: \(step)…"
@@ -73,12 +77,21 @@ struct Bench: AsyncParsableCommand {
             },
             emitKernel: { result in
                 if json { print(BenchReport.json(result)) } else { kernels.withLock { $0.append(result) } }
+            },
+            emitFault: { result in
+                if json { print(BenchReport.json(result)) } else { faults.withLock { $0.append(result) } }
             })
         if !json {
             print("\nKernels (in process; FFN = SwiGLU expert, sgemm = its two GEMMs alone)")
             print(BenchReport.table(header: BenchReport.kernelHeader, rows: kernels.withLock { $0 }.map(BenchReport.row)))
             print("\nMesh vs in-process (overhead/echo = (mesh p50 − in-process p50) / echo p50)")
             print(BenchReport.table(header: BenchReport.layerHeader, rows: layers.withLock { $0 }.map(BenchReport.row)))
+            let faults = faults.withLock { $0 }
+            if !faults.isEmpty {
+                print("\nA hung replica (2 replicas per expert; one replica of expert 0 stopped with SIGSTOP, then resumed; "
+                    + "T = 1, 5 s deadlines; calls counted in the phase they end in)")
+                print(BenchReport.table(header: BenchReport.faultHeader, rows: faults.map(BenchReport.row)))
+            }
         }
     }
 
