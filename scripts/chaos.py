@@ -20,8 +20,10 @@ namespaces and links are removed at the end.
 Needs grpcio, grpcio-tools and numpy.
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_stubs():
     out = tempfile.mkdtemp(prefix="moemesh-chaos-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     files = [os.path.join("moemesh", "v1", name) for name in ("tensor.proto", "router.proto")]
     if protoc.main(["protoc", f"-I{os.path.join(ROOT, 'Protos')}", f"--python_out={out}", f"--grpc_python_out={out}", *files]):
         sys.exit("could not generate the Python stubs from Protos/")
@@ -189,6 +192,7 @@ class Load:
 
 def synthesise(moemesh):
     work = tempfile.mkdtemp(prefix="moemesh-chaos-")
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     model = os.path.join(work, "model")
     subprocess.run([moemesh, "synth", "--out", model, "--experts", "8", "--top-k", "2", "--hidden", "256",
                     "--intermediate", "512", "--layers", "1"], check=True, stdout=subprocess.DEVNULL)

@@ -7,7 +7,9 @@
 The gRPC stubs are generated from Protos/ into a temporary folder on each run (grpc_tools.protoc).
 """
 import argparse
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -20,6 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def load_stubs():
     out = tempfile.mkdtemp(prefix="moemesh-py-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = os.path.join(ROOT, "Protos")
     files = [os.path.join("moemesh", "v1", name) for name in ("tensor.proto", "router.proto")]
     if protoc.main(["protoc", f"-I{protos}", f"--python_out={out}", f"--grpc_python_out={out}", *files]) != 0:
