@@ -40,6 +40,8 @@ let package = Package(
             name: "MoECore",
             dependencies: [.product(name: "RealModule", package: "swift-numerics")]
         ),
+        // glibc's <malloc.h>, for MemoryTuning.
+        .systemLibrary(name: "CMalloc"),
         // System library: OpenBLAS's CBLAS interface.
         .systemLibrary(
             name: "COpenBLAS",
@@ -51,7 +53,7 @@ let package = Package(
         .target(
             name: "MoEKernels",
             dependencies: [
-                "MoECore", "COpenBLAS", "CCUDA",
+                "MoECore", "COpenBLAS", "CCUDA", "CMalloc",
                 .product(name: "RealModule", package: "swift-numerics"),
             ],
             exclude: ["CUDA/expert_kernels.cu"]

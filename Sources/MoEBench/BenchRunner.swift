@@ -106,7 +106,8 @@ public struct BenchRunner: Sendable {
         }
 
         self.progress("starting the mesh")
-        let started = Mutex<LocalMesh.Started?>(nil)
+        // The started mesh, or nil if it ended before it was ready.
+        let started = SetOnce<LocalMesh.Started?>()
         let mesh = LocalMesh(
             configuration: .init(
                 executable: configuration.executable, modelPath: model.path, expertThreads: configuration.expertThreads,
@@ -114,23 +115,24 @@ public struct BenchRunner: Sendable {
                 routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
                     + configuration.routerArguments,
                 unixSockets: configuration.unixSockets),
-            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { value in started.withLock { $0 = value } })
+            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { started.set($0) })
         let echoTransport = serving.makeServerTransport()
         let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
 
         // Everything stops gracefully at the end, never by cancellation (a cancelled NIO server may trap).
         let meshGroup = ServiceGroup(services: [mesh], logger: self.logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await meshGroup.run() }
+            group.addTask {
+                defer { started.set(nil) }
+                try await meshGroup.run()
+            }
             group.addTask { try await echoServer.serve() }
             do {
-                var ready: LocalMesh.Started? = nil
-                while ready == nil {
-                    try await Task.sleep(for: .milliseconds(50))
-                    ready = started.withLock { $0 }
+                guard let ready = await started.wait() ?? nil else {
+                    throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
                 }
                 try await self.measureMesh(
-                    meshReady: ready!, echoTransport: echoTransport, modelPath: model.path, reference: reference,
+                    meshReady: ready, echoTransport: echoTransport, modelPath: model.path, reference: reference,
                     serving: serving, emitLayer: emitLayer)
             } catch {
                 echoServer.beginGracefulShutdown()

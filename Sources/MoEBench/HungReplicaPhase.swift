@@ -43,8 +43,8 @@ struct HungReplicaPhase {
     var after: Duration = .seconds(2)
 
     func run(hung: Duration, hiddenSize: Int) async throws -> [FaultResult] {
-        let started = Mutex<LocalMesh.Started?>(nil)
-        let ready = AsyncStream<Void>.makeStream()
+        // The started mesh, or nil if it ended before it was ready.
+        let started = SetOnce<LocalMesh.Started?>()
         let mesh = LocalMesh(
             configuration: .init(
                 executable: self.configuration.executable, modelPath: self.modelPath, replicas: 2,
@@ -52,16 +52,18 @@ struct HungReplicaPhase {
                 routerArguments: ["--log-level", "warning"] + self.configuration.routerArguments,
                 unixSockets: self.configuration.unixSockets),
             logger: self.logger, onCoordinatorListening: { _ in },
-            onReady: { value in
-                started.withLock { $0 = value }
-                ready.continuation.finish()
-            })
+            onReady: { started.set($0) })
         let group = ServiceGroup(services: [mesh], logger: self.logger)
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             // Stopped gracefully at the end, never by cancellation (a cancelled NIO server may trap).
-            tasks.addTask { try await group.run() }
-            for await _ in ready.stream {}
-            guard let mesh = started.withLock({ $0 }) else { throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil) }
+            tasks.addTask {
+                defer { started.set(nil) }
+                try await group.run()
+            }
+            guard let mesh = await started.wait() ?? nil else {
+                try await tasks.waitForAll()  // the mesh's error
+                throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
+            }
             let results: [FaultResult]
             do {
                 results = try await self.measure(mesh: mesh, hung: hung, hiddenSize: hiddenSize)
@@ -115,7 +117,7 @@ struct HungReplicaPhase {
                 for (index, duration) in [self.warmUp, self.healthy, hung, self.after].enumerated() {
                     let start = clock.now
                     if index == 2 { kill(victim, SIGSTOP) }
-                    try await Task.sleep(for: duration)
+                    try await Task.sleep(for: duration)  // a timed phase: the duration is the point
                     if index == 2 { kill(victim, SIGCONT) }
                     elapsed.append(clock.now - start)
                     tally.phase.store(index + 1, ordering: .relaxed)

@@ -94,23 +94,25 @@ public struct MeshDemo: Sendable {
             autoscale: AutoscalePolicy.Settings(
                 maxTotalReplicas: 2 * groups, maxReplicasPerGroup: 4, cooldown: .seconds(3), idleTimeout: configuration.idleTimeout))
         settings.autoscaleStartsPaused = true
-        let readyMesh = Mutex<LocalMesh.Started?>(nil)
+        // The started mesh, or nil if it ended before it was ready.
+        let readyMesh = SetOnce<LocalMesh.Started?>()
         let mesh = LocalMesh(
             configuration: .init(
                 executable: configuration.executable, modelPath: configuration.modelPath, routerPort: 0,
                 routerArguments: ["--log-level", "warning"], expertArguments: ["--log-level", "warning"], coordinator: settings),
-            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { ready in readyMesh.withLock { $0 = ready } })
+            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { readyMesh.set($0) })
         let serviceGroup = ServiceGroup(services: [mesh], logger: self.logger)
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await serviceGroup.run() }
-            defer { group.cancelAll() }
-            var ready: LocalMesh.Started? = nil
-            while ready == nil {
-                try await Task.sleep(for: .milliseconds(50))
-                ready = readyMesh.withLock { $0 }
+            group.addTask {
+                defer { readyMesh.set(nil) }
+                try await serviceGroup.run()
             }
-            let mesh = ready!
+            defer { group.cancelAll() }
+            guard let mesh = await readyMesh.wait() ?? nil else {
+                try await group.waitForAll()  // the mesh's error
+                throw LocalMesh.StartError.childNotReady(name: "demo mesh", status: nil)
+            }
             let control = mesh.control
             let counters = Counters()
             let summary = try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: mesh.router)) { client in
@@ -226,7 +228,7 @@ public struct MeshDemo: Sendable {
         var shownDecisions = 0
         var phase = "before: autoscaling held"
         while ContinuousClock.now < end {
-            try await Task.sleep(for: .seconds(1))
+            try await Task.sleep(for: .seconds(1))  // a report line every second: the period is the point
             let now = ContinuousClock.now
             if now >= scalingStart && phase.hasPrefix("before") {
                 await control.pauseAutoscaling(false)

@@ -92,6 +92,8 @@ public actor Coordinator {
     private var topologyReady = false
     private var lastPolicyRun = ContinuousClock.now
     private var watchers: [Int: (router: String, continuation: AsyncStream<Moemesh_V1_Topology>.Continuation)] = [:]
+    /// Tasks waiting until experts are served (`waitUntilCovered`), by id.
+    private var coverageWaiters: [Int: (experts: [ExpertAddress], continuation: CheckedContinuation<Void, Never>)] = [:]
     private var nextWatcher = 0
     private var routersSeen: [String: ContinuousClock.Instant] = [:]
     private var closed = false
@@ -208,6 +210,7 @@ public actor Coordinator {
         self.nextWatcher += 1
         self.watchers[id] = (router, continuation)
         self.routersSeen[router] = .now
+        // Termination handlers are synchronous: a task hops onto the actor.
         continuation.onTermination = { _ in Task { await self.stopWatching(id) } }
         if self.topologyReady { continuation.yield(self.topology()) }
         self.logger.info("router watching the topology", metadata: ["router": "\(router)"])
@@ -252,9 +255,13 @@ public actor Coordinator {
         return replica
     }
 
-    /// A change: a new version, sent to every watcher.
+    /// A change: a new version, sent to every watcher; waiters whose experts are now served are woken.
     private func changed() {
         self.version += 1
+        for (id, waiter) in self.coverageWaiters where self.covers(waiter.experts) {
+            self.coverageWaiters[id] = nil
+            waiter.continuation.resume()
+        }
         guard self.topologyReady else { return }
         let topology = self.topology()
         for watcher in self.watchers.values { watcher.continuation.yield(topology) }
@@ -311,6 +318,26 @@ public actor Coordinator {
                 reason: "cold start: \(wanted.map(\.description).joined(separator: ", ")) requested\(reason.isEmpty ? "" : " (\(reason))")")
             await self.apply(decision)
         }
+    }
+
+    /// Returns once every expert in `addresses` has a serving replica (at once if they have), or when the task is
+    /// cancelled.
+    public func waitUntilCovered(_ addresses: [ExpertAddress]) async {
+        guard !self.covers(addresses) else { return }
+        let id = self.nextWatcher
+        self.nextWatcher += 1
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                if Task.isCancelled { return continuation.resume() }
+                self.coverageWaiters[id] = (addresses, continuation)
+            }
+        } onCancel: {
+            Task { await self.stopWaiting(id) }  // cancellation handlers are synchronous: a hop onto the actor
+        }
+    }
+
+    private func stopWaiting(_ id: Int) {
+        self.coverageWaiters.removeValue(forKey: id)?.continuation.resume()
     }
 
     /// Whether every expert in `addresses` has a serving replica.

@@ -20,7 +20,7 @@ public struct CoordinatorServer: Sendable {
         self.transport = serving.makeServerTransport()
         self.server = GRPCServer(
             transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
-            interceptors: [RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator")])
+            interceptors: [RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"), RPCCancellationInterceptor()])
         // Heartbeats and demand reports are too frequent to trace.
     }
 
@@ -43,7 +43,7 @@ public struct CoordinatorServer: Sendable {
                 group.addTask {
                     while !stopped.isSet && !Task.isCancelled && !(untilGracefulShutdown && Task.isShuttingDownGracefully) {
                         await coordinator.tick()
-                        try? await Task.sleep(for: .milliseconds(100))
+                        try? await Task.sleep(for: .milliseconds(100))  // the coordinator's clock: leases, drains, scaling
                     }
                 }
             }
@@ -59,6 +59,7 @@ public struct CoordinatorServer: Sendable {
     public func stop() {
         self.stopped.set()
         self.health.shutDown()
+        // `stop` is called from synchronous code (shutdown handlers); closing the watchers needs the actor.
         Task {
             await self.coordinator.closeWatchers()
             self.server.beginGracefulShutdown()

@@ -54,15 +54,13 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
         }
         try await self.coordinator.ensure(addresses, reason: request.reason)
         let started = ContinuousClock.now
-        while !(await self.coordinator.covers(addresses)) {
-            do {
-                try await Task.sleep(for: .milliseconds(20))
-            } catch {
-                throw RPCError(
-                    code: .deadlineExceeded,
-                    message: "\(addresses.map(\.description).joined(separator: ", ")) not serving after "
-                        + "\(DecimalFormat.milliseconds(ContinuousClock.now - started)) ms")
-            }
+        // The call's deadline cancels the wait.
+        await self.coordinator.waitUntilCovered(addresses)
+        guard await self.coordinator.covers(addresses) else {
+            throw RPCError(
+                code: .deadlineExceeded,
+                message: "\(addresses.map(\.description).joined(separator: ", ")) not serving after "
+                    + "\(DecimalFormat.milliseconds(ContinuousClock.now - started)) ms")
         }
         return await self.coordinator.topology()
     }

@@ -138,6 +138,7 @@ public struct LocalMesh: Service {
                 let endpoint = HTTPEndpoint(
                     host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator), logger: self.logger,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
+                // Like the coordinator's server: stopped when told, after the processes, never by cancellation.
                 http = (endpoint, Task { try await endpoint.run() })
             }
             let scaler = LocalProcessScaler(
@@ -147,6 +148,7 @@ public struct LocalMesh: Service {
                     coordinator: endpoint, host: configuration.host, threads: configuration.expertThreads,
                     extraArguments: configuration.expertArguments, unixSocketDirectory: socketDirectory?.path),
                 logger: self.logger)
+            group.addTask { await scaler.reap() }
             var router: ChildProcess? = nil
             do {
                 try await coordinator.start(scaler: scaler)
@@ -166,34 +168,46 @@ public struct LocalMesh: Service {
                 let experts = await coordinator.topology().replicas.compactMap { ServiceEndpoint($0.endpoint) }
                 self.onReady(Started(router: routerEndpoint, coordinator: endpoint, control: coordinator, experts: experts, processes: scaler.processes + [child]))
 
-                // Serve until shutdown; the router dying ends the mesh, experts that die are replaced.
-                while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                    if let status = child.pollExit() { throw StartError.childExited(name: child.name, status: status) }
-                    scaler.maintain()
-                    try? await Task.sleep(for: .milliseconds(200))
-                }
+                // Serve until shutdown; the router dying ends the mesh (experts that die are replaced by `reap`).
+                let routerExited = await cancelWhenGracefulShutdown { await child.exited.wait() != nil }
+                if routerExited, let status = child.pollExit() { throw StartError.childExited(name: child.name, status: status) }
             } catch {
                 await Self.stop(router: router, scaler: scaler, logger: self.logger)
                 throw error
             }
             await Self.stop(router: router, scaler: scaler, logger: self.logger)
+            group.cancelAll()
         }
         server.stop()
         http?.endpoint.stop.set()
         _ = await (serving.result, http?.task.result)
     }
 
-    /// Waits until every expert of the model has a serving replica; an expert process that exits first ends the wait.
+    /// Waits until every expert of the model has a serving replica; an expert process that exits first, the start
+    /// timeout or shutdown end the wait.
     private func waitForExperts(checkpoint: MoECheckpoint, coordinator: Coordinator, scaler: LocalProcessScaler) async throws {
+        enum Outcome: Sendable { case covered, exited(name: String, status: Int32), timedOut }
         let experts = checkpoint.layers.flatMap(\.expertAddresses)
-        let deadline = ContinuousClock.now + self.configuration.startTimeout
-        while !(await coordinator.covers(experts)) {
-            scaler.maintain()
-            if let exit = scaler.unexpectedExits.first { throw StartError.childNotReady(name: exit.name, status: exit.status) }
-            guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
-                throw StartError.childNotReady(name: "expert replicas", status: nil)
+        let timeout = self.configuration.startTimeout
+        let outcome = await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Outcome?.self) { group in
+                group.addTask {
+                    await coordinator.waitUntilCovered(experts)
+                    return Task.isCancelled ? nil : .covered
+                }
+                group.addTask { await scaler.firstUnexpectedExit.wait().map { .exited(name: $0.name, status: $0.status) } }
+                group.addTask {
+                    try? await Task.sleep(for: timeout)  // the start timeout
+                    return Task.isCancelled ? nil : .timedOut
+                }
+                defer { group.cancelAll() }
+                return await group.next() ?? nil
             }
-            try await Task.sleep(for: .milliseconds(50))
+        }
+        switch outcome {
+        case .covered: return
+        case .exited(let name, let status): throw StartError.childNotReady(name: name, status: status)
+        case .timedOut, nil: throw StartError.childNotReady(name: "expert replicas", status: nil)
         }
     }
 

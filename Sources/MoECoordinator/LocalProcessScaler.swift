@@ -56,10 +56,16 @@ public final class LocalProcessScaler: ExpertScaler {
     private let state = Mutex<[String: GroupProcesses]>([:])
     private let started = Atomic<Int>(0)
     private let exits = Mutex<[(name: String, status: Int32)]>([])
+    /// A child exited: time to reap it and start a replacement (`reap`).
+    private let exitEvents: AsyncStream<Void>
+    private let exitEventsContinuation: AsyncStream<Void>.Continuation
+    /// The first replica that exited by itself.
+    public let firstUnexpectedExit = SetOnce<(name: String, status: Int32)>()
 
     public init(configuration: Configuration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        (self.exitEvents, self.exitEventsContinuation) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     public var name: String { "local" }
@@ -86,7 +92,8 @@ public final class LocalProcessScaler: ExpertScaler {
         guard let child else {
             throw ScalerError("no local process \(replica.instance) (\(replica.endpoint)) in group \(group)")
         }
-        // SIGTERM: the replica deregisters, finishes its calls and exits.
+        // SIGTERM: the replica deregisters, finishes its calls and exits. Not awaited (a drain can take its whole
+        // grace period, and the coordinator's loop must not wait for it): the child's own exit ends the task.
         let logger = self.logger
         Task {
             let status = await child.stop(grace: .seconds(30))
@@ -96,11 +103,14 @@ public final class LocalProcessScaler: ExpertScaler {
 
     /// Replaces replicas that died until shutdown, then stops every child.
     public func run() async throws {
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            self.maintain()
-            try? await Task.sleep(for: .milliseconds(250))
-        }
+        await cancelWhenGracefulShutdown { await self.reap() }
         await self.stopAll()
+    }
+
+    /// Reaps each replica that exits and starts its replacement, as exits happen, until the task is cancelled.
+    public func reap() async {
+        self.maintain()
+        for await _ in self.exitEvents { self.maintain() }
     }
 
     public func stopAll() async {
@@ -133,6 +143,7 @@ public final class LocalProcessScaler: ExpertScaler {
         }
         for (child, status) in died {
             self.exits.withLock { $0.append((child.name, status)) }
+            self.firstUnexpectedExit.set((child.name, status))
             self.logger.error("replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
         }
         for group in self.configuration.groups {
@@ -160,11 +171,13 @@ public final class LocalProcessScaler: ExpertScaler {
                             "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
                             "--coordinator", configuration.coordinator.description,
                         ] + (configuration.unixSocketDirectory.map { ["--unix-socket", "\($0)/expert-\(number).sock"] } ?? [])
-                            + configuration.extraArguments, environment: ChildProcess.roleEnvironment))
+                            + configuration.extraArguments, environment: ChildProcess.roleEnvironment,
+                        onExit: { [events = self.exitEventsContinuation] in events.yield() }))
             }
             while entry.children.count > entry.desired { surplus.append(entry.children.removeLast()) }
         }
         for child in surplus {
+            // Not awaited, as in `retire`: the child's exit ends the task.
             Task { _ = await child.stop(grace: .seconds(30)) }
         }
     }

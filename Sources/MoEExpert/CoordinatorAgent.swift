@@ -13,14 +13,7 @@ import Synchronization
 /// so that routers stop sending work while the calls in flight finish.
 public struct CoordinatorAgent: Service {
     /// The address the server listens on, once it does.
-    public final class Listening: Sendable {
-        private let value = Mutex<ServiceEndpoint?>(nil)
-
-        public init() {}
-
-        public func set(_ endpoint: ServiceEndpoint) { self.value.withLock { $0 = endpoint } }
-        public var endpoint: ServiceEndpoint? { self.value.withLock { $0 } }
-    }
+    public typealias Listening = SetOnce<ServiceEndpoint>
 
     public let coordinator: ServiceEndpoint
     /// The registration, without the endpoint (filled in from `listening` and `advertiseHost`).
@@ -59,14 +52,10 @@ public struct CoordinatorAgent: Service {
                 group.cancelAll()
             }
             let coordinator = Moemesh_V1_Coordinator.Client(wrapping: client)
-            var listening: ServiceEndpoint? = nil
-            while listening == nil {
-                if Task.isShuttingDownGracefully || Task.isCancelled { return }
-                listening = self.listening.endpoint
-                try? await Task.sleep(for: .milliseconds(20))
-            }
+            // Registered once the server listens; shutdown before that ends the wait.
+            guard let listening = await cancelWhenGracefulShutdown({ await self.listening.wait() }) else { return }
             var registration = self.registration
-            registration.endpoint = ServiceEndpoint(host: self.advertiseHost ?? listening!.host, port: listening!.port).description
+            registration.endpoint = ServiceEndpoint(host: self.advertiseHost ?? listening.host, port: listening.port).description
             let experts = registration.experts.map(\.address)
             var replicaID: String? = nil
             var interval = Duration.milliseconds(500)
@@ -104,7 +93,7 @@ public struct CoordinatorAgent: Service {
                     }
                     reachable = false
                 }
-                try? await Task.sleep(for: interval)
+                try? await Task.sleep(for: interval)  // periodic: the heartbeat (or the retry while the coordinator is down)
             }
             if let id = replicaID {
                 var request = Moemesh_V1_DeregisterRequest()

@@ -144,7 +144,7 @@ public struct ExpertService: Sendable {
             metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: ContinuousClock.now - started)
             metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         }
-        if let delay = self.computeDelay { try? await Task.sleep(for: delay) }
+        if let delay = self.computeDelay { try? await Task.sleep(for: delay) }  // a simulated slower device
         let result = Task.isCancelled ? .failure(.cancelled(address)) : await self.steps.run(address, rows: input)
         self.cacheMetrics.publish()
         if case .failure(.cancelled) = result {

@@ -105,7 +105,7 @@ public final class CoordinatorLink: Sendable {
                         metadata: ["coordinator": "\(self.coordinator)", "error": "\(error)"])
                 }
             }
-            try? await Task.sleep(for: backoff)
+            try? await Task.sleep(for: backoff)  // backoff before resubscribing
             backoff = min(backoff * 2, .seconds(1))
         }
     }
@@ -136,7 +136,7 @@ public final class CoordinatorLink: Sendable {
     private func reportDemand() async {
         var last = ContinuousClock.now
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            try? await Task.sleep(for: Self.reportInterval)
+            try? await Task.sleep(for: Self.reportInterval)  // periodic: demand is reported every second
             let rows = self.demand.take()
             var report = Moemesh_V1_DemandReport()
             report.routerID = self.routerID
@@ -174,6 +174,8 @@ public final class CoordinatorLink: Sendable {
     public func coldStart(_ address: ExpertAddress, timeout: Duration) async throws {
         let task = self.coldStarts.withLock { tasks in
             if let running = tasks[address] { return running }
+            // One call shared by every concurrent caller: a task of its own, so that one caller's cancellation does not
+            // end it for the others.
             let task = Task {
                 defer { _ = self.coldStarts.withLock { $0.removeValue(forKey: address) } }
                 var request = Moemesh_V1_EnsureExpertsRequest()

@@ -166,7 +166,7 @@ public final class ExpertTopology: Sendable {
                 }
                 // The deadline wakes the waiter too: a timer, not a poll.
                 group.addTask {
-                    try? await Task.sleep(until: deadline, clock: .continuous)
+                    try? await Task.sleep(until: deadline, clock: .continuous)  // the wait's time limit
                     wake()
                 }
                 await group.next()

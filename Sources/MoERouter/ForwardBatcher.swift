@@ -134,7 +134,7 @@ public final class ForwardBatcher: Sendable {
         case .lead: break
         }
         if self.configuration.maxDelay > .zero, self.underConcurrentLoad(layer: layer) {
-            try? await Task.sleep(for: self.configuration.maxDelay)
+            try? await Task.sleep(for: self.configuration.maxDelay)  // the batching window
         }
         // The leader waits for its rows of a batch like the others (below).
         let leader = Waiter(hidden: hidden, deadline: call.deadline)

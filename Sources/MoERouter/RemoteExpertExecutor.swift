@@ -134,13 +134,13 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             if remaining.first != nil {
                 if let delay = self.scheduler.hedgeDelay(for: address, rows: rows) {
                     group.addTask {
-                        try await Task.sleep(for: delay)
+                        try await Task.sleep(for: delay)  // the hedge delay
                         return .hedgeDue
                     }
                 }
                 let stall = self.scheduler.stallTimeout(for: address, rows: rows)
                 group.addTask {
-                    try await Task.sleep(for: stall)
+                    try await Task.sleep(for: stall)  // the stall timeout
                     return .stalled
                 }
             }

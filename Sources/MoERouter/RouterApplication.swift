@@ -154,7 +154,7 @@ public struct RouterApplication: Service {
                 guard ContinuousClock.now < deadline, !Task.isShuttingDownGracefully else {
                     throw RouterStartupError.expertsNotAnswering(waiting, after: self.configuration.discoveryTimeout)
                 }
-                try await Task.sleep(for: .milliseconds(100))
+                try await Task.sleep(for: .milliseconds(100))  // backoff before asking the silent experts again
             }
         }
         let missing = checkpoint.layers.flatMap(\.expertAddresses).filter { replicas[$0] == nil }

@@ -24,10 +24,15 @@ public final class ChildProcess: Sendable {
     public let name: String
     /// Lines the child writes to standard output, without their newline; ends when the child closes it.
     public let outputLines: AsyncStream<String>
+    /// Set when the child has exited (it is not reaped by this: `pollExit` reads and reaps its status).
+    public let exited = SetOnce<Void>()
 
     /// Starts `executable` with `arguments` (not including argv[0]) and `environment` (`NAME=value` entries; nil:
-    /// this process's).
-    public init(name: String, executable: String, arguments: [String], environment: [String]? = nil) throws(SpawnError) {
+    /// this process's). `onExit` is called once, on a thread of its own, when the child exits.
+    public init(
+        name: String, executable: String, arguments: [String], environment: [String]? = nil,
+        onExit: @escaping @Sendable () -> Void = {}
+    ) throws(SpawnError) {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw .pipe(errno: errno) }
         let (readEnd, writeEnd) = (fds[0], fds[1])
@@ -64,6 +69,15 @@ public final class ChildProcess: Sendable {
         // Blocking reads get a thread of their own: never the cooperative pool, nor Dispatch's global queue,
         // whose pool grows slowly on small machines when its threads block (seen here: ready lines seconds late).
         Self.detachThread { Self.readLines(from: readEnd, into: continuation) }
+        // Exits are waited for, not polled: a thread blocks in waitid(WNOWAIT), which leaves the child to be reaped
+        // by `pollExit`.
+        let exited = self.exited
+        Self.detachThread { [pid] in
+            var info = siginfo_t()
+            while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+            exited.set()
+            onExit()
+        }
     }
 
     /// Runs `body` on a new detached POSIX thread.
@@ -120,10 +134,11 @@ public final class ChildProcess: Sendable {
 
     /// Waits up to `timeout` for the child to exit; returns its status or nil if it still runs.
     public func waitForExit(timeout: Duration) async -> Int32? {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let status = self.pollExit() { return status }
-            try? await Task.sleep(for: .milliseconds(20))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = await self.exited.wait() }
+            group.addTask { try? await Task.sleep(for: timeout) }  // the time limit
+            await group.next()
+            group.cancelAll()
         }
         return self.pollExit()
     }
@@ -150,7 +165,7 @@ public final class ChildProcess: Sendable {
                 return nil
             }
             group.addTask {
-                try? await Task.sleep(for: timeout)
+                try? await Task.sleep(for: timeout)  // the time limit
                 return nil
             }
             let first = await group.next() ?? nil

@@ -20,7 +20,7 @@ public struct ParentWatchdog: Service {
     public func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if getppid() != self.parentPID { return }
-            try? await Task.sleep(for: self.interval)
+            try? await Task.sleep(for: self.interval)  // periodic: Linux tells a child of its parent's death by no event it can await
         }
     }
 }

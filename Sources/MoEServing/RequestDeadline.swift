@@ -48,7 +48,7 @@ extension RequestDeadline {
             try await withThrowingTaskGroup(of: Result?.self) { group in
                 group.addTask { try await operation() }
                 group.addTask {
-                    try await Task.sleep(until: deadline, clock: .continuous)
+                    try await Task.sleep(until: deadline, clock: .continuous)  // the deadline itself
                     return nil
                 }
                 defer { group.cancelAll() }

@@ -1,18 +1,14 @@
-import Synchronization
-
 /// A flag set once to ask something to stop, for what must stop in a chosen order rather than when its task is
 /// cancelled (cancelling a NIO server with connections still queued traps inside SwiftNIO).
 public final class StopSignal: Sendable {
-    private let value = Mutex(false)
+    private let flag = SetOnce<Void>()
 
     public init() {}
 
-    public func set() { self.value.withLock { $0 = true } }
+    public func set() { self.flag.set() }
 
-    public var isSet: Bool { self.value.withLock { $0 } }
+    public var isSet: Bool { self.flag.value != nil }
 
-    /// Returns once set (checked every 50 ms), or when the task is cancelled.
-    public func wait() async {
-        while !self.isSet && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(50)) }
-    }
+    /// Returns once set, or when the task is cancelled.
+    public func wait() async { _ = await self.flag.wait() }
 }

@@ -27,7 +27,7 @@ struct Status: AsyncParsableCommand {
                         if self.watch != nil { print("\u{1B}[H\u{1B}[2J", terminator: "") }
                         print(report.table())
                     }
-                    if let watch = self.watch, !self.json { try await Task.sleep(for: .milliseconds(Int64(watch * 1000))) }
+                    if let watch = self.watch, !self.json { try await Task.sleep(for: .milliseconds(Int64(watch * 1000))) }  // --watch: periodic
                 } while self.watch != nil && !self.json
             }
         } catch let error as RPCError {

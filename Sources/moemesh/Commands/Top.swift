@@ -29,7 +29,7 @@ struct Top: AsyncParsableCommand {
                     print((self.plain ? "" : "\u{1B}[H\u{1B}[2J") + screen)
                     shown += 1
                     if self.iterations.map({ shown < $0 }) ?? true {
-                        try await Task.sleep(for: .milliseconds(Int64(self.interval * 1000)))
+                        try await Task.sleep(for: .milliseconds(Int64(self.interval * 1000)))  // periodic refresh
                     }
                 }
             }
