@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Writes the README's configuration reference from `moemesh <command> --experimental-dump-help`: every option of
+"""Writes the configuration reference (docs/configuration.md) from `moemesh <command> --experimental-dump-help`: every option of
 every command, as a YAML key (under the command's section), a MOEMESH_* variable and a flag.
 
-Usage: scripts/config-keys.py path/to/moemesh [--check]   (--check: fail if README.md differs)"""
+Usage: scripts/config-keys.py path/to/moemesh [--check]   (--check: fail if docs/configuration.md differs)"""
 import json, subprocess, sys
 from pathlib import Path
 
@@ -30,14 +30,14 @@ def table(binary, command):
 def main():
     binary, check = sys.argv[1], "--check" in sys.argv
     body = "\n\n".join(table(binary, command) for command in COMMANDS)
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
     text = readme.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     updated = text[:start] + "\n" + body + "\n" + text[end:]
     if check:
         if updated != text:
-            sys.exit("README.md's configuration reference differs from the commands' options: run scripts/config-keys.py")
-        print("README configuration reference matches the commands")
+            sys.exit("docs/configuration.md differs from the commands' options: run scripts/config-keys.py")
+        print("docs/configuration.md matches the commands")
     else:
         readme.write_text(updated)
 

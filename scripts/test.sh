@@ -33,7 +33,7 @@ export MOEMESH_REQUIRE_PYTHON=1
 echo "== build" >&2
 swift build --build-tests
 
-echo "== README's configuration reference matches the commands' options" >&2
+echo "== docs/configuration.md matches the commands' options" >&2
 python3 scripts/config-keys.py .build/debug/moemesh --check
 echo "== deployment files: kustomize overlays, k8s render, compose, Dockerfiles" >&2
 scripts/validate-deploy.sh .build/debug/moemesh

@@ -16,7 +16,7 @@ import Glibc
 import Darwin
 #endif
 
-/// The Kubernetes API calls the scaler makes, and nothing more (see the RBAC in the README):
+/// The Kubernetes API calls the scaler makes, and nothing more (see the RBAC in docs/operating.md):
 /// - `GET   /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale` (the replicas each group starts with),
 /// - `PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}/scale` with `{"spec":{"replicas":N}}`
 ///   (`application/merge-patch+json`),
