@@ -59,7 +59,7 @@ let package = Package(
             exclude: ["CUDA/expert_kernels.cu"]
         ),
         // Model folders: safetensors, Hugging Face config.json, architecture adapters, synthetic models.
-        .target(name: "MoEModel", dependencies: ["MoECore", "MoEKernels"]),
+        .target(name: "MoEModel", dependencies: ["MoECore"]),
         // The MoE layer pipeline shared by the router and the in-process reference.
         .target(name: "MoERuntime", dependencies: ["MoECore", "MoEKernels", "MoEModel"]),
         // Generated protobuf and gRPC code (scripts/generate-protos.sh).
@@ -102,7 +102,7 @@ let package = Package(
         .target(
             name: "MoERouter",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing",
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

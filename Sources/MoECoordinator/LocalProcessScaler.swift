@@ -90,7 +90,11 @@ public final class LocalProcessScaler: ExpertScaler {
             return state[group.name]?.children.remove(at: index)
         }
         guard let child else {
-            throw ScalerError("no local process \(replica.instance) (\(replica.endpoint)) in group \(group)")
+            // Already gone: it exited, or it was stopped as surplus when the group's desired count fell (a drained
+            // replica is often the surplus one). Nothing left to stop.
+            self.logger.debug(
+                "drained replica already stopped", metadata: ["instance": "\(replica.instance)", "group": "\(group)"])
+            return
         }
         // SIGTERM: the replica deregisters, finishes its calls and exits. Not awaited (a drain can take its whole
         // grace period, and the coordinator's loop must not wait for it): the child's own exit ends the task.

@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// A model folder read through its architecture: MoE layers, gate weights and expert weights.
 public struct MoECheckpoint: Sendable {

@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 import MoEModel
 import RealModule
 

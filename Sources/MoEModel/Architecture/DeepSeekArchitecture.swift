@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// DeepSeek-V2 and V3.
 /// - V2: `p = softmax(l)`; `greedy` top-k, or `group_limited_greedy` (group score = max p, keep `topk_group`

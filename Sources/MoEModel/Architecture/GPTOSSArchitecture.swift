@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// GPT-OSS: `l = W_r x + b_r`; top-k of l; `w = softmax(l_S)`. Experts are stored fused, for all experts of a layer,
 /// in the `x · W` layout: `gate_up_proj [E, H, 2I]` (gate = even columns, up = odd), `gate_up_proj_bias [E, 2I]`,

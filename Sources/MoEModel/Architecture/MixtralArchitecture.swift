@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// Mixtral: every decoder layer is MoE. `p = softmax(W_r x)`, top-k, `w = p_S / Σ p_S`;
 /// experts `w2(silu(w1 x) ⊙ w3 x)`.

@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// How a model family lays out and routes its MoE layers: which layers are MoE, the gate rule and tensors, the
 /// experts' tensors and FFN form.

@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// Qwen2-MoE, Qwen3-MoE and OLMoE, which share their tensor names. `p = softmax(W_r x)`, top-k, `w = p_S`
 /// (renormalised iff `norm_topk_prob`, default false); experts `down(silu(gate x) ⊙ up x)` of width

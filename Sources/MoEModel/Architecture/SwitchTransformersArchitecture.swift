@@ -1,5 +1,4 @@
 import MoECore
-import MoEKernels
 
 /// Switch Transformers (encoder-decoder). `p = softmax(W_r x)`, expert = argmax, output `max p · expert(x)`;
 /// experts `wo(relu(wi x))`. Block N of a stack is sparse iff `N % sparse_step == 1` (or `sparse_step == 1`).

@@ -1,4 +1,3 @@
-import MoECore
 
 /// The weights of one expert FFN, in f32, in the layout of the checkpoints (`W · x`, W: `[out, in]`).
 public enum ExpertWeights: Sendable, Equatable {
