@@ -139,7 +139,8 @@ let package = Package(
         .executableTarget(
             name: "moemesh",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator", "MoEProto",
+                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
+                "MoEProto",
                 "MoEBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
@@ -196,7 +197,8 @@ let package = Package(
         .testTarget(
             name: "MoEIntegrationTests",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter", "MoECoordinator", "MoETestSupport",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter",
+                "MoECoordinator", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+echo "== swift format (.swift-format: 120 columns)" >&2
+scripts/format.sh --check
+
 echo "== generated code matches Protos/" >&2
 scripts/generate-protos.sh
 if ! git diff --quiet -- Sources/MoEProto || [ -n "$(git status --porcelain -- Sources/MoEProto)" ]; then

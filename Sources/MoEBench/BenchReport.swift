@@ -7,7 +7,8 @@ public enum BenchReport {
             ("inprocess_tokens_per_s", Format.fixed(result.inprocessTokensPerSecond, 1)),
             ("ratio", Format.fixed(result.ratio, 3)),
             ("mesh_p50_us", Format.fixed(result.meshP50, 1)), ("mesh_p99_us", Format.fixed(result.meshP99, 1)),
-            ("inprocess_p50_us", Format.fixed(result.inprocessP50, 1)), ("echo_p50_us", Format.fixed(result.echoP50, 1)),
+            ("inprocess_p50_us", Format.fixed(result.inprocessP50, 1)),
+            ("echo_p50_us", Format.fixed(result.echoP50, 1)),
             ("wire_bytes_per_token", Format.fixed(result.wireBytesPerToken, 1)),
             ("router_cpu_us_per_token", Format.fixed(result.routerCPUPerToken, 1)),
             ("expert_cpu_us_per_token", Format.fixed(result.expertCPUPerToken, 1)),
@@ -18,13 +19,17 @@ public enum BenchReport {
             fields.append(("echo_stream_p50_us", Format.fixed(result.echoStreamP50, 1)))
             fields.append(("router_cpu_us_per_token_stream", Format.fixed(result.routerCPUPerTokenStream, 1)))
             // The target: per-layer overhead on the stream path against a bare unary echo of the same payload.
-            fields.append((
-                "stream_overhead_over_unary_echo",
-                Format.fixed(result.echoP50 > 0 ? (result.meshStreamP50 - result.inprocessP50) / result.echoP50 : 0, 2)))
+            fields.append(
+                (
+                    "stream_overhead_over_unary_echo",
+                    Format.fixed(
+                        result.echoP50 > 0 ? (result.meshStreamP50 - result.inprocessP50) / result.echoP50 : 0, 2)
+                ))
         }
         if let unbatched = result.unbatchedTokensPerSecond {
             fields.append(("unbatched_mesh_tokens_per_s", Format.fixed(unbatched, 1)))
-            fields.append(("batching_gain", Format.fixed(unbatched > 0 ? result.meshTokensPerSecond / unbatched : 0, 2)))
+            fields.append(
+                ("batching_gain", Format.fixed(unbatched > 0 ? result.meshTokensPerSecond / unbatched : 0, 2)))
         }
         return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
     }
@@ -47,7 +52,8 @@ public enum BenchReport {
 
     public static func row(_ fault: FaultResult) -> [String] {
         [
-            fault.phase, "\(fault.clients)", "\(fault.requests)", "\(fault.lost)", Format.fixed(fault.requestsPerSecond, 1),
+            fault.phase, "\(fault.clients)", "\(fault.requests)", "\(fault.lost)",
+            Format.fixed(fault.requestsPerSecond, 1),
             Format.fixed(fault.throughputVsHealthy, 3), Format.fixed(fault.p50, 0), Format.fixed(fault.p99, 0),
         ]
     }
@@ -59,10 +65,12 @@ public enum BenchReport {
     ]
 
     public static func row(_ result: BenchResult) -> [String] {
-        let overhead = result.echoP50 > 0 ? Format.fixed((result.meshP50 - result.inprocessP50) / result.echoP50, 2) : "-"
+        let overhead =
+            result.echoP50 > 0 ? Format.fixed((result.meshP50 - result.inprocessP50) / result.echoP50, 2) : "-"
         return [
             result.name, "\(result.tokens)", "\(result.clients)", Format.fixed(result.meshTokensPerSecond, 0),
-            Format.fixed(result.inprocessTokensPerSecond, 0), Format.fixed(result.ratio, 3), Format.fixed(result.meshP50, 0),
+            Format.fixed(result.inprocessTokensPerSecond, 0), Format.fixed(result.ratio, 3),
+            Format.fixed(result.meshP50, 0),
             Format.fixed(result.meshP99, 0), Format.fixed(result.inprocessP50, 0),
             result.echoP50 > 0 ? Format.fixed(result.echoP50, 0) : "-", overhead,
             result.meshStreamP50 > 0 ? Format.fixed(result.meshStreamP50, 0) : "-",
@@ -77,12 +85,15 @@ public enum BenchReport {
         ]
     }
 
-    public static let kernelHeader = ["T", "gate µs", "dispatch µs", "combine µs", "FFN GFLOP/s", "sgemm GFLOP/s", "FFN/sgemm"]
+    public static let kernelHeader = [
+        "T", "gate µs", "dispatch µs", "combine µs", "FFN GFLOP/s", "sgemm GFLOP/s", "FFN/sgemm",
+    ]
 
     public static func row(_ kernel: KernelResult) -> [String] {
         [
             "\(kernel.tokens)", Format.fixed(kernel.gateMicroseconds, 1), Format.fixed(kernel.dispatchMicroseconds, 1),
-            Format.fixed(kernel.combineMicroseconds, 1), Format.fixed(kernel.ffnGFLOPS, 1), Format.fixed(kernel.sgemmGFLOPS, 1),
+            Format.fixed(kernel.combineMicroseconds, 1), Format.fixed(kernel.ffnGFLOPS, 1),
+            Format.fixed(kernel.sgemmGFLOPS, 1),
             Format.fixed(kernel.ffnOverSgemm, 3),
         ]
     }

@@ -62,7 +62,9 @@ public struct BenchResult: Sendable {
     /// Throughput of the same sweep point with dynamic batching off (sweep only).
     public var unbatchedTokensPerSecond: Double?
 
-    public var ratio: Double { self.inprocessTokensPerSecond > 0 ? self.meshTokensPerSecond / self.inprocessTokensPerSecond : 0 }
+    public var ratio: Double {
+        self.inprocessTokensPerSecond > 0 ? self.meshTokensPerSecond / self.inprocessTokensPerSecond : 0
+    }
 }
 
 /// Kernel micro-benchmarks for one token count.
@@ -102,7 +104,10 @@ public struct BenchRunner: Sendable {
 
         for tokens in configuration.tokens {
             self.progress("kernels, T = \(tokens)")
-            emitKernel(try Self.measureKernels(checkpoint: checkpoint, reference: reference, tokens: tokens, seconds: min(2, configuration.secondsPerShape)))
+            emitKernel(
+                try Self.measureKernels(
+                    checkpoint: checkpoint, reference: reference, tokens: tokens,
+                    seconds: min(2, configuration.secondsPerShape)))
         }
 
         self.progress("starting the mesh")
@@ -147,7 +152,9 @@ public struct BenchRunner: Sendable {
         if configuration.hungReplica > .zero {
             self.progress("a hung replica (2 replicas per expert, 4 clients)")
             let phase = HungReplicaPhase(configuration: configuration, modelPath: model.path, logger: self.logger)
-            for result in try await phase.run(hung: configuration.hungReplica, hiddenSize: configuration.shape.hiddenSize) {
+            for result in try await phase.run(
+                hung: configuration.hungReplica, hiddenSize: configuration.shape.hiddenSize)
+            {
                 emitFault(result)
             }
             self.progress("")
@@ -163,9 +170,12 @@ public struct BenchRunner: Sendable {
         // A second router on the same experts (reached the same way), with batching off, for the sweep's baseline.
         let unbatchedRouter = try ChildProcess(
             name: "router (no batching)", executable: configuration.executable,
-            arguments: ["router", "--model", modelPath, "--port", "0", "--batching", "off", "--log-level", "warning",
-                        "--expert-wire-dtype", configuration.wireDType.rawValue, "--coordinator", meshReady.coordinator.description,
-                        "--router-id", "bench-no-batching", "--unix-sockets", configuration.unixSockets ? "on" : "off"])
+            arguments: [
+                "router", "--model", modelPath, "--port", "0", "--batching", "off", "--log-level", "warning",
+                "--expert-wire-dtype", configuration.wireDType.rawValue, "--coordinator",
+                meshReady.coordinator.description,
+                "--router-id", "bench-no-batching", "--unix-sockets", configuration.unixSockets ? "on" : "off",
+            ])
         defer { unbatchedRouter.signal() }
         guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
             throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())
@@ -177,21 +187,24 @@ public struct BenchRunner: Sendable {
 
         try await withGRPCClient(transport: try serving.makeClientTransport(to: meshReady.router)) { routerConnection in
             try await withGRPCClient(transport: try serving.makeClientTransport(to: echoEndpoint)) { echoConnection in
-                try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) { unbatchedConnection in
+                try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) {
+                    unbatchedConnection in
                     let router = Moemesh_V1_Router.Client(wrapping: routerConnection)
                     let echo = Moemesh_V1_Bench.Client(wrapping: echoConnection)
                     for tokens in configuration.tokens {
                         self.progress("layer, T = \(tokens)")
-                        emitLayer(try await self.measureLayer(
-                            tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
-                            routerPID: routerPID, expertPIDs: expertPIDs))
+                        emitLayer(
+                            try await self.measureLayer(
+                                tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
+                                routerPID: routerPID, expertPIDs: expertPIDs))
                     }
                     let unbatchedClient = Moemesh_V1_Router.Client(wrapping: unbatchedConnection)
                     for clients in configuration.clients {
                         self.progress("concurrency, \(clients) clients")
-                        emitLayer(try await self.measureConcurrency(
-                            clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
-                            serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
+                        emitLayer(
+                            try await self.measureConcurrency(
+                                clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
+                                serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
                     }
                 }
             }
@@ -201,13 +214,16 @@ public struct BenchRunner: Sendable {
 
     private func randomHidden(tokens: Int, seed: UInt64) -> Matrix {
         let width = self.configuration.shape.hiddenSize
-        return Matrix(rows: tokens, columns: width, values: ModelSynthesizer.uniform(count: tokens * width, scale: 1.7, seed: seed))
+        return Matrix(
+            rows: tokens, columns: width,
+            values: ModelSynthesizer.uniform(count: tokens * width, scale: 1.7, seed: seed))
     }
 
     /// One layer shape, serial: mesh, in-process and echo calls interleaved.
     private func measureLayer(
         tokens: Int, router: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>,
-        echo: Moemesh_V1_Bench.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE, serving: ServingConfiguration,
+        echo: Moemesh_V1_Bench.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE,
+        serving: ServingConfiguration,
         routerPID: Int32, expertPIDs: [Int32]
     ) async throws -> BenchResult {
         let hidden = self.randomHidden(tokens: tokens, seed: UInt64(tokens))
@@ -240,7 +256,8 @@ public struct BenchRunner: Sendable {
         let calls = Double(mesh.count * tokens)
         var result = BenchResult(
             name: tokens <= 8 ? "decode" : "prefill", tokens: tokens, clients: 1,
-            meshTokensPerSecond: calls / (mesh.total / 1e6), inprocessTokensPerSecond: Double(local.count * tokens) / (local.total / 1e6),
+            meshTokensPerSecond: calls / (mesh.total / 1e6),
+            inprocessTokensPerSecond: Double(local.count * tokens) / (local.total / 1e6),
             meshP50: mesh.p50, meshP99: mesh.p99, inprocessP50: local.p50, echoP50: bare.p50,
             wireBytesPerToken: Double(wireBytes) / Double(tokens),
             routerCPUPerToken: (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls,
@@ -248,16 +265,22 @@ public struct BenchRunner: Sendable {
 
         // The stream path a model runner uses: ForwardStream, and the echo over a stream, one message at a time.
         try await SerialStream<Moemesh_V1_ForwardRequest, Moemesh_V1_ForwardResponse>.with(open: { requests, deliver in
-            try await router.forwardStream(options: options, requestProducer: { writer in
-                for await request in requests { try await writer.write(request) }
-            }) { response in
+            try await router.forwardStream(
+                options: options,
+                requestProducer: { writer in
+                    for await request in requests { try await writer.write(request) }
+                }
+            ) { response in
                 for try await message in response.messages { deliver(message) }
             }
         }) { forward in
             try await SerialStream<Moemesh_V1_EchoRequest, Moemesh_V1_EchoResponse>.with(open: { requests, deliver in
-                try await echo.echoStream(options: options, requestProducer: { writer in
-                    for await request in requests { try await writer.write(request) }
-                }) { response in
+                try await echo.echoStream(
+                    options: options,
+                    requestProducer: { writer in
+                        for await request in requests { try await writer.write(request) }
+                    }
+                ) { response in
                     for try await message in response.messages { deliver(message) }
                 }
             }) { echoStream in
@@ -269,16 +292,18 @@ public struct BenchRunner: Sendable {
                 let routerCPU = cpuSeconds(routerPID)
                 let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
                 while (clock.now < deadline || streamed.count < 5) && streamed.count < 2000 {
-                    streamed.append(try await clock.measure {
-                        let answer = try await forward(request)
-                        if answer.hasError { throw answer.error.rpcError }
-                    })
+                    streamed.append(
+                        try await clock.measure {
+                            let answer = try await forward(request)
+                            if answer.hasError { throw answer.error.rpcError }
+                        })
                     streamEcho.append(try await clock.measure { _ = try await echoStream(echoRequest) })
                 }
                 result.meshStreamP50 = streamed.p50
                 result.meshStreamP99 = streamed.p99
                 result.echoStreamP50 = streamEcho.p50
-                result.routerCPUPerTokenStream = (cpuSeconds(routerPID) - routerCPU) * 1e6 / Double(streamed.count * tokens)
+                result.routerCPUPerTokenStream =
+                    (cpuSeconds(routerPID) - routerCPU) * 1e6 / Double(streamed.count * tokens)
             }
         }
         return result
@@ -286,9 +311,12 @@ public struct BenchRunner: Sendable {
 
     /// Protobuf payload bytes of one call: client ↔ router, and router ↔ each expert (rows both ways).
     private static func wireBytes(
-        request: Moemesh_V1_ForwardRequest, response: Moemesh_V1_ForwardResponse, reference: InProcessMoE, hidden: Matrix
+        request: Moemesh_V1_ForwardRequest, response: Moemesh_V1_ForwardResponse, reference: InProcessMoE,
+        hidden: Matrix
     ) -> Int {
-        let outer = ((try? request.serializedBytes() as [UInt8])?.count ?? 0) + ((try? response.serializedBytes() as [UInt8])?.count ?? 0)
+        let outer =
+            ((try? request.serializedBytes() as [UInt8])?.count ?? 0)
+            + ((try? response.serializedBytes() as [UInt8])?.count ?? 0)
         guard let pipeline = reference.pipelines["0"], let decision = try? pipeline.route(hidden) else { return outer }
         let plan = DispatchPlan(decision)
         var inner = 0
@@ -314,7 +342,8 @@ public struct BenchRunner: Sendable {
         let requests = (0..<clients).map { client -> Moemesh_V1_ForwardRequest in
             var request = Moemesh_V1_ForwardRequest()
             request.layer = "0"
-            request.hiddenStates = Moemesh_V1_Tensor(self.randomHidden(tokens: 1, seed: UInt64(1000 + client)), dtype: .f32)
+            request.hiddenStates = Moemesh_V1_Tensor(
+                self.randomHidden(tokens: 1, seed: UInt64(1000 + client)), dtype: .f32)
             return request
         }
         let options = serving.callOptions()
@@ -326,7 +355,9 @@ public struct BenchRunner: Sendable {
                 for client in 0..<clients {
                     group.addTask {
                         var samples = LatencySamples()
-                        while clock.now < deadline { samples.append(try await clock.measure { try await call(client) }) }
+                        while clock.now < deadline {
+                            samples.append(try await clock.measure { try await call(client) })
+                        }
                         return samples
                     }
                 }
@@ -339,18 +370,25 @@ public struct BenchRunner: Sendable {
             return (samples, Double(samples.count) / (Double(s) + Double(atto) / 1e18))
         }
         _ = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
-        let (_, unbatchedRate) = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
+        let (_, unbatchedRate) = try await drive { client in
+            _ = try await unbatched.forward(requests[client], options: options)
+        }
         let routerCPU = cpuSeconds(routerPID)
         let expertCPU = expertPIDs.map(cpuSeconds).reduce(0, +)
-        let (meshSamples, meshRate) = try await drive { client in _ = try await router.forward(requests[client], options: options) }
+        let (meshSamples, meshRate) = try await drive { client in
+            _ = try await router.forward(requests[client], options: options)
+        }
         let calls = Double(meshSamples.count)
         let routerCPUPerToken = (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls
         let expertCPUPerToken = (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls
         let hidden = requests.map { request in
-            Matrix(rows: 1, columns: self.configuration.shape.hiddenSize,
-                   values: request.hiddenStates.data.withUnsafeBytes { DType.f32.decodeFloats($0) })
+            Matrix(
+                rows: 1, columns: self.configuration.shape.hiddenSize,
+                values: request.hiddenStates.data.withUnsafeBytes { DType.f32.decodeFloats($0) })
         }
-        let (localSamples, localRate) = try await drive { client in _ = try await reference.forward(layer: "0", hidden: hidden[client]) }
+        let (localSamples, localRate) = try await drive { client in
+            _ = try await reference.forward(layer: "0", hidden: hidden[client])
+        }
         return BenchResult(
             name: "decode, \(clients) clients", tokens: 1, clients: clients, meshTokensPerSecond: meshRate,
             inprocessTokensPerSecond: localRate, meshP50: meshSamples.p50, meshP99: meshSamples.p99,
@@ -359,17 +397,21 @@ public struct BenchRunner: Sendable {
     }
 
     /// Gate, dispatch, combine and expert FFN for T tokens, and the raw sgemm rate of the FFN's two GEMMs.
-    static func measureKernels(checkpoint: MoECheckpoint, reference: InProcessMoE, tokens: Int, seconds: Double) throws -> KernelResult {
+    static func measureKernels(checkpoint: MoECheckpoint, reference: InProcessMoE, tokens: Int, seconds: Double) throws
+        -> KernelResult
+    {
         let layer = try checkpoint.layer("0")
         let pipeline = reference.pipelines["0"]!
         let (h, i) = (layer.hiddenSize, layer.intermediateSize)
-        let hidden = Matrix(rows: tokens, columns: h, values: ModelSynthesizer.uniform(count: tokens * h, scale: 1.7, seed: 5))
+        let hidden = Matrix(
+            rows: tokens, columns: h, values: ModelSynthesizer.uniform(count: tokens * h, scale: 1.7, seed: 5))
         guard case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: 0) else {
             preconditionFailure("the bench model has SwiGLU experts")
         }
         let kernel = CPUExpertKernel(weights: .gated(gate: gate, up: up, down: down, activation: .silu))
         let gateUp = Matrix(rows: 2 * i, columns: h, values: gate.values + up.values)
-        let intermediate = Matrix(rows: tokens, columns: i, values: ModelSynthesizer.uniform(count: tokens * i, scale: 1, seed: 6))
+        let intermediate = Matrix(
+            rows: tokens, columns: i, values: ModelSynthesizer.uniform(count: tokens * i, scale: 1, seed: 6))
         func time(_ body: () throws -> Void) rethrows -> Double {
             let clock = ContinuousClock()
             try body()  // warm-up
@@ -385,7 +427,9 @@ public struct BenchRunner: Sendable {
         }
         let decision = try pipeline.route(hidden)
         let plan = DispatchPlan(decision)
-        let outputs = (0..<layer.numExperts).map { plan.rowCount(ofExpert: $0) > 0 ? plan.gather(hidden, expert: $0) : nil }
+        let outputs = (0..<layer.numExperts).map {
+            plan.rowCount(ofExpert: $0) > 0 ? plan.gather(hidden, expert: $0) : nil
+        }
         let gateTime = try time { _ = try pipeline.route(hidden) }
         let dispatchTime = time {
             let plan = DispatchPlan(decision)
@@ -399,7 +443,8 @@ public struct BenchRunner: Sendable {
         }
         let flops = 2.0 * Double(tokens) * Double(h) * Double(3 * i)
         return KernelResult(
-            tokens: tokens, gateMicroseconds: gateTime, dispatchMicroseconds: dispatchTime, combineMicroseconds: combineTime,
+            tokens: tokens, gateMicroseconds: gateTime, dispatchMicroseconds: dispatchTime,
+            combineMicroseconds: combineTime,
             ffnGFLOPS: flops / ffnTime / 1e3, sgemmGFLOPS: flops / sgemmTime / 1e3)
     }
 }

@@ -33,9 +33,10 @@ struct SerialStream<Request: Sendable, Response: Sendable> {
     /// Opens the stream with `open` (which runs it: sends `requests`, hands each answer to `deliver`), runs `body`
     /// with it, then closes it.
     static func with<Result>(
-        open: @escaping @Sendable (
-            _ requests: AsyncStream<Request>, _ deliver: @escaping @Sendable (Response) -> Void
-        ) async throws -> Void,
+        open:
+            @escaping @Sendable (
+                _ requests: AsyncStream<Request>, _ deliver: @escaping @Sendable (Response) -> Void
+            ) async throws -> Void,
         _ body: (_ send: @Sendable (Request) async throws -> Response) async throws -> Result
     ) async throws -> Result {
         let (requests, requestSink) = AsyncStream<Request>.makeStream()

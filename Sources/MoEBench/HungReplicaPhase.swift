@@ -10,9 +10,9 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One phase of the hung-replica measurement.
@@ -90,13 +90,16 @@ struct HungReplicaPhase {
             Moemesh_V1_ForwardRequest.with {
                 $0.layer = "0"
                 $0.hiddenStates = Moemesh_V1_Tensor(
-                    Matrix(rows: 1, columns: hiddenSize, values: ModelSynthesizer.uniform(count: hiddenSize, scale: 1.7, seed: UInt64(7000 + client))),
+                    Matrix(
+                        rows: 1, columns: hiddenSize,
+                        values: ModelSynthesizer.uniform(count: hiddenSize, scale: 1.7, seed: UInt64(7000 + client))),
                     dtype: .f32)
             }
         }
         let phases = ["warm-up", "healthy", "one replica hung (SIGSTOP)", "after SIGCONT"]
         let tally = PhaseTally(phases: phases.count)
-        let elapsed = try await withGRPCClient(transport: try serving.makeClientTransport(to: mesh.router)) { connection in
+        let elapsed = try await withGRPCClient(transport: try serving.makeClientTransport(to: mesh.router)) {
+            connection in
             let router = Moemesh_V1_Router.Client(wrapping: connection)
             let options = serving.callOptions(timeout: self.deadline)
             return try await withThrowingTaskGroup(of: Void.self, returning: [Duration].self) { group in
@@ -106,7 +109,9 @@ struct HungReplicaPhase {
                         while tally.phase.load(ordering: .relaxed) < phases.count {
                             let start = clock.now
                             var failed = false
-                            do { _ = try await router.forward(requests[client], options: options) } catch { failed = true }
+                            do { _ = try await router.forward(requests[client], options: options) } catch {
+                                failed = true
+                            }
                             let latency = clock.now - start
                             guard tally.record(latency, failed: failed) else { break }
                         }
@@ -129,13 +134,15 @@ struct HungReplicaPhase {
         let counted = tally.samples.withLock { $0 }
         var results = (1..<phases.count).map { index in
             FaultResult(
-                phase: phases[index], clients: self.clients, requests: counted[index].latencies.count + counted[index].lost,
+                phase: phases[index], clients: self.clients,
+                requests: counted[index].latencies.count + counted[index].lost,
                 lost: counted[index].lost,
                 requestsPerSecond: Double(counted[index].latencies.count) / elapsed[index].seconds,
                 p50: counted[index].latencies.p50, p99: counted[index].latencies.p99, throughputVsHealthy: 0)
         }
         for index in results.indices {
-            results[index].throughputVsHealthy = results[index].requestsPerSecond / max(results[0].requestsPerSecond, 1e-9)
+            results[index].throughputVsHealthy =
+                results[index].requestsPerSecond / max(results[0].requestsPerSecond, 1e-9)
         }
         return results
     }

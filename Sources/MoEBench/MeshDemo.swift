@@ -11,7 +11,7 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `moemesh demo`: a local mesh under the coordinator, a Zipf-skewed load, autoscaling at work, a summary.
@@ -59,7 +59,8 @@ public struct MeshDemo: Sendable {
                 ("balancedness_before", DecimalFormat.fixed(self.balancednessBefore, 3)),
                 ("balancedness_after", DecimalFormat.fixed(self.balancednessAfter, 3)),
                 ("replicas_added", "\(self.replicasAdded)"), ("replicas_removed", "\(self.replicasRemoved)"),
-                ("cold_start_ms", DecimalFormat.fixed(self.coldStartMs, 1)), ("duration_s", DecimalFormat.fixed(self.durationS, 1)),
+                ("cold_start_ms", DecimalFormat.fixed(self.coldStartMs, 1)),
+                ("duration_s", DecimalFormat.fixed(self.durationS, 1)),
             ]
             return "{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}"
         }
@@ -87,19 +88,23 @@ public struct MeshDemo: Sendable {
         let configuration = self.configuration
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let reference = try InProcessMoE(checkpoint: checkpoint)
-        let directions = try checkpoint.layers.map { layer in (layer.name, Self.unitRows(try checkpoint.gateWeight(layer: layer))) }
+        let directions = try checkpoint.layers.map { layer in
+            (layer.name, Self.unitRows(try checkpoint.gateWeight(layer: layer)))
+        }
         let groups = ScalingGroup.perExpertIndex(layers: checkpoint.layers).count
         var settings = Coordinator.Settings(
             heartbeatInterval: .milliseconds(250), lease: .seconds(2), demandWindow: .seconds(3),
             autoscale: AutoscalePolicy.Settings(
-                maxTotalReplicas: 2 * groups, maxReplicasPerGroup: 4, cooldown: .seconds(3), idleTimeout: configuration.idleTimeout))
+                maxTotalReplicas: 2 * groups, maxReplicasPerGroup: 4, cooldown: .seconds(3),
+                idleTimeout: configuration.idleTimeout))
         settings.autoscaleStartsPaused = true
         // The started mesh, or nil if it ended before it was ready.
         let readyMesh = SetOnce<LocalMesh.Started?>()
         let mesh = LocalMesh(
             configuration: .init(
                 executable: configuration.executable, modelPath: configuration.modelPath, routerPort: 0,
-                routerArguments: ["--log-level", "warning"], expertArguments: ["--log-level", "warning"], coordinator: settings),
+                routerArguments: ["--log-level", "warning"], expertArguments: ["--log-level", "warning"],
+                coordinator: settings),
             logger: self.logger, onCoordinatorListening: { _ in }, onReady: { readyMesh.set($0) })
         let serviceGroup = ServiceGroup(services: [mesh], logger: self.logger)
 
@@ -115,12 +120,17 @@ public struct MeshDemo: Sendable {
             }
             let control = mesh.control
             let counters = Counters()
-            let summary = try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: mesh.router)) { client in
+            let summary = try await withGRPCClient(
+                transport: try ServingConfiguration().makeClientTransport(to: mesh.router)
+            ) { client in
                 let router = Moemesh_V1_Router.Client(wrapping: client)
-                return try await withThrowingTaskGroup(of: Void.self, returning: (before: Double, after: Double).self) { load in
+                return try await withThrowingTaskGroup(of: Void.self, returning: (before: Double, after: Double).self) {
+                    load in
                     for worker in 0..<configuration.workers {
                         load.addTask {
-                            try await self.drive(worker: worker, router: router, reference: reference, directions: directions, counters: counters)
+                            try await self.drive(
+                                worker: worker, router: router, reference: reference, directions: directions,
+                                counters: counters)
                         }
                     }
                     defer { counters.stop.store(true, ordering: .relaxed) }
@@ -135,7 +145,8 @@ public struct MeshDemo: Sendable {
                 control: control, router: mesh.router, reference: reference, directions: directions, counters: counters)
             let decisions = await control.status().decisions
             let result = Summary(
-                requestsSent: counters.sent.load(ordering: .relaxed), requestsFailed: counters.failed.load(ordering: .relaxed),
+                requestsSent: counters.sent.load(ordering: .relaxed),
+                requestsFailed: counters.failed.load(ordering: .relaxed),
                 balancednessBefore: before, balancednessAfter: after,
                 replicasAdded: decisions.reduce(0) { $0 + max(0, Int($1.toReplicas - $1.fromReplicas)) },
                 replicasRemoved: decisions.reduce(0) { $0 + max(0, Int($1.fromReplicas - $1.toReplicas)) },
@@ -164,7 +175,9 @@ public struct MeshDemo: Sendable {
 
     /// An expert index of the hot set, by Zipf rank.
     func zipf(_ random: inout SequenceRandom, excluding: Int? = nil) -> Int {
-        let weights = (0..<self.configuration.hotExperts).map { $0 == excluding ? 0 : 1 / pow(Double($0 + 1), self.configuration.zipfExponent) }
+        let weights = (0..<self.configuration.hotExperts).map {
+            $0 == excluding ? 0 : 1 / pow(Double($0 + 1), self.configuration.zipfExponent)
+        }
         var draw = Double(random.next() % 1_000_000) / 1_000_000 * weights.reduce(0, +)
         for (index, weight) in weights.enumerated() {
             draw -= weight
@@ -184,10 +197,12 @@ public struct MeshDemo: Sendable {
             var values: [Float] = []
             for _ in 0..<self.configuration.tokensPerRequest {
                 let first = self.zipf(&random)
-                values += Self.token(first: first, second: self.zipf(&random, excluding: first), directions: units, random: &random)
+                values += Self.token(
+                    first: first, second: self.zipf(&random, excluding: first), directions: units, random: &random)
             }
             let hidden = Matrix(rows: self.configuration.tokensPerRequest, columns: units[0].count, values: values)
-            let right = await self.send(hidden, layer: layer, check: call % 8 == 0, router: router, reference: reference)
+            let right = await self.send(
+                hidden, layer: layer, check: call % 8 == 0, router: router, reference: reference)
             counters.sent.add(1, ordering: .relaxed)
             if !right { counters.failed.add(1, ordering: .relaxed) }
             call += 1
@@ -203,10 +218,12 @@ public struct MeshDemo: Sendable {
         request.layer = layer
         request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
         do {
-            let response = try await router.forward(request, options: ServingConfiguration().callOptions(timeout: .seconds(30)))
+            let response = try await router.forward(
+                request, options: ServingConfiguration().callOptions(timeout: .seconds(30)))
             guard check else { return true }
             let output = try response.output.decodeTokenRows(
-                field: "output", hiddenSize: hidden.columns, allowedRanks: [2], shapeDescription: "[T, H]").matrix.values
+                field: "output", hiddenSize: hidden.columns, allowedRanks: [2], shapeDescription: "[T, H]"
+            ).matrix.values
             let expected = try await reference.forward(layer: layer, hidden: hidden).output.values
             let scale = expected.reduce(0) { max($0, abs($1)) }
             return zip(output, expected).allSatisfy { abs($0 - $1) <= 1e-4 * max(scale, 1) }
@@ -236,12 +253,16 @@ public struct MeshDemo: Sendable {
             }
             if now >= afterStart && phase.hasPrefix("scaling") { phase = "after: settled" }
             let status = await control.status()
-            if now >= start + configuration.before / 2 && now < scalingStart { before.append(status.replicaBalancedness) }
+            if now >= start + configuration.before / 2 && now < scalingStart {
+                before.append(status.replicaBalancedness)
+            }
             if now >= afterStart { after.append(status.replicaBalancedness) }
             let report = StatusReport(status)
             var lines = ["", "[\(Int((now - start).seconds)) s] \(phase)", report.table(replicas: false, decisions: 0)]
             for decision in report.decisions.dropFirst(shownDecisions) {
-                lines.append("  decision: \(decision.group) \(decision.fromReplicas) → \(decision.toReplicas) (\(decision.reason))")
+                lines.append(
+                    "  decision: \(decision.group) \(decision.fromReplicas) → \(decision.toReplicas) (\(decision.reason))"
+                )
             }
             shownDecisions = report.decisions.count
             self.display(lines.joined(separator: "\n"))
@@ -268,14 +289,17 @@ public struct MeshDemo: Sendable {
         }
         let hidden = Matrix(rows: self.configuration.tokensPerRequest, columns: units[0].count, values: values)
         let clock = ContinuousClock.now
-        let right = try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: router)) { client in
-            await self.send(hidden, layer: expert.layer, check: true, router: .init(wrapping: client), reference: reference)
+        let right = try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: router)) {
+            client in
+            await self.send(
+                hidden, layer: expert.layer, check: true, router: .init(wrapping: client), reference: reference)
         }
         let elapsed = (ContinuousClock.now - clock).milliseconds
         counters.sent.add(1, ordering: .relaxed)
         if !right { counters.failed.add(1, ordering: .relaxed) }
-        self.display("\ncold start: a request for \(expert) (group \(cold.group), scaled to zero) answered "
-            + (right ? "correctly" : "WRONGLY") + " in \(DecimalFormat.fixed(elapsed, 0)) ms")
+        self.display(
+            "\ncold start: a request for \(expert) (group \(cold.group), scaled to zero) answered "
+                + (right ? "correctly" : "WRONGLY") + " in \(DecimalFormat.fixed(elapsed, 0)) ms")
         return elapsed
     }
 }

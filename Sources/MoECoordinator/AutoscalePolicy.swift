@@ -101,7 +101,8 @@ public struct AutoscalePolicy: Sendable {
             if afterRemoval <= settings.scaleDownRatio * mean {
                 decisions[index] = Decision(
                     group: group.group, from: replicas[index], to: replicas[index] - 1,
-                    reason: "surplus: \(format(group.rowsPerSecond)) rows/s over \(replicas[index] - 1) replicas would be "
+                    reason:
+                        "surplus: \(format(group.rowsPerSecond)) rows/s over \(replicas[index] - 1) replicas would be "
                         + "\(format(afterRemoval)) per replica, ≤ \(settings.scaleDownRatio) × mean \(format(mean))")
                 replicas[index] -= 1
             }
@@ -122,7 +123,8 @@ public struct AutoscalePolicy: Sendable {
             guard perReplica >= settings.scaleUpRatio * mean, mean > 0 else { break }
             decisions[hottest] = Decision(
                 group: groups[hottest].group, from: replicas[hottest], to: replicas[hottest] + 1,
-                reason: "hot: \(format(perReplica)) rows/s per replica ≥ \(settings.scaleUpRatio) × mean \(format(mean))")
+                reason:
+                    "hot: \(format(perReplica)) rows/s per replica ≥ \(settings.scaleUpRatio) × mean \(format(mean))")
             replicas[hottest] += 1
         }
         return decisions.keys.sorted().map { decisions[$0]! }

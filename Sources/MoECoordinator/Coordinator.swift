@@ -28,7 +28,8 @@ public actor Coordinator {
 
         public init(
             heartbeatInterval: Duration = .milliseconds(500), lease: Duration = .seconds(3),
-            warmUp: Duration = .seconds(4), demandWindow: Duration = .seconds(5), policyInterval: Duration = .seconds(1),
+            warmUp: Duration = .seconds(4), demandWindow: Duration = .seconds(5),
+            policyInterval: Duration = .seconds(1),
             drainTimeout: Duration = .seconds(30), autoscale: AutoscalePolicy.Settings? = nil
         ) {
             self.heartbeatInterval = heartbeatInterval
@@ -119,14 +120,16 @@ public actor Coordinator {
         self.scaler = scaler
         let now = ContinuousClock.now
         for (group, replicas) in try await self.scaler.initialGroups() {
-            self.groups[group.name] = GroupRecord(group: group, desired: replicas, lastChange: now, startable: self.scaler.canStart)
+            self.groups[group.name] = GroupRecord(
+                group: group, desired: replicas, lastChange: now, startable: self.scaler.canStart)
             if replicas > 0 { try await self.scaler.setReplicas(replicas, of: group) }
         }
     }
 
     // MARK: Registry
 
-    public func register(_ request: Moemesh_V1_RegisterRequest) throws(CoordinatorError) -> Moemesh_V1_RegisterResponse {
+    public func register(_ request: Moemesh_V1_RegisterRequest) throws(CoordinatorError) -> Moemesh_V1_RegisterResponse
+    {
         guard ServiceEndpoint(request.endpoint) != nil else {
             throw .invalidRequest("endpoint: expected HOST:PORT, got '\(request.endpoint)'")
         }
@@ -156,7 +159,10 @@ public actor Coordinator {
         self.followRegistry(group: request.group)
         self.logger.info(
             "replica registered",
-            metadata: ["replica": "\(id)", "endpoint": "\(request.endpoint)", "group": "\(request.group)", "experts": "\(experts.count)"])
+            metadata: [
+                "replica": "\(id)", "endpoint": "\(request.endpoint)", "group": "\(request.group)",
+                "experts": "\(experts.count)",
+            ])
         self.changed()
         var response = Moemesh_V1_RegisterResponse()
         response.replicaID = id
@@ -201,7 +207,8 @@ public actor Coordinator {
     /// The topology now, then each change (the newest only, if the watcher is slow). Nothing is sent until the
     /// coordinator has warmed up.
     public func watch(router: String) -> AsyncStream<Moemesh_V1_Topology> {
-        let (stream, continuation) = AsyncStream.makeStream(of: Moemesh_V1_Topology.self, bufferingPolicy: .bufferingNewest(1))
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: Moemesh_V1_Topology.self, bufferingPolicy: .bufferingNewest(1))
         guard !self.closed else {
             continuation.finish()
             return stream
@@ -285,10 +292,13 @@ public actor Coordinator {
             self.replicas[id]!.ejections[report.routerID] = (now + .milliseconds(ejection.durationMs), ejection.reason)
             self.logger.warning(
                 "a router ejected a replica",
-                metadata: ["router": "\(report.routerID)", "replica": "\(id)", "endpoint": "\(ejection.endpoint)",
-                           "reason": "\(ejection.reason)", "for_ms": "\(ejection.durationMs)"])
+                metadata: [
+                    "router": "\(report.routerID)", "replica": "\(id)", "endpoint": "\(ejection.endpoint)",
+                    "reason": "\(ejection.reason)", "for_ms": "\(ejection.durationMs)",
+                ])
         }
-        let links = Dictionary(report.links.map { ($0.endpoint, $0.transport) }, uniquingKeysWith: { first, _ in first })
+        let links = Dictionary(
+            report.links.map { ($0.endpoint, $0.transport) }, uniquingKeysWith: { first, _ in first })
         for id in self.replicas.keys {
             self.replicas[id]!.links[report.routerID] = links[self.replicas[id]!.endpoint]
         }
@@ -303,7 +313,10 @@ public actor Coordinator {
             let candidates = self.groups.values.filter { $0.startable && $0.group.experts.contains(address) }
             // A group already asked for replicas is starting; otherwise the smallest group that hosts it.
             if candidates.contains(where: { $0.desired > 0 }) { continue }
-            guard let group = candidates.min(by: { ($0.group.experts.count, $0.group.name) < ($1.group.experts.count, $1.group.name) })
+            guard
+                let group = candidates.min(by: {
+                    ($0.group.experts.count, $0.group.name) < ($1.group.experts.count, $1.group.name)
+                })
             else {
                 throw .cannotStart(
                     [address],
@@ -315,7 +328,9 @@ public actor Coordinator {
         for (name, wanted) in toStart.sorted(by: { $0.key < $1.key }) {
             let decision = AutoscalePolicy.Decision(
                 group: name, from: 0, to: 1,
-                reason: "cold start: \(wanted.map(\.description).joined(separator: ", ")) requested\(reason.isEmpty ? "" : " (\(reason))")")
+                reason:
+                    "cold start: \(wanted.map(\.description).joined(separator: ", ")) requested\(reason.isEmpty ? "" : " (\(reason))")"
+            )
             await self.apply(decision)
         }
     }
@@ -349,11 +364,13 @@ public actor Coordinator {
     public func setPruned(_ address: ExpertAddress, pruned: Bool) throws(CoordinatorError) -> [ExpertAddress] {
         guard self.isExpert(address) else { throw .unknownExpert(address) }
         guard !address.isShared else {
-            throw .invalidRequest("\(address): a shared expert sees every token and is not routed; only routed experts can be pruned")
+            throw .invalidRequest(
+                "\(address): a shared expert sees every token and is not routed; only routed experts can be pruned")
         }
         if pruned {
             let layer = self.layers[address.layer]!
-            let remaining = layer.numExperts - self.pruned.filter { $0.layer == address.layer }.count
+            let remaining =
+                layer.numExperts - self.pruned.filter { $0.layer == address.layer }.count
                 - (self.pruned.contains(address) ? 0 : 1)
             guard remaining >= layer.topK else {
                 throw .tooFewExperts(layer: address.layer, remaining: remaining, topK: layer.topK)
@@ -362,9 +379,12 @@ public actor Coordinator {
         } else {
             self.pruned.remove(address)
         }
-        self.logger.notice(pruned ? "expert pruned from routing" : "expert restored to routing", metadata: ["expert": "\(address)"])
-        self.record(AutoscalePolicy.Decision(
-            group: address.description, from: 0, to: 0, reason: pruned ? "admin: pruned from routing" : "admin: restored to routing"))
+        self.logger.notice(
+            pruned ? "expert pruned from routing" : "expert restored to routing", metadata: ["expert": "\(address)"])
+        self.record(
+            AutoscalePolicy.Decision(
+                group: address.description, from: 0, to: 0,
+                reason: pruned ? "admin: pruned from routing" : "admin: restored to routing"))
         self.changed()
         return self.pruned.sorted()
     }
@@ -376,13 +396,17 @@ public actor Coordinator {
             group.desired = max(0, group.desired - 1)
             group.lastChange = .now
             self.groups[record.group] = group
-            self.record(AutoscalePolicy.Decision(
-                group: record.group, from: group.desired + 1, to: group.desired, reason: "\(reason): drain \(record.endpoint)"))
+            self.record(
+                AutoscalePolicy.Decision(
+                    group: record.group, from: group.desired + 1, to: group.desired,
+                    reason: "\(reason): drain \(record.endpoint)"))
         }
         if record.isServing {
             record.drainingSince = .now
             self.replicas[id] = record
-            self.logger.notice("draining replica", metadata: ["replica": "\(id)", "endpoint": "\(record.endpoint)", "reason": "\(reason)"])
+            self.logger.notice(
+                "draining replica",
+                metadata: ["replica": "\(id)", "endpoint": "\(record.endpoint)", "reason": "\(reason)"])
             self.changed()
         }
         return Self.replicaMessage(record)
@@ -412,10 +436,13 @@ public actor Coordinator {
             let leaving = self.groups[record.group]?.desired ?? 0
             guard let group = self.groups[record.group]?.group else { continue }
             do {
-                try await self.scaler.retire(RetiringReplica(endpoint: record.endpoint, instance: record.instance), leaving: leaving, of: group)
-                self.logger.info("drained replica stopped", metadata: ["replica": "\(id)", "endpoint": "\(record.endpoint)"])
+                try await self.scaler.retire(
+                    RetiringReplica(endpoint: record.endpoint, instance: record.instance), leaving: leaving, of: group)
+                self.logger.info(
+                    "drained replica stopped", metadata: ["replica": "\(id)", "endpoint": "\(record.endpoint)"])
             } catch {
-                self.logger.error("could not stop a drained replica", metadata: ["replica": "\(id)", "error": "\(error)"])
+                self.logger.error(
+                    "could not stop a drained replica", metadata: ["replica": "\(id)", "error": "\(error)"])
             }
         }
         self.recordGauges(at: now)
@@ -449,16 +476,18 @@ public actor Coordinator {
 
     private func everyGroupUp() -> Bool {
         let startable = self.groups.values.filter(\.startable)
-        return !startable.isEmpty && startable.allSatisfy { group in
-            self.replicas.values.filter { $0.group == group.group.name && $0.isServing }.count >= group.desired
-        }
+        return !startable.isEmpty
+            && startable.allSatisfy { group in
+                self.replicas.values.filter { $0.group == group.group.name && $0.isServing }.count >= group.desired
+            }
     }
 
     func groupLoads(at now: ContinuousClock.Instant) -> [AutoscalePolicy.GroupLoad] {
         self.groups.values.filter(\.startable).sorted { $0.group.name < $1.group.name }.map { group in
             let lastDemand = group.group.experts.compactMap { self.demand.lastDemand[$0] }.max() ?? group.lastChange
             return AutoscalePolicy.GroupLoad(
-                group: group.group.name, replicas: group.desired, rowsPerSecond: self.rowsPerSecond(group.group, at: now),
+                group: group.group.name, replicas: group.desired,
+                rowsPerSecond: self.rowsPerSecond(group.group, at: now),
                 idleFor: now - max(lastDemand, group.lastChange), sinceChange: now - group.lastChange)
         }
     }
@@ -471,7 +500,11 @@ public actor Coordinator {
     func apply(_ decision: AutoscalePolicy.Decision) async {
         guard var group = self.groups[decision.group] else { return }
         self.logger.notice(
-            "scaling", metadata: ["group": "\(decision.group)", "from": "\(decision.from)", "to": "\(decision.to)", "reason": "\(decision.reason)"])
+            "scaling",
+            metadata: [
+                "group": "\(decision.group)", "from": "\(decision.from)", "to": "\(decision.to)",
+                "reason": "\(decision.reason)",
+            ])
         self.record(decision)
         group.desired = decision.to
         group.lastChange = .now
@@ -480,11 +513,16 @@ public actor Coordinator {
             do {
                 try await self.scaler.setReplicas(decision.to, of: group.group)
             } catch {
-                self.logger.error("scaler could not start replicas", metadata: ["group": "\(decision.group)", "error": "\(error)"])
+                self.logger.error(
+                    "scaler could not start replicas", metadata: ["group": "\(decision.group)", "error": "\(error)"])
             }
         } else {
             let serving = self.replicas.values.filter { $0.group == decision.group && $0.isServing }
-                .sorted { ($0.load.inFlightRows, $0.load.rowsPerSecond, $0.id) < ($1.load.inFlightRows, $1.load.rowsPerSecond, $1.id) }
+                .sorted {
+                    ($0.load.inFlightRows, $0.load.rowsPerSecond, $0.id) < (
+                        $1.load.inFlightRows, $1.load.rowsPerSecond, $1.id
+                    )
+                }
             for record in serving.prefix(max(0, serving.count - decision.to)) {
                 self.replicas[record.id]?.drainingSince = .now
             }
@@ -502,7 +540,9 @@ public actor Coordinator {
         self.decisions.append(entry)
         let direction = decision.to > decision.from ? "up" : decision.to < decision.from ? "down" : "admin"
         self.metrics.counter("moemesh_coordinator_scaling_decisions_total", [("direction", direction)]).increment()
-        if self.decisions.count > Self.decisionLog { self.decisions.removeFirst(self.decisions.count - Self.decisionLog) }
+        if self.decisions.count > Self.decisionLog {
+            self.decisions.removeFirst(self.decisions.count - Self.decisionLog)
+        }
     }
 
     // MARK: Status
@@ -537,14 +577,14 @@ public actor Coordinator {
             entry.servingReplicas = Int32(serving)
             entry.demandRowsPerSecond = rate
             entry.state =
-                if serving < group.desired { "starting" }
-                else if members.contains(where: { !$0.isServing }) { "draining" }
-                else if group.desired == 0 && serving == 0 { "scaled to zero" }
-                else if rate < minimum { "idle" }
-                else { "active" }
+                if serving < group.desired { "starting" } else if members.contains(where: { !$0.isServing }) {
+                    "draining"
+                } else if group.desired == 0 && serving == 0 { "scaled to zero" } else if rate < minimum { "idle" } else
+                { "active" }
             return entry
         }
-        let servingByExpert = Dictionary(grouping: records.filter(\.isServing).flatMap(\.experts), by: { $0 }).mapValues(\.count)
+        let servingByExpert = Dictionary(grouping: records.filter(\.isServing).flatMap(\.experts), by: { $0 })
+            .mapValues(\.count)
         status.experts = self.layers.values.flatMap(\.expertAddresses).sorted().map { address in
             var entry = Moemesh_V1_ExpertLoad()
             entry.expert = Moemesh_V1_ExpertKey(address)

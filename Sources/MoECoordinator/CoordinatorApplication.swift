@@ -57,17 +57,20 @@ public struct CoordinatorConfiguration: Sendable {
         case .kubernetes(let client, let deployments):
             let resolved = try deployments.map { deployment in
                 guard case .success(let selection) = ExpertSelection.parse(deployment.selection) else {
-                    throw ScalerError("deployment \(deployment.name): '\(deployment.selection)' is not an expert selection")
+                    throw ScalerError(
+                        "deployment \(deployment.name): '\(deployment.selection)' is not an expert selection")
                 }
                 let experts = selection.resolve(layers: checkpoint.layers)
                 guard !experts.isEmpty else {
-                    throw ScalerError("deployment \(deployment.name): '\(deployment.selection)' matches no expert of the model")
+                    throw ScalerError(
+                        "deployment \(deployment.name): '\(deployment.selection)' matches no expert of the model")
                 }
                 return KubernetesScaler.Deployment(
                     name: deployment.name,
                     group: ScalingGroup(name: deployment.selection, selection: deployment.selection, experts: experts))
             }
-            return KubernetesScaler(client: KubernetesClient(configuration: client), deployments: resolved, logger: logger)
+            return KubernetesScaler(
+                client: KubernetesClient(configuration: client), deployments: resolved, logger: logger)
         }
     }
 }
@@ -85,18 +88,21 @@ public struct CoordinatorApplication: Service {
 
     public func run() async throws {
         let checkpoint = try MoECheckpoint(path: self.configuration.modelPath)
-        let coordinator = Coordinator(checkpoint: checkpoint, settings: self.configuration.settings, logger: self.logger)
+        let coordinator = Coordinator(
+            checkpoint: checkpoint, settings: self.configuration.settings, logger: self.logger)
         let server = CoordinatorServer(coordinator: coordinator, serving: self.configuration.serving)
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { try await server.serve() }
             let endpoint = try await server.listeningEndpoint
-            let scaler = try self.configuration.makeScaler(checkpoint: checkpoint, coordinator: endpoint, logger: self.logger)
+            let scaler = try self.configuration.makeScaler(
+                checkpoint: checkpoint, coordinator: endpoint, logger: self.logger)
             try await coordinator.start(scaler: scaler)
             server.health.setAll(.serving)
             group.addTask { try await scaler.run() }
             if let port = self.configuration.httpPort {
                 let http = HTTPEndpoint(
-                    host: self.configuration.serving.host, port: port, routes: StatusPage.routes(coordinator: coordinator),
+                    host: self.configuration.serving.host, port: port,
+                    routes: StatusPage.routes(coordinator: coordinator),
                     logger: self.logger, onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 group.addTask { try await http.run() }
             }

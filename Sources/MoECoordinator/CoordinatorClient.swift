@@ -20,7 +20,8 @@ public struct CoordinatorClient: Sendable {
     }
 
     public func status() async throws -> Moemesh_V1_CoordinatorStatus {
-        try await self.client.getStatus(Moemesh_V1_GetStatusRequest(), options: self.serving.callOptions(timeout: .seconds(5)))
+        try await self.client.getStatus(
+            Moemesh_V1_GetStatusRequest(), options: self.serving.callOptions(timeout: .seconds(5)))
     }
 
     /// Prunes `address` from routing (or restores it); returns every pruned expert.
@@ -29,11 +30,13 @@ public struct CoordinatorClient: Sendable {
             $0.expert = Moemesh_V1_ExpertKey(address)
             $0.pruned = pruned
         }
-        return try await self.client.setPruned(request, options: self.serving.callOptions(timeout: .seconds(5))).pruned.map(\.address)
+        return try await self.client.setPruned(request, options: self.serving.callOptions(timeout: .seconds(5))).pruned
+            .map(\.address)
     }
 
     public func drain(replica id: String) async throws -> Moemesh_V1_Replica {
         let request = Moemesh_V1_DrainReplicaRequest.with { $0.replicaID = id }
-        return try await self.client.drainReplica(request, options: self.serving.callOptions(timeout: .seconds(5))).replica
+        return try await self.client.drainReplica(request, options: self.serving.callOptions(timeout: .seconds(5)))
+            .replica
     }
 }

@@ -20,7 +20,10 @@ public struct CoordinatorServer: Sendable {
         self.transport = serving.makeServerTransport()
         self.server = GRPCServer(
             transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
-            interceptors: [RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"), RPCCancellationInterceptor()])
+            interceptors: [
+                RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"),
+                RPCCancellationInterceptor(),
+            ])
         // Heartbeats and demand reports are too frequent to trace.
     }
 
@@ -41,15 +44,22 @@ public struct CoordinatorServer: Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
                 group.addTask {
-                    while !stopped.isSet && !Task.isCancelled && !(untilGracefulShutdown && Task.isShuttingDownGracefully) {
+                    while !stopped.isSet && !Task.isCancelled
+                        && !(untilGracefulShutdown && Task.isShuttingDownGracefully)
+                    {
                         await coordinator.tick()
-                        try? await Task.sleep(for: .milliseconds(100))  // the coordinator's clock: leases, drains, scaling
+                        // the coordinator's clock: leases, drains, scaling
+                        try? await Task.sleep(for: .milliseconds(100))
                     }
                 }
             }
         }
         if untilGracefulShutdown {
-            try await withGracefulShutdownHandler { try await run() } onGracefulShutdown: { self.stop() }
+            try await withGracefulShutdownHandler {
+                try await run()
+            } onGracefulShutdown: {
+                self.stop()
+            }
         } else {
             try await run()
         }

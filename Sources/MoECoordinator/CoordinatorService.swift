@@ -74,7 +74,9 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
     public func setPruned(
         request: Moemesh_V1_SetPrunedRequest, context: ServerContext
     ) async throws -> Moemesh_V1_SetPrunedResponse {
-        guard request.hasExpert else { throw RPCError(code: .invalidArgument, message: "expert: expected a layer and an expert, got none") }
+        guard request.hasExpert else {
+            throw RPCError(code: .invalidArgument, message: "expert: expected a layer and an expert, got none")
+        }
         var response = Moemesh_V1_SetPrunedResponse()
         response.pruned = try await self.coordinator.setPruned(request.expert.address, pruned: request.pruned)
             .map(Moemesh_V1_ExpertKey.init)

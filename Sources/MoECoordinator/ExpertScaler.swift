@@ -26,7 +26,9 @@ public struct ScalingGroup: Sendable, Hashable, CustomStringConvertible {
                 name: "*:\(index)", selection: "*:\(index)",
                 experts: layers.filter { index < $0.numExperts }.map { ExpertAddress(layer: $0.name, expert: index) })
         }
-        let shared = layers.filter { $0.sharedExpert != nil }.map { ExpertAddress(layer: $0.name, expert: ExpertAddress.shared) }
+        let shared = layers.filter { $0.sharedExpert != nil }.map {
+            ExpertAddress(layer: $0.name, expert: ExpertAddress.shared)
+        }
         if !shared.isEmpty { groups.append(ScalingGroup(name: "*:shared", selection: "*:shared", experts: shared)) }
         return groups
     }

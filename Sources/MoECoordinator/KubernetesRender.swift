@@ -33,7 +33,8 @@ public struct KubernetesRender: Sendable {
         let size = max(1, options.expertsPerGroup)
         var groups: [(String, String)] = stride(from: 0, to: experts, by: size).map { start in
             let end = min(experts, start + size) - 1
-            return start == end ? ("moemesh-expert-\(start)", "*:\(start)") : ("moemesh-expert-\(start)-\(end)", "*:\(start)-\(end)")
+            return start == end
+                ? ("moemesh-expert-\(start)", "*:\(start)") : ("moemesh-expert-\(start)-\(end)", "*:\(start)-\(end)")
         }
         if layers.contains(where: { $0.sharedExpert != nil }) { groups.append(("moemesh-expert-shared", "*:shared")) }
         self.groups = groups
@@ -44,7 +45,10 @@ public struct KubernetesRender: Sendable {
     public func files() -> [(name: String, contents: String)] {
         [
             ("kustomization.yaml", self.kustomization()),
-            ("experts.yaml", self.groups.map { self.expert(name: $0.name, selection: $0.selection) }.joined(separator: "---\n")),
+            (
+                "experts.yaml",
+                self.groups.map { self.expert(name: $0.name, selection: $0.selection) }.joined(separator: "---\n")
+            ),
             ("coordinator-scaler.yaml", self.coordinatorPatch()),
         ]
     }
@@ -64,10 +68,12 @@ public struct KubernetesRender: Sendable {
     }
 
     private func coordinatorPatch() -> String {
-        let arguments = [
-            "coordinator", "--model", self.options.modelMount, "--host", "0.0.0.0", "--port", "50050", "--http-port", "8080",
-            "--scaler", "kubernetes",
-        ] + self.groups.flatMap { ["--kubernetes-deployment", "\($0.name)=\($0.selection)"] }
+        let arguments =
+            [
+                "coordinator", "--model", self.options.modelMount, "--host", "0.0.0.0", "--port", "50050",
+                "--http-port", "8080",
+                "--scaler", "kubernetes",
+            ] + self.groups.flatMap { ["--kubernetes-deployment", "\($0.name)=\($0.selection)"] }
         return """
             # The coordinator scales these Deployments through their scale subresource.
             apiVersion: apps/v1
@@ -84,21 +90,25 @@ public struct KubernetesRender: Sendable {
             """
     }
 
-    static func quoted(_ text: String) -> String { "\"" + text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\"" }
+    static func quoted(_ text: String) -> String {
+        "\"" + text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
+    }
 
     private func expert(name: String, selection: String) -> String {
         let options = self.options
-        let arguments = [
-            "expert", "--model", options.modelMount, "--experts", selection, "--host", "0.0.0.0", "--port", "7000",
-            "--http-port", "9090", "--coordinator", "moemesh-coordinator:50050", "--advertise-host", "$(POD_IP)",
-        ] + (options.gpu ? ["--device", "cuda"] : [])
+        let arguments =
+            [
+                "expert", "--model", options.modelMount, "--experts", selection, "--host", "0.0.0.0", "--port", "7000",
+                "--http-port", "9090", "--coordinator", "moemesh-coordinator:50050", "--advertise-host", "$(POD_IP)",
+            ] + (options.gpu ? ["--device", "cuda"] : [])
         let gpuLimit = options.gpu ? "\n              nvidia.com/gpu: 1" : ""
-        let gpuScheduling = options.gpu
+        let gpuScheduling =
+            options.gpu
             ? """
 
-                    tolerations:
-                      - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
-              """
+                  tolerations:
+                    - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+            """
             : ""
         return """
             apiVersion: apps/v1

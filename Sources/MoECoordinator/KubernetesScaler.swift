@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import AsyncHTTPClient
 import Logging
@@ -11,9 +11,9 @@ import NIOHTTP1
 import NIOSSL
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The Kubernetes API calls the scaler makes, and nothing more (see the RBAC in docs/operating.md):
@@ -46,11 +46,14 @@ public struct KubernetesClient: Sendable {
         public static func inCluster(namespace: String?) throws -> Configuration {
             let folder = Self.serviceAccountFolder
             guard let host = getenv("KUBERNETES_SERVICE_HOST").map({ String(cString: $0) }) else {
-                throw ScalerError("KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod (give --kubernetes-api)")
+                throw ScalerError(
+                    "KUBERNETES_SERVICE_HOST is not set: not running in a Kubernetes pod (give --kubernetes-api)")
             }
             let port = getenv("KUBERNETES_SERVICE_PORT").map { String(cString: $0) } ?? "443"
             let resolvedNamespace: String
-            if let namespace { resolvedNamespace = namespace } else {
+            if let namespace {
+                resolvedNamespace = namespace
+            } else {
                 resolvedNamespace = try KubernetesClient.readTrimmed(folder + "/namespace", what: "the pod's namespace")
             }
             let hostPart = host.contains(":") ? "[\(host)]" : host
@@ -92,7 +95,8 @@ public struct KubernetesClient: Sendable {
     public func replicas(of deployment: String) async throws -> Int {
         let body = try await self.send(.GET, path: self.scalePath(deployment), body: nil)
         guard let replicas = try JSONDecoder().decode(Scale.self, from: body).spec?.replicas else {
-            throw ScalerError("Kubernetes API: GET \(self.scalePath(deployment)) answered a Scale without spec.replicas")
+            throw ScalerError(
+                "Kubernetes API: GET \(self.scalePath(deployment)) answered a Scale without spec.replicas")
         }
         return replicas
     }
@@ -147,7 +151,8 @@ public struct KubernetesClient: Sendable {
         let bytes = try await response.body.collect(upTo: 1 << 20)
         let data = Data(bytes.readableBytesView)
         guard (200..<300).contains(response.status.code) else {
-            let message = (try? JSONDecoder().decode(Status.self, from: data))?.message ?? String(decoding: data, as: UTF8.self)
+            let message =
+                (try? JSONDecoder().decode(Status.self, from: data))?.message ?? String(decoding: data, as: UTF8.self)
             throw ScalerError("Kubernetes API: \(method) \(path) answered \(response.status): \(message)")
         }
         return data
@@ -199,7 +204,8 @@ public struct KubernetesScaler: ExpertScaler {
     public func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
         let deployment = try self.deployment(of: group)
         try await self.client.setReplicas(replicas, of: deployment.name)
-        self.logger.info("scaled deployment", metadata: ["deployment": "\(deployment.name)", "replicas": "\(replicas)"])
+        self.logger.info(
+            "scaled deployment", metadata: ["deployment": "\(deployment.name)", "replicas": "\(replicas)"])
     }
 
     public func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
@@ -209,7 +215,8 @@ public struct KubernetesScaler: ExpertScaler {
         }
         try await self.client.setReplicas(replicas, of: deployment.name)
         self.logger.info(
-            "scaled deployment down", metadata: ["deployment": "\(deployment.name)", "replicas": "\(replicas)", "pod": "\(replica.instance)"])
+            "scaled deployment down",
+            metadata: ["deployment": "\(deployment.name)", "replicas": "\(replicas)", "pod": "\(replica.instance)"])
     }
 
     public func run() async throws {}

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import Logging
 import MoEModel
@@ -9,9 +9,9 @@ import MoEServing
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A whole mesh of local OS processes on one machine, under an embedded coordinator: the coordinator's API in this
@@ -106,7 +106,9 @@ public struct LocalMesh: Service {
     ///   - onReady: called once every process serves (default: the router's ready line).
     public init(
         configuration: Configuration, logger: Logger,
-        onCoordinatorListening: @escaping @Sendable (ServiceEndpoint) -> Void = { ReadyLine.print(role: "coordinator", endpoint: $0) },
+        onCoordinatorListening: @escaping @Sendable (ServiceEndpoint) -> Void = {
+            ReadyLine.print(role: "coordinator", endpoint: $0)
+        },
         onReady: @escaping @Sendable (Started) -> Void = { ReadyLine.print(role: "router", endpoint: $0.router) }
     ) {
         self.configuration = configuration
@@ -120,7 +122,8 @@ public struct LocalMesh: Service {
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let coordinator = Coordinator(checkpoint: checkpoint, settings: configuration.coordinator, logger: self.logger)
         let server = CoordinatorServer(
-            coordinator: coordinator, serving: ServingConfiguration(host: configuration.host, port: configuration.coordinatorPort))
+            coordinator: coordinator,
+            serving: ServingConfiguration(host: configuration.host, port: configuration.coordinatorPort))
         // The coordinator's servers stop when told to, after the processes, never by cancellation (see `StopSignal`).
         let serving = Task { try await server.serve(untilGracefulShutdown: false) }
         var http: (endpoint: HTTPEndpoint, task: Task<Void, any Error>)? = nil
@@ -136,7 +139,8 @@ public struct LocalMesh: Service {
             self.onCoordinatorListening(endpoint)
             if let port = configuration.httpPort {
                 let endpoint = HTTPEndpoint(
-                    host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator), logger: self.logger,
+                    host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator),
+                    logger: self.logger,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 // Like the coordinator's server: stopped when told, after the processes, never by cancellation.
                 http = (endpoint, Task { try await endpoint.run() })
@@ -144,7 +148,8 @@ public struct LocalMesh: Service {
             let scaler = LocalProcessScaler(
                 configuration: .init(
                     executable: configuration.executable, modelPath: configuration.modelPath,
-                    groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers), initialReplicas: configuration.replicas,
+                    groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers),
+                    initialReplicas: configuration.replicas,
                     coordinator: endpoint, host: configuration.host, threads: configuration.expertThreads,
                     extraArguments: configuration.expertArguments, unixSocketDirectory: socketDirectory?.path),
                 logger: self.logger)
@@ -163,14 +168,21 @@ public struct LocalMesh: Service {
                     ] + (configuration.unixSockets ? [] : ["--unix-sockets", "off"]) + configuration.routerArguments,
                     environment: ChildProcess.roleEnvironment)
                 router = child
-                guard let routerEndpoint = await child.waitForReadyLine(role: "router", timeout: configuration.startTimeout)
+                guard
+                    let routerEndpoint = await child.waitForReadyLine(
+                        role: "router", timeout: configuration.startTimeout)
                 else { throw StartError.childNotReady(name: child.name, status: child.pollExit()) }
                 let experts = await coordinator.topology().replicas.compactMap { ServiceEndpoint($0.endpoint) }
-                self.onReady(Started(router: routerEndpoint, coordinator: endpoint, control: coordinator, experts: experts, processes: scaler.processes + [child]))
+                self.onReady(
+                    Started(
+                        router: routerEndpoint, coordinator: endpoint, control: coordinator, experts: experts,
+                        processes: scaler.processes + [child]))
 
                 // Serve until shutdown; the router dying ends the mesh (experts that die are replaced by `reap`).
                 let routerExited = await cancelWhenGracefulShutdown { await child.exited.wait() != nil }
-                if routerExited, let status = child.pollExit() { throw StartError.childExited(name: child.name, status: status) }
+                if routerExited, let status = child.pollExit() {
+                    throw StartError.childExited(name: child.name, status: status)
+                }
             } catch {
                 await Self.stop(router: router, scaler: scaler, logger: self.logger)
                 throw error
@@ -185,7 +197,9 @@ public struct LocalMesh: Service {
 
     /// Waits until every expert of the model has a serving replica; an expert process that exits first, the start
     /// timeout or shutdown end the wait.
-    private func waitForExperts(checkpoint: MoECheckpoint, coordinator: Coordinator, scaler: LocalProcessScaler) async throws {
+    private func waitForExperts(checkpoint: MoECheckpoint, coordinator: Coordinator, scaler: LocalProcessScaler)
+        async throws
+    {
         enum Outcome: Sendable { case covered, exited(name: String, status: Int32), timedOut }
         let experts = checkpoint.layers.flatMap(\.expertAddresses)
         let timeout = self.configuration.startTimeout
@@ -195,7 +209,9 @@ public struct LocalMesh: Service {
                     await coordinator.waitUntilCovered(experts)
                     return Task.isCancelled ? nil : .covered
                 }
-                group.addTask { await scaler.firstUnexpectedExit.wait().map { .exited(name: $0.name, status: $0.status) } }
+                group.addTask {
+                    await scaler.firstUnexpectedExit.wait().map { .exited(name: $0.name, status: $0.status) }
+                }
                 group.addTask {
                     try? await Task.sleep(for: timeout)  // the start timeout
                     return Task.isCancelled ? nil : .timedOut

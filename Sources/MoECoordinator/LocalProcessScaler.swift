@@ -4,9 +4,9 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Runs replicas as `moemesh expert` child processes of this one, each registering with the coordinator.
@@ -86,7 +86,8 @@ public final class LocalProcessScaler: ExpertScaler {
     public func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
         let child = self.state.withLock { state -> ChildProcess? in
             state[group.name, default: GroupProcesses()].desired = replicas
-            guard let index = state[group.name]?.children.firstIndex(where: { String($0.pid) == replica.instance }) else { return nil }
+            guard let index = state[group.name]?.children.firstIndex(where: { String($0.pid) == replica.instance })
+            else { return nil }
             return state[group.name]?.children.remove(at: index)
         }
         guard let child else {
@@ -148,7 +149,8 @@ public final class LocalProcessScaler: ExpertScaler {
         for (child, status) in died {
             self.exits.withLock { $0.append((child.name, status)) }
             self.firstUnexpectedExit.set((child.name, status))
-            self.logger.error("replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
+            self.logger.error(
+                "replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
         }
         for group in self.configuration.groups {
             do { try self.reconcile(group) } catch {
@@ -174,7 +176,10 @@ public final class LocalProcessScaler: ExpertScaler {
                             "--group", group.name, "--host", configuration.host, "--port", "0",
                             "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
                             "--coordinator", configuration.coordinator.description,
-                        ] + (configuration.unixSocketDirectory.map { ["--unix-socket", "\($0)/expert-\(number).sock"] } ?? [])
+                        ]
+                            + (configuration.unixSocketDirectory.map {
+                                ["--unix-socket", "\($0)/expert-\(number).sock"]
+                            } ?? [])
                             + configuration.extraArguments, environment: ChildProcess.roleEnvironment,
                         onExit: { [events = self.exitEventsContinuation] in events.yield() }))
             }

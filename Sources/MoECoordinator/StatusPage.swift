@@ -13,7 +13,8 @@ public enum StatusPage {
                 do {
                     return HTTPEndpoint.Response(contentType: "application/json", text: try report.json())
                 } catch {
-                    return HTTPEndpoint.Response(status: .internalServerError, contentType: "text/plain", text: "\(error)\n")
+                    return HTTPEndpoint.Response(
+                        status: .internalServerError, contentType: "text/plain", text: "\(error)\n")
                 }
             },
             metricsPath: metrics,

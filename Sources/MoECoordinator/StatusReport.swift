@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import MoECore
 import MoEProto
@@ -82,14 +82,16 @@ public struct StatusReport: Codable, Sendable {
         self.replicaBalancedness = status.replicaBalancedness
         self.groups = status.groups.map {
             Group(
-                group: $0.group, state: $0.state, servingReplicas: Int($0.servingReplicas), desiredReplicas: Int($0.desiredReplicas),
+                group: $0.group, state: $0.state, servingReplicas: Int($0.servingReplicas),
+                desiredReplicas: Int($0.desiredReplicas),
                 demandRowsPerSecond: $0.demandRowsPerSecond, experts: $0.experts.map { Self.name($0.address) })
         }
         self.replicas = status.replicas.map {
             Replica(
                 replicaId: $0.replica.replicaID, group: $0.replica.group, endpoint: $0.replica.endpoint,
                 state: $0.replica.state == .draining ? "draining" : "serving", device: $0.replica.device,
-                rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows, latencyP50Ms: $0.load.latencyP50Ms,
+                rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows,
+                latencyP50Ms: $0.load.latencyP50Ms,
                 latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs, instance: $0.replica.instance,
                 ejectedBy: $0.ejectedBy, links: $0.links)
         }
@@ -97,10 +99,13 @@ public struct StatusReport: Codable, Sendable {
         self.experts = status.experts.map {
             Expert(
                 layer: $0.expert.layer, expert: $0.expert.expert < 0 ? "shared" : String($0.expert.expert),
-                demandRowsPerSecond: $0.demandRowsPerSecond, servingReplicas: Int($0.servingReplicas), pruned: $0.pruned)
+                demandRowsPerSecond: $0.demandRowsPerSecond, servingReplicas: Int($0.servingReplicas), pruned: $0.pruned
+            )
         }
         self.decisions = status.decisions.map {
-            Decision(atUnixMs: $0.atUnixMs, group: $0.group, fromReplicas: Int($0.fromReplicas), toReplicas: Int($0.toReplicas), reason: $0.reason)
+            Decision(
+                atUnixMs: $0.atUnixMs, group: $0.group, fromReplicas: Int($0.fromReplicas),
+                toReplicas: Int($0.toReplicas), reason: $0.reason)
         }
     }
 
@@ -124,17 +129,33 @@ public struct StatusReport: Codable, Sendable {
         ]
         lines += Self.columns(
             [["GROUP", "STATE", "REPLICAS", "ROWS/S"]]
-                + self.groups.map { [$0.group, $0.state, "\($0.servingReplicas)/\($0.desiredReplicas)", DecimalFormat.fixed($0.demandRowsPerSecond, 0)] })
+                + self.groups.map {
+                    [
+                        $0.group, $0.state, "\($0.servingReplicas)/\($0.desiredReplicas)",
+                        DecimalFormat.fixed($0.demandRowsPerSecond, 0),
+                    ]
+                })
         if replicas && !self.replicas.isEmpty {
             lines.append("")
             lines += Self.columns(
-                [["REPLICA", "GROUP", "ENDPOINT", "LINK", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS", "P99 MS", "HEARTBEAT MS AGO"]]
+                [
+                    [
+                        "REPLICA", "GROUP", "ENDPOINT", "LINK", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS", "P99 MS",
+                        "HEARTBEAT MS AGO",
+                    ]
+                ]
                     + self.replicas.map {
-                        [$0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.state, DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
-                         DecimalFormat.fixed($0.latencyP50Ms, 2), DecimalFormat.fixed($0.latencyP99Ms, 2), "\($0.lastHeartbeatMs)"]
+                        [
+                            $0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.state,
+                            DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
+                            DecimalFormat.fixed($0.latencyP50Ms, 2), DecimalFormat.fixed($0.latencyP99Ms, 2),
+                            "\($0.lastHeartbeatMs)",
+                        ]
                     })
         }
-        if !self.prunedExperts.isEmpty { lines += ["", "pruned from routing: " + self.prunedExperts.joined(separator: ", ")] }
+        if !self.prunedExperts.isEmpty {
+            lines += ["", "pruned from routing: " + self.prunedExperts.joined(separator: ", ")]
+        }
         if decisions > 0 && !self.decisions.isEmpty {
             lines.append("")
             lines.append("recent decisions:")
@@ -165,7 +186,8 @@ public struct StatusReport: Codable, Sendable {
                 }
                 let text = cell.pruned ? "x" : cell.servingReplicas == 0 ? "·" : String(cell.servingReplicas)
                 if color {
-                    let shade = shades[min(shades.count - 1, Int(cell.demandRowsPerSecond / peak * Double(shades.count - 1) + 0.5))]
+                    let shade = shades[
+                        min(shades.count - 1, Int(cell.demandRowsPerSecond / peak * Double(shades.count - 1) + 0.5))]
                     line += "\u{1B}[48;5;\(shade)m\u{1B}[97m " + pad(text) + " \u{1B}[0m"
                 } else {
                     line += " " + pad(text) + " "
@@ -173,7 +195,8 @@ public struct StatusReport: Codable, Sendable {
             }
             lines.append(line)
         }
-        lines.append("cells: replicas serving the expert; shade: demand (busiest \(DecimalFormat.fixed(peak, 0)) rows/s)")
+        lines.append(
+            "cells: replicas serving the expert; shade: demand (busiest \(DecimalFormat.fixed(peak, 0)) rows/s)")
         return lines.joined(separator: "\n")
     }
 

@@ -94,7 +94,8 @@ final class ComputeSteps: Sendable {
                 for (item, output) in zip(ready, outputs) { item.call.continuation.resume(returning: .success(output)) }
             } catch {
                 for item in ready {
-                    item.call.continuation.resume(returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
+                    item.call.continuation.resume(
+                        returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
                 }
             }
             return
@@ -103,7 +104,8 @@ final class ComputeSteps: Sendable {
             do {
                 item.call.continuation.resume(returning: .success(try item.kernel.forward(item.call.rows)))
             } catch {
-                item.call.continuation.resume(returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
+                item.call.continuation.resume(
+                    returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
             }
         }
     }

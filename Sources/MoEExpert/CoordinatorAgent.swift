@@ -55,7 +55,8 @@ public struct CoordinatorAgent: Service {
             // Registered once the server listens; shutdown before that ends the wait.
             guard let listening = await cancelWhenGracefulShutdown({ await self.listening.wait() }) else { return }
             var registration = self.registration
-            registration.endpoint = ServiceEndpoint(host: self.advertiseHost ?? listening.host, port: listening.port).description
+            registration.endpoint =
+                ServiceEndpoint(host: self.advertiseHost ?? listening.host, port: listening.port).description
             let experts = registration.experts.map(\.address)
             var replicaID: String? = nil
             var interval = Duration.milliseconds(500)
@@ -66,20 +67,25 @@ public struct CoordinatorAgent: Service {
                         var heartbeat = Moemesh_V1_HeartbeatRequest()
                         heartbeat.replicaID = id
                         heartbeat.load = self.meter.snapshot(experts: experts)
-                        let answer = try await coordinator.heartbeat(heartbeat, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
+                        let answer = try await coordinator.heartbeat(
+                            heartbeat, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
                         if !answer.known {
                             self.logger.notice("the coordinator no longer knows this replica; registering again")
                             replicaID = nil
                             continue
                         }
                     } else {
-                        let answer = try await coordinator.register(registration, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
+                        let answer = try await coordinator.register(
+                            registration, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
                         replicaID = answer.replicaID
                         self.onRegistered()
                         interval = .milliseconds(max(50, answer.heartbeatIntervalMs))
                         self.logger.info(
                             "registered with the coordinator",
-                            metadata: ["coordinator": "\(self.coordinator)", "replica": "\(answer.replicaID)", "endpoint": "\(registration.endpoint)"])
+                            metadata: [
+                                "coordinator": "\(self.coordinator)", "replica": "\(answer.replicaID)",
+                                "endpoint": "\(registration.endpoint)",
+                            ])
                     }
                     reachable = true
                 } catch let error as RPCError where error.code == .invalidArgument || error.code == .notFound {
@@ -93,13 +99,15 @@ public struct CoordinatorAgent: Service {
                     }
                     reachable = false
                 }
-                try? await Task.sleep(for: interval)  // periodic: the heartbeat (or the retry while the coordinator is down)
+                // periodic: the heartbeat (or the retry while the coordinator is down)
+                try? await Task.sleep(for: interval)
             }
             if let id = replicaID {
                 var request = Moemesh_V1_DeregisterRequest()
                 request.replicaID = id
                 do {
-                    _ = try await coordinator.deregister(request, options: self.serving.coordinatorCallOptions(timeout: .seconds(1)))
+                    _ = try await coordinator.deregister(
+                        request, options: self.serving.coordinatorCallOptions(timeout: .seconds(1)))
                     self.logger.info("deregistered from the coordinator", metadata: ["replica": "\(id)"])
                 } catch {
                     self.logger.debug("could not deregister", metadata: ["error": "\(error)"])

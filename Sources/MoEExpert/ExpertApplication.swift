@@ -16,8 +16,9 @@ public func buildExpertServices(
     let checkpoint = try MoECheckpoint(path: configuration.modelPath)
     let experts = configuration.experts.resolve(layers: checkpoint.layers)
     guard !experts.isEmpty else {
-        throw ExpertStartupError.noExperts(selection: configuration.experts.description,
-                                           layers: checkpoint.layers.map(\.name))
+        throw ExpertStartupError.noExperts(
+            selection: configuration.experts.description,
+            layers: checkpoint.layers.map(\.name))
     }
     let backend: any ExpertBackend
     do { backend = try makeExpertBackend(configuration.device) } catch { throw ExpertStartupError.device("\(error)") }
@@ -39,7 +40,8 @@ public func buildExpertServices(
         alsoOn: configuration.unixSocket.map { [configuration.serving.makeServerTransport(unixSocket: $0)] } ?? [],
         services: [service], health: health,
         interceptors: [
-            RPCMetricsInterceptor(metrics: service.metrics, service: "expert"), TracingServerInterceptor(logger: logger),
+            RPCMetricsInterceptor(metrics: service.metrics, service: "expert"),
+            TracingServerInterceptor(logger: logger),
             DeadlineServerInterceptor(), RPCCancellationInterceptor(),
         ]
     ) { [hasCoordinator = configuration.coordinator != nil] endpoint in
@@ -62,7 +64,8 @@ public func buildExpertServices(
     registration.hostID = HostIdentity.current
     let agent = CoordinatorAgent(
         coordinator: coordinator, registration: registration, listening: listening,
-        advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving, logger: logger,
+        advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving,
+        logger: logger,
         onRegistered: { health.setAll(.serving) })
     return [server, agent]
 }

@@ -34,7 +34,8 @@ public struct ExpertConfiguration: Sendable {
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
         serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
-        group: String? = nil, advertiseHost: String? = nil, unixSocket: String? = nil, instance: String, computeDelay: Duration? = nil,
+        group: String? = nil, advertiseHost: String? = nil, unixSocket: String? = nil, instance: String,
+        computeDelay: Duration? = nil,
         memoryBudgetBytes: Int? = nil, device: ComputeDevice = .cpu
     ) {
         self.memoryBudgetBytes = memoryBudgetBytes

@@ -53,16 +53,19 @@ public struct ExpertService: Sendable {
         do {
             if let budget = memoryBudgetBytes {
                 // Loads on demand: keeps the checkpoint (and its mapping) for later loads.
-                cache = ExpertCache(budgetBytes: budget) { address in try Self.load(address, from: checkpoint, on: backend) }
+                cache = ExpertCache(budgetBytes: budget) { address in
+                    try Self.load(address, from: checkpoint, on: backend)
+                }
                 if let first = experts.first { _ = try cache.kernel(for: first) }
                 if cache.statistics.residentBytes > budget {
                     throw ExpertStartupError.budgetTooSmall(budget: budget, oneExpert: cache.statistics.residentBytes)
                 }
             } else {
-                cache = ExpertCache(resident: try experts.map { address in
-                    let (kernel, bytes) = try Self.load(address, from: checkpoint, on: backend)
-                    return (address, kernel, bytes)
-                })
+                cache = ExpertCache(
+                    resident: try experts.map { address in
+                        let (kernel, bytes) = try Self.load(address, from: checkpoint, on: backend)
+                        return (address, kernel, bytes)
+                    })
             }
         } catch let error as ExpertStartupError {
             throw error
@@ -88,7 +91,8 @@ public struct ExpertService: Sendable {
     static func load(
         _ address: ExpertAddress, from checkpoint: MoECheckpoint, on backend: any ExpertBackend
     ) throws -> (kernel: any ExpertKernel, bytes: Int) {
-        try backend.makeKernel(try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
+        try backend.makeKernel(
+            try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
     }
 
     /// The hosted experts, compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
@@ -129,7 +133,8 @@ public struct ExpertService: Sendable {
         let rows: DecodedRows
         do {
             rows = try request.rows.decodeTokenRows(
-                field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2], shapeDescription: "[N, \(self.hiddenSize)]")
+                field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2],
+                shapeDescription: "[N, \(self.hiddenSize)]")
         } catch { throw .invalidInput(error) }
         let input = rows.matrix
         let started = ContinuousClock.now
@@ -197,7 +202,8 @@ final class CacheMetrics: Sendable {
             let metrics = self.metrics
             metrics.counter("moemesh_expert_cache_hits_total").increment(by: now.hits - published.hits)
             metrics.counter("moemesh_expert_cache_misses_total").increment(by: now.misses - published.misses)
-            metrics.counter("moemesh_expert_cache_prefetches_total").increment(by: now.prefetches - published.prefetches)
+            metrics.counter("moemesh_expert_cache_prefetches_total").increment(
+                by: now.prefetches - published.prefetches)
             metrics.counter("moemesh_expert_cache_evictions_total").increment(by: now.evictions - published.evictions)
             if now.loadTime > published.loadTime {
                 metrics.timer("moemesh_expert_cache_load_seconds").record(duration: now.loadTime - published.loadTime)

@@ -1,9 +1,9 @@
 import COpenBLAS
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The OpenBLAS kernel set of this process, chosen the same way in every process of the project (the `moemesh`

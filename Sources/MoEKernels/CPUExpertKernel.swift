@@ -11,7 +11,8 @@ public struct CPUExpertKernel: ExpertKernel {
         /// `[2I, H]`: gate rows then up rows; down `[H, I]`.
         case gated(gateUp: [Float], down: [Float], activation: Activation)
         /// As gated, plus biases `[2I]` (gate then up) and `[H]`.
-        case clampedSwiGLU(gateUp: [Float], down: [Float], gateUpBias: [Float], downBias: [Float], limit: Float, alpha: Float)
+        case clampedSwiGLU(
+            gateUp: [Float], down: [Float], gateUpBias: [Float], downBias: [Float], limit: Float, alpha: Float)
         /// in `[I, H]`, out `[H, I]`.
         case plain(input: [Float], output: [Float], activation: Activation)
     }
@@ -39,12 +40,13 @@ public struct CPUExpertKernel: ExpertKernel {
 
     /// Bytes of weights this kernel holds (f32).
     public var residentBytes: Int {
-        let floats = switch self.layout {
-        case .gated(let gateUp, let down, _): gateUp.count + down.count
-        case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, _, _):
-            gateUp.count + down.count + gateUpBias.count + downBias.count
-        case .plain(let input, let output, _): input.count + output.count
-        }
+        let floats =
+            switch self.layout {
+            case .gated(let gateUp, let down, _): gateUp.count + down.count
+            case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, _, _):
+                gateUp.count + down.count + gateUpBias.count + downBias.count
+            case .plain(let input, let output, _): input.count + output.count
+            }
         return floats * MemoryLayout<Float>.size
     }
 
@@ -65,7 +67,8 @@ public struct CPUExpertKernel: ExpertKernel {
                         if activation == .silu {
                             // The common case (SwiGLU), vectorised: the scalar exp costs as much as a GEMM at large N.
                             VectorMath.siluProduct(
-                                a.baseAddress! + base, a.baseAddress! + base + i, into: z.baseAddress! + row * i, count: i)
+                                a.baseAddress! + base, a.baseAddress! + base + i, into: z.baseAddress! + row * i,
+                                count: i)
                             continue
                         }
                         for column in 0..<i {

@@ -1,5 +1,5 @@
 #if os(Linux)
-import CMalloc
+    import CMalloc
 #endif
 
 /// Process-wide allocator settings for large activation buffers.
@@ -9,8 +9,8 @@ public enum MemoryTuning {
     /// H = 1024, I = 2816) would page-fault anew on each call.
     public static func keepLargeAllocations() {
         #if os(Linux)
-        _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
+            _ = mallopt(M_MMAP_THRESHOLD, 1 << 30)
+            _ = mallopt(M_TRIM_THRESHOLD, 1 << 30)
         #endif
     }
 }

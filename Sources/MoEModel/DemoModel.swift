@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import MoECore
 
@@ -20,7 +20,8 @@ public enum DemoModel {
     public static func ensure(
         cacheDirectory: String, shape: ModelSynthesizer.Shape = .demo
     ) throws(ModelError) -> (path: String, created: Bool) {
-        let name = "demo-mixtral-e\(shape.experts)-k\(shape.topK)-h\(shape.hiddenSize)-i\(shape.intermediateSize)-l\(shape.layers)"
+        let name =
+            "demo-mixtral-e\(shape.experts)-k\(shape.topK)-h\(shape.hiddenSize)-i\(shape.intermediateSize)-l\(shape.layers)"
         let path = FileSystem.join(cacheDirectory, name)
         if (try? MoECheckpoint(path: path)) != nil { return (path, false) }
         try ModelSynthesizer(shape: shape, dtype: .f32, seed: 0).write(to: path)

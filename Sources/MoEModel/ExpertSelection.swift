@@ -16,7 +16,8 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
     public let items: [Item]
     public let description: String
 
-    public static let all = ExpertSelection(items: [Item(layer: nil, experts: nil, includesShared: true)], description: "*:*")
+    public static let all = ExpertSelection(
+        items: [Item(layer: nil, experts: nil, includesShared: true)], description: "*:*")
 
     init(items: [Item], description: String) {
         self.items = items
@@ -44,7 +45,8 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
                     bounds.first!! <= bounds.last!!
                 else {
                     return .failure(
-                        SelectionError(text: text, reason: "expected *, N, A-B or shared for the experts, got '\(expertText)'"))
+                        SelectionError(
+                            text: text, reason: "expected *, N, A-B or shared for the experts, got '\(expertText)'"))
                 }
                 experts = bounds.first!!..<(bounds.last!! + 1)
             }

@@ -34,7 +34,8 @@ public struct MoECheckpoint: Sendable {
 
     /// The weights of expert `expert` of `layer` (`ExpertAddress.shared` for its shared expert), widened to f32.
     public func expertWeights(layer: MoELayerSpec, expert: Int) throws(ModelError) -> ExpertWeights {
-        guard (0..<layer.numExperts).contains(expert) || (expert == ExpertAddress.shared && layer.sharedExpert != nil) else {
+        guard (0..<layer.numExperts).contains(expert) || (expert == ExpertAddress.shared && layer.sharedExpert != nil)
+        else {
             throw .unknownExpert(layer: layer.name, expert: expert, numExperts: layer.numExperts)
         }
         return try self.architecture.loadExpert(layer: layer, expert: expert, from: self.folder)

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// A Hugging Face `config.json`: typed access to its keys, with errors that name the file, the key, what was
@@ -51,13 +51,17 @@ public struct ModelConfig: Sendable, Equatable {
     /// A positive integer key.
     public func positiveInt(_ key: String, default fallback: Int? = nil) throws(ModelError) -> Int {
         let value = try self.int(key, default: fallback)
-        guard value > 0 else { throw .invalidConfig(path: self.path, reason: "'\(key)' must be positive, got \(value)") }
+        guard value > 0 else {
+            throw .invalidConfig(path: self.path, reason: "'\(key)' must be positive, got \(value)")
+        }
         return value
     }
 
     public func double(_ key: String, default fallback: Double? = nil) throws(ModelError) -> Double {
         guard let value = self.values[key], value != .null else {
-            guard let fallback else { throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing") }
+            guard let fallback else {
+                throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing")
+            }
             return fallback
         }
         guard case .number(let number) = value else { throw self.invalid(key, expected: "a number", got: value) }
@@ -72,7 +76,9 @@ public struct ModelConfig: Sendable, Equatable {
 
     public func string(_ key: String, default fallback: String? = nil) throws(ModelError) -> String {
         guard let value = self.values[key], value != .null else {
-            guard let fallback else { throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing") }
+            guard let fallback else {
+                throw .invalidConfig(path: self.path, reason: "required key '\(key)' is missing")
+            }
             return fallback
         }
         guard case .string(let text) = value else { throw self.invalid(key, expected: "a string", got: value) }
@@ -81,7 +87,9 @@ public struct ModelConfig: Sendable, Equatable {
 
     public func intArray(_ key: String, default fallback: [Int] = []) throws(ModelError) -> [Int] {
         guard let value = self.values[key], value != .null else { return fallback }
-        guard case .array(let items) = value else { throw self.invalid(key, expected: "an array of integers", got: value) }
+        guard case .array(let items) = value else {
+            throw self.invalid(key, expected: "an array of integers", got: value)
+        }
         var result: [Int] = []
         for item in items {
             guard case .number(let number) = item, number == number.rounded() else {

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import MoECore
 
@@ -88,7 +88,9 @@ public struct ModelFolder: Sendable {
     public func slice(_ name: String, index: Int, count: Int, shape: [Int]) throws(ModelError) -> Matrix {
         let file = try self.file(holding: name)
         let entry = file.entries[name]!
-        guard entry.shape == [count] + shape else { throw .tensorShape(name: name, expected: [count] + shape, got: entry.shape) }
+        guard entry.shape == [count] + shape else {
+            throw .tensorShape(name: name, expected: [count] + shape, got: entry.shape)
+        }
         guard let dtype = entry.dtype.floatingPoint else {
             throw .unsupportedTensorDType(name: name, dtype: entry.dtype.rawValue)
         }

@@ -67,11 +67,15 @@ public struct ModelSynthesizer: Sendable {
         func tensor(_ name: String, _ shape: [Int], scale: Float) {
             stream += 1
             let values = Self.uniform(count: shape.reduce(1, *), scale: scale, seed: self.seed &* 1_000_003 &+ stream)
-            entries.append(.init(name: name, dtype: SafeTensorsDType(self.dtype), shape: shape,
-                                 bytes: self.dtype.encodeBytes(values)))
+            entries.append(
+                .init(
+                    name: name, dtype: SafeTensorsDType(self.dtype), shape: shape,
+                    bytes: self.dtype.encodeBytes(values)))
         }
         for layer in 0..<self.shape.layers {
-            tensor("model.layers.\(layer).block_sparse_moe.gate.weight", [self.shape.experts, h], scale: 1 / Float(h).squareRoot())
+            tensor(
+                "model.layers.\(layer).block_sparse_moe.gate.weight", [self.shape.experts, h],
+                scale: 1 / Float(h).squareRoot())
             for expert in 0..<self.shape.experts {
                 let prefix = MixtralArchitecture.expertTensorPrefix(layer: String(layer), expert: expert)
                 tensor(prefix + "w1.weight", [i, h], scale: 1 / Float(h).squareRoot())
@@ -82,7 +86,8 @@ public struct ModelSynthesizer: Sendable {
         try SafeTensorsWriter.write(
             entries, metadata: ["format": "pt", "generator": "moemesh synth"],
             to: FileSystem.join(directory, "model.safetensors"))
-        try FileSystem.writeFile(FileSystem.join(directory, "config.json"), chunks: [ModelConfig.json(self.configValues)])
+        try FileSystem.writeFile(
+            FileSystem.join(directory, "config.json"), chunks: [ModelConfig.json(self.configValues)])
         return entries.reduce(0) { $0 + $1.bytes.count }
     }
 

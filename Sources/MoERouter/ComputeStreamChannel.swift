@@ -10,15 +10,18 @@ import Synchronization
 /// cancelled at the expert by a message naming it.
 public final class ComputeStreamChannel: Sendable {
     /// Runs one stream until it ends: `requests` go out, each answer goes to `deliver`.
-    public typealias Runner = @Sendable (
-        _ requests: AsyncStream<Moemesh_V1_ComputeStreamRequest>,
-        _ deliver: @escaping @Sendable (Moemesh_V1_ComputeStreamResponse) -> Void
-    ) async throws -> Void
+    public typealias Runner =
+        @Sendable (
+            _ requests: AsyncStream<Moemesh_V1_ComputeStreamRequest>,
+            _ deliver: @escaping @Sendable (Moemesh_V1_ComputeStreamResponse) -> Void
+        ) async throws -> Void
 
     private struct State {
         var outbound: AsyncStream<Moemesh_V1_ComputeStreamRequest>.Continuation?
         var generation: UInt64 = 0
-        var pending: [UInt64: (generation: UInt64, continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>)] = [:]
+        var pending:
+            [UInt64: (generation: UInt64, continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>)] =
+                [:]
         var nextID: UInt64 = 0
     }
 
@@ -87,10 +90,11 @@ public final class ComputeStreamChannel: Sendable {
         } onCancel: {
             let continuation = self.state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
             guard let continuation else { return }
-            outbound.yield(.with {
-                $0.callID = id
-                $0.cancel = true
-            })
+            outbound.yield(
+                .with {
+                    $0.callID = id
+                    $0.cancel = true
+                })
             continuation.resume(throwing: CancellationError())
         }
     }
@@ -121,7 +125,8 @@ public final class ComputeStreamChannel: Sendable {
     }
 
     private func deliver(_ message: Moemesh_V1_ComputeStreamResponse) {
-        guard let continuation = self.state.withLock({ $0.pending.removeValue(forKey: message.callID)?.continuation }) else {
+        guard let continuation = self.state.withLock({ $0.pending.removeValue(forKey: message.callID)?.continuation })
+        else {
             return  // cancelled meanwhile
         }
         if message.hasError {
@@ -148,7 +153,9 @@ public final class ComputeStreamChannel: Sendable {
     /// Ends the stream (its calls fail with `UNAVAILABLE`).
     public func close() {
         let generation = self.state.withLock { $0.generation }
-        self.end(generation: generation, failure: RPCError(code: .unavailable, message: "the connection to the expert was closed"))
+        self.end(
+            generation: generation,
+            failure: RPCError(code: .unavailable, message: "the connection to the expert was closed"))
     }
 
     static let streamEnded = RPCError(code: .unavailable, message: "the compute stream to the expert ended")

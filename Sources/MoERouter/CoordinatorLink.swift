@@ -82,22 +82,32 @@ public final class CoordinatorLink: Sendable {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 try await cancelWhenGracefulShutdown {
-                    try await self.api.watchTopology(request, options: self.serving.coordinatorCallOptions()) { response in
+                    try await self.api.watchTopology(request, options: self.serving.coordinatorCallOptions()) {
+                        response in
                         for try await topology in response.messages {
-                            if !self.following.withLock({ following in defer { following = true }; return following }) {
-                                self.logger.notice("following the coordinator's topology", metadata: ["coordinator": "\(self.coordinator)"])
+                            if !self.following.withLock({ following in
+                                defer { following = true }; return following
+                            }) {
+                                self.logger.notice(
+                                    "following the coordinator's topology",
+                                    metadata: ["coordinator": "\(self.coordinator)"])
                             }
                             self.apply(topology)
                         }
                     }
                 }
                 // The coordinator ended the stream (it is stopping): resubscribe, to it or its successor.
-                if self.following.withLock({ following in defer { following = false }; return following }) {
-                    self.logger.notice("the coordinator ended the topology stream; serving with the last topology and resubscribing")
+                if self.following.withLock({ following in
+                    defer { following = false }; return following
+                }) {
+                    self.logger.notice(
+                        "the coordinator ended the topology stream; serving with the last topology and resubscribing")
                 }
                 backoff = .milliseconds(100)
             } catch {
-                if self.following.withLock({ following in defer { following = false }; return following }),
+                if self.following.withLock({ following in
+                    defer { following = false }; return following
+                }),
                     !Task.isShuttingDownGracefully
                 {
                     self.logger.warning(
@@ -114,9 +124,12 @@ public final class CoordinatorLink: Sendable {
     public func apply(_ topology: Moemesh_V1_Topology) {
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
         var endpoints = Set<ServiceEndpoint>()
-        let draining = Set(topology.replicas.filter { $0.state == .draining }.compactMap { ServiceEndpoint($0.endpoint) })
+        let draining = Set(
+            topology.replicas.filter { $0.state == .draining }.compactMap { ServiceEndpoint($0.endpoint) })
         for replica in topology.replicas where replica.state == .serving {
-            guard let endpoint = ServiceEndpoint(replica.endpoint), let connection = try? self.connections.replica(at: endpoint, unixSocket: replica.unixSocket, host: replica.hostID)
+            guard let endpoint = ServiceEndpoint(replica.endpoint),
+                let connection = try? self.connections.replica(
+                    at: endpoint, unixSocket: replica.unixSocket, host: replica.hostID)
             else {
                 self.logger.error("topology names an unusable endpoint", metadata: ["endpoint": "\(replica.endpoint)"])
                 continue
@@ -125,12 +138,17 @@ public final class CoordinatorLink: Sendable {
             for key in replica.experts { replicas[key.address, default: []].append(connection) }
         }
         self.topology.update(
-            replicas: replicas, startable: Set(topology.startable.map(\.address)), pruned: Set(topology.pruned.map(\.address)),
+            replicas: replicas, startable: Set(topology.startable.map(\.address)),
+            pruned: Set(topology.pruned.map(\.address)),
             version: topology.version, draining: draining)
         // A draining replica's connection stays open for the calls it is finishing.
         self.connections.keepOnly(endpoints.union(draining))
         self.logger.debug(
-            "topology", metadata: ["version": "\(topology.version)", "replicas": "\(endpoints.count)", "pruned": "\(topology.pruned.count)"])
+            "topology",
+            metadata: [
+                "version": "\(topology.version)", "replicas": "\(endpoints.count)",
+                "pruned": "\(topology.pruned.count)",
+            ])
     }
 
     private func reportDemand() async {
@@ -162,7 +180,8 @@ public final class CoordinatorLink: Sendable {
                 }
             }
             do {
-                _ = try await self.api.reportDemand(report, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
+                _ = try await self.api.reportDemand(
+                    report, options: self.serving.coordinatorCallOptions(timeout: .seconds(2)))
             } catch {
                 self.logger.debug("could not report demand", metadata: ["error": "\(error)"])
             }
@@ -182,7 +201,8 @@ public final class CoordinatorLink: Sendable {
                 request.experts = [Moemesh_V1_ExpertKey(address)]
                 request.reason = "router \(self.routerID)"
                 self.logger.info("cold start", metadata: ["expert": "\(address)"])
-                let topology = try await self.api.ensureExperts(request, options: self.serving.coordinatorCallOptions(timeout: timeout))
+                let topology = try await self.api.ensureExperts(
+                    request, options: self.serving.coordinatorCallOptions(timeout: timeout))
                 self.apply(topology)
             }
             tasks[address] = task

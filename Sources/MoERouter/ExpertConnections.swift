@@ -42,7 +42,9 @@ public final class ExpertConnections: Sendable {
 
     /// The replica at `endpoint`, connecting on first use: through `unixSocket` when the replica registered one on
     /// `host` and that is this process's host, else over TCP.
-    public func replica(at endpoint: ServiceEndpoint, unixSocket: String = "", host: String = "") throws -> ExpertReplica {
+    public func replica(at endpoint: ServiceEndpoint, unixSocket: String = "", host: String = "") throws
+        -> ExpertReplica
+    {
         let connection = try self.state.withLock { state in
             if let connection = state.connections[endpoint] { return connection }
             let local = self.unixSockets && !unixSocket.isEmpty && host == HostIdentity.current
@@ -51,18 +53,22 @@ public final class ExpertConnections: Sendable {
                     ? try self.serving.makeClientTransport(toUnixSocket: unixSocket)
                     : try self.serving.makeClientTransport(to: endpoint))
             let jobs = self.jobsContinuation
-            let stream = self.streams
+            let stream =
+                self.streams
                 ? ComputeStreamChannel(
-                    client: Moemesh_V1_Expert.Client(wrapping: client), serving: self.serving, spawn: { jobs.yield($0) })
+                    client: Moemesh_V1_Expert.Client(wrapping: client), serving: self.serving, spawn: { jobs.yield($0) }
+                )
                 : nil
-            let connection = Connection(client: client, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)")
+            let connection = Connection(
+                client: client, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)")
             state.connections[endpoint] = connection
             if state.closed { client.beginGracefulShutdown() }
             jobs.yield { try? await client.runConnections() }
             return connection
         }
         return ExpertReplica(
-            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client), stream: connection.stream)
+            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client), stream: connection.stream
+        )
     }
 
     /// How each connected replica is reached ("tcp HOST:PORT", "unix PATH"), by registered endpoint.

@@ -11,22 +11,30 @@ public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
     /// The long-lived stream the calls use; nil: one unary `Compute` RPC per call.
     public let stream: ComputeStreamChannel?
-    private let call: @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
+    private let call:
+        @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
     private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
-    private let prefetchCall: @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
+    private let prefetchCall:
+        @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
 
     public init<Transport: ClientTransport>(
         endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>, stream: ComputeStreamChannel? = nil
     ) {
         self.endpoint = endpoint
         self.stream = stream
-        self.call = { request, metadata, options in try await client.compute(request, metadata: metadata, options: options) }
-        self.describeCall = { options in try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options) }
+        self.call = { request, metadata, options in
+            try await client.compute(request, metadata: metadata, options: options)
+        }
+        self.describeCall = { options in
+            try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options)
+        }
         self.prefetchCall = { request, options in try await client.prefetch(request, options: options) }
     }
 
     /// `Prefetch`: a hint that these experts will be needed soon.
-    public func prefetch(_ request: Moemesh_V1_PrefetchRequest, options: CallOptions) async throws -> Moemesh_V1_PrefetchResponse {
+    public func prefetch(_ request: Moemesh_V1_PrefetchRequest, options: CallOptions) async throws
+        -> Moemesh_V1_PrefetchResponse
+    {
         try await self.prefetchCall(request, options)
     }
 
@@ -63,7 +71,8 @@ public final class ExpertTopology: Sendable {
     private let onRemoved: @Sendable (Set<ServiceEndpoint>) -> Void
 
     public init(
-        replicas: [ExpertAddress: [ExpertReplica]], onRemoved: @escaping @Sendable (Set<ServiceEndpoint>) -> Void = { _ in }
+        replicas: [ExpertAddress: [ExpertReplica]],
+        onRemoved: @escaping @Sendable (Set<ServiceEndpoint>) -> Void = { _ in }
     ) {
         self.state = Mutex(State(replicas: replicas))
         self.onRemoved = onRemoved
@@ -107,10 +116,14 @@ public final class ExpertTopology: Sendable {
 
     public var addresses: [ExpertAddress] { self.state.withLock { Array($0.replicas.keys) }.sorted() }
 
-    public func replicaCount(of address: ExpertAddress) -> Int { self.state.withLock { $0.replicas[address]?.count ?? 0 } }
+    public func replicaCount(of address: ExpertAddress) -> Int {
+        self.state.withLock { $0.replicas[address]?.count ?? 0 }
+    }
 
     /// The replicas serving `address`, in topology order.
-    public func replicas(for address: ExpertAddress) -> [ExpertReplica] { self.state.withLock { $0.replicas[address] ?? [] } }
+    public func replicas(for address: ExpertAddress) -> [ExpertReplica] {
+        self.state.withLock { $0.replicas[address] ?? [] }
+    }
 
     /// Whether the coordinator can start a replica of `address`, which has none now.
     public func isStartable(_ address: ExpertAddress) -> Bool { self.state.withLock { $0.startable.contains(address) } }
@@ -127,7 +140,9 @@ public final class ExpertTopology: Sendable {
 
     /// Returns once `condition` holds of the topology (checked now and at every change), or false when `deadline`
     /// passes or the task is cancelled first.
-    public func wait(until deadline: ContinuousClock.Instant, for condition: @Sendable (ExpertTopology) -> Bool) async -> Bool {
+    public func wait(until deadline: ContinuousClock.Instant, for condition: @Sendable (ExpertTopology) -> Bool) async
+        -> Bool
+    {
         while !condition(self) {
             guard ContinuousClock.now < deadline, !Task.isCancelled else { return false }
             await self.nextChange(before: deadline)
@@ -137,7 +152,8 @@ public final class ExpertTopology: Sendable {
 
     /// Whether a replica of `address` that `isNew` accepts is named by `deadline`.
     public func waitForReplica(
-        of address: ExpertAddress, until deadline: ContinuousClock.Instant, where isNew: @escaping @Sendable (ExpertReplica) -> Bool
+        of address: ExpertAddress, until deadline: ContinuousClock.Instant,
+        where isNew: @escaping @Sendable (ExpertReplica) -> Bool
     ) async -> Bool {
         await self.wait(until: deadline) { topology in topology.replicas(for: address).contains(where: isNew) }
     }

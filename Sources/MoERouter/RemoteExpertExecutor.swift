@@ -52,7 +52,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         let address = rows.address
         let deadline = RequestDeadline.current.map { $0 - Self.combineMargin }
         self.demand?.record(address, rows: rows.count)
-        if self.topology.replicas(for: address).isEmpty, let coldStart = self.coldStart, self.topology.isStartable(address) {
+        if self.topology.replicas(for: address).isEmpty, let coldStart = self.coldStart,
+            self.topology.isStartable(address)
+        {
             do {
                 try await coldStart(address)
             } catch {
@@ -74,7 +76,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         while true {
             var candidates = self.scheduler.order(self.topology.replicas(for: address), for: address)
                 .filter { !tried.contains($0.endpoint) }
-            if candidates.isEmpty, passes < Self.maxPasses, !failures.isEmpty, failures.allSatisfy({ $0.hasSuffix(Self.departed) }) {
+            if candidates.isEmpty, passes < Self.maxPasses, !failures.isEmpty,
+                failures.allSatisfy({ $0.hasSuffix(Self.departed) })
+            {
                 // Every replica was left because it was ejected (slow), none because it failed: an ejection alone
                 // must not fail a call, so the replicas still in the topology are tried again, best first.
                 passes += 1
@@ -127,7 +131,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 tried.insert(replica.endpoint)
                 inFlight[replica.endpoint] = hedge
                 let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
-                group.addTask { try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: hedge) }
+                group.addTask {
+                    try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: hedge)
+                }
                 return true
             }
             _ = try start(hedge: false)
@@ -150,7 +156,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 case .answered(let replica, let response, let hedge):
                     if hedge {
                         self.metrics?.counter("moemesh_router_hedge_wins_total", labels).increment()
-                        for (endpoint, isHedge) in inFlight where !isHedge { self.scheduler.hedgeWon(against: endpoint) }
+                        for (endpoint, isHedge) in inFlight where !isHedge {
+                            self.scheduler.hedgeWon(against: endpoint)
+                        }
                     }
                     group.cancelAll()
                     return (replica, response)
@@ -197,7 +205,8 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                     span.attributes["moemesh.rows"] = rows
                     span.attributes["moemesh.hedge"] = hedge
                     span.attributes["server.address"] = endpoint.description
-                    return try await replica.compute(request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
+                    return try await replica.compute(
+                        request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
                 }
             }
         } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
@@ -224,14 +233,18 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     }
 
     /// The timeout of one expert call: `--expert-timeout-ms`, or what is left of the client's deadline if less.
-    private func timeout(until deadline: ContinuousClock.Instant?, address: ExpertAddress, tried: Int) throws -> Duration {
+    private func timeout(until deadline: ContinuousClock.Instant?, address: ExpertAddress, tried: Int) throws
+        -> Duration
+    {
         guard let deadline else { return self.expertTimeout }
         let left = deadline - .now
         guard left > .zero else { throw RouterError.deadlineExceeded(address, tried: tried) }
         return min(left, self.expertTimeout)
     }
 
-    private static func decode(_ response: Moemesh_V1_ComputeResponse, rows: ExpertRows, replica: ExpertReplica) throws -> Matrix {
+    private static func decode(_ response: Moemesh_V1_ComputeResponse, rows: ExpertRows, replica: ExpertReplica) throws
+        -> Matrix
+    {
         let decoded: DecodedRows
         do {
             decoded = try response.rows.decodeTokenRows(
@@ -241,7 +254,8 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         }
         guard decoded.matrix.rows == rows.count else {
             throw RouterError.expertFailed(
-                rows.address, endpoint: replica.endpoint, reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
+                rows.address, endpoint: replica.endpoint,
+                reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
         }
         return decoded.matrix
     }

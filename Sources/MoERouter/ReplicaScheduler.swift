@@ -133,7 +133,9 @@ public final class ReplicaScheduler: Sendable {
     }
 
     /// Calls outstanding at `endpoint` now.
-    public func outstanding(_ endpoint: ServiceEndpoint) -> Int { self.state.withLock { $0.outstanding[endpoint, default: 0] } }
+    public func outstanding(_ endpoint: ServiceEndpoint) -> Int {
+        self.state.withLock { $0.outstanding[endpoint, default: 0] }
+    }
 
     /// Whether `endpoint` is ejected now.
     public func isEjected(_ endpoint: ServiceEndpoint) -> Bool {
@@ -232,7 +234,9 @@ public final class ReplicaScheduler: Sendable {
     /// `clamp(p95 × hedgeFactor, floor, ceiling)` of the expert's recent latencies for calls of this size; nil
     /// until `minimumSamples` are known.
     private func learntDelay(for address: ExpertAddress, rows: Int) -> Duration? {
-        let samples = self.state.withLock { $0.latencies[SizeClass(address: address, rowsLog2: Self.sizeClass(rows))] ?? [] }
+        let samples = self.state.withLock {
+            $0.latencies[SizeClass(address: address, rowsLog2: Self.sizeClass(rows))] ?? []
+        }
         guard samples.count >= Self.minimumSamples else { return nil }
         let sorted = samples.sorted()
         let p95 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.95).rounded(.up)) - 1)]

@@ -27,7 +27,9 @@ public struct RouterApplication: Service {
 
     public func run() async throws {
         let configuration = self.configuration
-        if configuration.coordinator == nil && configuration.expertEndpoints.isEmpty { throw RouterStartupError.noExpertEndpoints }
+        if configuration.coordinator == nil && configuration.expertEndpoints.isEmpty {
+            throw RouterStartupError.noExpertEndpoints
+        }
         let checkpoint = try MoECheckpoint(path: configuration.modelPath)
         let pipelines = try checkpoint.layers.map { layer throws(ModelError) in
             try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
@@ -41,12 +43,15 @@ public struct RouterApplication: Service {
             metrics.counter("moemesh_router_ejections_total", [("endpoint", ejection.endpoint.description)]).increment()
             logger.warning(
                 "replica ejected from this router's choice",
-                metadata: ["endpoint": "\(ejection.endpoint)", "reason": "\(ejection.reason)", "for": "\(ejection.duration)"])
+                metadata: [
+                    "endpoint": "\(ejection.endpoint)", "reason": "\(ejection.reason)", "for": "\(ejection.duration)",
+                ])
         }
         let topology = ExpertTopology(replicas: [:], onRemoved: { scheduler.replicasLeft($0) })
         let link = try configuration.coordinator.map { coordinator in
             try CoordinatorLink(
-                coordinator: coordinator, routerID: configuration.routerID, topology: topology, connections: connections,
+                coordinator: coordinator, routerID: configuration.routerID, topology: topology,
+                connections: connections,
                 scheduler: scheduler, serving: serving, logger: self.logger)
         }
         let expertTimeout = configuration.expertTimeout
@@ -56,7 +61,8 @@ public struct RouterApplication: Service {
         }
         let executor = RemoteExpertExecutor(
             topology: topology, scheduler: scheduler, wireDType: configuration.expertWireDType,
-            callOptions: serving.callOptions(), expertTimeout: expertTimeout, demand: link?.demand, coldStart: coldStart,
+            callOptions: serving.callOptions(), expertTimeout: expertTimeout, demand: link?.demand,
+            coldStart: coldStart,
             metrics: metrics)
         let readiness = Readiness(notReady: "waiting for expert replicas")
         let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
@@ -66,7 +72,8 @@ public struct RouterApplication: Service {
             prefetch = nil
         }
         let service = RouterService(
-            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
+            modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines,
+            executor: executor,
             routingSummary: configuration.routing.summary, batching: configuration.batching,
             prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
             prefetch: prefetch)
@@ -75,7 +82,8 @@ public struct RouterApplication: Service {
         let server = GRPCServer(
             transport: transport, services: [service, health],
             interceptors: [
-                RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(logger: self.logger),
+                RPCMetricsInterceptor(metrics: metrics, service: "router"),
+                TracingServerInterceptor(logger: self.logger),
                 DeadlineServerInterceptor(), RPCCancellationInterceptor(),
             ])
 
@@ -104,12 +112,18 @@ public struct RouterApplication: Service {
             health.setAll(.serving)
             if let endpoint = ServiceEndpoint(listening: address) { self.onListening(endpoint) }
             self.logger.info(
-                "serving", metadata: ["address": "\(address)", "layers": "\(pipelines.count)", "routing": "\(configuration.routing.summary)"])
+                "serving",
+                metadata: [
+                    "address": "\(address)", "layers": "\(pipelines.count)",
+                    "routing": "\(configuration.routing.summary)",
+                ])
         }
     }
 
     /// Waits until the coordinator's topology serves, or can start, every expert of the model.
-    private func waitForCoverage(topology: ExpertTopology, checkpoint: MoECheckpoint, coordinator: ServiceEndpoint) async throws {
+    private func waitForCoverage(topology: ExpertTopology, checkpoint: MoECheckpoint, coordinator: ServiceEndpoint)
+        async throws
+    {
         let experts = checkpoint.layers.flatMap(\.expertAddresses)
         let covered = await cancelWhenGracefulShutdown {
             await topology.wait(until: .now + self.configuration.discoveryTimeout) { topology in
@@ -124,7 +138,9 @@ public struct RouterApplication: Service {
 
     /// Asks every `--expert` service what it hosts (retrying until `discoveryTimeout`), fills `topology` and checks
     /// that every expert is covered.
-    private func discover(connections: ExpertConnections, topology: ExpertTopology, checkpoint: MoECheckpoint) async throws {
+    private func discover(connections: ExpertConnections, topology: ExpertTopology, checkpoint: MoECheckpoint)
+        async throws
+    {
         let endpoints = self.configuration.expertEndpoints
         let deadline = ContinuousClock.now + self.configuration.discoveryTimeout
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
@@ -135,19 +151,23 @@ public struct RouterApplication: Service {
                 let replica = try connections.replica(at: endpoint)
                 let description: Moemesh_V1_DescribeExpertsResponse
                 do {
-                    description = try await replica.describe(options: self.configuration.serving.callOptions(timeout: .seconds(2)))
+                    description = try await replica.describe(
+                        options: self.configuration.serving.callOptions(timeout: .seconds(2)))
                 } catch {
                     stillWaiting.append(endpoint)
                     continue
                 }
-                guard description.hiddenSize == checkpoint.hiddenSize, description.modelType == checkpoint.modelType else {
+                guard description.hiddenSize == checkpoint.hiddenSize, description.modelType == checkpoint.modelType
+                else {
                     throw RouterStartupError.modelMismatch(
                         endpoint,
                         reason: "expected \(checkpoint.modelType) with hidden size \(checkpoint.hiddenSize), "
                             + "got \(description.modelType) with hidden size \(description.hiddenSize)")
                 }
                 for key in description.experts { replicas[key.address, default: []].append(replica) }
-                self.logger.debug("discovered expert service", metadata: ["endpoint": "\(endpoint)", "experts": "\(description.experts.count)"])
+                self.logger.debug(
+                    "discovered expert service",
+                    metadata: ["endpoint": "\(endpoint)", "experts": "\(description.experts.count)"])
             }
             waiting = stillWaiting
             if !waiting.isEmpty {

@@ -19,7 +19,8 @@ public struct RouterClient: Sendable {
     public let client: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>
     public let serving: ServingConfiguration
 
-    public init(client: GRPCClient<HTTP2ClientTransport.Posix>, serving: ServingConfiguration = ServingConfiguration()) {
+    public init(client: GRPCClient<HTTP2ClientTransport.Posix>, serving: ServingConfiguration = ServingConfiguration())
+    {
         self.client = Moemesh_V1_Router.Client(wrapping: client)
         self.serving = serving
     }

@@ -44,7 +44,8 @@ public struct RouterConfiguration: Sendable {
         routing: RoutingConfiguration = RoutingConfiguration(),
         batching: ForwardBatcher.Configuration? = ForwardBatcher.Configuration(),
         replicas: ReplicaScheduler.Configuration = ReplicaScheduler.Configuration(), expertStreams: Bool = true,
-        unixSockets: Bool = true, serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
+        unixSockets: Bool = true,
+        serving: ServingConfiguration = ServingConfiguration(port: RouterConfiguration.defaultPort),
         coordinator: ServiceEndpoint? = nil, routerID: String = "router"
     ) {
         self.modelPath = modelPath

@@ -66,7 +66,9 @@ public struct RouterService: Sendable {
         let routingRequest = RoutingRequest(
             shape: hidden.shape, tokenIDs: request.tokenIds.isEmpty ? nil : request.tokenIds,
             noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
-        if let prefetch = self.prefetch { self.prefetchNextLayer(after: request.layer, hidden: hidden, routing: routingRequest, prefetch) }
+        if let prefetch = self.prefetch {
+            self.prefetchNextLayer(after: request.layer, hidden: hidden, routing: routingRequest, prefetch)
+        }
         let result: MoELayerResult
         do {
             if let batcher = self.batcher, MoELayerResult.isTokenwise(pipeline.policy) {
@@ -99,7 +101,8 @@ extension RouterService {
     /// runs: the next layer's gate applied to this layer's input (the residual stream changes little from one layer
     /// to the next), top-k per token, plus its shared expert. Under a GPU memory budget the experts load ahead.
     func prefetchNextLayer(
-        after layer: String, hidden: DecodedRows, routing: RoutingRequest, _ prefetch: @Sendable ([ExpertAddress]) -> Void
+        after layer: String, hidden: DecodedRows, routing: RoutingRequest,
+        _ prefetch: @Sendable ([ExpertAddress]) -> Void
     ) {
         guard let index = self.layerNames.firstIndex(of: layer), index + 1 < self.layerNames.count else { return }
         let next = self.layerNames[index + 1]
@@ -122,8 +125,10 @@ extension RouterService {
         metrics.counter("moemesh_router_rerouted_total", labels).increment(by: result.reroutedExperts.count)
         metrics.gauge("moemesh_router_balancedness", labels).record(result.balance.balancedness)
         for (expert, tokens) in result.balance.tokensPerExpert.enumerated() where tokens > 0 {
-            metrics.counter("moemesh_router_expert_rows_total", ExpertAddress(layer: layer, expert: expert).metricLabels)
-                .increment(by: tokens)
+            metrics.counter(
+                "moemesh_router_expert_rows_total", ExpertAddress(layer: layer, expert: expert).metricLabels
+            )
+            .increment(by: tokens)
         }
     }
 }
@@ -138,7 +143,8 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
     /// Serves each message as `Forward` would, concurrently, answering as each finishes (tagged with its
     /// `request_id`; a failure as `error`, the stream going on). A message's `timeout_ms` is its own deadline.
     public func forwardStream(
-        request: RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Error>, response: RPCWriter<Moemesh_V1_ForwardResponse>,
+        request: RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Error>,
+        response: RPCWriter<Moemesh_V1_ForwardResponse>,
         context: ServerContext
     ) async throws {
         try await answerConcurrently(request, writer: response) { message in

@@ -43,7 +43,8 @@ public struct InProcessMoE: Sendable {
     }
 
     /// The layer's output for `hidden` (`[T, H]`).
-    public func forward(layer: String, hidden: Matrix, request: RoutingRequest = .init()) async throws -> MoELayerResult {
+    public func forward(layer: String, hidden: Matrix, request: RoutingRequest = .init()) async throws -> MoELayerResult
+    {
         guard let pipeline = self.pipelines[layer] else {
             throw ModelError.unknownLayer(layer: layer, known: self.pipelines.keys.sorted())
         }

@@ -24,21 +24,28 @@ public struct MoELayerResult: Sendable, Equatable {
     /// decides each token alone. (Hash routing does too, but needs each call's token ids; capacity, expert choice
     /// and noisy top-k depend on the whole batch or on token positions.)
     public static func isTokenwise(_ policy: RoutingPolicy) -> Bool {
-        guard policy.capacity == nil, policy.sequenceCapacity == nil, case .model = policy.strategy else { return false }
+        guard policy.capacity == nil, policy.sequenceCapacity == nil, case .model = policy.strategy else {
+            return false
+        }
         return true
     }
 
     /// Rows `range` of the result: the part of a concatenated batch that belongs to one request.
     public func rows(_ range: Range<Int>) -> MoELayerResult {
         let h = self.output.columns, e = self.logits.columns, k = self.routing.topK
-        let output = Matrix(rows: range.count, columns: h, values: Array(self.output.values[(range.lowerBound * h)..<(range.upperBound * h)]))
-        let logits = Matrix(rows: range.count, columns: e, values: Array(self.logits.values[(range.lowerBound * e)..<(range.upperBound * e)]))
+        let output = Matrix(
+            rows: range.count, columns: h,
+            values: Array(self.output.values[(range.lowerBound * h)..<(range.upperBound * h)]))
+        let logits = Matrix(
+            rows: range.count, columns: e,
+            values: Array(self.logits.values[(range.lowerBound * e)..<(range.upperBound * e)]))
         let routing = RoutingDecision(
             tokenCount: range.count, topK: k, numExperts: self.routing.numExperts,
             topkIDs: Array(self.routing.topkIDs[(range.lowerBound * k)..<(range.upperBound * k)]),
             topkWeights: Array(self.routing.topkWeights[(range.lowerBound * k)..<(range.upperBound * k)]),
             residualWeights: self.routing.residualWeights.map { Array($0[range]) })
-        var part = MoELayerResult(output: output, routing: routing, balance: BalanceStats(logits: logits, decision: routing), logits: logits)
+        var part = MoELayerResult(
+            output: output, routing: routing, balance: BalanceStats(logits: logits, decision: routing), logits: logits)
         part.reroutedExperts = self.reroutedExperts
         return part
     }
@@ -172,7 +179,9 @@ public struct MoELayerPipeline: Sendable {
             hidden: hidden)
         var biasedLogits = logits
         if let bias = self.gate.logitBias {
-            for row in 0..<logits.rows { for column in 0..<logits.columns { biasedLogits[row, column] += bias[column] } }
+            for row in 0..<logits.rows {
+                for column in 0..<logits.columns { biasedLogits[row, column] += bias[column] }
+            }
         }
         return MoELayerResult(
             output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing),

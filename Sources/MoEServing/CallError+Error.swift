@@ -24,6 +24,8 @@ extension Moemesh_V1_CallError {
 
     /// The same as an `RPCError` (an unknown code reads as `UNKNOWN`).
     public var rpcError: RPCError {
-        RPCError(code: Status.Code(rawValue: Int(self.code)).flatMap { RPCError.Code($0) } ?? .unknown, message: self.message)
+        RPCError(
+            code: Status.Code(rawValue: Int(self.code)).flatMap { RPCError.Code($0) } ?? .unknown, message: self.message
+        )
     }
 }

@@ -4,9 +4,9 @@ import ServiceLifecycle
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Runs a gRPC server as a swift-service-lifecycle `Service`: serves until graceful shutdown, then stops
@@ -27,7 +27,8 @@ public struct GRPCServerService: Service {
     public init(
         transport: HTTP2ServerTransport.Posix, alsoOn more: [HTTP2ServerTransport.Posix] = [],
         services: [any RegistrableRPCService], health: HealthService? = nil,
-        interceptors: [any ServerInterceptor] = [], onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
+        interceptors: [any ServerInterceptor] = [],
+        onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
     ) {
         self.transports = [transport] + more
         self.servers = self.transports.map {

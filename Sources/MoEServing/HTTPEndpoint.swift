@@ -36,7 +36,8 @@ public struct HTTPEndpoint: Service {
     private let onListening: @Sendable (ServiceEndpoint) -> Void
 
     public init(
-        host: String, port: Int, routes: Routes, logger: Logger, onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
+        host: String, port: Int, routes: Routes, logger: Logger,
+        onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
     ) {
         self.host = host
         self.port = port
@@ -52,11 +53,14 @@ public struct HTTPEndpoint: Service {
             .bind(host: self.host, port: self.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(wrappingChannelSynchronously: channel)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel)
                 }
             }
         let endpoint = ServiceEndpoint(host: self.host, port: channel.channel.localAddress?.port ?? self.port)
-        self.logger.info("http serving", metadata: ["address": "\(endpoint)", "paths": "\(routes.keys.sorted().joined(separator: " "))"])
+        self.logger.info(
+            "http serving",
+            metadata: ["address": "\(endpoint)", "paths": "\(routes.keys.sorted().joined(separator: " "))"])
         self.onListening(endpoint)
         let stop = self.stop
         try await withGracefulShutdownHandler {
@@ -91,7 +95,8 @@ public struct HTTPEndpoint: Service {
                     let path = String(request.uri.prefix { $0 != "?" })
                     let response: Response
                     if request.method != .GET && request.method != .HEAD {
-                        response = Response(status: .methodNotAllowed, contentType: "text/plain", text: "only GET is served\n")
+                        response = Response(
+                            status: .methodNotAllowed, contentType: "text/plain", text: "only GET is served\n")
                     } else if let route = routes[path] {
                         response = await route()
                     } else {
@@ -103,8 +108,11 @@ public struct HTTPEndpoint: Service {
                     headers.add(name: "Content-Type", value: response.contentType)
                     headers.add(name: "Content-Length", value: String(response.body.count))
                     headers.add(name: "Cache-Control", value: "no-store")
-                    try await outbound.write(.head(HTTPResponseHead(version: request.version, status: response.status, headers: headers)))
-                    if request.method != .HEAD { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body)))) }
+                    try await outbound.write(
+                        .head(HTTPResponseHead(version: request.version, status: response.status, headers: headers)))
+                    if request.method != .HEAD {
+                        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body))))
+                    }
                     try await outbound.write(.end(nil))
                     if !request.isKeepAlive { return }
                 }

@@ -18,7 +18,8 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
 
     /// - Parameter services: the gRPC services to report besides the whole process (""), all NOT_SERVING.
     public init(services: [String]) {
-        self.state = Mutex(State(statuses: Dictionary(uniqueKeysWithValues: ([""] + services).map { ($0, .notServing) })))
+        self.state = Mutex(
+            State(statuses: Dictionary(uniqueKeysWithValues: ([""] + services).map { ($0, .notServing) })))
     }
 
     /// Sets every reported service (and the process) to `status`.
@@ -49,7 +50,9 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
             let known = self.state.withLock { $0.statuses.keys.filter { !$0.isEmpty }.sorted() }
             throw RPCError(
                 code: .notFound,
-                message: "unknown service '\(request.service)'; this process reports \"\" (itself) and \(known.joined(separator: ", "))")
+                message:
+                    "unknown service '\(request.service)'; this process reports \"\" (itself) and \(known.joined(separator: ", "))"
+            )
         }
         return .with { $0.status = status }
     }

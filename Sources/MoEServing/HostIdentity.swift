@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 
 /// Which host a process runs on, as far as a Unix domain socket's path is concerned: two processes with the same
@@ -11,7 +11,8 @@ import Foundation
 public enum HostIdentity {
     public static let current: String = {
         let parts = [
-            Self.read("/proc/sys/kernel/random/boot_id"), Self.link("/proc/self/ns/net"), Self.link("/proc/self/ns/mnt"),
+            Self.read("/proc/sys/kernel/random/boot_id"), Self.link("/proc/self/ns/net"),
+            Self.link("/proc/self/ns/mnt"),
         ]
         if parts.allSatisfy({ $0 != nil }) { return parts.compactMap(\.self).joined(separator: ":") }
         return ProcessInfo.processInfo.hostName

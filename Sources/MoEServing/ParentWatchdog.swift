@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import ServiceLifecycle
 
@@ -20,7 +20,8 @@ public struct ParentWatchdog: Service {
     public func run() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             if getppid() != self.parentPID { return }
-            try? await Task.sleep(for: self.interval)  // periodic: Linux tells a child of its parent's death by no event it can await
+            // periodic: Linux tells a child of its parent's death by no event it can await
+            try? await Task.sleep(for: self.interval)
         }
     }
 }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What /proc/PID/stat says of a process: its state, parent and CPU time. Used to watch the mesh's processes.

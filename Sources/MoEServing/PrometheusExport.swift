@@ -27,7 +27,9 @@ public enum PrometheusExport {
     }
 
     /// `/metrics` of `registry`, in the Prometheus text format.
-    public static func route(_ registry: PrometheusCollectorRegistry = Self.registry) -> (String, @Sendable () async -> HTTPEndpoint.Response) {
+    public static func route(_ registry: PrometheusCollectorRegistry = Self.registry) -> (
+        String, @Sendable () async -> HTTPEndpoint.Response
+    ) {
         ("/metrics", { HTTPEndpoint.Response(contentType: "text/plain; version=0.0.4", body: registry.emitToBuffer()) })
     }
 }

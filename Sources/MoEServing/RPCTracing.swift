@@ -45,7 +45,8 @@ public func propagatedMetadata(tracer: any Tracer) -> Metadata {
 public func incomingContext(_ metadata: Metadata, tracer: any Tracer) -> ServiceContext {
     var serviceContext = ServiceContext.current ?? .topLevel
     tracer.extract(metadata, into: &serviceContext, using: GRPCMetadataExtractor())
-    serviceContext.requestID = metadata[stringValues: "x-request-id"].first(where: { _ in true })
+    serviceContext.requestID =
+        metadata[stringValues: "x-request-id"].first(where: { _ in true })
         ?? String(UInt64.random(in: 0...UInt64.max), radix: 16)
     return serviceContext
 }
@@ -69,29 +70,38 @@ public struct TracingServerInterceptor: ServerInterceptor {
         let serviceContext = incomingContext(request.metadata, tracer: self.tracer)
         let requestID = serviceContext.requestID!
         let descriptor = context.descriptor
-        return try await self.tracer.withSpan(descriptor.fullyQualifiedMethod, context: serviceContext, ofKind: .server) { span in
+        return try await self.tracer.withSpan(descriptor.fullyQualifiedMethod, context: serviceContext, ofKind: .server)
+        { span in
             span.attributes["rpc.system"] = "grpc"
             span.attributes["rpc.service"] = descriptor.service.fullyQualifiedService
             span.attributes["rpc.method"] = descriptor.method
             span.attributes["moemesh.request_id"] = requestID
             do {
                 let response = try await next(request, context)
-                if case .failure(let error) = response.accepted { self.failed(span, error.code, error.message, requestID, descriptor) }
+                if case .failure(let error) = response.accepted {
+                    self.failed(span, error.code, error.message, requestID, descriptor)
+                }
                 return response
             } catch {
                 let code = (error as? RPCError)?.code ?? (error as? any RPCErrorConvertible)?.rpcErrorCode ?? .unknown
-                let message = (error as? RPCError)?.message ?? (error as? any RPCErrorConvertible)?.rpcErrorMessage ?? "\(error)"
+                let message =
+                    (error as? RPCError)?.message ?? (error as? any RPCErrorConvertible)?.rpcErrorMessage ?? "\(error)"
                 self.failed(span, code, message, requestID, descriptor)
                 throw error
             }
         }
     }
 
-    private func failed(_ span: any Span, _ code: RPCError.Code, _ message: String, _ requestID: String, _ descriptor: MethodDescriptor) {
+    private func failed(
+        _ span: any Span, _ code: RPCError.Code, _ message: String, _ requestID: String, _ descriptor: MethodDescriptor
+    ) {
         span.attributes["rpc.grpc.status_code"] = code.rawValue
         span.setStatus(SpanStatus(code: .error, message: message))
         self.logger.warning(
             "call failed",
-            metadata: ["request_id": "\(requestID)", "method": "\(descriptor.fullyQualifiedMethod)", "code": "\(code)", "error": "\(message)"])
+            metadata: [
+                "request_id": "\(requestID)", "method": "\(descriptor.fullyQualifiedMethod)", "code": "\(code)",
+                "error": "\(message)",
+            ])
     }
 }

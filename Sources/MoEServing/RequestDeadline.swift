@@ -7,7 +7,9 @@ public enum RequestDeadline {
     @TaskLocal public static var current: ContinuousClock.Instant?
 
     /// The earlier of two optional deadlines.
-    public static func earliest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+    public static func earliest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock
+        .Instant?
+    {
         switch (a, b) {
         case (nil, nil): nil
         case (let a?, nil): a
@@ -17,7 +19,8 @@ public enum RequestDeadline {
     }
 
     /// The later of two deadlines; nil (none) wins.
-    public static func latest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock.Instant? {
+    public static func latest(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> ContinuousClock.Instant?
+    {
         guard let a, let b else { return nil }
         return max(a, b)
     }
@@ -32,7 +35,9 @@ public struct DeadlineServerInterceptor: ServerInterceptor {
         request: StreamingServerRequest<Input>, context: ServerContext,
         next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
     ) async throws -> StreamingServerResponse<Output> {
-        guard let timeout = RequestDeadline.timeout(in: request.metadata) else { return try await next(request, context) }
+        guard let timeout = RequestDeadline.timeout(in: request.metadata) else {
+            return try await next(request, context)
+        }
         return try await RequestDeadline.$current.withValue(.now + timeout) { try await next(request, context) }
     }
 }
@@ -53,7 +58,8 @@ extension RequestDeadline {
                 }
                 defer { group.cancelAll() }
                 guard let result = try await group.next()! else {
-                    throw RPCError(code: .deadlineExceeded, message: "the request's deadline passed before it was answered")
+                    throw RPCError(
+                        code: .deadlineExceeded, message: "the request's deadline passed before it was answered")
                 }
                 return result
             }

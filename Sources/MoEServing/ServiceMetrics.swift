@@ -91,7 +91,9 @@ public struct RPCMetricsInterceptor: ServerInterceptor {
         do {
             response = try await next(request, context)
         } catch {
-            self.recordError(method: method, code: (error as? RPCError)?.code ?? (error as? any RPCErrorConvertible)?.rpcErrorCode ?? .unknown)
+            self.recordError(
+                method: method,
+                code: (error as? RPCError)?.code ?? (error as? any RPCErrorConvertible)?.rpcErrorCode ?? .unknown)
             throw error
         }
         if case .failure(let error) = response.accepted { self.recordError(method: method, code: error.code) }
@@ -99,7 +101,9 @@ public struct RPCMetricsInterceptor: ServerInterceptor {
     }
 
     private func recordError(method: String, code: RPCError.Code) {
-        self.metrics.counter("moemesh_rpc_errors_total", [("service", self.service), ("method", method), ("code", "\(code)")]).increment()
+        self.metrics.counter(
+            "moemesh_rpc_errors_total", [("service", self.service), ("method", method), ("code", "\(code)")]
+        ).increment()
     }
 }
 

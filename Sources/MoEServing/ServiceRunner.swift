@@ -2,9 +2,9 @@ import Logging
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Runs a role's services in one `ServiceGroup` until SIGTERM/SIGINT (or the parent's death, when

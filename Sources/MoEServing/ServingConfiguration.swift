@@ -40,7 +40,8 @@ public struct ServingConfiguration: Sendable, Equatable {
     public var clientTransportConfig: HTTP2ClientTransport.Posix.Config {
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.connection.flushCoalescing = nil
-        config.connection.keepalive = .init(time: Self.keepaliveTime, timeout: Self.keepaliveTimeout, allowWithoutCalls: true)
+        config.connection.keepalive = .init(
+            time: Self.keepaliveTime, timeout: Self.keepaliveTimeout, allowWithoutCalls: true)
         config.http2.targetWindowSize = 8 << 20
         return config
     }

@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import MoECore
 import MoEProto
@@ -62,7 +62,9 @@ extension Moemesh_V1_Tensor {
         let count: Int
         do { count = try Tensor.elementCount(of: shape) } catch { throw .tensor(field: field, error) }
         guard self.data.count == count * dtype.byteWidth else {
-            throw .tensor(field: field, .byteCount(dtype: dtype, shape: shape, expected: count * dtype.byteWidth, got: self.data.count))
+            throw .tensor(
+                field: field,
+                .byteCount(dtype: dtype, shape: shape, expected: count * dtype.byteWidth, got: self.data.count))
         }
         let columns = shape.last!
         guard columns == hiddenSize else { throw .hiddenSize(field: field, expected: hiddenSize, got: columns) }

@@ -4,7 +4,7 @@ import MoEServing
 import Yams
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Options from a YAML file (`--config FILE` or `$MOEMESH_CONFIG`) and from `MOEMESH_*` environment variables, put
@@ -31,7 +31,9 @@ enum ConfigurationSources {
         var configPath = environment["MOEMESH_CONFIG"]
         if let index = arguments.firstIndex(where: { $0 == "--config" || $0.hasPrefix("--config=") }) {
             if arguments[index] == "--config" {
-                guard index + 1 < arguments.count else { throw Failure(description: "--config: expected a file, got nothing") }
+                guard index + 1 < arguments.count else {
+                    throw Failure(description: "--config: expected a file, got nothing")
+                }
                 configPath = arguments[index + 1]
                 arguments.removeSubrange(index...(index + 1))
             } else {
@@ -49,23 +51,29 @@ enum ConfigurationSources {
                 for (key, value) in entries {
                     guard let takesValue = known[key] else {
                         if section == "all" { continue }
-                        throw Failure(description: "\(configPath): \(section): '\(key)' is not an option of moemesh \(section); its options: \(known.keys.sorted().joined(separator: ", "))")
+                        throw Failure(
+                            description:
+                                "\(configPath): \(section): '\(key)' is not an option of moemesh \(section); its options: \(known.keys.sorted().joined(separator: ", "))"
+                        )
                     }
                     // A command's own section wins over `all`.
                     if section == "all" && values[key] != nil { continue }
-                    values[key] = try Self.arguments(key: key, value: value, takesValue: takesValue, source: "\(configPath): \(section)")
+                    values[key] = try Self.arguments(
+                        key: key, value: value, takesValue: takesValue, source: "\(configPath): \(section)")
                 }
             }
         }
         for (key, takesValue) in known {
             let variable = "MOEMESH_" + key.uppercased().replacing("-", with: "_")
             guard let value = environment[variable] else { continue }
-            values[key] = try Self.arguments(key: key, value: .scalar(.init(value)), takesValue: takesValue, source: variable)
+            values[key] = try Self.arguments(
+                key: key, value: .scalar(.init(value)), takesValue: takesValue, source: variable)
         }
-        let given = Set(arguments.compactMap { argument -> String? in
-            guard argument.hasPrefix("--") else { return nil }
-            return String(argument.dropFirst(2).prefix { $0 != "=" })
-        })
+        let given = Set(
+            arguments.compactMap { argument -> String? in
+                guard argument.hasPrefix("--") else { return nil }
+                return String(argument.dropFirst(2).prefix { $0 != "=" })
+            })
         let inserted = values.filter { !given.contains($0.key) }.sorted { $0.key < $1.key }.flatMap(\.value)
         // After the subcommand's name, or first when the default command is implied.
         let named = arguments.first.map(Self.isSubcommand) ?? false
@@ -78,11 +86,15 @@ enum ConfigurationSources {
         var path: [String] = []
         var command: any ParsableCommand.Type = Moemesh.self
         for argument in arguments {
-            guard let next = command.configuration.subcommands.first(where: { $0._commandName == argument }) else { break }
+            guard let next = command.configuration.subcommands.first(where: { $0._commandName == argument }) else {
+                break
+            }
             path.append(argument)
             command = next
         }
-        if path.isEmpty, let fallback = Moemesh.configuration.defaultSubcommand { return ([fallback._commandName], fallback) }
+        if path.isEmpty, let fallback = Moemesh.configuration.defaultSubcommand {
+            return ([fallback._commandName], fallback)
+        }
         return (path, command)
     }
 
@@ -90,7 +102,9 @@ enum ConfigurationSources {
     static var processEnvironment: [String: String] {
         var result: [String: String] = [:]
         for text in ChildProcess.environment {
-            if let equals = text.firstIndex(of: "=") { result[String(text[..<equals])] = String(text[text.index(after: equals)...]) }
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
         }
         return result
     }
@@ -118,18 +132,29 @@ enum ConfigurationSources {
             throw Failure(description: "--config: cannot read \(path): \(error)")
         }
         let root: Node?
-        do { root = try Yams.compose(yaml: text) } catch { throw Failure(description: "\(path): not valid YAML: \(error)") }
+        do { root = try Yams.compose(yaml: text) } catch {
+            throw Failure(description: "\(path): not valid YAML: \(error)")
+        }
         guard let root else { return [] }
-        guard let mapping = root.mapping else { throw Failure(description: "\(path): expected a mapping of command sections, got \(root)") }
+        guard let mapping = root.mapping else {
+            throw Failure(description: "\(path): expected a mapping of command sections, got \(root)")
+        }
         return try mapping.map { key, value in
-            guard let section = key.string else { throw Failure(description: "\(path): section names must be strings, got \(key)") }
+            guard let section = key.string else {
+                throw Failure(description: "\(path): section names must be strings, got \(key)")
+            }
             guard let entries = value.mapping else {
                 throw Failure(description: "\(path): \(section): expected option: value lines, got \(value)")
             }
-            return (section, try entries.map { key, value in
-                guard let name = key.string else { throw Failure(description: "\(path): \(section): option names must be strings, got \(key)") }
-                return (name, value)
-            })
+            return (
+                section,
+                try entries.map { key, value in
+                    guard let name = key.string else {
+                        throw Failure(description: "\(path): \(section): option names must be strings, got \(key)")
+                    }
+                    return (name, value)
+                }
+            )
         }
     }
 
@@ -139,7 +164,9 @@ enum ConfigurationSources {
         case .scalar(let scalar): scalars = [scalar.string]
         case .sequence(let sequence):
             scalars = try sequence.map { item in
-                guard case .scalar(let scalar) = item else { throw Failure(description: "\(source): \(key): expected a list of values, got \(item)") }
+                guard case .scalar(let scalar) = item else {
+                    throw Failure(description: "\(source): \(key): expected a list of values, got \(item)")
+                }
                 return scalar.string
             }
         default: throw Failure(description: "\(source): \(key): expected a value or a list of values, got \(value)")
@@ -148,7 +175,10 @@ enum ConfigurationSources {
         switch scalars.first?.lowercased() {
         case "true", "yes", "on", "1": return ["--\(key)"]
         case "false", "no", "off", "0": return []
-        default: throw Failure(description: "\(source): \(key) is a flag: expected true or false, got \(scalars.joined(separator: ", "))")
+        default:
+            throw Failure(
+                description:
+                    "\(source): \(key) is a flag: expected true or false, got \(scalars.joined(separator: ", "))")
         }
     }
 }

@@ -7,7 +7,8 @@ struct Moemesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve Mixture-of-Experts layers as a mesh of gRPC services.",
         subcommands: [
-            Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self, Demo.self, Health.self, K8s.self,
+            Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self,
+            Demo.self, Health.self, K8s.self,
             Synth.self,
             Bench.self, Kernels.self,
         ],

@@ -32,7 +32,9 @@ final class RecordingScaler: ExpertScaler {
 struct CoordinatorTests {
     static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 16, intermediateSize: 24, layers: 2)
 
-    static func registration(_ endpoint: String, group: String, experts: [ExpertAddress], model: String = "mixtral", hidden: Int32 = 16)
+    static func registration(
+        _ endpoint: String, group: String, experts: [ExpertAddress], model: String = "mixtral", hidden: Int32 = 16
+    )
         -> Moemesh_V1_RegisterRequest
     {
         Moemesh_V1_RegisterRequest.with {
@@ -46,7 +48,8 @@ struct CoordinatorTests {
     }
 
     static func withCoordinator(
-        settings: Coordinator.Settings = .init(warmUp: .zero), _ body: (Coordinator, SmallModel, MoECheckpoint) async throws -> Void
+        settings: Coordinator.Settings = .init(warmUp: .zero),
+        _ body: (Coordinator, SmallModel, MoECheckpoint) async throws -> Void
     ) async throws {
         let model = try SmallModel(shape: Self.shape, seed: 5)
         defer { model.remove() }
@@ -59,11 +62,16 @@ struct CoordinatorTests {
     func refusesBadRegistrations() async throws {
         try await Self.withCoordinator { coordinator, _, _ in
             let expert = ExpertAddress(layer: "0", expert: 1)
-            await #expect(throws: CoordinatorError.invalidRequest("model: expected mixtral with hidden size 16, got qwen2_moe with hidden size 16")) {
-                try await coordinator.register(Self.registration("127.0.0.1:1", group: "g", experts: [expert], model: "qwen2_moe"))
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    "model: expected mixtral with hidden size 16, got qwen2_moe with hidden size 16")
+            ) {
+                try await coordinator.register(
+                    Self.registration("127.0.0.1:1", group: "g", experts: [expert], model: "qwen2_moe"))
             }
             await #expect(throws: CoordinatorError.unknownExpert(ExpertAddress(layer: "0", expert: 9))) {
-                try await coordinator.register(Self.registration("127.0.0.1:1", group: "g", experts: [ExpertAddress(layer: "0", expert: 9)]))
+                try await coordinator.register(
+                    Self.registration("127.0.0.1:1", group: "g", experts: [ExpertAddress(layer: "0", expert: 9)]))
             }
             await #expect(throws: CoordinatorError.invalidRequest("endpoint: expected HOST:PORT, got 'nowhere'")) {
                 try await coordinator.register(Self.registration("nowhere", group: "g", experts: [expert]))
@@ -109,12 +117,14 @@ struct CoordinatorTests {
         try await Self.withCoordinator(settings: .init(lease: .seconds(60), warmUp: warmUp)) { coordinator, _, _ in
             let started = ContinuousClock.now
             let stream = await coordinator.watch(router: "r1")
-            _ = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: [ExpertAddress(layer: "0", expert: 0)]))
+            _ = try await coordinator.register(
+                Self.registration("127.0.0.1:1001", group: "a", experts: [ExpertAddress(layer: "0", expert: 0)]))
             let first = Task { await stream.first { _ in true } }
             await coordinator.tick()
             try await Task.sleep(for: .milliseconds(100))
             // Nothing yet: a topology sent now could tell routers the mesh is smaller than it is.
-            _ = try await coordinator.register(Self.registration("127.0.0.1:1002", group: "a", experts: [ExpertAddress(layer: "0", expert: 1)]))
+            _ = try await coordinator.register(
+                Self.registration("127.0.0.1:1002", group: "a", experts: [ExpertAddress(layer: "0", expert: 1)]))
             await coordinator.tick(at: started + warmUp + .milliseconds(1))
             #expect(await first.value?.replicas.count == 2)
         }
@@ -127,8 +137,10 @@ struct CoordinatorTests {
             let scaler = RecordingScaler(groups: groups)
             try await coordinator.start(scaler: scaler)
             #expect(scaler.calls.withLock { $0.count } == 4)
-            let a = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "*:0", experts: groups[0].experts))
-            let b = try await coordinator.register(Self.registration("127.0.0.1:1002", group: "*:0", experts: groups[0].experts))
+            let a = try await coordinator.register(
+                Self.registration("127.0.0.1:1001", group: "*:0", experts: groups[0].experts))
+            let b = try await coordinator.register(
+                Self.registration("127.0.0.1:1002", group: "*:0", experts: groups[0].experts))
             let drained = try await coordinator.drain(replica: a.replicaID, reason: "admin")
             #expect(drained.state == .draining)
             let topology = await coordinator.topology()
@@ -136,14 +148,22 @@ struct CoordinatorTests {
             #expect(topology.replicas.first { $0.replicaID == b.replicaID }?.state == .serving)
             // Still busy: not stopped.
             for _ in 0..<3 {
-                _ = await coordinator.heartbeat(.with { $0.replicaID = a.replicaID; $0.load.inFlightRows = 5 })
+                _ = await coordinator.heartbeat(
+                    .with {
+                        $0.replicaID = a.replicaID; $0.load.inFlightRows = 5
+                    })
                 await coordinator.tick()
             }
             #expect(!scaler.calls.withLock { $0.contains { $0.hasPrefix("retire") } })
-            _ = await coordinator.heartbeat(.with { $0.replicaID = a.replicaID; $0.load.inFlightRows = 0 })
+            _ = await coordinator.heartbeat(
+                .with {
+                    $0.replicaID = a.replicaID; $0.load.inFlightRows = 0
+                })
             await coordinator.tick()
             #expect(scaler.calls.withLock { $0.last } == "retire pid-127.0.0.1:1001 leaving *:0 0")
-            await #expect(throws: CoordinatorError.unknownReplica("nope")) { try await coordinator.drain(replica: "nope", reason: "admin") }
+            await #expect(throws: CoordinatorError.unknownReplica("nope")) {
+                try await coordinator.drain(replica: "nope", reason: "admin")
+            }
         }
     }
 
@@ -151,7 +171,10 @@ struct CoordinatorTests {
     func coldStart() async throws {
         try await Self.withCoordinator { coordinator, _, checkpoint in
             let expert = ExpertAddress(layer: "1", expert: 2)
-            await #expect(throws: CoordinatorError.cannotStart([expert], reason: "no replica hosts it and the coordinator runs without a scaler")) {
+            await #expect(
+                throws: CoordinatorError.cannotStart(
+                    [expert], reason: "no replica hosts it and the coordinator runs without a scaler")
+            ) {
                 try await coordinator.ensure([expert], reason: "test")
             }
             _ = checkpoint
@@ -163,9 +186,13 @@ struct CoordinatorTests {
             #expect(await coordinator.topology().startable.count == 8)
             try await coordinator.ensure([expert], reason: "test")
             #expect(scaler.calls.withLock { $0 } == ["set *:2 1"])
-            #expect(await coordinator.status().decisions.last?.reason.hasPrefix("cold start: layer 1 expert 2 requested") == true)
+            #expect(
+                await coordinator.status().decisions.last?.reason.hasPrefix("cold start: layer 1 expert 2 requested")
+                    == true)
             #expect(await !coordinator.covers([expert]))
-            _ = try await coordinator.register(Self.registration("127.0.0.1:1003", group: "*:2", experts: [expert, ExpertAddress(layer: "0", expert: 2)]))
+            _ = try await coordinator.register(
+                Self.registration(
+                    "127.0.0.1:1003", group: "*:2", experts: [expert, ExpertAddress(layer: "0", expert: 2)]))
             #expect(await coordinator.covers([expert]))
             // Asked again while it serves: nothing more to start.
             try await coordinator.ensure([expert], reason: "test")
@@ -184,7 +211,10 @@ struct CoordinatorTests {
             await #expect(throws: CoordinatorError.tooFewExperts(layer: "0", remaining: 1, topK: 2)) {
                 try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 3), pruned: true)
             }
-            #expect(try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 1), pruned: false) == [ExpertAddress(layer: "0", expert: 2)])
+            #expect(
+                try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 1), pruned: false) == [
+                    ExpertAddress(layer: "0", expert: 2)
+                ])
             await #expect(throws: CoordinatorError.unknownExpert(ExpertAddress(layer: "7", expert: 0))) {
                 try await coordinator.setPruned(ExpertAddress(layer: "7", expert: 0), pruned: true)
             }

@@ -46,14 +46,18 @@ final class FakeKubernetesAPI: Sendable {
             }
             if request.method == "PATCH" {
                 guard request.contentType == "application/merge-patch+json",
-                    let match = request.body.firstMatch(of: /^\{"spec":\{"replicas":(\d+)\}\}$/), let value = Int(match.1)
+                    let match = request.body.firstMatch(of: /^\{"spec":\{"replicas":(\d+)\}\}$/),
+                    let value = Int(match.1)
                 else { return (.unsupportedMediaType, #"{"kind":"Status","message":"bad patch"}"#) }
                 self.replicas.withLock { $0[name] = value }
             } else if request.method != "GET" {
                 return (.methodNotAllowed, #"{"kind":"Status","message":"method not allowed"}"#)
             }
             let value = self.replicas.withLock { $0[name]! }
-            return (.ok, #"{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"\#(name)"},"spec":{"replicas":\#(value)},"status":{"replicas":\#(value)}}"#)
+            return (
+                .ok,
+                #"{"kind":"Scale","apiVersion":"autoscaling/v1","metadata":{"name":"\#(name)"},"spec":{"replicas":\#(value)},"status":{"replicas":\#(value)}}"#
+            )
         }
         if request.path.hasPrefix("/api/v1/namespaces/\(self.namespace)/pods/"), request.method == "PATCH" {
             return (.ok, #"{"kind":"Pod"}"#)
@@ -66,7 +70,9 @@ final class FakeKubernetesAPI: Sendable {
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap { channel.pipeline.addHandler(Handler(api: self)) }
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(Handler(api: self))
+                }
             }
             .bind(host: "127.0.0.1", port: 0).get()
         defer { channel.close(promise: nil) }
@@ -92,13 +98,17 @@ final class FakeKubernetesAPI: Sendable {
                 self.body += String(buffer: buffer)
             case .end:
                 guard let head = self.head else { return }
-                let (status, text) = self.api.answer(Request(
-                    method: head.method.rawValue, path: head.uri, authorization: head.headers.first(name: "Authorization"),
-                    contentType: head.headers.first(name: "Content-Type"), body: self.body))
+                let (status, text) = self.api.answer(
+                    Request(
+                        method: head.method.rawValue, path: head.uri,
+                        authorization: head.headers.first(name: "Authorization"),
+                        contentType: head.headers.first(name: "Content-Type"), body: self.body))
                 var headers = HTTPHeaders()
                 headers.add(name: "Content-Type", value: "application/json")
                 headers.add(name: "Content-Length", value: String(text.utf8.count))
-                context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+                context.write(
+                    self.wrapOutboundOut(
+                        .head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
                 context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
                 context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
             }
@@ -110,41 +120,51 @@ final class FakeKubernetesAPI: Sendable {
 struct KubernetesScalerTests {
     static func scaler(port: Int, tokenFile: String, groups: [ScalingGroup]) -> KubernetesScaler {
         KubernetesScaler(
-            client: KubernetesClient(configuration: .init(apiServer: "http://127.0.0.1:\(port)", namespace: "mesh", tokenPath: tokenFile, caPath: nil)),
+            client: KubernetesClient(
+                configuration: .init(
+                    apiServer: "http://127.0.0.1:\(port)", namespace: "mesh", tokenPath: tokenFile, caPath: nil)),
             deployments: groups.enumerated().map { .init(name: "moemesh-expert-\($0.offset)", group: $0.element) },
             logger: Logger(label: "test"))
     }
 
-    static let groups = ScalingGroup.perExpertIndex(layers: [])
-        + [ScalingGroup(name: "*:0", selection: "*:0", experts: [ExpertAddress(layer: "0", expert: 0)]),
-           ScalingGroup(name: "*:1", selection: "*:1", experts: [ExpertAddress(layer: "0", expert: 1)])]
+    static let groups =
+        ScalingGroup.perExpertIndex(layers: [])
+        + [
+            ScalingGroup(name: "*:0", selection: "*:0", experts: [ExpertAddress(layer: "0", expert: 0)]),
+            ScalingGroup(name: "*:1", selection: "*:1", experts: [ExpertAddress(layer: "0", expert: 1)]),
+        ]
 
     @Test("reads and patches the scale subresource with the bearer token; marks the drained pod first to go")
     func scalesDeployments() async throws {
         let folder = TemporaryDirectory()
         defer { folder.remove() }
         try FileSystem.writeFile(folder.file("token"), chunks: [Array("secret-token\n".utf8)])
-        let api = FakeKubernetesAPI(token: "secret-token", namespace: "mesh", deployments: ["moemesh-expert-0": 2, "moemesh-expert-1": 1])
+        let api = FakeKubernetesAPI(
+            token: "secret-token", namespace: "mesh", deployments: ["moemesh-expert-0": 2, "moemesh-expert-1": 1])
         try await api.serve { port in
             let scaler = Self.scaler(port: port, tokenFile: folder.file("token"), groups: Self.groups)
             let initial = try await scaler.initialGroups()
             #expect(initial.map(\.group.name) == ["*:0", "*:1"])
             #expect(initial.map(\.replicas) == [2, 1])
             try await scaler.setReplicas(3, of: Self.groups[1])
-            try await scaler.retire(RetiringReplica(endpoint: "10.0.0.7:7000", instance: "moemesh-expert-0-abc"), leaving: 1, of: Self.groups[0])
+            try await scaler.retire(
+                RetiringReplica(endpoint: "10.0.0.7:7000", instance: "moemesh-expert-0-abc"), leaving: 1,
+                of: Self.groups[0])
         }
         let requests = api.requests.withLock { $0 }
-        #expect(requests.map { "\($0.method) \($0.path)" } == [
-            "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
-            "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-1/scale",
-            "PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-1/scale",
-            "PATCH /api/v1/namespaces/mesh/pods/moemesh-expert-0-abc",
-            "PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
-        ])
+        #expect(
+            requests.map { "\($0.method) \($0.path)" } == [
+                "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
+                "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-1/scale",
+                "PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-1/scale",
+                "PATCH /api/v1/namespaces/mesh/pods/moemesh-expert-0-abc",
+                "PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
+            ])
         #expect(requests.allSatisfy { $0.authorization == "Bearer secret-token" })
         #expect(requests[2].body == #"{"spec":{"replicas":3}}"#)
         #expect(requests[2].contentType == "application/merge-patch+json")
-        #expect(requests[3].body == #"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-1000"}}}"#)
+        #expect(
+            requests[3].body == #"{"metadata":{"annotations":{"controller.kubernetes.io/pod-deletion-cost":"-1000"}}}"#)
         #expect(requests[4].body == #"{"spec":{"replicas":1}}"#)
         #expect(api.replicas.withLock { $0 } == ["moemesh-expert-0": 1, "moemesh-expert-1": 3])
     }
@@ -161,7 +181,10 @@ struct KubernetesScalerTests {
                 try await scaler.setReplicas(2, of: Self.groups[0])
                 Issue.record("expected an error")
             } catch {
-                #expect("\(error)" == "Kubernetes API: PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale answered 401 Unauthorized: Unauthorized")
+                #expect(
+                    "\(error)"
+                        == "Kubernetes API: PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale answered 401 Unauthorized: Unauthorized"
+                )
             }
             let missing = Self.scaler(port: port, tokenFile: folder.file("absent"), groups: Self.groups)
             await #expect(throws: ScalerError.self) { try await missing.setReplicas(2, of: Self.groups[0]) }

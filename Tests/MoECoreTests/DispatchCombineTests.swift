@@ -11,8 +11,9 @@ struct DispatchCombineTests {
             .route(logits: Matrix(rows: tokens, columns: experts, values: logits))
     }
 
-    @Test("each expert's block holds exactly its tokens, in token order",
-          arguments: [(1, 8, 2), (7, 8, 2), (64, 4, 4), (33, 16, 1)])
+    @Test(
+        "each expert's block holds exactly its tokens, in token order",
+        arguments: [(1, 8, 2), (7, 8, 2), (64, 4, 4), (33, 16, 1)])
     func planGroupsRows(shape: (tokens: Int, experts: Int, k: Int)) {
         let decision = Self.randomDecision(tokens: shape.tokens, experts: shape.experts, k: shape.k, seed: 7)
         let plan = DispatchPlan(decision)
@@ -53,7 +54,8 @@ struct DispatchCombineTests {
                 var expected: Float = 0
                 for slot in 0..<k {
                     let expert = Int(decision.topkIDs[token * k + slot])
-                    expected += decision.topkWeights[token * k + slot]
+                    expected +=
+                        decision.topkWeights[token * k + slot]
                         * expertFunction(expert, hiddenStates[token, column])
                 }
                 #expect(abs(combined[token, column] - expected) <= 1e-6 * max(1, abs(expected)))

@@ -6,7 +6,9 @@ import Testing
 struct GateProjectionTests {
     static func random(_ rows: Int, _ columns: Int, seed: UInt64) -> Matrix {
         var generator = SplitMix64Generator(seed: seed)
-        return Matrix(rows: rows, columns: columns, values: (0..<(rows * columns)).map { _ in Float(generator.nextUnit() * 2 - 1) })
+        return Matrix(
+            rows: rows, columns: columns,
+            values: (0..<(rows * columns)).map { _ in Float(generator.nextUnit() * 2 - 1) })
     }
 
     /// The documented order, restated one scalar operation at a time: 16 lane sums over the row in chunks of 16
@@ -35,7 +37,8 @@ struct GateProjectionTests {
         let logits = GateProjection.logits(x, w)
         for t in 0..<5 {
             for e in 0..<16 {
-                #expect(logits[t, e].bitPattern == Self.naive(x.row(t), w.row(e)).bitPattern, "t \(t), e \(e), H \(hidden)")
+                #expect(
+                    logits[t, e].bitPattern == Self.naive(x.row(t), w.row(e)).bitPattern, "t \(t), e \(e), H \(hidden)")
             }
         }
     }
@@ -49,7 +52,8 @@ struct GateProjectionTests {
             let alone = GateProjection.logits(Matrix(rows: 1, columns: hidden, values: Array(batch.row(t))), w)
             #expect(Array(together.row(t)).map(\.bitPattern) == alone.values.map(\.bitPattern), "token \(t)")
         }
-        let prefix = GateProjection.logits(Matrix(rows: 5, columns: hidden, values: Array(batch.values[0..<(5 * hidden)])), w)
+        let prefix = GateProjection.logits(
+            Matrix(rows: 5, columns: hidden, values: Array(batch.values[0..<(5 * hidden)])), w)
         #expect(prefix.values.map(\.bitPattern) == Array(together.values[0..<(5 * 16)]).map(\.bitPattern))
     }
 

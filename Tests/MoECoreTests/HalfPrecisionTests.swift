@@ -32,8 +32,12 @@ struct HalfPrecisionTests {
         #expect(HalfPrecision.float(fromBFloat16: HalfPrecision.bfloat16(from: .nan)).isNaN)
     }
 
-    @Test("f16 conversions are IEEE binary16", arguments: [(Float(1), UInt16(0x3C00)), (Float(-2), UInt16(0xC000)),
-        (Float(65504), UInt16(0x7BFF)), (Float(1e6), UInt16(0x7C00))])
+    @Test(
+        "f16 conversions are IEEE binary16",
+        arguments: [
+            (Float(1), UInt16(0x3C00)), (Float(-2), UInt16(0xC000)),
+            (Float(65504), UInt16(0x7BFF)), (Float(1e6), UInt16(0x7C00)),
+        ])
     func float16(value: Float, bits: UInt16) {
         #expect(HalfPrecision.float16(from: value) == bits)
         if value.isFinite && value <= 65504 { #expect(HalfPrecision.float(fromFloat16: bits) == value) }

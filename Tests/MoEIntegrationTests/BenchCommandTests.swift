@@ -3,7 +3,7 @@ import MoETestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("moemesh bench")
@@ -14,8 +14,10 @@ struct BenchCommandTests {
         defer { cache.remove() }
         let bench = try ChildProcess(
             name: "bench", executable: MoemeshBinary.path,
-            arguments: ["bench", "--hidden", "32", "--intermediate", "48", "--experts", "4", "--tokens", "1,8",
-                        "--clients", "2", "--seconds", "0.2", "--hung-s", "0.5", "--cache-dir", cache.path, "--json"])
+            arguments: [
+                "bench", "--hidden", "32", "--intermediate", "48", "--experts", "4", "--tokens", "1,8",
+                "--clients", "2", "--seconds", "0.2", "--hung-s", "0.5", "--cache-dir", cache.path, "--json",
+            ])
         var lines: [String] = []
         for await line in bench.outputLines { lines.append(line) }
         #expect(await bench.waitForExit(timeout: .seconds(120)) == 0)
@@ -34,8 +36,10 @@ struct BenchCommandTests {
             #expect(!line.contains("\"requests\": 0,"), "a phase without requests: \(line)")
         }
         for line in layers {
-            for key in ["tokens", "clients", "mesh_tokens_per_s", "inprocess_tokens_per_s", "ratio", "mesh_p50_us",
-                        "mesh_p99_us", "inprocess_p50_us", "echo_p50_us", "wire_bytes_per_token"] {
+            for key in [
+                "tokens", "clients", "mesh_tokens_per_s", "inprocess_tokens_per_s", "ratio", "mesh_p50_us",
+                "mesh_p99_us", "inprocess_p50_us", "echo_p50_us", "wire_bytes_per_token",
+            ] {
                 #expect(line.contains("\"\(key)\": "), "\(key) missing in \(line)")
             }
             #expect(!line.contains("\"mesh_tokens_per_s\": 0.0,") && !line.contains("\"inprocess_tokens_per_s\": 0.0,"))

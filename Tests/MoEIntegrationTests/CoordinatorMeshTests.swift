@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import GRPCCore
 import MoECoordinator
@@ -16,12 +16,13 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Starts `moemesh ARGUMENTS` and waits for its ready line of `role`.
 func startMoemesh(_ name: String, role: String, _ arguments: [String]) async throws -> (ChildProcess, ServiceEndpoint) {
-    let child = try ChildProcess(name: name, executable: MoemeshBinary.path, arguments: arguments + ["--log-level", "warning"])
+    let child = try ChildProcess(
+        name: name, executable: MoemeshBinary.path, arguments: arguments + ["--log-level", "warning"])
     guard let endpoint = await child.waitForReadyLine(role: role, timeout: .seconds(60)) else {
         child.signal(SIGKILL)
         throw TestFailure("\(name) did not start (status \(child.pollExit().map(String.init) ?? "running"))")
@@ -36,22 +37,29 @@ struct TestFailure: Error, CustomStringConvertible {
 
 /// `moemesh up` with its coordinator's and router's endpoints.
 func withCoordinatedUp(
-    model: String, extraArguments: [String] = [], _ body: (_ router: ServiceEndpoint, _ coordinator: ServiceEndpoint) async throws -> Void
+    model: String, extraArguments: [String] = [],
+    _ body: (_ router: ServiceEndpoint, _ coordinator: ServiceEndpoint) async throws -> Void
 ) async throws {
     let up = try ChildProcess(
         name: "up", executable: MoemeshBinary.path,
-        arguments: ["up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level", "warning",
-                    "--parent-pid", String(getpid())] + extraArguments)
+        arguments: [
+            "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level",
+            "warning",
+            "--parent-pid", String(getpid()),
+        ] + extraArguments)
     defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
-    let coordinator = try #require(await up.waitForReadyLine(role: "coordinator", timeout: .seconds(60)), "no coordinator")
-    let router = try #require(await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
+    let coordinator = try #require(
+        await up.waitForReadyLine(role: "coordinator", timeout: .seconds(60)), "no coordinator")
+    let router = try #require(
+        await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
     try await body(router, coordinator)
     #expect(await up.stop(grace: .seconds(20)) == 0)
 }
 
 /// Polls the coordinator's status until `condition` holds, within `timeout`.
 func waitForStatus(
-    _ coordinator: ServiceEndpoint, timeout: Duration = .seconds(20), _ condition: (Moemesh_V1_CoordinatorStatus) -> Bool
+    _ coordinator: ServiceEndpoint, timeout: Duration = .seconds(20),
+    _ condition: (Moemesh_V1_CoordinatorStatus) -> Bool
 ) async throws -> Moemesh_V1_CoordinatorStatus {
     let deadline = ContinuousClock.now + timeout
     while true {
@@ -70,7 +78,9 @@ final class AnswerTally: Sendable {
     private let waiters = Mutex<[(count: Int, continuation: CheckedContinuation<Void, Never>)]>([])
 
     func count(right: Bool) {
-        let answered = self.answered.withLock { $0 += 1; return $0 }
+        let answered = self.answered.withLock {
+            $0 += 1; return $0
+        }
         if !right { self.wrong.withLock { $0 += 1 } }
         let ready = self.waiters.withLock { waiters in
             defer { waiters.removeAll { $0.count <= answered } }
@@ -125,13 +135,18 @@ struct CoordinatorMeshTests {
         var durationS: Double
     }
 
-    @Test("moemesh demo: under skewed load the hottest experts get replicas, balancedness rises, idle experts go to zero and a request for one succeeds")
+    @Test(
+        "moemesh demo: under skewed load the hottest experts get replicas, balancedness rises, idle experts go to zero and a request for one succeeds"
+    )
     func demoScales() async throws {
         let cache = TemporaryDirectory()
         defer { cache.remove() }
         let demo = try ChildProcess(
             name: "demo", executable: MoemeshBinary.path,
-            arguments: ["demo", "--json", "--before-s", "6", "--scaling-s", "16", "--after-s", "6", "--idle-s", "5", "--cache-dir", cache.path])
+            arguments: [
+                "demo", "--json", "--before-s", "6", "--scaling-s", "16", "--after-s", "6", "--idle-s", "5",
+                "--cache-dir", cache.path,
+            ])
         defer { if demo.pollExit() == nil { demo.signal(SIGKILL) } }
         var last = ""
         for await line in demo.outputLines { last = line }
@@ -144,7 +159,9 @@ struct CoordinatorMeshTests {
         // Hot groups replicated, plus the cold start; idle groups removed.
         #expect(summary.replicasAdded >= 2)
         #expect(summary.replicasRemoved >= 1)
-        #expect(summary.balancednessAfter > summary.balancednessBefore, "\(summary.balancednessBefore) → \(summary.balancednessAfter)")
+        #expect(
+            summary.balancednessAfter > summary.balancednessBefore,
+            "\(summary.balancednessBefore) → \(summary.balancednessAfter)")
         #expect(summary.coldStartMs > 0)
     }
 
@@ -155,7 +172,8 @@ struct CoordinatorMeshTests {
         let model = try SmallModel(shape: Self.shape, seed: 43)
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
-        try await withCoordinatedUp(model: model.path, extraArguments: ["--unix-sockets", unixSockets ? "on" : "off"]) { router, coordinator in
+        try await withCoordinatedUp(model: model.path, extraArguments: ["--unix-sockets", unixSockets ? "on" : "off"]) {
+            router, coordinator in
             let tally = AnswerTally()
             try await RouterClient.with(endpoint: router) { client in
                 await tally.drive(client: client, model: model, reference: reference, worker: 0, calls: 12)
@@ -172,7 +190,9 @@ struct CoordinatorMeshTests {
                     #expect(!replica.replica.unixSocket.isEmpty)
                     #expect(replica.replica.hostID == HostIdentity.current)
                     #expect(link.hasSuffix(": unix \(replica.replica.unixSocket)"), "\(link)")
-                    #expect(access(replica.replica.unixSocket, F_OK) == 0, "no socket file at \(replica.replica.unixSocket)")
+                    #expect(
+                        access(replica.replica.unixSocket, F_OK) == 0, "no socket file at \(replica.replica.unixSocket)"
+                    )
                 } else {
                     #expect(replica.replica.unixSocket.isEmpty)
                     #expect(link.hasSuffix(": tcp \(replica.replica.endpoint)"), "\(link)")
@@ -182,7 +202,9 @@ struct CoordinatorMeshTests {
         }
     }
 
-    @Test("kill -9 of an expert's only replica under load: requests wait for the replacement the scaler starts; none lost")
+    @Test(
+        "kill -9 of an expert's only replica under load: requests wait for the replacement the scaler starts; none lost"
+    )
     func killOnlyReplica() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 41)
         defer { model.remove() }
@@ -195,7 +217,10 @@ struct CoordinatorMeshTests {
             try await RouterClient.with(endpoint: router) { client in
                 await withTaskGroup(of: Void.self) { group in
                     for worker in 0..<3 {
-                        group.addTask { await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 30) }
+                        group.addTask {
+                            await tally.drive(
+                                client: client, model: model, reference: reference, worker: worker, calls: 30)
+                        }
                     }
                     group.addTask {
                         await tally.waitForAnswers(20)
@@ -208,7 +233,8 @@ struct CoordinatorMeshTests {
             #expect(tally.answered.withLock { $0 } == 90)
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
             let after = try await waitForStatus(coordinator) { status in
-                status.groups.allSatisfy { $0.servingReplicas == 1 } && !status.replicas.contains { $0.replica.replicaID == victim.replica.replicaID }
+                status.groups.allSatisfy { $0.servingReplicas == 1 }
+                    && !status.replicas.contains { $0.replica.replicaID == victim.replica.replicaID }
             }
             #expect(after.groups.map(\.servingReplicas) == [1, 1, 1, 1])
             #expect(after.decisions.isEmpty)
@@ -221,7 +247,8 @@ struct CoordinatorMeshTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         let reference = try InProcessMoE(checkpoint: checkpoint)
-        try await withCoordinatedUp(model: model.path, extraArguments: ["--expert-compute-delay-ms", "1500"]) { router, coordinator in
+        try await withCoordinatedUp(model: model.path, extraArguments: ["--expert-compute-delay-ms", "1500"]) {
+            router, coordinator in
             let hidden = model.randomHidden(tokens: 1, seed: 5)
             let expected = try await reference.forward(layer: "0", hidden: hidden)
             let expert = Int(expected.routing.topkIDs[0])
@@ -232,9 +259,13 @@ struct CoordinatorMeshTests {
                 let call = Task { try await client.forward(layer: "0", hiddenStates: try Tensor(hidden)) }
                 // The replica reports the call's row in flight (it computes for 1.5 s; heartbeats every 0.5 s).
                 _ = try await waitForStatus(coordinator) { status in
-                    status.replicas.contains { $0.replica.replicaID == replica.replica.replicaID && $0.load.inFlightRows > 0 }
+                    status.replicas.contains {
+                        $0.replica.replicaID == replica.replica.replicaID && $0.load.inFlightRows > 0
+                    }
                 }
-                let drained = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.drain(replica: replica.replica.replicaID) }
+                let drained = try await CoordinatorClient.with(endpoint: coordinator) {
+                    try await $0.drain(replica: replica.replica.replicaID)
+                }
                 #expect(drained.state == .draining)
                 // Still alive while its call runs.
                 #expect(MoemeshBinary.isAlive(pid))
@@ -257,18 +288,25 @@ struct CoordinatorMeshTests {
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let timing = ["--heartbeat-ms", "200", "--lease-ms", "1500"]
         var (coordinatorProcess, coordinator) = try await startMoemesh(
-            "coordinator", role: "coordinator", ["coordinator", "--model", model.path, "--port", "0", "--scaler", "none"] + timing)
+            "coordinator", role: "coordinator",
+            ["coordinator", "--model", model.path, "--port", "0", "--scaler", "none"] + timing)
         var processes = [coordinatorProcess]
         defer { processes.forEach { $0.signal(SIGKILL) } }
         for expert in 0..<4 {
             let (process, _) = try await startMoemesh(
                 "expert \(expert)", role: "expert",
-                ["expert", "--model", model.path, "--experts", "*:\(expert)", "--threads", "1", "--coordinator", coordinator.description])
+                [
+                    "expert", "--model", model.path, "--experts", "*:\(expert)", "--threads", "1", "--coordinator",
+                    coordinator.description,
+                ])
             processes.append(process)
         }
         let (routerProcess, router) = try await startMoemesh(
             "router", role: "router",
-            ["router", "--model", model.path, "--port", "0", "--coordinator", coordinator.description, "--router-id", "router-under-test"])
+            [
+                "router", "--model", model.path, "--port", "0", "--coordinator", coordinator.description, "--router-id",
+                "router-under-test",
+            ])
         processes.append(routerProcess)
 
         let tally = AnswerTally()
@@ -277,7 +315,9 @@ struct CoordinatorMeshTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<2 {
                     group.addTask {
-                        await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 100_000) {
+                        await tally.drive(
+                            client: client, model: model, reference: reference, worker: worker, calls: 100_000
+                        ) {
                             stop.isSet
                         }
                     }
@@ -289,10 +329,13 @@ struct CoordinatorMeshTests {
                 await tally.waitForAnswers(tally.answered.withLock { $0 } + 40)
                 (coordinatorProcess, coordinator) = try await startMoemesh(
                     "coordinator", role: "coordinator",
-                    ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--scaler", "none"] + timing)
+                    ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--scaler", "none"]
+                        + timing)
                 processes.append(coordinatorProcess)
                 // Replicas and the router come back to the new coordinator while requests keep being answered.
-                _ = try await waitForStatus(coordinator) { $0.replicas.count == 4 && $0.routers.contains("router-under-test") }
+                _ = try await waitForStatus(coordinator) {
+                    $0.replicas.count == 4 && $0.routers.contains("router-under-test")
+                }
                 await tally.waitForAnswers(tally.answered.withLock { $0 } + 20)
                 stop.set()
                 try await group.waitForAll()
@@ -300,7 +343,9 @@ struct CoordinatorMeshTests {
         }
         #expect(tally.answered.withLock { $0 } > 20)
         #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
-        let status = try await waitForStatus(coordinator) { $0.replicas.count == 4 && $0.routers.contains("router-under-test") }
+        let status = try await waitForStatus(coordinator) {
+            $0.replicas.count == 4 && $0.routers.contains("router-under-test")
+        }
         #expect(status.replicas.count == 4)
         #expect(status.routers.contains("router-under-test"))
     }

@@ -7,7 +7,7 @@ import MoETestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Starts `moemesh up` on a model (port 0), runs `body` with the router's endpoint and `up`'s PID, then stops the
@@ -17,10 +17,14 @@ func withUpMesh(
 ) async throws {
     let up = try ChildProcess(
         name: "up", executable: MoemeshBinary.path,
-        arguments: ["up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level", "warning",
-                    "--parent-pid", String(getpid())] + extraArguments)
+        arguments: [
+            "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level",
+            "warning",
+            "--parent-pid", String(getpid()),
+        ] + extraArguments)
     defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
-    let router = try #require(await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
+    let router = try #require(
+        await up.waitForReadyLine(role: "router", timeout: .seconds(120)), "moemesh up did not start")
     try await body(router, up.pid)
     #expect(await up.stop(grace: .seconds(20)) == 0)
 }
@@ -57,7 +61,8 @@ struct GoldenMeshTests {
                     let batch = try reference.tensor("\(layer).capacity_hidden_states")
                     let result = try await client.forward(layer: layer, hiddenStates: batch)
                     #expect(result.output.shape == [2, 5, 16])
-                    let error = relativeError(result.output.floats(), try reference.tensor("\(layer).capacity_output").floats())
+                    let error = relativeError(
+                        result.output.floats(), try reference.tensor("\(layer).capacity_output").floats())
                     #expect(error <= 1e-5, "layer \(layer): relative error \(error)")
                 }
             }

@@ -8,7 +8,7 @@ import MoETestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Real `moemesh` processes on loopback: the mesh's answers equal the in-process reference.
@@ -16,13 +16,18 @@ import Glibc
 struct MeshTests {
     static let shape = ModelSynthesizer.Shape(experts: 8, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 2)
 
-    @Test("moemesh up: output and routing equal the in-process reference for T = 1, 7, 256; bad input refused; clean stop")
+    @Test(
+        "moemesh up: output and routing equal the in-process reference for T = 1, 7, 256; bad input refused; clean stop"
+    )
     func upMatchesReference() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 11)
         defer { model.remove() }
         let up = try ChildProcess(
             name: "up", executable: MoemeshBinary.path,
-            arguments: ["up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning", "--parent-pid", String(getpid())])
+            arguments: [
+                "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
+                "--parent-pid", String(getpid()),
+            ])
         // If the test stops early, take the mesh down with it (the children follow their parent).
         defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
         guard let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) else {
@@ -47,11 +52,15 @@ struct MeshTests {
 
             // Bad input over real sockets, then a good call: the mesh keeps serving.
             let badCalls: [(String, Tensor, RPCError.Code, String)] = [
-                ("0", try Tensor(shape: [2, 63], floats: [Float](repeating: 0, count: 126)), .invalidArgument,
-                 "hidden_states: hidden size: expected 64, got 63"),
+                (
+                    "0", try Tensor(shape: [2, 63], floats: [Float](repeating: 0, count: 126)), .invalidArgument,
+                    "hidden_states: hidden size: expected 64, got 63"
+                ),
                 ("4", try Tensor(model.randomHidden(tokens: 2)), .notFound, "layer '4' is not an MoE layer"),
-                ("0", try Tensor(shape: [1, 64], floats: [Float](repeating: .nan, count: 64)), .invalidArgument,
-                 "hidden_states: expected finite values, got nan at token 0, column 0"),
+                (
+                    "0", try Tensor(shape: [1, 64], floats: [Float](repeating: .nan, count: 64)), .invalidArgument,
+                    "hidden_states: expected finite values, got nan at token 0, column 0"
+                ),
             ]
             for (layer, hidden, code, message) in badCalls {
                 do {
@@ -71,11 +80,14 @@ struct MeshTests {
         defer { directory.remove() }
         let hidden = model.randomHidden(tokens: 6, seed: 5)
         try SafeTensorsWriter.write(
-            [.init(name: "hidden_states", tensor: try Tensor(hidden, shape: [2, 3, 64]))], to: directory.file("in.safetensors"))
+            [.init(name: "hidden_states", tensor: try Tensor(hidden, shape: [2, 3, 64]))],
+            to: directory.file("in.safetensors"))
         let forward = try ChildProcess(
             name: "forward", executable: MoemeshBinary.path,
-            arguments: ["forward", "--router", router.description, "--layer", "1",
-                        "--input", directory.file("in.safetensors"), "--output", directory.file("out.safetensors")])
+            arguments: [
+                "forward", "--router", router.description, "--layer", "1",
+                "--input", directory.file("in.safetensors"), "--output", directory.file("out.safetensors"),
+            ])
         var printed: [String] = []
         for await line in forward.outputLines { printed.append(line) }
         #expect(await forward.waitForExit(timeout: .seconds(30)) == 0)
@@ -102,10 +114,14 @@ struct MeshTests {
         for group in ["*:0-3", "*:4-7"] {
             let expert = try ChildProcess(
                 name: "expert \(group)", executable: MoemeshBinary.path,
-                arguments: ["expert", "--model", model.path, "--experts", group, "--port", "0", "--threads", "1",
-                            "--parent-pid", parent, "--log-level", "warning"])
+                arguments: [
+                    "expert", "--model", model.path, "--experts", group, "--port", "0", "--threads", "1",
+                    "--parent-pid", parent, "--log-level", "warning",
+                ])
             experts.append(expert)
-            if let endpoint = await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)) { endpoints.append(endpoint) }
+            if let endpoint = await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)) {
+                endpoints.append(endpoint)
+            }
         }
         defer { for expert in experts { expert.signal(SIGKILL); _ = expert.pollExit() } }
         try #require(endpoints.count == 2)
@@ -113,14 +129,18 @@ struct MeshTests {
         // Only the first half of the experts: the router must refuse, naming what is missing.
         let partial = try ChildProcess(
             name: "router", executable: MoemeshBinary.path,
-            arguments: ["router", "--model", model.path, "--port", "0", "--expert", endpoints[0].description,
-                        "--parent-pid", parent, "--log-level", "warning"])
+            arguments: [
+                "router", "--model", model.path, "--port", "0", "--expert", endpoints[0].description,
+                "--parent-pid", parent, "--log-level", "warning",
+            ])
         let status = await partial.waitForExit(timeout: .seconds(60))
         #expect(status != nil && status != 0)
 
         let router = try ChildProcess(
             name: "router", executable: MoemeshBinary.path,
-            arguments: ["router", "--model", model.path, "--port", "0", "--parent-pid", parent, "--log-level", "warning"]
+            arguments: [
+                "router", "--model", model.path, "--port", "0", "--parent-pid", parent, "--log-level", "warning",
+            ]
                 + endpoints.flatMap { ["--expert", $0.description] })
         defer { router.signal(SIGKILL); _ = router.pollExit() }
         let routerEndpoint = try #require(await router.waitForReadyLine(role: "router", timeout: .seconds(60)))

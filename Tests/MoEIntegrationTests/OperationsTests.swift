@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import GRPCCore
 import GRPCNIOTransportHTTP2
@@ -14,20 +14,23 @@ import MoETestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `grpc.health.v1` status of the process at `endpoint`; nil if it does not answer.
 func healthStatus(_ endpoint: ServiceEndpoint) async -> Grpc_Health_V1_HealthCheckResponse.ServingStatus? {
     let serving = ServingConfiguration()
     return try? await withGRPCClient(transport: try serving.makeClientTransport(to: endpoint)) { client in
-        try await Grpc_Health_V1_Health.Client(wrapping: client).check(.init(), options: serving.callOptions(timeout: .seconds(2))).status
+        try await Grpc_Health_V1_Health.Client(wrapping: client).check(
+            .init(), options: serving.callOptions(timeout: .seconds(2))
+        ).status
     }
 }
 
 /// Polls until `condition` holds for the health status at `endpoint`, within `timeout`.
 func waitForHealth(
-    _ endpoint: ServiceEndpoint, timeout: Duration = .seconds(30), _ condition: (Grpc_Health_V1_HealthCheckResponse.ServingStatus?) -> Bool
+    _ endpoint: ServiceEndpoint, timeout: Duration = .seconds(30),
+    _ condition: (Grpc_Health_V1_HealthCheckResponse.ServingStatus?) -> Bool
 ) async -> Grpc_Health_V1_HealthCheckResponse.ServingStatus? {
     let deadline = ContinuousClock.now + timeout
     var status = await healthStatus(endpoint)
@@ -42,7 +45,9 @@ func waitForHealth(
 struct OperationsTests {
     static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 32, intermediateSize: 48, layers: 1)
 
-    @Test("health: NOT_SERVING before ready (expert not registered, router without experts), SERVING after; /metrics and /status.json over HTTP")
+    @Test(
+        "health: NOT_SERVING before ready (expert not registered, router without experts), SERVING after; /metrics and /status.json over HTTP"
+    )
     func healthAndHTTP() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 51)
         defer { model.remove() }
@@ -55,15 +60,21 @@ struct OperationsTests {
         for expert in 0..<4 {
             let (process, endpoint) = try await startMoemesh(
                 "expert \(expert)", role: "expert",
-                ["expert", "--model", model.path, "--experts", "*:\(expert)", "--threads", "1", "--coordinator", coordinator.description])
+                [
+                    "expert", "--model", model.path, "--experts", "*:\(expert)", "--threads", "1", "--coordinator",
+                    coordinator.description,
+                ])
             processes.append(process)
             experts.append(endpoint)
         }
         #expect(await healthStatus(experts[0]) == .notServing)
         let routerProcess = try ChildProcess(
             name: "router", executable: MoemeshBinary.path,
-            arguments: ["router", "--model", model.path, "--port", String(router.port), "--coordinator", coordinator.description,
-                        "--http-port", "0", "--log-level", "warning"])
+            arguments: [
+                "router", "--model", model.path, "--port", String(router.port), "--coordinator",
+                coordinator.description,
+                "--http-port", "0", "--log-level", "warning",
+            ])
         processes.append(routerProcess)
         let routerHTTP = try #require(await routerProcess.waitForReadyLine(role: "http", timeout: .seconds(60)))
         #expect(await waitForHealth(router) { $0 != nil } == .notServing)
@@ -81,20 +92,23 @@ struct OperationsTests {
             "coordinator", role: "coordinator",
             ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--http-port", "0"])
         processes.append(coordinatorProcess)
-        let coordinatorHTTP = try #require(await coordinatorProcess.waitForReadyLine(role: "http", timeout: .seconds(30)))
+        let coordinatorHTTP = try #require(
+            await coordinatorProcess.waitForReadyLine(role: "http", timeout: .seconds(30)))
         for expert in experts { #expect(await waitForHealth(expert) { $0 == .serving } == .serving) }
         #expect(await waitForHealth(router) { $0 == .serving } == .serving)
         #expect(await healthStatus(coordinator) == .serving)
         try await RouterClient.with(endpoint: router) { client in
             for call in 0..<3 {
-                _ = try await client.forward(layer: "0", hiddenStates: try Tensor(model.randomHidden(tokens: 4, seed: UInt64(call))))
+                _ = try await client.forward(
+                    layer: "0", hiddenStates: try Tensor(model.randomHidden(tokens: 4, seed: UInt64(call))))
             }
         }
         let metrics = try #require(Loopback.get(port: routerHTTP.port, path: "/metrics"))
         #expect(metrics.status == 200)
         #expect(metrics.body.contains(#"moemesh_router_requests_total{layer="0"} 3"#))
         #expect(metrics.body.contains(#"moemesh_router_tokens_total{layer="0"} 12"#))
-        #expect(metrics.body.contains(#"moemesh_rpc_errors_total{service="router",method="Forward",code="unavailable"} 1"#))
+        #expect(
+            metrics.body.contains(#"moemesh_rpc_errors_total{service="router",method="Forward",code="unavailable"} 1"#))
         // The coordinator's status page data: after traffic, some expert's demand is above zero.
         var demand = 0.0
         let deadline = ContinuousClock.now + .seconds(10)
@@ -124,31 +138,43 @@ struct OperationsTests {
         let model = try SmallModel(shape: Self.shape, seed: 52)
         defer { model.remove() }
         let config = folder.file("moemesh.yaml")
-        try FileSystem.writeFile(config, chunks: [Array("""
-            all:
-              log-level: warning
-            k8s render:
-              image: registry.example/moemesh:1.0
-              replicas: 3
-              experts-per-deployment: 1
-              gpu: true
-            """.utf8)])
+        try FileSystem.writeFile(
+            config,
+            chunks: [
+                Array(
+                    """
+                    all:
+                      log-level: warning
+                    k8s render:
+                      image: registry.example/moemesh:1.0
+                      replicas: 3
+                      experts-per-deployment: 1
+                      gpu: true
+                    """.utf8)
+            ])
         func render(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32?, String) {
             let out = folder.file("out-" + String(UInt64.random(in: 0...UInt64.max), radix: 16))
             let process = try ChildProcess(
                 name: "render", executable: "/usr/bin/env",
-                arguments: environment.map { "\($0.key)=\($0.value)" } + [MoemeshBinary.path, "k8s", "render", "--model", model.path, "--out", out] + arguments)
+                arguments: environment.map { "\($0.key)=\($0.value)" } + [
+                    MoemeshBinary.path, "k8s", "render", "--model", model.path, "--out", out,
+                ] + arguments)
             for await _ in process.outputLines {}
             let status = await process.waitForExit(timeout: .seconds(30))
-            let experts = (try? FileSystem.readFile(out + "/experts.yaml")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let experts =
+                (try? FileSystem.readFile(out + "/experts.yaml")).map { String(decoding: $0, as: UTF8.self) } ?? ""
             return (status, experts)
         }
         let (status, fromFile) = try await render(["--config", config])
         #expect(status == 0)
-        #expect(fromFile.contains("image: registry.example/moemesh:1.0") && fromFile.contains("replicas: 3") && fromFile.contains("nvidia.com/gpu: 1"))
-        let (_, fromEnvironment) = try await render(["--config", config], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_EXPERTS_PER_DEPLOYMENT": "2"])
+        #expect(
+            fromFile.contains("image: registry.example/moemesh:1.0") && fromFile.contains("replicas: 3")
+                && fromFile.contains("nvidia.com/gpu: 1"))
+        let (_, fromEnvironment) = try await render(
+            ["--config", config], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_EXPERTS_PER_DEPLOYMENT": "2"])
         #expect(fromEnvironment.contains("replicas: 5") && fromEnvironment.contains("*:0-1"))
-        let (_, fromFlags) = try await render(["--config", config, "--replicas", "7"], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_CONFIG": config])
+        let (_, fromFlags) = try await render(
+            ["--config", config, "--replicas", "7"], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_CONFIG": config])
         #expect(fromFlags.contains("replicas: 7"))
         try FileSystem.writeFile(config, chunks: [Array("k8s render:\n  colour: blue\n".utf8)])
         let bad = try ChildProcess(
@@ -158,4 +184,3 @@ struct OperationsTests {
         #expect(await bad.waitForExit(timeout: .seconds(30)) != 0)
     }
 }
-

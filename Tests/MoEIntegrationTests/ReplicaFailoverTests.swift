@@ -8,14 +8,17 @@ import MoETestSupport
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("replicas under failure (real processes)", .serialized)
 struct ReplicaFailoverTests {
-    @Test("kill -9 of an expert replica during sustained load loses no request: the calls it had are retried on the other")
+    @Test(
+        "kill -9 of an expert replica during sustained load loses no request: the calls it had are retried on the other"
+    )
     func killReplicaUnderLoad() async throws {
-        let model = try SmallModel(shape: .init(experts: 4, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 1), seed: 31)
+        let model = try SmallModel(
+            shape: .init(experts: 4, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 1), seed: 31)
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         // Two replicas of every expert (two services hosting all of them) behind a router with /metrics.
@@ -40,7 +43,9 @@ struct ReplicaFailoverTests {
         try await RouterClient.with(endpoint: router) { client in
             await withTaskGroup(of: Void.self) { group in
                 for worker in 0..<4 {
-                    group.addTask { await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 40) }
+                    group.addTask {
+                        await tally.drive(client: client, model: model, reference: reference, worker: worker, calls: 40)
+                    }
                 }
                 group.addTask {
                     await tally.waitForAnswers(40)

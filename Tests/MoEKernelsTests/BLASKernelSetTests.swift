@@ -24,12 +24,14 @@ struct BLASKernelSetTests {
             ("Haswell", avx512, "Haswell", nil),  // OPENBLAS_CORETYPE set by a person
         ] as [(String, Set<String>, String?, String?)])
     func recommendation(detected: String, flags: Set<String>, requested: String?, expected: String?) {
-        #expect(BLASKernelSet.recommendedCoreType(detected: detected, cpuFlags: flags, requested: requested) == expected)
+        #expect(
+            BLASKernelSet.recommendedCoreType(detected: detected, cpuFlags: flags, requested: requested) == expected)
     }
 
     @Test("CPU flags come from the first `flags` line; a /proc/cpuinfo without one gives none")
     func parsesFlags() {
-        let x86 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse3 avx2 fma\nbugs\t\t: spectre\nflags\t\t: other\n"
+        let x86 =
+            "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse3 avx2 fma\nbugs\t\t: spectre\nflags\t\t: other\n"
         #expect(BLASKernelSet.cpuFlags(cpuinfo: x86) == ["fpu", "sse3", "avx2", "fma"])
         let arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes\nCPU implementer\t: 0x41\n"
         #expect(BLASKernelSet.cpuFlags(cpuinfo: arm).isEmpty)

@@ -8,7 +8,9 @@ private struct MarkerKernel: ExpertKernel {
     let key: Int
     var hiddenSize: Int { 1 }
     var intermediateSize: Int { 1 }
-    func forward(_ rows: Matrix) -> Matrix { Matrix(rows: rows.rows, columns: 1, values: rows.values.map { $0 + Float(self.key) }) }
+    func forward(_ rows: Matrix) -> Matrix {
+        Matrix(rows: rows.rows, columns: 1, values: rows.values.map { $0 + Float(self.key) })
+    }
 }
 
 @Suite("expert cache under a memory budget")
@@ -17,7 +19,8 @@ struct ExpertCacheTests {
         let keys = Mutex<[Int]>([])
     }
 
-    @Test("loads on first use, evicts the least recently used to stay within the budget, counts hits, misses, evictions")
+    @Test(
+        "loads on first use, evicts the least recently used to stay within the budget, counts hits, misses, evictions")
     func leastRecentlyUsed() throws {
         let loads = Loads()
         // 100 bytes per expert, room for 3.
@@ -65,7 +68,9 @@ struct ExpertCachePrefetchTests {
         let key: Int
         var hiddenSize: Int { 1 }
         var intermediateSize: Int { 1 }
-        func forward(_ rows: Matrix) -> Matrix { Matrix(rows: rows.rows, columns: 1, values: rows.values.map { $0 + Float(self.key) }) }
+        func forward(_ rows: Matrix) -> Matrix {
+            Matrix(rows: rows.rows, columns: 1, values: rows.values.map { $0 + Float(self.key) })
+        }
     }
 
     private final class ResidentAtLoad: Sendable {
@@ -108,7 +113,9 @@ struct ExpertCachePrefetchTests {
             for call in 0..<200 {
                 group.addTask {
                     let key = call % 10
-                    return try cache.kernel(for: key).forward(Matrix(rows: 1, columns: 1, values: [0])).values == [Float(key)]
+                    return try cache.kernel(for: key).forward(Matrix(rows: 1, columns: 1, values: [0])).values == [
+                        Float(key)
+                    ]
                 }
             }
             for try await correct in group { #expect(correct) }

@@ -124,7 +124,7 @@ struct ExpertKernelTests {
             (Activation.relu, Float(-1.5), 0.0), (.relu, 2, 2),
             (.silu, 1, 0.7310585786300049), (.silu, -2, -0.2384058440442351),
             (.gelu, 1, 0.8413447460685429), (.gelu, -0.5, -0.15426876936299347),
-            (.geluTanh, 1, 0.8411919906082768), (.geluTanh, -0.5, -0.15428599017), 
+            (.geluTanh, 1, 0.8411919906082768), (.geluTanh, -0.5, -0.15428599017),
         ])
     func activation(activation: Activation, z: Float, expected: Double) {
         #expect(abs(Double(activation(z)) - expected) < 1e-6)

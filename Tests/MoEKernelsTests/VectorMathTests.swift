@@ -29,7 +29,9 @@ struct VectorMathTests {
         var z = [Float](repeating: 0, count: count)
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
-                z.withUnsafeMutableBufferPointer { VectorMath.siluProduct(a.baseAddress!, b.baseAddress!, into: $0.baseAddress!, count: count) }
+                z.withUnsafeMutableBufferPointer {
+                    VectorMath.siluProduct(a.baseAddress!, b.baseAddress!, into: $0.baseAddress!, count: count)
+                }
             }
         }
         for index in 0..<count {

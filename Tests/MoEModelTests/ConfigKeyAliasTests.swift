@@ -62,9 +62,12 @@ struct ConfigKeyAliasTests {
         let config = ModelConfig(
             path: "m/config.json",
             values: ["model_type": .string("qwen3_moe"), "num_experts": .number(8), "num_local_experts": .number(16)])
-        #expect(throws: ModelError.invalidConfig(
-            path: "m/config.json",
-            reason: "'num_experts' (8) and 'num_local_experts' (16) name the same setting and disagree; keep one of them")
+        #expect(
+            throws: ModelError.invalidConfig(
+                path: "m/config.json",
+                reason:
+                    "'num_experts' (8) and 'num_local_experts' (16) name the same setting and disagree; keep one of them"
+            )
         ) { try config.resolvingAliases() }
     }
 }

@@ -29,9 +29,12 @@ struct GoldenModelTests {
         }
     }
 
-    @Test("Switch's per-sequence expert capacity passes dropped tokens through as max p · x",
-          arguments: [GoldenFixture(architecture: "switch_transformers", dtype: .f32),
-                      GoldenFixture(architecture: "switch_transformers", dtype: .bf16)])
+    @Test(
+        "Switch's per-sequence expert capacity passes dropped tokens through as max p · x",
+        arguments: [
+            GoldenFixture(architecture: "switch_transformers", dtype: .f32),
+            GoldenFixture(architecture: "switch_transformers", dtype: .bf16),
+        ])
     func switchCapacity(fixture: GoldenFixture) async throws {
         let checkpoint = try MoECheckpoint(path: fixture.modelPath)
         let reference = try fixture.reference()

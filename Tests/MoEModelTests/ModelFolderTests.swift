@@ -43,22 +43,27 @@ struct ModelFolderTests {
         let source = try SafeTensorsFile(path: whole.file("model.safetensors"))
         let names = source.entries.keys.sorted()
         var weightMap: [String] = []
-        for (index, part) in [names.filter { $0.contains("layers.0.") }, names.filter { !$0.contains("layers.0.") }].enumerated() {
+        for (index, part) in [names.filter { $0.contains("layers.0.") }, names.filter { !$0.contains("layers.0.") }]
+            .enumerated()
+        {
             let fileName = "model-0000\(index + 1)-of-00002.safetensors"
             try SafeTensorsWriter.write(
-                part.map { SafeTensorsWriter.Entry(name: $0, tensor: try! source.tensor($0)) }, to: sharded.file(fileName))
+                part.map { SafeTensorsWriter.Entry(name: $0, tensor: try! source.tensor($0)) },
+                to: sharded.file(fileName))
             weightMap += part.map { "\"\($0)\": \"\(fileName)\"" }
         }
         try FileSystem.writeFile(
             sharded.file("model.safetensors.index.json"),
             chunks: [Array("{\"metadata\": {}, \"weight_map\": {\(weightMap.joined(separator: ", "))}}".utf8)])
-        try FileSystem.writeFile(sharded.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
+        try FileSystem.writeFile(
+            sharded.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
 
         let a = try MoECheckpoint(path: whole.path), b = try MoECheckpoint(path: sharded.path)
         for layer in a.layers {
             #expect(try a.gateWeight(layer: layer) == b.gateWeight(layer: layer))
             for expert in 0..<layer.numExperts {
-                #expect(try a.expertWeights(layer: layer, expert: expert) == b.expertWeights(layer: layer, expert: expert))
+                #expect(
+                    try a.expertWeights(layer: layer, expert: expert) == b.expertWeights(layer: layer, expert: expert))
             }
         }
     }
@@ -71,9 +76,12 @@ struct ModelFolderTests {
         let source = try SafeTensorsFile(path: whole.file("model.safetensors"))
         let missing = "model.layers.1.block_sparse_moe.experts.2.w3.weight"
         try SafeTensorsWriter.write(
-            source.entries.keys.sorted().filter { $0 != missing }.map { .init(name: $0, tensor: try! source.tensor($0)) },
+            source.entries.keys.sorted().filter { $0 != missing }.map {
+                .init(name: $0, tensor: try! source.tensor($0))
+            },
             to: broken.file("model.safetensors"))
-        try FileSystem.writeFile(broken.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
+        try FileSystem.writeFile(
+            broken.file("config.json"), chunks: [try FileSystem.readFile(whole.file("config.json"))])
         let checkpoint = try MoECheckpoint(path: broken.path)
         #expect(throws: ModelError.missingTensor(name: missing, folder: broken.path)) {
             try checkpoint.expertWeights(layer: checkpoint.layer("1"), expert: 2)
@@ -87,21 +95,33 @@ struct ModelFolderTests {
         #expect(throws: ModelError.notAModelFolder(path: directory.path, reason: "config.json is missing")) {
             try MoECheckpoint(path: directory.path)
         }
-        try FileSystem.writeFile(directory.file("config.json"), chunks: [Array(#"{"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1}"#.utf8)])
+        try FileSystem.writeFile(
+            directory.file("config.json"),
+            chunks: [Array(#"{"model_type": "llama", "hidden_size": 8, "num_hidden_layers": 1}"#.utf8)])
         #expect(throws: ModelError.notAModelFolder(path: directory.path, reason: "no *.safetensors file")) {
             try MoECheckpoint(path: directory.path)
         }
-        try SafeTensorsWriter.write([.init(name: "x", tensor: try Tensor(shape: [1], floats: [0]))], to: directory.file("model.safetensors"))
+        try SafeTensorsWriter.write(
+            [.init(name: "x", tensor: try Tensor(shape: [1], floats: [0]))], to: directory.file("model.safetensors"))
         do {
             _ = try MoECheckpoint(path: directory.path)
             Issue.record("llama accepted")
         } catch {
-            let supported = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss", "switch_transformers"]
+            let supported = [
+                "mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v2", "deepseek_v3", "gpt_oss",
+                "switch_transformers",
+            ]
             #expect(error == .unsupportedArchitecture(modelType: "llama", supported: supported))
-            #expect(error.description == "model_type 'llama' is not supported; supported: \(supported.joined(separator: ", "))")
+            #expect(
+                error.description
+                    == "model_type 'llama' is not supported; supported: \(supported.joined(separator: ", "))")
         }
-        try FileSystem.writeFile(directory.file("config.json"), chunks: [Array(#"{"model_type": "mixtral", "num_hidden_layers": 1}"#.utf8)])
-        #expect(throws: ModelError.invalidConfig(path: directory.file("config.json"), reason: "required key 'hidden_size' is missing")) {
+        try FileSystem.writeFile(
+            directory.file("config.json"), chunks: [Array(#"{"model_type": "mixtral", "num_hidden_layers": 1}"#.utf8)])
+        #expect(
+            throws: ModelError.invalidConfig(
+                path: directory.file("config.json"), reason: "required key 'hidden_size' is missing")
+        ) {
             try MoECheckpoint(path: directory.path)
         }
     }
@@ -114,7 +134,8 @@ struct ModelFolderTests {
         let checkpoint = try MoECheckpoint(path: directory.path)
         let reference = try InProcessMoE(checkpoint: checkpoint)
         let tokens = 5
-        let hidden = Matrix(rows: tokens, columns: 16, values: ModelSynthesizer.uniform(count: tokens * 16, scale: 1, seed: 1))
+        let hidden = Matrix(
+            rows: tokens, columns: 16, values: ModelSynthesizer.uniform(count: tokens * 16, scale: 1, seed: 1))
         let result = try await reference.forward(layer: "0", hidden: hidden)
         let layer = try checkpoint.layer("0")
         let logits = BLAS.multiplyTransposed(hidden, try checkpoint.gateWeight(layer: layer))

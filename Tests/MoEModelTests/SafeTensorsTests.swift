@@ -15,8 +15,10 @@ struct SafeTensorsTests {
         let f16 = try Tensor(shape: [1, 1, 2], floats: [0.25, 8], dtype: .f16)
         let path = directory.file("t.safetensors")
         try SafeTensorsWriter.write(
-            [.init(name: "a", tensor: f32), .init(name: "b\"quoted\"", tensor: bf16), .init(name: "c", tensor: f16),
-             .init(name: "ids", int32: [3, -1], shape: [2])],
+            [
+                .init(name: "a", tensor: f32), .init(name: "b\"quoted\"", tensor: bf16), .init(name: "c", tensor: f16),
+                .init(name: "ids", int32: [3, -1], shape: [2]),
+            ],
             metadata: ["format": "pt"], to: path)
         let file = try SafeTensorsFile(path: path)
         #expect(file.metadata == ["format": "pt"])
@@ -54,19 +56,40 @@ struct SafeTensorsTests {
 
     static let corruptions: [Corruption] = [
         Corruption(name: "empty file", [], "file is 0 bytes, shorter than the 8-byte header length"),
-        Corruption(name: "header length past the end", file(header: "{}", declaredLength: 1 << 40), "header length 1099511627776 exceeds"),
-        Corruption(name: "header not JSON", file(header: "not json at all"), "header does not start with a JSON object"),
+        Corruption(
+            name: "header length past the end", file(header: "{}", declaredLength: 1 << 40),
+            "header length 1099511627776 exceeds"),
+        Corruption(
+            name: "header not JSON", file(header: "not json at all"), "header does not start with a JSON object"),
         Corruption(name: "truncated JSON", file(header: "{\"x\":{\"dtype\":\"F32\""), "header is not valid JSON"),
-        Corruption(name: "unknown dtype", file(header: #"{"x":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#), "unknown dtype 'F33'"),
-        Corruption(name: "negative dimension", file(header: #"{"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#), "negative dimension"),
-        Corruption(name: "offsets out of bounds", file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,80]}}"#), "outside the 8-byte data buffer"),
-        Corruption(name: "size does not match shape", file(header: #"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#), "needs 12 bytes, data_offsets give 8"),
-        Corruption(name: "gap in the buffer", file(header: #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#), "gap in the data buffer"),
-        Corruption(name: "overlapping tensors",
-         file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#),
-         "overlaps"),
-        Corruption(name: "bytes left over", file(header: #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#), "tensors cover 4"),
-        Corruption(name: "offsets not a pair", file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#), "must be [begin, end]"),
+        Corruption(
+            name: "unknown dtype", file(header: #"{"x":{"dtype":"F33","shape":[2],"data_offsets":[0,8]}}"#),
+            "unknown dtype 'F33'"),
+        Corruption(
+            name: "negative dimension", file(header: #"{"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#),
+            "negative dimension"),
+        Corruption(
+            name: "offsets out of bounds", file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,80]}}"#),
+            "outside the 8-byte data buffer"),
+        Corruption(
+            name: "size does not match shape", file(header: #"{"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#),
+            "needs 12 bytes, data_offsets give 8"),
+        Corruption(
+            name: "gap in the buffer", file(header: #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#),
+            "gap in the data buffer"),
+        Corruption(
+            name: "overlapping tensors",
+            file(
+                header:
+                    #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#
+            ),
+            "overlaps"),
+        Corruption(
+            name: "bytes left over", file(header: #"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#),
+            "tensors cover 4"),
+        Corruption(
+            name: "offsets not a pair", file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0]}}"#),
+            "must be [begin, end]"),
     ]
 
     @Test("a corrupted file gets a clear error, never a crash", arguments: corruptions)
@@ -94,7 +117,9 @@ struct SafeTensorsTests {
         defer { directory.remove() }
         let path = directory.file("ok.safetensors")
         var data = [UInt8]()
-        for value: Float in [1.5, -2] { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+        for value: Float in [1.5, -2] {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+        }
         try FileSystem.writeFile(
             path, chunks: [Self.file(header: #"{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, data: data)])
         #expect(try SafeTensorsFile(path: path).tensor("x").floats() == [1.5, -2])

@@ -19,7 +19,8 @@ private final class HungExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
 
     init(real: ExpertService) { self.real = real }
 
-    func compute(request: Moemesh_V1_ComputeRequest, context: ServerContext) async throws -> Moemesh_V1_ComputeResponse {
+    func compute(request: Moemesh_V1_ComputeRequest, context: ServerContext) async throws -> Moemesh_V1_ComputeResponse
+    {
         self.held.withLock { $0 += 1 }
         defer { self.held.withLock { $0 -= 1 } }
         // Waits until the caller gives up on it (the handler's cancellation ends the wait), never answering.
@@ -53,11 +54,15 @@ private final class HungExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         }
     }
 
-    func describeExperts(request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext) async throws -> Moemesh_V1_DescribeExpertsResponse {
+    func describeExperts(request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext) async throws
+        -> Moemesh_V1_DescribeExpertsResponse
+    {
         try await self.real.describeExperts(request: request, context: context)
     }
 
-    func prefetch(request: Moemesh_V1_PrefetchRequest, context: ServerContext) async throws -> Moemesh_V1_PrefetchResponse {
+    func prefetch(request: Moemesh_V1_PrefetchRequest, context: ServerContext) async throws
+        -> Moemesh_V1_PrefetchResponse
+    {
         try await self.real.prefetch(request: request, context: context)
     }
 }
@@ -79,14 +84,17 @@ private func withRouter(
                 replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, replicas) }),
                 onRemoved: { scheduler.replicasLeft($0) })
             let executor = RemoteExpertExecutor(
-                topology: topology, scheduler: scheduler, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                topology: topology, scheduler: scheduler, wireDType: .f32,
+                callOptions: ServingConfiguration().callOptions(),
                 metrics: ServiceMetrics())
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
                 executor: executor, batching: batching)
             try await withServers([router]) { routerEndpoint in
-                try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: routerEndpoint[0])) { client in
+                try await withGRPCClient(
+                    transport: try ServingConfiguration().makeClientTransport(to: routerEndpoint[0])
+                ) { client in
                     try await body(Moemesh_V1_Router.Client(wrapping: client), endpoints)
                 }
             }
@@ -102,7 +110,8 @@ private func withServers(
     guard endpoints.count < services.count else { return try await body(endpoints) }
     let transport = ServingConfiguration().makeServerTransport()
     try await withGRPCServer(
-        transport: transport, services: [services[endpoints.count]], interceptors: [DeadlineServerInterceptor(), RPCCancellationInterceptor()]
+        transport: transport, services: [services[endpoints.count]],
+        interceptors: [DeadlineServerInterceptor(), RPCCancellationInterceptor()]
     ) { _ in
         let endpoint = try #require(ServiceEndpoint(listening: try await transport.listeningAddress))
         try await withServers(services, endpoints: endpoints + [endpoint], body)
@@ -119,15 +128,20 @@ private func withClients(
     try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: endpoint)) { client in
         let expert = Moemesh_V1_Expert.Client(wrapping: client)
         let (jobs, spawn) = AsyncStream<@Sendable () async -> Void>.makeStream()
-        let stream = streams ? ComputeStreamChannel(client: expert, serving: ServingConfiguration(), spawn: { spawn.yield($0) }) : nil
+        let stream =
+            streams
+            ? ComputeStreamChannel(client: expert, serving: ServingConfiguration(), spawn: { spawn.yield($0) }) : nil
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await withDiscardingTaskGroup { tasks in for await job in jobs { tasks.addTask { await job() } } } }
+            group.addTask {
+                await withDiscardingTaskGroup { tasks in for await job in jobs { tasks.addTask { await job() } } }
+            }
             defer {
                 stream?.close()
                 spawn.finish()
             }
             try await withClients(
-                endpoints, streams: streams, replicas: replicas + [ExpertReplica(endpoint: endpoint, client: expert, stream: stream)], body)
+                endpoints, streams: streams,
+                replicas: replicas + [ExpertReplica(endpoint: endpoint, client: expert, stream: stream)], body)
         }
     }
 }
@@ -151,7 +165,9 @@ struct DataPlaneTests {
         let expert = try ExpertService(checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses))
         try await withRouter(model: model, experts: [expert], batching: .init()) { router, _ in
             let requests = (0..<24).map { index in
-                request(model.randomHidden(tokens: 1 + index % 4, seed: UInt64(index)), layer: index % 2 == 0 ? "0" : "1", id: UInt64(100 + index))
+                request(
+                    model.randomHidden(tokens: 1 + index % 4, seed: UInt64(index)), layer: index % 2 == 0 ? "0" : "1",
+                    id: UInt64(100 + index))
             }
             // One bad request in the middle: its answer carries the error, and the stream goes on.
             var badRequest = request(model.randomHidden(tokens: 1), id: 999)
@@ -193,7 +209,8 @@ struct DataPlaneTests {
         let reference = try InProcessMoE(checkpoint: checkpoint)
         // The hung replica is first in the topology; a short hedge delay (no latencies learnt yet: the ceiling).
         let scheduler = ReplicaScheduler(configuration: .init(hedgeCeiling: .milliseconds(20)))
-        try await withRouter(model: model, experts: [hung, real], scheduler: scheduler, streams: streams) { router, experts in
+        try await withRouter(model: model, experts: [hung, real], scheduler: scheduler, streams: streams) {
+            router, experts in
             let calls = 40
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for client in 0..<4 {
@@ -218,7 +235,9 @@ struct DataPlaneTests {
             #expect(scheduler.takeEjections().contains { $0.endpoint == experts[0] })
             // Hedges within budget: 10 saved up at start, plus 0.1 per call.
             let (expertCalls, hedges) = scheduler.statistics
-            #expect(hedges >= 1 && Double(hedges) <= 10 + 0.1 * Double(expertCalls), "\(hedges) hedges for \(expertCalls) calls")
+            #expect(
+                hedges >= 1 && Double(hedges) <= 10 + 0.1 * Double(expertCalls),
+                "\(hedges) hedges for \(expertCalls) calls")
         }
         // Once the servers are gone, nothing is held at the hung replica: its calls ended by cancellation or deadline.
         #expect(hung.held.withLock { $0 } == 0)
@@ -241,7 +260,9 @@ struct DataPlaneTests {
         }
     }
 
-    @Test("a deadline shorter than the expert's work: DEADLINE_EXCEEDED at the deadline, and the expert left with nothing")
+    @Test(
+        "a deadline shorter than the expert's work: DEADLINE_EXCEEDED at the deadline, and the expert left with nothing"
+    )
     func deadlineShorterThanTheWork() async throws {
         let model = try SmallModel()
         defer { model.remove() }

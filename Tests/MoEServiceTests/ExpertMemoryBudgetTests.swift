@@ -15,7 +15,7 @@ import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("expert service under a memory budget")
@@ -40,9 +40,11 @@ struct ExpertMemoryBudgetTests {
                 request.expert = Int32(address.expert)
                 request.rows = Moemesh_V1_Tensor(rows, dtype: .f32)
                 let response = try await service.compute(request)
-                let output = try response.rows.decodeTokenRows(field: "rows", hiddenSize: 32, allowedRanks: [2], shapeDescription: "[N, H]")
+                let output = try response.rows.decodeTokenRows(
+                    field: "rows", hiddenSize: 32, allowedRanks: [2], shapeDescription: "[N, H]")
                 let expected = CPUExpertKernel(
-                    weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert)
+                    weights: try checkpoint.expertWeights(
+                        layer: try checkpoint.layer(address.layer), expert: address.expert)
                 ).forward(rows)
                 #expect(output.matrix.values == expected.values, "round \(round), \(address)")
                 #expect(service.cache.statistics.residentBytes <= 3 * perExpert)
@@ -70,10 +72,13 @@ struct ExpertMemoryBudgetTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         do {
-            _ = try ExpertService(checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), memoryBudgetBytes: 1000)
+            _ = try ExpertService(
+                checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), memoryBudgetBytes: 1000)
             Issue.record("expected a refusal")
         } catch {
-            #expect(error.description == "memory budget: expected at least one expert's 0 MiB (18432 bytes), got 1000 bytes")
+            #expect(
+                error.description == "memory budget: expected at least one expert's 0 MiB (18432 bytes), got 1000 bytes"
+            )
         }
     }
 }
@@ -93,7 +98,11 @@ struct ComputeStepTests {
         var hiddenSize: Int { self.kernel.hiddenSize }
         var intermediateSize: Int { self.kernel.intermediateSize }
         func forward(_ rows: Matrix) -> Matrix {
-            if self.gate.first.withLock({ first in defer { first = false }; return first }) { self.gate.opened.wait() }
+            if self.gate.first.withLock({ first in
+                defer { first = false }; return first
+            }) {
+                self.gate.opened.wait()
+            }
             return self.kernel.forward(rows)
         }
     }
@@ -135,7 +144,8 @@ struct ComputeStepTests {
                     let output = try await service.compute(request).rows.decodeTokenRows(
                         field: "rows", hiddenSize: 32, allowedRanks: [2], shapeDescription: "[N, H]")
                     let expected = CPUExpertKernel(
-                        weights: try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert)
+                        weights: try checkpoint.expertWeights(
+                            layer: try checkpoint.layer(address.layer), expert: address.expert)
                     ).forward(rows)
                     return output.matrix.values == expected.values
                 }
@@ -161,7 +171,9 @@ struct PrefetchTests {
         return false
     }
 
-    @Test("Prefetch starts loading the hosted experts that are not resident; the use after it is a hit; unknown ones are refused")
+    @Test(
+        "Prefetch starts loading the hosted experts that are not resident; the use after it is a hit; unknown ones are refused"
+    )
     func expertPrefetch() async throws {
         let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 64)
         defer { model.remove() }
@@ -192,7 +204,8 @@ struct PrefetchTests {
         for enabled in [true, false] {
             var routing = RoutingConfiguration()
             routing.prefetchNextLayer = enabled
-            try await withInProcessMesh(model: model, routing: routing, expertMemoryBudgetBytes: 4 * 3 * 32 * 48 * 4) { router, expert in
+            try await withInProcessMesh(model: model, routing: routing, expertMemoryBudgetBytes: 4 * 3 * 32 * 48 * 4) {
+                router, expert in
                 var request = Moemesh_V1_ForwardRequest()
                 request.layer = "0"
                 request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
@@ -208,7 +221,8 @@ struct PrefetchTests {
 
 @Suite("expert cache metrics")
 struct CacheMetricsTests {
-    @Test("under concurrent calls the /metrics cache counters equal the cache's own statistics, each change counted once")
+    @Test(
+        "under concurrent calls the /metrics cache counters equal the cache's own statistics, each change counted once")
     func countersMatchStatistics() async throws {
         let model = try SmallModel(shape: ExpertMemoryBudgetTests.shape, seed: 66)
         defer { model.remove() }
@@ -218,7 +232,8 @@ struct CacheMetricsTests {
         let stats = try await withMetricsFactory(PrometheusMetricsFactory(registry: registry)) {
             let checkpoint = try MoECheckpoint(path: model.path)
             let addresses = checkpoint.layers.flatMap(\.expertAddresses)
-            let service = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: 2 * perExpert)
+            let service = try ExpertService(
+                checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: 2 * perExpert)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for call in 0..<48 {
                     let address = addresses[call % addresses.count]

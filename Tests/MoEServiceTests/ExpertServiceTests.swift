@@ -49,26 +49,39 @@ struct ExpertServiceTests {
     static let badCalls: [BadCall] = {
         let good = SmallModelRows.rows
         return [
-            BadCall(name: "wrong hidden size", request: request(rows: .raw(.f32, [2, 31], bytes: 248)),
-                    code: .invalidArgument, message: "rows: hidden size: expected 32, got 31"),
-            BadCall(name: "data length not matching shape", request: request(rows: .raw(.f32, [2, 32], bytes: 255)),
-                    code: .invalidArgument, message: "rows: data length: expected 256 bytes for f32 [2, 32], got 255"),
-            BadCall(name: "unknown expert", request: request(expert: 9, rows: .rows(good)),
-                    code: .notFound, message: "layer 0 expert 9 is not hosted by this expert service; it hosts layer 0 experts 0-3, layer 1 experts 0-3"),
-            BadCall(name: "unknown layer", request: request(layer: "x", rows: .rows(good)),
-                    code: .notFound, message: "layer x expert 1 is not hosted"),
-            BadCall(name: "empty batch", request: request(rows: .raw(.f32, [0, 32], bytes: 0)),
-                    code: .invalidArgument, message: "rows: empty batch: expected at least one token, got shape [0, 32]"),
-            BadCall(name: "NaN", request: request(rows: .rows(good, replacing: 37)),
-                    code: .invalidArgument, message: "rows: expected finite values, got nan at token 1, column 5"),
-            BadCall(name: "infinity", request: request(rows: .rows(good, replacing: 2, with: -.infinity)),
-                    code: .invalidArgument, message: "rows: expected finite values, got -inf at token 0, column 2"),
-            BadCall(name: "rank 3", request: request(rows: .raw(.f32, [1, 2, 32], bytes: 256)),
-                    code: .invalidArgument, message: "rows: expected shape [N, 32], got [1, 2, 32]"),
-            BadCall(name: "no tensor", request: request(rows: Moemesh_V1_Tensor()),
-                    code: .invalidArgument, message: "rows: expected a tensor with dtype f32, bf16 or f16, got none"),
-            BadCall(name: "unknown dtype", request: request(rows: .raw(.unspecified, [2, 32], bytes: 256)),
-                    code: .invalidArgument, message: "rows: expected dtype f32, bf16 or f16, got DTYPE_UNSPECIFIED"),
+            BadCall(
+                name: "wrong hidden size", request: request(rows: .raw(.f32, [2, 31], bytes: 248)),
+                code: .invalidArgument, message: "rows: hidden size: expected 32, got 31"),
+            BadCall(
+                name: "data length not matching shape", request: request(rows: .raw(.f32, [2, 32], bytes: 255)),
+                code: .invalidArgument, message: "rows: data length: expected 256 bytes for f32 [2, 32], got 255"),
+            BadCall(
+                name: "unknown expert", request: request(expert: 9, rows: .rows(good)),
+                code: .notFound,
+                message:
+                    "layer 0 expert 9 is not hosted by this expert service; it hosts layer 0 experts 0-3, layer 1 experts 0-3"
+            ),
+            BadCall(
+                name: "unknown layer", request: request(layer: "x", rows: .rows(good)),
+                code: .notFound, message: "layer x expert 1 is not hosted"),
+            BadCall(
+                name: "empty batch", request: request(rows: .raw(.f32, [0, 32], bytes: 0)),
+                code: .invalidArgument, message: "rows: empty batch: expected at least one token, got shape [0, 32]"),
+            BadCall(
+                name: "NaN", request: request(rows: .rows(good, replacing: 37)),
+                code: .invalidArgument, message: "rows: expected finite values, got nan at token 1, column 5"),
+            BadCall(
+                name: "infinity", request: request(rows: .rows(good, replacing: 2, with: -.infinity)),
+                code: .invalidArgument, message: "rows: expected finite values, got -inf at token 0, column 2"),
+            BadCall(
+                name: "rank 3", request: request(rows: .raw(.f32, [1, 2, 32], bytes: 256)),
+                code: .invalidArgument, message: "rows: expected shape [N, 32], got [1, 2, 32]"),
+            BadCall(
+                name: "no tensor", request: request(rows: Moemesh_V1_Tensor()),
+                code: .invalidArgument, message: "rows: expected a tensor with dtype f32, bf16 or f16, got none"),
+            BadCall(
+                name: "unknown dtype", request: request(rows: .raw(.unspecified, [2, 32], bytes: 256)),
+                code: .invalidArgument, message: "rows: expected dtype f32, bf16 or f16, got DTYPE_UNSPECIFIED"),
         ]
     }()
 
@@ -97,7 +110,10 @@ struct ExpertServiceTests {
             let description = try await expert.describeExperts(Moemesh_V1_DescribeExpertsRequest())
             #expect(description.modelType == "mixtral")
             #expect(description.hiddenSize == 32 && description.intermediateSize == 48)
-            #expect(description.experts.map { "\($0.layer):\($0.expert)" } == ["0:0", "0:1", "0:2", "0:3", "1:0", "1:1", "1:2", "1:3"])
+            #expect(
+                description.experts.map { "\($0.layer):\($0.expert)" } == [
+                    "0:0", "0:1", "0:2", "0:3", "1:0", "1:1", "1:2", "1:3",
+                ])
         }
     }
 }

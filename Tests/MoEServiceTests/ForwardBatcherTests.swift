@@ -24,7 +24,9 @@ struct ForwardBatcherTests {
             group.addTask { (0, try await batcher.forward(inputs[0], pipeline: pipeline, executor: executor)) }
             await executor.waitUntilHeld(firstCalls)
             for index in 1..<inputs.count {
-                group.addTask { (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor)) }
+                group.addTask {
+                    (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor))
+                }
             }
             try #require(await eventually { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
             executor.release(holdLater: false)
@@ -91,7 +93,8 @@ struct ForwardBatcherTests {
             for index in 0..<6 {
                 group.addTask {
                     do {
-                        _ = try await batcher.forward(model.randomHidden(tokens: 2, seed: UInt64(index)), pipeline: pipeline, executor: Broken())
+                        _ = try await batcher.forward(
+                            model.randomHidden(tokens: 2, seed: UInt64(index)), pipeline: pipeline, executor: Broken())
                         return false
                     } catch { return error is RouterError }
                 }

@@ -16,26 +16,32 @@ import Tracing
 /// Both servers count calls and errors (`RPCMetricsInterceptor`) and trace them with `tracer`.
 func withInProcessMesh(
     model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
-    batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(), expertMemoryBudgetBytes: Int? = nil,
+    batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(),
+    expertMemoryBudgetBytes: Int? = nil,
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
     let checkpoint = try MoECheckpoint(path: model.path)
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
-    let expertService = try ExpertService(checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: expertMemoryBudgetBytes)
+    let expertService = try ExpertService(
+        checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: expertMemoryBudgetBytes)
     let expertTransport = InProcessTransport()
     let logger = Logger(label: "in-process-mesh")
     let expertInterceptors: [any ServerInterceptor] = [
-        RPCMetricsInterceptor(metrics: expertService.metrics, service: "expert"), TracingServerInterceptor(tracer: tracer, logger: logger),
+        RPCMetricsInterceptor(metrics: expertService.metrics, service: "expert"),
+        TracingServerInterceptor(tracer: tracer, logger: logger),
     ]
-    try await withGRPCServer(transport: expertTransport.server, services: [expertService], interceptors: expertInterceptors) { _ in
+    try await withGRPCServer(
+        transport: expertTransport.server, services: [expertService], interceptors: expertInterceptors
+    ) { _ in
         try await withGRPCClient(transport: expertTransport.client) { client in
             let expertClient = Moemesh_V1_Expert.Client(wrapping: client)
             let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 1), client: expertClient)
             let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) }))
             let metrics = ServiceMetrics()
             let executor = RemoteExpertExecutor(
-                topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics,
+                topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                metrics: metrics,
                 tracer: tracer)
             var prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
             if routing.prefetchNextLayer { prefetch = { addresses in executor.prefetch(addresses) } }
@@ -44,12 +50,16 @@ func withInProcessMesh(
                 pipelines: try checkpoint.layers.map {
                     try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
                 },
-                executor: executor, routingSummary: routing.summary, batching: batching, metrics: metrics, prefetch: prefetch)
+                executor: executor, routingSummary: routing.summary, batching: batching, metrics: metrics,
+                prefetch: prefetch)
             let routerTransport = InProcessTransport()
             let routerInterceptors: [any ServerInterceptor] = [
-                RPCMetricsInterceptor(metrics: metrics, service: "router"), TracingServerInterceptor(tracer: tracer, logger: logger),
+                RPCMetricsInterceptor(metrics: metrics, service: "router"),
+                TracingServerInterceptor(tracer: tracer, logger: logger),
             ]
-            try await withGRPCServer(transport: routerTransport.server, services: [router], interceptors: routerInterceptors) { _ in
+            try await withGRPCServer(
+                transport: routerTransport.server, services: [router], interceptors: routerInterceptors
+            ) { _ in
                 try await withGRPCClient(transport: routerTransport.client) { routerClient in
                     try await body(Moemesh_V1_Router.Client(wrapping: routerClient), expertClient)
                 }

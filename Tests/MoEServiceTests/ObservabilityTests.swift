@@ -57,16 +57,24 @@ struct ObservabilityTests {
         #expect(Self.value(text, #"moemesh_router_balancedness{layer="0"}"#).map { $0 > 0 && $0 <= 1 } == true)
         for expert in 0..<4 where routed[expert] > 0 {
             // Tokens the router sent each expert, and the rows the expert computed: both the routing's count.
-            #expect(Self.value(text, #"moemesh_router_expert_rows_total{layer="0",expert="\#(expert)"}"#) == Double(routed[expert]))
-            #expect(Self.value(text, #"moemesh_expert_rows_total{layer="0",expert="\#(expert)"}"#) == Double(routed[expert]))
+            #expect(
+                Self.value(text, #"moemesh_router_expert_rows_total{layer="0",expert="\#(expert)"}"#)
+                    == Double(routed[expert]))
+            #expect(
+                Self.value(text, #"moemesh_expert_rows_total{layer="0",expert="\#(expert)"}"#) == Double(routed[expert])
+            )
             #expect((Self.value(text, #"moemesh_expert_calls_total{layer="0",expert="\#(expert)"}"#) ?? 0) >= 1)
-            #expect((Self.value(text, #"moemesh_router_expert_call_seconds_count{layer="0",expert="\#(expert)"}"#) ?? 0) >= 1)
+            #expect(
+                (Self.value(text, #"moemesh_router_expert_call_seconds_count{layer="0",expert="\#(expert)"}"#) ?? 0)
+                    >= 1)
         }
         #expect(Self.value(text, #"moemesh_expert_rows_in_flight"#) == 0)
         #expect(routed.reduce(0, +) == 32)
     }
 
-    @Test("a trace of one Forward has a server span with a child client span per expert call, each with the expert's server span under it")
+    @Test(
+        "a trace of one Forward has a server span with a child client span per expert call, each with the expert's server span under it"
+    )
     func traceOfForward() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 22)
         defer { model.remove() }

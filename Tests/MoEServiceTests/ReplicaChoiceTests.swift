@@ -44,12 +44,15 @@ struct ReplicaChoiceTests {
         let local = ServiceEndpoint(host: "127.0.0.1", port: 7001)
         let elsewhere = ServiceEndpoint(host: "10.0.0.2", port: 7001)
         let plain = ServiceEndpoint(host: "127.0.0.1", port: 7002)
-        _ = try connections.replica(at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
+        _ = try connections.replica(
+            at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
         _ = try connections.replica(at: elsewhere, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: "another-host")
         _ = try connections.replica(at: plain)
-        #expect(connections.links == [
-            local: "unix /tmp/moemesh-test/expert-1.sock", elsewhere: "tcp 10.0.0.2:7001", plain: "tcp 127.0.0.1:7002",
-        ])
+        #expect(
+            connections.links == [
+                local: "unix /tmp/moemesh-test/expert-1.sock", elsewhere: "tcp 10.0.0.2:7001",
+                plain: "tcp 127.0.0.1:7002",
+            ])
         let off = ExpertConnections(serving: ServingConfiguration(), unixSockets: false)
         defer { off.close() }
         _ = try off.replica(at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
@@ -63,7 +66,8 @@ struct ReplicaChoiceTests {
         let checkpoint = try MoECheckpoint(path: model.path)
         let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         let reference = try InProcessMoE(checkpoint: checkpoint)
-        try await withLiveAndDeadReplicas(checkpoint: checkpoint, replicas: { _, dead, live in [dead, live] }) { executor in
+        try await withLiveAndDeadReplicas(checkpoint: checkpoint, replicas: { _, dead, live in [dead, live] }) {
+            executor in
             let pipeline = try #require(reference.pipelines["0"])
             for seed in 0..<4 {
                 let hidden = model.randomHidden(tokens: 5, seed: UInt64(seed))
@@ -72,11 +76,16 @@ struct ReplicaChoiceTests {
                 #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
             }
             // The dead replica was ejected from the router's choice (for a while: when is not asserted).
-            #expect(executor.scheduler.takeEjections().contains { $0.endpoint == ServiceEndpoint(host: "127.0.0.1", port: 1) })
+            #expect(
+                executor.scheduler.takeEjections().contains {
+                    $0.endpoint == ServiceEndpoint(host: "127.0.0.1", port: 1)
+                })
         }
     }
 
-    @Test("an expert no replica can serve: UNAVAILABLE naming it, or, with reroute, its tokens on their next-best experts")
+    @Test(
+        "an expert no replica can serve: UNAVAILABLE naming it, or, with reroute, its tokens on their next-best experts"
+    )
     func unreachableExpertPolicies() async throws {
         let model = try SmallModel()
         defer { model.remove() }
@@ -97,7 +106,9 @@ struct ReplicaChoiceTests {
                 let routing = RoutingConfiguration(rerouteUnreachable: reroute)
                 let service = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
-                    pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0)) },
+                    pipelines: try checkpoint.layers.map {
+                        try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
+                    },
                     executor: executor)
                 if reroute {
                     let response = try await service.forward(request)
@@ -131,20 +142,28 @@ private func withLiveAndDeadReplicas(
 ) async throws {
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
     let live = InProcessTransport()
-    let dead = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
-    try await withGRPCServer(transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]) { _ in
+    let dead = try HTTP2ClientTransport.Posix(
+        target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
+    try await withGRPCServer(
+        transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]
+    ) { _ in
         try await withGRPCClient(transport: live.client) { liveClient in
             try await withGRPCClient(transport: dead) { deadClient in
                 let deadReplica = ExpertReplica(
-                    endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: deadClient))
+                    endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1),
+                    client: Moemesh_V1_Expert.Client(wrapping: deadClient))
                 let liveReplica = ExpertReplica(
-                    endpoint: ServiceEndpoint(host: "in-process", port: 2), client: Moemesh_V1_Expert.Client(wrapping: liveClient))
-                let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map {
-                    ($0, replicas($0, deadReplica, liveReplica))
-                }))
-                try await body(RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
-                    expertTimeout: .seconds(5)))
+                    endpoint: ServiceEndpoint(host: "in-process", port: 2),
+                    client: Moemesh_V1_Expert.Client(wrapping: liveClient))
+                let topology = ExpertTopology(
+                    replicas: Dictionary(
+                        uniqueKeysWithValues: addresses.map {
+                            ($0, replicas($0, deadReplica, liveReplica))
+                        }))
+                try await body(
+                    RemoteExpertExecutor(
+                        topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                        expertTimeout: .seconds(5)))
             }
         }
     }

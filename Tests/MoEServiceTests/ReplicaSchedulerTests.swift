@@ -16,9 +16,12 @@ struct ReplicaSchedulerTests {
     static let address = ExpertAddress(layer: "0", expert: 3)
     static let a = ServiceEndpoint(host: "10.0.0.1", port: 1)
 
-    @Test("the hedge delay is the ceiling until 16 latencies are known, then p95 × factor within floor and ceiling, per call size")
+    @Test(
+        "the hedge delay is the ceiling until 16 latencies are known, then p95 × factor within floor and ceiling, per call size"
+    )
     func hedgeDelay() {
-        let scheduler = ReplicaScheduler(configuration: .init(hedgeFactor: 2, hedgeFloor: .milliseconds(5), hedgeCeiling: .milliseconds(250)))
+        let scheduler = ReplicaScheduler(
+            configuration: .init(hedgeFactor: 2, hedgeFloor: .milliseconds(5), hedgeCeiling: .milliseconds(250)))
         #expect(scheduler.hedgeDelay(for: Self.address, rows: 1) == .milliseconds(250))
         // 20 calls of 1 row: 18 at 10 ms, two at 40 ms → p95 (nearest rank: the 19th) = 40 ms → 80 ms.
         for latency in Array(repeating: 10, count: 18) + [40, 40] {
@@ -52,7 +55,9 @@ struct ReplicaSchedulerTests {
         #expect(scheduler.statistics.hedges == hedges)
     }
 
-    @Test("a replica is ejected at once when unreachable or after 3 lost hedges, for 1 s, then 2 s, 4 s … when it keeps failing")
+    @Test(
+        "a replica is ejected at once when unreachable or after 3 lost hedges, for 1 s, then 2 s, 4 s … when it keeps failing"
+    )
     func ejectionBacksOff() {
         let clock = ManualClock()
         let ejections = Mutex<[ReplicaScheduler.Ejection]>([])
@@ -90,7 +95,8 @@ struct ReplicaSchedulerTests {
 
     @Test("the stall timeout is factor × the learnt hedge delay, at least the floor")
     func stallTimeout() {
-        let scheduler = ReplicaScheduler(configuration: .init(hedgeCeiling: .milliseconds(250), stallFactor: 10, stallFloor: .seconds(1)))
+        let scheduler = ReplicaScheduler(
+            configuration: .init(hedgeCeiling: .milliseconds(250), stallFactor: 10, stallFloor: .seconds(1)))
         #expect(scheduler.stallTimeout(for: Self.address, rows: 8) == .milliseconds(2500))
         for _ in 0..<16 {
             scheduler.callStarted(Self.a)

@@ -29,7 +29,8 @@ struct RouterServiceTests {
         let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
         let expected = try await reference.forward(layer: layer, hidden: hidden)
         try await withInProcessMesh(model: model) { router, _ in
-            let response = try await router.forward(Self.request(layer: layer, hidden: Moemesh_V1_Tensor(hidden, dtype: .f32)))
+            let response = try await router.forward(
+                Self.request(layer: layer, hidden: Moemesh_V1_Tensor(hidden, dtype: .f32)))
             let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
             #expect(response.output.shape == [Int64(tokens), 32])
             #expect(relativeError(output, expected.output.values) <= 1e-6)
@@ -49,11 +50,15 @@ struct RouterServiceTests {
         let expected = try await reference.forward(layer: "1", hidden: widened)
         try await withInProcessMesh(model: model) { router, _ in
             let response = try await router.forward(
-                Self.request(layer: "1", hidden: Moemesh_V1_Tensor(hidden, shape: [2, 3, 32], dtype: .bf16), returnRouting: false))
+                Self.request(
+                    layer: "1", hidden: Moemesh_V1_Tensor(hidden, shape: [2, 3, 32], dtype: .bf16), returnRouting: false
+                ))
             #expect(response.output.dtype == .bf16)
             #expect(response.output.shape == [2, 3, 32])
             #expect(!response.hasRouting)
-            let output = try response.output.data.withUnsafeBytes { try Tensor(dtype: .bf16, shape: [2, 3, 32], bytes: $0) }
+            let output = try response.output.data.withUnsafeBytes {
+                try Tensor(dtype: .bf16, shape: [2, 3, 32], bytes: $0)
+            }
             #expect(relativeError(output.floats(), expected.output.values) <= 1e-2)
         }
     }
@@ -67,26 +72,39 @@ struct RouterServiceTests {
     }
 
     static let badCalls: [BadCall] = [
-        BadCall(name: "wrong hidden size", request: request(hidden: .raw(.f32, [2, 33], bytes: 264)),
-                code: .invalidArgument, message: "hidden_states: hidden size: expected 32, got 33"),
-        BadCall(name: "data length not matching shape", request: request(hidden: .raw(.f32, [2, 32], bytes: 300)),
-                code: .invalidArgument, message: "hidden_states: data length: expected 256 bytes for f32 [2, 32], got 300"),
-        BadCall(name: "unknown layer", request: request(layer: "9", hidden: .rows(SmallModelRows.rows)),
-                code: .notFound, message: "layer '9' is not an MoE layer of this model; MoE layers: 0, 1"),
-        BadCall(name: "empty batch", request: request(hidden: .raw(.f32, [0, 32], bytes: 0)),
-                code: .invalidArgument, message: "hidden_states: empty batch: expected at least one token, got shape [0, 32]"),
-        BadCall(name: "empty [B, S, H] batch", request: request(hidden: .raw(.bf16, [4, 0, 32], bytes: 0)),
-                code: .invalidArgument, message: "hidden_states: empty batch: expected at least one token, got shape [4, 0, 32]"),
-        BadCall(name: "NaN in the input", request: request(hidden: .rows(SmallModelRows.rows, replacing: 70)),
-                code: .invalidArgument, message: "hidden_states: expected finite values, got nan at token 2, column 6"),
-        BadCall(name: "rank 1", request: request(hidden: .raw(.f32, [32], bytes: 128)),
-                code: .invalidArgument, message: "hidden_states: expected shape [T, 32] or [B, S, 32], got [32]"),
-        BadCall(name: "negative dimension", request: request(hidden: .raw(.f32, [-1, 32], bytes: 0)),
-                code: .invalidArgument, message: "hidden_states: shape [-1, 32] has a negative dimension"),
-        BadCall(name: "overflowing shape", request: request(hidden: .raw(.f32, [1 << 40, 1 << 40, 32], bytes: 0)),
-                code: .invalidArgument, message: "hidden_states: shape [1099511627776, 1099511627776, 32] has more elements"),
-        BadCall(name: "missing hidden states", request: request(hidden: Moemesh_V1_Tensor()),
-                code: .invalidArgument, message: "hidden_states: expected a tensor with dtype f32, bf16 or f16, got none"),
+        BadCall(
+            name: "wrong hidden size", request: request(hidden: .raw(.f32, [2, 33], bytes: 264)),
+            code: .invalidArgument, message: "hidden_states: hidden size: expected 32, got 33"),
+        BadCall(
+            name: "data length not matching shape", request: request(hidden: .raw(.f32, [2, 32], bytes: 300)),
+            code: .invalidArgument, message: "hidden_states: data length: expected 256 bytes for f32 [2, 32], got 300"),
+        BadCall(
+            name: "unknown layer", request: request(layer: "9", hidden: .rows(SmallModelRows.rows)),
+            code: .notFound, message: "layer '9' is not an MoE layer of this model; MoE layers: 0, 1"),
+        BadCall(
+            name: "empty batch", request: request(hidden: .raw(.f32, [0, 32], bytes: 0)),
+            code: .invalidArgument,
+            message: "hidden_states: empty batch: expected at least one token, got shape [0, 32]"),
+        BadCall(
+            name: "empty [B, S, H] batch", request: request(hidden: .raw(.bf16, [4, 0, 32], bytes: 0)),
+            code: .invalidArgument,
+            message: "hidden_states: empty batch: expected at least one token, got shape [4, 0, 32]"),
+        BadCall(
+            name: "NaN in the input", request: request(hidden: .rows(SmallModelRows.rows, replacing: 70)),
+            code: .invalidArgument, message: "hidden_states: expected finite values, got nan at token 2, column 6"),
+        BadCall(
+            name: "rank 1", request: request(hidden: .raw(.f32, [32], bytes: 128)),
+            code: .invalidArgument, message: "hidden_states: expected shape [T, 32] or [B, S, 32], got [32]"),
+        BadCall(
+            name: "negative dimension", request: request(hidden: .raw(.f32, [-1, 32], bytes: 0)),
+            code: .invalidArgument, message: "hidden_states: shape [-1, 32] has a negative dimension"),
+        BadCall(
+            name: "overflowing shape", request: request(hidden: .raw(.f32, [1 << 40, 1 << 40, 32], bytes: 0)),
+            code: .invalidArgument, message: "hidden_states: shape [1099511627776, 1099511627776, 32] has more elements"
+        ),
+        BadCall(
+            name: "missing hidden states", request: request(hidden: Moemesh_V1_Tensor()),
+            code: .invalidArgument, message: "hidden_states: expected a tensor with dtype f32, bf16 or f16, got none"),
     ]
 
     @Test("bad input gets a status that says what was expected, and the router keeps serving", arguments: badCalls)
@@ -112,15 +130,21 @@ struct RouterServiceTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         // Port 1 on loopback: nothing listens there.
-        let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
+        let transport = try HTTP2ClientTransport.Posix(
+            target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
         try await withGRPCClient(transport: transport) { client in
-            let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1), client: Moemesh_V1_Expert.Client(wrapping: client))
-            let addresses = checkpoint.layers.flatMap { layer in (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) } }
+            let replica = ExpertReplica(
+                endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1),
+                client: Moemesh_V1_Expert.Client(wrapping: client))
+            let addresses = checkpoint.layers.flatMap { layer in
+                (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) }
+            }
             let service = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
                 executor: RemoteExpertExecutor(
-                    topology: ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) })),
+                    topology: ExpertTopology(
+                        replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) })),
                     wireDType: .f32, callOptions: ServingConfiguration().callOptions(), expertTimeout: .seconds(2)))
             do {
                 _ = try await service.forward(Self.request(hidden: .rows(SmallModelRows.rows)))

@@ -56,7 +56,8 @@ struct RoutingServiceTests {
             for id in response.routing.topkIds where id >= 0 { counts[Int(id)] += 1 }
             #expect(counts == [2, 2, 2, 2])
             do {
-                _ = try await router.forward(Self.request(hidden: Moemesh_V1_Tensor(prefill, shape: [8, 1, 32], dtype: .f32)))
+                _ = try await router.forward(
+                    Self.request(hidden: Moemesh_V1_Tensor(prefill, shape: [8, 1, 32], dtype: .f32)))
                 Issue.record("expert choice accepted a decode batch")
             } catch let error as RPCError {
                 #expect(error.code == .invalidArgument)
@@ -75,7 +76,8 @@ struct RoutingServiceTests {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for hidden in inputs {
                     group.addTask {
-                        let response = try await router.forward(Self.request(hidden: .rows(hidden), returnBalance: true))
+                        let response = try await router.forward(
+                            Self.request(hidden: .rows(hidden), returnBalance: true))
                         let expected = try await reference.forward(layer: "0", hidden: hidden)
                         let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
                         #expect(relativeError(output, expected.output.values) <= 1e-6)
@@ -93,13 +95,16 @@ struct RoutingServiceTests {
         let model = try SmallModel()
         defer { model.remove() }
         try await withInProcessMesh(model: model) { router, _ in
-            let first = try await router.forward(Self.request(hidden: .rows(model.randomHidden(tokens: 5, seed: 1)), returnBalance: true))
-            let second = try await router.forward(Self.request(hidden: .rows(model.randomHidden(tokens: 9, seed: 2)), returnBalance: true))
+            let first = try await router.forward(
+                Self.request(hidden: .rows(model.randomHidden(tokens: 5, seed: 1)), returnBalance: true))
+            let second = try await router.forward(
+                Self.request(hidden: .rows(model.randomHidden(tokens: 9, seed: 2)), returnBalance: true))
             #expect(first.balance.tokens == 5 && second.balance.tokens == 9)
             #expect(first.balance.tokensPerExpert.reduce(0, +) == 10)  // T · k
             #expect(first.balance.routedFraction.count == 4 && first.balance.meanProbability.count == 4)
             #expect(first.balance.balancedness > 0 && first.balance.balancedness <= 1)
-            let noBalance = try await router.forward(Self.request(hidden: .rows(model.randomHidden(tokens: 2, seed: 3))))
+            let noBalance = try await router.forward(
+                Self.request(hidden: .rows(model.randomHidden(tokens: 2, seed: 3))))
             #expect(!noBalance.hasBalance)
 
             let aggregate = try await router.getBalance(Moemesh_V1_GetBalanceRequest())
@@ -107,7 +112,8 @@ struct RoutingServiceTests {
             let layer = try #require(aggregate.layers.first)
             #expect(layer.tokens == 16)
             let expected = zip(first.balance.tokensPerExpert, second.balance.tokensPerExpert).map { $0 + $1 }
-            #expect(zip(layer.tokensPerExpert, expected).allSatisfy { $0 - $1 >= 0 && $0 - $1 <= 4 })  // + the 2-token call
+            // + the 2-token call
+            #expect(zip(layer.tokensPerExpert, expected).allSatisfy { $0 - $1 >= 0 && $0 - $1 <= 4 })
             #expect(layer.tokensPerExpert.reduce(0, +) == 32)
             // Reading with reset starts a new window.
             var reset = Moemesh_V1_GetBalanceRequest()

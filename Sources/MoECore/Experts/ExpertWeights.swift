@@ -1,4 +1,3 @@
-
 /// The weights of one expert FFN, in f32, in the layout of the checkpoints (`W · x`, W: `[out, in]`).
 public enum ExpertWeights: Sendable, Equatable {
     /// Gated FFN (SwiGLU when the activation is silu): `y = W_down · (act(W_gate · x) ⊙ (W_up · x))`.
@@ -36,24 +35,27 @@ public enum ExpertWeights: Sendable, Equatable {
             if gateBias.count != gate.rows || upBias.count != gate.rows {
                 return "gate/up bias: expected \(gate.rows) values, got \(gateBias.count) and \(upBias.count)"
             }
-            if downBias.count != gate.columns { return "down bias: expected \(gate.columns) values, got \(downBias.count)" }
+            if downBias.count != gate.columns {
+                return "down bias: expected \(gate.columns) values, got \(downBias.count)"
+            }
         case .gated(let gate, let up, let down, _):
             if let problem = Self.gatedShapeProblem(gate: gate, up: up, down: down) { return problem }
         case .plain(let input, let output, _):
             if output.rows != input.columns || output.columns != input.rows {
-                return "output projection: expected [\(input.columns), \(input.rows)], got [\(output.rows), \(output.columns)]"
+                return
+                    "output projection: expected [\(input.columns), \(input.rows)], got [\(output.rows), \(output.columns)]"
             }
         }
         return nil
     }
 
     private static func gatedShapeProblem(gate: Matrix, up: Matrix, down: Matrix) -> String? {
-            if up.rows != gate.rows || up.columns != gate.columns {
-                return "up projection: expected [\(gate.rows), \(gate.columns)], got [\(up.rows), \(up.columns)]"
-            }
-            if down.rows != gate.columns || down.columns != gate.rows {
-                return "down projection: expected [\(gate.columns), \(gate.rows)], got [\(down.rows), \(down.columns)]"
-            }
+        if up.rows != gate.rows || up.columns != gate.columns {
+            return "up projection: expected [\(gate.rows), \(gate.columns)], got [\(up.rows), \(up.columns)]"
+        }
+        if down.rows != gate.columns || down.columns != gate.rows {
+            return "down projection: expected [\(gate.columns), \(gate.rows)], got [\(down.rows), \(down.columns)]"
+        }
         return nil
     }
 }

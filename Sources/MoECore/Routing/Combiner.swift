@@ -42,7 +42,9 @@ public enum Combiner {
                         preconditionFailure("combine: expert \(expert) has rows but no output")
                     }
                     precondition(block.columns == hiddenSize, "combine: expert \(expert) output width")
-                    accumulate(decision.topkWeights[slot], block.values, from: Int(plan.slotRows[slot]) * hiddenSize, into: destination)
+                    accumulate(
+                        decision.topkWeights[slot], block.values, from: Int(plan.slotRows[slot]) * hiddenSize,
+                        into: destination)
                 }
                 if let shared {
                     accumulate(shared.gate?[token] ?? 1, shared.output.values, from: destination, into: destination)

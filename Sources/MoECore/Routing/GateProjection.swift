@@ -29,7 +29,8 @@ public enum GateProjection {
                     for token in 0..<tokens {
                         let row = x.baseAddress! + token * width
                         for expert in 0..<experts {
-                            output[token * experts + expert] = Self.dot(row, w.baseAddress! + expert * width, count: width)
+                            output[token * experts + expert] = Self.dot(
+                                row, w.baseAddress! + expert * width, count: width)
                         }
                     }
                 }

@@ -147,7 +147,8 @@ extension TopKGate {
             ids += selected.map(Int32.init)
             weights += Self.softmax(selected.map { noisy[$0] }[...])
         }
-        return RoutingDecision(tokenCount: logits.rows, topK: k, numExperts: self.numExperts, topkIDs: ids, topkWeights: weights)
+        return RoutingDecision(
+            tokenCount: logits.rows, topK: k, numExperts: self.numExperts, topkIDs: ids, topkWeights: weights)
     }
 
     /// Expert choice: each expert picks its `⌈T · c / E⌉` best tokens by score.
@@ -164,7 +165,9 @@ extension TopKGate {
         var ids = [Int32](repeating: RoutingDecision.dropped, count: tokens * k)
         var weights = [Float](repeating: 0, count: tokens * k)
         for token in 0..<tokens {
-            let ordered = chosen[token].sorted { $0.weight != $1.weight ? $0.weight > $1.weight : $0.expert < $1.expert }
+            let ordered = chosen[token].sorted {
+                $0.weight != $1.weight ? $0.weight > $1.weight : $0.expert < $1.expert
+            }
             for (slot, choice) in ordered.enumerated() {
                 ids[token * k + slot] = Int32(choice.expert)
                 weights[token * k + slot] = choice.weight
@@ -197,7 +200,9 @@ extension TopKGate {
                 var (_, selection, _) = self.scores(logits: logits.row(token))
                 self.maskGroups(&selection)
                 let ranked = Self.topIndices(of: selection, k: self.numExperts)
-                if let spill = ranked.first(where: { !taken.contains($0) && load[$0] < capacity && selection[$0] > -.infinity }) {
+                if let spill = ranked.first(where: {
+                    !taken.contains($0) && load[$0] < capacity && selection[$0] > -.infinity
+                }) {
                     load[spill] += 1
                     decision.topkIDs[slot] = Int32(spill)
                 }

@@ -43,7 +43,8 @@ extension Matrix {
             return nil
         }
         if let index = firstNonFinite {
-            throw .nonFinite(field: field, value: self.values[index], row: index / self.columns, column: index % self.columns)
+            throw .nonFinite(
+                field: field, value: self.values[index], row: index / self.columns, column: index % self.columns)
         }
     }
 }

@@ -54,7 +54,8 @@ public struct Tensor: Sendable, Equatable {
         case .bf16, .f16:
             let bits = [UInt16](unsafeUninitializedCapacity: count) { buffer, initialized in
                 for index in 0..<count {
-                    buffer[index] = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
+                    buffer[index] = UInt16(
+                        littleEndian: bytes.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self))
                 }
                 initialized = count
             }

@@ -28,12 +28,14 @@ public enum CUDABackendCheck {
         }
         public var passed: Bool { self.relativeError.isFinite && self.relativeError < CUDABackendCheck.tolerance }
         public var description: String {
-            return "\(self.passed ? "ok  " : "FAIL") \(self.name), \(self.tokens) rows: relative error \(Self.scientific(self.relativeError))"
+            return
+                "\(self.passed ? "ok  " : "FAIL") \(self.name), \(self.tokens) rows: relative error \(Self.scientific(self.relativeError))"
         }
     }
 
     /// Runs every case on `device`, reporting each as it finishes.
-    public static func run(device: CUDADevice, seed: UInt64 = 7, report: (Result) -> Void = { _ in }) throws -> [Result] {
+    public static func run(device: CUDADevice, seed: UInt64 = 7, report: (Result) -> Void = { _ in }) throws -> [Result]
+    {
         var results: [Result] = []
         func record(_ result: Result) {
             results.append(result)
@@ -44,14 +46,22 @@ public enum CUDABackendCheck {
         for activation in Activation.allCases {
             let gated = random.gated(hidden: 256, intermediate: 704, activation: activation)
             for tokens in [1, 33, 300] {
-                record(try Self.compare("gated \(activation.rawValue) H=256 I=704", gated, tokens: tokens, device: device, random: &random))
+                record(
+                    try Self.compare(
+                        "gated \(activation.rawValue) H=256 I=704", gated, tokens: tokens, device: device,
+                        random: &random))
             }
             let plain = random.plain(hidden: 256, intermediate: 1024, activation: activation)
-            record(try Self.compare("plain \(activation.rawValue) H=256 I=1024", plain, tokens: 17, device: device, random: &random))
+            record(
+                try Self.compare(
+                    "plain \(activation.rawValue) H=256 I=1024", plain, tokens: 17, device: device, random: &random))
         }
         let clamped = random.clampedSwiGLU(hidden: 256, intermediate: 512)
         for tokens in [1, 40] {
-            record(try Self.compare("clamped SwiGLU + biases (GPT-OSS) H=256 I=512", clamped, tokens: tokens, device: device, random: &random))
+            record(
+                try Self.compare(
+                    "clamped SwiGLU + biases (GPT-OSS) H=256 I=512", clamped, tokens: tokens, device: device,
+                    random: &random))
         }
         // Widths that are not multiples of 8 (the kernels' scalar paths, unaligned GEMM rows).
         let odd = random.gated(hidden: 202, intermediate: 300, activation: .silu)
@@ -60,7 +70,9 @@ public enum CUDABackendCheck {
         }
         // A Mixtral-size expert through the real upload path.
         let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
-        record(try Self.compare("gated silu H=4096 I=14336 (Mixtral)", mixtral, tokens: 5, device: device, random: &random))
+        record(
+            try Self.compare("gated silu H=4096 I=14336 (Mixtral)", mixtral, tokens: 5, device: device, random: &random)
+        )
 
         // A grouped step: four experts, one with no rows.
         let experts = (0..<4).map { _ in random.gated(hidden: 256, intermediate: 704, activation: .silu) }
@@ -72,9 +84,10 @@ public enum CUDABackendCheck {
         let grouped = step.usesGroupedGEMM ? "grouped GEMM" : "per-expert GEMMs (no grouped GEMM in this cuBLAS)"
         for (index, weights) in experts.enumerated() where counts[index] > 0 {
             let expected = CPUExpertKernel(weights: weights).forward(inputs[index])
-            record(Result(
-                name: "grouped step, expert \(index) of 4 (\(grouped))", tokens: counts[index],
-                relativeError: outputs[index].relativeError(to: expected)))
+            record(
+                Result(
+                    name: "grouped step, expert \(index) of 4 (\(grouped))", tokens: counts[index],
+                    relativeError: outputs[index].relativeError(to: expected)))
         }
 
         // Concurrent calls on every stream: each result must be its own input's.
@@ -93,9 +106,10 @@ public enum CUDABackendCheck {
             }
         }
         if let failure = failures.withLock({ $0.first }) { throw CUDAError("concurrent forward passes: \(failure)") }
-        record(Result(
-            name: "16 concurrent calls on \(device.laneCount) streams (worst)", tokens: 106,
-            relativeError: errors.withLock { $0.max() ?? .nan }))
+        record(
+            Result(
+                name: "16 concurrent calls on \(device.laneCount) streams (worst)", tokens: 106,
+                relativeError: errors.withLock { $0.max() ?? .nan }))
 
         // Paging under a budget of two experts: four experts in turn, twice.
         let bytesPerExpert = gpuKernels[0].residentBytes
@@ -111,9 +125,13 @@ public enum CUDABackendCheck {
         }
         let stats = cache.statistics
         guard stats.misses == 8, stats.evictions == 6, stats.residentBytes <= 2 * bytesPerExpert else {
-            throw CUDAError("GPU expert cache: expected 8 loads and 6 evictions within \(2 * bytesPerExpert) bytes, got \(stats)")
+            throw CUDAError(
+                "GPU expert cache: expected 8 loads and 6 evictions within \(2 * bytesPerExpert) bytes, got \(stats)")
         }
-        record(Result(name: "paging 4 experts through a 2-expert GPU budget (8 loads, 6 evictions)", tokens: 9, relativeError: worst))
+        record(
+            Result(
+                name: "paging 4 experts through a 2-expert GPU budget (8 loads, 6 evictions)", tokens: 9,
+                relativeError: worst))
         return results
     }
 

@@ -3,7 +3,7 @@ import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One CUDA device, opened once per process: its primary context, the kernels (compiled with NVRTC for its
@@ -62,7 +62,8 @@ public final class CUDADevice: @unchecked Sendable {
         var count: Int32 = 0
         try CUDAError.check(ccuda_cuDeviceGetCount(&count), "counting CUDA devices")
         guard ordinal < count else {
-            throw CUDAError("cuda:\(ordinal): expected a device ordinal below \(count), the number of CUDA devices here")
+            throw CUDAError(
+                "cuda:\(ordinal): expected a device ordinal below \(count), the number of CUDA devices here")
         }
         var device: CUdevice = 0
         try CUDAError.check(ccuda_cuDeviceGet(&device, Int32(ordinal)), "cuDeviceGet(\(ordinal))")
@@ -70,7 +71,8 @@ public final class CUDADevice: @unchecked Sendable {
         try CUDAError.check(ccuda_cuDeviceGetName(&nameBuffer, 256, device), "cuDeviceGetName")
         func attribute(_ attribute: Int32) throws(CUDAError) -> Int {
             var value: Int32 = 0
-            try CUDAError.check(ccuda_cuDeviceGetAttribute(&value, attribute, device), "cuDeviceGetAttribute(\(attribute))")
+            try CUDAError.check(
+                ccuda_cuDeviceGetAttribute(&value, attribute, device), "cuDeviceGetAttribute(\(attribute))")
             return Int(value)
         }
         let major = try attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR))
@@ -121,7 +123,8 @@ public final class CUDADevice: @unchecked Sendable {
             return function!
         }
         return Kernels(
-            f32ToBF16: try function("f32_to_bf16"), bf16ToF32: try function("bf16_to_f32"), gatedActivation: try function("gated_activation"),
+            f32ToBF16: try function("f32_to_bf16"), bf16ToF32: try function("bf16_to_f32"),
+            gatedActivation: try function("gated_activation"),
             clampedSwiGLU: try function("clamped_swiglu"), activationInPlace: try function("activation_in_place"),
             addBias: try function("add_bias"), fillUniformBF16: try function("fill_uniform_bf16"))
     }

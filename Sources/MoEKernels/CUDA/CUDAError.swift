@@ -57,7 +57,8 @@ final class DeviceMemory: @unchecked Sendable {
         precondition(offset + bytes <= self.bytes)
         ccuda_cuCtxSetCurrent(self.context)
         try CUDAError.check(
-            ccuda_cuMemcpyHtoD(self.address + CUdeviceptr(offset), values.baseAddress, bytes), "copying weights to the GPU")
+            ccuda_cuMemcpyHtoD(self.address + CUdeviceptr(offset), values.baseAddress, bytes),
+            "copying weights to the GPU")
     }
 
     deinit {

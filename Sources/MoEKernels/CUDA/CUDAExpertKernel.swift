@@ -26,7 +26,9 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
     /// Bytes of device memory the weights hold.
     public var residentBytes: Int {
         var bytes = self.firstProjection.bytes + self.secondProjection.bytes
-        if case .clampedSwiGLU(let gateUpBias, let downBias, _, _) = self.form { bytes += gateUpBias.bytes + downBias.bytes }
+        if case .clampedSwiGLU(let gateUpBias, let downBias, _, _) = self.form {
+            bytes += gateUpBias.bytes + downBias.bytes
+        }
         return bytes
     }
 
@@ -50,14 +52,17 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
             self.firstProjection = try Self.upload([gate, up], device: device)
             self.secondProjection = try Self.upload([down], device: device)
             let gateUpBias = try device.allocate(bytes: 2 * i * 4), downBiasMemory = try device.allocate(bytes: h * 4)
-            try (gateBias + upBias).withUnsafeBufferPointer { (values) throws(CUDAError) in try gateUpBias.upload(values) }
+            try (gateBias + upBias).withUnsafeBufferPointer { (values) throws(CUDAError) in
+                try gateUpBias.upload(values)
+            }
             try downBias.withUnsafeBufferPointer { (values) throws(CUDAError) in try downBiasMemory.upload(values) }
             self.form = .clampedSwiGLU(gateUpBias: gateUpBias, downBias: downBiasMemory, limit: limit, alpha: alpha)
         }
     }
 
     /// A SwiGLU expert with uniform random bf16 weights generated on the device (benchmarks): scales `1/√H`, `1/√I`.
-    public init(randomSwiGLU hiddenSize: Int, intermediateSize: Int, seed: UInt64, device: CUDADevice) throws(CUDAError) {
+    public init(randomSwiGLU hiddenSize: Int, intermediateSize: Int, seed: UInt64, device: CUDADevice) throws(CUDAError)
+    {
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.device = device
@@ -66,14 +71,18 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         self.firstProjection = try device.allocate(bytes: count * 2)
         self.secondProjection = try device.allocate(bytes: count)
         try device.withLane { (lane) throws(CUDAError) in
-            try device.launch(device.kernels.fillUniformBF16, count: count, stream: lane.stream, [
-                .pointer(self.firstProjection.address), .int64(Int64(count)), .uint64(seed),
-                .float(1 / Float(hiddenSize).squareRoot()),
-            ])
-            try device.launch(device.kernels.fillUniformBF16, count: count / 2, stream: lane.stream, [
-                .pointer(self.secondProjection.address), .int64(Int64(count / 2)), .uint64(seed &+ 1),
-                .float(1 / Float(intermediateSize).squareRoot()),
-            ])
+            try device.launch(
+                device.kernels.fillUniformBF16, count: count, stream: lane.stream,
+                [
+                    .pointer(self.firstProjection.address), .int64(Int64(count)), .uint64(seed),
+                    .float(1 / Float(hiddenSize).squareRoot()),
+                ])
+            try device.launch(
+                device.kernels.fillUniformBF16, count: count / 2, stream: lane.stream,
+                [
+                    .pointer(self.secondProjection.address), .int64(Int64(count / 2)), .uint64(seed &+ 1),
+                    .float(1 / Float(intermediateSize).squareRoot()),
+                ])
             try lane.synchronize()
         }
     }
@@ -90,7 +99,9 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
             while start < matrix.values.count {
                 let end = min(start + chunk, matrix.values.count)
                 let bits = matrix.values[start..<end].map(HalfPrecision.bfloat16(from:))
-                try bits.withUnsafeBufferPointer { (values) throws(CUDAError) in try memory.upload(values, at: offset + start * 2) }
+                try bits.withUnsafeBufferPointer { (values) throws(CUDAError) in
+                    try memory.upload(values, at: offset + start * 2)
+                }
                 start = end
             }
             offset += matrix.values.count * 2
@@ -111,12 +122,16 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
             let input = try lane.buffer(.input, bytes: n * h * 2)
             let output = try lane.buffer(.output, bytes: bytes)
             rows.values.withUnsafeBytes { pinnedIn.copyMemory(from: $0.baseAddress!, byteCount: bytes) }
-            try CUDAError.check(ccuda_cuMemcpyHtoDAsync(inputF32, pinnedIn, bytes, lane.stream), "copying rows to the GPU")
-            try device.launch(device.kernels.f32ToBF16, count: n * h / 4, stream: lane.stream, [
-                .pointer(inputF32), .pointer(input), .int64(Int64(n * h)),
-            ])
+            try CUDAError.check(
+                ccuda_cuMemcpyHtoDAsync(inputF32, pinnedIn, bytes, lane.stream), "copying rows to the GPU")
+            try device.launch(
+                device.kernels.f32ToBF16, count: n * h / 4, stream: lane.stream,
+                [
+                    .pointer(inputF32), .pointer(input), .int64(Int64(n * h)),
+                ])
             try self.encode(input: input, rows: n, output: output, lane: lane)
-            try CUDAError.check(ccuda_cuMemcpyDtoHAsync(pinnedOut, output, bytes, lane.stream), "copying rows from the GPU")
+            try CUDAError.check(
+                ccuda_cuMemcpyDtoHAsync(pinnedOut, output, bytes, lane.stream), "copying rows from the GPU")
             try lane.synchronize()
             let values = [Float](unsafeUninitializedCapacity: n * h) { buffer, initialized in
                 UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: pinnedOut, byteCount: bytes)
@@ -134,28 +149,45 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         switch self.form {
         case .gated(let activation):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
-            try lane.matmul(weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h, outputType: Int32(CCUDA_R_16BF))
-            try self.device.launch(kernels.gatedActivation, count: n * i / 8, stream: lane.stream, [
-                .pointer(projected), .pointer(hidden), .int32(Int32(n)), .int32(Int32(i)), .int32(activation),
-            ])
+            try lane.matmul(
+                weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h,
+                outputType: Int32(CCUDA_R_16BF))
+            try self.device.launch(
+                kernels.gatedActivation, count: n * i / 8, stream: lane.stream,
+                [
+                    .pointer(projected), .pointer(hidden), .int32(Int32(n)), .int32(Int32(i)), .int32(activation),
+                ])
         case .clampedSwiGLU(let gateUpBias, _, let limit, let alpha):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
-            try lane.matmul(weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h, outputType: Int32(CCUDA_R_16BF))
-            try self.device.launch(kernels.clampedSwiGLU, count: n * i, stream: lane.stream, [
-                .pointer(projected), .pointer(gateUpBias.address), .pointer(hidden), .int32(Int32(n)), .int32(Int32(i)),
-                .float(limit), .float(alpha),
-            ])
+            try lane.matmul(
+                weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h,
+                outputType: Int32(CCUDA_R_16BF))
+            try self.device.launch(
+                kernels.clampedSwiGLU, count: n * i, stream: lane.stream,
+                [
+                    .pointer(projected), .pointer(gateUpBias.address), .pointer(hidden), .int32(Int32(n)),
+                    .int32(Int32(i)),
+                    .float(limit), .float(alpha),
+                ])
         case .plain(let activation):
-            try lane.matmul(weights: self.firstProjection.address, input: input, output: hidden, m: i, n: n, k: h, outputType: Int32(CCUDA_R_16BF))
-            try self.device.launch(kernels.activationInPlace, count: n * i, stream: lane.stream, [
-                .pointer(hidden), .int64(Int64(n * i)), .int32(activation),
-            ])
+            try lane.matmul(
+                weights: self.firstProjection.address, input: input, output: hidden, m: i, n: n, k: h,
+                outputType: Int32(CCUDA_R_16BF))
+            try self.device.launch(
+                kernels.activationInPlace, count: n * i, stream: lane.stream,
+                [
+                    .pointer(hidden), .int64(Int64(n * i)), .int32(activation),
+                ])
         }
-        try lane.matmul(weights: self.secondProjection.address, input: hidden, output: output, m: h, n: n, k: i, outputType: Int32(CCUDA_R_32F))
+        try lane.matmul(
+            weights: self.secondProjection.address, input: hidden, output: output, m: h, n: n, k: i,
+            outputType: Int32(CCUDA_R_32F))
         if case .clampedSwiGLU(_, let downBias, _, _) = self.form {
-            try self.device.launch(kernels.addBias, count: n * h, stream: lane.stream, [
-                .pointer(output), .pointer(downBias.address), .int32(Int32(n)), .int32(Int32(h)),
-            ])
+            try self.device.launch(
+                kernels.addBias, count: n * h, stream: lane.stream,
+                [
+                    .pointer(output), .pointer(downBias.address), .int32(Int32(n)), .int32(Int32(h)),
+                ])
         }
     }
 }

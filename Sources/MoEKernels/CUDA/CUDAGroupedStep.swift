@@ -19,7 +19,8 @@ public final class CUDAGroupedStep: GroupedExpertStep {
 
     public func forward(_ work: [(kernel: any ExpertKernel, rows: Matrix)]) throws -> [Matrix] {
         let kernels = work.compactMap { $0.kernel as? CUDAExpertKernel }
-        guard kernels.count == work.count, let first = kernels.first, kernels.allSatisfy({ $0.device === self.device }) else {
+        guard kernels.count == work.count, let first = kernels.first, kernels.allSatisfy({ $0.device === self.device })
+        else {
             return try work.map { try $0.kernel.forward($0.rows) }
         }
         let h = first.hiddenSize
@@ -36,29 +37,37 @@ public final class CUDAGroupedStep: GroupedExpertStep {
             let output = try lane.buffer(.output, bytes: bytes)
             var offset = 0
             for item in work {
-                item.rows.values.withUnsafeBytes { (pinnedIn + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                item.rows.values.withUnsafeBytes {
+                    (pinnedIn + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                }
                 offset += item.rows.values.count * 4
             }
-            try CUDAError.check(ccuda_cuMemcpyHtoDAsync(inputF32, pinnedIn, bytes, lane.stream), "copying rows to the GPU")
-            try device.launch(device.kernels.f32ToBF16, count: total * h / 4, stream: lane.stream, [
-                .pointer(inputF32), .pointer(input), .int64(Int64(total * h)),
-            ])
+            try CUDAError.check(
+                ccuda_cuMemcpyHtoDAsync(inputF32, pinnedIn, bytes, lane.stream), "copying rows to the GPU")
+            try device.launch(
+                device.kernels.f32ToBF16, count: total * h / 4, stream: lane.stream,
+                [
+                    .pointer(inputF32), .pointer(input), .int64(Int64(total * h)),
+                ])
             if !(try self.encodeGrouped(kernels, counts: counts, input: input, output: output, lane: lane)) {
                 var row = 0
                 for (kernel, n) in zip(kernels, counts) where n > 0 {
                     try kernel.encode(
-                        input: input + CUdeviceptr(row * h * 2), rows: n, output: output + CUdeviceptr(row * h * 4), lane: lane)
+                        input: input + CUdeviceptr(row * h * 2), rows: n, output: output + CUdeviceptr(row * h * 4),
+                        lane: lane)
                     try lane.synchronize()  // the per-expert path reuses the lane's scratch buffers
                     row += n
                 }
             }
-            try CUDAError.check(ccuda_cuMemcpyDtoHAsync(pinnedOut, output, bytes, lane.stream), "copying rows from the GPU")
+            try CUDAError.check(
+                ccuda_cuMemcpyDtoHAsync(pinnedOut, output, bytes, lane.stream), "copying rows from the GPU")
             try lane.synchronize()
             var row = 0
             return counts.map { n in
                 let values = [Float](unsafeUninitializedCapacity: n * h) { buffer, initialized in
                     if n > 0 {
-                        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: pinnedOut + row * h * 4, byteCount: n * h * 4)
+                        UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(
+                            from: pinnedOut + row * h * 4, byteCount: n * h * 4)
                     }
                     initialized = n * h
                 }
@@ -114,20 +123,27 @@ public final class CUDAGroupedStep: GroupedExpertStep {
             lane: lane, pointers: devicePointers, m: width, ns: ns, k: h, outputType: Int32(CCUDA_R_16BF))
         guard firstQueued else { return false }
         if gated {
-            try self.device.launch(self.device.kernels.gatedActivation, count: total * i / 8, stream: lane.stream, [
-                .pointer(projected), .pointer(hidden), .int32(Int32(total)), .int32(Int32(i)), .int32(activation),
-            ])
+            try self.device.launch(
+                self.device.kernels.gatedActivation, count: total * i / 8, stream: lane.stream,
+                [
+                    .pointer(projected), .pointer(hidden), .int32(Int32(total)), .int32(Int32(i)), .int32(activation),
+                ])
         } else {
-            try self.device.launch(self.device.kernels.activationInPlace, count: total * i, stream: lane.stream, [
-                .pointer(hidden), .int64(Int64(total * i)), .int32(activation),
-            ])
+            try self.device.launch(
+                self.device.kernels.activationInPlace, count: total * i, stream: lane.stream,
+                [
+                    .pointer(hidden), .int64(Int64(total * i)), .int32(activation),
+                ])
         }
         if try self.groupedGEMM(
-            lane: lane, pointers: devicePointers + CUdeviceptr(3 * g * 8), m: h, ns: ns, k: i, outputType: Int32(CCUDA_R_16BF))
+            lane: lane, pointers: devicePointers + CUdeviceptr(3 * g * 8), m: h, ns: ns, k: i,
+            outputType: Int32(CCUDA_R_16BF))
         {
-            try self.device.launch(self.device.kernels.bf16ToF32, count: total * h, stream: lane.stream, [
-                .pointer(outputBF16), .pointer(output), .int64(Int64(total * h)),
-            ])
+            try self.device.launch(
+                self.device.kernels.bf16ToF32, count: total * h, stream: lane.stream,
+                [
+                    .pointer(outputBF16), .pointer(output), .int64(Int64(total * h)),
+                ])
         } else {
             // Refused after the first projection went through: the second one expert at a time.
             for ((kernel, n), before) in zip(active, rowsBefore) {
@@ -164,7 +180,8 @@ public final class CUDAGroupedStep: GroupedExpertStep {
         let b = UnsafePointer<UnsafeRawPointer?>(bitPattern: UInt(pointers) + UInt(g * 8))
         let c = UnsafePointer<UnsafeMutableRawPointer?>(bitPattern: UInt(pointers) + UInt(2 * g * 8))
         let status = ccuda_cublasGemmGroupedBatchedEx(
-            lane.blas, transA, transB, ms, ns, ks, alpha, a, Int32(CCUDA_R_16BF), lda, b, Int32(CCUDA_R_16BF), ldb, beta,
+            lane.blas, transA, transB, ms, ns, ks, alpha, a, Int32(CCUDA_R_16BF), lda, b, Int32(CCUDA_R_16BF), ldb,
+            beta,
             c, outputType, ldc, Int32(g), sizes, Int32(CCUBLAS_COMPUTE_32F))
         // Not supported for these types (or sizes): use the per-expert path from now on.
         if status == Int32(CCUBLAS_STATUS_NOT_SUPPORTED) || status == Int32(CCUBLAS_STATUS_INVALID_VALUE) {

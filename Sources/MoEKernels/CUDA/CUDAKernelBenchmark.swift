@@ -17,15 +17,18 @@ public enum CUDAKernelBenchmark {
         device: CUDADevice, hidden: Int, intermediate: Int, tokens: [Int], repeats: Int = 30, warmup: Int = 5,
         report: (Timing) -> Void = { _ in }
     ) throws -> [Timing] {
-        let expert = try CUDAExpertKernel(randomSwiGLU: hidden, intermediateSize: intermediate, seed: 11, device: device)
+        let expert = try CUDAExpertKernel(
+            randomSwiGLU: hidden, intermediateSize: intermediate, seed: 11, device: device)
         let largest = tokens.max() ?? 1
         let input = try device.allocate(bytes: largest * hidden * 2)
         let output = try device.allocate(bytes: largest * hidden * 4)
         var timings: [Timing] = []
         try device.withLane { (lane) throws(CUDAError) in
-            try device.launch(device.kernels.fillUniformBF16, count: largest * hidden, stream: lane.stream, [
-                .pointer(input.address), .int64(Int64(largest * hidden)), .uint64(5), .float(1),
-            ])
+            try device.launch(
+                device.kernels.fillUniformBF16, count: largest * hidden, stream: lane.stream,
+                [
+                    .pointer(input.address), .int64(Int64(largest * hidden)), .uint64(5), .float(1),
+                ])
             for count in tokens {
                 var samples: [Double] = []
                 for run in 0..<(warmup + repeats) {
@@ -34,7 +37,8 @@ public enum CUDAKernelBenchmark {
                     try CUDAError.check(ccuda_cuEventRecord(lane.end, lane.stream), "cuEventRecord")
                     try CUDAError.check(ccuda_cuEventSynchronize(lane.end), "waiting for the GPU")
                     var milliseconds: Float = 0
-                    try CUDAError.check(ccuda_cuEventElapsedTime(&milliseconds, lane.start, lane.end), "cuEventElapsedTime")
+                    try CUDAError.check(
+                        ccuda_cuEventElapsedTime(&milliseconds, lane.start, lane.end), "cuEventElapsedTime")
                     if run >= warmup { samples.append(Double(milliseconds)) }
                 }
                 samples.sort()

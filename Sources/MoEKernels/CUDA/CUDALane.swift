@@ -78,7 +78,8 @@ final class CUDALane: @unchecked Sendable {
         var algorithm = plan.heuristic.algo
         let status = ccuda_cublasLtMatmul(
             self.lt, plan.description, &alpha, UnsafeRawPointer(bitPattern: UInt(weights)), plan.a,
-            UnsafeRawPointer(bitPattern: UInt(input)), plan.b, &beta, UnsafeRawPointer(bitPattern: UInt(output)), plan.d,
+            UnsafeRawPointer(bitPattern: UInt(input)), plan.b, &beta, UnsafeRawPointer(bitPattern: UInt(output)),
+            plan.d,
             UnsafeMutableRawPointer(bitPattern: UInt(output)), plan.d, &algorithm,
             UnsafeMutableRawPointer(bitPattern: UInt(self.workspace.address)), Self.workspaceBytes, self.stream)
         try CUDAError.checkBLAS(status, "cublasLtMatmul m=\(m) n=\(n) k=\(k)")
@@ -109,17 +110,21 @@ final class MatmulPlan {
             ccuda_cublasLtMatmulDescCreate(&description, Int32(CCUBLAS_COMPUTE_32F), Int32(CCUDA_R_32F)), what)
         var transposed = Int32(CCUBLAS_OP_T), plain = Int32(CCUBLAS_OP_N)
         try CUDAError.checkBLAS(
-            ccuda_cublasLtMatmulDescSetAttribute(description, Int32(CCUBLASLT_MATMUL_DESC_TRANSA), &transposed, 4), what)
+            ccuda_cublasLtMatmulDescSetAttribute(description, Int32(CCUBLASLT_MATMUL_DESC_TRANSA), &transposed, 4), what
+        )
         try CUDAError.checkBLAS(
             ccuda_cublasLtMatmulDescSetAttribute(description, Int32(CCUBLASLT_MATMUL_DESC_TRANSB), &plain, 4), what)
         var a: cublasLtMatrixLayout_t?, b: cublasLtMatrixLayout_t?, d: cublasLtMatrixLayout_t?
         // W [m, k] row-major = [k, m] column-major; X [n, k] → [k, n]; D [n, m] → [m, n].
         try CUDAError.checkBLAS(
-            ccuda_cublasLtMatrixLayoutCreate(&a, Int32(CCUDA_R_16BF), UInt64(shape.k), UInt64(shape.m), Int64(shape.k)), what)
+            ccuda_cublasLtMatrixLayoutCreate(&a, Int32(CCUDA_R_16BF), UInt64(shape.k), UInt64(shape.m), Int64(shape.k)),
+            what)
         try CUDAError.checkBLAS(
-            ccuda_cublasLtMatrixLayoutCreate(&b, Int32(CCUDA_R_16BF), UInt64(shape.k), UInt64(shape.n), Int64(shape.k)), what)
+            ccuda_cublasLtMatrixLayoutCreate(&b, Int32(CCUDA_R_16BF), UInt64(shape.k), UInt64(shape.n), Int64(shape.k)),
+            what)
         try CUDAError.checkBLAS(
-            ccuda_cublasLtMatrixLayoutCreate(&d, shape.outputType, UInt64(shape.m), UInt64(shape.n), Int64(shape.m)), what)
+            ccuda_cublasLtMatrixLayoutCreate(&d, shape.outputType, UInt64(shape.m), UInt64(shape.n), Int64(shape.m)),
+            what)
         var preference: cublasLtMatmulPreference_t?
         try CUDAError.checkBLAS(ccuda_cublasLtMatmulPreferenceCreate(&preference), what)
         defer { _ = ccuda_cublasLtMatmulPreferenceDestroy(preference) }

@@ -33,7 +33,8 @@ public struct DeepSeekArchitecture: MoEArchitecture {
         let normalize = try config.bool("norm_topk_prob", default: isV3) && topK > 1
         let scoringName = try config.string("scoring_func", default: isV3 ? "sigmoid" : "softmax")
         guard let scoring = TopKGate.Scoring(rawValue: scoringName), scoring != .logits else {
-            throw .invalidConfig(path: config.path, reason: "'scoring_func' must be softmax or sigmoid, got '\(scoringName)'")
+            throw .invalidConfig(
+                path: config.path, reason: "'scoring_func' must be softmax or sigmoid, got '\(scoringName)'")
         }
         let method = try config.string("topk_method", default: isV3 ? "noaux_tc" : "greedy")
         var groupLimit: TopKGate.GroupLimit? = nil
@@ -44,19 +45,23 @@ public struct DeepSeekArchitecture: MoEArchitecture {
             guard experts % groups == 0, kept <= groups else {
                 throw .invalidConfig(
                     path: config.path,
-                    reason: "n_group (\(groups)) must divide n_routed_experts (\(experts)) and be ≥ topk_group (\(kept))")
+                    reason:
+                        "n_group (\(groups)) must divide n_routed_experts (\(experts)) and be ≥ topk_group (\(kept))")
             }
             groupLimit = .init(groups: groups, keptGroups: kept, groupScore: method == "noaux_tc" ? .sumOfTopTwo : .max)
         default:
             throw .invalidConfig(
-                path: config.path, reason: "'topk_method' must be greedy, group_limited_greedy or noaux_tc, got '\(method)'")
+                path: config.path,
+                reason: "'topk_method' must be greedy, group_limited_greedy or noaux_tc, got '\(method)'")
         }
         // V2 scales only when it does not renormalise; V3 always scales.
         let gate = TopKGate(
             numExperts: experts, topK: topK, renormalize: normalize, scoring: scoring, groupLimit: groupLimit,
             scalingFactor: isV3 || !normalize ? scalingFactor : 1)
         let sharedCount = try config.int("n_shared_experts", default: 0)
-        let shared = sharedCount > 0 ? MoELayerSpec.SharedExpert(intermediateSize: intermediate * sharedCount, gated: false) : nil
+        let shared =
+            sharedCount > 0
+            ? MoELayerSpec.SharedExpert(intermediateSize: intermediate * sharedCount, gated: false) : nil
         let firstSparse = try config.int("first_k_dense_replace", default: 0)
         let frequency = try config.positiveInt("moe_layer_freq", default: 1)
         self.modelType = modelType
@@ -66,7 +71,9 @@ public struct DeepSeekArchitecture: MoEArchitecture {
         self.layers = (0..<(try config.positiveInt("num_hidden_layers")))
             .filter { $0 >= firstSparse && $0 % frequency == 0 }
             .map {
-                MoELayerSpec(name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate, sharedExpert: shared)
+                MoELayerSpec(
+                    name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate,
+                    sharedExpert: shared)
             }
     }
 
@@ -78,7 +85,9 @@ public struct DeepSeekArchitecture: MoEArchitecture {
                 ? try folder.vector(prefix + "e_score_correction_bias", count: layer.numExperts) : nil)
     }
 
-    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
+    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError)
+        -> ExpertWeights
+    {
         try folder.projExpert(
             layer: layer, expert: expert, layerPrefix: "model.layers.\(layer.name).mlp.", sharedName: "shared_experts",
             activation: self.activation)

@@ -22,7 +22,8 @@ public struct GPTOSSArchitecture: MoEArchitecture {
         self.modelType = try config.modelType
         self.hiddenSize = hidden
         self.limit = Float(try config.double("swiglu_limit", default: 7))
-        let gate = TopKGate(numExperts: experts, topK: topK, renormalize: false, scoring: .logits, weighting: .softmaxOfSelected)
+        let gate = TopKGate(
+            numExperts: experts, topK: topK, renormalize: false, scoring: .logits, weighting: .softmaxOfSelected)
         self.layers = (0..<(try config.positiveInt("num_hidden_layers"))).map {
             MoELayerSpec(name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate)
         }
@@ -35,7 +36,9 @@ public struct GPTOSSArchitecture: MoEArchitecture {
             logitBias: try folder.vector(prefix + "bias", count: layer.numExperts))
     }
 
-    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
+    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError)
+        -> ExpertWeights
+    {
         guard expert >= 0 else { throw .unknownExpert(layer: layer.name, expert: expert, numExperts: layer.numExperts) }
         let prefix = "model.layers.\(layer.name).mlp.experts."
         let (e, h, i) = (layer.numExperts, layer.hiddenSize, layer.intermediateSize)

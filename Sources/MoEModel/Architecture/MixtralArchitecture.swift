@@ -29,15 +29,18 @@ public struct MixtralArchitecture: MoEArchitecture {
     }
 
     public func routerWeights(layer: MoELayerSpec, from folder: ModelFolder) throws(ModelError) -> LayerRouterWeights {
-        LayerRouterWeights(weight: try folder.matrix(
-            "model.layers.\(layer.name).block_sparse_moe.gate.weight", shape: [layer.numExperts, layer.hiddenSize]))
+        LayerRouterWeights(
+            weight: try folder.matrix(
+                "model.layers.\(layer.name).block_sparse_moe.gate.weight", shape: [layer.numExperts, layer.hiddenSize]))
     }
 
     public static func expertTensorPrefix(layer: String, expert: Int) -> String {
         "model.layers.\(layer).block_sparse_moe.experts.\(expert)."
     }
 
-    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
+    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError)
+        -> ExpertWeights
+    {
         try folder.gatedExpert(
             prefix: Self.expertTensorPrefix(layer: layer.name, expert: expert), names: ("w1", "w3", "w2"),
             hidden: layer.hiddenSize, intermediate: layer.intermediateSize, activation: self.activation)

@@ -76,7 +76,8 @@ extension ModelConfig {
     func activation(_ key: String = "hidden_act", default fallback: String = "silu") throws(ModelError) -> Activation {
         let name = try self.string(key, default: fallback)
         guard let activation = Activation(huggingFaceName: name) else {
-            throw .invalidConfig(path: self.path, reason: "'\(key)' '\(name)' is not supported; expected relu, gelu, gelu_new or silu")
+            throw .invalidConfig(
+                path: self.path, reason: "'\(key)' '\(name)' is not supported; expected relu, gelu, gelu_new or silu")
         }
         return activation
     }

@@ -57,7 +57,9 @@ public struct LayerRouterWeights: Sendable, Equatable {
     /// `w_sg: [1, H]`, the shared expert's gate (Qwen2-MoE).
     public let sharedExpertGate: Matrix?
 
-    public init(weight: Matrix, logitBias: [Float]? = nil, selectionBias: [Float]? = nil, sharedExpertGate: Matrix? = nil) {
+    public init(
+        weight: Matrix, logitBias: [Float]? = nil, selectionBias: [Float]? = nil, sharedExpertGate: Matrix? = nil
+    ) {
         self.weight = weight
         self.logitBias = logitBias
         self.selectionBias = selectionBias

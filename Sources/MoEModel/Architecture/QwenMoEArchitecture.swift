@@ -22,7 +22,8 @@ public struct QwenMoEArchitecture: MoEArchitecture {
         let topK = try config.positiveInt("num_experts_per_tok")
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_experts"))
         let hidden = try config.positiveInt("hidden_size")
-        let intermediate = try config.positiveInt(self.modelType == "olmoe" ? "intermediate_size" : "moe_intermediate_size")
+        let intermediate = try config.positiveInt(
+            self.modelType == "olmoe" ? "intermediate_size" : "moe_intermediate_size")
         let sparseStep = try config.positiveInt("decoder_sparse_step", default: 1)
         let denseLayers = Set(try config.intArray("mlp_only_layers"))
         var shared: MoELayerSpec.SharedExpert? = nil
@@ -38,7 +39,8 @@ public struct QwenMoEArchitecture: MoEArchitecture {
             .filter { !denseLayers.contains($0) && ($0 + 1) % sparseStep == 0 }
             .map {
                 MoELayerSpec(
-                    name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate, sharedExpert: shared)
+                    name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate,
+                    sharedExpert: shared)
             }
     }
 
@@ -50,7 +52,9 @@ public struct QwenMoEArchitecture: MoEArchitecture {
                 ? nil : try folder.matrix(prefix + "shared_expert_gate.weight", shape: [1, layer.hiddenSize]))
     }
 
-    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
+    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError)
+        -> ExpertWeights
+    {
         try folder.projExpert(
             layer: layer, expert: expert, layerPrefix: "model.layers.\(layer.name).mlp.", sharedName: "shared_expert",
             activation: self.activation)

@@ -32,7 +32,8 @@ public struct SwitchTransformersArchitecture: MoEArchitecture {
         let encoder = sparseBlocks(count: encoderBlocks, step: try config.int("encoder_sparse_step", default: 2))
         let decoder = sparseBlocks(count: decoderBlocks, step: try config.int("decoder_sparse_step", default: 2))
         self.layers = (encoder.map { "encoder.\($0)" } + decoder.map { "decoder.\($0)" }).map {
-            MoELayerSpec(name: $0, hiddenSize: hidden, intermediateSize: intermediate, gate: gate, expertCapacity: capacity)
+            MoELayerSpec(
+                name: $0, hiddenSize: hidden, intermediateSize: intermediate, gate: gate, expertCapacity: capacity)
         }
     }
 
@@ -44,11 +45,15 @@ public struct SwitchTransformersArchitecture: MoEArchitecture {
     }
 
     public func routerWeights(layer: MoELayerSpec, from folder: ModelFolder) throws(ModelError) -> LayerRouterWeights {
-        LayerRouterWeights(weight: try folder.matrix(
-            Self.mlpPrefix(layer: layer.name) + "router.classifier.weight", shape: [layer.numExperts, layer.hiddenSize]))
+        LayerRouterWeights(
+            weight: try folder.matrix(
+                Self.mlpPrefix(layer: layer.name) + "router.classifier.weight",
+                shape: [layer.numExperts, layer.hiddenSize]))
     }
 
-    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError) -> ExpertWeights {
+    public func loadExpert(layer: MoELayerSpec, expert: Int, from folder: ModelFolder) throws(ModelError)
+        -> ExpertWeights
+    {
         let prefix = Self.mlpPrefix(layer: layer.name) + "experts.expert_\(expert)."
         return .plain(
             input: try folder.matrix(prefix + "wi.weight", shape: [layer.intermediateSize, layer.hiddenSize]),

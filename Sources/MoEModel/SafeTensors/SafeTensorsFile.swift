@@ -1,7 +1,7 @@
 #if canImport(FoundationEssentials)
-import FoundationEssentials
+    import FoundationEssentials
 #else
-import Foundation
+    import Foundation
 #endif
 import MoECore
 
@@ -42,8 +42,9 @@ public struct SafeTensorsFile: Sendable {
         }
         let declared = UInt64(littleEndian: bytes.loadUnaligned(as: UInt64.self))
         guard declared <= UInt64(min(Self.maximumHeaderLength, bytes.count - 8)) else {
-            throw invalid("header length \(declared) exceeds the \(bytes.count - 8) bytes after it"
-                + (declared > UInt64(Self.maximumHeaderLength) ? " (limit \(Self.maximumHeaderLength))" : ""))
+            throw invalid(
+                "header length \(declared) exceeds the \(bytes.count - 8) bytes after it"
+                    + (declared > UInt64(Self.maximumHeaderLength) ? " (limit \(Self.maximumHeaderLength))" : ""))
         }
         let headerLength = Int(declared)
         guard headerLength >= 2, bytes[8] == UInt8(ascii: "{") else {
@@ -73,21 +74,28 @@ public struct SafeTensorsFile: Sendable {
             }
             let (begin, end) = (raw.dataOffsets[0], raw.dataOffsets[1])
             guard begin >= 0, begin <= end, end <= dataLength else {
-                throw invalid("tensor '\(name)': data_offsets [\(begin), \(end)] outside the \(dataLength)-byte data buffer")
+                throw invalid(
+                    "tensor '\(name)': data_offsets [\(begin), \(end)] outside the \(dataLength)-byte data buffer")
             }
             let (expected, overflow) = count.multipliedReportingOverflow(by: dtype.byteWidth)
             guard !overflow, end - begin == expected else {
-                throw invalid("tensor '\(name)': \(dtype.rawValue) \(raw.shape) needs \(expected) bytes, data_offsets give \(end - begin)")
+                throw invalid(
+                    "tensor '\(name)': \(dtype.rawValue) \(raw.shape) needs \(expected) bytes, data_offsets give \(end - begin)"
+                )
             }
             entries[name] = Entry(name: name, dtype: dtype, shape: raw.shape, dataRange: begin..<end)
         }
         // The tensors must tile the data buffer exactly.
         var position = 0
-        for entry in entries.values.sorted(by: { ($0.dataRange.lowerBound, $0.dataRange.upperBound) < ($1.dataRange.lowerBound, $1.dataRange.upperBound) }) {
+        for entry in entries.values.sorted(by: {
+            ($0.dataRange.lowerBound, $0.dataRange.upperBound) < ($1.dataRange.lowerBound, $1.dataRange.upperBound)
+        }) {
             guard entry.dataRange.lowerBound == position else {
-                throw invalid(entry.dataRange.lowerBound < position
-                    ? "tensor '\(entry.name)' overlaps the tensor before it at byte \(entry.dataRange.lowerBound)"
-                    : "gap in the data buffer before tensor '\(entry.name)' (bytes \(position)..<\(entry.dataRange.lowerBound))")
+                throw invalid(
+                    entry.dataRange.lowerBound < position
+                        ? "tensor '\(entry.name)' overlaps the tensor before it at byte \(entry.dataRange.lowerBound)"
+                        : "gap in the data buffer before tensor '\(entry.name)' (bytes \(position)..<\(entry.dataRange.lowerBound))"
+                )
             }
             position = entry.dataRange.upperBound
         }
@@ -100,7 +108,9 @@ public struct SafeTensorsFile: Sendable {
 
     /// The raw little-endian bytes of a tensor (a view into the mapping).
     public func bytes(of entry: Entry) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: self.file.bytes[(self.dataStart + entry.dataRange.lowerBound)..<(self.dataStart + entry.dataRange.upperBound)])
+        UnsafeRawBufferPointer(
+            rebasing: self.file.bytes[
+                (self.dataStart + entry.dataRange.lowerBound)..<(self.dataStart + entry.dataRange.upperBound)])
     }
 
     /// A floating-point tensor widened to f32 as a `[rows, columns]` matrix (`[n]` gives `[1, n]`).

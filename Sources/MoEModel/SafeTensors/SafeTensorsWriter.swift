@@ -10,7 +10,8 @@ public enum SafeTensorsWriter {
         public let bytes: [UInt8]
 
         public init(name: String, dtype: SafeTensorsDType, shape: [Int], bytes: [UInt8]) {
-            precondition(bytes.count == shape.reduce(1, *) * dtype.byteWidth, "\(name): byte count does not match shape")
+            precondition(
+                bytes.count == shape.reduce(1, *) * dtype.byteWidth, "\(name): byte count does not match shape")
             self.name = name
             self.dtype = dtype
             self.shape = shape

@@ -21,7 +21,10 @@ struct AutoscaleOptions: ParsableArguments {
     @Option(help: "Seconds a group is left alone after it changed.")
     var cooldownS: Double = 5
 
-    @Option(help: "Scale an expert group to zero after this many seconds without rows (default: never); it is started again on the first request that needs it.")
+    @Option(
+        help:
+            "Scale an expert group to zero after this many seconds without rows (default: never); it is started again on the first request that needs it."
+    )
     var scaleToZeroAfterS: Double?
 
     @Option(help: "Replicas heartbeat this often, in milliseconds.")
@@ -35,10 +38,13 @@ struct AutoscaleOptions: ParsableArguments {
 
     func settings(groups: Int) throws -> Coordinator.Settings {
         guard self.heartbeatMs > 0, self.leaseMs > self.heartbeatMs else {
-            throw ValidationError("--lease-ms must exceed --heartbeat-ms (> 0); got \(self.leaseMs) and \(self.heartbeatMs)")
+            throw ValidationError(
+                "--lease-ms must exceed --heartbeat-ms (> 0); got \(self.leaseMs) and \(self.heartbeatMs)")
         }
         guard self.scaleUpRatio > self.scaleDownRatio, self.scaleDownRatio > 0 else {
-            throw ValidationError("--scale-up-ratio must exceed --scale-down-ratio (> 0); got \(self.scaleUpRatio) and \(self.scaleDownRatio)")
+            throw ValidationError(
+                "--scale-up-ratio must exceed --scale-down-ratio (> 0); got \(self.scaleUpRatio) and \(self.scaleDownRatio)"
+            )
         }
         guard self.maxReplicasPerExpert >= 1 else {
             throw ValidationError("--max-replicas-per-expert: expected at least 1, got \(self.maxReplicasPerExpert)")
@@ -49,7 +55,8 @@ struct AutoscaleOptions: ParsableArguments {
         if (self.scaleToZeroAfterS != nil || self.maxReplicas != nil) && !self.autoscale {
             throw ValidationError("--scale-to-zero-after-s and --max-replicas need --autoscale")
         }
-        let autoscale = self.autoscale
+        let autoscale =
+            self.autoscale
             ? AutoscalePolicy.Settings(
                 maxTotalReplicas: self.maxReplicas ?? 2 * groups, maxReplicasPerGroup: self.maxReplicasPerExpert,
                 scaleUpRatio: self.scaleUpRatio, scaleDownRatio: self.scaleDownRatio,

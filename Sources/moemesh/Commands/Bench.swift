@@ -7,7 +7,7 @@ import MoEServing
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Bench: AsyncParsableCommand {
@@ -30,12 +30,16 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Seconds measured per shape.") var seconds: Double = 3
     @Option(help: "Dtype of the rows between router and experts: f32, bf16 or f16.") var wireDtype: DType = .f32
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ top-k).") var threads: Int?
-    @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir: String?
+    @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir:
+        String?
     @Option(help: "The batching router's --batch-delay-us.") var batchDelayUs: Int?
     @Option(help: "The batching router's --batch-concurrency.") var batchConcurrency: Int?
     @Option(help: "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off).")
     var unixSockets: BatchingSwitch = .on
-    @Option(help: "Seconds one replica is hung (SIGSTOP) in the fault phase, on a mesh with 2 replicas per expert under 4 clients with 5 s deadlines (0: no fault phase).")
+    @Option(
+        help:
+            "Seconds one replica is hung (SIGSTOP) in the fault phase, on a mesh with 2 replicas per expert under 4 clients with 5 s deadlines (0: no fault phase)."
+    )
     var hungS: Double = 8
     @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
     @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
@@ -44,10 +48,12 @@ struct Bench: AsyncParsableCommand {
         let logger = try LoggingOptions.parse(["--log-level", self.logLevel]).bootstrap(label: "moemesh.bench")
         let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         var configuration = BenchConfiguration(
-            cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory, executable: ChildProcess.currentExecutable,
+            cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory,
+            executable: ChildProcess.currentExecutable,
             expertThreads: self.threads ?? max(1, cores / self.topK))
         configuration.shape = .init(
-            experts: self.experts, topK: self.topK, hiddenSize: self.hidden, intermediateSize: self.intermediate, layers: 1)
+            experts: self.experts, topK: self.topK, hiddenSize: self.hidden, intermediateSize: self.intermediate,
+            layers: 1)
         configuration.tokens = try Self.integers(self.tokens, option: "--tokens")
         configuration.clients = try Self.integers(self.clients, option: "--clients")
         configuration.secondsPerShape = self.seconds
@@ -55,7 +61,8 @@ struct Bench: AsyncParsableCommand {
         configuration.unixSockets = self.unixSockets == .on
         guard self.hungS >= 0 else { throw ValidationError("--hung-s: expected 0 or more, got \(self.hungS)") }
         configuration.hungReplica = .milliseconds(Int(self.hungS * 1000))
-        configuration.routerArguments = (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
+        configuration.routerArguments =
+            (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
             + (self.batchConcurrency.map { ["--batch-concurrency", String($0)] } ?? [])
         if let problem = configuration.shape.problem { throw ValidationError(problem) }
 
@@ -67,9 +74,10 @@ struct Bench: AsyncParsableCommand {
             _ = text.withCString { write(STDERR_FILENO, $0, strlen($0)) }
         }
         if !json {
-            print("model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
-                + "wire \(self.wireDtype) over \(self.unixSockets == .on ? "Unix domain sockets" : "TCP loopback"); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
-                + "\(configuration.expertThreads) per expert process; \(cores) cores")
+            print(
+                "model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
+                    + "wire \(self.wireDtype) over \(self.unixSockets == .on ? "Unix domain sockets" : "TCP loopback"); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
+                    + "\(configuration.expertThreads) per expert process; \(cores) cores")
         }
         try await runner.run(
             emitLayer: { result in
@@ -83,13 +91,15 @@ struct Bench: AsyncParsableCommand {
             })
         if !json {
             print("\nKernels (in process; FFN = SwiGLU expert, sgemm = its two GEMMs alone)")
-            print(BenchReport.table(header: BenchReport.kernelHeader, rows: kernels.withLock { $0 }.map(BenchReport.row)))
+            print(
+                BenchReport.table(header: BenchReport.kernelHeader, rows: kernels.withLock { $0 }.map(BenchReport.row)))
             print("\nMesh vs in-process (overhead/echo = (mesh p50 − in-process p50) / echo p50)")
             print(BenchReport.table(header: BenchReport.layerHeader, rows: layers.withLock { $0 }.map(BenchReport.row)))
             let faults = faults.withLock { $0 }
             if !faults.isEmpty {
-                print("\nA hung replica (2 replicas per expert; one replica of expert 0 stopped with SIGSTOP, then resumed; "
-                    + "T = 1, 5 s deadlines; calls counted in the phase they end in)")
+                print(
+                    "\nA hung replica (2 replicas per expert; one replica of expert 0 stopped with SIGSTOP, then resumed; "
+                        + "T = 1, 5 s deadlines; calls counted in the phase they end in)")
                 print(BenchReport.table(header: BenchReport.faultHeader, rows: faults.map(BenchReport.row)))
             }
         }

@@ -9,7 +9,9 @@ struct LoggingOptions: ParsableArguments {
 
     func bootstrap(label: String) throws -> Logger {
         guard let level = Logger.Level(rawValue: self.logLevel) else {
-            throw ValidationError("--log-level: expected one of trace, debug, info, notice, warning, error, critical, got '\(self.logLevel)'")
+            throw ValidationError(
+                "--log-level: expected one of trace, debug, info, notice, warning, error, critical, got '\(self.logLevel)'"
+            )
         }
         bootstrapLogging(level: level)
         return Logger(label: label)
@@ -30,7 +32,10 @@ struct CommandFailure: Error, CustomStringConvertible {
 
 /// `--http-port`: plain HTTP for operators (`/metrics`; on the coordinator also the status page).
 struct HTTPOptions: ParsableArguments {
-    @Option(help: "Serve /metrics (Prometheus) over HTTP on this port (0: any free port, printed as 'http listening on HOST:PORT'); the coordinator also serves its status page (/) and /status.json there. Default: none.")
+    @Option(
+        help:
+            "Serve /metrics (Prometheus) over HTTP on this port (0: any free port, printed as 'http listening on HOST:PORT'); the coordinator also serves its status page (/) and /status.json there. Default: none."
+    )
     var httpPort: Int?
 
     /// The process's metrics go to the Prometheus registry served at `/metrics`.
@@ -41,6 +46,7 @@ struct HTTPOptions: ParsableArguments {
         guard let port = self.httpPort else { return nil }
         let (path, route) = PrometheusExport.route()
         return HTTPEndpoint(
-            host: host, port: port, routes: [path: route], logger: logger, onListening: { ReadyLine.print(role: "http", endpoint: $0) })
+            host: host, port: port, routes: [path: route], logger: logger,
+            onListening: { ReadyLine.print(role: "http", endpoint: $0) })
     }
 }

@@ -4,13 +4,14 @@ import MoEModel
 import MoEServing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
-        abstract: "Serve the coordinator (gRPC moemesh.v1.Coordinator): registry of expert replicas, topology for routers, autoscaling.",
+        abstract:
+            "Serve the coordinator (gRPC moemesh.v1.Coordinator): registry of expert replicas, topology for routers, autoscaling.",
         discussion: """
             Expert services register with it (moemesh expert --coordinator HOST:PORT) and routers follow its \
             topology (moemesh router --coordinator HOST:PORT). --scaler local starts the experts as child processes \
@@ -40,7 +41,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "--scaler local: OpenBLAS threads per expert process.")
     var threads: Int = 1
 
-    @Option(help: "--scaler kubernetes: a Deployment and the experts its pods host, NAME=SELECTION (e.g. moemesh-expert-3='*:3'); repeat for each.")
+    @Option(
+        help:
+            "--scaler kubernetes: a Deployment and the experts its pods host, NAME=SELECTION (e.g. moemesh-expert-3='*:3'); repeat for each."
+    )
     var kubernetesDeployment: [String] = []
 
     @Option(help: "--scaler kubernetes: API server URL (default: in-cluster, from KUBERNETES_SERVICE_HOST/PORT).")
@@ -52,7 +56,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "--scaler kubernetes: bearer token file (default: the pod's service-account token).")
     var kubernetesTokenFile: String?
 
-    @Option(help: "--scaler kubernetes: CA bundle of the API server (default: the pod's service-account CA; none for http).")
+    @Option(
+        help: "--scaler kubernetes: CA bundle of the API server (default: the pod's service-account CA; none for http)."
+    )
     var kubernetesCaFile: String?
 
     @Option(help: .hidden)
@@ -71,7 +77,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         case .none:
             scaler = .none
         case .local:
-            guard self.replicas >= 0 else { throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)") }
+            guard self.replicas >= 0 else {
+                throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)")
+            }
             scaler = .local(
                 replicas: self.replicas, threads: self.threads, executable: ChildProcess.currentExecutable,
                 extraArguments: ["--log-level", self.logging.logLevel])
@@ -87,12 +95,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 throw ValidationError("--scaler kubernetes needs at least one --kubernetes-deployment NAME=SELECTION")
             }
             groups = deployments.count
-            var client = try self.kubernetesApi.map {
-                KubernetesClient.Configuration(
-                    apiServer: $0, namespace: self.kubernetesNamespace ?? "default",
-                    tokenPath: KubernetesClient.Configuration.serviceAccountFolder + "/token",
-                    caPath: $0.hasPrefix("https:") ? KubernetesClient.Configuration.serviceAccountFolder + "/ca.crt" : nil)
-            } ?? KubernetesClient.Configuration.inCluster(namespace: self.kubernetesNamespace)
+            var client =
+                try self.kubernetesApi.map {
+                    KubernetesClient.Configuration(
+                        apiServer: $0, namespace: self.kubernetesNamespace ?? "default",
+                        tokenPath: KubernetesClient.Configuration.serviceAccountFolder + "/token",
+                        caPath: $0.hasPrefix("https:")
+                            ? KubernetesClient.Configuration.serviceAccountFolder + "/ca.crt" : nil)
+                } ?? KubernetesClient.Configuration.inCluster(namespace: self.kubernetesNamespace)
             if let token = self.kubernetesTokenFile { client.tokenPath = token }
             if let ca = self.kubernetesCaFile { client.caPath = ca }
             scaler = .kubernetes(client, deployments: deployments)
@@ -105,7 +115,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         self.http.bootstrapMetrics()
         let coordinator = CoordinatorApplication(configuration: configuration, logger: logger)
-        let tracing = try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
+        let tracing =
+            try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
         try await runServiceGroup(services: tracing + [coordinator], parentPID: self.parentPid, logger: logger)
     }
 }

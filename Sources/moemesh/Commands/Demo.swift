@@ -4,7 +4,7 @@ import MoEModel
 import MoEServing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Demo: AsyncParsableCommand {
@@ -42,7 +42,10 @@ struct Demo: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
-        for (name, value) in [("--before-s", self.beforeS), ("--scaling-s", self.scalingS), ("--after-s", self.afterS), ("--idle-s", self.idleS), ("--workers", self.workers)]
+        for (name, value) in [
+            ("--before-s", self.beforeS), ("--scaling-s", self.scalingS), ("--after-s", self.afterS),
+            ("--idle-s", self.idleS), ("--workers", self.workers),
+        ]
         where value < 1 {
             throw ValidationError("\(name): expected at least 1, got \(value)")
         }
@@ -73,7 +76,8 @@ struct Demo: AsyncParsableCommand {
         if self.json {
             print(summary.json)
         } else {
-            print("""
+            print(
+                """
 
                 summary: \(summary.requestsSent) requests sent, \(summary.requestsFailed) failed; \
                 balancedness \(DecimalFormat.fixed(summary.balancednessBefore, 2)) before → \

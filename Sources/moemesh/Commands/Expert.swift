@@ -6,7 +6,7 @@ import MoEServing
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Expert: AsyncParsableCommand {
@@ -31,7 +31,8 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256
 
-    @Option(help: "Coordinator to register with and heartbeat to (HOST:PORT); routers then learn of this replica from it.")
+    @Option(
+        help: "Coordinator to register with and heartbeat to (HOST:PORT); routers then learn of this replica from it.")
     var coordinator: String?
 
     @Option(help: "Scaling group named in the registration (default: the --experts selection).")
@@ -40,16 +41,25 @@ struct Expert: AsyncParsableCommand {
     @Option(help: "Host routers should connect to (default: --host; in a pod, its IP).")
     var advertiseHost: String?
 
-    @Option(help: "Also listen on this Unix domain socket (a path, at most 107 bytes); routers on the same host connect through it instead of TCP.")
+    @Option(
+        help:
+            "Also listen on this Unix domain socket (a path, at most 107 bytes); routers on the same host connect through it instead of TCP."
+    )
     var unixSocket: String?
 
-    @Option(help: "Most MiB of expert weights resident at once: experts are loaded on first use and the least recently used evicted (default: every hosted expert stays loaded).")
+    @Option(
+        help:
+            "Most MiB of expert weights resident at once: experts are loaded on first use and the least recently used evicted (default: every hosted expert stays loaded)."
+    )
     var memoryBudgetMib: Int?
 
     @Option(help: "Where the experts run: cpu (OpenBLAS), cuda or cuda:N (GPU N; CUDA libraries loaded at run time).")
     var device: String = "cpu"
 
-    @Option(help: "With --device cuda: most MiB of GPU memory for expert weights; experts stay in host memory (the mapped checkpoint) and are paged onto the GPU on first use, the least recently used evicted (default: every hosted expert resident on the GPU).")
+    @Option(
+        help:
+            "With --device cuda: most MiB of GPU memory for expert weights; experts stay in host memory (the mapped checkpoint) and are paged onto the GPU on first use, the least recently used evicted (default: every hosted expert resident on the GPU)."
+    )
     var gpuMemoryBudgetMib: Int?
 
     @Option(help: "Delay added to every Compute call, in ms (to simulate a slower device in tests and demos).")
@@ -69,15 +79,20 @@ struct Expert: AsyncParsableCommand {
         case .failure(let error): throw ValidationError("--experts: \(error)")
         }
         let coordinator = try self.coordinator.map { text in
-            guard let endpoint = ServiceEndpoint(text) else { throw ValidationError("--coordinator: expected HOST:PORT, got '\(text)'") }
+            guard let endpoint = ServiceEndpoint(text) else {
+                throw ValidationError("--coordinator: expected HOST:PORT, got '\(text)'")
+            }
             return endpoint
         }
         guard let device = ComputeDevice(self.device) else {
             throw ValidationError("--device: expected cpu, cuda or cuda:N, got '\(self.device)'")
         }
         switch (device, self.memoryBudgetMib, self.gpuMemoryBudgetMib) {
-        case (.cpu, _, .some): throw ValidationError("--gpu-memory-budget-mib: expected --device cuda, got --device cpu")
-        case (.cuda, .some, _): throw ValidationError("--memory-budget-mib: applies to --device cpu; with --device cuda use --gpu-memory-budget-mib")
+        case (.cpu, _, .some):
+            throw ValidationError("--gpu-memory-budget-mib: expected --device cuda, got --device cpu")
+        case (.cuda, .some, _):
+            throw ValidationError(
+                "--memory-budget-mib: applies to --device cpu; with --device cuda use --gpu-memory-budget-mib")
         default: break
         }
         if let budget = self.gpuMemoryBudgetMib, budget < 1 {
@@ -86,7 +101,9 @@ struct Expert: AsyncParsableCommand {
         if let path = self.unixSocket, path.isEmpty || path.utf8.count > 107 {
             throw ValidationError("--unix-socket: expected a path of 1 to 107 bytes, got \(path.utf8.count) bytes")
         }
-        guard self.computeDelayMs >= 0 else { throw ValidationError("--compute-delay-ms: expected 0 or more, got \(self.computeDelayMs)") }
+        guard self.computeDelayMs >= 0 else {
+            throw ValidationError("--compute-delay-ms: expected 0 or more, got \(self.computeDelayMs)")
+        }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
             serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),

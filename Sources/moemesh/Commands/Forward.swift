@@ -48,7 +48,10 @@ struct Forward: AsyncParsableCommand {
     @Option(help: "Compute the layer in this process from this model folder (CPU, f32) instead of calling --router.")
     var model: String?
 
-    @Option(help: "Model folder to check the answer against: the layer is computed in this process (CPU, f32) and the relative error ‖out − ref‖ / ‖ref‖ printed; exit 1 above --tolerance.")
+    @Option(
+        help:
+            "Model folder to check the answer against: the layer is computed in this process (CPU, f32) and the relative error ‖out − ref‖ / ‖ref‖ printed; exit 1 above --tolerance."
+    )
     var compareModel: String?
 
     @Option(help: "Largest relative error --compare-model accepts (1e-2 fits experts on a GPU in bf16).")
@@ -127,18 +130,22 @@ struct Forward: AsyncParsableCommand {
 
     private func report(hidden: Tensor, routing: RoutingDecision?, time: Duration) {
         let tokens = hidden.shape.dropLast().reduce(1, *)
-        print("layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(DecimalFormat.milliseconds(time)) ms")
+        print(
+            "layer \(self.layer): \(tokens) tokens × H=\(hidden.shape.last ?? 0) (\(hidden.dtype)) in \(DecimalFormat.milliseconds(time)) ms"
+        )
         if let routing {
             let used = routing.tokensPerExpert.enumerated().filter { $0.element > 0 }
-            print("top-\(routing.topK) routing, tokens per expert: "
-                + used.map { "\($0.offset):\($0.element)" }.joined(separator: " "))
+            print(
+                "top-\(routing.topK) routing, tokens per expert: "
+                    + used.map { "\($0.offset):\($0.element)" }.joined(separator: " "))
         }
     }
 
     private func printBalance(_ stats: Moemesh_V1_BalanceStats) {
-        print("balance: aux loss \(DecimalFormat.fixed(stats.auxLoss, 4)), z-loss \(DecimalFormat.fixed(stats.zLoss, 4)), "
-            + "balancedness \(DecimalFormat.fixed(stats.balancedness, 4)), dropped slots \(stats.droppedSlots), "
-            + "dead experts \(stats.deadExperts.map(String.init).joined(separator: " "))")
+        print(
+            "balance: aux loss \(DecimalFormat.fixed(stats.auxLoss, 4)), z-loss \(DecimalFormat.fixed(stats.zLoss, 4)), "
+                + "balancedness \(DecimalFormat.fixed(stats.balancedness, 4)), dropped slots \(stats.droppedSlots), "
+                + "dead experts \(stats.deadExperts.map(String.init).joined(separator: " "))")
     }
 
     /// Writes --output: 'output', 'topk_ids', 'topk_weights' and, when known, 'router_logits'.
@@ -148,10 +155,16 @@ struct Forward: AsyncParsableCommand {
         var entries = [SafeTensorsWriter.Entry(name: "output", tensor: output)]
         if let routing {
             entries.append(.init(name: "topk_ids", int32: routing.topkIDs, shape: leading + [routing.topK]))
-            entries.append(.init(name: "topk_weights", tensor: try Tensor(shape: leading + [routing.topK], floats: routing.topkWeights)))
+            entries.append(
+                .init(
+                    name: "topk_weights",
+                    tensor: try Tensor(shape: leading + [routing.topK], floats: routing.topkWeights)))
         }
         if let logits {
-            entries.append(.init(name: "router_logits", tensor: try Tensor(shape: leading + [logits.columns], floats: logits.values)))
+            entries.append(
+                .init(
+                    name: "router_logits", tensor: try Tensor(shape: leading + [logits.columns], floats: logits.values))
+            )
         }
         try SafeTensorsWriter.write(entries, metadata: ["layer": self.layer], to: path)
         print("wrote \(path): \(entries.map { "\($0.name) \($0.shape)" }.joined(separator: ", "))")
@@ -161,8 +174,10 @@ struct Forward: AsyncParsableCommand {
     private func compare(_ output: Tensor, hidden: Tensor, tokenIDs: [Int64], modelPath: String) async throws {
         let reference = try InProcessMoE(checkpoint: try MoECheckpoint(path: modelPath), layers: [self.layer])
         let expected = try await reference.forward(
-            layer: self.layer, hidden: hidden.matrix(), request: Self.routingRequest(hidden, tokenIDs)).output
-        let error = Matrix(rows: expected.rows, columns: expected.columns, values: output.floats()).relativeError(to: expected)
+            layer: self.layer, hidden: hidden.matrix(), request: Self.routingRequest(hidden, tokenIDs)
+        ).output
+        let error = Matrix(rows: expected.rows, columns: expected.columns, values: output.floats()).relativeError(
+            to: expected)
         let verdict = error <= self.tolerance ? "within" : "ABOVE"
         print("relative error against the in-process reference: \(error) (\(verdict) tolerance \(self.tolerance))")
         if !(error <= self.tolerance) { throw ExitCode(1) }
@@ -180,8 +195,14 @@ struct Forward: AsyncParsableCommand {
     /// Reads an I64 or I32 tensor's values.
     static func integers(_ bytes: UnsafeRawBufferPointer, dtype: SafeTensorsDType) throws -> [Int64] {
         switch dtype {
-        case .i64: return (0..<(bytes.count / 8)).map { Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
-        case .i32: return (0..<(bytes.count / 4)).map { Int64(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self))) }
+        case .i64:
+            return (0..<(bytes.count / 8)).map {
+                Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self))
+            }
+        case .i32:
+            return (0..<(bytes.count / 4)).map {
+                Int64(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self)))
+            }
         default: throw CommandFailure("input_ids: expected I64 or I32, got \(dtype.rawValue)")
         }
     }

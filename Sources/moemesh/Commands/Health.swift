@@ -7,7 +7,9 @@ import MoEServing
 struct Health: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask a service's gRPC health (grpc.health.v1): prints its status; exits 0 only if SERVING.",
-        discussion: "For container health checks: 'moemesh health --endpoint 127.0.0.1:50051'. Exit status: 0 SERVING, 1 not serving, 2 unreachable.")
+        discussion:
+            "For container health checks: 'moemesh health --endpoint 127.0.0.1:50051'. Exit status: 0 SERVING, 1 not serving, 2 unreachable."
+    )
 
     @Option(help: "The service, HOST:PORT.")
     var endpoint: ServiceEndpoint
@@ -24,7 +26,8 @@ struct Health: AsyncParsableCommand {
         do {
             status = try await withGRPCClient(transport: try serving.makeClientTransport(to: self.endpoint)) { client in
                 try await Grpc_Health_V1_Health.Client(wrapping: client).check(
-                    .with { $0.service = self.service }, options: serving.callOptions(timeout: .milliseconds(self.timeoutMs))
+                    .with { $0.service = self.service },
+                    options: serving.callOptions(timeout: .milliseconds(self.timeoutMs))
                 ).status
             }
         } catch let error as RPCError {

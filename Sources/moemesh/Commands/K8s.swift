@@ -8,8 +8,11 @@ struct K8s: AsyncParsableCommand {
 
     struct Render: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Write a kustomize overlay over k8s/base for a model: expert Deployments, headless Services, PodDisruptionBudgets, and the coordinator's Kubernetes scaler.",
-            discussion: "Example: moemesh k8s render --model ~/models/Mixtral-8x7B --out k8s/overlays/mixtral && kubectl apply -k k8s/overlays/mixtral")
+            abstract:
+                "Write a kustomize overlay over k8s/base for a model: expert Deployments, headless Services, PodDisruptionBudgets, and the coordinator's Kubernetes scaler.",
+            discussion:
+                "Example: moemesh k8s render --model ~/models/Mixtral-8x7B --out k8s/overlays/mixtral && kubectl apply -k k8s/overlays/mixtral"
+        )
 
         @Option(help: "Model folder (default: the demo model).")
         var model: String?
@@ -39,12 +42,18 @@ struct K8s: AsyncParsableCommand {
         var cacheDir: String?
 
         func validate() throws {
-            guard self.expertsPerDeployment >= 1 else { throw ValidationError("--experts-per-deployment: expected at least 1, got \(self.expertsPerDeployment)") }
-            guard self.replicas >= 0 else { throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)") }
+            guard self.expertsPerDeployment >= 1 else {
+                throw ValidationError("--experts-per-deployment: expected at least 1, got \(self.expertsPerDeployment)")
+            }
+            guard self.replicas >= 0 else {
+                throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)")
+            }
         }
 
         func run() async throws {
-            let path = try self.model ?? DemoModel.ensure(cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory).path
+            let path =
+                try self.model
+                ?? DemoModel.ensure(cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory).path
             let checkpoint = try MoECheckpoint(path: path)
             var options = KubernetesRender.Options()
             options.base = self.base
@@ -58,7 +67,9 @@ struct K8s: AsyncParsableCommand {
             for (name, contents) in render.files() {
                 try FileSystem.writeFile(FileSystem.join(self.out, name), chunks: [Array(contents.utf8)])
             }
-            print("wrote \(self.out): \(render.groups.count) expert Deployments (\(checkpoint.modelType), \(checkpoint.layers.count) MoE layers)")
+            print(
+                "wrote \(self.out): \(render.groups.count) expert Deployments (\(checkpoint.modelType), \(checkpoint.layers.count) MoE layers)"
+            )
         }
     }
 }

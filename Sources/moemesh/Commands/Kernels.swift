@@ -3,7 +3,7 @@ import MoEKernels
 import MoEServing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `moemesh kernels check|bench`: the expert kernels of a device, alone.
@@ -49,7 +49,9 @@ struct KernelsCheck: ParsableCommand {
             fflush(nil)
         }
         let failed = results.filter { !$0.passed }
-        print("\(results.count - failed.count) of \(results.count) cases within \(CUDABackendCheck.tolerance) relative error")
+        print(
+            "\(results.count - failed.count) of \(results.count) cases within \(CUDABackendCheck.tolerance) relative error"
+        )
         if !failed.isEmpty { throw ExitCode(1) }
     }
 }
@@ -91,7 +93,8 @@ struct KernelsBench: ParsableCommand {
             } else {
                 print(
                     pad("\(timing.tokens)", 6) + pad(DecimalFormat.fixed(timing.medianMilliseconds, 4), 12)
-                        + pad(DecimalFormat.fixed(timing.teraflops, 1), 10) + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15))
+                        + pad(DecimalFormat.fixed(timing.teraflops, 1), 10)
+                        + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15))
             }
             fflush(nil)
         }

@@ -3,7 +3,7 @@ import OTel
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Traces exported over OTLP by swift-otel when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
@@ -14,7 +14,9 @@ enum Observability {
     /// The exporter's service, to run beside the role's, or nil when no endpoint is configured.
     static func tracingService(serviceName: String, logger: Logger) throws -> (any Service)? {
         let environment = ConfigurationSources.processEnvironment
-        guard environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil
+        guard
+            environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil
+                || environment["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] != nil
         else { return nil }
         var configuration = OTel.Configuration.default
         configuration.serviceName = environment["OTEL_SERVICE_NAME"] ?? serviceName

@@ -5,12 +5,14 @@ import MoEServing
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Router: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve the public router API (gRPC moemesh.v1.Router) over expert services: fixed (--expert) or a coordinator's (--coordinator).")
+        abstract:
+            "Serve the public router API (gRPC moemesh.v1.Router) over expert services: fixed (--expert) or a coordinator's (--coordinator)."
+    )
 
     @Option(help: "Model folder (config.json + *.safetensors); the router holds every MoE layer's gate.")
     var model: String
@@ -18,7 +20,10 @@ struct Router: AsyncParsableCommand {
     @Option(name: .customLong("expert"), help: "An expert service, HOST:PORT (repeat for each).")
     var experts: [ServiceEndpoint] = []
 
-    @Option(help: "Follow this coordinator's topology (HOST:PORT) instead of --expert services; demand is reported to it and experts scaled to zero are started through it.")
+    @Option(
+        help:
+            "Follow this coordinator's topology (HOST:PORT) instead of --expert services; demand is reported to it and experts scaled to zero are started through it."
+    )
     var coordinator: ServiceEndpoint?
 
     @Option(help: "Name of this router in the coordinator's status (default: $POD_NAME, else router-PID).")
@@ -51,16 +56,26 @@ struct Router: AsyncParsableCommand {
     @Option(help: "Batches of one layer running at once (a batch held up by a slow expert holds up only its calls).")
     var batchConcurrency: Int = 2
 
-    @Option(help: "How expert calls travel: stream (one long-lived ComputeStream per replica, calls multiplexed) or unary (one RPC each).")
+    @Option(
+        help:
+            "How expert calls travel: stream (one long-lived ComputeStream per replica, calls multiplexed) or unary (one RPC each)."
+    )
     var expertCalls: ExpertCalls = .stream
 
-    @Option(help: "Reach replicas on this host that listen on a Unix domain socket through it (on), or always over TCP (off).")
+    @Option(
+        help:
+            "Reach replicas on this host that listen on a Unix domain socket through it (on), or always over TCP (off)."
+    )
     var unixSockets: BatchingSwitch = .on
 
-    @Option(help: "Send an expert call that is slow to answer to a second replica as well (on or off); the first answer wins.")
+    @Option(
+        help:
+            "Send an expert call that is slow to answer to a second replica as well (on or off); the first answer wins."
+    )
     var hedging: BatchingSwitch = .on
 
-    @Option(help: "Hedge delay: this many times the p95 of the expert's recent call latencies (for calls of that size).")
+    @Option(
+        help: "Hedge delay: this many times the p95 of the expert's recent call latencies (for calls of that size).")
     var hedgeFactor: Double = 2
 
     @Option(help: "Shortest hedge delay, in ms.")
@@ -100,7 +115,8 @@ struct Router: AsyncParsableCommand {
                     maxTokens: self.batchMaxTokens, maxDelay: .microseconds(self.batchDelayUs),
                     maxConcurrentBatches: self.batchConcurrency),
             replicas: ReplicaScheduler.Configuration(
-                hedging: self.hedging == .on, hedgeFactor: self.hedgeFactor, hedgeFloor: .milliseconds(self.hedgeFloorMs),
+                hedging: self.hedging == .on, hedgeFactor: self.hedgeFactor,
+                hedgeFloor: .milliseconds(self.hedgeFloorMs),
                 hedgeCeiling: .milliseconds(self.hedgeCeilingMs), hedgeBudget: self.hedgeBudget,
                 ejectAfterHedgeLosses: self.ejectAfterHedgeLosses, ejectionTime: .milliseconds(self.ejectionMs)),
             expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
@@ -108,7 +124,9 @@ struct Router: AsyncParsableCommand {
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {
-            throw ValidationError("--expert and --coordinator: give one or the other (with a coordinator, replicas come from its topology)")
+            throw ValidationError(
+                "--expert and --coordinator: give one or the other (with a coordinator, replicas come from its topology)"
+            )
         }
         self.http.bootstrapMetrics()
         let router = RouterApplication(configuration: configuration, logger: logger)

@@ -4,7 +4,10 @@ import MoERouter
 
 /// The router's routing-policy flags (see `RoutingConfiguration`).
 struct RoutingOptions: ParsableArguments {
-    @Option(help: "Routing strategy: model (the architecture's gate), noisy-top-k, hash (needs token ids), expert-choice (prefill only).")
+    @Option(
+        help:
+            "Routing strategy: model (the architecture's gate), noisy-top-k, hash (needs token ids), expert-choice (prefill only)."
+    )
     var routing: RoutingConfiguration.Strategy = .model
 
     @Option(help: "Noise scale σ of noisy top-k: h = l + σ·N(0,1).")
@@ -25,10 +28,16 @@ struct RoutingOptions: ParsableArguments {
     @Flag(help: "Switch Transformers: apply the config's per-sequence expert_capacity (dropped tokens give max p · x).")
     var switchCapacity = false
 
-    @Option(help: "When no replica of an expert answers: fail (UNAVAILABLE naming it) or reroute (next-best experts, flagged).")
+    @Option(
+        help:
+            "When no replica of an expert answers: fail (UNAVAILABLE naming it) or reroute (next-best experts, flagged)."
+    )
     var onUnreachable: UnreachablePolicy = .fail
 
-    @Flag(help: "While a layer runs, send its replicas a Prefetch hint for the experts the next layer will likely need (its gate on this layer's input): experts under a GPU or memory budget load ahead.")
+    @Flag(
+        help:
+            "While a layer runs, send its replicas a Prefetch hint for the experts the next layer will likely need (its gate on this layer's input): experts under a GPU or memory budget load ahead."
+    )
     var prefetchNextLayer = false
 
     func configuration() throws -> RoutingConfiguration {
@@ -48,8 +57,10 @@ struct RoutingOptions: ParsableArguments {
 
     /// The same options as arguments for a `moemesh router` child process.
     var arguments: [String] {
-        var arguments = ["--routing", self.routing.rawValue, "--noise-std", "\(self.noiseStd)", "--seed", "\(self.seed)",
-                         "--expert-choice-capacity", "\(self.expertChoiceCapacity)", "--overflow", self.overflow.rawValue]
+        var arguments = [
+            "--routing", self.routing.rawValue, "--noise-std", "\(self.noiseStd)", "--seed", "\(self.seed)",
+            "--expert-choice-capacity", "\(self.expertChoiceCapacity)", "--overflow", self.overflow.rawValue,
+        ]
         if let factor = self.capacityFactor { arguments += ["--capacity-factor", "\(factor)"] }
         if self.switchCapacity { arguments.append("--switch-capacity") }
         arguments += ["--on-unreachable", self.onUnreachable.rawValue]

@@ -27,7 +27,9 @@ struct Status: AsyncParsableCommand {
                         if self.watch != nil { print("\u{1B}[H\u{1B}[2J", terminator: "") }
                         print(report.table())
                     }
-                    if let watch = self.watch, !self.json { try await Task.sleep(for: .milliseconds(Int64(watch * 1000))) }  // --watch: periodic
+                    if let watch = self.watch, !self.json {
+                        try await Task.sleep(for: .milliseconds(Int64(watch * 1000)))
+                    }  // --watch: periodic
                 } while self.watch != nil && !self.json
             }
         } catch let error as RPCError {
@@ -43,7 +45,8 @@ struct Admin: AsyncParsableCommand {
 
     struct Target: ParsableArguments {
         @Option(help: "The coordinator, HOST:PORT.")
-        var coordinator: ServiceEndpoint = ServiceEndpoint(host: "127.0.0.1", port: CoordinatorConfiguration.defaultPort)
+        var coordinator: ServiceEndpoint = ServiceEndpoint(
+            host: "127.0.0.1", port: CoordinatorConfiguration.defaultPort)
 
         func run<Result: Sendable>(_ body: (CoordinatorClient) async throws -> Result) async throws -> Result {
             do {
@@ -63,7 +66,9 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Expert index.") var expert: Int
 
         func run() async throws {
-            let pruned = try await self.target.run { try await $0.setPruned(.init(layer: self.layer, expert: self.expert), pruned: true) }
+            let pruned = try await self.target.run {
+                try await $0.setPruned(.init(layer: self.layer, expert: self.expert), pruned: true)
+            }
             print("pruned: " + pruned.map(\.description).joined(separator: ", "))
         }
     }
@@ -76,14 +81,19 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Expert index.") var expert: Int
 
         func run() async throws {
-            let pruned = try await self.target.run { try await $0.setPruned(.init(layer: self.layer, expert: self.expert), pruned: false) }
-            print(pruned.isEmpty ? "no expert is pruned" : "still pruned: " + pruned.map(\.description).joined(separator: ", "))
+            let pruned = try await self.target.run {
+                try await $0.setPruned(.init(layer: self.layer, expert: self.expert), pruned: false)
+            }
+            print(
+                pruned.isEmpty
+                    ? "no expert is pruned" : "still pruned: " + pruned.map(\.description).joined(separator: ", "))
         }
     }
 
     struct Drain: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Drain a replica: routers send it no new work, it finishes what it has, then the scaler stops it.")
+            abstract: "Drain a replica: routers send it no new work, it finishes what it has, then the scaler stops it."
+        )
 
         @OptionGroup var target: Target
         @Option(help: "Replica id (see moemesh status).") var replica: String

@@ -27,7 +27,8 @@ struct Synth: AsyncParsableCommand {
             experts: self.experts, topK: self.topK, hiddenSize: self.hidden, intermediateSize: self.intermediate,
             layers: self.layers)
         let bytes = try ModelSynthesizer(shape: shape, dtype: self.dtype, seed: self.seed).write(to: self.out)
-        print("wrote \(self.out): mixtral, \(self.layers) layers × \(self.experts) experts (top-\(self.topK)), "
-            + "H=\(self.hidden), I=\(self.intermediate), \(self.dtype), \(bytes >> 20) MiB of weights")
+        print(
+            "wrote \(self.out): mixtral, \(self.layers) layers × \(self.experts) experts (top-\(self.topK)), "
+                + "H=\(self.hidden), I=\(self.intermediate), \(self.dtype), \(bytes >> 20) MiB of weights")
     }
 }

@@ -5,7 +5,9 @@ import MoEServing
 
 struct Top: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The coordinator's live view in the terminal: a heatmap of load (layer × expert), groups, replicas, decisions.")
+        abstract:
+            "The coordinator's live view in the terminal: a heatmap of load (layer × expert), groups, replicas, decisions."
+    )
 
     @Option(help: "The coordinator, HOST:PORT.")
     var coordinator: ServiceEndpoint = ServiceEndpoint(host: "127.0.0.1", port: CoordinatorConfiguration.defaultPort)
@@ -25,7 +27,8 @@ struct Top: AsyncParsableCommand {
                 var shown = 0
                 while self.iterations.map({ shown < $0 }) ?? true {
                     let report = StatusReport(try await client.status())
-                    let screen = report.heatmap(color: !self.plain) + "\n\n" + report.table(replicas: true, decisions: 6)
+                    let screen =
+                        report.heatmap(color: !self.plain) + "\n\n" + report.table(replicas: true, decisions: 6)
                     print((self.plain ? "" : "\u{1B}[H\u{1B}[2J") + screen)
                     shown += 1
                     if self.iterations.map({ shown < $0 }) ?? true {

@@ -5,12 +5,13 @@ import MoEModel
 import MoEServing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start a whole mesh on this machine: a coordinator, expert processes (one per expert index, and per shared expert, times --replicas) and a router.",
+        abstract:
+            "Start a whole mesh on this machine: a coordinator, expert processes (one per expert index, and per shared expert, times --replicas) and a router.",
         discussion: """
             With no --model, serves a small demo model (Mixtral layout, 2 layers × 8 experts, H=512), \
             synthesised once into the cache folder. The coordinator runs in this process and starts the \
@@ -38,7 +39,8 @@ struct Up: AsyncParsableCommand {
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ experts per token, at least 1).")
     var threads: Int?
 
-    @Option(help: "Where the expert processes run their kernels: cpu, cuda or cuda:N (passed to each `moemesh expert`).")
+    @Option(
+        help: "Where the expert processes run their kernels: cpu, cuda or cuda:N (passed to each `moemesh expert`).")
     var device: String = "cpu"
 
     @Option(help: "Where the demo model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).")
@@ -47,7 +49,10 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Delay added to every expert Compute call, in ms (to simulate a slower device in tests and demos).")
     var expertComputeDelayMs: Int = 0
 
-    @Option(help: "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off); `moemesh status` shows which.")
+    @Option(
+        help:
+            "The router reaches the experts through Unix domain sockets (on) or TCP loopback (off); `moemesh status` shows which."
+    )
     var unixSockets: BatchingSwitch = .on
 
     @Option(help: .hidden)
@@ -68,7 +73,9 @@ struct Up: AsyncParsableCommand {
             modelPath = model
         } else {
             let demo = try DemoModel.ensure(cacheDirectory: self.cacheDir ?? DemoModel.defaultCacheDirectory)
-            logger.info(demo.created ? "synthesised the demo model" : "using the cached demo model", metadata: ["path": "\(demo.path)"])
+            logger.info(
+                demo.created ? "synthesised the demo model" : "using the cached demo model",
+                metadata: ["path": "\(demo.path)"])
             modelPath = demo.path
         }
         let checkpoint = try MoECheckpoint(path: modelPath)
@@ -83,7 +90,8 @@ struct Up: AsyncParsableCommand {
                 "--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs),
                 "--device", self.device,
             ],
-            coordinator: try self.autoscaling.settings(groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
+            coordinator: try self.autoscaling.settings(
+                groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
             httpPort: self.http.httpPort, unixSockets: self.unixSockets == .on)
         self.http.bootstrapMetrics()
         let mesh = LocalMesh(configuration: configuration, logger: logger)
