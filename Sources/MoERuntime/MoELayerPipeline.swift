@@ -177,12 +177,7 @@ public struct MoELayerPipeline: Sendable {
         let output = Combiner.combine(
             routing, plan: plan, expertOutputs: outputs, hiddenSize: self.spec.hiddenSize, shared: sharedTerm,
             hidden: hidden)
-        var biasedLogits = logits
-        if let bias = self.gate.logitBias {
-            for row in 0..<logits.rows {
-                for column in 0..<logits.columns { biasedLogits[row, column] += bias[column] }
-            }
-        }
+        let biasedLogits = self.gate.biased(logits)
         return MoELayerResult(
             output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing),
             logits: biasedLogits)

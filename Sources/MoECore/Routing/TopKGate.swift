@@ -79,10 +79,24 @@ public struct TopKGate: Sendable, Equatable {
         self.scalingFactor = scalingFactor
     }
 
+    /// `l' = l + b_logit` for one token's logits `[E]` (the logits themselves without a bias): the one place the
+    /// logit bias is applied.
+    public func biased(_ logits: ArraySlice<Float>) -> [Float] {
+        guard let bias = self.logitBias else { return Array(logits) }
+        return zip(logits, bias).map { $0 + $1 }
+    }
+
+    /// `l' = l + b_logit` for every row of `[T, E]` logits.
+    public func biased(_ logits: Matrix) -> Matrix {
+        guard self.logitBias != nil else { return logits }
+        return Matrix(
+            rows: logits.rows, columns: logits.columns,
+            values: (0..<logits.rows).flatMap { self.biased(logits.row($0)) })
+    }
+
     /// Scores of one token: `s` (for weights) and `c` (for selection, before the group mask). `[E]` each.
     public func scores(logits: ArraySlice<Float>) -> (scores: [Float], selection: [Float], biasedLogits: [Float]) {
-        var biased = Array(logits)
-        if let bias = self.logitBias { for index in biased.indices { biased[index] += bias[index] } }
+        let biased = self.biased(logits)
         var scores: [Float]
         switch self.scoring {
         case .softmax: scores = Self.softmax(biased[...])
