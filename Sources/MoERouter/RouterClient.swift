@@ -42,7 +42,7 @@ public struct RouterClient: Sendable {
     /// Runs `layer` on `hiddenStates` (`[T, H]` or `[B, S, H]`).
     public func forward(
         layer: String, hiddenStates: Tensor, returnRouting: Bool = true, tokenIDs: [Int64] = [],
-        returnBalance: Bool = false
+        returnBalance: Bool = false, timeout: Duration? = nil
     ) async throws -> ForwardResult {
         var request = Moemesh_V1_ForwardRequest()
         request.layer = layer
@@ -52,7 +52,7 @@ public struct RouterClient: Sendable {
         request.hiddenStates.dtype = Moemesh_V1_DType(hiddenStates.dtype)
         request.hiddenStates.shape = hiddenStates.shape.map(Int64.init)
         request.hiddenStates.data = .init(hiddenStates.bytes())
-        let response = try await self.client.forward(request, options: self.serving.callOptions())
+        let response = try await self.client.forward(request, options: self.serving.callOptions(timeout: timeout))
         guard let dtype = response.output.dtype.coreDType else {
             throw RPCError(code: .internalError, message: "router answered an output without a known dtype")
         }

@@ -106,10 +106,13 @@ final class AnswerTally: Sendable {
         client: RouterClient, model: SmallModel, reference: InProcessMoE, worker: Int, calls: Int,
         until stop: @Sendable () -> Bool = { false }
     ) async {
-        for call in 0..<calls where !stop() {
+        for call in 0..<calls {
+            if stop() { break }
             let hidden = model.randomHidden(tokens: 3, seed: UInt64(worker * 100_000 + call))
             do {
-                let result = try await client.forward(layer: "0", hiddenStates: try Tensor(hidden))
+                // A deadline, so that a call that never ends fails the test instead of hanging it.
+                let result = try await client.forward(
+                    layer: "0", hiddenStates: try Tensor(hidden), timeout: .seconds(20))
                 let expected = try await reference.forward(layer: "0", hidden: hidden)
                 self.count(right: relativeError(result.output.floats(), expected.output.values) <= 1e-5)
             } catch {
@@ -310,7 +313,7 @@ struct CoordinatorMeshTests {
         processes.append(routerProcess)
 
         let tally = AnswerTally()
-        let stop = StopFlag()
+        let stop = StopSignal()
         try await RouterClient.with(endpoint: router) { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<2 {
@@ -349,13 +352,6 @@ struct CoordinatorMeshTests {
         #expect(status.replicas.count == 4)
         #expect(status.routers.contains("router-under-test"))
     }
-}
-
-/// A flag set once, read from any task.
-final class StopFlag: Sendable {
-    private let value = Mutex(false)
-    func set() { self.value.withLock { $0 = true } }
-    var isSet: Bool { self.value.withLock { $0 } }
 }
 
 enum ChildProcessWatch {

@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import MoECore
+import MoEModel
+import MoERouter
+import MoERuntime
+import MoEServing
+import MoETestSupport
+import Testing
+
+/// Several hosts on this machine (network namespaces, root only): the coordinator and the router in the root
+/// namespace, expert replicas on hosts of their own, reached over their own links.
+@Suite("hosts on one machine (network namespaces)", .serialized, .enabled(if: NetworkHosts.available))
+struct MultiHostTests {
+    static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 1)
+
+    @Test(
+        "a host cut off the network under load, another host holding replicas of the same experts: no request lost, every answer exact, and the host's replica serves again once its link is back"
+    )
+    func hostCutOff() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 53)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let hosts = try await NetworkHosts(["a", "b"])
+        var processes: [ChildProcess] = []
+        do {
+            let (coordinator, listening) = try await startMoemesh(
+                "coordinator", role: "coordinator",
+                [
+                    "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
+                    "--lease-ms", "3000",
+                ])
+            processes.append(coordinator)
+            let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
+            for name in hosts.names {
+                let expert = try hosts.start(
+                    on: name,
+                    [
+                        "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
+                        "--coordinator", "\(hosts.gateway(name)):\(listening.port)", "--parent-pid", String(getpid()),
+                        "--log-level", "warning",
+                    ],
+                    label: "expert on host \(name)")
+                processes.append(expert)
+                _ = try #require(
+                    await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
+            }
+            let (router, routerEndpoint) = try await startMoemesh(
+                "router", role: "router",
+                ["router", "--model", model.path, "--port", "0", "--coordinator", local.description])
+            processes.append(router)
+            let before = try await waitForStatus(local) { $0.replicas.count == 2 }
+            #expect(
+                Set(before.replicas.map { $0.replica.endpoint.split(separator: ":").first.map(String.init) ?? "" })
+                    == [hosts.address("a"), hosts.address("b")])
+
+            // 3 clients call until the fault is over: host A's link goes down after 20 answers, stays down until the
+            // coordinator has dropped host A's replica (its lease ran out), and comes back up; the clients stop once
+            // host A's replica serves again.
+            let tally = AnswerTally()
+            let done = StopSignal()
+            let answeredWhileCut = try await RouterClient.with(endpoint: routerEndpoint) { client in
+                try await withThrowingTaskGroup(of: Int?.self) { group in
+                    for worker in 0..<3 {
+                        group.addTask {
+                            await tally.drive(
+                                client: client, model: model, reference: reference, worker: worker, calls: .max,
+                                until: { done.isSet })
+                            return nil
+                        }
+                    }
+                    group.addTask {
+                        defer { done.set() }
+                        await tally.waitForAnswers(20)
+                        try await hosts.setLink("a", up: false)
+                        let cut = tally.answered.withLock { $0 }
+                        let dropped = try await waitForStatus(local, timeout: .seconds(30)) { status in
+                            !status.replicas.contains { $0.replica.endpoint.hasPrefix(hosts.address("a") + ":") }
+                        }
+                        #expect(dropped.replicas.count == 1, "host A's replica still registered while cut off")
+                        let whileCut = tally.answered.withLock { $0 } - cut
+                        try await hosts.setLink("a", up: true)
+                        let back = try await waitForStatus(local, timeout: .seconds(30)) { status in
+                            status.replicas.contains { $0.replica.endpoint.hasPrefix(hosts.address("a") + ":") }
+                        }
+                        #expect(back.replicas.count == 2, "host A's replica did not register again")
+                        return whileCut
+                    }
+                    var whileCut = 0
+                    for try await value in group { if let value { whileCut = value } }
+                    return whileCut
+                }
+            }
+            #expect(answeredWhileCut > 0, "nothing was served while host A was cut off")
+            #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+        } catch {
+            for process in processes.reversed() { await process.stop() }
+            await hosts.remove()
+            throw error
+        }
+        for process in processes.reversed() { await process.stop() }
+        await hosts.remove()
+    }
+}
