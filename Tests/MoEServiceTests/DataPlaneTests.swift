@@ -243,13 +243,18 @@ struct DataPlaneTests {
         #expect(hung.held.withLock { $0 } == 0)
     }
 
+    /// An expert service hosting every expert of `model`, each call of which takes an hour (until cancelled).
+    static func hourLongExpert(_ model: SmallModel) throws -> ExpertService {
+        let checkpoint = try MoECheckpoint(path: model.path)
+        return try ExpertService(
+            checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
+    }
+
     @Test("a client that cancels: its expert calls are cancelled at the expert")
     func cancellationReachesTheExpert() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        let checkpoint = try MoECheckpoint(path: model.path)
-        let expert = try ExpertService(
-            checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
+        let expert = try Self.hourLongExpert(model)
         try await withRouter(model: model, experts: [expert]) { router, _ in
             let call = Task { try await router.forward(request(model.randomHidden(tokens: 3))) }
             try #require(await eventually { expert.meter.inFlightRows > 0 })
@@ -266,9 +271,7 @@ struct DataPlaneTests {
     func deadlineShorterThanTheWork() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        let checkpoint = try MoECheckpoint(path: model.path)
-        let expert = try ExpertService(
-            checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
+        let expert = try Self.hourLongExpert(model)
         try await withRouter(model: model, experts: [expert]) { router, _ in
             do {
                 _ = try await router.forward(request(model.randomHidden(tokens: 3)), options: .timeout(.seconds(2)))
