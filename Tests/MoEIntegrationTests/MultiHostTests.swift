@@ -102,4 +102,80 @@ struct MultiHostTests {
         for process in processes.reversed() { await process.stop() }
         await hosts.remove()
     }
+
+    @Test(
+        "the coordinator's host cut off under load: routers and experts serve on with what they know, nothing is lost, and the mesh registers with the coordinator again when its link is back"
+    )
+    func coordinatorHostCutOff() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 59)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let hosts = try await NetworkHosts(["c"])
+        var processes: [ChildProcess] = []
+        do {
+            let coordinator = try hosts.start(
+                on: "c",
+                [
+                    "coordinator", "--model", model.path, "--host", hosts.address("c"), "--port", "0",
+                    "--heartbeat-ms", "500", "--lease-ms", "3000", "--parent-pid", String(getpid()),
+                    "--log-level", "warning",
+                ],
+                label: "coordinator on host c")
+            processes.append(coordinator)
+            let endpoint = try #require(await coordinator.waitForReadyLine(role: "coordinator", timeout: .seconds(60)))
+            // Experts and router on this (the root) host; two replicas of every expert.
+            for _ in 0..<2 {
+                let (expert, _) = try await startMoemesh(
+                    "expert", role: "expert",
+                    [
+                        "expert", "--model", model.path, "--threads", "1", "--port", "0", "--coordinator",
+                        endpoint.description,
+                    ])
+                processes.append(expert)
+            }
+            let (router, routerEndpoint) = try await startMoemesh(
+                "router", role: "router",
+                ["router", "--model", model.path, "--port", "0", "--coordinator", endpoint.description])
+            processes.append(router)
+            _ = try await waitForStatus(endpoint) { $0.replicas.count == 2 }
+
+            // Clients call on while the coordinator's link goes down (after 20 answers), stays down for 300 more answers
+            // (about a lease here, so the coordinator usually drops both replicas meanwhile; what is asserted holds
+            // either way), and comes back; they stop 20 answers after both replicas are registered again.
+            let tally = AnswerTally()
+            let done = StopSignal()
+            try await RouterClient.with(endpoint: routerEndpoint) { client in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<3 {
+                        group.addTask {
+                            await tally.drive(
+                                client: client, model: model, reference: reference, worker: worker, calls: 100_000,
+                                until: { done.isSet })
+                        }
+                    }
+                    group.addTask {
+                        defer { done.set() }
+                        await tally.waitForAnswers(20)
+                        try await hosts.setLink("c", up: false)
+                        await tally.waitForAnswers(tally.answered.withLock { $0 } + 300)
+                        try await hosts.setLink("c", up: true)
+                        let back = try await waitForStatus(endpoint, timeout: .seconds(30)) { status in
+                            status.replicas.count == 2 && !status.routers.isEmpty
+                        }
+                        #expect(back.replicas.count == 2, "the replicas did not register again")
+                        await tally.waitForAnswers(tally.answered.withLock { $0 } + 20)
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            #expect(tally.answered.withLock { $0 } >= 340)
+            #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+        } catch {
+            for process in processes.reversed() { await process.stop() }
+            await hosts.remove()
+            throw error
+        }
+        for process in processes.reversed() { await process.stop() }
+        await hosts.remove()
+    }
 }
