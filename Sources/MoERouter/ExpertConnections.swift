@@ -15,11 +15,13 @@ public final class ExpertConnections: Sendable {
         let stream: ComputeStreamChannel?
         /// "tcp HOST:PORT" or "unix PATH".
         let transport: String
+        let id: UInt64
     }
 
     private struct State {
         var connections: [ServiceEndpoint: Connection] = [:]
         var closed = false
+        var opened: UInt64 = 0
     }
 
     private let serving: ServingConfiguration
@@ -59,16 +61,18 @@ public final class ExpertConnections: Sendable {
                     client: Moemesh_V1_Expert.Client(wrapping: client), serving: self.serving, spawn: { jobs.yield($0) }
                 )
                 : nil
+            state.opened += 1
             let connection = Connection(
-                client: client, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)")
+                client: client, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)",
+                id: state.opened)
             state.connections[endpoint] = connection
             if state.closed { client.beginGracefulShutdown() }
             jobs.yield { try? await client.runConnections() }
             return connection
         }
         return ExpertReplica(
-            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client), stream: connection.stream
-        )
+            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client),
+            stream: connection.stream, connection: connection.id)
     }
 
     /// How each connected replica is reached ("tcp HOST:PORT", "unix PATH"), by registered endpoint.

@@ -9,6 +9,9 @@ import Synchronization
 /// `ComputeStreamChannel`, its `Compute` calls go over that stream.
 public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
+    /// Which connection to `endpoint` this is (`ExpertConnections` numbers them): a replica that left the topology
+    /// and came back (registered again after a partition) is reached over a new one.
+    public let connection: UInt64
     /// The long-lived stream the calls use; nil: one unary `Compute` RPC per call.
     public let stream: ComputeStreamChannel?
     private let call:
@@ -18,9 +21,11 @@ public struct ExpertReplica: Sendable {
         @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
 
     public init<Transport: ClientTransport>(
-        endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>, stream: ComputeStreamChannel? = nil
+        endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>, stream: ComputeStreamChannel? = nil,
+        connection: UInt64 = 0
     ) {
         self.endpoint = endpoint
+        self.connection = connection
         self.stream = stream
         self.call = { request, metadata, options in
             try await client.compute(request, metadata: metadata, options: options)

@@ -61,6 +61,12 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 throw RouterError.coldStartFailed(address, reason: "\(error)")
             }
         }
+        let replacementDeadline = RequestDeadline.earliest(deadline, .now + Self.replacementWait)!
+        if self.topology.replicas(for: address).isEmpty, self.coldStart != nil {
+            // Under a coordinator, a topology without a replica of the expert may be passing: replicas register
+            // again after a partition, a replacement is on its way. Wait for one, briefly, within the deadline.
+            _ = await self.waitForReplica(of: address, other: [], until: replacementDeadline)
+        }
         guard !self.topology.replicas(for: address).isEmpty else { throw RouterError.noReplica(address) }
         var request = Moemesh_V1_ComputeRequest()
         request.layer = rows.layer
@@ -70,12 +76,12 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             gather: rows.gather(into:))
 
         var failures: [String] = []
-        var tried = Set<ServiceEndpoint>()
+        // Replicas tried, by connection: one that left and came back (a new connection) may be tried again.
+        var tried = Set<TriedReplica>()
         var passes = 1
-        let replacementDeadline = RequestDeadline.earliest(deadline, .now + Self.replacementWait)!
         while true {
             var candidates = self.scheduler.order(self.topology.replicas(for: address), for: address)
-                .filter { !tried.contains($0.endpoint) }
+                .filter { !tried.contains(TriedReplica($0)) }
             if candidates.isEmpty, passes < Self.maxPasses, !failures.isEmpty,
                 failures.allSatisfy({ $0.hasSuffix(Self.departed) })
             {
@@ -102,7 +108,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 await self.waitForReplica(of: address, other: tried, until: replacementDeadline)
             else {
                 throw RouterError.expertUnavailable(
-                    address, endpoint: tried.sorted().last ?? ServiceEndpoint(host: "?", port: 0),
+                    address, endpoint: tried.map(\.endpoint).sorted().last ?? ServiceEndpoint(host: "?", port: 0),
                     reason: "all \(tried.count) replicas failed: " + failures.joined(separator: "; "))
             }
         }
@@ -120,7 +126,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     /// fail. Returns the first answer, or nil when every candidate failed (they are then in `tried`).
     private func attempt(
         _ request: Moemesh_V1_ComputeRequest, rows: Int, address: ExpertAddress, candidates: [ExpertReplica],
-        deadline: ContinuousClock.Instant?, tried: inout Set<ServiceEndpoint>, failures: inout [String]
+        deadline: ContinuousClock.Instant?, tried: inout Set<TriedReplica>, failures: inout [String]
     ) async throws -> (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? {
         var remaining = candidates[...]
         let labels = address.metricLabels
@@ -128,7 +134,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             var inFlight: [ServiceEndpoint: Bool] = [:]  // endpoint → is a hedge
             func start(hedge: Bool) throws -> Bool {
                 guard let replica = remaining.popFirst() else { return false }
-                tried.insert(replica.endpoint)
+                tried.insert(TriedReplica(replica))
                 inFlight[replica.endpoint] = hedge
                 let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
                 group.addTask {
@@ -297,11 +303,23 @@ extension RemoteExpertExecutor {
     /// How long a call whose replicas all failed waits for the coordinator to name a replacement.
     static let replacementWait: Duration = .seconds(10)
 
-    /// Whether the topology names a replica of `address` not in `tried` by `deadline`.
+    /// Whether the topology names a replica of `address` not in `tried` by `deadline` (a replica that was tried
+    /// and came back over a new connection counts).
     func waitForReplica(
-        of address: ExpertAddress, other tried: Set<ServiceEndpoint>, until deadline: ContinuousClock.Instant
+        of address: ExpertAddress, other tried: Set<TriedReplica>, until deadline: ContinuousClock.Instant
     ) async -> Bool {
-        await self.topology.waitForReplica(of: address, until: deadline) { !tried.contains($0.endpoint) }
+        await self.topology.waitForReplica(of: address, until: deadline) { !tried.contains(TriedReplica($0)) }
+    }
+
+    /// A replica as tried by one call: its endpoint over one connection.
+    struct TriedReplica: Hashable, Sendable {
+        let endpoint: ServiceEndpoint
+        let connection: UInt64
+
+        init(_ replica: ExpertReplica) {
+            self.endpoint = replica.endpoint
+            self.connection = replica.connection
+        }
     }
 
     /// Codes that say the replica could not serve the call (not that the call was wrong): try another one.
