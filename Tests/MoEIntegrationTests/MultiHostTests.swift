@@ -7,6 +7,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import Synchronization
 import Testing
 
 /// Several hosts on this machine (network namespaces, root only): the coordinator and the router in the root
@@ -15,6 +16,33 @@ import Testing
 struct MultiHostTests {
     static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 64, intermediateSize: 96, layers: 1)
 
+    /// Processes a test started, stopped last first when it ends.
+    final class Processes: Sendable {
+        private let started = Mutex<[ChildProcess]>([])
+        func add(_ process: ChildProcess) { self.started.withLock { $0.append(process) } }
+        func stopAll() async {
+            for process in self.started.withLock({ $0 }).reversed() { await process.stop() }
+        }
+    }
+
+    /// Runs `body` on hosts `names`; then, whether it threw or not, stops the processes it started and removes the
+    /// hosts.
+    static func withHosts(
+        _ names: [String], _ body: (NetworkHosts, Processes) async throws -> Void
+    ) async throws {
+        let hosts = try await NetworkHosts(names)
+        let processes = Processes()
+        do {
+            try await body(hosts, processes)
+        } catch {
+            await processes.stopAll()
+            await hosts.remove()
+            throw error
+        }
+        await processes.stopAll()
+        await hosts.remove()
+    }
+
     @Test(
         "a host cut off the network under load, another host holding replicas of the same experts: no request lost, every answer exact, and the host's replica serves again once its link is back"
     )
@@ -22,16 +50,14 @@ struct MultiHostTests {
         let model = try SmallModel(shape: Self.shape, seed: 53)
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
-        let hosts = try await NetworkHosts(["a", "b"])
-        var processes: [ChildProcess] = []
-        do {
+        try await Self.withHosts(["a", "b"]) { hosts, processes in
             let (coordinator, listening) = try await startMoemesh(
                 "coordinator", role: "coordinator",
                 [
                     "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
                     "--lease-ms", "3000",
                 ])
-            processes.append(coordinator)
+            processes.add(coordinator)
             let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
             for name in hosts.names {
                 let expert = try hosts.start(
@@ -42,14 +68,14 @@ struct MultiHostTests {
                         "--log-level", "warning",
                     ],
                     label: "expert on host \(name)")
-                processes.append(expert)
+                processes.add(expert)
                 _ = try #require(
                     await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
             }
             let (router, routerEndpoint) = try await startMoemesh(
                 "router", role: "router",
                 ["router", "--model", model.path, "--port", "0", "--coordinator", local.description])
-            processes.append(router)
+            processes.add(router)
             let before = try await waitForStatus(local) { $0.replicas.count == 2 }
             #expect(
                 Set(before.replicas.map { $0.replica.endpoint.split(separator: ":").first.map(String.init) ?? "" })
@@ -94,13 +120,7 @@ struct MultiHostTests {
             }
             #expect(answeredWhileCut > 0, "nothing was served while host A was cut off")
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
-        } catch {
-            for process in processes.reversed() { await process.stop() }
-            await hosts.remove()
-            throw error
         }
-        for process in processes.reversed() { await process.stop() }
-        await hosts.remove()
     }
 
     @Test(
@@ -110,9 +130,7 @@ struct MultiHostTests {
         let model = try SmallModel(shape: Self.shape, seed: 59)
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
-        let hosts = try await NetworkHosts(["c"])
-        var processes: [ChildProcess] = []
-        do {
+        try await Self.withHosts(["c"]) { hosts, processes in
             let coordinator = try hosts.start(
                 on: "c",
                 [
@@ -121,7 +139,7 @@ struct MultiHostTests {
                     "--log-level", "warning",
                 ],
                 label: "coordinator on host c")
-            processes.append(coordinator)
+            processes.add(coordinator)
             let endpoint = try #require(await coordinator.waitForReadyLine(role: "coordinator", timeout: .seconds(60)))
             // Experts and router on this (the root) host; two replicas of every expert.
             for _ in 0..<2 {
@@ -131,12 +149,12 @@ struct MultiHostTests {
                         "expert", "--model", model.path, "--threads", "1", "--port", "0", "--coordinator",
                         endpoint.description,
                     ])
-                processes.append(expert)
+                processes.add(expert)
             }
             let (router, routerEndpoint) = try await startMoemesh(
                 "router", role: "router",
                 ["router", "--model", model.path, "--port", "0", "--coordinator", endpoint.description])
-            processes.append(router)
+            processes.add(router)
             _ = try await waitForStatus(endpoint) { $0.replicas.count == 2 }
 
             // Clients call on while the coordinator's link goes down (after 20 answers), stays down for 300 more answers
@@ -170,12 +188,6 @@ struct MultiHostTests {
             }
             #expect(tally.answered.withLock { $0 } >= 340)
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
-        } catch {
-            for process in processes.reversed() { await process.stop() }
-            await hosts.remove()
-            throw error
         }
-        for process in processes.reversed() { await process.stop() }
-        await hosts.remove()
     }
 }
