@@ -27,6 +27,8 @@ final class ComputeSteps: Sendable {
     private let grouped: (any GroupedExpertStep)?
     private let cache: ExpertCache<ExpertAddress>
     private let queue = DispatchQueue(label: "moemesh.expert.compute", attributes: .concurrent)
+    /// Announced when calls start or stop waiting for a step.
+    let changes = StateChanges()
 
     init(backend: any ExpertBackend, cache: ExpertCache<ExpertAddress>) {
         self.workers = max(1, backend.concurrency)
@@ -54,6 +56,7 @@ final class ComputeSteps: Sendable {
                     return (true, false)
                 }
                 if cancelled { continuation.resume(returning: .failure(.cancelled(address))) }
+                self.changes.changed()
                 if startWorker { self.queue.async { self.work() } }
             }
         } onCancel: {
@@ -62,6 +65,7 @@ final class ComputeSteps: Sendable {
                 return state.waiting.remove(at: index)
             }
             call?.continuation.resume(returning: .failure(.cancelled(address)))
+            self.changes.changed()
         }
     }
 
@@ -75,6 +79,7 @@ final class ComputeSteps: Sendable {
                 return calls
             }
             if calls.isEmpty { return }
+            self.changes.changed()
             self.step(calls)
         }
     }

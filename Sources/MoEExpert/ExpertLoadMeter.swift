@@ -17,6 +17,8 @@ public final class ExpertLoadMeter: Sendable {
     static let latencySamples = 4096
 
     private let state = Mutex(State())
+    /// Announced when the rows in flight or the cancelled calls change.
+    public let changes = StateChanges()
 
     public init() {}
 
@@ -27,10 +29,12 @@ public final class ExpertLoadMeter: Sendable {
 
     public func cancelled() {
         self.state.withLock { $0.cancelledCalls += 1 }
+        self.changes.changed()
     }
 
     public func begin(rows: Int) {
         self.state.withLock { $0.inFlightRows += rows }
+        self.changes.changed()
     }
 
     public func end(_ address: ExpertAddress, rows: Int, started: ContinuousClock.Instant) {
@@ -41,6 +45,7 @@ public final class ExpertLoadMeter: Sendable {
             if state.latenciesMs.count >= Self.latencySamples { state.latenciesMs.removeFirst() }
             state.latenciesMs.append(latency)
         }
+        self.changes.changed()
     }
 
     /// The load since the previous snapshot (which starts a new window); `experts` orders `rows_per_expert`.

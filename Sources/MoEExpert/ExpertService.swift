@@ -28,6 +28,8 @@ public struct ExpertService: Sendable {
     private let steps: ComputeSteps
     /// Compute calls waiting for the device (they run together as the next step).
     public var waitingComputeCalls: Int { self.steps.waitingCalls }
+    /// Announced when `waitingComputeCalls` changes.
+    public var computeQueueChanges: StateChanges { self.steps.changes }
     /// Loads started by `Prefetch` hints, one at a time, beside the compute steps.
     private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
     private let cacheMetrics: CacheMetrics

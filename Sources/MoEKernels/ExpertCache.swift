@@ -62,6 +62,8 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
     private let state: Mutex<State>
     /// Held while loading: one load at a time, so that two never both make room for themselves.
     private let loading = Mutex<Void>(())
+    /// Announced when an expert is loaded (and others perhaps evicted).
+    public let changes = StateChanges()
 
     /// - Parameters:
     ///   - budgetBytes: most bytes of resident experts; nil: no limit.
@@ -133,6 +135,7 @@ public final class ExpertCache<Key: Hashable & Sendable>: Sendable {
                 state.statistics.residentBytes += bytes
                 state.statistics.residentExperts = state.entries.count
             }
+            self.changes.changed()
             return (kernel, true)
         }
     }

@@ -114,6 +114,8 @@ public final class ForwardBatcher: Sendable {
 
     public let configuration: Configuration
     private let state = Mutex(State())
+    /// Announced when `pendingCalls` may have changed.
+    public let changes = StateChanges()
 
     public init(configuration: Configuration) { self.configuration = configuration }
 
@@ -139,6 +141,7 @@ public final class ForwardBatcher: Sendable {
         // The leader waits for its rows of a batch like the others (below).
         let leader = Waiter(hidden: hidden, deadline: call.deadline)
         let (followers, batch) = self.takeQueued(layer: layer, leader: leader)
+        self.changes.changed()
         guard let batch else {
             defer { self.finished(layer: layer) }
             return try await pipeline.forward(hidden, executor: executor)
@@ -196,12 +199,14 @@ public final class ForwardBatcher: Sendable {
             }
             batch?.callLeft()
             call.resume(.cancelled)
+            self.changes.changed()
         }
     }
 
     private func arrive(layer: String, _ call: Waiter) {
         self.state.withLock { $0.queues[layer, default: []].append(call) }
         self.wakeLeaders(layer: layer)
+        self.changes.changed()
     }
 
     /// Wakes the first queued call as a leader while a batch slot is free. A call that has gone meanwhile (it may
@@ -246,5 +251,6 @@ public final class ForwardBatcher: Sendable {
     private func finished(layer: String) {
         self.state.withLock { $0.running[layer, default: 1] -= 1 }
         self.wakeLeaders(layer: layer)
+        self.changes.changed()
     }
 }

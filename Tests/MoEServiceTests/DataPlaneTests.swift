@@ -155,7 +155,7 @@ private func request(_ hidden: Matrix, layer: String = "0", id: UInt64 = 0) -> M
     }
 }
 
-@Suite("data plane: streams, deadlines, hedging and ejection")
+@Suite("data plane: streams, deadlines, hedging and ejection", .timeLimit(.minutes(5)))
 struct DataPlaneTests {
     @Test("ForwardStream carries many layers' requests, each answered with its id and equal to the unary answer")
     func forwardStream() async throws {
@@ -257,10 +257,10 @@ struct DataPlaneTests {
         let expert = try Self.hourLongExpert(model)
         try await withRouter(model: model, experts: [expert]) { router, _ in
             let call = Task { try await router.forward(request(model.randomHidden(tokens: 3))) }
-            try #require(await eventually { expert.meter.inFlightRows > 0 })
+            try #require(await expert.meter.changes.wait { expert.meter.inFlightRows > 0 })
             call.cancel()
             _ = try? await call.value
-            #expect(await eventually { expert.meter.inFlightRows == 0 })
+            #expect(await expert.meter.changes.wait { expert.meter.inFlightRows == 0 })
             #expect(expert.meter.cancelledCalls >= 1)
         }
     }
@@ -281,7 +281,7 @@ struct DataPlaneTests {
                 #expect(error.code == .deadlineExceeded)
             }
             // The call reached the expert or was cancelled before it did: either way nothing runs there any more.
-            #expect(await eventually { expert.meter.inFlightRows == 0 })
+            #expect(await expert.meter.changes.wait { expert.meter.inFlightRows == 0 })
         }
     }
 }

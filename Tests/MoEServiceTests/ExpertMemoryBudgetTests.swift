@@ -83,7 +83,7 @@ struct ExpertMemoryBudgetTests {
     }
 }
 
-@Suite("expert service compute steps")
+@Suite("expert service compute steps", .timeLimit(.minutes(5)))
 struct ComputeStepTests {
     /// Holds the first forward pass until opened: the device stays busy while the other calls arrive.
     private final class Gate: Sendable {
@@ -151,7 +151,7 @@ struct ComputeStepTests {
                 }
             }
             // The first call holds the device; once the other 11 wait behind it, let it go: they are one step.
-            try #require(await eventually { service.waitingComputeCalls >= 11 })
+            try #require(await service.computeQueueChanges.wait { service.waitingComputeCalls >= 11 })
             backend.gate.opened.signal()
             for try await correct in group { #expect(correct) }
         }
@@ -160,7 +160,7 @@ struct ComputeStepTests {
     }
 }
 
-@Suite("prefetch hints")
+@Suite("prefetch hints", .timeLimit(.minutes(5)))
 struct PrefetchTests {
     /// Polls `condition` every 10 ms for up to 5 s.
     private func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
@@ -185,7 +185,7 @@ struct PrefetchTests {
         #expect(service.cache.isResident(first))
         let loading = try service.prefetch(wanted + [first])
         #expect(loading == wanted.sorted())
-        #expect(try await self.eventually { wanted.allSatisfy(service.cache.isResident) })
+        #expect(await service.cache.changes.wait { wanted.allSatisfy(service.cache.isResident) })
         #expect(service.cache.statistics.prefetches == 2 && service.cache.statistics.misses == 1)
         var request = Moemesh_V1_ComputeRequest()
         request.layer = wanted[0].layer

@@ -6,7 +6,7 @@ import MoETestSupport
 import Synchronization
 import Testing
 
-@Suite("dynamic batching in the router")
+@Suite("dynamic batching in the router", .timeLimit(.minutes(5)))
 struct ForwardBatcherTests {
     @Test("16 concurrent calls share expert calls, and each gets exactly its own answer")
     func concurrentCallsShareBatches() async throws {
@@ -28,7 +28,7 @@ struct ForwardBatcherTests {
                     (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor))
                 }
             }
-            try #require(await eventually { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
+            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
             executor.release(holdLater: false)
             var results = [MoELayerResult?](repeating: nil, count: inputs.count)
             for try await (index, result) in group { results[index] = result }
@@ -62,9 +62,9 @@ struct ForwardBatcherTests {
         let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
         await executor.waitUntilHeld(expertsPerBatch)
         let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try #require(await eventually { batcher.pendingCalls(layer: "0") == 1 })
+        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
         let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try #require(await eventually { batcher.pendingCalls(layer: "0") == 2 })
+        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
         // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
         executor.release()
         _ = try await a.value
