@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "MoEExpert", targets: ["MoEExpert"]),
         .library(name: "MoERouter", targets: ["MoERouter"]),
         .library(name: "MoECoordinator", targets: ["MoECoordinator"]),
+        .library(name: "MoEProcesses", targets: ["MoEProcesses"]),
+        .library(name: "MoELocalMesh", targets: ["MoELocalMesh"]),
     ],
     dependencies: [
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
@@ -33,6 +35,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // Pure Swift, no I/O: tensors, gates and routing, dispatch plans, combine.
@@ -125,11 +129,30 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
+        // Child processes (swift-subprocess): `moemesh` role processes started by a mesh, a bench or a test.
+        .target(
+            name: "MoEProcesses",
+            dependencies: [
+                "MoECore", "MoEServing",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // A mesh of local processes: `LocalProcessScaler` (replicas as child processes) and `LocalMesh` (`moemesh up`).
+        .target(
+            name: "MoELocalMesh",
+            dependencies: [
+                "MoECore", "MoEModel", "MoEServing", "MoECoordinator", "MoEProcesses",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // `moemesh bench`: the mesh against the in-process reference, with the echo and sgemm floors.
         .target(
             name: "MoEBench",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoECoordinator",
+                "MoEProcesses", "MoELocalMesh",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -140,7 +163,7 @@ let package = Package(
             name: "moemesh",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
-                "MoEProto",
+                "MoEProcesses", "MoELocalMesh", "MoEProto",
                 "MoEBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
@@ -154,7 +177,7 @@ let package = Package(
         // Helpers shared by the test targets (temporary folders, small models, child processes).
         .target(
             name: "MoETestSupport",
-            dependencies: ["MoECore", "MoEModel", "MoERuntime", "MoEServing"],
+            dependencies: ["MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEProcesses"],
             path: "Tests/MoETestSupport"
         ),
         .testTarget(
@@ -186,7 +209,7 @@ let package = Package(
         .testTarget(
             name: "MoECoordinatorTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEServing", "MoECoordinator", "MoETestSupport",
+                "MoECore", "MoEModel", "MoEProto", "MoEServing", "MoECoordinator", "MoELocalMesh", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -198,7 +221,7 @@ let package = Package(
             name: "MoEIntegrationTests",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter",
-                "MoECoordinator", "MoETestSupport",
+                "MoECoordinator", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

@@ -3,7 +3,9 @@ import GRPCNIOTransportHTTP2
 import Logging
 import MoECore
 import MoEKernels
+import MoELocalMesh
 import MoEModel
+import MoEProcesses
 import MoEProto
 import MoECoordinator
 import MoERuntime
@@ -168,7 +170,7 @@ public struct BenchRunner: Sendable {
     ) async throws {
         let configuration = self.configuration
         // A second router on the same experts (reached the same way), with batching off, for the sweep's baseline.
-        let unbatchedRouter = try ChildProcess(
+        let unbatchedRouter = try await ChildProcess.start(
             name: "router (no batching)", executable: configuration.executable,
             arguments: [
                 "router", "--model", modelPath, "--port", "0", "--batching", "off", "--log-level", "warning",

@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2
 import Logging
 import MoECoordinator
 import MoECore
+import MoELocalMesh
 import MoEModel
 import MoEProto
 import MoERuntime

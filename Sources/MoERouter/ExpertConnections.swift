@@ -2,6 +2,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import MoEProto
 import MoEServing
+import ServiceLifecycle
 import Synchronization
 
 /// One gRPC client per expert endpoint, opened when a topology first names it and closed gracefully (calls in
@@ -93,12 +94,16 @@ public final class ExpertConnections: Sendable {
         }
     }
 
-    /// Runs every connection and stream until `close`.
+    /// Runs every connection and stream until `close` (or graceful shutdown, which closes them).
     public func run() async {
-        await withDiscardingTaskGroup { group in
-            for await job in self.jobs {
-                group.addTask { await job() }
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await job in self.jobs {
+                    group.addTask { await job() }
+                }
             }
+        } onGracefulShutdown: {
+            self.close()
         }
     }
 

@@ -14,6 +14,12 @@ public enum ReadyLine {
         fflush(nil)  // flushes stdout without touching the global (not concurrency-safe in Swift 6)
     }
 
+    /// The role a ready line announces, or nil if `line` is not one.
+    public static func role(of line: String) -> String? {
+        guard let range = line.firstRange(of: " listening on "), range.lowerBound != line.startIndex else { return nil }
+        return String(line[..<range.lowerBound])
+    }
+
     /// The endpoint in a ready line of `role`, or nil if `line` is not one.
     public static func parse(_ line: String, role: String) -> ServiceEndpoint? {
         let prefix = "\(role) listening on "

@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoEModel
+import MoEProcesses
 import MoEServing
 import Yams
 

@@ -1,3 +1,4 @@
+import MoEProcesses
 import MoEServing
 import MoETestSupport
 import Testing
@@ -12,7 +13,7 @@ struct BenchCommandTests {
     func jsonOutput() async throws {
         let cache = TemporaryDirectory()
         defer { cache.remove() }
-        let bench = try ChildProcess(
+        let bench = try await ChildProcess.start(
             name: "bench", executable: MoemeshBinary.path,
             arguments: [
                 "bench", "--hidden", "32", "--intermediate", "48", "--experts", "4", "--tokens", "1,8",

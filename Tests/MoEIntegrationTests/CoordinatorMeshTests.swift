@@ -7,6 +7,7 @@ import GRPCCore
 import MoECoordinator
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoEProto
 import MoERouter
 import MoERuntime
@@ -21,7 +22,7 @@ import Testing
 
 /// Starts `moemesh ARGUMENTS` and waits for its ready line of `role`.
 func startMoemesh(_ name: String, role: String, _ arguments: [String]) async throws -> (ChildProcess, ServiceEndpoint) {
-    let child = try ChildProcess(
+    let child = try await ChildProcess.start(
         name: name, executable: MoemeshBinary.path, arguments: arguments + ["--log-level", "warning"])
     guard let endpoint = await child.waitForReadyLine(role: role, timeout: .seconds(60)) else {
         child.signal(SIGKILL)
@@ -40,7 +41,7 @@ func withCoordinatedUp(
     model: String, extraArguments: [String] = [],
     _ body: (_ router: ServiceEndpoint, _ coordinator: ServiceEndpoint) async throws -> Void
 ) async throws {
-    let up = try ChildProcess(
+    let up = try await ChildProcess.start(
         name: "up", executable: MoemeshBinary.path,
         arguments: [
             "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level",
@@ -144,7 +145,7 @@ struct CoordinatorMeshTests {
     func demoScales() async throws {
         let cache = TemporaryDirectory()
         defer { cache.remove() }
-        let demo = try ChildProcess(
+        let demo = try await ChildProcess.start(
             name: "demo", executable: MoemeshBinary.path,
             arguments: [
                 "demo", "--json", "--before-s", "6", "--scaling-s", "16", "--after-s", "6", "--idle-s", "5",

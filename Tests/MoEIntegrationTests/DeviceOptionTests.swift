@@ -1,6 +1,7 @@
 import MoECore
 import MoEKernels
 import MoEModel
+import MoEProcesses
 import MoEServing
 import MoETestSupport
 import Testing
@@ -11,7 +12,7 @@ struct DeviceOptionTests {
     /// Runs `moemesh ARGUMENTS` and returns its exit status and everything it printed (standard error included).
     private func run(_ arguments: [String]) async throws -> (status: Int32?, output: String) {
         let command = "\"$0\" " + arguments.map { "'\($0)'" }.joined(separator: " ") + " 2>&1"
-        let child = try ChildProcess(
+        let child = try await ChildProcess.start(
             name: "moemesh", executable: "/bin/sh", arguments: ["-c", command, MoemeshBinary.path])
         var lines: [String] = []
         for await line in child.outputLines { lines.append(line) }

@@ -1,5 +1,6 @@
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoEServing
 import MoETestSupport
 import Testing
@@ -19,7 +20,7 @@ struct ExpertMemoryTests {
         let perExpert = 3 * 256 * 1024 * 4
         var resident: [String: Int] = [:]
         for selection in ["0:0", "*:0-1", "*:*"] {
-            let expert = try ChildProcess(
+            let expert = try await ChildProcess.start(
                 name: selection, executable: MoemeshBinary.path,
                 arguments: [
                     "expert", "--model", model.path, "--experts", selection, "--port", "0", "--threads", "1",

@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoERouter
 import MoEServing
 import MoETestSupport
@@ -15,7 +16,7 @@ import Testing
 func withUpMesh(
     model: String, extraArguments: [String] = [], _ body: (ServiceEndpoint, Int32) async throws -> Void
 ) async throws {
-    let up = try ChildProcess(
+    let up = try await ChildProcess.start(
         name: "up", executable: MoemeshBinary.path,
         arguments: [
             "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--threads", "1", "--log-level",

@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoERouter
 import MoERuntime
 import MoEServing
@@ -22,7 +23,7 @@ struct MeshTests {
     func upMatchesReference() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 11)
         defer { model.remove() }
-        let up = try ChildProcess(
+        let up = try await ChildProcess.start(
             name: "up", executable: MoemeshBinary.path,
             arguments: [
                 "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
@@ -82,7 +83,7 @@ struct MeshTests {
         try SafeTensorsWriter.write(
             [.init(name: "hidden_states", tensor: try Tensor(hidden, shape: [2, 3, 64]))],
             to: directory.file("in.safetensors"))
-        let forward = try ChildProcess(
+        let forward = try await ChildProcess.start(
             name: "forward", executable: MoemeshBinary.path,
             arguments: [
                 "forward", "--router", router.description, "--layer", "1",
@@ -112,7 +113,7 @@ struct MeshTests {
         var experts: [ChildProcess] = []
         var endpoints: [ServiceEndpoint] = []
         for group in ["*:0-3", "*:4-7"] {
-            let expert = try ChildProcess(
+            let expert = try await ChildProcess.start(
                 name: "expert \(group)", executable: MoemeshBinary.path,
                 arguments: [
                     "expert", "--model", model.path, "--experts", group, "--port", "0", "--threads", "1",
@@ -127,7 +128,7 @@ struct MeshTests {
         try #require(endpoints.count == 2)
 
         // Only the first half of the experts: the router must refuse, naming what is missing.
-        let partial = try ChildProcess(
+        let partial = try await ChildProcess.start(
             name: "router", executable: MoemeshBinary.path,
             arguments: [
                 "router", "--model", model.path, "--port", "0", "--expert", endpoints[0].description,
@@ -136,7 +137,7 @@ struct MeshTests {
         let status = await partial.waitForExit(timeout: .seconds(60))
         #expect(status != nil && status != 0)
 
-        let router = try ChildProcess(
+        let router = try await ChildProcess.start(
             name: "router", executable: MoemeshBinary.path,
             arguments: [
                 "router", "--model", model.path, "--port", "0", "--parent-pid", parent, "--log-level", "warning",

@@ -3,6 +3,7 @@
 #endif
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoERouter
 import MoERuntime
 import MoEServing
@@ -60,7 +61,7 @@ struct MultiHostTests {
             processes.add(coordinator)
             let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
             for name in hosts.names {
-                let expert = try hosts.start(
+                let expert = try await hosts.start(
                     on: name,
                     [
                         "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
@@ -131,7 +132,7 @@ struct MultiHostTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         try await Self.withHosts(["c"]) { hosts, processes in
-            let coordinator = try hosts.start(
+            let coordinator = try await hosts.start(
                 on: "c",
                 [
                     "coordinator", "--model", model.path, "--host", hosts.address("c"), "--port", "0",

@@ -7,6 +7,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoEProto
 import MoERouter
 import MoEServing
@@ -68,7 +69,7 @@ struct OperationsTests {
             experts.append(endpoint)
         }
         #expect(await healthStatus(experts[0]) == .notServing)
-        let routerProcess = try ChildProcess(
+        let routerProcess = try await ChildProcess.start(
             name: "router", executable: MoemeshBinary.path,
             arguments: [
                 "router", "--model", model.path, "--port", String(router.port), "--coordinator",
@@ -154,7 +155,7 @@ struct OperationsTests {
             ])
         func render(_ arguments: [String], environment: [String: String] = [:]) async throws -> (Int32?, String) {
             let out = folder.file("out-" + String(UInt64.random(in: 0...UInt64.max), radix: 16))
-            let process = try ChildProcess(
+            let process = try await ChildProcess.start(
                 name: "render", executable: "/usr/bin/env",
                 arguments: environment.map { "\($0.key)=\($0.value)" } + [
                     MoemeshBinary.path, "k8s", "render", "--model", model.path, "--out", out,
@@ -177,7 +178,7 @@ struct OperationsTests {
             ["--config", config, "--replicas", "7"], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_CONFIG": config])
         #expect(fromFlags.contains("replicas: 7"))
         try FileSystem.writeFile(config, chunks: [Array("k8s render:\n  colour: blue\n".utf8)])
-        let bad = try ChildProcess(
+        let bad = try await ChildProcess.start(
             name: "render", executable: MoemeshBinary.path,
             arguments: ["k8s", "render", "--model", model.path, "--out", folder.file("bad"), "--config", config])
         for await _ in bad.outputLines {}

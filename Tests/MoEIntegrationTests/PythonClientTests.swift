@@ -1,5 +1,6 @@
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoERuntime
 import MoEServing
 import MoETestSupport
@@ -31,7 +32,7 @@ struct PythonClientTests {
         let model = try SmallModel(
             shape: .init(experts: 4, topK: 2, hiddenSize: 48, intermediateSize: 64, layers: 1), seed: 21)
         defer { model.remove() }
-        let up = try ChildProcess(
+        let up = try await ChildProcess.start(
             name: "up", executable: MoemeshBinary.path,
             arguments: [
                 "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
@@ -43,7 +44,7 @@ struct PythonClientTests {
 
         let directory = TemporaryDirectory()
         defer { directory.remove() }
-        let python = try ChildProcess(
+        let python = try await ChildProcess.start(
             name: "python", executable: "/usr/bin/env",
             arguments: [
                 "python3", Self.repositoryRoot + "/examples/python/forward.py", "--router", router.description,

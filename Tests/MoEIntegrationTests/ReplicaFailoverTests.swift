@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEProcesses
 import MoERouter
 import MoERuntime
 import MoEServing

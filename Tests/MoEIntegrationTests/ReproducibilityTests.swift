@@ -2,6 +2,7 @@ import GRPCCore
 import MoECore
 import MoEKernels
 import MoEModel
+import MoEProcesses
 import MoERouter
 import MoERuntime
 import MoEServing
@@ -72,7 +73,7 @@ struct ReproducibilityTests {
             let environment =
                 ChildProcess.environment.filter { !$0.hasPrefix("OPENBLAS_CORETYPE=") }
                 + (kernels == "chosen" ? [] : ["OPENBLAS_CORETYPE=\(kernels)"])
-            let forward = try ChildProcess(
+            let forward = try await ChildProcess.start(
                 name: "forward \(kernels)", executable: MoemeshBinary.path,
                 arguments: [
                     "forward", "--model", model.path, "--layer", "0", "--random", "64", "--seed", "3",

@@ -2,6 +2,7 @@
     import Glibc
 #endif
 import MoEModel
+import MoEProcesses
 import MoEServing
 
 /// The built `moemesh` executable, for tests that run real processes: `$MOEMESH_BINARY`, else the one beside

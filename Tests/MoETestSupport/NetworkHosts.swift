@@ -2,6 +2,7 @@
     import Glibc
 #endif
 import MoEModel
+import MoEProcesses
 import MoEServing
 
 /// Hosts on this machine for multi-host tests: a network namespace per host (`moemesh-test-NAME`), linked to the root
@@ -43,8 +44,8 @@ public struct NetworkHosts: Sendable {
     public func gateway(_ name: String) -> String { "10.231.\(self.names.firstIndex(of: name)! + 1).1" }
 
     /// Starts `arguments` (a `moemesh` command line, without the binary) on host `name`.
-    public func start(on name: String, _ arguments: [String], label: String) throws -> ChildProcess {
-        try ChildProcess(
+    public func start(on name: String, _ arguments: [String], label: String) async throws -> ChildProcess {
+        try await ChildProcess.start(
             name: label, executable: Self.ip ?? "ip",
             arguments: ["netns", "exec", "moemesh-test-\(name)", MoemeshBinary.path] + arguments)
     }
@@ -67,7 +68,7 @@ public struct NetworkHosts: Sendable {
     }
 
     private static func run(_ arguments: [String]) async throws {
-        let child = try ChildProcess(name: "ip", executable: Self.ip ?? "ip", arguments: arguments)
+        let child = try await ChildProcess.start(name: "ip", executable: Self.ip ?? "ip", arguments: arguments)
         for await _ in child.outputLines {}
         let status = await child.waitForExit(timeout: .seconds(10))
         if status != 0 {

@@ -3,6 +3,7 @@ import MoEBench
 import MoECore
 import MoEKernels
 import MoEModel
+import MoEProcesses
 import MoEServing
 import Synchronization
 

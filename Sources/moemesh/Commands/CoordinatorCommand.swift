@@ -1,6 +1,8 @@
 import ArgumentParser
 import MoECoordinator
+import MoELocalMesh
 import MoEModel
+import MoEProcesses
 import MoEServing
 
 #if canImport(Glibc)
@@ -114,9 +116,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")
         }
         self.http.bootstrapMetrics()
-        let coordinator = CoordinatorApplication(configuration: configuration, logger: logger)
+        let services = try buildCoordinatorServices(configuration: configuration, logger: logger)
         let tracing =
             try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
-        try await runServiceGroup(services: tracing + [coordinator], parentPID: self.parentPid, logger: logger)
+        try await runServiceGroup(services: tracing + services, parentPID: self.parentPid, logger: logger)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import MoEBench
 import MoEModel
+import MoEProcesses
 import MoEServing
 
 #if canImport(Glibc)

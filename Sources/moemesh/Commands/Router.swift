@@ -129,10 +129,10 @@ struct Router: AsyncParsableCommand {
             )
         }
         self.http.bootstrapMetrics()
-        let router = RouterApplication(configuration: configuration, logger: logger)
+        let services = try buildRouterServices(configuration: configuration, logger: logger)
         let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []
         let tracing = try Observability.tracingService(serviceName: "moemesh-router", logger: logger).map { [$0] } ?? []
-        try await runServiceGroup(services: tracing + http + [router], parentPID: self.parentPid, logger: logger)
+        try await runServiceGroup(services: tracing + http + services, parentPID: self.parentPid, logger: logger)
     }
 }
 

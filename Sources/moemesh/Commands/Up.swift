@@ -1,7 +1,9 @@
 import ArgumentParser
 import MoECoordinator
 import MoEKernels
+import MoELocalMesh
 import MoEModel
+import MoEProcesses
 import MoEServing
 
 #if canImport(Glibc)

@@ -1,4 +1,6 @@
 import Logging
+import MoECoordinator
+import MoEProcesses
 import MoEServing
 import ServiceLifecycle
 import Synchronization
@@ -49,6 +51,8 @@ public final class LocalProcessScaler: ExpertScaler {
     private struct GroupProcesses {
         var desired = 0
         var children: [ChildProcess] = []
+        /// Children being started, not yet in `children`.
+        var starting = 0
     }
 
     public let configuration: Configuration
@@ -80,7 +84,7 @@ public final class LocalProcessScaler: ExpertScaler {
 
     public func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
         self.state.withLock { $0[group.name, default: GroupProcesses()].desired = replicas }
-        try self.reconcile(group)
+        try await self.reconcile(group)
     }
 
     public func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
@@ -114,8 +118,8 @@ public final class LocalProcessScaler: ExpertScaler {
 
     /// Reaps each replica that exits and starts its replacement, as exits happen, until the task is cancelled.
     public func reap() async {
-        self.maintain()
-        for await _ in self.exitEvents { self.maintain() }
+        await self.maintain()
+        for await _ in self.exitEvents { await self.maintain() }
     }
 
     public func stopAll() async {
@@ -134,7 +138,7 @@ public final class LocalProcessScaler: ExpertScaler {
     public var unexpectedExits: [(name: String, status: Int32)] { self.exits.withLock { $0 } }
 
     /// Reaps replicas that died and starts replacements.
-    public func maintain() {
+    public func maintain() async {
         let died = self.state.withLock { state -> [(ChildProcess, Int32)] in
             var died: [(ChildProcess, Int32)] = []
             for key in state.keys {
@@ -153,41 +157,76 @@ public final class LocalProcessScaler: ExpertScaler {
                 "replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
         }
         for group in self.configuration.groups {
-            do { try self.reconcile(group) } catch {
+            do { try await self.reconcile(group) } catch {
                 self.logger.error("could not start a replica", metadata: ["group": "\(group)", "error": "\(error)"])
             }
         }
     }
 
     /// Starts or stops processes until the group runs its desired count.
-    private func reconcile(_ group: ScalingGroup) throws {
-        let configuration = self.configuration
-        var surplus: [ChildProcess] = []
-        try self.state.withLock { state in
+    private func reconcile(_ group: ScalingGroup) async throws {
+        let (toStart, surplus) = self.state.withLock { state -> (Int, [ChildProcess]) in
             var entry = state[group.name, default: GroupProcesses()]
             defer { state[group.name] = entry }
-            while entry.children.count < entry.desired {
-                let number = self.started.wrappingAdd(1, ordering: .relaxed).newValue
-                entry.children.append(
-                    try ChildProcess(
-                        name: "expert \(group) #\(number)", executable: configuration.executable,
-                        arguments: [
-                            "expert", "--model", configuration.modelPath, "--experts", group.selection,
-                            "--group", group.name, "--host", configuration.host, "--port", "0",
-                            "--threads", String(configuration.threads), "--parent-pid", String(getpid()),
-                            "--coordinator", configuration.coordinator.description,
-                        ]
-                            + (configuration.unixSocketDirectory.map {
-                                ["--unix-socket", "\($0)/expert-\(number).sock"]
-                            } ?? [])
-                            + configuration.extraArguments, environment: ChildProcess.roleEnvironment,
-                        onExit: { [events = self.exitEventsContinuation] in events.yield() }))
+            let toStart = max(0, entry.desired - entry.children.count - entry.starting)
+            entry.starting += toStart
+            var surplus: [ChildProcess] = []
+            while entry.children.count + entry.starting > entry.desired, !entry.children.isEmpty {
+                surplus.append(entry.children.removeLast())
             }
-            while entry.children.count > entry.desired { surplus.append(entry.children.removeLast()) }
+            return (toStart, surplus)
         }
         for child in surplus {
             // Not awaited, as in `retire`: the child's exit ends the task.
             Task { _ = await child.stop(grace: .seconds(30)) }
+        }
+        for _ in 0..<toStart {
+            let child: ChildProcess
+            do {
+                child = try await self.startReplica(of: group)
+            } catch {
+                self.state.withLock { $0[group.name]!.starting -= 1 }
+                throw error
+            }
+            let unwanted = self.state.withLock { state -> Bool in
+                state[group.name]!.starting -= 1
+                // The desired count may have fallen while it started.
+                guard state[group.name]!.children.count < state[group.name]!.desired else { return true }
+                state[group.name]!.children.append(child)
+                return false
+            }
+            if unwanted { Task { _ = await child.stop(grace: .seconds(30)) } }  // not awaited, as above
+        }
+    }
+
+    private func startReplica(of group: ScalingGroup) async throws -> ChildProcess {
+        let configuration = self.configuration
+        let number = self.started.wrappingAdd(1, ordering: .relaxed).newValue
+        return try await ChildProcess.start(
+            name: "expert \(group) #\(number)", executable: configuration.executable,
+            arguments: [
+                "expert", "--model", configuration.modelPath, "--experts", group.selection, "--group", group.name,
+                "--host", configuration.host, "--port", "0", "--threads", String(configuration.threads),
+                "--parent-pid", String(getpid()), "--coordinator", configuration.coordinator.description,
+            ]
+                + (configuration.unixSocketDirectory.map { ["--unix-socket", "\($0)/expert-\(number).sock"] } ?? [])
+                + configuration.extraArguments,
+            environment: ChildProcess.roleEnvironment,
+            onExit: { [events = self.exitEventsContinuation] _ in events.yield() })
+    }
+}
+
+extension CoordinatorConfiguration.Scaler {
+    /// `moemesh expert` processes, children of the coordinator: `replicas` of each per-expert-index group.
+    public static func local(replicas: Int, threads: Int, executable: String, extraArguments: [String]) -> Self {
+        .custom { context in
+            LocalProcessScaler(
+                configuration: .init(
+                    executable: executable, modelPath: context.modelPath,
+                    groups: ScalingGroup.perExpertIndex(layers: context.checkpoint.layers), initialReplicas: replicas,
+                    coordinator: context.coordinator, host: context.host, threads: threads,
+                    extraArguments: extraArguments),
+                logger: context.logger)
         }
     }
 }

@@ -4,7 +4,9 @@
     import Foundation
 #endif
 import Logging
+import MoECoordinator
 import MoEModel
+import MoEProcesses
 import MoEServing
 import ServiceLifecycle
 
@@ -159,7 +161,7 @@ public struct LocalMesh: Service {
                 try await coordinator.start(scaler: scaler)
                 server.health.setAll(.serving)
                 try await self.waitForExperts(checkpoint: checkpoint, coordinator: coordinator, scaler: scaler)
-                let child = try ChildProcess(
+                let child = try await ChildProcess.start(
                     name: "router", executable: configuration.executable,
                     arguments: [
                         "router", "--model", configuration.modelPath, "--host", configuration.host,
