@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "MoEModel", targets: ["MoEModel"]),
         .library(name: "MoERuntime", targets: ["MoERuntime"]),
         .library(name: "MoEProto", targets: ["MoEProto"]),
+        .library(name: "MoEWire", targets: ["MoEWire"]),
         .library(name: "MoEServing", targets: ["MoEServing"]),
         .library(name: "MoEExpert", targets: ["MoEExpert"]),
         .library(name: "MoERouter", targets: ["MoERouter"]),
@@ -75,7 +76,12 @@ let package = Package(
                 .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
             ]
         ),
-        // What every service shares: transport settings, lifecycle, wire tensors, child processes.
+        // The wire mapping: protobuf messages ↔ core values (tensors, expert keys, call errors), validated once.
+        .target(
+            name: "MoEWire",
+            dependencies: ["MoECore", "MoEProto", .product(name: "GRPCCore", package: "grpc-swift-2")]
+        ),
+        // What every service shares: transport settings, lifecycle, health, metrics, tracing, the HTTP endpoint.
         .target(
             name: "MoEServing",
             dependencies: [
@@ -96,7 +102,7 @@ let package = Package(
         .target(
             name: "MoEExpert",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEServing",
+                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEWire", "MoEServing",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -106,7 +112,7 @@ let package = Package(
         .target(
             name: "MoERouter",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing",
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -118,7 +124,7 @@ let package = Package(
         .target(
             name: "MoECoordinator",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEServing",
+                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -151,7 +157,8 @@ let package = Package(
         .target(
             name: "MoEBench",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoECoordinator",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
+                "MoECoordinator",
                 "MoEProcesses", "MoELocalMesh",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -163,7 +170,7 @@ let package = Package(
             name: "moemesh",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
-                "MoEProcesses", "MoELocalMesh", "MoEProto",
+                "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
@@ -194,7 +201,7 @@ let package = Package(
         .testTarget(
             name: "MoEServiceTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoEExpert", "MoERouter",
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoEExpert", "MoERouter",
                 "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
@@ -209,7 +216,8 @@ let package = Package(
         .testTarget(
             name: "MoECoordinatorTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEServing", "MoECoordinator", "MoELocalMesh", "MoETestSupport",
+                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoECoordinator", "MoELocalMesh",
+                "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -220,7 +228,7 @@ let package = Package(
         .testTarget(
             name: "MoEIntegrationTests",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEServing", "MoERouter",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoERouter",
                 "MoECoordinator", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

@@ -10,6 +10,7 @@ import MoEProto
 import MoECoordinator
 import MoERuntime
 import MoEServing
+import MoEWire
 import ServiceLifecycle
 import Synchronization
 

@@ -7,6 +7,7 @@ import MoELocalMesh
 import MoEModel
 import MoEProto
 import MoEServing
+import MoEWire
 import ServiceLifecycle
 import Synchronization
 

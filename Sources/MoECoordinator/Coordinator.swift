@@ -3,6 +3,7 @@ import MoECore
 import MoEModel
 import MoEProto
 import MoEServing
+import MoEWire
 
 /// The coordinator's state and decisions: the registry of expert replicas (leases kept by heartbeats), the
 /// topology routers watch, the demand they report, scaling groups and their desired replicas, pruned experts,

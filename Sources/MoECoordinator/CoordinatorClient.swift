@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2
 import MoECore
 import MoEProto
 import MoEServing
+import MoEWire
 
 /// A client of the coordinator's status and admin calls, for tools and tests.
 public struct CoordinatorClient: Sendable {

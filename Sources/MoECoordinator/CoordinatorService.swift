@@ -2,6 +2,7 @@ import GRPCCore
 import MoECore
 import MoEProto
 import MoEServing
+import MoEWire
 
 /// `moemesh.v1.Coordinator` over a `Coordinator`.
 public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {

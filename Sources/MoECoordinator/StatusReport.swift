@@ -6,6 +6,7 @@
 import MoECore
 import MoEProto
 import MoEServing
+import MoEWire
 
 /// What `moemesh status` prints: the coordinator's view as tables for people, or as one JSON object.
 public struct StatusReport: Codable, Sendable {

@@ -4,6 +4,7 @@ import Logging
 import MoECore
 import MoEProto
 import MoEServing
+import MoEWire
 import ServiceLifecycle
 import Synchronization
 

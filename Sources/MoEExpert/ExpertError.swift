@@ -1,5 +1,6 @@
 import GRPCCore
 import MoECore
+import MoEWire
 
 /// Why an expert service refused a call; each case maps to one gRPC status code.
 public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {

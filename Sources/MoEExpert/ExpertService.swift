@@ -5,6 +5,7 @@ import MoEKernels
 import MoEModel
 import MoEProto
 import MoEServing
+import MoEWire
 import Synchronization
 import Tracing
 

@@ -1,6 +1,7 @@
 import GRPCCore
 import MoEProto
 import MoEServing
+import MoEWire
 import Synchronization
 
 /// One long-lived `ComputeStream` to an expert service: the router's calls to it multiplexed by id and answered as

@@ -3,6 +3,7 @@ import MoECore
 import MoEProto
 import MoERuntime
 import MoEServing
+import MoEWire
 import Tracing
 
 /// Runs an expert through its services: the expert's rows, gathered straight into one `Compute` message, sent to the

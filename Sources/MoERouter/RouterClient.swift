@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2
 import MoECore
 import MoEProto
 import MoEServing
+import MoEWire
 
 /// A client of the public router API, for tools and tests.
 public struct RouterClient: Sendable {

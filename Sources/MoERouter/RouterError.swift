@@ -2,6 +2,7 @@ import GRPCCore
 import MoECore
 import MoERuntime
 import MoEServing
+import MoEWire
 
 /// Why a router refused or failed a call; each case maps to one gRPC status code.
 public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {

@@ -4,6 +4,7 @@ import MoEModel
 import MoEProto
 import MoERuntime
 import MoEServing
+import MoEWire
 
 /// The public API: `Forward` runs one MoE layer (gate → dispatch → experts over gRPC → combine).
 public struct RouterService: Sendable {

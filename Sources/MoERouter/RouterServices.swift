@@ -6,6 +6,7 @@ import MoEModel
 import MoEProto
 import MoERuntime
 import MoEServing
+import MoEWire
 import ServiceLifecycle
 
 /// Builds a router from its configuration: loads every MoE layer's gate and returns the services to run in a

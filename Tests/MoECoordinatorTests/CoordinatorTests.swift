@@ -6,6 +6,7 @@ import MoEModel
 import MoEProto
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Synchronization
 import Testing
 

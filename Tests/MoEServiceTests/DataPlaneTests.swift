@@ -8,6 +8,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Synchronization
 import Testing
 

@@ -7,6 +7,7 @@ import MoEKernels
 import MoEModel
 import MoEProto
 import MoERouter
+import MoEWire
 import Prometheus
 import CoreMetrics
 import MoEServing

@@ -5,6 +5,7 @@ import MoEModel
 import MoEProto
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Testing
 
 @Suite("expert service (in-process transport)")

@@ -9,6 +9,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Tracing
 
 /// An expert service hosting every expert of a model and a router in front of it, wired over in-process

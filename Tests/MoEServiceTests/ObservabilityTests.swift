@@ -7,6 +7,7 @@ import MoEProto
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Prometheus
 import Testing
 import Tracing

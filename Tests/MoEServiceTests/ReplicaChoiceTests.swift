@@ -9,6 +9,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Testing
 
 @Suite("replica choice and failover in the router")

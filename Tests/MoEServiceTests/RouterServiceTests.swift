@@ -7,6 +7,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Testing
 
 @Suite("router service (in-process transport)")

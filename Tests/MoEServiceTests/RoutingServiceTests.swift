@@ -6,6 +6,7 @@ import MoERouter
 import MoERuntime
 import MoEServing
 import MoETestSupport
+import MoEWire
 import Testing
 
 @Suite("routing policies and balance telemetry through the router (in-process transport)")

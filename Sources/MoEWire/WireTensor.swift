@@ -70,9 +70,12 @@ extension Moemesh_V1_Tensor {
         guard columns == hiddenSize else { throw .hiddenSize(field: field, expected: hiddenSize, got: columns) }
         guard count > 0 else { throw .emptyBatch(field: field, shape: shape) }
         let values = self.data.withUnsafeBytes { dtype.decodeFloats($0) }
-        let matrix = Matrix(rows: count / columns, columns: columns, values: values)
-        try matrix.validateTokenRows(field: field, expectedWidth: hiddenSize, shape: shape)
-        return DecodedRows(matrix: matrix, shape: shape, dtype: dtype)
+        // One pass that stops at the first NaN or ±inf.
+        if let index = values.firstIndex(where: { !$0.isFinite }) {
+            throw .nonFinite(field: field, value: values[index], row: index / columns, column: index % columns)
+        }
+        return DecodedRows(
+            matrix: Matrix(rows: count / columns, columns: columns, values: values), shape: shape, dtype: dtype)
     }
 
     /// Encodes a matrix as a tensor of `dtype` and `shape` (default `[rows, columns]`).

@@ -1,3 +1,5 @@
+import MoECore
+
 /// Why a block of token rows sent to a service was refused. Messages say what was expected and what came.
 public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The tensor field was absent or had no dtype.
@@ -25,26 +27,6 @@ public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(field): expected finite values, got \(value) at token \(row), column \(column)"
         case .tensor(let field, let error):
             "\(field): \(error)"
-        }
-    }
-}
-
-extension Matrix {
-    /// Checks a block of token rows: at least one row, `expectedWidth` columns, every value finite.
-    /// - Parameter shape: the shape as sent, for messages.
-    public func validateTokenRows(field: String, expectedWidth: Int, shape: [Int]) throws(InputError) {
-        guard self.columns == expectedWidth else {
-            throw .hiddenSize(field: field, expected: expectedWidth, got: self.columns)
-        }
-        guard self.rows > 0 else { throw .emptyBatch(field: field, shape: shape) }
-        let firstNonFinite = self.values.withUnsafeBufferPointer { values -> Int? in
-            // Sum-free scan: a single pass that stops at the first NaN/±inf.
-            for index in values.indices where !values[index].isFinite { return index }
-            return nil
-        }
-        if let index = firstNonFinite {
-            throw .nonFinite(
-                field: field, value: self.values[index], row: index / self.columns, column: index % self.columns)
         }
     }
 }
