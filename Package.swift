@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "MoEServing", targets: ["MoEServing"]),
         .library(name: "MoEExpert", targets: ["MoEExpert"]),
         .library(name: "MoERouter", targets: ["MoERouter"]),
+        .library(name: "MoEStatusViews", targets: ["MoEStatusViews"]),
         .library(name: "MoECoordinator", targets: ["MoECoordinator"]),
         .library(name: "MoEProcesses", targets: ["MoEProcesses"]),
         .library(name: "MoELocalMesh", targets: ["MoELocalMesh"]),
@@ -120,11 +121,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // Registry of replicas, topology stream, autoscaling; scalers: local processes, Kubernetes; `LocalMesh`.
+        // The coordinator's status for people: tables and JSON (`moemesh status`, `top`), the HTML status page.
+        .target(
+            name: "MoEStatusViews",
+            dependencies: ["MoECore", "MoEProto", "MoEWire", "MoEServing"]
+        ),
+        // Registry of replicas, topology stream, autoscaling, drains, cold starts; scalers: none, Kubernetes, any.
         .target(
             name: "MoECoordinator",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing",
+                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEStatusViews",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -148,7 +154,7 @@ let package = Package(
         .target(
             name: "MoELocalMesh",
             dependencies: [
-                "MoECore", "MoEModel", "MoEServing", "MoECoordinator", "MoEProcesses",
+                "MoECore", "MoEModel", "MoEServing", "MoECoordinator", "MoEStatusViews", "MoEProcesses",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -158,7 +164,7 @@ let package = Package(
             name: "MoEBench",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
-                "MoECoordinator",
+                "MoECoordinator", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -170,6 +176,7 @@ let package = Package(
             name: "moemesh",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
+                "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -229,7 +236,7 @@ let package = Package(
             name: "MoEIntegrationTests",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoERouter",
-                "MoECoordinator", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
+                "MoECoordinator", "MoEStatusViews", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

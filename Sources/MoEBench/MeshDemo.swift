@@ -8,6 +8,7 @@ import MoEModel
 import MoEProto
 import MoERuntime
 import MoEServing
+import MoEStatusViews
 import MoEWire
 import ServiceLifecycle
 import Synchronization

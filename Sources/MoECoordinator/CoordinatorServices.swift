@@ -1,6 +1,7 @@
 import Logging
 import MoEModel
 import MoEServing
+import MoEStatusViews
 import ServiceLifecycle
 
 /// Configuration of a coordinator (`moemesh coordinator`).
@@ -97,7 +98,8 @@ public func buildCoordinatorServices(configuration: CoordinatorConfiguration, lo
     let httpListening = configuration.httpPort.map { _ in SetOnce<ServiceEndpoint>() }
     let http = configuration.httpPort.map { port in
         HTTPEndpoint(
-            host: configuration.serving.host, port: port, routes: StatusPage.routes(coordinator: coordinator),
+            host: configuration.serving.host, port: port,
+            routes: StatusPage.routes(status: { await coordinator.status() }),
             logger: logger,
             onListening: { endpoint in
                 ReadyLine.print(role: "http", endpoint: endpoint)

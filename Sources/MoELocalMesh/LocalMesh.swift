@@ -8,6 +8,7 @@ import MoECoordinator
 import MoEModel
 import MoEProcesses
 import MoEServing
+import MoEStatusViews
 import ServiceLifecycle
 
 #if canImport(Glibc)
@@ -141,7 +142,8 @@ public struct LocalMesh: Service {
             self.onCoordinatorListening(endpoint)
             if let port = configuration.httpPort {
                 let endpoint = HTTPEndpoint(
-                    host: configuration.host, port: port, routes: StatusPage.routes(coordinator: coordinator),
+                    host: configuration.host, port: port,
+                    routes: StatusPage.routes(status: { await coordinator.status() }),
                     logger: self.logger,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 // Like the coordinator's server: stopped when told, after the processes, never by cancellation.

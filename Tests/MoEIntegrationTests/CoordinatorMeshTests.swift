@@ -12,6 +12,7 @@ import MoEProto
 import MoERouter
 import MoERuntime
 import MoEServing
+import MoEStatusViews
 import MoETestSupport
 import Synchronization
 import Testing

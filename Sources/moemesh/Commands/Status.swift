@@ -2,6 +2,7 @@ import ArgumentParser
 import GRPCCore
 import MoECoordinator
 import MoEServing
+import MoEStatusViews
 
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

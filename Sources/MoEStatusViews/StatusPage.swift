@@ -1,15 +1,19 @@
+import MoEProto
 import MoEServing
 
 /// The coordinator's web page: `/` (HTML that polls `/status.json` every second and draws a heatmap of demand,
 /// layer × expert, the expert groups with their replicas and state, the replicas, and recent scaling decisions),
 /// `/status.json` (`StatusReport`) and `/metrics`.
 public enum StatusPage {
-    public static func routes(coordinator: Coordinator) -> HTTPEndpoint.Routes {
+    /// - Parameter status: the coordinator's status now.
+    public static func routes(status: @escaping @Sendable () async -> Moemesh_V1_CoordinatorStatus)
+        -> HTTPEndpoint.Routes
+    {
         let (metricsPath, metrics) = PrometheusExport.route()
         return [
             "/": { HTTPEndpoint.Response(contentType: "text/html; charset=utf-8", text: Self.html) },
             "/status.json": {
-                let report = StatusReport(await coordinator.status())
+                let report = StatusReport(await status())
                 do {
                     return HTTPEndpoint.Response(contentType: "application/json", text: try report.json())
                 } catch {
