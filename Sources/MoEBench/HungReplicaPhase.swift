@@ -83,7 +83,7 @@ struct HungReplicaPhase {
     private func measure(mesh: LocalMesh.Started, hung: Duration, hiddenSize: Int) async throws -> [FaultResult] {
         let replicas = await mesh.control.topology().replicas
             .filter { $0.experts.contains { $0.expert == 0 } }
-            .sorted { $0.replicaID < $1.replicaID }
+            .sorted { $0.id < $1.id }
         guard replicas.count == 2, let victim = Int32(replicas[0].instance) else {
             throw BenchError("expected 2 replicas of expert 0 with process ids, got \(replicas.map(\.instance))")
         }

@@ -151,8 +151,8 @@ public struct MeshDemo: Sendable {
                 requestsSent: counters.sent.load(ordering: .relaxed),
                 requestsFailed: counters.failed.load(ordering: .relaxed),
                 balancednessBefore: before, balancednessAfter: after,
-                replicasAdded: decisions.reduce(0) { $0 + max(0, Int($1.toReplicas - $1.fromReplicas)) },
-                replicasRemoved: decisions.reduce(0) { $0 + max(0, Int($1.fromReplicas - $1.toReplicas)) },
+                replicasAdded: decisions.reduce(0) { $0 + max(0, $1.to - $1.from) },
+                replicasRemoved: decisions.reduce(0) { $0 + max(0, $1.from - $1.to) },
                 coldStartMs: coldStartMs, durationS: (ContinuousClock.now - started).seconds)
             await serviceGroup.triggerGracefulShutdown()
             try await group.next()
@@ -260,7 +260,7 @@ public struct MeshDemo: Sendable {
                 before.append(status.replicaBalancedness)
             }
             if now >= afterStart { after.append(status.replicaBalancedness) }
-            let report = StatusReport(status)
+            let report = StatusReport(Moemesh_V1_CoordinatorStatus(status))
             var lines = ["", "[\(Int((now - start).seconds)) s] \(phase)", report.table(replicas: false, decisions: 0)]
             for decision in report.decisions.dropFirst(shownDecisions) {
                 lines.append(
@@ -281,7 +281,7 @@ public struct MeshDemo: Sendable {
     ) async throws -> Double {
         let status = await control.status()
         guard let cold = status.groups.first(where: { $0.state == "scaled to zero" }),
-            let expert = cold.experts.first?.address, let units = directions.first(where: { $0.0 == expert.layer })?.1
+            let expert = cold.experts.first, let units = directions.first(where: { $0.0 == expert.layer })?.1
         else {
             self.display("no expert group was scaled to zero: no cold start to show")
             return 0

@@ -4,7 +4,8 @@ import MoEProto
 import MoEServing
 import MoEWire
 
-/// `moemesh.v1.Coordinator` over a `Coordinator`.
+/// `moemesh.v1.Coordinator` over a `Coordinator`: the edge where messages become the coordinator's own types
+/// (`CoordinatorWire.swift`) and its answers messages again.
 public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
     public let coordinator: Coordinator
 
@@ -13,13 +14,14 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
     public func register(
         request: Moemesh_V1_RegisterRequest, context: ServerContext
     ) async throws -> Moemesh_V1_RegisterResponse {
-        try await self.coordinator.register(request)
+        Moemesh_V1_RegisterResponse(try await self.coordinator.register(ReplicaRegistration(request)))
     }
 
     public func heartbeat(
         request: Moemesh_V1_HeartbeatRequest, context: ServerContext
     ) async throws -> Moemesh_V1_HeartbeatResponse {
-        await self.coordinator.heartbeat(request)
+        Moemesh_V1_HeartbeatResponse(
+            await self.coordinator.heartbeat(replicaID: request.replicaID, load: ReplicaLoad(request.load)))
     }
 
     public func deregister(
@@ -34,14 +36,14 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
     ) async throws {
         let router = request.routerID.isEmpty ? context.remotePeer : request.routerID
         for await topology in await self.coordinator.watch(router: router) {
-            try await response.write(topology)
+            try await response.write(Moemesh_V1_Topology(topology))
         }
     }
 
     public func reportDemand(
         request: Moemesh_V1_DemandReport, context: ServerContext
     ) async throws -> Moemesh_V1_DemandResponse {
-        await self.coordinator.reportDemand(request)
+        await self.coordinator.reportDemand(DemandReport(request))
         return Moemesh_V1_DemandResponse()
     }
 
@@ -63,13 +65,13 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
                 message: "\(addresses.map(\.description).joined(separator: ", ")) not serving after "
                     + "\(DecimalFormat.milliseconds(ContinuousClock.now - started)) ms")
         }
-        return await self.coordinator.topology()
+        return Moemesh_V1_Topology(await self.coordinator.topology())
     }
 
     public func getStatus(
         request: Moemesh_V1_GetStatusRequest, context: ServerContext
     ) async throws -> Moemesh_V1_CoordinatorStatus {
-        await self.coordinator.status()
+        Moemesh_V1_CoordinatorStatus(await self.coordinator.status())
     }
 
     public func setPruned(
@@ -88,7 +90,8 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
         request: Moemesh_V1_DrainReplicaRequest, context: ServerContext
     ) async throws -> Moemesh_V1_DrainReplicaResponse {
         var response = Moemesh_V1_DrainReplicaResponse()
-        response.replica = try await self.coordinator.drain(replica: request.replicaID, reason: "admin")
+        response.replica = Moemesh_V1_Replica(
+            try await self.coordinator.drain(replica: request.replicaID, reason: "admin"))
         return response
     }
 }

@@ -1,5 +1,6 @@
 import Logging
 import MoEModel
+import MoEProto
 import MoEServing
 import MoEStatusViews
 import ServiceLifecycle
@@ -99,7 +100,7 @@ public func buildCoordinatorServices(configuration: CoordinatorConfiguration, lo
     let http = configuration.httpPort.map { port in
         HTTPEndpoint(
             host: configuration.serving.host, port: port,
-            routes: StatusPage.routes(status: { await coordinator.status() }),
+            routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
             logger: logger,
             onListening: { endpoint in
                 ReadyLine.print(role: "http", endpoint: endpoint)

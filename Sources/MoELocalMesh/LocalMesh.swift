@@ -7,6 +7,7 @@ import Logging
 import MoECoordinator
 import MoEModel
 import MoEProcesses
+import MoEProto
 import MoEServing
 import MoEStatusViews
 import ServiceLifecycle
@@ -143,7 +144,7 @@ public struct LocalMesh: Service {
             if let port = configuration.httpPort {
                 let endpoint = HTTPEndpoint(
                     host: configuration.host, port: port,
-                    routes: StatusPage.routes(status: { await coordinator.status() }),
+                    routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
                     logger: self.logger,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 // Like the coordinator's server: stopped when told, after the processes, never by cancellation.

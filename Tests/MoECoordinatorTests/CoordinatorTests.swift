@@ -34,18 +34,11 @@ struct CoordinatorTests {
     static let shape = ModelSynthesizer.Shape(experts: 4, topK: 2, hiddenSize: 16, intermediateSize: 24, layers: 2)
 
     static func registration(
-        _ endpoint: String, group: String, experts: [ExpertAddress], model: String = "mixtral", hidden: Int32 = 16
-    )
-        -> Moemesh_V1_RegisterRequest
-    {
-        Moemesh_V1_RegisterRequest.with {
-            $0.endpoint = endpoint
-            $0.group = group
-            $0.experts = experts.map(Moemesh_V1_ExpertKey.init)
-            $0.modelType = model
-            $0.hiddenSize = hidden
-            $0.instance = "pid-\(endpoint)"
-        }
+        _ endpoint: String, group: String, experts: [ExpertAddress], model: String = "mixtral", hidden: Int = 16
+    ) -> ReplicaRegistration {
+        ReplicaRegistration(
+            endpoint: endpoint, group: group, experts: experts, modelType: model, hiddenSize: hidden,
+            instance: "pid-\(endpoint)")
     }
 
     static func withCoordinator(
@@ -96,19 +89,19 @@ struct CoordinatorTests {
             #expect(await updates.next()?.replicas.count == 0)
             let all = (0..<4).map { ExpertAddress(layer: "0", expert: $0) }
             let first = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: all))
-            #expect(await updates.next()?.replicas.map(\.replicaID) == [first.replicaID])
+            #expect(await updates.next()?.replicas.map(\.id) == [first.replicaID])
             let second = try await coordinator.register(Self.registration("127.0.0.1:1001", group: "a", experts: all))
-            #expect(await updates.next()?.replicas.map(\.replicaID) == [second.replicaID])
-            #expect(await coordinator.heartbeat(.with { $0.replicaID = first.replicaID }).known == false)
+            #expect(await updates.next()?.replicas.map(\.id) == [second.replicaID])
+            #expect(await coordinator.heartbeat(replicaID: first.replicaID, load: ReplicaLoad()).known == false)
             // A heartbeat keeps the lease for `lease` from then on; silence beyond it loses the replica.
-            #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known)
+            #expect(await coordinator.heartbeat(replicaID: second.replicaID, load: ReplicaLoad()).known)
             let heartbeat = ContinuousClock.now
             await coordinator.tick(at: heartbeat + lease - .milliseconds(500))
             #expect(await coordinator.covers(all))
             await coordinator.tick(at: heartbeat + lease + .milliseconds(500))
             #expect(await updates.next()?.replicas.isEmpty == true)
             #expect(await !coordinator.covers(all))
-            #expect(await coordinator.heartbeat(.with { $0.replicaID = second.replicaID }).known == false)
+            #expect(await coordinator.heartbeat(replicaID: second.replicaID, load: ReplicaLoad()).known == false)
         }
     }
 
@@ -145,21 +138,15 @@ struct CoordinatorTests {
             let drained = try await coordinator.drain(replica: a.replicaID, reason: "admin")
             #expect(drained.state == .draining)
             let topology = await coordinator.topology()
-            #expect(topology.replicas.first { $0.replicaID == a.replicaID }?.state == .draining)
-            #expect(topology.replicas.first { $0.replicaID == b.replicaID }?.state == .serving)
+            #expect(topology.replicas.first { $0.id == a.replicaID }?.state == .draining)
+            #expect(topology.replicas.first { $0.id == b.replicaID }?.state == .serving)
             // Still busy: not stopped.
             for _ in 0..<3 {
-                _ = await coordinator.heartbeat(
-                    .with {
-                        $0.replicaID = a.replicaID; $0.load.inFlightRows = 5
-                    })
+                _ = await coordinator.heartbeat(replicaID: a.replicaID, load: ReplicaLoad(inFlightRows: 5))
                 await coordinator.tick()
             }
             #expect(!scaler.calls.withLock { $0.contains { $0.hasPrefix("retire") } })
-            _ = await coordinator.heartbeat(
-                .with {
-                    $0.replicaID = a.replicaID; $0.load.inFlightRows = 0
-                })
+            _ = await coordinator.heartbeat(replicaID: a.replicaID, load: ReplicaLoad(inFlightRows: 0))
             await coordinator.tick()
             #expect(scaler.calls.withLock { $0.last } == "retire pid-127.0.0.1:1001 leaving *:0 0")
             await #expect(throws: CoordinatorError.unknownReplica("nope")) {
@@ -206,7 +193,7 @@ struct CoordinatorTests {
         try await Self.withCoordinator { coordinator, _, _ in
             let pruned = try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 1), pruned: true)
             #expect(pruned == [ExpertAddress(layer: "0", expert: 1)])
-            #expect(await coordinator.topology().pruned.map(\.address) == pruned)
+            #expect(await coordinator.topology().pruned == pruned)
             _ = try await coordinator.setPruned(ExpertAddress(layer: "0", expert: 2), pruned: true)
             // 4 experts, top-2: a third would leave 1.
             await #expect(throws: CoordinatorError.tooFewExperts(layer: "0", remaining: 1, topK: 2)) {

@@ -1,0 +1,76 @@
+import Logging
+import MoECore
+import MoEModel
+import MoEServing
+
+// The registry: replicas register, heartbeat (their lease) and deregister.
+extension Coordinator {
+    /// Adds a replica (replacing any at the same endpoint) and grants it a lease.
+    public func register(_ request: ReplicaRegistration) throws(CoordinatorError) -> ReplicaLease {
+        guard ServiceEndpoint(request.endpoint) != nil else {
+            throw .invalidRequest("endpoint: expected HOST:PORT, got '\(request.endpoint)'")
+        }
+        guard !request.group.isEmpty else { throw .invalidRequest("group: expected a name, got an empty string") }
+        guard request.modelType == self.modelType, request.hiddenSize == self.hiddenSize else {
+            throw .invalidRequest(
+                "model: expected \(self.modelType) with hidden size \(self.hiddenSize), "
+                    + "got \(request.modelType) with hidden size \(request.hiddenSize)")
+        }
+        let experts = request.experts
+        guard !experts.isEmpty else { throw .invalidRequest("experts: expected at least one, got none") }
+        if let unknown = experts.first(where: { !self.isExpert($0) }) { throw .unknownExpert(unknown) }
+
+        let now = ContinuousClock.now
+        for (id, record) in self.replicas where record.endpoint == request.endpoint {
+            self.replicas[id] = nil
+        }
+        let id = "r-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        self.replicas[id] = ReplicaRecord(
+            id: id, endpoint: request.endpoint, group: request.group, experts: experts, device: request.device,
+            instance: request.instance, unixSocket: request.unixSocket, hostID: request.hostID, lastHeartbeat: now)
+        if self.groups[request.group] == nil {
+            self.groups[request.group] = GroupRecord(
+                group: ScalingGroup(name: request.group, selection: request.group, experts: experts), desired: 0,
+                lastChange: now, startable: false)
+        }
+        self.followRegistry(group: request.group)
+        self.logger.info(
+            "replica registered",
+            metadata: [
+                "replica": "\(id)", "endpoint": "\(request.endpoint)", "group": "\(request.group)",
+                "experts": "\(experts.count)",
+            ])
+        self.changed()
+        return ReplicaLease(
+            replicaID: id, heartbeatInterval: self.settings.heartbeatInterval, lease: self.settings.lease)
+    }
+
+    /// Renews `replicaID`'s lease and records its load; an unknown replica is told so (it registers again).
+    public func heartbeat(replicaID: String, load: ReplicaLoad) -> HeartbeatAnswer {
+        guard var record = self.replicas[replicaID] else { return HeartbeatAnswer(known: false, state: .serving) }
+        record.lastHeartbeat = .now
+        record.load = load
+        if record.drainingSince != nil { record.heartbeatsSinceDrain += 1 }
+        self.replicas[replicaID] = record
+        return HeartbeatAnswer(known: true, state: record.isServing ? .serving : .draining)
+    }
+
+    public func deregister(_ id: String) {
+        guard let record = self.replicas.removeValue(forKey: id) else { return }
+        self.logger.info("replica deregistered", metadata: ["replica": "\(id)", "endpoint": "\(record.endpoint)"])
+        self.followRegistry(group: record.group)
+        self.changed()
+    }
+
+    /// Groups no scaler runs follow what registers.
+    func followRegistry(group name: String) {
+        guard var group = self.groups[name], !group.startable else { return }
+        group.desired = self.replicas.values.filter { $0.group == name && $0.isServing }.count
+        self.groups[name] = group
+    }
+
+    func isExpert(_ address: ExpertAddress) -> Bool {
+        guard let layer = self.layers[address.layer] else { return false }
+        return address.isShared ? layer.sharedExpert != nil : (0..<layer.numExperts).contains(address.expert)
+    }
+}
