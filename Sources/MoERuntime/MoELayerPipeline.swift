@@ -126,16 +126,19 @@ public struct MoELayerPipeline: Sendable {
     }
 
     /// The whole layer on `hidden` (`[T, H]`, already validated), experts run by `executor`. Under
-    /// `rerouteUnreachable`, an expert that cannot be reached is masked and the layer computed again, while at
-    /// least k experts remain.
+    /// `rerouteUnreachable`, an expert that cannot be reached is masked and the tokens routed again, while at least
+    /// k experts remain; rows the experts already computed are kept, so only the (expert, token) rows the new
+    /// routing adds are computed.
     public func forward(
         _ hidden: Matrix, request: RoutingRequest = .init(), executor: some ExpertExecutor
     ) async throws -> MoELayerResult {
         var policy = self.policy
         var rerouted: [Int] = []
+        var computed = ComputedExpertRows()
         while true {
             do {
-                var result = try await self.forward(hidden, request: request, executor: executor, policy: policy)
+                var result = try await self.forward(
+                    hidden, request: request, executor: executor, policy: policy, computed: &computed)
                 result.reroutedExperts = rerouted
                 return result
             } catch let error as any ExpertUnreachableError {
@@ -149,31 +152,53 @@ public struct MoELayerPipeline: Sendable {
         }
     }
 
+    /// One routing of the layer: each active expert computes the rows of its tokens that `computed` lacks (all of
+    /// them, the first time), which are added to `computed` as they arrive; then the combine.
     private func forward(
-        _ hidden: Matrix, request: RoutingRequest, executor: some ExpertExecutor, policy: RoutingPolicy
+        _ hidden: Matrix, request: RoutingRequest, executor: some ExpertExecutor, policy: RoutingPolicy,
+        computed: inout ComputedExpertRows
     ) async throws -> MoELayerResult {
         let logits = self.logits(hidden)
         let routing = try self.route(logits: logits, request: request, policy: policy)
         let plan = DispatchPlan(routing)
         let layer = self.spec.name
-        let hasShared = self.spec.sharedExpert != nil
-        let (outputs, sharedOutput) = try await withThrowingTaskGroup(of: (Int, Matrix).self) { group in
-            for expert in plan.activeExperts {
-                let rows = ExpertRows(layer: layer, expert: expert, hidden: hidden, plan: plan)
-                group.addTask { (expert, try await executor.compute(rows)) }
-            }
-            if hasShared {
-                let rows = ExpertRows(layer: layer, expert: ExpertAddress.shared, hidden: hidden, plan: nil)
-                group.addTask { (ExpertAddress.shared, try await executor.compute(rows)) }
-            }
-            var outputs = [Matrix?](repeating: nil, count: self.spec.numExperts)
-            var shared: Matrix? = nil
-            for try await (expert, block) in group {
-                if expert == ExpertAddress.shared { shared = block } else { outputs[expert] = block }
-            }
-            return (outputs, shared)
+        let needsShared = self.spec.sharedExpert != nil && computed.shared == nil
+        let work = plan.activeExperts.compactMap { expert -> (Int, [Int32]?)? in
+            guard computed.hasRows(of: expert) else { return (expert, nil) }
+            let tokens = plan.tokens(ofExpert: expert)
+            let missing = computed.missing(expert: expert, of: tokens)
+            // nil: every token of the plan (gathered through the plan, without a copy of the token list).
+            return missing.isEmpty ? nil : (expert, missing.count == tokens.count ? nil : missing)
         }
-        let sharedTerm = sharedOutput.map { Combiner.SharedTerm(output: $0, gate: self.sharedGate(hidden)) }
+        try await withThrowingTaskGroup(of: (Int, ArraySlice<Int32>, Matrix).self) { group in
+            for (expert, subset) in work {
+                if let subset {
+                    let rows = ExpertRows(
+                        layer: layer, expert: expert, hidden: Self.rows(subset, of: hidden), plan: nil)
+                    group.addTask { (expert, subset[...], try await executor.compute(rows)) }
+                } else {
+                    let rows = ExpertRows(layer: layer, expert: expert, hidden: hidden, plan: plan)
+                    group.addTask { (expert, plan.tokens(ofExpert: expert), try await executor.compute(rows)) }
+                }
+            }
+            if needsShared {
+                let rows = ExpertRows(layer: layer, expert: ExpertAddress.shared, hidden: hidden, plan: nil)
+                group.addTask { (ExpertAddress.shared, [], try await executor.compute(rows)) }
+            }
+            for try await (expert, tokens, block) in group {
+                if expert == ExpertAddress.shared {
+                    computed.shared = block
+                } else {
+                    computed.add(expert: expert, tokens: tokens, output: block)
+                }
+            }
+        }
+        var outputs = [Matrix?](repeating: nil, count: self.spec.numExperts)
+        for expert in plan.activeExperts {
+            outputs[expert] = computed.output(
+                expert: expert, for: plan.tokens(ofExpert: expert), width: self.spec.hiddenSize)
+        }
+        let sharedTerm = computed.shared.map { Combiner.SharedTerm(output: $0, gate: self.sharedGate(hidden)) }
         let output = Combiner.combine(
             routing, plan: plan, expertOutputs: outputs, hiddenSize: self.spec.hiddenSize, shared: sharedTerm,
             hidden: hidden)
@@ -181,6 +206,17 @@ public struct MoELayerPipeline: Sendable {
         return MoELayerResult(
             output: output, routing: routing, balance: BalanceStats(logits: biasedLogits, decision: routing),
             logits: biasedLogits)
+    }
+
+    /// Rows `tokens` of `hidden`, `[tokens.count, H]`.
+    private static func rows(_ tokens: [Int32], of hidden: Matrix) -> Matrix {
+        var values: [Float] = []
+        values.reserveCapacity(tokens.count * hidden.columns)
+        for token in tokens {
+            let start = Int(token) * hidden.columns
+            values.append(contentsOf: hidden.values[start..<(start + hidden.columns)])
+        }
+        return Matrix(rows: tokens.count, columns: hidden.columns, values: values)
     }
 
     /// `g_t = σ(w_sg · x_t)` for a gated shared expert, `[T]`; nil when ungated.
