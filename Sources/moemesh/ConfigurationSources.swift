@@ -1,15 +1,19 @@
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 import ArgumentParser
+import Configuration
 import MoEModel
 import MoEProcesses
-import MoEServing
+import SystemPackage
 import Yams
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Options from a YAML file (`--config FILE` or `$MOEMESH_CONFIG`) and from `MOEMESH_*` environment variables, put
-/// in front of the command line's own: flags win over the environment, which wins over the file.
+/// in front of the command line's own: flags win over the environment, which wins over the file's section for the
+/// command, which wins over its `all` section. swift-configuration reads and layers the sources; the result becomes
+/// flags, so that ArgumentParser validates every value the same way, wherever it came from.
 ///
 /// The file has a section per command (`router:`, `expert:`, `k8s render:` …) and `all:` for every command that has
 /// the option; keys are long option names without `--`; `true` turns a flag on, a list repeats an option:
@@ -27,7 +31,7 @@ enum ConfigurationSources {
     }
 
     /// `arguments` (without the program name) with the file's and the environment's options inserted.
-    static func expand(_ arguments: [String], environment: [String: String]) throws -> [String] {
+    static func expand(_ arguments: [String], environment: [String: String]) async throws -> [String] {
         var arguments = arguments
         var configPath = environment["MOEMESH_CONFIG"]
         if let index = arguments.firstIndex(where: { $0 == "--config" || $0.hasPrefix("--config=") }) {
@@ -42,45 +46,57 @@ enum ConfigurationSources {
                 arguments.remove(at: index)
             }
         }
-        let (path, command) = Self.command(in: arguments)
         if arguments.contains("--help") || arguments.contains("-h") { return arguments }
-        let known = Self.options(of: command)
-        var values: [String: [String]] = [:]
+        let (path, command) = Self.command(in: arguments)
+        let section = path.joined(separator: " ")
+        let known = try Self.options(of: command)
+
+        // The first provider with a value wins. Each is asked for the key [section, option]; the environment
+        // answers it from MOEMESH_OPTION, the file's `all` section from all.option.
+        var providers: [any ConfigProvider] = [
+            EnvironmentVariablesProvider(environmentVariables: environment)
+                .mapKeys { AbsoluteConfigKey(["moemesh", $0.components.last ?? ""]) }
+        ]
         if let configPath, !configPath.isEmpty {
-            let sections = try Self.read(configPath)
-            for (section, entries) in sections where section == "all" || section == path.joined(separator: " ") {
-                for (key, value) in entries {
-                    guard let takesValue = known[key] else {
-                        if section == "all" { continue }
-                        throw Failure(
-                            description:
-                                "\(configPath): \(section): '\(key)' is not an option of moemesh \(section); its options: \(known.keys.sorted().joined(separator: ", "))"
-                        )
-                    }
-                    // A command's own section wins over `all`.
-                    if section == "all" && values[key] != nil { continue }
-                    values[key] = try Self.arguments(
-                        key: key, value: value, takesValue: takesValue, source: "\(configPath): \(section)")
-                }
-            }
+            try Self.checkFile(configPath, section: section, known: known)
+            let file = try await FileProvider<YAMLSnapshot>(filePath: FilePath(configPath))
+            providers += [file, file.mapKeys { AbsoluteConfigKey(["all", $0.components.last ?? ""]) }]
         }
-        for (key, takesValue) in known {
-            let variable = "MOEMESH_" + key.uppercased().replacing("-", with: "_")
-            guard let value = environment[variable] else { continue }
-            values[key] = try Self.arguments(
-                key: key, value: .scalar(.init(value)), takesValue: takesValue, source: variable)
-        }
+        let reader = ConfigReader(providers: providers)
+
         let given = Set(
             arguments.compactMap { argument -> String? in
                 guard argument.hasPrefix("--") else { return nil }
                 return String(argument.dropFirst(2).prefix { $0 != "=" })
             })
-        let inserted = values.filter { !given.contains($0.key) }.sorted { $0.key < $1.key }.flatMap(\.value)
+        var inserted: [String] = []
+        for (name, takesValue) in known.sorted(by: { $0.key < $1.key }) where !given.contains(name) {
+            let key = ConfigKey([section, name])
+            // A list (from the file) repeats the option; a scalar is one value.
+            guard let values = reader.string(forKey: key).map({ [$0] }) ?? reader.stringArray(forKey: key) else {
+                continue
+            }
+            if takesValue {
+                inserted += values.flatMap { ["--\(name)", $0] }
+                continue
+            }
+            switch values.first?.lowercased() {
+            case "true", "yes", "on", "1": inserted.append("--\(name)")
+            case "false", "no", "off", "0": break
+            default:
+                throw Failure(
+                    description:
+                        "\(name) (MOEMESH_\(Self.variableName(name)) or the config file) is a flag: expected true or "
+                        + "false, got \(values.joined(separator: ", "))")
+            }
+        }
         // After the subcommand's name, or first when the default command is implied.
         let named = arguments.first.map(Self.isSubcommand) ?? false
         arguments.insert(contentsOf: inserted, at: named ? path.count : 0)
         return arguments
     }
+
+    static func variableName(_ option: String) -> String { option.uppercased().replacing("-", with: "_") }
 
     /// The subcommand path named at the start of `arguments` (the default command, `up`, when none is) and its type.
     static func command(in arguments: [String]) -> ([String], any ParsableCommand.Type) {
@@ -114,18 +130,35 @@ enum ConfigurationSources {
         Moemesh.configuration.subcommands.contains { $0._commandName == name }
     }
 
-    /// Long option names of `command` and whether each takes a value, read from its help.
-    static func options(of command: any ParsableCommand.Type) -> [String: Bool] {
+    /// Long option names of `command` and whether each takes a value, from ArgumentParser's description of the
+    /// command (the JSON of `--experimental-dump-help`).
+    static func options(of command: any ParsableCommand.Type) throws -> [String: Bool] {
+        struct ToolInfo: Decodable {
+            struct Command: Decodable { let arguments: [Argument]? }
+            struct Argument: Decodable {
+                struct Name: Decodable {
+                    let kind: String
+                    let name: String
+                }
+                let kind: String
+                let names: [Name]?
+            }
+            let command: Command
+        }
+        let info = try JSONDecoder().decode(ToolInfo.self, from: Data(command._dumpHelp().utf8))
         var options: [String: Bool] = [:]
-        for line in command.helpMessage(columns: 10_000).split(separator: "\n") {
-            guard let match = line.firstMatch(of: /^\s+(?:-\w, )?--([a-z0-9][a-z0-9-]*)( <[^>]+>)?/) else { continue }
-            let name = String(match.1)
-            if name != "help" && name != "version" { options[name] = match.2 != nil }
+        for argument in info.command.arguments ?? [] where argument.kind != "positional" {
+            for name in argument.names ?? [] where name.kind == "long" && name.name != "help" && name.name != "version"
+            {
+                options[name.name] = argument.kind == "option"
+            }
         }
         return options
     }
 
-    static func read(_ path: String) throws -> [(String, [(String, Node)])] {
+    /// Refuses what swift-configuration would silently skip: a file that is not a mapping of command sections, an
+    /// option the command does not have in its own section, a value that is neither a scalar nor a list of them.
+    static func checkFile(_ path: String, section: String, known: [String: Bool]) throws {
         let text: String
         do {
             text = String(decoding: try FileSystem.readFile(path), as: UTF8.self)
@@ -136,50 +169,36 @@ enum ConfigurationSources {
         do { root = try Yams.compose(yaml: text) } catch {
             throw Failure(description: "\(path): not valid YAML: \(error)")
         }
-        guard let root else { return [] }
-        guard let mapping = root.mapping else {
+        guard let root else { return }
+        guard let sections = root.mapping else {
             throw Failure(description: "\(path): expected a mapping of command sections, got \(root)")
         }
-        return try mapping.map { key, value in
-            guard let section = key.string else {
+        for (key, entries) in sections {
+            guard let name = key.string else {
                 throw Failure(description: "\(path): section names must be strings, got \(key)")
             }
-            guard let entries = value.mapping else {
-                throw Failure(description: "\(path): \(section): expected option: value lines, got \(value)")
+            guard let entries = entries.mapping else {
+                throw Failure(description: "\(path): \(name): expected option: value lines, got \(entries)")
             }
-            return (
-                section,
-                try entries.map { key, value in
-                    guard let name = key.string else {
-                        throw Failure(description: "\(path): \(section): option names must be strings, got \(key)")
-                    }
-                    return (name, value)
+            guard name == section || name == "all" else { continue }
+            for (key, value) in entries {
+                guard let option = key.string else {
+                    throw Failure(description: "\(path): \(name): option names must be strings, got \(key)")
                 }
-            )
-        }
-    }
-
-    static func arguments(key: String, value: Node, takesValue: Bool, source: String) throws -> [String] {
-        let scalars: [String]
-        switch value {
-        case .scalar(let scalar): scalars = [scalar.string]
-        case .sequence(let sequence):
-            scalars = try sequence.map { item in
-                guard case .scalar(let scalar) = item else {
-                    throw Failure(description: "\(source): \(key): expected a list of values, got \(item)")
+                if name == section && known[option] == nil {
+                    throw Failure(
+                        description:
+                            "\(path): \(name): '\(option)' is not an option of moemesh \(name); its options: "
+                            + known.keys.sorted().joined(separator: ", "))
                 }
-                return scalar.string
+                let scalars = value.sequence.map { $0.allSatisfy { $0.scalar != nil } } ?? (value.scalar != nil)
+                guard scalars else {
+                    throw Failure(
+                        description:
+                            "\(path): \(name): \(option): expected a value or a list of values, got "
+                            + (value.mapping != nil ? "a mapping" : "a list holding more than values"))
+                }
             }
-        default: throw Failure(description: "\(source): \(key): expected a value or a list of values, got \(value)")
-        }
-        if takesValue { return scalars.flatMap { ["--\(key)", $0] } }
-        switch scalars.first?.lowercased() {
-        case "true", "yes", "on", "1": return ["--\(key)"]
-        case "false", "no", "off", "0": return []
-        default:
-            throw Failure(
-                description:
-                    "\(source): \(key) is a flag: expected true or false, got \(scalars.joined(separator: ", "))")
         }
     }
 }

@@ -20,7 +20,7 @@ struct Moemesh: AsyncParsableCommand {
         MemoryTuning.keepLargeAllocations()
         let arguments: [String]
         do {
-            arguments = try ConfigurationSources.expand(
+            arguments = try await ConfigurationSources.expand(
                 Array(CommandLine.arguments.dropFirst()), environment: ConfigurationSources.processEnvironment)
         } catch {
             Self.exit(withError: ValidationError("\(error)"))
