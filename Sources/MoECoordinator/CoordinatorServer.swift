@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import MoECore
 import MoEProto
 import MoEServing
 import ServiceLifecycle

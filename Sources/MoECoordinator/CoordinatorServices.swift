@@ -1,4 +1,5 @@
 import Logging
+import MoECore
 import MoEModel
 import MoEProto
 import MoEServing

@@ -1,5 +1,6 @@
 import Logging
 import MoECoordinator
+import MoECore
 import MoEProcesses
 import MoEServing
 import ServiceLifecycle

@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoEBench
+import MoECore
 import MoEModel
 import MoEProcesses
 import MoEServing

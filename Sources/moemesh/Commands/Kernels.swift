@@ -1,4 +1,5 @@
 import ArgumentParser
+import MoECore
 import MoEKernels
 import MoEServing
 

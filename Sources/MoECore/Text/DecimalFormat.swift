@@ -1,5 +1,3 @@
-import MoECore
-
 /// Numbers as text without Foundation (whose formatting APIs would pull ICU into a static binary).
 public enum DecimalFormat {
     /// `value` with `decimals` digits after the point, rounded half away from zero: `fixed(3.14159, 2) == "3.14"`.
