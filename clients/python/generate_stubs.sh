@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates the Python gRPC stubs (src/moemesh/v1/) from Protos/ with grpcio-tools. The output is committed;
+# scripts/test.sh runs this again and fails if it differs. PYTHON: an interpreter with grpcio-tools (default python3).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$here/src"
+rm -f "$out"/moemesh/v1/*_pb2*.py
+mkdir -p "$out/moemesh/v1"
+cd "$root/Protos"
+"${PYTHON:-python3}" -m grpc_tools.protoc -I. --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
+    moemesh/v1/tensor.proto moemesh/v1/router.proto
+touch "$out/moemesh/v1/__init__.py"
+echo "generated into clients/python/src/moemesh/v1: $(ls "$out"/moemesh/v1/*_pb2*.py | wc -l) files" >&2

@@ -1,0 +1,89 @@
+"""Fixtures: the `moemesh` binary, tiny checkpoints made by transformers, and meshes serving them (`moemesh up`)."""
+import contextlib
+import os
+import queue
+import re
+import subprocess
+import sys
+import threading
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, HERE)
+
+import make_tiny_models  # noqa: E402
+
+ARCHITECTURES = ["mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "deepseek_v3", "gpt_oss", "switch"]
+
+
+@pytest.fixture(scope="session")
+def moemesh_binary() -> str:
+    path = os.environ.get("MOEMESH_BINARY", os.path.join(ROOT, ".build", "debug", "moemesh"))
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no moemesh binary at {path}: build it (swift build) or set MOEMESH_BINARY")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """arch → folder of a tiny f32 checkpoint; `mixtral-bf16` → the Mixtral one in bf16."""
+    out = tmp_path_factory.mktemp("tiny")
+    folders = {}
+    for arch, config in make_tiny_models.configs(layers=2).items():
+        folders[arch] = make_tiny_models.write(str(out / "f32"), arch, config, make_tiny_models.torch.float32)
+    bf16 = make_tiny_models.configs(layers=2)["mixtral"]
+    folders["mixtral-bf16"] = make_tiny_models.write(str(out / "bf16"), "mixtral", bf16, make_tiny_models.torch.bfloat16)
+    return folders
+
+
+@contextlib.contextmanager
+def serving(binary: str, model: str, *extra: str):
+    """`moemesh up` on free ports serving `model`; yields the router's HOST:PORT."""
+    process = subprocess.Popen(
+        [binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--replicas", "1",
+         "--threads", "1", "--log-level", "warning", *extra],
+        stdout=subprocess.PIPE, text=True)
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def read():
+        for line in process.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        router = None
+        while router is None:
+            line = lines.get(timeout=120)
+            if line is None:
+                raise RuntimeError(f"moemesh up exited with {process.wait()} before its router was ready")
+            if match := re.match(r"router listening on (\S+)", line):
+                router = match.group(1)
+        yield router
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def mesh(moemesh_binary):
+    """mesh(model_folder, *extra_flags) → a context manager yielding the router's address."""
+    return lambda model, *extra: serving(moemesh_binary, model, *extra)
+
+
+@pytest.fixture(scope="session")
+def cpp_client() -> str:
+    """clients/cpp built with CMake into .build-cpp (Debian's libgrpc++-dev, libprotobuf-dev, protobuf-compiler-grpc)."""
+    build = os.path.join(ROOT, ".build-cpp")
+    for command in (["cmake", "-S", os.path.join(ROOT, "clients", "cpp"), "-B", build, "-DCMAKE_BUILD_TYPE=Release"],
+                    ["cmake", "--build", build, "-j2"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return os.path.join(build, "moemesh-forward")
