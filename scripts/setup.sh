@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs what MoEMesh needs on a fresh Debian/Ubuntu machine with Swift 6.1+ on PATH:
-# OpenBLAS (the CPU kernels) and protoc (only to regenerate the committed gRPC code). Safe to run again.
+# OpenBLAS (the CPU kernels), protoc (only to regenerate the committed gRPC code), and CMake with Debian's gRPC C++
+# packages (the C++ client). Safe to run again.
 set -euo pipefail
 
 missing=()
 [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || [ -e /usr/include/aarch64-linux-gnu/cblas.h ] \
     || missing+=(libopenblas-dev)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+# The C++ client (clients/cpp): CMake and Debian's gRPC C++ packages.
+command -v cmake >/dev/null || missing+=(cmake)
+command -v grpc_cpp_plugin >/dev/null || missing+=(protobuf-compiler-grpc)
+[ -e /usr/include/grpcpp/grpcpp.h ] || missing+=(libgrpc++-dev)
+[ -e /usr/include/google/protobuf/message.h ] || missing+=(libprotobuf-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=""

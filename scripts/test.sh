@@ -33,6 +33,17 @@ fi
 python3 -c 'import grpc_tools, numpy' 2>/dev/null || python3 -m pip install --quiet grpcio grpcio-tools numpy
 export MOEMESH_REQUIRE_PYTHON=1
 
+echo "== Python client: a virtual environment (.venv) with torch (CPU) and transformers; stubs match Protos/" >&2
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" "transformers==5.24.0" "grpcio-tools==1.85.1" \
+    -e "clients/python[test]"
+PYTHON=.venv/bin/python clients/python/generate_stubs.sh
+if [ -n "$(git status --porcelain -- clients/python/src/moemesh/v1)" ]; then
+    echo "clients/python/src/moemesh/v1 differs from what Protos/ generates: run clients/python/generate_stubs.sh" >&2
+    git status --short -- clients/python/src/moemesh/v1 >&2
+    exit 1
+fi
+
 echo "== build" >&2
 swift build --build-tests
 
@@ -46,18 +57,24 @@ scripts/check-status-page.sh .build/debug/moemesh "$shot_dir/status-page.png"
 rm -rf "$shot_dir"
 
 echo "== tests" >&2
-# The tests are Swift Testing's (XCTest reports 0 of its own): end with one plain "N passed, N failed" line.
+# The Swift tests are Swift Testing's (XCTest reports 0 of its own); then the Python and C++ clients' (pytest, against
+# real meshes of the debug binary). End with one plain "N passed, N failed" line.
 log="$(mktemp)"
 set +e
 swift test --skip-build 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+MOEMESH_BINARY=.build/debug/moemesh .venv/bin/python -m pytest clients/python/tests -q -p no:cacheprovider \
+    2>&1 | tee -a "$log"
+python_status=${PIPESTATUS[0]}
 set -e
-passed="$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
+swift_passed="$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
 failed="$(grep -Eo 'with [0-9]+ issues?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
+python_passed="$(grep -Eo '[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
+python_failed="$(grep -Eo '[0-9]+ (failed|errors?)' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
 rm -f "$log"
-if [ "$status" -eq 0 ] && [ -n "$passed" ]; then
-    echo "$passed passed, 0 failed"
-else
-    echo "tests failed (swift test exited with $status${failed:+, $failed issues})" >&2
+if [ "$status" -eq 0 ] && [ "$python_status" -eq 0 ] && [ -n "$swift_passed" ] && [ -n "$python_passed" ]; then
+    echo "$((swift_passed + python_passed)) passed, 0 failed ($swift_passed Swift, $python_passed Python and C++)"
+    exit 0
 fi
-exit "$status"
+echo "tests failed (swift test exited with $status${failed:+, $failed issues}; pytest exited with $python_status${python_failed:+, $python_failed failed})" >&2
+exit 1
