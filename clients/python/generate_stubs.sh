@@ -5,10 +5,12 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$here/src"
-rm -f "$out"/moemesh/v1/*_pb2*.py
+python="${PYTHON:-python3}"
+case "$python" in */*) [ "${python#/}" != "$python" ] || python="$PWD/$python" ;; esac
+rm -f "$out"/moemesh/v1/*_pb2*.py "$out"/moemesh/v1/*_pb2*.pyi
 mkdir -p "$out/moemesh/v1"
 cd "$root/Protos"
-"${PYTHON:-python3}" -m grpc_tools.protoc -I. --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
+"$python" -m grpc_tools.protoc -I. --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
     moemesh/v1/tensor.proto moemesh/v1/router.proto
 touch "$out/moemesh/v1/__init__.py"
 echo "generated into clients/python/src/moemesh/v1: $(ls "$out"/moemesh/v1/*_pb2*.py | wc -l) files" >&2
