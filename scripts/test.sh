@@ -63,15 +63,18 @@ log="$(mktemp)"
 set +e
 swift test --skip-build 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+pylog="$(mktemp)"
 MOEMESH_BINARY=.build/debug/moemesh .venv/bin/python -m pytest clients/python/tests -q -p no:cacheprovider \
-    2>&1 | tee -a "$log"
+    2>&1 | tee "$pylog"
 python_status=${PIPESTATUS[0]}
 set -e
 swift_passed="$(grep -Eo 'Test run with [0-9]+ tests?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
 failed="$(grep -Eo 'with [0-9]+ issues?' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
-python_passed="$(grep -Eo '[0-9]+ passed' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
-python_failed="$(grep -Eo '[0-9]+ (failed|errors?)' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
-rm -f "$log"
+# pytest's last line: "N passed[, M failed] in S s".
+summary="$(tail -1 "$pylog")"
+python_passed="$(grep -Eo '[0-9]+ passed' <<<"$summary" | grep -Eo '[0-9]+' || true)"
+python_failed="$(grep -Eo '[0-9]+ (failed|errors?)' <<<"$summary" | head -1 | grep -Eo '^[0-9]+' || true)"
+rm -f "$log" "$pylog"
 if [ "$status" -eq 0 ] && [ "$python_status" -eq 0 ] && [ -n "$swift_passed" ] && [ -n "$python_passed" ]; then
     echo "$((swift_passed + python_passed)) passed, 0 failed ($swift_passed Swift, $python_passed Python and C++)"
     exit 0

@@ -51,7 +51,7 @@ public final class ChildProcess: Sendable {
             do {
                 ran = try await Subprocess.run(
                     .path(FilePath(executable)), arguments: Arguments(arguments),
-                    environment: environment.map { .custom($0.map { Array($0.utf8) }) } ?? .inherit,
+                    environment: environment.map { .custom($0.map { Array($0.utf8) + [0] }) } ?? .inherit,  // C strings
                     input: .none, output: .sequence, error: .currentStandardError
                 ) { execution in
                     let child = ChildProcess(pid: execution.processIdentifier.value, name: name, outputLines: lines)
