@@ -160,6 +160,13 @@ public struct ExpertService: Sendable {
             metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
         }
         let output = try result.get()
+        // Finite rows in, so a non-finite row out is the input's size, not a fault of the expert.
+        if output.values.contains(where: { !$0.isFinite }) {
+            throw .invalidInput(
+                .outputOverflow(
+                    field: "rows", what: "the output of \(address)",
+                    largestInput: InputError.largestMagnitude(input.values)))
+        }
         var response = Moemesh_V1_ComputeResponse()
         response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
         return response

@@ -220,6 +220,11 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             let reason = "\(error.code): \(error.message)"
             self.scheduler.callEnded(endpoint, unreachable: reason)
             return .unreachable(replica, reason: reason)
+        } catch let error as RPCError where error.code == .invalidArgument && !Task.isCancelled {
+            // The router checked the rows' form: an expert that still refuses them refuses their values (another
+            // replica would too).
+            self.scheduler.callEnded(endpoint)
+            throw RouterError.expertRejectedInput(address, reason: error.message)
         } catch let error as RPCError where !Task.isCancelled {
             self.scheduler.callEnded(endpoint)
             throw RouterError.expertFailed(address, endpoint: endpoint, reason: "\(error.code): \(error.message)")

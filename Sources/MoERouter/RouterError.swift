@@ -22,12 +22,14 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     case expertUnavailable(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
     /// The expert's service answered with an error or a malformed block: a fault inside the mesh.
     case expertFailed(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
+    /// The expert refused the rows it was sent as invalid (e.g. its output overflowed for them): the caller's input.
+    case expertRejectedInput(ExpertAddress, reason: String)
     /// The client's deadline passed before the expert answered (after `tried` replicas).
     case deadlineExceeded(ExpertAddress, tried: Int)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
-        case .invalidInput, .routing: .invalidArgument
+        case .invalidInput, .routing, .expertRejectedInput: .invalidArgument
         case .unknownLayer: .notFound
         case .notReady, .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
@@ -48,6 +50,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
             "\(address) at \(endpoint) is unavailable: \(reason)"
         case .expertFailed(let address, let endpoint, let reason):
             "\(address) at \(endpoint) failed: \(reason)"
+        case .expertRejectedInput(let address, let reason): "hidden_states refused by \(address): \(reason)"
         case .deadlineExceeded(let address, let tried):
             "the call's deadline passed before \(address) answered (\(tried) replicas tried)"
         }

@@ -62,6 +62,9 @@ public struct RouterService: Sendable {
                 field: "hidden_states", hiddenSize: self.hiddenSize, allowedRanks: [2, 3],
                 shapeDescription: "[T, \(self.hiddenSize)] or [B, S, \(self.hiddenSize)]")
         } catch { throw RouterError.invalidInput(error) }
+        if !request.tokenIds.isEmpty && request.tokenIds.count != hidden.matrix.rows {
+            throw RouterError.invalidInput(.tokenIDCount(expected: hidden.matrix.rows, got: request.tokenIds.count))
+        }
 
         let started = ContinuousClock.now
         let routingRequest = RoutingRequest(
@@ -79,6 +82,13 @@ public struct RouterService: Sendable {
             }
         } catch let error as RoutingError {
             throw RouterError.routing(error)
+        }
+        // Every expert's rows were finite, yet their weighted sum can still overflow.
+        if result.output.values.contains(where: { !$0.isFinite }) {
+            throw RouterError.invalidInput(
+                .outputOverflow(
+                    field: "hidden_states", what: "the output of layer \(request.layer)",
+                    largestInput: InputError.largestMagnitude(hidden.matrix.values)))
         }
         self.balance.record(layer: request.layer, result.balance)
         self.record(result, layer: request.layer, since: started)

@@ -2,6 +2,9 @@ import MoECore
 
 /// Why a block of token rows sent to a service was refused. Messages say what was expected and what came.
 public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The largest |x| of `values`: the magnitude an overflow message names.
+    public static func largestMagnitude(_ values: [Float]) -> Float { values.reduce(0) { max($0, abs($1)) } }
+
     /// The tensor field was absent or had no dtype.
     case missingTensor(field: String)
     case unsupportedDType(field: String, got: String)
@@ -10,6 +13,10 @@ public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
     case emptyBatch(field: String, shape: [Int])
     case nonFinite(field: String, value: Float, row: Int, column: Int)
     case tensor(field: String, TensorError)
+    /// `token_ids` must name one id per token when given.
+    case tokenIDCount(expected: Int, got: Int)
+    /// Finite inputs whose layer output (`what`: an expert's, or the combined one) overflowed to ±inf or NaN.
+    case outputOverflow(field: String, what: String, largestInput: Float)
 
     public var description: String {
         switch self {
@@ -27,6 +34,11 @@ public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(field): expected finite values, got \(value) at token \(row), column \(column)"
         case .tensor(let field, let error):
             "\(field): \(error)"
+        case .tokenIDCount(let expected, let got):
+            "token_ids: expected one per token (\(expected)) or none, got \(got)"
+        case .outputOverflow(let field, let what, let largestInput):
+            "\(field): \(what) overflowed to inf/NaN for inputs as large as |x| = \(largestInput); expected hidden "
+                + "states small enough for a finite output"
         }
     }
 }

@@ -106,6 +106,21 @@ struct RouterServiceTests {
         BadCall(
             name: "missing hidden states", request: request(hidden: Moemesh_V1_Tensor()),
             code: .invalidArgument, message: "hidden_states: expected a tensor with dtype f32, bf16 or f16, got none"),
+        BadCall(
+            name: "token ids not one per token",
+            request: {
+                var forward = request(hidden: .rows(SmallModelRows.rows))
+                forward.tokenIds = [4, 2]
+                return forward
+            }(),
+            code: .invalidArgument, message: "token_ids: expected one per token (3) or none, got 2"),
+        BadCall(
+            name: "finite input whose expert output overflows",
+            request: request(
+                hidden: .rows(
+                    Matrix(
+                        rows: 3, columns: 32, values: SmallModelRows.rows.values.map { $0 < 0 ? -1e30 : 1e30 }))),
+            code: .invalidArgument, message: "hidden_states refused by layer 0 expert "),
     ]
 
     @Test("bad input gets a status that says what was expected, and the router keeps serving", arguments: badCalls)
@@ -119,6 +134,9 @@ struct RouterServiceTests {
             } catch let error as RPCError {
                 #expect(error.code == call.code)
                 #expect(error.message.hasPrefix(call.message), "\(error.message)")
+                if call.name.contains("overflows") {
+                    #expect(error.message.contains("overflowed to inf/NaN for inputs as large as |x| = 1e+30"))
+                }
             }
             let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
             #expect(response.output.shape == [3, 32])
