@@ -15,7 +15,7 @@ public struct CoordinatorClient: Sendable {
         endpoint: ServiceEndpoint, serving: ServingConfiguration = ServingConfiguration(),
         _ body: (CoordinatorClient) async throws -> Result
     ) async throws -> Result {
-        try await withGRPCClient(transport: try serving.makeClientTransport(to: endpoint)) { client in
+        try await serving.withClient(to: endpoint) { client in
             try await body(CoordinatorClient(client: .init(wrapping: client), serving: serving))
         }
     }

@@ -21,7 +21,7 @@ public struct CoordinatorServer: Sendable {
         self.transport = serving.makeServerTransport()
         self.server = GRPCServer(
             transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
-            interceptors: [
+            interceptors: serving.authInterceptors + [
                 RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"),
                 RPCCancellationInterceptor(),
             ])

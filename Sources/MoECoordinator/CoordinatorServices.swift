@@ -111,7 +111,8 @@ public func buildCoordinatorServices(configuration: CoordinatorConfiguration, lo
     let scaling = ScalerService(
         configuration: configuration, checkpoint: checkpoint, coordinator: coordinator, server: server,
         httpListening: httpListening, logger: logger)
-    return [server] + (http.map { [$0] } ?? []) + [scaling]
+    let reloader = configuration.serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
+    return reloader + [server] + (http.map { [$0] } ?? []) + [scaling]
 }
 
 extension CoordinatorServer: Service {

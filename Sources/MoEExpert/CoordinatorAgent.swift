@@ -44,7 +44,7 @@ public struct CoordinatorAgent: Service {
     }
 
     public func run() async throws {
-        let client = GRPCClient(transport: try self.serving.makeClientTransport(to: self.coordinator))
+        let client = try self.serving.makeClient(to: self.coordinator)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await client.runConnections() }
             // Closed at once when done: a call may still be waiting for a coordinator that is gone.

@@ -39,7 +39,7 @@ public func buildExpertServices(
         transport: configuration.serving.makeServerTransport(),
         alsoOn: configuration.unixSocket.map { [configuration.serving.makeServerTransport(unixSocket: $0)] } ?? [],
         services: [service], health: health,
-        interceptors: [
+        interceptors: configuration.serving.authInterceptors + [
             RPCMetricsInterceptor(metrics: service.metrics, service: "expert"),
             TracingServerInterceptor(logger: logger),
             DeadlineServerInterceptor(), RPCCancellationInterceptor(),
@@ -52,7 +52,8 @@ public func buildExpertServices(
         if !hasCoordinator { health.setAll(.serving) }
         ReadyLine.print(role: "expert", endpoint: endpoint)
     }
-    guard let coordinator = configuration.coordinator else { return [server] }
+    let reloader = configuration.serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
+    guard let coordinator = configuration.coordinator else { return reloader + [server] }
     var registration = Moemesh_V1_RegisterRequest()
     registration.group = configuration.group ?? configuration.experts.description
     registration.experts = service.experts.map(Moemesh_V1_ExpertKey.init)
@@ -67,7 +68,7 @@ public func buildExpertServices(
         advertiseHost: configuration.advertiseHost, meter: service.meter, serving: configuration.serving,
         logger: logger,
         onRegistered: { health.setAll(.serving) })
-    return [server, agent]
+    return reloader + [server, agent]
 }
 
 /// Why an expert service could not start.

@@ -56,7 +56,7 @@ public final class CoordinatorLink: Sendable {
         self.routerID = routerID
         self.topology = topology
         self.connections = connections
-        self.client = GRPCClient(transport: try serving.makeClientTransport(to: coordinator))
+        self.client = try serving.makeClient(to: coordinator)
         self.serving = serving
         self.logger = logger
     }

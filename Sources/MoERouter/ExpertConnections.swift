@@ -54,7 +54,8 @@ public final class ExpertConnections: Sendable {
             let client = GRPCClient(
                 transport: local
                     ? try self.serving.makeClientTransport(toUnixSocket: unixSocket)
-                    : try self.serving.makeClientTransport(to: endpoint))
+                    : try self.serving.makeClientTransport(to: endpoint),
+                interceptors: self.serving.clientInterceptors)
             let jobs = self.jobsContinuation
             let stream =
                 self.streams

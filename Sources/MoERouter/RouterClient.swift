@@ -31,7 +31,7 @@ public struct RouterClient: Sendable {
         endpoint: ServiceEndpoint, serving: ServingConfiguration = ServingConfiguration(),
         _ body: (RouterClient) async throws -> Result
     ) async throws -> Result {
-        try await withGRPCClient(transport: try serving.makeClientTransport(to: endpoint)) { client in
+        try await serving.withClient(to: endpoint) { client in
             try await body(RouterClient(client: client, serving: serving))
         }
     }

@@ -65,7 +65,7 @@ public func buildRouterServices(
     let listening = SetOnce<ServiceEndpoint>()
     let server = GRPCServerService(
         transport: serving.makeServerTransport(), services: [service], health: health,
-        interceptors: [
+        interceptors: serving.authInterceptors + [
             RPCMetricsInterceptor(metrics: metrics, service: "router"),
             TracingServerInterceptor(logger: logger),
             DeadlineServerInterceptor(), RPCCancellationInterceptor(),
@@ -85,7 +85,8 @@ public func buildRouterServices(
                 "routing": "\(configuration.routing.summary)",
             ])
     }
-    return [connections] + (link.map { [$0] } ?? []) + [server, startup]
+    let reloader = serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
+    return reloader + [connections] + (link.map { [$0] } ?? []) + [server, startup]
 }
 
 extension ExpertConnections: Service {}

@@ -5,16 +5,49 @@ import GRPCNIOTransportHTTP2
 ///
 /// Keys (flags of every service): `--host` (default 127.0.0.1), `--port` (0 = any free port),
 /// `--max-message-mib` (largest request or response, default 256 MiB).
-public struct ServingConfiguration: Sendable, Equatable {
+public struct ServingConfiguration: Sendable {
     public var host: String
     public var port: Int
     /// Largest message accepted or sent, in bytes. A prefill batch of 2,048 tokens × 4,096 × f32 is 32 MiB.
     public var maxMessageBytes: Int
+    /// Bearer tokens this service's servers accept (`--auth-tokens`); nil: no authentication.
+    public var acceptedTokens: AuthTokens?
+    /// The bearer token this process sends on its own calls (`--token-file`, `MOEMESH_TOKEN`); nil: none.
+    public var token: String?
 
-    public init(host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20) {
+    public init(
+        host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20, acceptedTokens: AuthTokens? = nil,
+        token: String? = nil
+    ) {
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
+        self.acceptedTokens = acceptedTokens
+        self.token = token
+    }
+
+    /// Interceptors every server of this process puts first: the token check, when tokens are configured.
+    public var authInterceptors: [any ServerInterceptor] {
+        self.acceptedTokens.map { [AuthServerInterceptor(tokens: $0)] } ?? []
+    }
+
+    /// Interceptors of every client this process opens: its bearer token, when it has one.
+    public var clientInterceptors: [any ClientInterceptor] {
+        self.token.map { [BearerTokenClientInterceptor(token: $0)] } ?? []
+    }
+
+    /// A client to `endpoint` with this configuration's transport settings and token (not yet running).
+    public func makeClient(to endpoint: ServiceEndpoint) throws -> GRPCClient<HTTP2ClientTransport.Posix> {
+        GRPCClient(transport: try self.makeClientTransport(to: endpoint), interceptors: self.clientInterceptors)
+    }
+
+    /// Runs `body` with a client to `endpoint` (`withGRPCClient`), with this configuration's settings and token.
+    public func withClient<Result: Sendable>(
+        to endpoint: ServiceEndpoint, _ body: (GRPCClient<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        try await withGRPCClient(
+            transport: try self.makeClientTransport(to: endpoint), interceptors: self.clientInterceptors,
+            handleClient: body)
     }
 
     /// Keepalive pings on every connection, with calls or without: a peer that stops answering (a hung process, a

@@ -3,6 +3,10 @@ import Logging
 import MoECore
 import MoEServing
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 struct LoggingOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
@@ -48,5 +52,52 @@ struct HTTPOptions: ParsableArguments {
         return HTTPEndpoint(
             host: host, port: port, routes: [path: route], logger: logger,
             onListening: { ReadyLine.print(role: "http", endpoint: $0) })
+    }
+}
+
+/// `--token-file` (or `$MOEMESH_TOKEN`): the bearer token this command sends with its calls.
+struct TokenOptions: ParsableArguments {
+    @Option(help: "A file holding the bearer token to send with each call (default: $MOEMESH_TOKEN; else none).")
+    var tokenFile: String?
+
+    func token() throws -> String? {
+        if let path = self.tokenFile { return try AuthTokens.readToken(path: path) }
+        guard let value = getenv("MOEMESH_TOKEN").map({ String(cString: $0) }), !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// `serving` sending this command's token.
+    func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
+        var serving = serving
+        serving.token = try self.token()
+        return serving
+    }
+}
+
+/// `--auth-tokens`: the bearer tokens this service accepts; `--token-file`: the one it sends on its own calls.
+struct ServiceAuthOptions: ParsableArguments {
+    @Option(
+        help:
+            "Accept calls only with a bearer token from this file: lines 'ROLE TOKEN', roles client, admin, mesh (health checks stay open); reloaded when it changes or on SIGHUP. Default: no authentication."
+    )
+    var authTokens: String?
+
+    @OptionGroup var outgoing: TokenOptions
+
+    /// The same options for the replicas a local scaler starts: they accept the same tokens and send the same one.
+    var replicaArguments: [String] {
+        (self.authTokens.map { ["--auth-tokens", $0] } ?? [])
+            + (self.outgoing.tokenFile.map { ["--token-file", $0] } ?? [])
+    }
+
+    /// `serving` with the tokens it accepts and the token it sends.
+    func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
+        var serving = try self.outgoing.applied(to: serving)
+        if let path = self.authTokens {
+            do { serving.acceptedTokens = try AuthTokens(path: path) } catch {
+                throw ValidationError("--auth-tokens: \(error)")
+            }
+        }
+        return serving
     }
 }

@@ -67,6 +67,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var autoscaling: AutoscaleOptions
+    @OptionGroup var auth: ServiceAuthOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -84,7 +85,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
             scaler = .local(
                 replicas: self.replicas, threads: self.threads, executable: ChildProcess.currentExecutable,
-                extraArguments: ["--log-level", self.logging.logLevel])
+                extraArguments: ["--log-level", self.logging.logLevel] + self.auth.replicaArguments)
         case .kubernetes:
             let deployments = try self.kubernetesDeployment.map { entry in
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
@@ -111,7 +112,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let configuration = CoordinatorConfiguration(
             modelPath: self.model, scaler: scaler, settings: try self.autoscaling.settings(groups: groups),
-            serving: ServingConfiguration(host: self.host, port: self.port), httpPort: self.http.httpPort)
+            serving: try self.auth.applied(to: ServingConfiguration(host: self.host, port: self.port)),
+            httpPort: self.http.httpPort)
         if configuration.settings.autoscale != nil, case .none = scaler {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")
         }

@@ -68,6 +68,7 @@ struct Expert: AsyncParsableCommand {
     @Option(help: .hidden)
     var parentPid: Int32?
 
+    @OptionGroup var auth: ServiceAuthOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -106,7 +107,8 @@ struct Expert: AsyncParsableCommand {
         }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
-            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
+            serving: try self.auth.applied(
+                to: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)),
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,

@@ -67,6 +67,8 @@ struct Forward: AsyncParsableCommand {
         }
     }
 
+    @OptionGroup var token: TokenOptions
+
     func run() async throws {
         do {
             try await self.forward()
@@ -91,7 +93,9 @@ struct Forward: AsyncParsableCommand {
                 logits: result.logits)
             return
         }
-        try await RouterClient.with(endpoint: self.router) { client in
+        try await RouterClient.with(endpoint: self.router, serving: try self.token.applied(to: ServingConfiguration()))
+        {
+            client in
             let (hidden, tokenIDs) = try await self.hiddenStates { Int(try await client.describeModel().hiddenSize) }
             let callStarted = ContinuousClock.now
             let result = try await client.forward(

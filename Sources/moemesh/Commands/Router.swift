@@ -100,6 +100,7 @@ struct Router: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var routing: RoutingOptions
+    @OptionGroup var auth: ServiceAuthOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -120,7 +121,8 @@ struct Router: AsyncParsableCommand {
                 hedgeCeiling: .milliseconds(self.hedgeCeilingMs), hedgeBudget: self.hedgeBudget,
                 ejectAfterHedgeLosses: self.ejectAfterHedgeLosses, ejectionTime: .milliseconds(self.ejectionMs)),
             expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
-            serving: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20),
+            serving: try self.auth.applied(
+                to: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {

@@ -17,9 +17,13 @@ struct Status: AsyncParsableCommand {
     @Option(help: "Refresh every N seconds until interrupted (tables only).")
     var watch: Double?
 
+    @OptionGroup var token: TokenOptions
+
     func run() async throws {
         do {
-            try await CoordinatorClient.with(endpoint: self.coordinator) { client in
+            try await CoordinatorClient.with(
+                endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration())
+            ) { client in
                 repeat {
                     let report = StatusReport(try await client.status())
                     if self.json {
@@ -49,9 +53,12 @@ struct Admin: AsyncParsableCommand {
         var coordinator: ServiceEndpoint = ServiceEndpoint(
             host: "127.0.0.1", port: CoordinatorConfiguration.defaultPort)
 
+        @OptionGroup var token: TokenOptions
+
         func run<Result: Sendable>(_ body: (CoordinatorClient) async throws -> Result) async throws -> Result {
             do {
-                return try await CoordinatorClient.with(endpoint: self.coordinator, body)
+                return try await CoordinatorClient.with(
+                    endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration()), body)
             } catch let error as RPCError {
                 throw CommandFailure("coordinator at \(self.coordinator) answered \(error.code): \(error.message)")
             }

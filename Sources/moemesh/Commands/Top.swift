@@ -22,9 +22,13 @@ struct Top: AsyncParsableCommand {
     @Flag(help: "No colours or screen clearing (for logs and pipes).")
     var plain = false
 
+    @OptionGroup var token: TokenOptions
+
     func run() async throws {
         do {
-            try await CoordinatorClient.with(endpoint: self.coordinator) { client in
+            try await CoordinatorClient.with(
+                endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration())
+            ) { client in
                 var shown = 0
                 while self.iterations.map({ shown < $0 }) ?? true {
                     let report = StatusReport(try await client.status())
