@@ -50,7 +50,9 @@ public final class ExpertConnections: Sendable {
     {
         let connection = try self.state.withLock { state in
             if let connection = state.connections[endpoint] { return connection }
-            let local = self.unixSockets && !unixSocket.isEmpty && host == HostIdentity.current
+            // Under TLS, over TCP only: a certificate names hosts, not socket files.
+            let local =
+                self.unixSockets && self.serving.tls == nil && !unixSocket.isEmpty && host == HostIdentity.current
             let client = GRPCClient(
                 transport: local
                     ? try self.serving.makeClientTransport(toUnixSocket: unixSocket)

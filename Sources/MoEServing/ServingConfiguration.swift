@@ -14,11 +14,14 @@ public struct ServingConfiguration: Sendable {
     public var acceptedTokens: AuthTokens?
     /// The bearer token this process sends on its own calls (`--token-file`, `MOEMESH_TOKEN`); nil: none.
     public var token: String?
+    /// TLS for this process's servers and clients; nil: plaintext.
+    public var tls: TLSFiles?
 
     public init(
         host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20, acceptedTokens: AuthTokens? = nil,
-        token: String? = nil
+        token: String? = nil, tls: TLSFiles? = nil
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes
@@ -98,15 +101,16 @@ public struct ServingConfiguration: Sendable {
 
     public func makeServerTransport() -> HTTP2ServerTransport.Posix {
         HTTP2ServerTransport.Posix(
-            address: .ipv4(host: self.host, port: self.port), transportSecurity: .plaintext,
-            config: self.serverTransportConfig)
+            address: .ipv4(host: self.host, port: self.port),
+            transportSecurity: self.tls?.serverSecurity ?? .plaintext, config: self.serverTransportConfig)
     }
 
     /// A server transport on the Unix domain socket at `path` (a stale socket file there is replaced), with the
     /// same settings as the TCP one.
     public func makeServerTransport(unixSocket path: String) -> HTTP2ServerTransport.Posix {
         HTTP2ServerTransport.Posix(
-            address: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: self.serverTransportConfig)
+            address: .unixDomainSocket(path: path), transportSecurity: self.tls?.serverSecurity ?? .plaintext,
+            config: self.serverTransportConfig)
     }
 
     /// A plaintext HTTP/2 client transport to the Unix domain socket at `path`.
@@ -115,10 +119,15 @@ public struct ServingConfiguration: Sendable {
             target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: self.clientTransportConfig)
     }
 
-    /// A plaintext HTTP/2 client transport to `endpoint`.
+    /// An HTTP/2 client transport to `endpoint` (TLS when configured).
     public func makeClientTransport(to endpoint: ServiceEndpoint) throws -> HTTP2ClientTransport.Posix {
-        try HTTP2ClientTransport.Posix(
-            target: .dns(host: endpoint.host, port: endpoint.port), transportSecurity: .plaintext,
-            config: self.clientTransportConfig)
+        // An IP address dialled as such: TLS then sends no SNI (an IP may not be one) and checks the address
+        // against the certificate's IP names.
+        let isIPv4 =
+            endpoint.host.split(separator: ".").count == 4 && endpoint.host.allSatisfy { $0.isNumber || $0 == "." }
+        return try HTTP2ClientTransport.Posix(
+            target: isIPv4
+                ? .ipv4(host: endpoint.host, port: endpoint.port) : .dns(host: endpoint.host, port: endpoint.port),
+            transportSecurity: self.tls?.clientSecurity ?? .plaintext, config: self.clientTransportConfig)
     }
 }

@@ -9,7 +9,7 @@ struct Moemesh: AsyncParsableCommand {
         subcommands: [
             Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self,
             Demo.self, Health.self, K8s.self,
-            Synth.self,
+            Synth.self, Certs.self,
             Bench.self, Kernels.self,
         ],
         defaultSubcommand: Up.self)

@@ -101,3 +101,60 @@ struct ServiceAuthOptions: ParsableArguments {
         return serving
     }
 }
+
+/// `--tls-cert`, `--tls-key`, `--tls-ca` (PEM; `moemesh certs` writes a development set).
+struct TLSOptions: ParsableArguments {
+    @Option(help: "TLS certificate (PEM) this process presents: as a server, and as a client under mutual TLS.")
+    var tlsCert: String?
+
+    @Option(help: "Private key (PEM) of --tls-cert.")
+    var tlsKey: String?
+
+    @Option(
+        help:
+            "CA (PEM) that signed the peers' certificates: a server then requires client certificates it signed (mutual TLS); a client verifies servers against it."
+    )
+    var tlsCa: String?
+
+    /// The same options for the replicas a local scaler starts.
+    var replicaArguments: [String] {
+        (self.tlsCert.map { ["--tls-cert", $0] } ?? []) + (self.tlsKey.map { ["--tls-key", $0] } ?? [])
+            + (self.tlsCa.map { ["--tls-ca", $0] } ?? [])
+    }
+
+    var files: TLSFiles? {
+        guard self.tlsCert != nil || self.tlsKey != nil || self.tlsCa != nil else { return nil }
+        return TLSFiles(certificate: self.tlsCert, privateKey: self.tlsKey, ca: self.tlsCa)
+    }
+
+    /// `serving` with TLS for a service: it serves with the certificate and calls other services with it.
+    func appliedToService(_ serving: ServingConfiguration) throws -> ServingConfiguration {
+        var serving = serving
+        guard let files = self.files else { return serving }
+        do { try files.validateForServer() } catch { throw ValidationError("\(error)") }
+        serving.tls = files
+        return serving
+    }
+
+    /// `serving` with TLS for a client command.
+    func appliedToClient(_ serving: ServingConfiguration) throws -> ServingConfiguration {
+        var serving = serving
+        guard let files = self.files else { return serving }
+        do { try files.validateForClient() } catch { throw ValidationError("\(error)") }
+        serving.tls = files
+        return serving
+    }
+}
+
+extension ServingConfiguration {
+    /// Logs once that the service listens beyond loopback without TLS.
+    func warnIfPlaintextBeyondLoopback(_ logger: Logger) {
+        guard self.tls == nil, !["127.0.0.1", "localhost", "::1"].contains(self.host) else { return }
+        logger.warning(
+            """
+            serving plaintext beyond loopback: anyone on the network can read the hidden states and tokens; \
+            give --tls-cert, --tls-key and --tls-ca
+            """,
+            metadata: ["host": "\(self.host)"])
+    }
+}

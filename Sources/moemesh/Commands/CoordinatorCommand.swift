@@ -68,6 +68,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var autoscaling: AutoscaleOptions
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -85,7 +86,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
             scaler = .local(
                 replicas: self.replicas, threads: self.threads, executable: ChildProcess.currentExecutable,
-                extraArguments: ["--log-level", self.logging.logLevel] + self.auth.replicaArguments)
+                extraArguments: ["--log-level", self.logging.logLevel] + self.auth.replicaArguments
+                    + self.tls.replicaArguments)
         case .kubernetes:
             let deployments = try self.kubernetesDeployment.map { entry in
                 let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
@@ -112,11 +114,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let configuration = CoordinatorConfiguration(
             modelPath: self.model, scaler: scaler, settings: try self.autoscaling.settings(groups: groups),
-            serving: try self.auth.applied(to: ServingConfiguration(host: self.host, port: self.port)),
+            serving: try self.tls.appliedToService(
+                self.auth.applied(to: ServingConfiguration(host: self.host, port: self.port))),
             httpPort: self.http.httpPort)
         if configuration.settings.autoscale != nil, case .none = scaler {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")
         }
+        configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         self.http.bootstrapMetrics()
         let services = try buildCoordinatorServices(configuration: configuration, logger: logger)
         let tracing =

@@ -69,6 +69,7 @@ struct Expert: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -107,8 +108,10 @@ struct Expert: AsyncParsableCommand {
         }
         let configuration = ExpertConfiguration(
             modelPath: self.model, experts: selection, threads: self.threads,
-            serving: try self.auth.applied(
-                to: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)),
+            serving: try self.tls.appliedToService(
+                self.auth.applied(
+                    to: ServingConfiguration(
+                        host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))),
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
@@ -116,6 +119,7 @@ struct Expert: AsyncParsableCommand {
         if let budget = self.memoryBudgetMib, budget < 1 {
             throw ValidationError("--memory-budget-mib: expected at least 1, got \(budget)")
         }
+        configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         self.http.bootstrapMetrics()
         let services = try buildExpertServices(configuration: configuration, logger: logger)
         let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []

@@ -68,6 +68,7 @@ struct Forward: AsyncParsableCommand {
     }
 
     @OptionGroup var token: TokenOptions
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         do {
@@ -93,8 +94,9 @@ struct Forward: AsyncParsableCommand {
                 logits: result.logits)
             return
         }
-        try await RouterClient.with(endpoint: self.router, serving: try self.token.applied(to: ServingConfiguration()))
-        {
+        try await RouterClient.with(
+            endpoint: self.router, serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration()))
+        ) {
             client in
             let (hidden, tokenIDs) = try await self.hiddenStates { Int(try await client.describeModel().hiddenSize) }
             let callStarted = ContinuousClock.now

@@ -101,6 +101,7 @@ struct Router: AsyncParsableCommand {
 
     @OptionGroup var routing: RoutingOptions
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -121,8 +122,10 @@ struct Router: AsyncParsableCommand {
                 hedgeCeiling: .milliseconds(self.hedgeCeilingMs), hedgeBudget: self.hedgeBudget,
                 ejectAfterHedgeLosses: self.ejectAfterHedgeLosses, ejectionTime: .milliseconds(self.ejectionMs)),
             expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
-            serving: try self.auth.applied(
-                to: ServingConfiguration(host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)),
+            serving: try self.tls.appliedToService(
+                self.auth.applied(
+                    to: ServingConfiguration(
+                        host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {
@@ -130,6 +133,7 @@ struct Router: AsyncParsableCommand {
                 "--expert and --coordinator: give one or the other (with a coordinator, replicas come from its topology)"
             )
         }
+        configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         self.http.bootstrapMetrics()
         let services = try buildRouterServices(configuration: configuration, logger: logger)
         let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []

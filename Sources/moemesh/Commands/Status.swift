@@ -18,11 +18,13 @@ struct Status: AsyncParsableCommand {
     var watch: Double?
 
     @OptionGroup var token: TokenOptions
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         do {
             try await CoordinatorClient.with(
-                endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration())
+                endpoint: self.coordinator,
+                serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration()))
             ) { client in
                 repeat {
                     let report = StatusReport(try await client.status())
@@ -54,11 +56,13 @@ struct Admin: AsyncParsableCommand {
             host: "127.0.0.1", port: CoordinatorConfiguration.defaultPort)
 
         @OptionGroup var token: TokenOptions
+        @OptionGroup var tls: TLSOptions
 
         func run<Result: Sendable>(_ body: (CoordinatorClient) async throws -> Result) async throws -> Result {
             do {
                 return try await CoordinatorClient.with(
-                    endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration()), body)
+                    endpoint: self.coordinator,
+                    serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration())), body)
             } catch let error as RPCError {
                 throw CommandFailure("coordinator at \(self.coordinator) answered \(error.code): \(error.message)")
             }

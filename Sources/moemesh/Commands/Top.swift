@@ -23,11 +23,13 @@ struct Top: AsyncParsableCommand {
     var plain = false
 
     @OptionGroup var token: TokenOptions
+    @OptionGroup var tls: TLSOptions
 
     func run() async throws {
         do {
             try await CoordinatorClient.with(
-                endpoint: self.coordinator, serving: try self.token.applied(to: ServingConfiguration())
+                endpoint: self.coordinator,
+                serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration()))
             ) { client in
                 var shown = 0
                 while self.iterations.map({ shown < $0 }) ?? true {

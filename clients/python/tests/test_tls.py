@@ -1,0 +1,79 @@
+"""TLS between the mesh's services and for clients, over real processes: certificates from `moemesh certs`, a
+coordinator with local replicas and a router, all with mutual TLS."""
+import subprocess
+
+import grpc
+import numpy as np
+import pytest
+
+import moemesh
+from test_auth import started
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory, moemesh_binary):
+    folders = {}
+    for name in ("mesh", "stranger"):
+        folder = tmp_path_factory.mktemp(f"certs-{name}")
+        written = subprocess.run([moemesh_binary, "certs", "--out", str(folder)], capture_output=True, text=True)
+        assert written.returncode == 0, written.stderr
+        folders[name] = folder
+    again = subprocess.run([moemesh_binary, "certs", "--out", str(folders["mesh"])], capture_output=True, text=True)
+    assert again.returncode != 0 and "exists: give --force" in again.stderr
+    return folders
+
+
+@pytest.fixture(scope="module")
+def tls_mesh(certificates, moemesh_binary, tiny_models):
+    folder = certificates["mesh"]
+    tls = ["--tls-cert", str(folder / "server.pem"), "--tls-key", str(folder / "server-key.pem"),
+           "--tls-ca", str(folder / "ca.pem"), "--log-level", "warning"]
+    model = tiny_models["qwen3_moe"]
+    with started([moemesh_binary, "coordinator", "--model", model, "--port", "0", "--scaler", "local",
+                  "--replicas", "1", "--threads", "1", *tls], "coordinator") as coordinator:
+        with started([moemesh_binary, "router", "--model", model, "--port", "0", "--coordinator", coordinator,
+                      *tls], "router") as router:
+            yield {"router": router, "coordinator": coordinator}
+
+
+def client_tls(folder, with_certificate: bool = True) -> moemesh.TLS:
+    if not with_certificate:
+        return moemesh.TLS(ca=str(folder / "ca.pem"))
+    return moemesh.TLS(ca=str(folder / "ca.pem"), cert=str(folder / "client.pem"), key=str(folder / "client-key.pem"))
+
+
+def test_a_tls_mesh_answers_like_a_plaintext_one(tls_mesh, certificates, mesh, tiny_models):
+    x = np.random.default_rng(5).standard_normal((4, 32)).astype(np.float32)
+    with moemesh.Client(tls_mesh["router"], tls=client_tls(certificates["mesh"])) as client:
+        secured = client.forward("1", x)
+    with mesh(tiny_models["qwen3_moe"]) as plain_router, moemesh.Client(plain_router) as client:
+        plain = client.forward("1", x)
+    np.testing.assert_array_equal(secured, plain)
+
+
+@pytest.mark.parametrize("case", ["plaintext", "no client certificate", "certificate of another CA"])
+def test_clients_the_mesh_does_not_trust_are_refused(tls_mesh, certificates, case):
+    tls = {"plaintext": None, "no client certificate": client_tls(certificates["mesh"], with_certificate=False),
+           "certificate of another CA": moemesh.TLS(
+               ca=str(certificates["mesh"] / "ca.pem"), cert=str(certificates["stranger"] / "client.pem"),
+               key=str(certificates["stranger"] / "client-key.pem"))}[case]
+    with moemesh.Client(tls_mesh["router"], tls=tls, timeout=10) as client:
+        with pytest.raises(moemesh.MoEMeshError) as error:
+            client.forward("1", np.ones((1, 32), np.float32))
+    assert error.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tools_speak_tls(tls_mesh, certificates, moemesh_binary):
+    folder = certificates["mesh"]
+    tls = ["--tls-cert", str(folder / "client.pem"), "--tls-key", str(folder / "client-key.pem"),
+           "--tls-ca", str(folder / "ca.pem")]
+    status = subprocess.run([moemesh_binary, "status", "--coordinator", tls_mesh["coordinator"], "--json", *tls],
+                            capture_output=True, text=True)
+    assert status.returncode == 0, status.stderr
+    assert '"replicas"' in status.stdout
+    forward = subprocess.run([moemesh_binary, "forward", "--router", tls_mesh["router"], "--layer", "0",
+                              "--random", "3", *tls], capture_output=True, text=True)
+    assert forward.returncode == 0, forward.stderr
+    half = subprocess.run([moemesh_binary, "status", "--coordinator", tls_mesh["coordinator"],
+                           "--tls-cert", str(folder / "client.pem")], capture_output=True, text=True)
+    assert half.returncode != 0 and "a TLS client needs --tls-ca" in half.stderr
