@@ -47,6 +47,9 @@ public struct LocalMesh: Service {
         /// The router reaches the experts through Unix domain sockets (in a private folder under /tmp, removed at
         /// the end) instead of TCP loopback.
         public var unixSockets: Bool
+        /// TLS, accepted tokens and the mesh's own token, for the coordinator served in this process (the router
+        /// and experts get theirs through `routerArguments` and `expertArguments`).
+        public var security = ServingConfiguration()
 
         public init(
             executable: String, modelPath: String, replicas: Int = 1, expertThreads: Int = 1,
@@ -127,7 +130,12 @@ public struct LocalMesh: Service {
         let coordinator = Coordinator(checkpoint: checkpoint, settings: configuration.coordinator, logger: self.logger)
         let server = CoordinatorServer(
             coordinator: coordinator,
-            serving: ServingConfiguration(host: configuration.host, port: configuration.coordinatorPort))
+            serving: {
+                var serving = configuration.security
+                serving.host = configuration.host
+                serving.port = configuration.coordinatorPort
+                return serving
+            }())
         // The coordinator's servers stop when told to, after the processes, never by cancellation (see `StopSignal`).
         let serving = Task { try await server.serve(untilGracefulShutdown: false) }
         var http: (endpoint: HTTPEndpoint, task: Task<Void, any Error>)? = nil

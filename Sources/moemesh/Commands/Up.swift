@@ -1,4 +1,5 @@
 import ArgumentParser
+import Logging
 import MoECoordinator
 import MoEKernels
 import MoELocalMesh
@@ -61,6 +62,14 @@ struct Up: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var routing: RoutingOptions
+    @OptionGroup var auth: ServiceAuthOptions
+
+    @Option(
+        help:
+            "Serve every endpoint with TLS, mutual between the processes, from this folder of `moemesh certs` files (created when it has none)."
+    )
+    var tls: String?
+
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
 
@@ -83,7 +92,7 @@ struct Up: AsyncParsableCommand {
         let checkpoint = try MoECheckpoint(path: modelPath)
         let topK = checkpoint.layers.map(\.topK).max() ?? 1
         let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        let configuration = LocalMesh.Configuration(
+        var configuration = LocalMesh.Configuration(
             executable: ChildProcess.currentExecutable, modelPath: modelPath, replicas: self.replicas,
             expertThreads: self.threads ?? max(1, cores / topK), host: self.host, routerPort: self.port,
             coordinatorPort: self.coordinatorPort,
@@ -95,8 +104,36 @@ struct Up: AsyncParsableCommand {
             coordinator: try self.autoscaling.settings(
                 groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
             httpPort: self.http.httpPort, unixSockets: self.unixSockets == .on)
+        try self.secure(&configuration, logger: logger)
         self.http.bootstrapMetrics()
         let mesh = LocalMesh(configuration: configuration, logger: logger)
         try await runServiceGroup(services: [mesh], parentPID: self.parentPid, logger: logger)
+    }
+}
+
+extension Up {
+    /// `--tls DIR` and `--auth-tokens`/`--token-file`: the coordinator (in this process), the router and every expert
+    /// serve with them, and call each other with the mesh's certificate and token.
+    func secure(_ configuration: inout LocalMesh.Configuration, logger: Logger) throws {
+        var extra: [String] = []
+        if let folder = self.tls {
+            if !FileSystem.fileExists("\(folder)/ca.pem") {
+                let hosts = self.host == "127.0.0.1" || self.host == "0.0.0.0" ? [] : [self.host]
+                let written = try Certs.write(to: folder, hosts: hosts, days: 365, force: false)
+                logger.notice(
+                    "wrote a development CA and certificates", metadata: ["folder": "\(folder)", "files": "\(written)"])
+            }
+            let files = TLSFiles.folder(folder, role: "server")
+            configuration.security.tls = files
+            extra += ["--tls-cert", files.certificate!, "--tls-key", files.privateKey!, "--tls-ca", files.ca!]
+        }
+        if self.auth.authTokens != nil && self.auth.outgoing.tokenFile == nil {
+            throw ValidationError(
+                "--auth-tokens needs --token-file with a mesh token: the processes of the mesh call each other with it")
+        }
+        configuration.security = try self.auth.applied(to: configuration.security)
+        extra += self.auth.replicaArguments
+        configuration.routerArguments += extra
+        configuration.expertArguments += extra
     }
 }

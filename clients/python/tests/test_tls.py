@@ -77,3 +77,22 @@ def test_tools_speak_tls(tls_mesh, certificates, moemesh_binary):
     half = subprocess.run([moemesh_binary, "status", "--coordinator", tls_mesh["coordinator"],
                            "--tls-cert", str(folder / "client.pem")], capture_output=True, text=True)
     assert half.returncode != 0 and "a TLS client needs --tls-ca" in half.stderr
+
+
+def test_up_serves_a_secured_mesh(moemesh_binary, tiny_models, tmp_path):
+    from conftest import serving
+    from test_auth import TOKENS
+
+    (tmp_path / "tokens").write_text("".join(f"{role} {token}\n" for role, token in TOKENS.items()))
+    (tmp_path / "mesh-token").write_text(TOKENS["mesh"])
+    folder = tmp_path / "tls"  # created by up
+    with serving(moemesh_binary, tiny_models["mixtral"], "--tls", str(folder), "--auth-tokens",
+                 str(tmp_path / "tokens"), "--token-file", str(tmp_path / "mesh-token")) as router:
+        assert (folder / "ca.pem").exists() and (folder / "client-key.pem").exists()
+        x = np.ones((2, 32), np.float32)
+        with moemesh.Client(router, token=TOKENS["client"], tls=client_tls(folder)) as client:
+            assert client.forward("0", x).shape == (2, 32)
+        with moemesh.Client(router, tls=client_tls(folder)) as client:
+            with pytest.raises(moemesh.MoEMeshError) as error:
+                client.forward("0", x)
+            assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
