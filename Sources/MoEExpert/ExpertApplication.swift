@@ -4,6 +4,7 @@ import MoEKernels
 import MoEModel
 import MoEProto
 import MoEServing
+import MoEWire
 import ServiceLifecycle
 
 /// Builds an expert service from its configuration: loads the selected experts and returns the services to run in
@@ -24,7 +25,8 @@ public func buildExpertServices(
     do { backend = try makeExpertBackend(configuration.device) } catch { throw ExpertStartupError.device("\(error)") }
     let service = try ExpertService(
         checkpoint: checkpoint, experts: experts, backend: backend, computeDelay: configuration.computeDelay,
-        memoryBudgetBytes: configuration.memoryBudgetBytes)
+        memoryBudgetBytes: configuration.memoryBudgetBytes,
+        payloadLimit: PayloadLimit(bytes: configuration.serving.maxMessageBytes))
     logger.info(
         "loaded experts",
         metadata: [

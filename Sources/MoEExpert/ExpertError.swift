@@ -14,6 +14,8 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case computeFailed(ExpertAddress, reason: String)
     /// The caller left (cancelled, or its deadline passed) before the expert ran: it was not computed.
     case cancelled(ExpertAddress)
+    /// The rows were above the service's `--max-message-mib`.
+    case tooLarge(PayloadTooLarge)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
@@ -21,6 +23,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .unknownExpert: .notFound
         case .loadFailed, .computeFailed: .internalError
         case .cancelled: .cancelled
+        case .tooLarge(let error): error.rpcErrorCode
         }
     }
 
@@ -32,6 +35,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .loadFailed(let address, let reason): "\(address) could not be loaded: \(reason)"
         case .computeFailed(let address, let reason): "\(address) failed on the device: \(reason)"
         case .cancelled(let address): "the call to \(address) was cancelled by its caller before it ran"
+        case .tooLarge(let error): error.rpcErrorMessage
         }
     }
 }

@@ -24,6 +24,8 @@ public struct ExpertService: Sendable {
     public let metrics = ServiceMetrics()
     /// Added to every `Compute` call (tests and demos: a slower device); nil for none.
     public let computeDelay: Duration?
+    /// Rows above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
+    public let payloadLimit: PayloadLimit?
     /// The device the kernels run on.
     public let backend: any ExpertBackend
     private let steps: ComputeSteps
@@ -41,8 +43,9 @@ public struct ExpertService: Sendable {
     /// that one fits).
     public init(
         checkpoint: MoECheckpoint, experts: [ExpertAddress], backend: any ExpertBackend = CPUExpertBackend(),
-        computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil
+        computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil, payloadLimit: PayloadLimit? = nil
     ) throws(ExpertStartupError) {
+        self.payloadLimit = payloadLimit
         var intermediate = 0
         for address in experts {
             let layer: MoELayerSpec
@@ -133,6 +136,7 @@ public struct ExpertService: Sendable {
         guard self.experts.contains(address) else {
             throw .unknownExpert(address, hosted: self.hostedSummary)
         }
+        do { try self.payloadLimit?.check(request.rows, field: "rows") } catch { throw .tooLarge(error) }
         let rows: DecodedRows
         do {
             rows = try request.rows.decodeTokenRows(

@@ -28,13 +28,17 @@ public struct RouterService: Sendable {
     public let metrics: ServiceMetrics
     /// With `--prefetch-next-layer`: sends `Prefetch` hints for experts (see `prefetchNextLayer`).
     public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
+    /// Hidden states above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
+    let payloadLimit: PayloadLimit?
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
-        metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
+        metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil,
+        payloadLimit: PayloadLimit? = nil
     ) {
+        self.payloadLimit = payloadLimit
         self.prefetch = prefetch
         self.modelType = modelType
         self.hiddenSize = hiddenSize
@@ -56,6 +60,7 @@ public struct RouterService: Sendable {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)
         }
         let pipeline = layerPipeline.masking(self.prunedExperts(request.layer))
+        try self.payloadLimit?.check(request.hiddenStates, field: "hidden_states")
         let hidden: DecodedRows
         do {
             hidden = try request.hiddenStates.decodeTokenRows(

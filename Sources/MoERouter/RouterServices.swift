@@ -60,7 +60,7 @@ public func buildRouterServices(
         modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
         routingSummary: configuration.routing.summary, batching: configuration.batching,
         prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
-        prefetch: prefetch)
+        prefetch: prefetch, payloadLimit: PayloadLimit(bytes: serving.maxMessageBytes))
     let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
     let listening = SetOnce<ServiceEndpoint>()
     let server = GRPCServerService(

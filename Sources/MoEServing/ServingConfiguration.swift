@@ -68,7 +68,9 @@ public struct ServingConfiguration: Sendable {
             time: Self.keepaliveTime, timeout: Self.keepaliveTimeout,
             clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true))
         config.http2.targetWindowSize = 8 << 20
-        config.rpc.maxRequestPayloadSize = self.maxMessageBytes
+        // Twice the services' own limit (`PayloadLimit`): the transport resets a stream whose message is over its
+        // limit without a status, where the service answers RESOURCE_EXHAUSTED naming the limit.
+        config.rpc.maxRequestPayloadSize = min(self.maxMessageBytes * 2, Int(UInt32.max))
         return config
     }
 

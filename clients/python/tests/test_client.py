@@ -95,3 +95,23 @@ def test_mesh_layer_names():
     assert moemesh.transformers.mesh_layer_name("encoder.block.3.layer.1.mlp") == "encoder.3"
     assert moemesh.transformers.mesh_layer_name("decoder.block.1.layer.2.mlp") == "decoder.1"
     assert moemesh.transformers.mesh_layer_name("lm_head") is None
+
+
+def test_a_message_above_the_limit_is_refused_with_resource_exhausted(moemesh_binary, tiny_models):
+    from test_auth import started
+
+    model = tiny_models["qwen2_moe"]
+    with started([moemesh_binary, "expert", "--model", model, "--experts", "*:*", "--port", "0"], "expert") as expert:
+        with started([moemesh_binary, "router", "--model", model, "--port", "0", "--expert", expert,
+                      "--max-message-mib", "1"], "router") as router:
+            under = np.zeros(((1 << 20) // 128 - 8, 32), np.float32)  # just under 1 MiB
+            over = np.zeros(((3 << 19) // 128, 32), np.float32)  # 1.5 MiB
+            for stream in (True, False):
+                with moemesh.Client(router, stream=stream) as client:
+                    assert client.forward("0", under).shape == under.shape
+                    with pytest.raises(moemesh.MoEMeshError) as error:
+                        client.forward("0", over)
+                    assert error.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert error.value.message.startswith(
+                        "hidden_states: 1.5 MiB, above this service's limit of 1.0 MiB (--max-message-mib)")
+                    assert client.forward("0", under).shape == under.shape  # still serving
