@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""A mesh under concurrent load for N minutes: every process's resident memory and open file descriptors sampled,
+flat after warm-up or not, and every request counted. Run with the virtual environment scripts/test.sh makes:
+
+    .venv/bin/python scripts/soak.py [--minutes 10] [--clients 8] [--moemesh .build/release/moemesh]
+
+Serves the demo model with `moemesh up` (2 replicas per expert); clients send Forward calls of 1 to 64 tokens to
+random layers over the stream API, and some over unary calls. Warm-up is the first 20% of the run (at least 30 s).
+Exits 1 if a request failed or a process grew by more than 5% in memory or descriptors after warm-up.
+"""
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import moemesh  # noqa: E402
+
+
+def children(pid: int) -> list:
+    """`pid` and every process below it."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+                parents.setdefault(int(fields[1]), []).append(int(entry))
+            except OSError:
+                continue
+    found, stack = [], [pid]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(parents.get(current, []))
+    return found
+
+
+def sample(pid: int):
+    """(name, resident KiB, open descriptors) of `pid`, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            words = file.read().split(b"\0")
+        name = " ".join(word.decode() for word in words[1:3] if word)
+        with open(f"/proc/{pid}/status") as file:
+            rss = next(int(line.split()[1]) for line in file if line.startswith("VmRSS:"))
+        return name, rss, len(os.listdir(f"/proc/{pid}/fd"))
+    except (OSError, StopIteration):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--moemesh", default=os.path.join(ROOT, ".build", "release", "moemesh"))
+    parser.add_argument("--interval", type=float, default=10, help="seconds between samples")
+    args = parser.parse_args()
+
+    with DemoMesh(args.moemesh) as (router, up_pid):
+        with moemesh.Client(router) as probe:
+            model = probe.describe()
+        layers = [layer.name for layer in model.layers]
+        stop = threading.Event()
+        counts = {"sent": 0, "failed": 0}
+        errors = []
+        lock = threading.Lock()
+
+        def load(seed: int) -> None:
+            rng = random.Random(seed)
+            with moemesh.Client(router, stream=seed % 4 != 0, timeout=60) as client:
+                while not stop.is_set():
+                    tokens = rng.randint(1, 64)
+                    x = np.random.default_rng(rng.randrange(1 << 30)).standard_normal((tokens, model.hidden_size))
+                    try:
+                        client.forward(rng.choice(layers), x.astype(np.float32))
+                        with lock:
+                            counts["sent"] += 1
+                    except moemesh.MoEMeshError as error:
+                        with lock:
+                            counts["sent"] += 1
+                            counts["failed"] += 1
+                            errors.append(str(error))
+
+        threads = [threading.Thread(target=load, args=(seed,), daemon=True) for seed in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        started = time.monotonic()
+        duration = args.minutes * 60
+        warm_up = max(30.0, duration * 0.2)
+        baseline, last = {}, {}
+        while time.monotonic() - started < duration:
+            time.sleep(args.interval)
+            elapsed = time.monotonic() - started
+            now = {pid: s for pid in children(up_pid) if (s := sample(pid)) is not None}
+            if elapsed >= warm_up and not baseline:
+                baseline = now
+            last = now
+            total_rss = sum(s[1] for s in now.values()) // 1024
+            print(f"[{elapsed:5.0f} s] {counts['sent']} requests, {counts['failed']} failed; "
+                  f"{len(now)} processes, {total_rss} MiB resident, {sum(s[2] for s in now.values())} descriptors",
+                  flush=True)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=70)
+
+    print(f"\n{args.minutes:g} minutes, {args.clients} clients: {counts['sent']} requests, {counts['failed']} failed")
+    worst = 0.0
+    print(f"{'process':40} {'RSS after warm-up':>18} {'RSS at end':>11} {'growth':>7} {'fds':>9}")
+    for pid, (name, rss, fds) in sorted(last.items(), key=lambda item: item[1][0]):
+        if pid not in baseline:
+            print(f"{name[:40]:40} {'(new)':>18} {rss // 1024:>8} MiB")
+            continue
+        _, rss0, fds0 = baseline[pid]
+        growth = (rss - rss0) / rss0 * 100
+        fd_growth = (fds - fds0) / max(fds0, 1) * 100
+        worst = max(worst, growth, fd_growth)
+        print(f"{name[:40]:40} {rss0 // 1024:>14} MiB {rss // 1024:>7} MiB {growth:>+6.1f}% {fds0:>4}→{fds:<4}")
+    for error in errors[:5]:
+        print("failed:", error)
+    ok = counts["failed"] == 0 and worst <= 5.0
+    print(f"worst growth after warm-up {worst:+.1f}% (limit 5%); {'flat' if ok else 'NOT flat or requests failed'}")
+    return 0 if ok else 1
+
+
+class DemoMesh:
+    """`moemesh up` with the demo model and 2 replicas per expert; yields (router, pid of up)."""
+
+    def __init__(self, binary: str):
+        self.binary = binary
+
+    def __enter__(self):
+        import queue
+        import re
+        import subprocess
+
+        self.process = subprocess.Popen(
+            [self.binary, "up", "--port", "0", "--coordinator-port", "0", "--replicas", "2", "--log-level", "warning"],
+            stdout=subprocess.PIPE, text=True)
+        lines: "queue.Queue" = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout] + [lines.put(None)],
+                         daemon=True).start()
+        while True:
+            line = lines.get(timeout=300)
+            if line is None:
+                raise RuntimeError(f"moemesh up exited with {self.process.wait()}")
+            if match := re.match(r"router listening on (\S+)", line):
+                return match.group(1), self.process.pid
+
+    def __exit__(self, *exc):
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
