@@ -12,13 +12,13 @@ import X509
 /// `server-key.pem` (every service: it names `hosts`, `localhost` and 127.0.0.1, and serves as a client certificate
 /// too, for the mesh's own calls under mutual TLS), `client.pem`/`client-key.pem` (users' tools). ECDSA P-256,
 /// valid for `days`.
-public enum DevelopmentCertificates {
-    public struct Files: Sendable {
-        public var pem: [String: String] = [:]
+enum DevelopmentCertificates {
+    struct Files: Sendable {
+        var pem: [String: String] = [:]
     }
 
     /// The PEM text of each file, by name.
-    public static func make(hosts: [String], days: Int = 365) throws -> Files {
+    static func make(hosts: [String], days: Int = 365) throws -> Files {
         let now = Date()
         let notBefore = now.addingTimeInterval(-3600)
         let notAfter = now.addingTimeInterval(Double(days) * 86_400)
