@@ -19,7 +19,10 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+sys.path.insert(0, os.path.join(ROOT, "clients", "python", "tests"))
+
 import moemesh  # noqa: E402
+from conftest import started  # noqa: E402
 
 
 def children(pid: int) -> list:
@@ -62,7 +65,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=10, help="seconds between samples")
     args = parser.parse_args()
 
-    with DemoMesh(args.moemesh) as (router, up_pid):
+    command = [args.moemesh, "up", "--port", "0", "--coordinator-port", "0", "--replicas", "2", "--log-level", "warning"]
+    with started(command, "router") as router:
+        up_pid = next(pid for pid in children(os.getpid())[1:] if (sample(pid) or ("",))[0].startswith("up "))
         with moemesh.Client(router) as probe:
             model = probe.describe()
         layers = [layer.name for layer in model.layers]
@@ -90,13 +95,13 @@ def main() -> int:
         threads = [threading.Thread(target=load, args=(seed,), daemon=True) for seed in range(args.clients)]
         for thread in threads:
             thread.start()
-        started = time.monotonic()
+        began = time.monotonic()
         duration = args.minutes * 60
         warm_up = max(30.0, duration * 0.2)
         baseline, last = {}, {}
-        while time.monotonic() - started < duration:
+        while time.monotonic() - began < duration:
             time.sleep(args.interval)
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - began
             now = {pid: s for pid in children(up_pid) if (s := sample(pid)) is not None}
             if elapsed >= warm_up and not baseline:
                 baseline = now
@@ -126,35 +131,6 @@ def main() -> int:
     ok = counts["failed"] == 0 and worst <= 5.0
     print(f"worst growth after warm-up {worst:+.1f}% (limit 5%); {'flat' if ok else 'NOT flat or requests failed'}")
     return 0 if ok else 1
-
-
-class DemoMesh:
-    """`moemesh up` with the demo model and 2 replicas per expert; yields (router, pid of up)."""
-
-    def __init__(self, binary: str):
-        self.binary = binary
-
-    def __enter__(self):
-        import queue
-        import re
-        import subprocess
-
-        self.process = subprocess.Popen(
-            [self.binary, "up", "--port", "0", "--coordinator-port", "0", "--replicas", "2", "--log-level", "warning"],
-            stdout=subprocess.PIPE, text=True)
-        lines: "queue.Queue" = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in self.process.stdout] + [lines.put(None)],
-                         daemon=True).start()
-        while True:
-            line = lines.get(timeout=300)
-            if line is None:
-                raise RuntimeError(f"moemesh up exited with {self.process.wait()}")
-            if match := re.match(r"router listening on (\S+)", line):
-                return match.group(1), self.process.pid
-
-    def __exit__(self, *exc):
-        self.process.terminate()
-        self.process.wait(timeout=60)
 
 
 if __name__ == "__main__":

@@ -39,12 +39,10 @@ def tiny_models(tmp_path_factory) -> dict:
 
 
 @contextlib.contextmanager
-def serving(binary: str, model: str, *extra: str):
-    """`moemesh up` on free ports serving `model`; yields the router's HOST:PORT."""
-    process = subprocess.Popen(
-        [binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--replicas", "1",
-         "--threads", "1", "--log-level", "warning", *extra],
-        stdout=subprocess.PIPE, text=True)
+def started(arguments: list, role: str):
+    """A process started with `arguments` (standard output read on a thread); yields the endpoint of its ready line
+    `<role> listening on HOST:PORT`, and stops it (SIGTERM, then SIGKILL after 30 s) at the end."""
+    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True)
     lines: "queue.Queue[str | None]" = queue.Queue()
 
     def read():
@@ -54,14 +52,13 @@ def serving(binary: str, model: str, *extra: str):
 
     threading.Thread(target=read, daemon=True).start()
     try:
-        router = None
-        while router is None:
-            line = lines.get(timeout=120)
+        while True:
+            line = lines.get(timeout=300)
             if line is None:
-                raise RuntimeError(f"moemesh up exited with {process.wait()} before its router was ready")
-            if match := re.match(r"router listening on (\S+)", line):
-                router = match.group(1)
-        yield router
+                raise RuntimeError(f"{role} exited with {process.wait()} before it was ready")
+            if match := re.match(rf"{role} listening on (\S+)", line):
+                yield match.group(1)
+                break
     finally:
         process.terminate()
         try:
@@ -69,6 +66,13 @@ def serving(binary: str, model: str, *extra: str):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def serving(binary: str, model: str, *extra: str):
+    """`moemesh up` on free ports serving `model`; yields the router's HOST:PORT."""
+    return started(
+        [binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--replicas", "1",
+         "--threads", "1", "--log-level", "warning", *extra], "router")
 
 
 @pytest.fixture

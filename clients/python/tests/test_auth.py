@@ -1,13 +1,8 @@
 """Bearer tokens with roles over real processes: a coordinator (local replicas) and a router started with
 --auth-tokens; the mesh's own calls carry a mesh token (--token-file)."""
-import contextlib
 import os
-import queue
-import re
 import secrets
-import signal
 import subprocess
-import threading
 import time
 
 import grpc
@@ -15,31 +10,9 @@ import numpy as np
 import pytest
 
 import moemesh
-from moemesh.v1 import router_pb2, router_pb2_grpc
+from conftest import started
 
 TOKENS = {role: f"{role}-{secrets.token_hex(12)}" for role in ("client", "admin", "mesh")}
-
-
-@contextlib.contextmanager
-def started(arguments: list, role: str):
-    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True)
-    lines: "queue.Queue" = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
-                     daemon=True).start()
-    try:
-        while True:
-            line = lines.get(timeout=120)
-            if line is None:
-                raise RuntimeError(f"{role} exited with {process.wait()} before it was ready")
-            if match := re.match(rf"{role} listening on (\S+)", line):
-                yield match.group(1)
-                break
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,7 @@ def test_mesh_layer_names():
 
 
 def test_a_message_above_the_limit_is_refused_with_resource_exhausted(moemesh_binary, tiny_models):
-    from test_auth import started
+    from conftest import started
 
     model = tiny_models["qwen2_moe"]
     with started([moemesh_binary, "expert", "--model", model, "--experts", "*:*", "--port", "0"], "expert") as expert:

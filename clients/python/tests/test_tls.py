@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import moemesh
-from test_auth import started
+from conftest import started
 
 
 @pytest.fixture(scope="module")
