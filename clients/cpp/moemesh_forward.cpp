@@ -2,7 +2,8 @@
 // on random hidden states or on a file of them, and prints a summary. Exits 1 on a gRPC error, printing its status.
 //
 //   moemesh-forward --router 127.0.0.1:50051 [--layer 0] [--tokens 4] [--seed 1]
-//                   [--input FILE] [--output FILE] [--token TOKEN] [--timeout-s 30]
+//                   [--input FILE] [--output FILE] [--token-file FILE] [--timeout-s 30]
+//                   [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 //
 // --input: raw little-endian float32 values, [T, H] row-major (T from the file's size); --output: the layer's
 // output, written the same way.
@@ -28,7 +29,10 @@ struct Options {
   std::string layer;
   std::string input;
   std::string output;
-  std::string token;
+  std::string token_file;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
   int64_t tokens = 4;
   uint64_t seed = 1;
   double timeout_s = 30;
@@ -37,7 +41,8 @@ struct Options {
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "moemesh-forward: " << problem << "\n"
             << "usage: moemesh-forward --router HOST:PORT [--layer NAME] [--tokens T] [--seed S] [--input FILE]"
-               " [--output FILE] [--token TOKEN] [--timeout-s SECONDS]\n";
+               " [--output FILE] [--token-file FILE] [--timeout-s SECONDS]"
+               " [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]\n";
   std::exit(2);
 }
 
@@ -45,7 +50,10 @@ Options parse(int argc, char** argv) {
   Options options;
   std::map<std::string, std::string*> strings = {{"--router", &options.router}, {"--layer", &options.layer},
                                                  {"--input", &options.input},   {"--output", &options.output},
-                                                 {"--token", &options.token}};
+                                                 {"--token-file", &options.token_file},
+                                                 {"--tls-ca", &options.tls_ca},
+                                                 {"--tls-cert", &options.tls_cert},
+                                                 {"--tls-key", &options.tls_key}};
   for (int i = 1; i < argc; ++i) {
     std::string name = argv[i];
     if (name == "--help" || name == "-h") usage("one Forward call against a router");
@@ -95,10 +103,41 @@ int fail(const std::string& call, const grpc::Status& status) {
   return 1;
 }
 
-void prepare(grpc::ClientContext& context, const Options& options) {
+std::string read_file(const std::string& option, const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) usage(option + ": cannot read " + path);
+  return std::string((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+}
+
+// The token in a --token-file: its first line, without surrounding blanks.
+std::string read_token(const std::string& path) {
+  std::string text = read_file("--token-file", path);
+  std::string line = text.substr(0, text.find('\n'));
+  const char* blanks = " \t\r";
+  auto begin = line.find_first_not_of(blanks);
+  if (begin == std::string::npos) usage("--token-file: expected a token, got an empty line");
+  return line.substr(begin, line.find_last_not_of(blanks) - begin + 1);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> credentials(const Options& options) {
+  if (options.tls_ca.empty()) {
+    if (!options.tls_cert.empty() || !options.tls_key.empty()) usage("--tls-cert and --tls-key need --tls-ca");
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert.empty() != options.tls_key.empty()) usage("--tls-cert and --tls-key go together");
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = read_file("--tls-ca", options.tls_ca);
+  if (!options.tls_cert.empty()) {
+    ssl.pem_cert_chain = read_file("--tls-cert", options.tls_cert);
+    ssl.pem_private_key = read_file("--tls-key", options.tls_key);
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+void prepare(grpc::ClientContext& context, const Options& options, const std::string& token) {
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000)));
-  if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
+  if (!token.empty()) context.AddMetadata("authorization", "Bearer " + token);
 }
 
 }  // namespace
@@ -108,13 +147,14 @@ int main(int argc, char** argv) {
   grpc::ChannelArguments arguments;
   arguments.SetMaxReceiveMessageSize(256 << 20);
   arguments.SetMaxSendMessageSize(256 << 20);
-  auto channel = grpc::CreateCustomChannel(options.router, grpc::InsecureChannelCredentials(), arguments);
+  const std::string token = options.token_file.empty() ? "" : read_token(options.token_file);
+  auto channel = grpc::CreateCustomChannel(options.router, credentials(options), arguments);
   auto router = moemesh::v1::Router::NewStub(channel);
 
   moemesh::v1::DescribeModelResponse model;
   {
     grpc::ClientContext context;
-    prepare(context, options);
+    prepare(context, options, token);
     grpc::Status status = router->DescribeModel(&context, moemesh::v1::DescribeModelRequest(), &model);
     if (!status.ok()) return fail("DescribeModel", status);
   }
@@ -158,7 +198,7 @@ int main(int argc, char** argv) {
 
   moemesh::v1::ForwardResponse reply;
   grpc::ClientContext context;
-  prepare(context, options);
+  prepare(context, options, token);
   grpc::Status status = router->Forward(&context, request, &reply);
   if (!status.ok()) return fail("Forward", status);
 
