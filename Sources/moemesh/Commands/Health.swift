@@ -20,11 +20,13 @@ struct Health: AsyncParsableCommand {
     @Option(help: "Give up after this many milliseconds.")
     var timeoutMs: Int = 2000
 
+    @OptionGroup var tls: TLSOptions
+
     func run() async throws {
-        let serving = ServingConfiguration()
+        let serving = try self.tls.appliedToClient(ServingConfiguration())
         let status: Grpc_Health_V1_HealthCheckResponse.ServingStatus
         do {
-            status = try await withGRPCClient(transport: try serving.makeClientTransport(to: self.endpoint)) { client in
+            status = try await serving.withClient(to: self.endpoint) { client in
                 try await Grpc_Health_V1_Health.Client(wrapping: client).check(
                     .with { $0.service = self.service },
                     options: serving.callOptions(timeout: .milliseconds(self.timeoutMs))

@@ -74,6 +74,10 @@ def test_tools_speak_tls(tls_mesh, certificates, moemesh_binary):
     forward = subprocess.run([moemesh_binary, "forward", "--router", tls_mesh["router"], "--layer", "0",
                               "--random", "3", *tls], capture_output=True, text=True)
     assert forward.returncode == 0, forward.stderr
+    # Health checks over TLS (for exec probes): open to any certificate the CA signed, no token needed.
+    health = subprocess.run([moemesh_binary, "health", "--endpoint", tls_mesh["router"], *tls],
+                            capture_output=True, text=True)
+    assert health.returncode == 0 and "SERVING" in health.stdout, health.stdout + health.stderr
     half = subprocess.run([moemesh_binary, "status", "--coordinator", tls_mesh["coordinator"],
                            "--tls-cert", str(folder / "client.pem")], capture_output=True, text=True)
     assert half.returncode != 0 and "a TLS client needs --tls-ca" in half.stderr
