@@ -21,6 +21,14 @@ public struct ServiceEndpoint: Sendable, Hashable, CustomStringConvertible, Comp
         self.init(host: host, port: port)
     }
 
+    /// The four bytes of `host` when it is an IPv4 literal (`10.0.0.5`), nil for a name.
+    public static func ipv4Bytes(_ host: String) -> [UInt8]? {
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4 else { return nil }
+        let bytes = parts.compactMap { UInt8($0) }
+        return bytes.count == 4 ? bytes : nil
+    }
+
     public var description: String {
         self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }

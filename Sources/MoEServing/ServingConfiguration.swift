@@ -125,10 +125,8 @@ public struct ServingConfiguration: Sendable {
     public func makeClientTransport(to endpoint: ServiceEndpoint) throws -> HTTP2ClientTransport.Posix {
         // An IP address dialled as such: TLS then sends no SNI (an IP may not be one) and checks the address
         // against the certificate's IP names.
-        let isIPv4 =
-            endpoint.host.split(separator: ".").count == 4 && endpoint.host.allSatisfy { $0.isNumber || $0 == "." }
-        return try HTTP2ClientTransport.Posix(
-            target: isIPv4
+        try HTTP2ClientTransport.Posix(
+            target: ServiceEndpoint.ipv4Bytes(endpoint.host) != nil
                 ? .ipv4(host: endpoint.host, port: endpoint.port) : .dns(host: endpoint.host, port: endpoint.port),
             transportSecurity: self.tls?.clientSecurity ?? .plaintext, config: self.clientTransportConfig)
     }

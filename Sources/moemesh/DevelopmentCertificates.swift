@@ -1,4 +1,5 @@
 import Crypto
+import MoEServing
 import SwiftASN1
 import X509
 
@@ -37,7 +38,7 @@ enum DevelopmentCertificates {
 
         var names: [GeneralName] = [.dnsName("localhost"), .ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1]))]
         for host in hosts where host != "localhost" && host != "127.0.0.1" {
-            if let address = Self.ipv4(host) {
+            if let address = ServiceEndpoint.ipv4Bytes(host) {
                 names.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(address))))
             } else {
                 names.append(.dnsName(host))
@@ -71,12 +72,5 @@ enum DevelopmentCertificates {
         files.pem["client.pem"] = try client.serializeAsPEM().pemString + "\n"
         files.pem["client-key.pem"] = clientKey.pemRepresentation + "\n"
         return files
-    }
-
-    private static func ipv4(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        let bytes = parts.compactMap { UInt8($0) }
-        return bytes.count == 4 ? bytes : nil
     }
 }
