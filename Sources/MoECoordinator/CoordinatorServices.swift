@@ -102,7 +102,7 @@ public func buildCoordinatorServices(configuration: CoordinatorConfiguration, lo
         HTTPEndpoint(
             host: configuration.serving.host, port: port,
             routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
-            logger: logger,
+            logger: logger, tls: configuration.serving.tls,
             onListening: { endpoint in
                 ReadyLine.print(role: "http", endpoint: endpoint)
                 httpListening?.set(endpoint)

@@ -153,7 +153,7 @@ public struct LocalMesh: Service {
                 let endpoint = HTTPEndpoint(
                     host: configuration.host, port: port,
                     routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
-                    logger: self.logger,
+                    logger: self.logger, tls: configuration.security.tls,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 // Like the coordinator's server: stopped when told, after the processes, never by cancellation.
                 http = (endpoint, Task { try await endpoint.run() })

@@ -17,10 +17,14 @@ public struct ModelConfig: Sendable, Equatable {
 
     /// Reads and parses `config.json`.
     public static func load(path: String) throws(ModelError) -> ModelConfig {
-        let bytes = try FileSystem.readFile(path)
+        try ModelConfig(parsing: try FileSystem.readFile(path), path: path)
+    }
+
+    /// Parses the bytes of a `config.json` (`path` only names it in errors).
+    public init(parsing bytes: [UInt8], path: String) throws(ModelError) {
         guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)), case .object(let values) = value
         else { throw .invalidConfig(path: path, reason: "not a JSON object") }
-        return ModelConfig(path: path, values: values)
+        self.init(path: path, values: values)
     }
 
     public var modelType: String {

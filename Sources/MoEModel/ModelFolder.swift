@@ -29,7 +29,7 @@ public struct ModelFolder: Sendable {
         var files: [String: SafeTensorsFile] = [:]
         var tensorFiles: [String: String] = [:]
         if FileSystem.fileExists(indexPath) {
-            let weightMap = try Self.weightMap(indexPath: indexPath)
+            let weightMap = try SafeTensorsIndex(parsing: try FileSystem.readFile(indexPath), path: indexPath).weightMap
             for fileName in Set(weightMap.values).sorted() {
                 files[fileName] = try SafeTensorsFile(path: FileSystem.join(path, fileName))
             }
@@ -112,19 +112,5 @@ public struct ModelFolder: Sendable {
             throw .missingTensor(name: name, folder: self.path)
         }
         return file
-    }
-
-    private struct Index: Decodable {
-        let weightMap: [String: String]
-        enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }
-    }
-
-    private static func weightMap(indexPath: String) throws(ModelError) -> [String: String] {
-        let bytes = try FileSystem.readFile(indexPath)
-        do {
-            return try JSONDecoder().decode(Index.self, from: Data(bytes)).weightMap
-        } catch {
-            throw .invalidConfig(path: indexPath, reason: "expected a JSON object with a 'weight_map' of tensor → file")
-        }
     }
 }

@@ -61,20 +61,11 @@ public struct RouterService: Sendable {
         }
         let pipeline = layerPipeline.masking(self.prunedExperts(request.layer))
         try self.payloadLimit?.check(request.hiddenStates, field: "hidden_states")
-        let hidden: DecodedRows
-        do {
-            hidden = try request.hiddenStates.decodeTokenRows(
-                field: "hidden_states", hiddenSize: self.hiddenSize, allowedRanks: [2, 3],
-                shapeDescription: "[T, \(self.hiddenSize)] or [B, S, \(self.hiddenSize)]")
-        } catch { throw RouterError.invalidInput(error) }
-        if !request.tokenIds.isEmpty && request.tokenIds.count != hidden.matrix.rows {
-            throw RouterError.invalidInput(.tokenIDCount(expected: hidden.matrix.rows, got: request.tokenIds.count))
+        let (hidden, routingRequest): (DecodedRows, RoutingRequest)
+        do { (hidden, routingRequest) = try request.decodeInput(hiddenSize: self.hiddenSize) } catch {
+            throw RouterError.invalidInput(error)
         }
-
         let started = ContinuousClock.now
-        let routingRequest = RoutingRequest(
-            shape: hidden.shape, tokenIDs: request.tokenIds.isEmpty ? nil : request.tokenIds,
-            noiseSeed: request.noiseSeed == 0 ? nil : request.noiseSeed)
         if let prefetch = self.prefetch {
             self.prefetchNextLayer(after: request.layer, hidden: hidden, routing: routingRequest, prefetch)
         }

@@ -3,11 +3,14 @@ import MoECore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
 /// A small HTTP/1.1 server for what operators fetch with plain HTTP: `/metrics` (Prometheus text), and the
-/// coordinator's status page and JSON. GET only; each route answers a whole body at once.
+/// coordinator's status page and JSON. GET only; each route answers a whole body at once. With `tls` it serves
+/// HTTPS with the service's own certificate and, when the files name a CA, requires client certificates it signed
+/// (as the gRPC server does).
 public struct HTTPEndpoint: Service {
     public struct Response: Sendable {
         public var status: HTTPResponseStatus
@@ -32,14 +35,16 @@ public struct HTTPEndpoint: Service {
     public let port: Int
     public let routes: Routes
     public let logger: Logger
+    public let tls: TLSFiles?
     /// Stops the endpoint besides graceful shutdown.
     public let stop = StopSignal()
     private let onListening: @Sendable (ServiceEndpoint) -> Void
 
     public init(
-        host: String, port: Int, routes: Routes, logger: Logger,
+        host: String, port: Int, routes: Routes, logger: Logger, tls: TLSFiles? = nil,
         onListening: @escaping @Sendable (ServiceEndpoint) -> Void = { _ in }
     ) {
+        self.tls = tls
         self.host = host
         self.port = port
         self.routes = routes
@@ -49,10 +54,14 @@ public struct HTTPEndpoint: Service {
 
     public func run() async throws {
         let routes = self.routes
+        let sslContext = try self.tls.map { try $0.httpServerContext() }
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: self.host, port: self.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
                         wrappingChannelSynchronously: channel)
@@ -61,7 +70,10 @@ public struct HTTPEndpoint: Service {
         let endpoint = ServiceEndpoint(host: self.host, port: channel.channel.localAddress?.port ?? self.port)
         self.logger.info(
             "http serving",
-            metadata: ["address": "\(endpoint)", "paths": "\(routes.keys.sorted().joined(separator: " "))"])
+            metadata: [
+                "address": "\(endpoint)", "tls": "\(sslContext != nil)",
+                "paths": "\(routes.keys.sorted().joined(separator: " "))",
+            ])
         self.onListening(endpoint)
         let stop = self.stop
         try await withGracefulShutdownHandler {

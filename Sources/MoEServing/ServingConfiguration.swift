@@ -4,7 +4,7 @@ import GRPCNIOTransportHTTP2
 /// Listening address and transport settings shared by every MoEMesh service.
 ///
 /// Keys (flags of every service): `--host` (default 127.0.0.1), `--port` (0 = any free port),
-/// `--max-message-mib` (largest request or response, default 256 MiB).
+/// `--max-message-mib` (largest request or response, default 256 MiB), `--max-concurrent-calls` (per connection).
 public struct ServingConfiguration: Sendable {
     public var host: String
     public var port: Int
@@ -16,6 +16,13 @@ public struct ServingConfiguration: Sendable {
     public var token: String?
     /// TLS for this process's servers and clients; nil: plaintext.
     public var tls: TLSFiles?
+    /// Calls one client connection may have open at once (`--max-concurrent-calls`): advertised as HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS. gRPC clients queue calls beyond it; a client opening more streams anyway is
+    /// disconnected (GOAWAY PROTOCOL_ERROR) before any handler runs for them.
+    public var maxConcurrentCallsPerConnection = Self.defaultMaxConcurrentCallsPerConnection
+    /// Far above what the router's batched fan-out opens on one expert connection (one call per chosen expert per
+    /// batch), low enough that one connection cannot make a server hold unbounded calls.
+    public static let defaultMaxConcurrentCallsPerConnection = 1024
 
     public init(
         host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20, acceptedTokens: AuthTokens? = nil,
@@ -68,6 +75,7 @@ public struct ServingConfiguration: Sendable {
             time: Self.keepaliveTime, timeout: Self.keepaliveTimeout,
             clientBehavior: .init(minPingIntervalWithoutCalls: .seconds(5), allowWithoutCalls: true))
         config.http2.targetWindowSize = 8 << 20
+        config.http2.maxConcurrentStreams = self.maxConcurrentCallsPerConnection
         // Twice the services' own limit (`PayloadLimit`): the transport resets a stream whose message is over its
         // limit without a status, where the service answers RESOURCE_EXHAUSTED naming the limit.
         config.rpc.maxRequestPayloadSize = min(self.maxMessageBytes * 2, Int(UInt32.max))

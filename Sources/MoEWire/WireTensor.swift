@@ -59,12 +59,14 @@ extension Moemesh_V1_Tensor {
         guard allowedRanks.contains(shape.count) else {
             throw .rank(field: field, expected: shapeDescription, shape: shape)
         }
-        let count: Int
-        do { count = try Tensor.elementCount(of: shape) } catch { throw .tensor(field: field, error) }
-        guard self.data.count == count * dtype.byteWidth else {
-            throw .tensor(
-                field: field,
-                .byteCount(dtype: dtype, shape: shape, expected: count * dtype.byteWidth, got: self.data.count))
+        let (count, bytes): (Int, Int)
+        do {
+            (count, bytes) = (try Tensor.elementCount(of: shape), try Tensor.byteCount(of: shape, dtype: dtype))
+        } catch {
+            throw .tensor(field: field, error)
+        }
+        guard self.data.count == bytes else {
+            throw .tensor(field: field, .byteCount(dtype: dtype, shape: shape, expected: bytes, got: self.data.count))
         }
         let columns = shape.last!
         guard columns == hiddenSize else { throw .hiddenSize(field: field, expected: hiddenSize, got: columns) }
@@ -119,5 +121,22 @@ extension Moemesh_V1_Tensor {
                 scratch.withUnsafeBufferPointer { dtype.encode($0, into: destination) }
             }
         }
+    }
+}
+
+extension Moemesh_V1_ForwardRequest {
+    /// The request's token rows (`hidden_states`, `[T, H]` or `[B, S, H]`) and what it says about routing
+    /// (`token_ids`: none or one per row; `noise_seed`: 0 for the policy's), validated.
+    public func decodeInput(hiddenSize: Int) throws(InputError) -> (rows: DecodedRows, routing: RoutingRequest) {
+        let rows = try self.hiddenStates.decodeTokenRows(
+            field: "hidden_states", hiddenSize: hiddenSize, allowedRanks: [2, 3],
+            shapeDescription: "[T, \(hiddenSize)] or [B, S, \(hiddenSize)]")
+        if !self.tokenIds.isEmpty && self.tokenIds.count != rows.matrix.rows {
+            throw .tokenIDCount(expected: rows.matrix.rows, got: self.tokenIds.count)
+        }
+        let routing = RoutingRequest(
+            shape: rows.shape, tokenIDs: self.tokenIds.isEmpty ? nil : self.tokenIds,
+            noiseSeed: self.noiseSeed == 0 ? nil : self.noiseSeed)
+        return (rows, routing)
     }
 }

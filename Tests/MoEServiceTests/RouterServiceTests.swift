@@ -103,6 +103,11 @@ struct RouterServiceTests {
             name: "overflowing shape", request: request(hidden: .raw(.f32, [1 << 40, 1 << 40, 32], bytes: 0)),
             code: .invalidArgument, message: "hidden_states: shape [1099511627776, 1099511627776, 32] has more elements"
         ),
+        // Found by FuzzWireTensor: 2^62 elements fit an Int, their 2^64 bytes do not (the router trapped).
+        BadCall(
+            name: "shape whose byte count overflows", request: request(hidden: .raw(.f32, [1 << 60, 4], bytes: 0)),
+            code: .invalidArgument,
+            message: "hidden_states: shape [1152921504606846976, 4] has more elements than can be addressed"),
         BadCall(
             name: "missing hidden states", request: request(hidden: Moemesh_V1_Tensor()),
             code: .invalidArgument, message: "hidden_states: expected a tensor with dtype f32, bf16 or f16, got none"),

@@ -11,6 +11,6 @@ rm -f "$out"/moemesh/v1/*_pb2*.py "$out"/moemesh/v1/*_pb2*.pyi
 mkdir -p "$out/moemesh/v1"
 cd "$root/Protos"
 "$python" -m grpc_tools.protoc -I. --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-    moemesh/v1/tensor.proto moemesh/v1/router.proto
+    moemesh/v1/tensor.proto moemesh/v1/router.proto moemesh/v1/expert.proto moemesh/v1/coordinator.proto
 touch "$out/moemesh/v1/__init__.py"
 echo "generated into clients/python/src/moemesh/v1: $(ls "$out"/moemesh/v1/*_pb2*.py | wc -l) files" >&2

@@ -43,10 +43,11 @@ public struct Tensor: Sendable, Equatable {
 
     /// Decodes `bytes` (little-endian, row-major) of `dtype` and `shape`.
     public init(dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws(TensorError) {
-        let count = try Self.elementCount(of: shape)
-        guard bytes.count == count * dtype.byteWidth else {
-            throw .byteCount(dtype: dtype, shape: shape, expected: count * dtype.byteWidth, got: bytes.count)
+        let expected = try Self.byteCount(of: shape, dtype: dtype)
+        guard bytes.count == expected else {
+            throw .byteCount(dtype: dtype, shape: shape, expected: expected, got: bytes.count)
         }
+        let count = expected / dtype.byteWidth
         switch dtype {
         case .f32:
             self.shape = shape
@@ -123,5 +124,12 @@ public struct Tensor: Sendable, Equatable {
             count = product
         }
         return count
+    }
+
+    /// Bytes of a `shape` tensor of `dtype`: `product(shape) · width`, refused when it does not fit an `Int`.
+    public static func byteCount(of shape: [Int], dtype: DType) throws(TensorError) -> Int {
+        let (bytes, overflow) = try Self.elementCount(of: shape).multipliedReportingOverflow(by: dtype.byteWidth)
+        guard !overflow else { throw .tooLarge(shape: shape) }
+        return bytes
     }
 }

@@ -1,4 +1,5 @@
 import GRPCNIOTransportHTTP2
+import NIOSSL
 
 /// TLS from PEM files (`--tls-cert`, `--tls-key`, `--tls-ca`). A server presents `certificate` and, with a `ca`,
 /// requires client certificates that CA signed (mutual TLS between the mesh's services). A client verifies servers
@@ -60,6 +61,22 @@ public struct TLSFiles: Sendable, Equatable {
             config.privateKey = self.privateKey.map { .file(path: $0, format: .pem) }
             if let ca = self.ca { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
         }
+    }
+}
+
+extension TLSFiles {
+    /// The HTTPS endpoint's context: this service's certificate and key; with a CA, client certificates it signed
+    /// are required (hostnames of clients are not checked, as in the gRPC server's mTLS).
+    func httpServerContext() throws -> NIOSSLContext {
+        try self.validateForServer()
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(self.certificate!).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: self.privateKey!, format: .pem)))
+        if let ca = self.ca {
+            configuration.trustRoots = .file(ca)
+            configuration.certificateVerification = .noHostnameVerification
+        }
+        return try NIOSSLContext(configuration: configuration)
     }
 }
 

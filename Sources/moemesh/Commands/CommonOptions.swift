@@ -45,12 +45,13 @@ struct HTTPOptions: ParsableArguments {
     /// The process's metrics go to the Prometheus registry served at `/metrics`.
     func bootstrapMetrics() { PrometheusExport.bootstrap() }
 
-    /// An HTTP service with `/metrics` alone (routers and experts), if a port was given.
-    func metricsEndpoint(host: String, logger: Logger) -> HTTPEndpoint? {
+    /// An HTTP service with `/metrics` alone (routers and experts), if a port was given; HTTPS with the service's
+    /// own TLS files.
+    func metricsEndpoint(serving: ServingConfiguration, logger: Logger) -> HTTPEndpoint? {
         guard let port = self.httpPort else { return nil }
         let (path, route) = PrometheusExport.route()
         return HTTPEndpoint(
-            host: host, port: port, routes: [path: route], logger: logger,
+            host: serving.host, port: port, routes: [path: route], logger: logger, tls: serving.tls,
             onListening: { ReadyLine.print(role: "http", endpoint: $0) })
     }
 }
@@ -98,6 +99,24 @@ struct ServiceAuthOptions: ParsableArguments {
                 throw ValidationError("--auth-tokens: \(error)")
             }
         }
+        return serving
+    }
+}
+
+/// `--max-concurrent-calls`: how many calls one client connection may have open at once.
+struct ConnectionLimitOptions: ParsableArguments {
+    @Option(
+        help:
+            "Calls one client connection may have open at once (advertised as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue calls beyond it; a client that opens more anyway loses its connection)."
+    )
+    var maxConcurrentCalls: Int = ServingConfiguration.defaultMaxConcurrentCallsPerConnection
+
+    func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
+        guard self.maxConcurrentCalls >= 1 else {
+            throw ValidationError("--max-concurrent-calls: expected at least 1, got \(self.maxConcurrentCalls)")
+        }
+        var serving = serving
+        serving.maxConcurrentCallsPerConnection = self.maxConcurrentCalls
         return serving
     }
 }

@@ -68,6 +68,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var autoscaling: AutoscaleOptions
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var limits: ConnectionLimitOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
@@ -115,7 +116,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let configuration = CoordinatorConfiguration(
             modelPath: self.model, scaler: scaler, settings: try self.autoscaling.settings(groups: groups),
             serving: try self.tls.appliedToService(
-                self.auth.applied(to: ServingConfiguration(host: self.host, port: self.port))),
+                self.auth.applied(to: self.limits.applied(to: ServingConfiguration(host: self.host, port: self.port)))),
             httpPort: self.http.httpPort)
         if configuration.settings.autoscale != nil, case .none = scaler {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")

@@ -69,6 +69,7 @@ struct Expert: AsyncParsableCommand {
     var parentPid: Int32?
 
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var limits: ConnectionLimitOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
@@ -110,8 +111,9 @@ struct Expert: AsyncParsableCommand {
             modelPath: self.model, experts: selection, threads: self.threads,
             serving: try self.tls.appliedToService(
                 self.auth.applied(
-                    to: ServingConfiguration(
-                        host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))),
+                    to: self.limits.applied(
+                        to: ServingConfiguration(
+                            host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)))),
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
@@ -122,7 +124,8 @@ struct Expert: AsyncParsableCommand {
         configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         self.http.bootstrapMetrics()
         let services = try buildExpertServices(configuration: configuration, logger: logger)
-        let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []
+        let http =
+            self.http.metricsEndpoint(serving: configuration.serving, logger: logger).map { [$0 as any Service] } ?? []
         let tracing = try Observability.tracingService(serviceName: "moemesh-expert", logger: logger).map { [$0] } ?? []
         try await runServiceGroup(services: tracing + http + services, parentPID: self.parentPid, logger: logger)
     }

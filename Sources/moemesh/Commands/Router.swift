@@ -101,6 +101,7 @@ struct Router: AsyncParsableCommand {
 
     @OptionGroup var routing: RoutingOptions
     @OptionGroup var auth: ServiceAuthOptions
+    @OptionGroup var limits: ConnectionLimitOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
@@ -124,8 +125,9 @@ struct Router: AsyncParsableCommand {
             expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
             serving: try self.tls.appliedToService(
                 self.auth.applied(
-                    to: ServingConfiguration(
-                        host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))),
+                    to: self.limits.applied(
+                        to: ServingConfiguration(
+                            host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)))),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {
@@ -136,7 +138,8 @@ struct Router: AsyncParsableCommand {
         configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         self.http.bootstrapMetrics()
         let services = try buildRouterServices(configuration: configuration, logger: logger)
-        let http = self.http.metricsEndpoint(host: self.host, logger: logger).map { [$0 as any Service] } ?? []
+        let http =
+            self.http.metricsEndpoint(serving: configuration.serving, logger: logger).map { [$0 as any Service] } ?? []
         let tracing = try Observability.tracingService(serviceName: "moemesh-router", logger: logger).map { [$0] } ?? []
         try await runServiceGroup(services: tracing + http + services, parentPID: self.parentPid, logger: logger)
     }

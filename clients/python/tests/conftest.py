@@ -42,6 +42,14 @@ def tiny_models(tmp_path_factory) -> dict:
 def started(arguments: list, role: str):
     """A process started with `arguments` (standard output read on a thread); yields the endpoint of its ready line
     `<role> listening on HOST:PORT`, and stops it (SIGTERM, then SIGKILL after 30 s) at the end."""
+    with started_roles(arguments, [role]) as endpoints:
+        yield endpoints[role]
+
+
+@contextlib.contextmanager
+def started_roles(arguments: list, roles: list):
+    """Like `started`, waiting for a ready line of each of `roles` (e.g. a router and its `http` endpoint); yields
+    role → HOST:PORT."""
     process = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True)
     lines: "queue.Queue[str | None]" = queue.Queue()
 
@@ -51,14 +59,15 @@ def started(arguments: list, role: str):
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
+    endpoints = {}
     try:
-        while True:
+        while len(endpoints) < len(roles):
             line = lines.get(timeout=300)
             if line is None:
-                raise RuntimeError(f"{role} exited with {process.wait()} before it was ready")
-            if match := re.match(rf"{role} listening on (\S+)", line):
-                yield match.group(1)
-                break
+                raise RuntimeError(f"{' '.join(arguments[:2])} exited with {process.wait()} before it was ready")
+            if (match := re.match(r"(\S+) listening on (\S+)", line)) and match.group(1) in roles:
+                endpoints[match.group(1)] = match.group(2)
+        yield endpoints
     finally:
         process.terminate()
         try:

@@ -1,0 +1,346 @@
+"""Malformed and hostile requests against real processes: a router, an expert and a coordinator started with tokens,
+a 1 MiB message limit, a cap of 4 concurrent calls per connection and their HTTP endpoints. Each case gets the
+status README.md's "Hostile requests" table promises (the table is checked against CASES here), and the service it
+hit still answers a good request afterwards."""
+import dataclasses
+import os
+import re
+import secrets
+import socket
+import struct
+from typing import Callable
+
+import grpc
+import h2.connection
+import h2.events
+import h2.settings
+import numpy as np
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from conftest import ROOT, started_roles
+from moemesh.v1 import coordinator_pb2, coordinator_pb2_grpc, expert_pb2, expert_pb2_grpc
+from moemesh.v1 import router_pb2, router_pb2_grpc, tensor_pb2
+
+TOKENS = {role: f"{role}-{secrets.token_hex(12)}" for role in ("client", "admin", "mesh")}
+HIDDEN = 32
+MAX_CONCURRENT_CALLS = 4
+
+
+@dataclasses.dataclass
+class Mesh:
+    router: str
+    router_http: str
+    expert: str
+    coordinator: str
+    coordinator_http: str
+
+    def channel(self, service: str) -> grpc.Channel:
+        return grpc.insecure_channel(getattr(self, service), options=[("grpc.max_send_message_length", 64 << 20)])
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory, moemesh_binary, tiny_models):
+    folder = tmp_path_factory.mktemp("hostile")
+    tokens = folder / "tokens"
+    tokens.write_text("".join(f"{role} {token}\n" for role, token in TOKENS.items()))
+    mesh_token = folder / "mesh-token"
+    mesh_token.write_text(TOKENS["mesh"])
+    model = tiny_models["mixtral"]
+    common = ["--model", model, "--port", "0", "--http-port", "0", "--auth-tokens", str(tokens), "--token-file",
+              str(mesh_token), "--max-concurrent-calls", str(MAX_CONCURRENT_CALLS), "--log-level", "error"]
+    with started_roles([moemesh_binary, "coordinator", "--scaler", "none", *common], ["coordinator", "http"]) as c:
+        with started_roles([moemesh_binary, "expert", "--max-message-mib", "1", *common], ["expert", "http"]) as e:
+            with started_roles([moemesh_binary, "router", "--expert", e["expert"], "--max-message-mib", "1", *common],
+                               ["router", "http"]) as r:
+                yield Mesh(router=r["router"], router_http=r["http"], expert=e["expert"],
+                           coordinator=c["coordinator"], coordinator_http=c["http"])
+
+
+def bearer(role: str | None) -> list:
+    return [] if role is None else [("authorization", f"Bearer {TOKENS.get(role, role)}")]
+
+
+def tensor(shape, dtype=tensor_pb2.DTYPE_F32, data: bytes | None = None, values=None) -> tensor_pb2.Tensor:
+    if data is None:
+        array = np.full(shape, 0.25, np.float32) if values is None else np.asarray(values, np.float32).reshape(shape)
+        data = array.tobytes()
+    return tensor_pb2.Tensor(dtype=dtype, shape=list(shape), data=data)
+
+
+# ---------------------------------------------------------------- how each service is called
+def grpc_outcome(call: Callable[[], object]) -> tuple[str, str]:
+    """('OK', the answer as JSON, default values included) or (the status code's name, its message)."""
+    try:
+        answer = call()
+    except grpc.RpcError as error:
+        return error.code().name, error.details() or ""
+    if not isinstance(answer, Message):
+        return "OK", ""
+    return "OK", json_format.MessageToJson(answer, always_print_fields_with_no_presence=True, indent=None)
+
+
+def forward(mesh: Mesh, request: router_pb2.ForwardRequest, role: str | None = "client"):
+    with mesh.channel("router") as channel:
+        return grpc_outcome(lambda: router_pb2_grpc.RouterStub(channel).Forward(request, metadata=bearer(role),
+                                                                                timeout=30))
+
+
+def compute(mesh: Mesh, request: expert_pb2.ComputeRequest, role: str | None = "mesh"):
+    with mesh.channel("expert") as channel:
+        return grpc_outcome(lambda: expert_pb2_grpc.ExpertStub(channel).Compute(request, metadata=bearer(role),
+                                                                                timeout=30))
+
+
+def coordinator(mesh: Mesh, method: str, request, role: str | None = "admin"):
+    with mesh.channel("coordinator") as channel:
+        stub = coordinator_pb2_grpc.CoordinatorStub(channel)
+        return grpc_outcome(lambda: getattr(stub, method)(request, metadata=bearer(role), timeout=30))
+
+
+def raw_grpc(mesh: Mesh, service: str, path: str, payload: bytes, role: str | None, **options):
+    """A unary call with `payload` as the message bytes, not necessarily protobuf."""
+    with grpc.insecure_channel(getattr(mesh, service), **options) as channel:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        return grpc_outcome(lambda: call(payload, metadata=bearer(role), timeout=30))
+
+
+def http(endpoint: str, request: bytes) -> tuple[str, str]:
+    """Sends raw bytes to an HTTP endpoint and reads until it closes; the outcome is 'HTTP <status>' (with the whole
+    response) or 'closed'."""
+    host, port = endpoint.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        try:
+            connection.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := connection.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    match = re.match(rb"HTTP/1\.[01] (\d+)", answer)
+    return (f"HTTP {match.group(1).decode()}", answer.decode(errors="replace")) if match else ("closed", "")
+
+
+def get(endpoint: str, path: str, method: str = "GET", extra: str = "") -> tuple[str, str]:
+    return http(endpoint, f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode())
+
+
+def too_many_streams(mesh: Mesh) -> tuple[str, str]:
+    """Opens MAX_CONCURRENT_CALLS + 1 Forward calls on one HTTP/2 connection, sending none of them a message (so
+    all stay open), and reports what the server did: gRPC clients queue calls beyond the advertised limit, so a
+    client that opens more is broken or hostile, and loses the connection."""
+    host, port = mesh.router.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        connection = h2.connection.H2Connection()
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        advertised = None
+        while advertised is None:
+            for event in connection.receive_data(sock.recv(65536)):
+                if isinstance(event, h2.events.RemoteSettingsChanged):
+                    advertised = connection.remote_settings.max_concurrent_streams
+        sock.sendall(connection.data_to_send())
+        assert advertised == MAX_CONCURRENT_CALLS, f"server advertises {advertised} concurrent streams"
+        # Lift the client library's own limit, to see the server enforce it.
+        connection.remote_settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = 1000
+        connection.remote_settings.acknowledge()
+        headers = [(":method", "POST"), (":scheme", "http"), (":path", "/moemesh.v1.Router/Forward"),
+                   (":authority", mesh.router), ("content-type", "application/grpc"), ("te", "trailers"),
+                   *bearer("client")]
+        streams = []
+        for _ in range(MAX_CONCURRENT_CALLS + 1):
+            streams.append(connection.get_next_available_stream_id())
+            connection.send_headers(streams[-1], headers)
+            sock.sendall(connection.data_to_send())
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return "closed", ""
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.StreamReset):
+                    return f"RST_STREAM {event.error_code.name}", f"stream {event.stream_id} of {streams}"
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    return f"GOAWAY {event.error_code.name}", f"last stream {event.last_stream_id}"
+            sock.sendall(connection.data_to_send())
+
+
+# ---------------------------------------------------------------- the cases
+def forward_request(hidden: tensor_pb2.Tensor, layer: str = "0", token_ids=()) -> router_pb2.ForwardRequest:
+    return router_pb2.ForwardRequest(layer=layer, hidden_states=hidden, token_ids=list(token_ids))
+
+
+def compute_request(rows: tensor_pb2.Tensor, layer: str = "0", expert: int = 1) -> expert_pb2.ComputeRequest:
+    return expert_pb2.ComputeRequest(layer=layer, expert=expert, rows=rows)
+
+
+def register(**fields) -> coordinator_pb2.RegisterRequest:
+    request = coordinator_pb2.RegisterRequest(
+        endpoint="127.0.0.1:1", group="*:0", experts=[expert_pb2.ExpertKey(layer="0", expert=0)], device="cpu",
+        model_type="mixtral", hidden_size=HIDDEN, instance="stranger")
+    for key, value in fields.items():
+        if key == "experts":
+            del request.experts[:]
+            request.experts.extend(value)
+        else:
+            setattr(request, key, value)
+    return request
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    service: str  # router, expert, coordinator, router-http, coordinator-http
+    expect: str  # a gRPC status code name, 'HTTP <status>', 'closed' or an HTTP/2 frame and error code
+    words: str  # in the status message (gRPC) or the response (HTTP)
+    run: Callable[[Mesh], tuple[str, str]]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+NAN = np.full((2, HIDDEN), 0.5, np.float32)
+NAN[1, 3] = np.nan
+HUGE = np.where(np.arange(3 * HIDDEN) % 2 == 0, 1e30, -1e30).astype(np.float32)
+
+CASES = [
+    # Router: Forward.
+    Case("R01", "router", "INVALID_ARGUMENT", f"hidden size: expected {HIDDEN}, got 33",
+         lambda m: forward(m, forward_request(tensor([2, 33])))),
+    Case("R02", "router", "INVALID_ARGUMENT", f"data length: expected {2 * HIDDEN * 4} bytes",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN], data=b"\0" * 300)))),
+    Case("R03", "router", "NOT_FOUND", "layer '9' is not an MoE layer of this model",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN]), layer="9"))),
+    Case("R04", "router", "INVALID_ARGUMENT", "empty batch",
+         lambda m: forward(m, forward_request(tensor([0, HIDDEN], data=b"")))),
+    Case("R05", "router", "INVALID_ARGUMENT", "expected finite values, got nan at token 1, column 3",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN], values=NAN)))),
+    Case("R06", "router", "INVALID_ARGUMENT", f"expected shape [T, {HIDDEN}] or [B, S, {HIDDEN}], got [{HIDDEN}]",
+         lambda m: forward(m, forward_request(tensor([HIDDEN])))),
+    Case("R07", "router", "INVALID_ARGUMENT", "has a negative dimension",
+         lambda m: forward(m, forward_request(tensor([-1, HIDDEN], data=b"")))),
+    Case("R08", "router", "INVALID_ARGUMENT", "has more elements",
+         lambda m: forward(m, forward_request(tensor([1 << 40, 1 << 40, HIDDEN], data=b"")))),
+    Case("R21", "router", "INVALID_ARGUMENT", "has more elements than can be addressed",
+         lambda m: forward(m, forward_request(tensor([1 << 60, 4], data=b"")))),
+    Case("R09", "router", "INVALID_ARGUMENT", "expected a tensor with dtype f32, bf16 or f16, got none",
+         lambda m: forward(m, router_pb2.ForwardRequest(layer="0"))),
+    Case("R10", "router", "INVALID_ARGUMENT", "expected dtype f32, bf16 or f16, got unknown dtype 99",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN], dtype=99)))),
+    Case("R11", "router", "INVALID_ARGUMENT", "token_ids: expected one per token (2) or none, got 3",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN]), token_ids=[1, 2, 3]))),
+    Case("R12", "router", "INVALID_ARGUMENT", "overflowed to inf/NaN for inputs as large as |x| = 1e+30",
+         lambda m: forward(m, forward_request(tensor([3, HIDDEN], values=HUGE)))),
+    Case("R13", "router", "RESOURCE_EXHAUSTED", "above this service's limit of 1.0 MiB (--max-message-mib)",
+         lambda m: forward(m, forward_request(tensor([9000, HIDDEN])))),
+    Case("R14", "router", "UNAUTHENTICATED", "expected metadata 'authorization: Bearer TOKEN', got none",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN])), role=None)),
+    Case("R15", "router", "UNAUTHENTICATED", "not one this service accepts",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN])), role="forged-token-0123456789")),
+    Case("R16", "router", "PERMISSION_DENIED", "needs role client or admin; this token's role is mesh",
+         lambda m: forward(m, forward_request(tensor([2, HIDDEN])), role="mesh")),
+    Case("R17", "router", "INVALID_ARGUMENT", "Can't deserialize to message of type Moemesh_V1_ForwardRequest",
+         lambda m: raw_grpc(m, "router", "/moemesh.v1.Router/Forward", b"\xff\xff\xff\xff garbage", "client")),
+    Case("R18", "router", "UNIMPLEMENTED", "",
+         lambda m: raw_grpc(m, "router", "/moemesh.v1.Router/Nope", b"", "client")),
+    Case("R19", "router", "GOAWAY PROTOCOL_ERROR", "", too_many_streams),
+    Case("R20", "router", "closed", "",
+         lambda m: http(m.router, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
+    # Expert: Compute and Prefetch, which only the mesh may call.
+    Case("E01", "expert", "PERMISSION_DENIED", "needs role mesh; this token's role is client",
+         lambda m: compute(m, compute_request(tensor([2, HIDDEN])), role="client")),
+    Case("E02", "expert", "UNAUTHENTICATED", "got none",
+         lambda m: compute(m, compute_request(tensor([2, HIDDEN])), role=None)),
+    Case("E03", "expert", "NOT_FOUND", "layer 0 expert 9 is not hosted by this expert service",
+         lambda m: compute(m, compute_request(tensor([2, HIDDEN]), expert=9))),
+    Case("E04", "expert", "INVALID_ARGUMENT", f"expected shape [N, {HIDDEN}], got [1, 2, {HIDDEN}]",
+         lambda m: compute(m, compute_request(tensor([1, 2, HIDDEN])))),
+    Case("E05", "expert", "INVALID_ARGUMENT", "expected finite values, got inf",
+         lambda m: compute(m, compute_request(tensor([1, HIDDEN], values=[np.inf] * HIDDEN)))),
+    Case("E06", "expert", "RESOURCE_EXHAUSTED", "above this service's limit of 1.0 MiB (--max-message-mib)",
+         lambda m: compute(m, compute_request(tensor([9000, HIDDEN])))),
+    Case("E07", "expert", "NOT_FOUND", "layer 7 expert 0 is not hosted",
+         lambda m: raw_grpc(m, "expert", "/moemesh.v1.Expert/Prefetch", expert_pb2.PrefetchRequest(
+             experts=[expert_pb2.ExpertKey(layer="7", expert=0)]).SerializeToString(), "mesh")),
+    # Coordinator: joining the mesh, and admin actions.
+    Case("C01", "coordinator", "PERMISSION_DENIED", "needs role mesh; this token's role is client",
+         lambda m: coordinator(m, "Register", register(), role="client")),
+    Case("C02", "coordinator", "UNAUTHENTICATED", "got none",
+         lambda m: coordinator(m, "Register", register(), role=None)),
+    Case("C03", "coordinator", "NOT_FOUND", "layer 0 expert 99 is not an expert of the served model",
+         lambda m: coordinator(m, "Register", register(experts=[expert_pb2.ExpertKey(layer="0", expert=99)]),
+                               role="mesh")),
+    Case("C04", "coordinator", "INVALID_ARGUMENT", "endpoint",
+         lambda m: coordinator(m, "Register", register(endpoint="no-port-here"), role="mesh")),
+    Case("C05", "coordinator", "INVALID_ARGUMENT", "hidden size",
+         lambda m: coordinator(m, "Register", register(hidden_size=HIDDEN + 1), role="mesh")),
+    Case("C06", "coordinator", "INVALID_ARGUMENT", "model: expected mixtral with hidden size 32, got llama",
+         lambda m: coordinator(m, "Register", register(model_type="llama"), role="mesh")),
+    Case("C10", "coordinator", "OK", '"known": false',
+         lambda m: coordinator(m, "Heartbeat", coordinator_pb2.HeartbeatRequest(replica_id="no-such-replica"),
+                               role="mesh")),
+    Case("C07", "coordinator", "PERMISSION_DENIED", "needs role admin; this token's role is client",
+         lambda m: coordinator(m, "SetPruned", coordinator_pb2.SetPrunedRequest(
+             expert=expert_pb2.ExpertKey(layer="0", expert=1), pruned=True), role="client")),
+    Case("C08", "coordinator", "NOT_FOUND", "layer",
+         lambda m: coordinator(m, "SetPruned", coordinator_pb2.SetPrunedRequest(
+             expert=expert_pb2.ExpertKey(layer="nope", expert=1), pruned=True))),
+    Case("C09", "coordinator", "NOT_FOUND", "no-such-replica",
+         lambda m: coordinator(m, "DrainReplica", coordinator_pb2.DrainReplicaRequest(replica_id="no-such-replica"))),
+    # HTTP endpoints: the router's /metrics and the coordinator's status page.
+    Case("H01", "router-http", "HTTP 404", "paths: /metrics", lambda m: get(m.router_http, "/nope")),
+    Case("H02", "router-http", "HTTP 405", "only GET", lambda m: get(m.router_http, "/metrics", method="POST")),
+    Case("H03", "coordinator-http", "HTTP 404", "no /../../etc/passwd here",
+         lambda m: get(m.coordinator_http, "/../../etc/passwd")),
+    Case("H04", "coordinator-http", "HTTP 400", "",
+         lambda m: http(m.coordinator_http, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")),
+    Case("H05", "coordinator-http", "HTTP 400", "",
+         lambda m: get(m.coordinator_http, "/", extra="X-Big: " + "a" * 200_000 + "\r\n")),
+    Case("H06", "router-http", "HTTP 400", "",
+         lambda m: http(m.router_http, b"GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n")),
+]
+
+
+def still_serving(mesh: Mesh, service: str):
+    if service == "router":
+        code, message = forward(mesh, forward_request(tensor([2, HIDDEN])))
+    elif service == "expert":
+        code, message = compute(mesh, compute_request(tensor([2, HIDDEN])))
+    elif service == "coordinator":
+        code, message = coordinator(mesh, "GetStatus", coordinator_pb2.GetStatusRequest(), role="client")
+    else:
+        code, message = get(mesh.router_http if service == "router-http" else mesh.coordinator_http,
+                            "/metrics")
+        code = "OK" if code == "HTTP 200" else code
+    assert code == "OK", f"{service} no longer serves: {code} {message}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_hostile_request(mesh, case):
+    outcome, message = case.run(mesh)
+    assert outcome == case.expect, f"{case.id}: {outcome} {message!r}"
+    assert case.words in message, f"{case.id}: {message!r}"
+    still_serving(mesh, case.service)
+
+
+def test_calls_beyond_the_cap_wait_for_a_free_slot(mesh):
+    """A gRPC client's calls beyond --max-concurrent-calls on its connection wait (the client library queues them
+    under the server's advertised limit) and all succeed."""
+    with mesh.channel("router") as channel:
+        stub = router_pb2_grpc.RouterStub(channel)
+        calls = [stub.Forward.future(forward_request(tensor([2, HIDDEN])), metadata=bearer("client"), timeout=60)
+                 for _ in range(4 * MAX_CONCURRENT_CALLS)]
+        answers = [call.result() for call in calls]
+    assert all(list(answer.output.shape) == [2, HIDDEN] for answer in answers)
+
+
+def test_readme_table_lists_every_case():
+    """README.md's table rows `| ID | service | request | status |` match CASES (ids, services and statuses)."""
+    with open(os.path.join(ROOT, "README.md")) as readme:
+        text = readme.read()
+    rows = re.findall(r"^\| ([RECH]\d\d) \| ([a-z-]+) \| .+? \| `([^`]+)`", text, re.MULTILINE)
+    assert {(row[0], row[1], row[2]) for row in rows} == {(c.id, c.service, c.expect) for c in CASES}
+    assert len(CASES) >= 30
