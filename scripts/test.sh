@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs every test: unit suites, in-process gRPC services, and real `moemesh` processes on
 # loopback. Also checks that scripts/generate-protos.sh reproduces the committed gRPC code, validates the
-# deployment files offline, and checks the coordinator's status page in headless Chromium.
+# deployment files offline, checks the coordinator's status page in headless Chromium and runs the fuzz targets briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -55,6 +55,9 @@ echo "== status page in headless Chromium" >&2
 shot_dir="$(mktemp -d)"
 scripts/check-status-page.sh .build/debug/moemesh "$shot_dir/status-page.png"
 rm -rf "$shot_dir"
+
+echo "== fuzz targets, briefly (Fuzz/README.md; saved regressions replayed first)" >&2
+scripts/fuzz.sh --seconds 15
 
 echo "== tests" >&2
 # The Swift tests are Swift Testing's (XCTest reports 0 of its own); then the Python and C++ clients' (pytest, against

@@ -45,5 +45,7 @@ validate render-demo-gpu "$check"
 
 docker-compose -f compose/docker-compose.yml config -q
 echo "compose: valid ($(docker-compose -f compose/docker-compose.yml config --services | wc -l) services)"
+docker-compose -f compose/docker-compose.yml -f compose/docker-compose.tls.yml config -q
+echo "compose with TLS: valid ($(docker-compose -f compose/docker-compose.yml -f compose/docker-compose.tls.yml config --services | wc -l) services)"
 hadolint Dockerfile Dockerfile.cuda
 echo "Dockerfiles: hadolint clean"

@@ -132,10 +132,13 @@ public struct ServingConfiguration: Sendable {
     /// An HTTP/2 client transport to `endpoint` (TLS when configured).
     public func makeClientTransport(to endpoint: ServiceEndpoint) throws -> HTTP2ClientTransport.Posix {
         // An IP address dialled as such: TLS then sends no SNI (an IP may not be one) and checks the address
-        // against the certificate's IP names.
-        try HTTP2ClientTransport.Posix(
+        // against the certificate's IP names — unless a server name is given: it is then the authority, the SNI
+        // and the name checked.
+        var config = self.clientTransportConfig
+        if let name = self.tls?.serverName { config.http2.authority = name }
+        return try HTTP2ClientTransport.Posix(
             target: ServiceEndpoint.ipv4Bytes(endpoint.host) != nil
                 ? .ipv4(host: endpoint.host, port: endpoint.port) : .dns(host: endpoint.host, port: endpoint.port),
-            transportSecurity: self.tls?.clientSecurity ?? .plaintext, config: self.clientTransportConfig)
+            transportSecurity: self.tls?.clientSecurity ?? .plaintext, config: config)
     }
 }

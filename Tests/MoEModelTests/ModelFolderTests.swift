@@ -68,6 +68,21 @@ struct ModelFolderTests {
         }
     }
 
+    @Test(
+        "an index may only name shard files inside the model folder",
+        arguments: ["../model.safetensors", "/etc/passwd", "..", "shards/model.safetensors"])
+    func indexStaysInTheFolder(shard: String) throws {
+        let json = "{\"weight_map\": {\"model.layers.0.mlp.gate.weight\": \"\(shard)\"}}"
+        #expect(throws: ModelError.self) {
+            try SafeTensorsIndex(parsing: Array(json.utf8), path: "index.json")
+        }
+        do { _ = try SafeTensorsIndex(parsing: Array(json.utf8), path: "index.json") } catch {
+            #expect("\(error)".contains("expected a file name inside the model folder"))
+        }
+        let plain = "{\"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\"}}"
+        #expect(try SafeTensorsIndex(parsing: Array(plain.utf8), path: "index.json").weightMap.count == 1)
+    }
+
     @Test("a missing expert tensor is named in the error")
     func missingTensor() throws {
         let whole = TemporaryDirectory(), broken = TemporaryDirectory()

@@ -105,7 +105,8 @@ struct RouterServiceTests {
         ),
         // Found by FuzzWireTensor: 2^62 elements fit an Int, their 2^64 bytes do not (the router trapped).
         BadCall(
-            name: "shape whose byte count overflows", request: request(hidden: .raw(.f32, [1 << 60, 4], bytes: 0)),
+            name: "shape whose byte count exceeds Int.max",
+            request: request(hidden: .raw(.f32, [1 << 60, 4], bytes: 0)),
             code: .invalidArgument,
             message: "hidden_states: shape [1152921504606846976, 4] has more elements than can be addressed"),
         BadCall(

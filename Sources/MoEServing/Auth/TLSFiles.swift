@@ -3,16 +3,21 @@ import NIOSSL
 
 /// TLS from PEM files (`--tls-cert`, `--tls-key`, `--tls-ca`). A server presents `certificate` and, with a `ca`,
 /// requires client certificates that CA signed (mutual TLS between the mesh's services). A client verifies servers
-/// against `ca` (their certificate must name the host it dials) and presents `certificate` when it has one.
+/// against `ca` (their certificate must name the host it dials, or `serverName` when given) and presents
+/// `certificate` when it has one.
 public struct TLSFiles: Sendable, Equatable {
     public var certificate: String?
     public var privateKey: String?
     public var ca: String?
+    /// The name servers' certificates must carry (and the SNI sent), instead of the host dialled: replicas that
+    /// register their pod IP share one mesh-wide name (`--tls-server-name`).
+    public var serverName: String?
 
-    public init(certificate: String? = nil, privateKey: String? = nil, ca: String? = nil) {
+    public init(certificate: String? = nil, privateKey: String? = nil, ca: String? = nil, serverName: String? = nil) {
         self.certificate = certificate
         self.privateKey = privateKey
         self.ca = ca
+        self.serverName = serverName
     }
 
     /// The files of a folder `moemesh certs` wrote: `ca.pem`, and `server.pem`/`server-key.pem` or

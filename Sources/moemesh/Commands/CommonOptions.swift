@@ -135,15 +135,23 @@ struct TLSOptions: ParsableArguments {
     )
     var tlsCa: String?
 
+    @Option(
+        help:
+            "The name every server's certificate must carry, instead of the host dialled (replicas reached by pod IP: give the mesh-wide name their certificates share). Default: the host dialled."
+    )
+    var tlsServerName: String?
+
     /// The same options for the replicas a local scaler starts.
     var replicaArguments: [String] {
         (self.tlsCert.map { ["--tls-cert", $0] } ?? []) + (self.tlsKey.map { ["--tls-key", $0] } ?? [])
             + (self.tlsCa.map { ["--tls-ca", $0] } ?? [])
+            + (self.tlsServerName.map { ["--tls-server-name", $0] } ?? [])
     }
 
     var files: TLSFiles? {
         guard self.tlsCert != nil || self.tlsKey != nil || self.tlsCa != nil else { return nil }
-        return TLSFiles(certificate: self.tlsCert, privateKey: self.tlsKey, ca: self.tlsCa)
+        return TLSFiles(
+            certificate: self.tlsCert, privateKey: self.tlsKey, ca: self.tlsCa, serverName: self.tlsServerName)
     }
 
     /// `serving` with TLS for a service: it serves with the certificate and calls other services with it.

@@ -1,5 +1,8 @@
 """TLS between the mesh's services and for clients, over real processes: certificates from `moemesh certs`, a
 coordinator with local replicas and a router, all with mutual TLS."""
+import http.client
+import os
+import ssl
 import subprocess
 
 import grpc
@@ -7,7 +10,7 @@ import numpy as np
 import pytest
 
 import moemesh
-from conftest import started
+from conftest import started_roles
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +18,8 @@ def certificates(tmp_path_factory, moemesh_binary):
     folders = {}
     for name in ("mesh", "stranger"):
         folder = tmp_path_factory.mktemp(f"certs-{name}")
-        written = subprocess.run([moemesh_binary, "certs", "--out", str(folder)], capture_output=True, text=True)
+        written = subprocess.run([moemesh_binary, "certs", "--out", str(folder), "--hosts", "mesh.internal"],
+                                 capture_output=True, text=True)
         assert written.returncode == 0, written.stderr
         folders[name] = folder
     again = subprocess.run([moemesh_binary, "certs", "--out", str(folders["mesh"])], capture_output=True, text=True)
@@ -29,11 +33,13 @@ def tls_mesh(certificates, moemesh_binary, tiny_models):
     tls = ["--tls-cert", str(folder / "server.pem"), "--tls-key", str(folder / "server-key.pem"),
            "--tls-ca", str(folder / "ca.pem"), "--log-level", "warning"]
     model = tiny_models["qwen3_moe"]
-    with started([moemesh_binary, "coordinator", "--model", model, "--port", "0", "--scaler", "local",
-                  "--replicas", "1", "--threads", "1", *tls], "coordinator") as coordinator:
-        with started([moemesh_binary, "router", "--model", model, "--port", "0", "--coordinator", coordinator,
-                      *tls], "router") as router:
-            yield {"router": router, "coordinator": coordinator}
+    with started_roles([moemesh_binary, "coordinator", "--model", model, "--port", "0", "--scaler", "local",
+                        "--replicas", "1", "--threads", "1", "--http-port", "0", *tls],
+                       ["coordinator", "http"]) as coordinator:
+        with started_roles([moemesh_binary, "router", "--model", model, "--port", "0", "--coordinator",
+                            coordinator["coordinator"], "--http-port", "0", *tls], ["router", "http"]) as router:
+            yield {"router": router["router"], "coordinator": coordinator["coordinator"],
+                   "router_http": router["http"], "coordinator_http": coordinator["http"]}
 
 
 def client_tls(folder, with_certificate: bool = True) -> moemesh.TLS:
@@ -100,3 +106,71 @@ def test_up_serves_a_secured_mesh(moemesh_binary, tiny_models, tmp_path):
             with pytest.raises(moemesh.MoEMeshError) as error:
                 client.forward("0", x)
             assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def https_get(endpoint: str, path: str, folder, with_certificate: bool = True) -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    if with_certificate:
+        context.load_cert_chain(str(folder / "client.pem"), str(folder / "client-key.pem"))
+    host, port = endpoint.rsplit(":", 1)
+    connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_metrics_and_the_status_page_are_served_over_tls(tls_mesh, certificates):
+    folder = certificates["mesh"]
+    status, body = https_get(tls_mesh["router_http"], "/metrics", folder)
+    assert status == 200 and b"# TYPE" in body
+    status, body = https_get(tls_mesh["coordinator_http"], "/status.json", folder)
+    assert status == 200 and b'"replicas"' in body
+    # With a CA given, the HTTP endpoints require a client certificate too, as the gRPC servers do.
+    with pytest.raises((ssl.SSLError, ConnectionResetError, BrokenPipeError)):
+        https_get(tls_mesh["coordinator_http"], "/status.json", folder, with_certificate=False)
+    # Plain HTTP gets no page.
+    host, port = tls_mesh["router_http"].rsplit(":", 1)
+    plain = http.client.HTTPConnection(host, int(port), timeout=10)
+    with pytest.raises((http.client.HTTPException, ConnectionResetError)):
+        plain.request("GET", "/metrics")
+        plain.getresponse()
+
+
+@pytest.fixture(scope="module")
+def router_on_every_address(tls_mesh, certificates, moemesh_binary, tiny_models):
+    """A second router of the TLS mesh listening on 0.0.0.0, so that it can be dialled as 127.0.0.2, an address
+    its certificate does not carry."""
+    folder = certificates["mesh"]
+    with started_roles([moemesh_binary, "router", "--model", tiny_models["qwen3_moe"], "--host", "0.0.0.0", "--port",
+                        "0", "--coordinator", tls_mesh["coordinator"], "--tls-cert", str(folder / "server.pem"),
+                        "--tls-key", str(folder / "server-key.pem"), "--tls-ca", str(folder / "ca.pem"),
+                        "--log-level", "warning"], ["router"]) as router:
+        yield "127.0.0.2:" + router["router"].rsplit(":", 1)[1]
+
+
+@pytest.mark.parametrize("name, answers", [("mesh.internal", True), ("other.internal", False), (None, False)])
+def test_a_server_name_replaces_the_host_dialled(router_on_every_address, certificates, moemesh_binary, name,
+                                                 answers):
+    """--tls-server-name: a client checks the server's certificate for that name instead of the address dialled
+    (replicas reached by pod IP share one name); a name the certificate does not carry is refused, and so is an
+    address it does not carry."""
+    folder = certificates["mesh"]
+    health = subprocess.run(
+        [moemesh_binary, "health", "--endpoint", router_on_every_address, "--tls-ca", str(folder / "ca.pem"),
+         "--tls-cert", str(folder / "client.pem"), "--tls-key", str(folder / "client-key.pem"),
+         *(["--tls-server-name", name] if name else []), "--timeout-ms", "5000"], capture_output=True, text=True)
+    assert (health.returncode == 0 and "SERVING" in health.stdout) == answers, health.stdout + health.stderr
+
+
+def test_probes_take_tls_from_the_environment(router_on_every_address, certificates, moemesh_binary):
+    """The k8s component and the compose override give every container MOEMESH_TLS_* variables and run
+    `moemesh health` as the probe with no TLS flags: the variables alone must make it speak TLS."""
+    folder = certificates["mesh"]
+    env = {**os.environ, "MOEMESH_TLS_CA": str(folder / "ca.pem"), "MOEMESH_TLS_CERT": str(folder / "client.pem"),
+           "MOEMESH_TLS_KEY": str(folder / "client-key.pem"), "MOEMESH_TLS_SERVER_NAME": "mesh.internal"}
+    health = subprocess.run([moemesh_binary, "health", "--endpoint", router_on_every_address],
+                            capture_output=True, text=True, env=env)
+    assert health.returncode == 0 and "SERVING" in health.stdout, health.stdout + health.stderr
