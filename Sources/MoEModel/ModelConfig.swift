@@ -52,14 +52,32 @@ public struct ModelConfig: Sendable, Equatable {
         return fallback
     }
 
-    /// A positive integer key.
-    public func positiveInt(_ key: String, default fallback: Int? = nil) throws(ModelError) -> Int {
+    /// A positive integer key, at most `limit` (sizes that allocate: a hostile config must not ask for 10¹² layers).
+    public func positiveInt(_ key: String, default fallback: Int? = nil, atMost limit: Int = Self.largestSize)
+        throws(ModelError) -> Int
+    {
+        try self.count(key, default: fallback, in: 1...limit)
+    }
+
+    /// An integer key within `range`.
+    public func count(_ key: String, default fallback: Int? = nil, in range: ClosedRange<Int>) throws(ModelError) -> Int
+    {
         let value = try self.int(key, default: fallback)
-        guard value > 0 else {
-            throw .invalidConfig(path: self.path, reason: "'\(key)' must be positive, got \(value)")
+        guard range.contains(value) else {
+            throw .invalidConfig(
+                path: self.path,
+                reason:
+                    "'\(key)' must be \(range.lowerBound == 1 ? "positive" : "at least \(range.lowerBound)") and at most \(range.upperBound), got \(value)"
+            )
         }
         return value
     }
+
+    /// Bounds of what a config may ask for: a dimension (hidden or intermediate size), layers, experts per layer.
+    /// Far above any published MoE model (DeepSeek-V3: H = 7168, 61 layers, 256 experts; Switch-c: 2048 experts).
+    public static let largestSize = 1 << 24
+    public static let mostLayers = 1 << 12
+    public static let mostExperts = 1 << 16
 
     public func double(_ key: String, default fallback: Double? = nil) throws(ModelError) -> Double {
         guard let value = self.values[key], value != .null else {

@@ -14,10 +14,10 @@ struct Moemesh: AsyncParsableCommand {
         ],
         defaultSubcommand: Up.self)
 
-    /// Keeps large allocations in the heap, expands configuration files and variables into flags, then runs.
+    /// Sets up the allocator (`MemoryTuning`), expands configuration files and variables into flags, then runs.
     /// (OpenBLAS's kernel set is chosen at the first BLAS call: `BLASKernelSet`.)
     static func main() async {
-        MemoryTuning.keepLargeAllocations()
+        MemoryTuning.configureAllocator()
         let arguments: [String]
         do {
             arguments = try await ConfigurationSources.expand(

@@ -103,6 +103,31 @@ struct ModelFolderTests {
         }
     }
 
+    /// Found by FuzzModelConfig (4·10⁶ layers took 12 s to describe; 10¹² would exhaust memory), and the two
+    /// neighbours it pointed at: a negative layer count (a trapping range) and a shared size that overflows.
+    @Test(
+        "sizes in config.json are bounded before anything is allocated for them",
+        arguments: [
+            (
+                #"{"model_type": "mixtral", "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 4e6}"#,
+                "'num_hidden_layers' must be positive and at most 4096, got 4000000"
+            ),
+            (
+                #"{"model_type": "switch_transformers", "d_model": 8, "d_ff": 16, "num_experts": 4, "num_layers": -1}"#,
+                "'num_layers' must be at least 0 and at most 4096, got -1"
+            ),
+            (
+                #"{"model_type": "deepseek_v3", "hidden_size": 8, "moe_intermediate_size": 16, "n_routed_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2, "n_group": 1, "topk_group": 1, "n_shared_experts": 100000000000000}"#,
+                "'n_shared_experts' must be at least 0 and at most 65536, got 100000000000000"
+            ),
+        ])
+    func boundedSizes(json: String, reason: String) throws {
+        let config = try ModelConfig(parsing: Array(json.utf8), path: "config.json")
+        #expect(throws: ModelError.invalidConfig(path: "config.json", reason: reason)) {
+            try Architectures.resolve(config)
+        }
+    }
+
     @Test("an unknown model_type, a bad config and a folder without weights are refused clearly")
     func badFolders() throws {
         let directory = TemporaryDirectory()

@@ -24,8 +24,8 @@ public struct DeepSeekArchitecture: MoEArchitecture {
     public init(config: ModelConfig) throws(ModelError) {
         let modelType = try config.modelType
         let isV3 = modelType == "deepseek_v3"
-        let experts = try config.positiveInt("n_routed_experts")
-        let topK = try config.positiveInt("num_experts_per_tok")
+        let experts = try config.positiveInt("n_routed_experts", atMost: ModelConfig.mostExperts)
+        let topK = try config.positiveInt("num_experts_per_tok", atMost: ModelConfig.mostExperts)
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "n_routed_experts"))
         let hidden = try config.positiveInt("hidden_size")
         let intermediate = try config.positiveInt("moe_intermediate_size")
@@ -41,7 +41,8 @@ public struct DeepSeekArchitecture: MoEArchitecture {
         switch method {
         case "greedy": break
         case "group_limited_greedy", "noaux_tc":
-            let groups = try config.positiveInt("n_group"), kept = try config.positiveInt("topk_group")
+            let groups = try config.positiveInt("n_group", atMost: ModelConfig.mostExperts),
+                kept = try config.positiveInt("topk_group", atMost: ModelConfig.mostExperts)
             guard experts % groups == 0, kept <= groups else {
                 throw .invalidConfig(
                     path: config.path,
@@ -58,17 +59,17 @@ public struct DeepSeekArchitecture: MoEArchitecture {
         let gate = TopKGate(
             numExperts: experts, topK: topK, renormalize: normalize, scoring: scoring, groupLimit: groupLimit,
             scalingFactor: isV3 || !normalize ? scalingFactor : 1)
-        let sharedCount = try config.int("n_shared_experts", default: 0)
+        let sharedCount = try config.count("n_shared_experts", default: 0, in: 0...ModelConfig.mostExperts)
         let shared =
             sharedCount > 0
             ? MoELayerSpec.SharedExpert(intermediateSize: intermediate * sharedCount, gated: false) : nil
-        let firstSparse = try config.int("first_k_dense_replace", default: 0)
-        let frequency = try config.positiveInt("moe_layer_freq", default: 1)
+        let firstSparse = try config.count("first_k_dense_replace", default: 0, in: 0...ModelConfig.mostLayers)
+        let frequency = try config.positiveInt("moe_layer_freq", default: 1, atMost: ModelConfig.mostLayers)
         self.modelType = modelType
         self.hiddenSize = hidden
         self.activation = try config.activation()
         self.hasCorrectionBias = method == "noaux_tc"
-        self.layers = (0..<(try config.positiveInt("num_hidden_layers")))
+        self.layers = (0..<(try config.positiveInt("num_hidden_layers", atMost: ModelConfig.mostLayers)))
             .filter { $0 >= firstSparse && $0 % frequency == 0 }
             .map {
                 MoELayerSpec(

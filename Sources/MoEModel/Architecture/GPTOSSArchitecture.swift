@@ -14,8 +14,8 @@ public struct GPTOSSArchitecture: MoEArchitecture {
     public let limit: Float
 
     public init(config: ModelConfig) throws(ModelError) {
-        let experts = try config.positiveInt("num_local_experts")
-        let topK = try config.positiveInt("num_experts_per_tok")
+        let experts = try config.positiveInt("num_local_experts", atMost: ModelConfig.mostExperts)
+        let topK = try config.positiveInt("num_experts_per_tok", atMost: ModelConfig.mostExperts)
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_local_experts"))
         let hidden = try config.positiveInt("hidden_size")
         let intermediate = try config.positiveInt("intermediate_size")
@@ -24,7 +24,7 @@ public struct GPTOSSArchitecture: MoEArchitecture {
         self.limit = Float(try config.double("swiglu_limit", default: 7))
         let gate = TopKGate(
             numExperts: experts, topK: topK, renormalize: false, scoring: .logits, weighting: .softmaxOfSelected)
-        self.layers = (0..<(try config.positiveInt("num_hidden_layers"))).map {
+        self.layers = (0..<(try config.positiveInt("num_hidden_layers", atMost: ModelConfig.mostLayers))).map {
             MoELayerSpec(name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate)
         }
     }

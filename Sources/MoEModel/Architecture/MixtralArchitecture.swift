@@ -14,8 +14,8 @@ public struct MixtralArchitecture: MoEArchitecture {
     public let activation: Activation
 
     public init(config: ModelConfig) throws(ModelError) {
-        let experts = try config.positiveInt("num_local_experts", default: 8)
-        let topK = try config.positiveInt("num_experts_per_tok", default: 2)
+        let experts = try config.positiveInt("num_local_experts", default: 8, atMost: ModelConfig.mostExperts)
+        let topK = try config.positiveInt("num_experts_per_tok", default: 2, atMost: ModelConfig.mostExperts)
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_local_experts"))
         let hidden = try config.positiveInt("hidden_size")
         let intermediate = try config.positiveInt("intermediate_size")
@@ -23,7 +23,7 @@ public struct MixtralArchitecture: MoEArchitecture {
         self.hiddenSize = hidden
         self.activation = try config.activation()
         let gate = TopKGate(numExperts: experts, topK: topK, renormalize: true)
-        self.layers = (0..<(try config.positiveInt("num_hidden_layers"))).map {
+        self.layers = (0..<(try config.positiveInt("num_hidden_layers", atMost: ModelConfig.mostLayers))).map {
             MoELayerSpec(name: String($0), hiddenSize: hidden, intermediateSize: intermediate, gate: gate)
         }
     }

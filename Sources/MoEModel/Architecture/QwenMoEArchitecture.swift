@@ -18,24 +18,25 @@ public struct QwenMoEArchitecture: MoEArchitecture {
 
     public init(config: ModelConfig) throws(ModelError) {
         self.modelType = try config.modelType
-        let experts = try config.positiveInt("num_experts")
-        let topK = try config.positiveInt("num_experts_per_tok")
+        let experts = try config.positiveInt("num_experts", atMost: ModelConfig.mostExperts)
+        let topK = try config.positiveInt("num_experts_per_tok", atMost: ModelConfig.mostExperts)
         try config.checkTopK(topK, experts: experts, keys: ("num_experts_per_tok", "num_experts"))
         let hidden = try config.positiveInt("hidden_size")
         let intermediate = try config.positiveInt(
             self.modelType == "olmoe" ? "intermediate_size" : "moe_intermediate_size")
-        let sparseStep = try config.positiveInt("decoder_sparse_step", default: 1)
+        let sparseStep = try config.positiveInt("decoder_sparse_step", default: 1, atMost: ModelConfig.mostLayers)
         let denseLayers = Set(try config.intArray("mlp_only_layers"))
         var shared: MoELayerSpec.SharedExpert? = nil
         if self.modelType == "qwen2_moe" {
-            let sharedIntermediate = try config.int("shared_expert_intermediate_size", default: 0)
+            let sharedIntermediate = try config.count(
+                "shared_expert_intermediate_size", default: 0, in: 0...ModelConfig.largestSize)
             if sharedIntermediate > 0 { shared = .init(intermediateSize: sharedIntermediate, gated: true) }
         }
         self.hiddenSize = hidden
         self.activation = try config.activation()
         let gate = TopKGate(
             numExperts: experts, topK: topK, renormalize: try config.bool("norm_topk_prob", default: false))
-        self.layers = (0..<(try config.positiveInt("num_hidden_layers")))
+        self.layers = (0..<(try config.positiveInt("num_hidden_layers", atMost: ModelConfig.mostLayers)))
             .filter { !denseLayers.contains($0) && ($0 + 1) % sparseStep == 0 }
             .map {
                 MoELayerSpec(

@@ -16,7 +16,7 @@ public struct SwitchTransformersArchitecture: MoEArchitecture {
     public let activation: Activation
 
     public init(config: ModelConfig) throws(ModelError) {
-        let experts = try config.positiveInt("num_experts")
+        let experts = try config.positiveInt("num_experts", atMost: ModelConfig.mostExperts)
         let hidden = try config.positiveInt("d_model")
         let intermediate = try config.positiveInt("d_ff")
         let capacity = try config.positiveInt("expert_capacity", default: 64)
@@ -27,10 +27,15 @@ public struct SwitchTransformersArchitecture: MoEArchitecture {
         func sparseBlocks(count: Int, step: Int) -> [Int] {
             step <= 0 ? [] : (0..<count).filter { $0 % step == 1 || step == 1 }
         }
-        let encoderBlocks = try config.int("num_layers")
-        let decoderBlocks = try config.int("num_decoder_layers", default: encoderBlocks)
-        let encoder = sparseBlocks(count: encoderBlocks, step: try config.int("encoder_sparse_step", default: 2))
-        let decoder = sparseBlocks(count: decoderBlocks, step: try config.int("decoder_sparse_step", default: 2))
+        let encoderBlocks = try config.count("num_layers", in: 0...ModelConfig.mostLayers)
+        let decoderBlocks = try config.count(
+            "num_decoder_layers", default: encoderBlocks, in: 0...ModelConfig.mostLayers)
+        let encoder = sparseBlocks(
+            count: encoderBlocks,
+            step: try config.count("encoder_sparse_step", default: 2, in: 0...ModelConfig.mostLayers))
+        let decoder = sparseBlocks(
+            count: decoderBlocks,
+            step: try config.count("decoder_sparse_step", default: 2, in: 0...ModelConfig.mostLayers))
         self.layers = (encoder.map { "encoder.\($0)" } + decoder.map { "decoder.\($0)" }).map {
             MoELayerSpec(
                 name: $0, hiddenSize: hidden, intermediateSize: intermediate, gate: gate, expertCapacity: capacity)
