@@ -90,7 +90,7 @@ let package = Package(
         .target(
             name: "MoEServing",
             dependencies: [
-                "MoECore", "MoEProto",
+                "MoECore", "MoEProto", "CMalloc",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

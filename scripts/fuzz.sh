@@ -38,7 +38,12 @@ flags=(-c release --package-path Fuzz --scratch-path "$scratch"
     -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table,indirect-calls
     -Xlinker "$runtime" -Xlinker -lstdc++)
 echo "== build the fuzz targets (release, AddressSanitizer, libFuzzer coverage) in $scratch" >&2
-swift build "${flags[@]}" 2>&1 | grep -Ev '^(/usr/bin/ld.gold: warning|\[[0-9]+/[0-9]+\])' >&2 || true
+mkdir -p "$scratch"
+if ! swift build "${flags[@]}" >"$scratch/build.log" 2>&1; then
+    grep -E 'error' "$scratch/build.log" | grep -v 'ld.gold: warning' | head -20 >&2
+    echo "fuzz.sh: the build failed (whole log: $scratch/build.log)" >&2
+    exit 2
+fi
 bin="$(swift build "${flags[@]}" --show-bin-path)"
 for target in "${targets[@]}"; do
     [ -x "$bin/$target" ] || { echo "fuzz.sh: $bin/$target was not built (a target of Fuzz/Package.swift?)" >&2; exit 2; }
@@ -81,9 +86,11 @@ failed=0
 for target in "${targets[@]}"; do
     log="$scratch/logs/$target.log"
     runs="$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -Eo '[0-9]+$' || true)"
+    # libFuzzer stops at its first finding: then the run was shorter than asked.
+    ran="$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -Eo '[0-9]+ second' | grep -Eo '[0-9]+' || true)"
     coverage="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 | grep -Eo '[0-9]+' || true)"
     findings="$(grep -Ec '^(==[0-9]+==ERROR|SUMMARY: libFuzzer)|Fatal error|a saved regression fails' "$log" || true)"
-    echo "$target: ${runs:-0} executions in ${seconds} s, coverage ${coverage:-?} edges, $findings findings"
+    echo "$target: ${runs:-0} executions in ${ran:-less than $seconds} s, coverage ${coverage:-?} edges, $findings findings"
     if [ "$findings" -gt 0 ] || [ -z "$runs" ]; then
         failed=1
         grep -E 'ERROR|SUMMARY|Fatal error|Test unit written|a saved regression' "$log" | head -8 >&2

@@ -10,7 +10,9 @@ import ServiceLifecycle
 /// Runs a role's services in one `ServiceGroup` until SIGTERM/SIGINT (or the parent's death, when
 /// `parentPID` is given), then shuts them down gracefully.
 public func runServiceGroup(services: [any Service], parentPID: Int32?, logger: Logger) async throws {
-    var configurations = services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+    var configurations = (services + [HeapTrimmer()]).map {
+        ServiceGroupConfiguration.ServiceConfiguration(service: $0)
+    }
     if let parentPID {
         configurations.append(
             .init(service: ParentWatchdog(parentPID: parentPID), successTerminationBehavior: .gracefullyShutdownGroup))
