@@ -45,15 +45,18 @@ def children(pid: int) -> list:
 
 
 def sample(pid: int):
-    """(name, resident KiB, open descriptors) of `pid`, or None once it is gone."""
+    """(name, resident KiB, open descriptors, anonymous KiB, file-backed KiB, threads) of `pid`, or None once it is
+    gone. Anonymous memory is the heap and stacks (where a leak shows); file-backed is the program's own code and
+    the memory-mapped weights, paged in as they are first used."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as file:
             words = file.read().split(b"\0")
         name = " ".join(word.decode() for word in words[1:3] if word)
         with open(f"/proc/{pid}/status") as file:
-            rss = next(int(line.split()[1]) for line in file if line.startswith("VmRSS:"))
-        return name, rss, len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, StopIteration):
+            status = {line.split(":")[0]: line.split()[1] for line in file if ":" in line and len(line.split()) > 1}
+        return (name, int(status["VmRSS"]), len(os.listdir(f"/proc/{pid}/fd")), int(status["RssAnon"]),
+                int(status["RssFile"]) + int(status.get("RssShmem", 0)), int(status["Threads"]))
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -116,16 +119,18 @@ def main() -> int:
 
     print(f"\n{args.minutes:g} minutes, {args.clients} clients: {counts['sent']} requests, {counts['failed']} failed")
     worst = 0.0
-    print(f"{'process':40} {'RSS after warm-up':>18} {'RSS at end':>11} {'growth':>7} {'fds':>9}")
-    for pid, (name, rss, fds) in sorted(last.items(), key=lambda item: item[1][0]):
+    print(f"{'process':24} {'RSS after warm-up':>17} {'at end':>8} {'growth':>7} {'anon':>7} {'file':>7}"
+          f" {'threads':>8} {'fds':>8}")
+    for pid, (name, rss, fds, anon, file, threads) in sorted(last.items(), key=lambda item: item[1][0]):
         if pid not in baseline:
-            print(f"{name[:40]:40} {'(new)':>18} {rss // 1024:>8} MiB")
+            print(f"{name[:24]:24} {'(new)':>17} {rss // 1024:>5} MiB")
             continue
-        _, rss0, fds0 = baseline[pid]
+        _, rss0, fds0, anon0, file0, threads0 = baseline[pid]
         growth = (rss - rss0) / rss0 * 100
         fd_growth = (fds - fds0) / max(fds0, 1) * 100
         worst = max(worst, growth, fd_growth)
-        print(f"{name[:40]:40} {rss0 // 1024:>14} MiB {rss // 1024:>7} MiB {growth:>+6.1f}% {fds0:>4}→{fds:<4}")
+        print(f"{name[:24]:24} {rss0 // 1024:>13} MiB {rss // 1024:>4} MiB {growth:>+6.1f}% {(anon - anon0) / 1024:>+5.1f}M"
+              f" {(file - file0) / 1024:>+5.1f}M {threads0:>3}→{threads:<4} {fds0:>3}→{fds:<4}")
     for error in errors[:5]:
         print("failed:", error)
     ok = counts["failed"] == 0 and worst <= 5.0

@@ -250,6 +250,9 @@ class _StreamSession:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.broken = False
+        # Why the stream ended: given to calls made after it (a router refusing the stream at once, e.g. for a
+        # missing token, may do so before the first call is registered).
+        self._failure: Exception = MoEMeshError(grpc.StatusCode.UNAVAILABLE, "the stream to the router is closed")
         self._responses = stub.ForwardStream(self._outgoing(), metadata=metadata)
         self._reader = threading.Thread(target=self._read, name="moemesh-forward-stream", daemon=True)
         self._reader.start()
@@ -271,6 +274,7 @@ class _StreamSession:
                 _StreamUnavailable() if error.code() == grpc.StatusCode.UNIMPLEMENTED else _error(error))
         with self._lock:
             self.broken = True
+            self._failure = failure
             pending, self._pending = self._pending, {}
         for future in pending.values():
             future.set_exception(failure)
@@ -279,7 +283,7 @@ class _StreamSession:
         future: Future = Future()
         with self._lock:
             if self.broken:
-                raise MoEMeshError(grpc.StatusCode.UNAVAILABLE, "the stream to the router is closed")
+                raise self._failure
             request_id = next(self._ids)
             self._pending[request_id] = future
         request.request_id = request_id
