@@ -21,8 +21,11 @@ struct KeyedSignalTests {
     func signalsEndOperations() async throws {
         let signal = KeyedSignal<UInt64>(remembering: true)
         signal.signal(7)  // before anyone waits: remembered
-        let cancelled = try await signal.run(unless: 7) { () async throws -> Int in
-            try await Task.sleep(for: .seconds(3600))
+        // An operation that ends only when cancelled: iterating a stream that is never given an element.
+        let (never, keepOpen) = AsyncStream<Int>.makeStream()
+        defer { keepOpen.finish() }
+        let cancelled = try await signal.run(unless: 7) { () async -> Int in
+            for await _ in never {}
             return 1
         }
         #expect(cancelled == nil)
