@@ -59,12 +59,9 @@ extension Moemesh_V1_Tensor {
         guard allowedRanks.contains(shape.count) else {
             throw .rank(field: field, expected: shapeDescription, shape: shape)
         }
-        let (count, bytes): (Int, Int)
-        do {
-            (count, bytes) = (try Tensor.elementCount(of: shape), try Tensor.byteCount(of: shape, dtype: dtype))
-        } catch {
-            throw .tensor(field: field, error)
-        }
+        let bytes: Int
+        do { bytes = try Tensor.byteCount(of: shape, dtype: dtype) } catch { throw .tensor(field: field, error) }
+        let count = bytes / dtype.byteWidth
         guard self.data.count == bytes else {
             throw .tensor(field: field, .byteCount(dtype: dtype, shape: shape, expected: bytes, got: self.data.count))
         }
