@@ -59,11 +59,13 @@ let package = Package(
         ),
         // CUDA driver, cuBLAS(Lt) and NVRTC declarations, opened with dlopen at run time (nothing links CUDA).
         .target(name: "CCUDA", linkerSettings: [.linkedLibrary("dl")]),
+        // Weight-only bf16/int8 matrix products with f32 activations: scalar, AVX2 and AVX-512 paths, chosen at run time.
+        .target(name: "CQuantKernels"),
         // Expert FFN kernels and the gate projection: CPU (OpenBLAS) and CUDA (loaded at run time) backends.
         .target(
             name: "MoEKernels",
             dependencies: [
-                "MoECore", "COpenBLAS", "CCUDA", "CMalloc",
+                "MoECore", "COpenBLAS", "CCUDA", "CMalloc", "CQuantKernels",
                 .product(name: "RealModule", package: "swift-numerics"),
             ],
             exclude: ["CUDA/expert_kernels.cu"]

@@ -27,7 +27,8 @@ extension Coordinator {
         let id = "r-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
         self.replicas[id] = ReplicaRecord(
             id: id, endpoint: request.endpoint, group: request.group, experts: experts, device: request.device,
-            instance: request.instance, unixSocket: request.unixSocket, hostID: request.hostID, lastHeartbeat: now)
+            instance: request.instance, unixSocket: request.unixSocket, hostID: request.hostID,
+            precisions: request.precisions, lastHeartbeat: now)
         if self.groups[request.group] == nil {
             self.groups[request.group] = GroupRecord(
                 group: ScalingGroup(name: request.group, selection: request.group, experts: experts), desired: 0,

@@ -53,6 +53,7 @@ public actor Coordinator {
         /// A Unix domain socket it also listens on, and the host it is on (see `HostIdentity`).
         let unixSocket: String
         let hostID: String
+        let precisions: [ExpertAddress: String]
         var lastHeartbeat: ContinuousClock.Instant
         var load = ReplicaLoad()
         var drainingSince: ContinuousClock.Instant? = nil
@@ -69,7 +70,7 @@ public actor Coordinator {
             Replica(
                 id: self.id, endpoint: self.endpoint, group: self.group, experts: self.experts,
                 state: self.isServing ? .serving : .draining, device: self.device, instance: self.instance,
-                unixSocket: self.unixSocket, hostID: self.hostID)
+                unixSocket: self.unixSocket, hostID: self.hostID, precisions: self.precisions)
         }
     }
 

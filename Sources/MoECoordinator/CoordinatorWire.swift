@@ -10,7 +10,9 @@ extension ReplicaRegistration {
         self.init(
             endpoint: message.endpoint, group: message.group, experts: message.experts.map(\.address),
             device: message.device, modelType: message.modelType, hiddenSize: Int(message.hiddenSize),
-            instance: message.instance, unixSocket: message.unixSocket, hostID: message.hostID)
+            instance: message.instance, unixSocket: message.unixSocket, hostID: message.hostID,
+            precisions: Dictionary(
+                message.precisions.map { ($0.expert.address, $0.precision) }, uniquingKeysWith: { _, last in last }))
     }
 }
 
@@ -87,6 +89,12 @@ extension Moemesh_V1_Replica {
         self.instance = replica.instance
         self.unixSocket = replica.unixSocket
         self.hostID = replica.hostID
+        self.precisions = replica.precisions.sorted { $0.key < $1.key }.map { address, precision in
+            .with {
+                $0.expert = Moemesh_V1_ExpertKey(address)
+                $0.precision = precision
+            }
+        }
     }
 }
 

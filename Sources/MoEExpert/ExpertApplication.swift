@@ -24,7 +24,8 @@ public func buildExpertServices(
     let backend: any ExpertBackend
     do { backend = try makeExpertBackend(configuration.device) } catch { throw ExpertStartupError.device("\(error)") }
     let service = try ExpertService(
-        checkpoint: checkpoint, experts: experts, backend: backend, computeDelay: configuration.computeDelay,
+        checkpoint: checkpoint, experts: experts, backend: backend, precisions: configuration.precisions,
+        computeDelay: configuration.computeDelay,
         memoryBudgetBytes: configuration.memoryBudgetBytes,
         payloadLimit: PayloadLimit(bytes: configuration.serving.maxMessageBytes))
     logger.info(
@@ -33,6 +34,7 @@ public func buildExpertServices(
             "model": "\(configuration.modelPath)", "model_type": "\(checkpoint.modelType)",
             "memory_budget": "\(configuration.memoryBudgetBytes.map { "\($0 >> 20) MiB" } ?? "none: all resident")",
             "experts": "\(service.hostedSummary)", "device": "\(backend.summary)",
+            "precision": "\(service.precisionSummary)",
         ])
     let listening = CoordinatorAgent.Listening()
     // Weights are loaded by now: ready once listening, or, under a coordinator, once registered.
@@ -59,6 +61,7 @@ public func buildExpertServices(
     var registration = Moemesh_V1_RegisterRequest()
     registration.group = configuration.group ?? configuration.experts.description
     registration.experts = service.experts.map(Moemesh_V1_ExpertKey.init)
+    registration.precisions = service.precisionMessages
     registration.device = configuration.device.description
     registration.modelType = service.modelType
     registration.hiddenSize = Int32(service.hiddenSize)
@@ -80,6 +83,8 @@ public enum ExpertStartupError: Error, CustomStringConvertible {
     case budgetTooSmall(budget: Int, oneExpert: Int)
     /// The device asked for cannot be used (no CUDA driver, no such GPU, a library missing).
     case device(String)
+    /// A precision the device does not store, or weights it cannot hold.
+    case precision(String)
 
     public var description: String {
         switch self {
@@ -89,6 +94,7 @@ public enum ExpertStartupError: Error, CustomStringConvertible {
         case .budgetTooSmall(let budget, let oneExpert):
             "memory budget: expected at least one expert's \(oneExpert >> 20) MiB (\(oneExpert) bytes), got \(budget) bytes"
         case .device(let reason): "--device: \(reason)"
+        case .precision(let reason): "--precision: \(reason)"
         }
     }
 }

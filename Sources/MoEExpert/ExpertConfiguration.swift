@@ -8,7 +8,8 @@ import MoEServing
 /// `--threads` (OpenBLAS threads, default: every core), `--coordinator HOST:PORT` (register and heartbeat there),
 /// `--group` (scaling group, default: the selection), `--advertise-host` (the host routers use, default: the
 /// listening host), `--unix-socket` (a Unix domain socket to listen on as well; routers on the same host use it),
-/// `--instance` (process id or pod name, for the scaler; default `$POD_NAME`, else the pid),
+/// `--instance` (process id or pod name, for the scaler; default `$POD_NAME`, else the pid), `--precision` (how
+/// each expert's weights are stored, see `PrecisionPlan`; default: the device's),
 /// plus the serving keys (`ServingConfiguration`).
 public struct ExpertConfiguration: Sendable {
     public var modelPath: String
@@ -30,14 +31,17 @@ public struct ExpertConfiguration: Sendable {
     public var memoryBudgetBytes: Int?
     /// Where the kernels run (`--device cpu|cuda[:N]`).
     public var device: ComputeDevice
+    /// How each hosted expert's weights are stored (`--precision`).
+    public var precisions: PrecisionPlan
 
     public init(
         modelPath: String, experts: ExpertSelection = .all, threads: Int? = nil,
         serving: ServingConfiguration = ServingConfiguration(), coordinator: ServiceEndpoint? = nil,
         group: String? = nil, advertiseHost: String? = nil, unixSocket: String? = nil, instance: String,
         computeDelay: Duration? = nil,
-        memoryBudgetBytes: Int? = nil, device: ComputeDevice = .cpu
+        memoryBudgetBytes: Int? = nil, device: ComputeDevice = .cpu, precisions: PrecisionPlan = .deviceDefault
     ) {
+        self.precisions = precisions
         self.memoryBudgetBytes = memoryBudgetBytes
         self.device = device
         self.modelPath = modelPath

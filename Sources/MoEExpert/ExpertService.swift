@@ -28,6 +28,8 @@ public struct ExpertService: Sendable {
     public let payloadLimit: PayloadLimit?
     /// The device the kernels run on.
     public let backend: any ExpertBackend
+    /// How each hosted expert's weights are stored.
+    public let precisions: [ExpertAddress: WeightPrecision]
     private let steps: ComputeSteps
     /// Compute calls waiting for the device (they run together as the next step).
     public var waitingComputeCalls: Int { self.steps.waitingCalls }
@@ -37,15 +39,25 @@ public struct ExpertService: Sendable {
     private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
     private let cacheMetrics: CacheMetrics
 
-    /// Hosts the `experts` of a checkpoint on `backend`'s device. Without a budget, every expert is loaded here (CPU:
-    /// weights widened to f32; CUDA: bf16 on the GPU); with `memoryBudgetBytes` (of the device's memory), experts are
-    /// loaded on first use and the least recently used evicted to stay within it (the first is loaded here, to check
-    /// that one fits).
+    /// Hosts the `experts` of a checkpoint on `backend`'s device, each stored in the precision `precisions` gives it
+    /// (the device's default where it names none: f32 on the CPU, bf16 on a GPU). Without a budget, every expert is
+    /// loaded here; with `memoryBudgetBytes` (of the device's memory), experts are loaded on first use and the least
+    /// recently used evicted to stay within it (the first is loaded here, to check that one fits).
     public init(
         checkpoint: MoECheckpoint, experts: [ExpertAddress], backend: any ExpertBackend = CPUExpertBackend(),
-        computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil, payloadLimit: PayloadLimit? = nil
+        precisions: PrecisionPlan = .deviceDefault, computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil,
+        payloadLimit: PayloadLimit? = nil
     ) throws(ExpertStartupError) {
         self.payloadLimit = payloadLimit
+        for precision in precisions.namedPrecisions.sorted(by: { $0.rawValue < $1.rawValue }) {
+            do { try backend.check(precision) } catch { throw .precision(error.description) }
+        }
+        var precisionOf: [ExpertAddress: WeightPrecision] = [:]
+        for address in experts {
+            precisionOf[address] =
+                precisions.precision(of: address, layers: checkpoint.layers) ?? backend.defaultPrecision
+        }
+        self.precisions = precisionOf
         var intermediate = 0
         for address in experts {
             let layer: MoELayerSpec
@@ -59,8 +71,8 @@ public struct ExpertService: Sendable {
         do {
             if let budget = memoryBudgetBytes {
                 // Loads on demand: keeps the checkpoint (and its mapping) for later loads.
-                cache = ExpertCache(budgetBytes: budget) { address in
-                    try Self.load(address, from: checkpoint, on: backend)
+                cache = ExpertCache(budgetBytes: budget) { [precisionOf] address in
+                    try Self.load(address, from: checkpoint, on: backend, precision: precisionOf[address]!)
                 }
                 if let first = experts.first { _ = try cache.kernel(for: first) }
                 if cache.statistics.residentBytes > budget {
@@ -69,7 +81,8 @@ public struct ExpertService: Sendable {
             } else {
                 cache = ExpertCache(
                     resident: try experts.map { address in
-                        let (kernel, bytes) = try Self.load(address, from: checkpoint, on: backend)
+                        let (kernel, bytes) = try Self.load(
+                            address, from: checkpoint, on: backend, precision: precisionOf[address]!)
                         return (address, kernel, bytes)
                     })
             }
@@ -79,6 +92,8 @@ public struct ExpertService: Sendable {
             throw .model(error)
         } catch let error as CUDAError {
             throw .device(error.description)
+        } catch let error as WeightPrecisionError {
+            throw .precision(error.description)
         } catch {
             throw .model(.invalidConfig(path: checkpoint.folder.path, reason: "\(error)"))
         }
@@ -93,17 +108,46 @@ public struct ExpertService: Sendable {
         self.cacheMetrics = CacheMetrics(cache: cache, metrics: self.metrics)
     }
 
-    /// An expert's kernel on `backend`'s device and the bytes it holds there.
+    /// An expert's kernel on `backend`'s device, in `precision`, and the bytes it holds there.
     static func load(
-        _ address: ExpertAddress, from checkpoint: MoECheckpoint, on backend: any ExpertBackend
+        _ address: ExpertAddress, from checkpoint: MoECheckpoint, on backend: any ExpertBackend,
+        precision: WeightPrecision
     ) throws -> (kernel: any ExpertKernel, bytes: Int) {
-        try backend.makeKernel(
-            try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert))
+        do {
+            return try backend.makeKernel(
+                try checkpoint.expertWeights(layer: try checkpoint.layer(address.layer), expert: address.expert),
+                precision: precision)
+        } catch let error as WeightPrecisionError {
+            throw ExpertStartupError.precision("expert \(address): \(error)")
+        }
+    }
+
+    /// The precisions of the hosted experts, compactly: "int8" when they share one, else "f32: layer 0 experts 0-2,
+    /// int8: layer 0 experts 3-7".
+    public var precisionSummary: String {
+        let byPrecision = Dictionary(grouping: self.experts) { self.precisions[$0]! }
+        if byPrecision.count == 1 { return byPrecision.keys.first!.rawValue }
+        return byPrecision.keys.sorted { $0.rawValue < $1.rawValue }.map { precision in
+            "\(precision): " + Self.summary(of: byPrecision[precision]!)
+        }.joined(separator: "; ")
+    }
+
+    /// Each hosted expert's precision, for `DescribeExperts` and the registration.
+    public var precisionMessages: [Moemesh_V1_ExpertPrecision] {
+        self.experts.map { address in
+            .with {
+                $0.expert = Moemesh_V1_ExpertKey(address)
+                $0.precision = self.precisions[address]!.rawValue
+            }
+        }
     }
 
     /// The hosted experts, compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
-    public var hostedSummary: String {
-        let byLayer = Dictionary(grouping: self.experts, by: \.layer)
+    public var hostedSummary: String { Self.summary(of: self.experts) }
+
+    /// `experts` compactly: "layer 0 experts 0-7 and shared, layer 1 experts 3".
+    static func summary(of experts: [ExpertAddress]) -> String {
+        let byLayer = Dictionary(grouping: experts, by: \.layer)
         return byLayer.keys.sorted { ($0.count, $0) < ($1.count, $1) }.map { layer in
             let addresses = byLayer[layer]!
             let routed = addresses.filter { !$0.isShared }.map(\.expert).sorted()
@@ -291,6 +335,7 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         response.hiddenSize = Int32(self.hiddenSize)
         response.intermediateSize = Int32(self.intermediateSize)
         response.experts = self.experts.map(Moemesh_V1_ExpertKey.init)
+        response.precisions = self.precisionMessages
         let stats = self.cache.statistics
         response.cache = .with {
             $0.hits = Int64(stats.hits)

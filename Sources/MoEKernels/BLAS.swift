@@ -4,17 +4,18 @@ import MoECore
 /// The few OpenBLAS entry points MoEMesh uses. Each makes sure this process's kernel set is chosen first
 /// (`BLASKernelSet.current`).
 public enum BLAS {
-    /// `C[M, N] = A[M, K] · B[N, K]ᵀ` (row-major; B in the `[out, in]` layout of checkpoint weights).
+    /// `C[M, N] = A[M, K] · B[N, K]ᵀ` (row-major; B in the `[out, in]` layout of checkpoint weights); C's rows are
+    /// `ldc` apart (default N: a whole matrix; more: columns of a wider one).
     @inlinable
     public static func multiplyTransposed(
         _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into c: UnsafeMutablePointer<Float>,
-        m: Int, n: Int, k: Int
+        m: Int, n: Int, k: Int, ldc: Int? = nil
     ) {
         guard m > 0, n > 0 else { return }
         _ = BLASKernelSet.current
         cblas_sgemm(
             CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k),
-            1, a, Int32(k), b, Int32(k), 0, c, Int32(n))
+            1, a, Int32(k), b, Int32(k), 0, c, Int32(ldc ?? n))
     }
 
     /// `Y[M, N] = X[M, K] · W[N, K]ᵀ` for matrices.

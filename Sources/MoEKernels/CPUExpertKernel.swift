@@ -1,64 +1,84 @@
 import MoECore
 import RealModule
 
-/// An expert FFN on the CPU over OpenBLAS `sgemm`, weights in f32.
+/// An expert FFN on the CPU: weights in f32 (OpenBLAS `sgemm`), bf16 or int8 (`WeightMatrix`), activations f32.
 ///
-/// Gated: `A = X · [W_gate; W_up]ᵀ` (`[N, 2I]`, one GEMM), `Z = act(A[:, :I]) ⊙ A[:, I:]`, `Y = Z · W_downᵀ`.
+/// Gated: `A = X · [W_gate; W_up]ᵀ` (`[N, 2I]`, one product), `Z = act(A[:, :I]) ⊙ A[:, I:]`, `Y = Z · W_downᵀ`.
 /// Plain: `Z = act(X · W_inᵀ)`, `Y = Z · W_outᵀ`.
 /// Clamped SwiGLU (GPT-OSS): as gated, with biases and `Z = (clamp(u) + 1) ⊙ g' σ(α g')`, `g' = min(g, lim)`.
 public struct CPUExpertKernel: ExpertKernel {
     private enum Layout: Sendable {
         /// `[2I, H]`: gate rows then up rows; down `[H, I]`.
-        case gated(gateUp: [Float], down: [Float], activation: Activation)
-        /// As gated, plus biases `[2I]` (gate then up) and `[H]`.
+        case gated(gateUp: WeightMatrix, down: WeightMatrix, activation: Activation)
+        /// As gated, plus biases `[2I]` (gate then up) and `[H]`, kept in f32.
         case clampedSwiGLU(
-            gateUp: [Float], down: [Float], gateUpBias: [Float], downBias: [Float], limit: Float, alpha: Float)
+            gateUp: WeightMatrix, down: WeightMatrix, gateUpBias: [Float], downBias: [Float], limit: Float,
+            alpha: Float)
         /// in `[I, H]`, out `[H, I]`.
-        case plain(input: [Float], output: [Float], activation: Activation)
+        case plain(input: WeightMatrix, output: WeightMatrix, activation: Activation)
     }
 
     public let hiddenSize: Int
     public let intermediateSize: Int
+    /// How the weight matrices are stored.
+    public let precision: WeightPrecision
     private let layout: Layout
 
+    /// Weights kept in f32.
     /// - Precondition: the weights' shapes fit together (`ExpertWeights.shapeProblem == nil`).
     public init(weights: ExpertWeights) {
+        // f32 storage cannot fail.
+        self = try! Self(weights: weights, precision: .f32)
+    }
+
+    /// Weights stored in `precision` (biases stay f32).
+    /// - Precondition: the weights' shapes fit together (`ExpertWeights.shapeProblem == nil`).
+    public init(weights: ExpertWeights, precision: WeightPrecision) throws(WeightPrecisionError) {
         precondition(weights.shapeProblem == nil, weights.shapeProblem ?? "")
-        self.hiddenSize = weights.hiddenSize
-        self.intermediateSize = weights.intermediateSize
+        let h = weights.hiddenSize, i = weights.intermediateSize
+        self.hiddenSize = h
+        self.intermediateSize = i
+        self.precision = precision
+        func store(_ values: [Float], rows: Int, columns: Int) throws(WeightPrecisionError) -> WeightMatrix {
+            try WeightMatrix(rows: rows, columns: columns, values: values, precision: precision)
+        }
         switch weights {
         case .gated(let gate, let up, let down, let activation):
-            self.layout = .gated(gateUp: gate.values + up.values, down: down.values, activation: activation)
+            self.layout = .gated(
+                gateUp: try store(gate.values + up.values, rows: 2 * i, columns: h),
+                down: try store(down.values, rows: h, columns: i), activation: activation)
         case .plain(let input, let output, let activation):
-            self.layout = .plain(input: input.values, output: output.values, activation: activation)
+            self.layout = .plain(
+                input: try store(input.values, rows: i, columns: h),
+                output: try store(output.values, rows: h, columns: i),
+                activation: activation)
         case .clampedSwiGLU(let gate, let up, let down, let gateBias, let upBias, let downBias, let limit, let alpha):
             self.layout = .clampedSwiGLU(
-                gateUp: gate.values + up.values, down: down.values, gateUpBias: gateBias + upBias, downBias: downBias,
+                gateUp: try store(gate.values + up.values, rows: 2 * i, columns: h),
+                down: try store(down.values, rows: h, columns: i), gateUpBias: gateBias + upBias, downBias: downBias,
                 limit: limit, alpha: alpha)
         }
     }
 
-    /// Bytes of weights this kernel holds (f32).
+    /// Bytes of weights this kernel holds (scales and biases included).
     public var residentBytes: Int {
-        let floats =
-            switch self.layout {
-            case .gated(let gateUp, let down, _): gateUp.count + down.count
-            case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, _, _):
-                gateUp.count + down.count + gateUpBias.count + downBias.count
-            case .plain(let input, let output, _): input.count + output.count
-            }
-        return floats * MemoryLayout<Float>.size
+        switch self.layout {
+        case .gated(let gateUp, let down, _): gateUp.bytes + down.bytes
+        case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, _, _):
+            gateUp.bytes + down.bytes + (gateUpBias.count + downBias.count) * MemoryLayout<Float>.size
+        case .plain(let input, let output, _): input.bytes + output.bytes
+        }
     }
 
     public func forward(_ rows: Matrix) -> Matrix {
         precondition(rows.columns == self.hiddenSize, "expert input: expected \(self.hiddenSize) columns")
         let n = rows.rows, h = self.hiddenSize, i = self.intermediateSize
         guard n > 0 else { return Matrix(rows: 0, columns: h, values: []) }
-        // Every buffer below is written whole by a GEMM (β = 0) or the activation pass: no zero-fill needed.
-        var output = Self.uninitialized(n * h)
+        // Every buffer below is written whole by a product or the activation pass: no zero-fill needed.
+        var output: [Float]
         switch self.layout {
         case .gated(let gateUp, let down, let activation):
-            let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
+            let projected = Self.project(rows.values, gateUp, rows: n)
             var hidden = Self.uninitialized(n * i)
             projected.withUnsafeBufferPointer { a in
                 hidden.withUnsafeMutableBufferPointer { z in
@@ -77,9 +97,9 @@ public struct CPUExpertKernel: ExpertKernel {
                     }
                 }
             }
-            Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
+            output = Self.project(hidden, down, rows: n)
         case .clampedSwiGLU(let gateUp, let down, let gateUpBias, let downBias, let limit, let alpha):
-            let projected = Self.projectGateUp(rows, gateUp, n: n, i: i, h: h)
+            let projected = Self.project(rows.values, gateUp, rows: n)
             var hidden = Self.uninitialized(n * i)
             for row in 0..<n {
                 let base = row * 2 * i
@@ -89,36 +109,16 @@ public struct CPUExpertKernel: ExpertKernel {
                     hidden[row * i + column] = (up + 1) * (gate / (1 + Float.exp(-alpha * gate)))
                 }
             }
-            Self.project(hidden, down, into: &output, n: n, outWidth: h, inWidth: i)
+            output = Self.project(hidden, down, rows: n)
             for row in 0..<n {
                 for column in 0..<h { output[row * h + column] += downBias[column] }
             }
         case .plain(let input, let outputWeight, let activation):
-            var hidden = Self.uninitialized(n * i)
-            rows.values.withUnsafeBufferPointer { x in
-                input.withUnsafeBufferPointer { w in
-                    hidden.withUnsafeMutableBufferPointer { z in
-                        BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: z.baseAddress!, m: n, n: i, k: h)
-                        for index in z.indices { z[index] = activation(z[index]) }
-                    }
-                }
-            }
-            Self.project(hidden, outputWeight, into: &output, n: n, outWidth: h, inWidth: i)
+            var hidden = Self.project(rows.values, input, rows: n)
+            for index in hidden.indices { hidden[index] = activation(hidden[index]) }
+            output = Self.project(hidden, outputWeight, rows: n)
         }
         return Matrix(rows: n, columns: h, values: output)
-    }
-
-    /// `A[n, 2I] = X[n, H] · W_gateupᵀ`.
-    private static func projectGateUp(_ rows: Matrix, _ gateUp: [Float], n: Int, i: Int, h: Int) -> [Float] {
-        var projected = Self.uninitialized(n * 2 * i)
-        rows.values.withUnsafeBufferPointer { x in
-            gateUp.withUnsafeBufferPointer { w in
-                projected.withUnsafeMutableBufferPointer { a in
-                    BLAS.multiplyTransposed(x.baseAddress!, w.baseAddress!, into: a.baseAddress!, m: n, n: 2 * i, k: h)
-                }
-            }
-        }
-        return projected
     }
 
     /// A buffer of `count` floats whose contents the caller overwrites entirely.
@@ -126,17 +126,12 @@ public struct CPUExpertKernel: ExpertKernel {
         [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
     }
 
-    /// `Y[n, outWidth] = Z[n, inWidth] · W[outWidth, inWidth]ᵀ`.
-    private static func project(
-        _ z: [Float], _ w: [Float], into y: inout [Float], n: Int, outWidth: Int, inWidth: Int
-    ) {
+    /// `Y[n, W.rows] = Z[n, W.columns] · Wᵀ`.
+    private static func project(_ z: [Float], _ weight: WeightMatrix, rows n: Int) -> [Float] {
+        var y = Self.uninitialized(n * weight.rows)
         z.withUnsafeBufferPointer { z in
-            w.withUnsafeBufferPointer { w in
-                y.withUnsafeMutableBufferPointer { y in
-                    BLAS.multiplyTransposed(
-                        z.baseAddress!, w.baseAddress!, into: y.baseAddress!, m: n, n: outWidth, k: inWidth)
-                }
-            }
+            y.withUnsafeMutableBufferPointer { y in weight.multiply(z.baseAddress!, rows: n, into: y.baseAddress!) }
         }
+        return y
     }
 }

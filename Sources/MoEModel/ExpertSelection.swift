@@ -73,5 +73,7 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
 public struct SelectionError: Error, Sendable, Equatable, CustomStringConvertible {
     public let text: String
     public let reason: String
-    public var description: String { "expert selection '\(self.text)': \(self.reason)" }
+    /// What the text was meant to be ("expert selection", "precision").
+    public var subject = "expert selection"
+    public var description: String { "\(self.subject) '\(self.text)': \(self.reason)" }
 }

@@ -8,6 +8,8 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingTensor(name: String, folder: String)
     case tensorShape(name: String, expected: [Int], got: [Int])
     case unsupportedTensorDType(name: String, dtype: String)
+    /// An fp8 weight without the block scales it needs.
+    case missingBlockScales(name: String, scales: String, folder: String)
     case duplicateTensor(name: String, files: [String])
     case unknownLayer(layer: String, known: [String])
     case unknownExpert(layer: String, expert: Int, numExperts: Int)
@@ -29,7 +31,10 @@ public enum ModelError: Error, Sendable, Equatable, CustomStringConvertible {
         case .tensorShape(let name, let expected, let got):
             "tensor '\(name)': expected shape \(expected), got \(got)"
         case .unsupportedTensorDType(let name, let dtype):
-            "tensor '\(name)' has dtype \(dtype); expected F32, BF16 or F16"
+            "tensor '\(name)' has dtype \(dtype); expected F32, BF16 or F16 (or F8_E4M3 with block scales)"
+        case .missingBlockScales(let name, let scales, let folder):
+            "tensor '\(name)' is F8_E4M3 but its block scales '\(scales)' (as DeepSeek-V3 ships them, with "
+                + "quantization_config.weight_block_size) are missing from the checkpoint in \(folder)"
         case .duplicateTensor(let name, let files):
             "tensor '\(name)' appears in more than one file: \(files.joined(separator: ", "))"
         case .unknownLayer(let layer, let known):

@@ -64,12 +64,29 @@ public struct ModelFolder: Sendable {
 
     public func contains(_ tensor: String) -> Bool { self.tensorFiles[tensor] != nil }
 
-    /// A floating-point tensor as an f32 matrix, checking its shape.
+    /// A floating-point tensor as an f32 matrix, checking its shape. An `F8_E4M3` matrix is read with its block
+    /// scales `{name}_scale_inv` (see `BlockScaledFP8`).
     public func matrix(_ name: String, shape: [Int]) throws(ModelError) -> Matrix {
         let file = try self.file(holding: name)
         let entry = file.entries[name]!
         guard entry.shape == shape else { throw .tensorShape(name: name, expected: shape, got: entry.shape) }
+        if entry.dtype == .f8e4m3 && shape.count == 2 { return try self.blockScaledFP8(name, file: file, shape: shape) }
         return try file.matrix(name)
+    }
+
+    /// An fp8 matrix `[R, C]` widened with its block scales.
+    private func blockScaledFP8(_ name: String, file: SafeTensorsFile, shape: [Int]) throws(ModelError) -> Matrix {
+        let scaleName = name + "_scale_inv"
+        guard self.contains(scaleName) else {
+            throw .missingBlockScales(name: name, scales: scaleName, folder: self.path)
+        }
+        let block = try BlockScaledFP8.blockSize(self.config)
+        let (rows, columns) = (shape[0], shape[1])
+        let scaleShape = [(rows + block.rows - 1) / block.rows, (columns + block.columns - 1) / block.columns]
+        let scales = try self.matrix(scaleName, shape: scaleShape)
+        let values = BlockScaledFP8.dequantize(
+            file.bytes(of: file.entries[name]!), rows: rows, columns: columns, scales: scales, block: block)
+        return Matrix(rows: rows, columns: columns, values: values)
     }
 
     /// A 1-D floating-point tensor of `count` values, widened to f32.

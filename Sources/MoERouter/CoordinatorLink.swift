@@ -125,6 +125,7 @@ public final class CoordinatorLink: Sendable {
     public func apply(_ topology: Moemesh_V1_Topology) {
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
         var endpoints = Set<ServiceEndpoint>()
+        var precisions: [ExpertAddress: [String: Int]] = [:]
         let draining = Set(
             topology.replicas.filter { $0.state == .draining }.compactMap { ServiceEndpoint($0.endpoint) })
         for replica in topology.replicas where replica.state == .serving {
@@ -137,7 +138,11 @@ public final class CoordinatorLink: Sendable {
             }
             endpoints.insert(endpoint)
             for key in replica.experts { replicas[key.address, default: []].append(connection) }
+            for entry in replica.precisions {
+                precisions[entry.expert.address, default: [:]][entry.precision, default: 0] += 1
+            }
         }
+        self.topology.setPrecisions(precisions)
         self.topology.update(
             replicas: replicas, startable: Set(topology.startable.map(\.address)),
             pruned: Set(topology.pruned.map(\.address)),

@@ -67,6 +67,8 @@ public final class ExpertTopology: Sendable {
         var replicas: [ExpertAddress: [ExpertReplica]]
         var startable: Set<ExpertAddress> = []
         var pruned: [String: Set<Int>] = [:]
+        /// Expert → precision → serving replicas holding it so.
+        var precisions: [ExpertAddress: [String: Int]] = [:]
         var version: UInt64 = 0
         var waiters: [UInt64: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter: UInt64 = 0
@@ -115,6 +117,14 @@ public final class ExpertTopology: Sendable {
         }
         for waiter in waiters { waiter.resume() }
     }
+
+    /// Records how the replicas store each expert's weights: expert → precision → replicas.
+    public func setPrecisions(_ precisions: [ExpertAddress: [String: Int]]) {
+        self.state.withLock { $0.precisions = precisions }
+    }
+
+    /// Expert → precision → serving replicas holding it so, as the replicas said.
+    public var precisions: [ExpertAddress: [String: Int]] { self.state.withLock { $0.precisions } }
 
     /// The version of the coordinator's topology in use (0: none yet, or a fixed topology).
     public var version: UInt64 { self.state.withLock { $0.version } }

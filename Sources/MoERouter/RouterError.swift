@@ -60,6 +60,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
 /// Why a router could not start.
 public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConvertible {
     case noExpertEndpoints
+    /// The routing options do not fit the model.
+    case routing(String)
     case expertsNotAnswering([ServiceEndpoint], after: Duration)
     case modelMismatch(ServiceEndpoint, reason: String)
     case uncoveredExperts([ExpertAddress], endpoints: [ServiceEndpoint])
@@ -69,6 +71,7 @@ public enum RouterStartupError: Error, Sendable, Equatable, CustomStringConverti
         switch self {
         case .noExpertEndpoints:
             "no expert endpoints: give at least one --expert HOST:PORT, or --coordinator HOST:PORT"
+        case .routing(let problem): "--routing: \(problem)"
         case .expertsNotAnswering(let endpoints, let after):
             "expert services did not answer within \(after): \(endpoints.map(\.description).joined(separator: ", "))"
         case .modelMismatch(let endpoint, let reason):

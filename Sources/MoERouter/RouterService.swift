@@ -30,14 +30,20 @@ public struct RouterService: Sendable {
     public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
     /// Hidden states above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
     let payloadLimit: PayloadLimit?
+    /// Expert → precision → live replicas storing it so (for `DescribeModel`).
+    public let expertPrecisions: @Sendable () -> [ExpertAddress: [String: Int]]
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
         metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil,
-        payloadLimit: PayloadLimit? = nil
+        payloadLimit: PayloadLimit? = nil,
+        expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = {
+            [:]
+        }
     ) {
+        self.expertPrecisions = expertPrecisions
         self.payloadLimit = payloadLimit
         self.prefetch = prefetch
         self.modelType = modelType
@@ -190,6 +196,15 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
             return layer
         }
         response.routing = self.routingSummary
+        response.expertPrecisions = self.expertPrecisions().sorted { $0.key < $1.key }.flatMap { address, counts in
+            counts.sorted { $0.key < $1.key }.map { precision, replicas in
+                Moemesh_V1_ExpertPrecisionReplicas.with {
+                    $0.expert = Moemesh_V1_ExpertKey(address)
+                    $0.precision = precision
+                    $0.replicas = Int32(replicas)
+                }
+            }
+        }
         return response
     }
 

@@ -25,6 +25,7 @@ public func buildRouterServices(
         throw RouterStartupError.noExpertEndpoints
     }
     let checkpoint = try MoECheckpoint(path: configuration.modelPath)
+    if let problem = configuration.routing.problem(for: checkpoint.layers) { throw RouterStartupError.routing(problem) }
     let pipelines = try checkpoint.layers.map { layer throws(ModelError) in
         try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
     }
@@ -60,7 +61,8 @@ public func buildRouterServices(
         modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
         routingSummary: configuration.routing.summary, batching: configuration.batching,
         prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
-        prefetch: prefetch, payloadLimit: PayloadLimit(bytes: serving.maxMessageBytes))
+        prefetch: prefetch, payloadLimit: PayloadLimit(bytes: serving.maxMessageBytes),
+        expertPrecisions: { topology.precisions })
     let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
     let listening = SetOnce<ServiceEndpoint>()
     let server = GRPCServerService(
@@ -142,6 +144,7 @@ struct RouterStartup: Service {
         let (checkpoint, endpoints) = (self.checkpoint, self.configuration.expertEndpoints)
         let deadline = ContinuousClock.now + self.configuration.discoveryTimeout
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
+        var precisions: [ExpertAddress: [String: Int]] = [:]
         var waiting = endpoints
         while !waiting.isEmpty {
             var stillWaiting: [ServiceEndpoint] = []
@@ -163,6 +166,9 @@ struct RouterStartup: Service {
                             + "got \(description.modelType) with hidden size \(description.hiddenSize)")
                 }
                 for key in description.experts { replicas[key.address, default: []].append(replica) }
+                for entry in description.precisions {
+                    precisions[entry.expert.address, default: [:]][entry.precision, default: 0] += 1
+                }
                 self.logger.debug(
                     "discovered expert service",
                     metadata: ["endpoint": "\(endpoint)", "experts": "\(description.experts.count)"])
@@ -178,5 +184,6 @@ struct RouterStartup: Service {
         let missing = checkpoint.layers.flatMap(\.expertAddresses).filter { replicas[$0] == nil }
         guard missing.isEmpty else { throw RouterStartupError.uncoveredExperts(missing, endpoints: endpoints) }
         self.topology.update(replicas: replicas, startable: [], pruned: [], version: 0)
+        self.topology.setPrecisions(precisions)
     }
 }

@@ -110,6 +110,60 @@ struct ExpertKernelTests {
         #expect(relativeError(CPUExpertKernel(weights: weights).forward(x).values, naiveExpert(weights, x)) < 1e-5)
     }
 
+    /// `matrix` as `precision` stores it, widened back (the weights a quantised kernel computes with).
+    private static func stored(_ matrix: Matrix, _ precision: WeightPrecision) throws -> Matrix {
+        Matrix(
+            rows: matrix.rows, columns: matrix.columns,
+            values: try WeightMatrix(
+                rows: matrix.rows, columns: matrix.columns, values: matrix.values, precision: precision
+            ).dequantized())
+    }
+
+    @Test(
+        "bf16 and int8 experts of every form match the naive f64 expert over their dequantised weights (≤ 1e-5) and f32 (≤ 2e-2)",
+        arguments: [WeightPrecision.bf16, .int8], [1, 3, 40])
+    func quantisedFormsMatchReference(precision: WeightPrecision, tokens: Int) throws {
+        let (h, i) = (48, 72)
+        let (gate, up) = (randomMatrix(i, h, seed: 21, scale: 0.5), randomMatrix(i, h, seed: 22, scale: 0.5))
+        let (down, input) = (randomMatrix(h, i, seed: 23, scale: 0.5), randomMatrix(i, h, seed: 24, scale: 0.5))
+        let (gateBias, upBias) = (randomValues(i, seed: 25, scale: 1), randomValues(i, seed: 26, scale: 1))
+        let downBias = randomValues(h, seed: 27, scale: 1)
+        let forms: [(ExpertWeights, ExpertWeights)] = [
+            (
+                .gated(gate: gate, up: up, down: down, activation: .silu),
+                .gated(
+                    gate: try Self.stored(gate, precision), up: try Self.stored(up, precision),
+                    down: try Self.stored(down, precision), activation: .silu)
+            ),
+            (
+                .plain(input: input, output: down, activation: .gelu),
+                .plain(
+                    input: try Self.stored(input, precision), output: try Self.stored(down, precision),
+                    activation: .gelu)
+            ),
+            (
+                .clampedSwiGLU(
+                    gate: gate, up: up, down: down, gateBias: gateBias, upBias: upBias, downBias: downBias,
+                    limit: 7, alpha: 1.702),
+                .clampedSwiGLU(
+                    gate: try Self.stored(gate, precision), up: try Self.stored(up, precision),
+                    down: try Self.stored(down, precision), gateBias: gateBias, upBias: upBias, downBias: downBias,
+                    limit: 7, alpha: 1.702)
+            ),
+        ]
+        let x = randomMatrix(tokens, h, seed: 28)
+        for (weights, dequantised) in forms {
+            let kernel = try CPUExpertKernel(weights: weights, precision: precision)
+            #expect(kernel.precision == precision)
+            let y = kernel.forward(x)
+            #expect(relativeError(y.values, naiveExpert(dequantised, x)) < 1e-5)
+            #expect(y.relativeError(to: CPUExpertKernel(weights: weights).forward(x)) < 2e-2)
+            #expect(
+                kernel.residentBytes < CPUExpertKernel(weights: weights).residentBytes * (precision == .int8 ? 3 : 6)
+                    / 10)
+        }
+    }
+
     @Test("an empty block gives an empty block")
     func emptyBlock() {
         let weights = ExpertWeights.plain(

@@ -116,7 +116,10 @@ struct ComputeStepTests {
         var summary: String { "recording" }
         var concurrency: Int { 1 }
         var groupedStep: (any GroupedExpertStep)? { self }
-        func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {
+        var precisions: [WeightPrecision] { [.f32] }
+        func makeKernel(_ weights: ExpertWeights, precision: WeightPrecision) throws -> (
+            kernel: any ExpertKernel, bytes: Int
+        ) {
             let kernel = CPUExpertKernel(weights: weights)
             return (GatedKernel(kernel: kernel, gate: self.gate), kernel.residentBytes)
         }

@@ -15,11 +15,15 @@ public struct ReplicaRegistration: Sendable, Equatable {
     /// A Unix domain socket it also listens on ("" for none), and the host it is on (see `HostIdentity`).
     public var unixSocket: String
     public var hostID: String
+    /// How each expert's weights are stored ("f32", "bf16", "int8", "fp8"), as the replica says.
+    public var precisions: [ExpertAddress: String]
 
     public init(
         endpoint: String, group: String, experts: [ExpertAddress], device: String = "cpu", modelType: String,
-        hiddenSize: Int, instance: String = "", unixSocket: String = "", hostID: String = ""
+        hiddenSize: Int, instance: String = "", unixSocket: String = "", hostID: String = "",
+        precisions: [ExpertAddress: String] = [:]
     ) {
+        self.precisions = precisions
         self.endpoint = endpoint
         self.group = group
         self.experts = experts
@@ -84,6 +88,8 @@ public struct Replica: Sendable, Equatable {
     public let instance: String
     public let unixSocket: String
     public let hostID: String
+    /// How each expert's weights are stored there (empty when the replica did not say).
+    public var precisions: [ExpertAddress: String] = [:]
 }
 
 /// Where every expert is served: the replicas (serving and draining), the experts no replica serves that a scaler

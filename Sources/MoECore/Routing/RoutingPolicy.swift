@@ -11,6 +11,12 @@ public enum RoutingStrategy: Sendable, Equatable {
     /// Expert choice (Zhou 2022): with the gate's scores `s`, each expert takes its `C = ⌈T · c / E⌉` best tokens
     /// by `s_{t,e}` (ties: lower token index); `w = s_{t,e}`. A token may get 0..E experts. Not causal: prefill only.
     case expertChoice(capacityFactor: Double)
+    /// Top-2 softmax gating with a second-expert policy (GShard, fairseq), seeded per token like noisy top-k.
+    case topTwo(secondExpert: SecondExpertPolicy)
+    /// Two-level routing for any model: a group gate over `groups` groups of consecutive experts keeps the
+    /// `keptGroups` best (group score: max, or sum of the top two, of their members' selection scores), then the
+    /// model's gate chooses its top-k inside them (DeepSeek's group-limited routing is one case).
+    case hierarchical(TopKGate.GroupLimit)
 }
 
 /// A limit on rows per expert per request: `C = ⌈c · T · k / E⌉`. Slots are admitted by rank (every token's first
@@ -70,6 +76,8 @@ public enum RoutingError: Error, Sendable, Equatable, CustomStringConvertible {
     case missingTokenIDs(tokens: Int)
     case tokenIDCount(expected: Int, got: Int)
     case expertChoiceNeedsPrefill(shape: [Int])
+    case topTwoNeedsTwoExperts(experts: Int)
+    case invalidHierarchy(experts: Int, topK: Int, groups: Int, keptGroups: Int)
 
     public var description: String {
         switch self {
@@ -80,6 +88,11 @@ public enum RoutingError: Error, Sendable, Equatable, CustomStringConvertible {
         case .expertChoiceNeedsPrefill(let shape):
             "expert-choice routing is not causal and serves prefill only: expected several tokens per sequence, "
                 + "got shape \(shape)"
+        case .topTwoNeedsTwoExperts(let experts):
+            "top-2 routing: expected a layer of at least 2 experts, got \(experts)"
+        case .invalidHierarchy(let experts, let topK, let groups, let keptGroups):
+            "hierarchical routing: expected a group count that divides the layer's \(experts) experts and kept groups "
+                + "holding at least top-k (\(topK)) experts, got \(groups) groups, \(keptGroups) kept"
         }
     }
 }
@@ -107,11 +120,27 @@ public struct RoutingInput: Sendable {
 extension TopKGate {
     /// Routes a batch under `policy`: the strategy's selection, then the capacity rules.
     public func route(_ input: RoutingInput, policy: RoutingPolicy) throws(RoutingError) -> RoutingDecision {
+        if case .hierarchical(let limit) = policy.strategy {
+            guard limit.groups > 0, self.numExperts % limit.groups == 0, (1...limit.groups).contains(limit.keptGroups),
+                limit.keptGroups * (self.numExperts / limit.groups) >= self.topK
+            else {
+                throw .invalidHierarchy(
+                    experts: self.numExperts, topK: self.topK, groups: limit.groups, keptGroups: limit.keptGroups)
+            }
+            // The limited gate routes, and the capacity rules below spill within the kept groups.
+            var model = policy
+            model.strategy = .model
+            return try self.limited(to: limit).route(input, policy: model)
+        }
         let tokens = input.logits.rows
         var decision: RoutingDecision
         switch policy.strategy {
-        case .model:
+        case .model, .hierarchical:
             decision = self.route(logits: input.logits, masked: policy.maskedExperts)
+        case .topTwo(let secondExpert):
+            guard self.numExperts >= 2 else { throw .topTwoNeedsTwoExperts(experts: self.numExperts) }
+            decision = self.routeTopTwo(
+                input.logits, policy: secondExpert, seed: input.noiseSeed, masked: policy.maskedExperts)
         case .noisyTopK(let noiseStd):
             decision = self.routeNoisy(input.logits, noiseStd: noiseStd, seed: input.noiseSeed)
         case .hash:

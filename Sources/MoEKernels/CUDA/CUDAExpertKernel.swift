@@ -218,8 +218,13 @@ public struct CUDAExpertBackend: ExpertBackend {
     public var summary: String { self.cuda.summary }
     public var concurrency: Int { self.cuda.laneCount }
     public var groupedStep: (any GroupedExpertStep)? { self.grouped }
+    /// bf16 only for now: int8 and fp8 weight-only kernels on CUDA are not built yet (the CPU serves int8).
+    public var precisions: [WeightPrecision] { [.bf16] }
 
-    public func makeKernel(_ weights: ExpertWeights) throws -> (kernel: any ExpertKernel, bytes: Int) {
+    public func makeKernel(_ weights: ExpertWeights, precision: WeightPrecision) throws -> (
+        kernel: any ExpertKernel, bytes: Int
+    ) {
+        try self.check(precision)
         let kernel = try CUDAExpertKernel(weights: weights, device: self.cuda)
         return (kernel, kernel.residentBytes)
     }

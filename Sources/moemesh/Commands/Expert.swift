@@ -58,6 +58,12 @@ struct Expert: AsyncParsableCommand {
 
     @Option(
         help:
+            "How the experts' weights are stored: f32, bf16, int8 (per-channel scales) or fp8 (CUDA), for all experts or per LAYER:EXPERTS item, later items winning. Example: '*:*=int8,0:3=bf16' (default: f32 on cpu, bf16 on cuda)."
+    )
+    var precision: String?
+
+    @Option(
+        help:
             "With --device cuda: most MiB of GPU memory for expert weights; experts stay in host memory (the mapped checkpoint) and are paged onto the GPU on first use, the least recently used evicted (default: every hosted expert resident on the GPU)."
     )
     var gpuMemoryBudgetMib: Int?
@@ -80,6 +86,11 @@ struct Expert: AsyncParsableCommand {
         switch ExpertSelection.parse(self.experts) {
         case .success(let parsed): selection = parsed
         case .failure(let error): throw ValidationError("--experts: \(error)")
+        }
+        let precisions: PrecisionPlan
+        switch self.precision.map(PrecisionPlan.parse) ?? .success(.deviceDefault) {
+        case .success(let parsed): precisions = parsed
+        case .failure(let error): throw ValidationError("--precision: \(error)")
         }
         let coordinator = try self.coordinator.map { text in
             guard let endpoint = ServiceEndpoint(text) else {
@@ -117,7 +128,8 @@ struct Expert: AsyncParsableCommand {
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,
-            memoryBudgetBytes: (self.memoryBudgetMib ?? self.gpuMemoryBudgetMib).map { $0 << 20 }, device: device)
+            memoryBudgetBytes: (self.memoryBudgetMib ?? self.gpuMemoryBudgetMib).map { $0 << 20 }, device: device,
+            precisions: precisions)
         if let budget = self.memoryBudgetMib, budget < 1 {
             throw ValidationError("--memory-budget-mib: expected at least 1, got \(budget)")
         }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import MoEBench
 import MoECore
 import MoEKernels
 import MoEServing
@@ -10,8 +11,8 @@ import MoEServing
 /// `moemesh kernels check|bench`: the expert kernels of a device, alone.
 struct Kernels: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check or time the expert kernels of a device (CUDA against the CPU backend).",
-        subcommands: [KernelsCheck.self, KernelsBench.self])
+        abstract: "Check or time the expert kernels of a device (CUDA against the CPU backend; CPU precisions).",
+        subcommands: [KernelsCheck.self, KernelsBench.self, KernelsPrecision.self])
 }
 
 /// Parses `--device` for the kernel commands: CUDA only.
@@ -98,6 +99,59 @@ struct KernelsBench: ParsableCommand {
                         + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15))
             }
             fflush(nil)
+        }
+    }
+}
+
+struct KernelsPrecision: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "precision",
+        abstract: "Time a SwiGLU expert on the CPU with f32, bf16 and int8 weights, per token count, against f32.",
+        discussion: """
+            The same random expert stored in each precision; best time of a forward pass over --seconds per case, \
+            its speed over f32's in the same run, the bytes of its weights, and ‖Y − Y_f32‖ / ‖Y_f32‖. Says which \
+            instruction set the bf16/int8 kernels use and which OpenBLAS kernels f32 uses.
+            """)
+
+    @Option(help: "Hidden size H.") var hidden: Int = 1024
+    @Option(help: "Expert intermediate size I.") var intermediate: Int = 2816
+    @Option(help: "Token counts, comma-separated.") var tokens: String = "1,4,16,64,512"
+    @Option(help: "Precisions besides f32, comma-separated.") var precisions: String = "bf16,int8"
+    @Option(help: "Distinct experts called in turn (8: weights come from memory, not from a cache holding one).")
+    var experts: Int = 8
+    @Option(help: "Seconds of timed runs per case.") var seconds: Double = 1
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+
+    func run() throws {
+        let tokens = try Bench.integers(self.tokens, option: "--tokens")
+        let precisions = try self.precisions.split(separator: ",").map { text in
+            guard let precision = WeightPrecision(rawValue: String(text)) else {
+                throw ValidationError("--precisions: expected f32, bf16 or int8, got '\(text)'")
+            }
+            return precision
+        }
+        guard self.hidden > 0, self.intermediate > 0, self.seconds > 0, self.experts > 0 else {
+            throw ValidationError("--hidden, --intermediate, --seconds, --experts: expected positive values")
+        }
+        if let threads = self.threads { BLAS.threadCount = threads }
+        print("cpu: \(CPUExpertBackend().summary)")
+        print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), \(self.experts) experts called in turn")
+        print("tokens  precision   weights MiB   best µs   × f32   rel. error vs f32")
+        do {
+            _ = try PrecisionBenchmark.run(
+                hidden: self.hidden, intermediate: self.intermediate, tokens: tokens, precisions: precisions,
+                experts: self.experts, seconds: self.seconds
+            ) { row in
+                print(
+                    pad("\(row.tokens)", 6) + pad(row.precision.rawValue, 11)
+                        + pad(DecimalFormat.fixed(Double(row.weightBytes) / 1_048_576, 1), 14)
+                        + pad(DecimalFormat.fixed(row.microseconds, 0), 10)
+                        + pad(DecimalFormat.fixed(row.speedup, 2), 8)
+                        + pad(String(format: "%.2e", row.relativeError), 20))
+                fflush(nil)
+            }
+        } catch {
+            throw ValidationError("\(error)")
         }
     }
 }

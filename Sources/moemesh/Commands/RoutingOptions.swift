@@ -6,9 +6,24 @@ import MoERouter
 struct RoutingOptions: ParsableArguments {
     @Option(
         help:
-            "Routing strategy: model (the architecture's gate), noisy-top-k, hash (needs token ids), expert-choice (prefill only)."
+            "Routing strategy: model (the architecture's gate), noisy-top-k, hash (needs token ids), expert-choice (prefill only), top-2 (GShard/fairseq second-expert policies), hierarchical (a group gate, then the model's gate inside the kept groups)."
     )
     var routing: RoutingConfiguration.Strategy = .model
+
+    @Option(
+        help:
+            "top-2: what happens to the second expert: all (always kept), sampling (chosen by Gumbel sampling), random (kept with probability min(1, 2·w₂), w₁ = 1 when dropped), gshard (as random, w₁ unchanged)."
+    )
+    var secondExpertPolicy: SecondExpertPolicy = .gshard
+
+    @Option(help: "hierarchical: groups of consecutive experts (must divide each layer's experts).")
+    var groups: Int = 1
+
+    @Option(help: "hierarchical: groups kept per token by the group gate.")
+    var keptGroups: Int = 1
+
+    @Option(help: "hierarchical: a group's score from its members' scores: max or top2-sum.")
+    var groupScore: RoutingConfiguration.GroupScore = .max
 
     @Option(help: "Noise scale σ of noisy top-k: h = l + σ·N(0,1).")
     var noiseStd: Float = 1
@@ -52,7 +67,8 @@ struct RoutingOptions: ParsableArguments {
             expertChoiceCapacity: self.expertChoiceCapacity,
             capacity: self.capacityFactor.map { CapacityLimit(factor: $0, overflow: self.overflow) },
             switchCapacity: self.switchCapacity, rerouteUnreachable: self.onUnreachable == .reroute,
-            prefetchNextLayer: self.prefetchNextLayer)
+            prefetchNextLayer: self.prefetchNextLayer, secondExpert: self.secondExpertPolicy, groups: self.groups,
+            keptGroups: self.keptGroups, groupScore: self.groupScore)
     }
 
     /// The same options as arguments for a `moemesh router` child process.
@@ -60,6 +76,8 @@ struct RoutingOptions: ParsableArguments {
         var arguments = [
             "--routing", self.routing.rawValue, "--noise-std", "\(self.noiseStd)", "--seed", "\(self.seed)",
             "--expert-choice-capacity", "\(self.expertChoiceCapacity)", "--overflow", self.overflow.rawValue,
+            "--second-expert-policy", self.secondExpertPolicy.rawValue, "--groups", "\(self.groups)",
+            "--kept-groups", "\(self.keptGroups)", "--group-score", self.groupScore.rawValue,
         ]
         if let factor = self.capacityFactor { arguments += ["--capacity-factor", "\(factor)"] }
         if self.switchCapacity { arguments.append("--switch-capacity") }
@@ -71,6 +89,8 @@ struct RoutingOptions: ParsableArguments {
 
 extension RoutingConfiguration.Strategy: ExpressibleByArgument {}
 extension CapacityLimit.Overflow: ExpressibleByArgument {}
+extension SecondExpertPolicy: ExpressibleByArgument {}
+extension RoutingConfiguration.GroupScore: ExpressibleByArgument {}
 
 enum UnreachablePolicy: String, ExpressibleByArgument {
     case fail, reroute

@@ -46,6 +46,12 @@ struct Up: AsyncParsableCommand {
         help: "Where the expert processes run their kernels: cpu, cuda or cuda:N (passed to each `moemesh expert`).")
     var device: String = "cpu"
 
+    @Option(
+        help:
+            "How the experts' weights are stored (passed to each `moemesh expert`): f32, bf16, int8 or fp8, or per LAYER:EXPERTS item, e.g. '*:*=int8,0:3=bf16' (default: the device's)."
+    )
+    var precision: String?
+
     @Option(help: "Where the demo model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).")
     var cacheDir: String?
 
@@ -78,6 +84,9 @@ struct Up: AsyncParsableCommand {
         guard ComputeDevice(self.device) != nil else {
             throw ValidationError("--device: expected cpu, cuda or cuda:N, got '\(self.device)'")
         }
+        if let precision = self.precision, case .failure(let error) = PrecisionPlan.parse(precision) {
+            throw ValidationError("--precision: \(error)")
+        }
         guard self.replicas >= 1 else { throw ValidationError("--replicas: expected at least 1, got \(self.replicas)") }
         let modelPath: String
         if let model = self.model {
@@ -100,7 +109,7 @@ struct Up: AsyncParsableCommand {
             expertArguments: [
                 "--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs),
                 "--device", self.device,
-            ],
+            ] + (self.precision.map { ["--precision", $0] } ?? []),
             coordinator: try self.autoscaling.settings(
                 groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
             httpPort: self.http.httpPort, unixSockets: self.unixSockets == .on)

@@ -92,6 +92,9 @@ public nonisolated struct Moemesh_V1_RegisterRequest: Sendable {
   /// Which host the replica runs on, as the socket's path resolves there: boot id, network and mount namespaces.
   public var hostID: String = String()
 
+  /// How each of its experts' weights are stored.
+  public var precisions: [Moemesh_V1_ExpertPrecision] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -220,6 +223,8 @@ public nonisolated struct Moemesh_V1_Replica: Sendable {
   public var unixSocket: String = String()
 
   public var hostID: String = String()
+
+  public var precisions: [Moemesh_V1_ExpertPrecision] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -606,7 +611,7 @@ nonisolated extension Moemesh_V1_ReplicaState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0\u{1}precisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -623,6 +628,7 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
       case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.unixSocket) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.precisions) }()
       default: break
       }
     }
@@ -656,6 +662,9 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if !self.hostID.isEmpty {
       try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 9)
     }
+    if !self.precisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.precisions, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -669,6 +678,7 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.instance != rhs.instance {return false}
     if lhs.unixSocket != rhs.unixSocket {return false}
     if lhs.hostID != rhs.hostID {return false}
+    if lhs.precisions != rhs.precisions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -889,7 +899,7 @@ nonisolated extension Moemesh_V1_DeregisterResponse: SwiftProtobuf.Message, Swif
 
 nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Replica"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}replica_id\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}state\0\u{1}device\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0\u{1}precisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -906,6 +916,7 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
       case 7: try { try decoder.decodeSingularStringField(value: &self.instance) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.unixSocket) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.precisions) }()
       default: break
       }
     }
@@ -939,6 +950,9 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.hostID.isEmpty {
       try visitor.visitSingularStringField(value: self.hostID, fieldNumber: 9)
     }
+    if !self.precisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.precisions, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -952,6 +966,7 @@ nonisolated extension Moemesh_V1_Replica: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.instance != rhs.instance {return false}
     if lhs.unixSocket != rhs.unixSocket {return false}
     if lhs.hostID != rhs.hostID {return false}
+    if lhs.precisions != rhs.precisions {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

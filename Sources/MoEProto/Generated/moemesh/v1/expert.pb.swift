@@ -188,11 +188,38 @@ public nonisolated struct Moemesh_V1_DescribeExpertsResponse: Sendable {
   /// Clears the value of `cache`. Subsequent reads from it will return its default value.
   public mutating func clearCache() {self._cache = nil}
 
+  /// How each hosted expert's weights are stored.
+  public var precisions: [Moemesh_V1_ExpertPrecision] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _cache: Moemesh_V1_ExpertCacheStats? = nil
+}
+
+/// The storage precision of one expert's weights on a replica: "f32", "bf16", "int8" (per-channel scales) or "fp8".
+public nonisolated struct Moemesh_V1_ExpertPrecision: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var expert: Moemesh_V1_ExpertKey {
+    get {_expert ?? Moemesh_V1_ExpertKey()}
+    set {_expert = newValue}
+  }
+  /// Returns true if `expert` has been explicitly set.
+  public var hasExpert: Bool {self._expert != nil}
+  /// Clears the value of `expert`. Subsequent reads from it will return its default value.
+  public mutating func clearExpert() {self._expert = nil}
+
+  public var precision: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _expert: Moemesh_V1_ExpertKey? = nil
 }
 
 /// The resident experts under the service's memory budget (every hosted expert when it has none), since start.
@@ -487,7 +514,7 @@ nonisolated extension Moemesh_V1_ExpertKey: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeExpertsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0\u{1}cache\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0\u{1}cache\0\u{1}precisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -500,6 +527,7 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.intermediateSize) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.experts) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._cache) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.precisions) }()
       default: break
       }
     }
@@ -525,6 +553,9 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     try { if let v = self._cache {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
     } }()
+    if !self.precisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.precisions, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -534,6 +565,46 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     if lhs.intermediateSize != rhs.intermediateSize {return false}
     if lhs.experts != rhs.experts {return false}
     if lhs._cache != rhs._cache {return false}
+    if lhs.precisions != rhs.precisions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ExpertPrecision: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExpertPrecision"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}expert\0\u{1}precision\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._expert) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.precision) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._expert {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.precision.isEmpty {
+      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ExpertPrecision, rhs: Moemesh_V1_ExpertPrecision) -> Bool {
+    if lhs._expert != rhs._expert {return false}
+    if lhs.precision != rhs.precision {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

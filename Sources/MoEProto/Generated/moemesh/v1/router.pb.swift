@@ -229,9 +229,38 @@ public nonisolated struct Moemesh_V1_DescribeModelResponse: Sendable {
   /// The routing policy in force, e.g. "model", "noisy-top-k(std 1.0)", "hash", "expert-choice(c 1.0)", plus capacity.
   public var routing: String = String()
 
+  /// How the experts' weights are stored on their live replicas: one entry per expert and precision.
+  public var expertPrecisions: [Moemesh_V1_ExpertPrecisionReplicas] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+public nonisolated struct Moemesh_V1_ExpertPrecisionReplicas: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var expert: Moemesh_V1_ExpertKey {
+    get {_expert ?? Moemesh_V1_ExpertKey()}
+    set {_expert = newValue}
+  }
+  /// Returns true if `expert` has been explicitly set.
+  public var hasExpert: Bool {self._expert != nil}
+  /// Clears the value of `expert`. Subsequent reads from it will return its default value.
+  public mutating func clearExpert() {self._expert = nil}
+
+  public var precision: String = String()
+
+  /// Live replicas holding the expert in this precision.
+  public var replicas: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _expert: Moemesh_V1_ExpertKey? = nil
 }
 
 public nonisolated struct Moemesh_V1_GetBalanceRequest: Sendable {
@@ -627,7 +656,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeModelResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{1}layers\0\u{1}routing\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{1}layers\0\u{1}routing\0\u{3}expert_precisions\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -639,6 +668,7 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.hiddenSize) }()
       case 3: try { try decoder.decodeRepeatedMessageField(value: &self.layers) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.routing) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.expertPrecisions) }()
       default: break
       }
     }
@@ -657,6 +687,9 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
     if !self.routing.isEmpty {
       try visitor.visitSingularStringField(value: self.routing, fieldNumber: 4)
     }
+    if !self.expertPrecisions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.expertPrecisions, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -665,6 +698,51 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
     if lhs.hiddenSize != rhs.hiddenSize {return false}
     if lhs.layers != rhs.layers {return false}
     if lhs.routing != rhs.routing {return false}
+    if lhs.expertPrecisions != rhs.expertPrecisions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ExpertPrecisionReplicas: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExpertPrecisionReplicas"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}expert\0\u{1}precision\0\u{1}replicas\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._expert) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.precision) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._expert {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.precision.isEmpty {
+      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 2)
+    }
+    if self.replicas != 0 {
+      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ExpertPrecisionReplicas, rhs: Moemesh_V1_ExpertPrecisionReplicas) -> Bool {
+    if lhs._expert != rhs._expert {return false}
+    if lhs.precision != rhs.precision {return false}
+    if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,273 @@
+#include "quant_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MMQ_X86 1
+#endif
+
+// Tiles: 4 weight rows × 2 activation rows at a time (8 accumulators), so each weight vector is loaded and widened
+// once per pair of activation rows, and each activation vector once per 4 weight rows.
+enum { TILE_J = 4, TILE_R = 2 };
+
+// ---- scalar -------------------------------------------------------------------------------------------------------
+
+static inline float bf16_to_float(uint16_t bits) {
+    uint32_t widened = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &widened, sizeof value);
+    return value;
+}
+
+static void bf16_scalar(const float *x, size_t m, const uint16_t *w, size_t n0, size_t n1, size_t k, float *y,
+                        size_t ldy) {
+    for (size_t j = n0; j < n1; j++) {
+        const uint16_t *row = w + j * k;
+        for (size_t r = 0; r < m; r++) {
+            const float *xr = x + r * k;
+            float sum = 0;
+            for (size_t kk = 0; kk < k; kk++) sum += xr[kk] * bf16_to_float(row[kk]);
+            y[r * ldy + j] = sum;
+        }
+    }
+}
+
+static void int8_scalar(const float *x, size_t m, const int8_t *q, const float *scales, size_t n0, size_t n1,
+                        size_t k, float *y, size_t ldy) {
+    for (size_t j = n0; j < n1; j++) {
+        const int8_t *row = q + j * k;
+        for (size_t r = 0; r < m; r++) {
+            const float *xr = x + r * k;
+            float sum = 0;
+            for (size_t kk = 0; kk < k; kk++) sum += xr[kk] * (float)row[kk];
+            y[r * ldy + j] = sum * scales[j];
+        }
+    }
+}
+
+#ifdef MMQ_X86
+
+// ---- AVX2 + FMA ---------------------------------------------------------------------------------------------------
+
+__attribute__((target("avx2,fma"))) static inline __m256 bf16x8(const uint16_t *p) {
+    __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 int8x8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+__attribute__((target("avx2,fma"))) static inline float sum8(__m256 v) {
+    __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    half = _mm_add_ss(half, _mm_movehdup_ps(half));
+    return _mm_cvtss_f32(half);
+}
+
+// One body for both storage types: LOAD(row, kk) widens 8 weights to f32; SCALE(j) is the row's factor.
+#define MMQ_AVX2_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                   \
+    size_t j = n0;                                                                                                    \
+    const size_t k8 = k & ~(size_t)7;                                                                                 \
+    for (; j + TILE_J <= n1; j += TILE_J) {                                                                           \
+        const WTYPE *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;                                        \
+        size_t r = 0;                                                                                                 \
+        for (; r < m; r += TILE_R) {                                                                                  \
+            const int pair = r + 1 < m;                                                                               \
+            const float *xa = x + r * k, *xb = pair ? xa + k : xa;                                                    \
+            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;           \
+            for (size_t kk = 0; kk < k8; kk += 8) {                                                                   \
+                __m256 va = _mm256_loadu_ps(xa + kk), vb = _mm256_loadu_ps(xb + kk);                                  \
+                __m256 v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                \
+                a0 = _mm256_fmadd_ps(va, v0, a0), a1 = _mm256_fmadd_ps(va, v1, a1);                                   \
+                a2 = _mm256_fmadd_ps(va, v2, a2), a3 = _mm256_fmadd_ps(va, v3, a3);                                   \
+                b0 = _mm256_fmadd_ps(vb, v0, b0), b1 = _mm256_fmadd_ps(vb, v1, b1);                                   \
+                b2 = _mm256_fmadd_ps(vb, v2, b2), b3 = _mm256_fmadd_ps(vb, v3, b3);                                   \
+            }                                                                                                         \
+            float sa[4] = {sum8(a0), sum8(a1), sum8(a2), sum8(a3)}, sb[4] = {sum8(b0), sum8(b1), sum8(b2), sum8(b3)}; \
+            const WTYPE *rows[4] = {w0, w1, w2, w3};                                                                  \
+            for (size_t kk = k8; kk < k; kk++)                                                                        \
+                for (int t = 0; t < 4; t++) {                                                                         \
+                    sa[t] += xa[kk] * SCALAR_W(rows[t][kk]);                                                          \
+                    sb[t] += xb[kk] * SCALAR_W(rows[t][kk]);                                                          \
+                }                                                                                                     \
+            for (int t = 0; t < 4; t++) {                                                                             \
+                y[r * ldy + j + t] = sa[t] * SCALE(j + t);                                                            \
+                if (pair) y[(r + 1) * ldy + j + t] = sb[t] * SCALE(j + t);                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+#define BF16_SCALE(j) 1.0f
+#define INT8_SCALE(j) scales[j]
+#define INT8_W(value) ((float)(value))
+
+__attribute__((target("avx2,fma"))) static void bf16_avx2(const float *x, size_t m, const uint16_t *w, size_t n0,
+                                                          size_t n1, size_t k, float *y, size_t ldy) {
+    MMQ_AVX2_BODY(uint16_t, bf16x8, bf16_to_float, BF16_SCALE)
+    bf16_scalar(x, m, w, j, n1, k, y, ldy);
+}
+
+__attribute__((target("avx2,fma"))) static void int8_avx2(const float *x, size_t m, const int8_t *q,
+                                                          const float *scales, size_t n0, size_t n1, size_t k,
+                                                          float *y, size_t ldy) {
+    const int8_t *w = q;
+    MMQ_AVX2_BODY(int8_t, int8x8, INT8_W, INT8_SCALE)
+    int8_scalar(x, m, q, scales, j, n1, k, y, ldy);
+}
+
+// ---- AVX-512 F ----------------------------------------------------------------------------------------------------
+
+__attribute__((target("avx512f"))) static inline __m512 bf16x16(const uint16_t *p) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+__attribute__((target("avx512f"))) static inline __m512 int8x16(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
+#define MMQ_AVX512_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                 \
+    size_t j = n0;                                                                                                    \
+    const size_t k16 = k & ~(size_t)15;                                                                               \
+    for (; j + TILE_J <= n1; j += TILE_J) {                                                                           \
+        const WTYPE *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;                                        \
+        for (size_t r = 0; r < m; r += TILE_R) {                                                                      \
+            const int pair = r + 1 < m;                                                                               \
+            const float *xa = x + r * k, *xb = pair ? xa + k : xa;                                                    \
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;           \
+            for (size_t kk = 0; kk < k16; kk += 16) {                                                                 \
+                __m512 va = _mm512_loadu_ps(xa + kk), vb = _mm512_loadu_ps(xb + kk);                                  \
+                __m512 v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                \
+                a0 = _mm512_fmadd_ps(va, v0, a0), a1 = _mm512_fmadd_ps(va, v1, a1);                                   \
+                a2 = _mm512_fmadd_ps(va, v2, a2), a3 = _mm512_fmadd_ps(va, v3, a3);                                   \
+                b0 = _mm512_fmadd_ps(vb, v0, b0), b1 = _mm512_fmadd_ps(vb, v1, b1);                                   \
+                b2 = _mm512_fmadd_ps(vb, v2, b2), b3 = _mm512_fmadd_ps(vb, v3, b3);                                   \
+            }                                                                                                         \
+            float sa[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),              \
+                           _mm512_reduce_add_ps(a3)};                                                                 \
+            float sb[4] = {_mm512_reduce_add_ps(b0), _mm512_reduce_add_ps(b1), _mm512_reduce_add_ps(b2),              \
+                           _mm512_reduce_add_ps(b3)};                                                                 \
+            const WTYPE *rows[4] = {w0, w1, w2, w3};                                                                  \
+            for (size_t kk = k16; kk < k; kk++)                                                                       \
+                for (int t = 0; t < 4; t++) {                                                                         \
+                    sa[t] += xa[kk] * SCALAR_W(rows[t][kk]);                                                          \
+                    sb[t] += xb[kk] * SCALAR_W(rows[t][kk]);                                                          \
+                }                                                                                                     \
+            for (int t = 0; t < 4; t++) {                                                                             \
+                y[r * ldy + j + t] = sa[t] * SCALE(j + t);                                                            \
+                if (pair) y[(r + 1) * ldy + j + t] = sb[t] * SCALE(j + t);                                            \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
+
+__attribute__((target("avx512f"))) static void bf16_avx512(const float *x, size_t m, const uint16_t *w, size_t n0,
+                                                            size_t n1, size_t k, float *y, size_t ldy) {
+    MMQ_AVX512_BODY(uint16_t, bf16x16, bf16_to_float, BF16_SCALE)
+    bf16_scalar(x, m, w, j, n1, k, y, ldy);
+}
+
+__attribute__((target("avx512f"))) static void int8_avx512(const float *x, size_t m, const int8_t *q,
+                                                            const float *scales, size_t n0, size_t n1, size_t k,
+                                                            float *y, size_t ldy) {
+    const int8_t *w = q;
+    MMQ_AVX512_BODY(int8_t, int8x16, INT8_W, INT8_SCALE)
+    int8_scalar(x, m, q, scales, j, n1, k, y, ldy);
+}
+
+#endif  // MMQ_X86
+
+// ---- dispatch -----------------------------------------------------------------------------------------------------
+
+int mmq_path_supported(int path) {
+    switch (path) {
+    case MMQ_PATH_SCALAR: return 1;
+#ifdef MMQ_X86
+    case MMQ_PATH_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case MMQ_PATH_AVX512: return __builtin_cpu_supports("avx512f");
+#endif
+    default: return 0;
+    }
+}
+
+int mmq_best_path(void) {
+    if (mmq_path_supported(MMQ_PATH_AVX512)) return MMQ_PATH_AVX512;
+    if (mmq_path_supported(MMQ_PATH_AVX2)) return MMQ_PATH_AVX2;
+    return MMQ_PATH_SCALAR;
+}
+
+const char *mmq_path_name(int path) {
+    switch (path) {
+    case MMQ_PATH_AVX2: return "avx2";
+    case MMQ_PATH_AVX512: return "avx512";
+    default: return "scalar";
+    }
+}
+
+void mmq_bf16_matmul_t(int path, const float *x, size_t m, const uint16_t *w, size_t n0, size_t n1, size_t k,
+                       float *y, size_t ldy) {
+#ifdef MMQ_X86
+    if (path == MMQ_PATH_AVX512 && mmq_path_supported(path)) return bf16_avx512(x, m, w, n0, n1, k, y, ldy);
+    if (path == MMQ_PATH_AVX2 && mmq_path_supported(path)) return bf16_avx2(x, m, w, n0, n1, k, y, ldy);
+#endif
+    bf16_scalar(x, m, w, n0, n1, k, y, ldy);
+}
+
+void mmq_int8_matmul_t(int path, const float *x, size_t m, const int8_t *q, const float *scales, size_t n0,
+                       size_t n1, size_t k, float *y, size_t ldy) {
+#ifdef MMQ_X86
+    if (path == MMQ_PATH_AVX512 && mmq_path_supported(path)) return int8_avx512(x, m, q, scales, n0, n1, k, y, ldy);
+    if (path == MMQ_PATH_AVX2 && mmq_path_supported(path)) return int8_avx2(x, m, q, scales, n0, n1, k, y, ldy);
+#endif
+    int8_scalar(x, m, q, scales, n0, n1, k, y, ldy);
+}
+
+// ---- conversions --------------------------------------------------------------------------------------------------
+
+void mmq_bf16_dequantize(const uint16_t *w, size_t count, float *out) {
+    for (size_t i = 0; i < count; i++) out[i] = bf16_to_float(w[i]);
+}
+
+void mmq_int8_dequantize(const int8_t *q, const float *scales, size_t rows, size_t k, float *out) {
+    for (size_t j = 0; j < rows; j++) {
+        const float scale = scales[j];
+        for (size_t kk = 0; kk < k; kk++) out[j * k + kk] = (float)q[j * k + kk] * scale;
+    }
+}
+
+size_t mmq_int8_quantize(const float *w, size_t rows, size_t k, int8_t *q, float *scales) {
+    size_t nonFinite = 0;
+    for (size_t j = 0; j < rows; j++) {
+        const float *row = w + j * k;
+        float largest = 0;
+        for (size_t kk = 0; kk < k; kk++) {
+            if (!isfinite(row[kk])) {
+                nonFinite++;
+                continue;
+            }
+            largest = fmaxf(largest, fabsf(row[kk]));
+        }
+        const float scale = largest / 127.0f;
+        scales[j] = scale;
+        for (size_t kk = 0; kk < k; kk++) {
+            float level = scale > 0 && isfinite(row[kk]) ? nearbyintf(row[kk] / scale) : 0;
+            q[j * k + kk] = (int8_t)fminf(127.0f, fmaxf(-127.0f, level));
+        }
+    }
+    return nonFinite;
+}
+
+void mmq_bf16_quantize(const float *w, size_t count, uint16_t *out) {
+    for (size_t i = 0; i < count; i++) {
+        uint32_t bits;
+        memcpy(&bits, &w[i], sizeof bits);
+        if (isnan(w[i])) {
+            out[i] = (uint16_t)(bits >> 16) | 0x0040;
+            continue;
+        }
+        bits += 0x7FFF + ((bits >> 16) & 1);
+        out[i] = (uint16_t)(bits >> 16);
+    }
+}

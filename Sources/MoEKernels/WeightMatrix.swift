@@ -1,0 +1,228 @@
+import CQuantKernels
+import Dispatch
+import MoECore
+
+/// A weight matrix `W [rows, columns]` (`[out, in]`, as checkpoints store it) kept in its storage precision, and the
+/// product `Y [m, rows] = X [m, columns] · Wᵀ` over it with f32 activations and accumulation.
+///
+/// f32 goes to OpenBLAS `sgemm`. bf16 and int8 are read as stored: for few rows (decode, `m ≤ directRowLimit`) by
+/// the kernels of `CQuantKernels`, which widen each weight in registers (bandwidth is the limit, and 2 or 1 bytes a
+/// weight are read instead of 4); for more rows (prefill) a block of weight rows at a time is widened into a small
+/// f32 buffer that `sgemm` then uses, so the widening costs `O(rows · columns)` against the GEMM's `O(m · rows ·
+/// columns)`.
+public struct WeightMatrix: Sendable {
+    public enum Storage: Sendable {
+        case f32([Float])
+        case bf16([UInt16])
+        /// `W[j, k] = values[j, k] · scales[j]`.
+        case int8(values: [Int8], scales: [Float])
+    }
+
+    public let rows: Int
+    public let columns: Int
+    public let storage: Storage
+
+    /// Most activation rows the direct kernels take; beyond it the weights are widened block by block for `sgemm`.
+    public static let directRowLimit = 64
+    /// Bytes of f32 weights widened at a time on the prefill path (within L2/L3, and wide enough for sgemm).
+    static let widenedBlockBytes = 4 << 20
+
+    public var precision: WeightPrecision {
+        switch self.storage {
+        case .f32: .f32
+        case .bf16: .bf16
+        case .int8: .int8
+        }
+    }
+
+    /// Bytes the weights hold (scales included).
+    public var bytes: Int {
+        switch self.storage {
+        case .f32(let values): values.count * 4
+        case .bf16(let values): values.count * 2
+        case .int8(let values, let scales): values.count + scales.count * 4
+        }
+    }
+
+    /// Stores `values` (`[rows, columns]`, row-major) in `precision`.
+    /// - Throws: `WeightPrecisionError` for a precision this CPU path does not hold (fp8) or int8 of non-finite
+    ///   weights.
+    public init(rows: Int, columns: Int, values: [Float], precision: WeightPrecision) throws(WeightPrecisionError) {
+        precondition(values.count == rows * columns, "weights: expected \(rows * columns) values, got \(values.count)")
+        self.rows = rows
+        self.columns = columns
+        switch precision {
+        case .f32:
+            self.storage = .f32(values)
+        case .bf16:
+            let stored = [UInt16](unsafeUninitializedCapacity: values.count) { buffer, initialized in
+                values.withUnsafeBufferPointer { mmq_bf16_quantize($0.baseAddress, values.count, buffer.baseAddress) }
+                initialized = values.count
+            }
+            self.storage = .bf16(stored)
+        case .int8:
+            var scales = [Float](repeating: 0, count: rows)
+            var nonFinite = 0
+            let stored = [Int8](unsafeUninitializedCapacity: values.count) { buffer, initialized in
+                values.withUnsafeBufferPointer { w in
+                    scales.withUnsafeMutableBufferPointer { s in
+                        nonFinite = mmq_int8_quantize(w.baseAddress, rows, columns, buffer.baseAddress, s.baseAddress)
+                    }
+                }
+                initialized = values.count
+            }
+            guard nonFinite == 0 else { throw .nonFiniteWeights(count: nonFinite, precision: precision) }
+            self.storage = .int8(values: stored, scales: scales)
+        case .fp8:
+            throw .unsupportedOnCPU(precision)
+        }
+    }
+
+    /// The weights widened to f32 (`[rows, columns]`): what the products compute with.
+    public func dequantized() -> [Float] {
+        [Float](unsafeUninitializedCapacity: self.rows * self.columns) { buffer, initialized in
+            self.widen(rows: 0..<self.rows, into: buffer.baseAddress!)
+            initialized = self.rows * self.columns
+        }
+    }
+
+    /// `y [m, rows] = x [m, columns] · Wᵀ`, both row-major.
+    public func multiply(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
+        guard m > 0, self.rows > 0 else { return }
+        switch self.storage {
+        case .f32(let values):
+            values.withUnsafeBufferPointer { w in
+                BLAS.multiplyTransposed(x, w.baseAddress!, into: y, m: m, n: self.rows, k: self.columns)
+            }
+        case .bf16, .int8:
+            if m <= Self.directRowLimit {
+                self.multiplyDirect(x, rows: m, into: y, path: QuantizedKernelPath.best)
+            } else {
+                self.multiplyWidened(x, rows: m, into: y)
+            }
+        }
+    }
+
+    /// The direct kernels on `path`, weight rows split over `BLAS.threadCount` threads.
+    func multiplyDirect(
+        _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>, path: QuantizedKernelPath
+    ) {
+        let n = self.rows, k = self.columns
+        // Whole tiles of 4 weight rows per thread; below ~64 K weights one thread is quicker than waking another.
+        let threads = n * k < 65_536 ? 1 : max(1, min(BLAS.threadCount, n / 4))
+        let chunk = ((n + threads - 1) / threads + 3) & ~3
+        let operands = Operands(x: x, y: y)
+        let run = { @Sendable (start: Int, end: Int) in
+            let x = operands.x, y = operands.y
+            switch self.storage {
+            case .bf16(let values):
+                values.withUnsafeBufferPointer { w in
+                    mmq_bf16_matmul_t(path.rawValue, x, m, w.baseAddress, start, end, k, y, n)
+                }
+            case .int8(let values, let scales):
+                values.withUnsafeBufferPointer { w in
+                    scales.withUnsafeBufferPointer { s in
+                        mmq_int8_matmul_t(path.rawValue, x, m, w.baseAddress, s.baseAddress, start, end, k, y, n)
+                    }
+                }
+            case .f32: preconditionFailure("the direct kernels take bf16 or int8 weights")
+            }
+        }
+        if threads == 1 { return run(0, n) }
+        DispatchQueue.concurrentPerform(iterations: threads) { part in
+            let start = part * chunk, end = min(n, start + chunk)
+            if start < end { run(start, end) }
+        }
+    }
+
+    /// Prefill: blocks of weight rows (`widenedBlockBytes` of f32) widened to f32 on every thread, each multiplied by
+    /// `sgemm` into its columns of `y`.
+    func multiplyWidened(
+        _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>,
+        blockBytes: Int = Self.widenedBlockBytes
+    ) {
+        let n = self.rows, k = self.columns
+        let block = min(n, max(16, blockBytes / (4 * max(1, k))))
+        let widened = UnsafeMutablePointer<Float>.allocate(capacity: block * k)
+        defer { widened.deallocate() }
+        for start in stride(from: 0, to: n, by: block) {
+            let count = min(block, n - start)
+            self.widenInParallel(rows: start..<(start + count), into: widened)
+            BLAS.multiplyTransposed(x, widened, into: y + start, m: m, n: count, k: k, ldc: n)
+        }
+    }
+
+    /// `widen` split over `BLAS.threadCount` threads.
+    private func widenInParallel(rows range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let threads = max(1, min(BLAS.threadCount, range.count / 8))
+        if threads == 1 { return self.widen(rows: range, into: out) }
+        let share = (range.count + threads - 1) / threads
+        let target = Operands(x: UnsafePointer(out), y: out)
+        DispatchQueue.concurrentPerform(iterations: threads) { part in
+            let start = range.lowerBound + part * share, end = min(range.upperBound, start + share)
+            if start < end {
+                self.widen(rows: start..<end, into: target.y + (start - range.lowerBound) * self.columns)
+            }
+        }
+    }
+
+    /// Rows `range` of W as f32 into `out` (`[range.count, columns]`).
+    private func widen(rows range: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let k = self.columns
+        switch self.storage {
+        case .f32(let values):
+            values.withUnsafeBufferPointer {
+                out.update(from: $0.baseAddress! + range.lowerBound * k, count: range.count * k)
+            }
+        case .bf16(let values):
+            values.withUnsafeBufferPointer {
+                mmq_bf16_dequantize($0.baseAddress! + range.lowerBound * k, range.count * k, out)
+            }
+        case .int8(let values, let scales):
+            values.withUnsafeBufferPointer { w in
+                scales.withUnsafeBufferPointer { s in
+                    mmq_int8_dequantize(
+                        w.baseAddress! + range.lowerBound * k, s.baseAddress! + range.lowerBound, range.count, k, out)
+                }
+            }
+        }
+    }
+}
+
+/// The instruction set of the bf16/int8 kernels: the widest this CPU has, found at run time.
+public enum QuantizedKernelPath: Int32, Sendable, CaseIterable, CustomStringConvertible {
+    case scalar = 0, avx2 = 1, avx512 = 2
+
+    /// The path the products use on this CPU.
+    public static let best = QuantizedKernelPath(rawValue: mmq_best_path()) ?? .scalar
+
+    /// Whether this CPU runs `self`.
+    public var isSupported: Bool { mmq_path_supported(self.rawValue) != 0 }
+
+    public var description: String { String(cString: mmq_path_name(self.rawValue)) }
+}
+
+/// Why weights cannot be stored in a precision.
+public enum WeightPrecisionError: Error, Sendable, Equatable, CustomStringConvertible {
+    case unsupportedOnCPU(WeightPrecision)
+    case unsupportedOnDevice(WeightPrecision, device: String, supported: [WeightPrecision])
+    case nonFiniteWeights(count: Int, precision: WeightPrecision)
+
+    public var description: String {
+        switch self {
+        case .unsupportedOnCPU(let precision):
+            "\(precision) weights need a CUDA device (Hopper or later); on the CPU choose f32, bf16 or int8"
+        case .unsupportedOnDevice(let precision, let device, let supported):
+            "\(precision) weights are not available on \(device); expected one of "
+                + supported.map(\.rawValue).joined(separator: ", ")
+        case .nonFiniteWeights(let count, let precision):
+            "\(count) weights are NaN or infinite; \(precision) cannot hold them (serve this expert in f32 or bf16)"
+        }
+    }
+}
+
+/// The activations and output of one product, shared by its worker threads; each writes only its own columns of y.
+private struct Operands: @unchecked Sendable {
+    let x: UnsafePointer<Float>
+    let y: UnsafeMutablePointer<Float>
+}
