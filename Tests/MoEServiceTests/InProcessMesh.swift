@@ -18,14 +18,14 @@ import Tracing
 func withInProcessMesh(
     model: SmallModel, routing: RoutingConfiguration = RoutingConfiguration(),
     batching: ForwardBatcher.Configuration? = nil, tracer: any Tracer = NoOpTracer(),
-    expertMemoryBudgetBytes: Int? = nil,
+    expertMemoryBudgetBytes: Int? = nil, precisions: PrecisionPlan = .deviceDefault,
     _ body: (Moemesh_V1_Router.Client<InProcessTransport.Client>, Moemesh_V1_Expert.Client<InProcessTransport.Client>)
         async throws -> Void
 ) async throws {
     let checkpoint = try MoECheckpoint(path: model.path)
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
     let expertService = try ExpertService(
-        checkpoint: checkpoint, experts: addresses, memoryBudgetBytes: expertMemoryBudgetBytes)
+        checkpoint: checkpoint, experts: addresses, precisions: precisions, memoryBudgetBytes: expertMemoryBudgetBytes)
     let expertTransport = InProcessTransport()
     let logger = Logger(label: "in-process-mesh")
     let expertInterceptors: [any ServerInterceptor] = [
@@ -39,6 +39,10 @@ func withInProcessMesh(
             let expertClient = Moemesh_V1_Expert.Client(wrapping: client)
             let replica = ExpertReplica(endpoint: ServiceEndpoint(host: "in-process", port: 1), client: expertClient)
             let topology = ExpertTopology(replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) }))
+            // As a router's startup does: the precisions the expert service describes.
+            let description = try await expertClient.describeExperts(Moemesh_V1_DescribeExpertsRequest())
+            topology.setPrecisions(
+                Dictionary(description.precisions.map { ($0.expert.address, [$0.precision: 1]) }) { $1 })
             let metrics = ServiceMetrics()
             let executor = RemoteExpertExecutor(
                 topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
@@ -52,7 +56,7 @@ func withInProcessMesh(
                     try MoELayerPipeline(checkpoint: checkpoint, layer: $0, policy: routing.policy(for: $0))
                 },
                 executor: executor, routingSummary: routing.summary, batching: batching, metrics: metrics,
-                prefetch: prefetch)
+                prefetch: prefetch, expertPrecisions: { topology.precisions })
             let routerTransport = InProcessTransport()
             let routerInterceptors: [any ServerInterceptor] = [
                 RPCMetricsInterceptor(metrics: metrics, service: "router"),

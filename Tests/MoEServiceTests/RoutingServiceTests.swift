@@ -67,6 +67,38 @@ struct RoutingServiceTests {
         }
     }
 
+    @Test(
+        "top-2 and hierarchical routing run through the router, which describes them; options that do not fit are named"
+    )
+    func routingVariants() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let topTwo = RoutingConfiguration(strategy: .topTwo, seed: 3, secondExpert: .random)
+        try await withInProcessMesh(model: model, routing: topTwo) { router, _ in
+            let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
+            #expect(response.routing.topK == 2)
+            #expect(response.routing.topkIds.enumerated().allSatisfy { $0.offset % 2 == 1 || $0.element >= 0 })
+            let description = try await router.describeModel(Moemesh_V1_DescribeModelRequest())
+            #expect(description.routing == "top-2(second expert random, seed 3)")
+        }
+        let hierarchical = RoutingConfiguration(strategy: .hierarchical, groups: 2, keptGroups: 1, groupScore: .top2Sum)
+        #expect(hierarchical.problem(for: checkpoint.layers) == nil)
+        try await withInProcessMesh(model: model, routing: hierarchical) { router, _ in
+            let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
+            // Two groups of two experts, one kept: both of a token's experts are in the same group.
+            let ids = response.routing.topkIds
+            for token in 0..<(ids.count / 2) { #expect(ids[2 * token] / 2 == ids[2 * token + 1] / 2) }
+            let description = try await router.describeModel(Moemesh_V1_DescribeModelRequest())
+            #expect(description.routing == "hierarchical(2 groups, keep 1, by top2-sum)")
+        }
+        let misfit = RoutingConfiguration(strategy: .hierarchical, groups: 4, keptGroups: 1)
+        #expect(
+            misfit.problem(for: checkpoint.layers)
+                == "layer 0: hierarchical routing: expected a group count that divides the layer's 4 experts and "
+                + "kept groups holding at least top-k (2) experts, got 4 groups, 1 kept")
+    }
+
     @Test("with dynamic batching on, concurrent calls each get the in-process answer for their own rows")
     func batchedCallsMatchReference() async throws {
         let model = try SmallModel()

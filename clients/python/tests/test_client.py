@@ -115,3 +115,22 @@ def test_a_message_above_the_limit_is_refused_with_resource_exhausted(moemesh_bi
                     assert error.value.message.startswith(
                         "hidden_states: 1.5 MiB, above this service's limit of 1.0 MiB (--max-message-mib)")
                     assert client.forward("0", under).shape == under.shape  # still serving
+
+
+def test_a_mesh_of_int8_experts_says_so_and_stays_within_2e_2_of_f32(router, tiny_models, moemesh_binary):
+    """`moemesh up --precision`: DescribeModel lists every expert's precision; the answers move by the quantisation
+    error only (int8 per-channel, bf16 for the shared experts of layer 1)."""
+    from conftest import serving
+
+    x = np.random.default_rng(5).standard_normal((3, 4, 32)).astype(np.float32)
+    with moemesh.Client(router) as client:
+        reference = client.forward("0", x)
+    with serving(moemesh_binary, tiny_models["qwen2_moe"], "--precision", "*:*=int8,1:shared=bf16") as address:
+        with moemesh.Client(address) as client:
+            model = client.describe()
+            quantised = client.forward("0", x)
+    expected = {(layer, expert): {"int8": 1} for layer in ("0", "1") for expert in (0, 1, 2, 3, -1)}
+    expected[("1", -1)] = {"bf16": 1}
+    assert model.precisions == expected
+    error = np.linalg.norm(quantised - reference) / np.linalg.norm(reference)
+    assert 0 < error < 2e-2

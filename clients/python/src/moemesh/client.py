@@ -5,7 +5,7 @@ import itertools
 import queue
 import threading
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import grpc
@@ -69,6 +69,9 @@ class ModelDescription:
     hidden_size: int
     layers: list[Layer]
     routing: str
+    # (layer, expert) → {precision ("f32", "bf16", "int8", "fp8"): live replicas storing the expert so}; the shared
+    # expert is expert -1.
+    precisions: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -198,9 +201,13 @@ class Client:
                 router_pb2.DescribeModelRequest(), timeout=self._timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise _error(error) from None
+        precisions: dict = {}
+        for entry in reply.expert_precisions:
+            precisions.setdefault((entry.expert.layer, entry.expert.expert), {})[entry.precision] = entry.replicas
         return ModelDescription(
             model_type=reply.model_type, hidden_size=reply.hidden_size, routing=reply.routing,
-            layers=[Layer(layer.name, layer.num_experts, layer.top_k, layer.shared_expert) for layer in reply.layers])
+            layers=[Layer(layer.name, layer.num_experts, layer.top_k, layer.shared_expert) for layer in reply.layers],
+            precisions=precisions)
 
     def forward(
         self, layer: str, hidden: Array, *, return_routing: bool = False, token_ids: Optional[Sequence[int]] = None,

@@ -18,7 +18,7 @@ REPLICA_STATE_SERVING: ReplicaState
 REPLICA_STATE_DRAINING: ReplicaState
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("endpoint", "group", "experts", "device", "model_type", "hidden_size", "instance", "unix_socket", "host_id")
+    __slots__ = ("endpoint", "group", "experts", "device", "model_type", "hidden_size", "instance", "unix_socket", "host_id", "precisions")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     EXPERTS_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class RegisterRequest(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     UNIX_SOCKET_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     group: str
     experts: _containers.RepeatedCompositeFieldContainer[_expert_pb2.ExpertKey]
@@ -37,7 +38,8 @@ class RegisterRequest(_message.Message):
     instance: str
     unix_socket: str
     host_id: str
-    def __init__(self, endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., device: _Optional[str] = ..., model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ...) -> None: ...
+    precisions: _containers.RepeatedCompositeFieldContainer[_expert_pb2.ExpertPrecision]
+    def __init__(self, endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., device: _Optional[str] = ..., model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[_expert_pb2.ExpertPrecision, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("replica_id", "heartbeat_interval_ms", "lease_ms")
@@ -90,7 +92,7 @@ class DeregisterResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("replica_id", "endpoint", "group", "experts", "state", "device", "instance", "unix_socket", "host_id")
+    __slots__ = ("replica_id", "endpoint", "group", "experts", "state", "device", "instance", "unix_socket", "host_id", "precisions")
     REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class Replica(_message.Message):
     INSTANCE_FIELD_NUMBER: _ClassVar[int]
     UNIX_SOCKET_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     replica_id: str
     endpoint: str
     group: str
@@ -109,7 +112,8 @@ class Replica(_message.Message):
     instance: str
     unix_socket: str
     host_id: str
-    def __init__(self, replica_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., device: _Optional[str] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ...) -> None: ...
+    precisions: _containers.RepeatedCompositeFieldContainer[_expert_pb2.ExpertPrecision]
+    def __init__(self, replica_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., device: _Optional[str] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[_expert_pb2.ExpertPrecision, _Mapping]]] = ...) -> None: ...
 
 class WatchTopologyRequest(_message.Message):
     __slots__ = ("router_id",)

@@ -67,18 +67,28 @@ class ExpertKey(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., expert: _Optional[int] = ...) -> None: ...
 
 class DescribeExpertsResponse(_message.Message):
-    __slots__ = ("model_type", "hidden_size", "intermediate_size", "experts", "cache")
+    __slots__ = ("model_type", "hidden_size", "intermediate_size", "experts", "cache", "precisions")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     INTERMEDIATE_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPERTS_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     model_type: str
     hidden_size: int
     intermediate_size: int
     experts: _containers.RepeatedCompositeFieldContainer[ExpertKey]
     cache: ExpertCacheStats
-    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., experts: _Optional[_Iterable[_Union[ExpertKey, _Mapping]]] = ..., cache: _Optional[_Union[ExpertCacheStats, _Mapping]] = ...) -> None: ...
+    precisions: _containers.RepeatedCompositeFieldContainer[ExpertPrecision]
+    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., experts: _Optional[_Iterable[_Union[ExpertKey, _Mapping]]] = ..., cache: _Optional[_Union[ExpertCacheStats, _Mapping]] = ..., precisions: _Optional[_Iterable[_Union[ExpertPrecision, _Mapping]]] = ...) -> None: ...
+
+class ExpertPrecision(_message.Message):
+    __slots__ = ("expert", "precision")
+    EXPERT_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    expert: ExpertKey
+    precision: str
+    def __init__(self, expert: _Optional[_Union[ExpertKey, _Mapping]] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ExpertCacheStats(_message.Message):
     __slots__ = ("hits", "misses", "evictions", "load_seconds", "resident_bytes", "resident_experts", "budget_bytes", "prefetches")

@@ -1,3 +1,4 @@
+from moemesh.v1 import expert_pb2 as _expert_pb2
 from moemesh.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -96,16 +97,28 @@ class MoELayer(_message.Message):
     def __init__(self, name: _Optional[str] = ..., num_experts: _Optional[int] = ..., top_k: _Optional[int] = ..., shared_expert: _Optional[bool] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
-    __slots__ = ("model_type", "hidden_size", "layers", "routing")
+    __slots__ = ("model_type", "hidden_size", "layers", "routing", "expert_precisions")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_PRECISIONS_FIELD_NUMBER: _ClassVar[int]
     model_type: str
     hidden_size: int
     layers: _containers.RepeatedCompositeFieldContainer[MoELayer]
     routing: str
-    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[MoELayer, _Mapping]]] = ..., routing: _Optional[str] = ...) -> None: ...
+    expert_precisions: _containers.RepeatedCompositeFieldContainer[ExpertPrecisionReplicas]
+    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[MoELayer, _Mapping]]] = ..., routing: _Optional[str] = ..., expert_precisions: _Optional[_Iterable[_Union[ExpertPrecisionReplicas, _Mapping]]] = ...) -> None: ...
+
+class ExpertPrecisionReplicas(_message.Message):
+    __slots__ = ("expert", "precision", "replicas")
+    EXPERT_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    expert: _expert_pb2.ExpertKey
+    precision: str
+    replicas: int
+    def __init__(self, expert: _Optional[_Union[_expert_pb2.ExpertKey, _Mapping]] = ..., precision: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("layer", "reset")
