@@ -33,6 +33,8 @@ public struct BenchConfiguration: Sendable {
     public var routerArguments: [String] = []
     /// How long one replica is hung (SIGSTOP) in the fault phase (a mesh with 2 replicas per expert); 0: no fault phase.
     public var hungReplica: Duration = .seconds(8)
+    /// How the experts' weights are stored, in the mesh and in the in-process reference.
+    public var precision: WeightPrecision = .f32
 
     public init(cacheDirectory: String, executable: String, expertThreads: Int) {
         self.cacheDirectory = cacheDirectory
@@ -102,7 +104,7 @@ public struct BenchRunner: Sendable {
         self.progress("preparing the model")
         let model = try DemoModel.ensure(cacheDirectory: configuration.cacheDirectory, shape: configuration.shape)
         let checkpoint = try MoECheckpoint(path: model.path)
-        let reference = try InProcessMoE(checkpoint: checkpoint)
+        let reference = try InProcessMoE(checkpoint: checkpoint, precision: configuration.precision)
         let serving = ServingConfiguration()
 
         for tokens in configuration.tokens {
@@ -122,6 +124,7 @@ public struct BenchRunner: Sendable {
                 routerPort: 0,
                 routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
                     + configuration.routerArguments,
+                expertArguments: ["--precision", configuration.precision.rawValue],
                 unixSockets: configuration.unixSockets),
             logger: self.logger, onCoordinatorListening: { _ in }, onReady: { started.set($0) })
         let echoTransport = serving.makeServerTransport()

@@ -28,6 +28,8 @@ public func buildExpertServices(
         computeDelay: configuration.computeDelay,
         memoryBudgetBytes: configuration.memoryBudgetBytes,
         payloadLimit: PayloadLimit(bytes: configuration.serving.maxMessageBytes))
+    // The f32 weights read while loading are freed by now: give their pages back before serving.
+    MemoryTuning.returnFreeMemory()
     logger.info(
         "loaded experts",
         metadata: [

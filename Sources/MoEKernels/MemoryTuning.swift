@@ -21,4 +21,12 @@ public enum MemoryTuning {
             _ = mallopt(M_ARENA_MAX, Int32(max(2, min(sysconf(Int32(_SC_NPROCESSORS_ONLN)), 64))))
         #endif
     }
+
+    /// Gives the heap's free pages back to the system now (glibc `malloc_trim`): after loading experts, whose f32
+    /// weights were read, converted to their storage precision and freed.
+    public static func returnFreeMemory() {
+        #if os(Linux)
+            _ = malloc_trim(0)
+        #endif
+    }
 }

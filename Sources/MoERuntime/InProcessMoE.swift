@@ -24,10 +24,12 @@ public struct InProcessMoE: Sendable {
     public let pipelines: [String: MoELayerPipeline]
     public let executor: LocalExpertExecutor
 
-    /// Loads `layers` (all MoE layers when nil) of a checkpoint: gates and every expert, shared ones included.
+    /// Loads `layers` (all MoE layers when nil) of a checkpoint: gates and every expert, shared ones included, the
+    /// experts' weights stored in `precision`.
     public init(
-        checkpoint: MoECheckpoint, layers: [String]? = nil, policy: (MoELayerSpec) -> RoutingPolicy = { _ in .model }
-    ) throws(ModelError) {
+        checkpoint: MoECheckpoint, layers: [String]? = nil, policy: (MoELayerSpec) -> RoutingPolicy = { _ in .model },
+        precision: WeightPrecision = .f32
+    ) throws {
         var pipelines: [String: MoELayerPipeline] = [:]
         var kernels: [ExpertAddress: CPUExpertKernel] = [:]
         for name in layers ?? checkpoint.layers.map(\.name) {
@@ -35,7 +37,7 @@ public struct InProcessMoE: Sendable {
             pipelines[name] = try MoELayerPipeline(checkpoint: checkpoint, layer: spec, policy: policy(spec))
             for address in spec.expertAddresses {
                 let weights = try checkpoint.expertWeights(layer: spec, expert: address.expert)
-                kernels[address] = CPUExpertKernel(weights: weights)
+                kernels[address] = try CPUExpertKernel(weights: weights, precision: precision)
             }
         }
         self.pipelines = pipelines

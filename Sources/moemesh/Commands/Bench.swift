@@ -30,6 +30,8 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Concurrent decode clients of the sweep, comma-separated.") var clients: String = "1,4,16"
     @Option(help: "Seconds measured per shape.") var seconds: Double = 3
     @Option(help: "Dtype of the rows between router and experts: f32, bf16 or f16.") var wireDtype: DType = .f32
+    @Option(help: "How the experts' weights are stored (mesh and in-process reference): f32, bf16 or int8.")
+    var precision: WeightPrecision = .f32
     @Option(help: "OpenBLAS threads per expert process (default: cores ÷ top-k).") var threads: Int?
     @Option(help: "Where the bench model is cached (default: $MOEMESH_CACHE or ~/.cache/moemesh).") var cacheDir:
         String?
@@ -60,6 +62,7 @@ struct Bench: AsyncParsableCommand {
         configuration.secondsPerShape = self.seconds
         configuration.wireDType = self.wireDtype
         configuration.unixSockets = self.unixSockets == .on
+        configuration.precision = self.precision
         guard self.hungS >= 0 else { throw ValidationError("--hung-s: expected 0 or more, got \(self.hungS)") }
         configuration.hungReplica = .milliseconds(Int(self.hungS * 1000))
         configuration.routerArguments =
@@ -76,7 +79,7 @@ struct Bench: AsyncParsableCommand {
         }
         if !json {
             print(
-                "model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), f32 weights; "
+                "model: \(self.experts) experts, top-\(self.topK), H=\(self.hidden), I=\(self.intermediate), \(self.precision) weights; "
                     + "wire \(self.wireDtype) over \(self.unixSockets == .on ? "Unix domain sockets" : "TCP loopback"); OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads in process, "
                     + "\(configuration.expertThreads) per expert process; \(cores) cores")
         }
@@ -115,3 +118,5 @@ struct Bench: AsyncParsableCommand {
         }
     }
 }
+
+extension WeightPrecision: ExpressibleByArgument {}
