@@ -237,7 +237,7 @@ let package = Package(
             name: "MoECoordinatorTests",
             dependencies: [
                 "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoECoordinator", "MoELocalMesh",
-                "MoETestSupport",
+                "MoEStatusViews", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,5 +1,6 @@
 #include "quant_kernels.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -241,19 +242,26 @@ size_t mmq_int8_quantize(const float *w, size_t rows, size_t k, int8_t *q, float
     size_t nonFinite = 0;
     for (size_t j = 0; j < rows; j++) {
         const float *row = w + j * k;
+        int8_t *out = q + j * k;
+        // Branch-free passes, so that the compiler vectorises them for the baseline ISA.
         float largest = 0;
+        size_t bad = 0;
         for (size_t kk = 0; kk < k; kk++) {
-            if (!isfinite(row[kk])) {
-                nonFinite++;
-                continue;
-            }
-            largest = fmaxf(largest, fabsf(row[kk]));
+            const float magnitude = fabsf(row[kk]);
+            const int finite = magnitude <= FLT_MAX;  // false for ±inf and NaN
+            bad += !finite;
+            largest = fmaxf(largest, finite ? magnitude : 0.0f);
         }
+        nonFinite += bad;
         const float scale = largest / 127.0f;
         scales[j] = scale;
+        // Levels: w / scale rounded half to even by adding and subtracting 1.5 · 2^23 (exact for |x| < 2^22, and
+        // |w / scale| ≤ 127 here); a zero row, and non-finite values, give 0.
+        const float magic = 12582912.0f;
         for (size_t kk = 0; kk < k; kk++) {
-            float level = scale > 0 && isfinite(row[kk]) ? nearbyintf(row[kk] / scale) : 0;
-            q[j * k + kk] = (int8_t)fminf(127.0f, fmaxf(-127.0f, level));
+            const float value = row[kk];
+            const float level = scale > 0 && fabsf(value) <= FLT_MAX ? (value / scale + magic) - magic : 0.0f;
+            out[kk] = (int8_t)fminf(127.0f, fmaxf(-127.0f, level));
         }
     }
     return nonFinite;

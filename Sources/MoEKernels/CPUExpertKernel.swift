@@ -35,28 +35,23 @@ public struct CPUExpertKernel: ExpertKernel {
     /// - Precondition: the weights' shapes fit together (`ExpertWeights.shapeProblem == nil`).
     public init(weights: ExpertWeights, precision: WeightPrecision) throws(WeightPrecisionError) {
         precondition(weights.shapeProblem == nil, weights.shapeProblem ?? "")
-        let h = weights.hiddenSize, i = weights.intermediateSize
-        self.hiddenSize = h
-        self.intermediateSize = i
+        self.hiddenSize = weights.hiddenSize
+        self.intermediateSize = weights.intermediateSize
         self.precision = precision
-        func store(_ values: [Float], rows: Int, columns: Int) throws(WeightPrecisionError) -> WeightMatrix {
-            try WeightMatrix(rows: rows, columns: columns, values: values, precision: precision)
+        func store(_ parts: Matrix...) throws(WeightPrecisionError) -> WeightMatrix {
+            try WeightMatrix(stacking: parts, precision: precision)
         }
         switch weights {
         case .gated(let gate, let up, let down, let activation):
             self.layout = .gated(
-                gateUp: try store(gate.values + up.values, rows: 2 * i, columns: h),
-                down: try store(down.values, rows: h, columns: i), activation: activation)
+                gateUp: try store(gate, up), down: try store(down), activation: activation)
         case .plain(let input, let output, let activation):
             self.layout = .plain(
-                input: try store(input.values, rows: i, columns: h),
-                output: try store(output.values, rows: h, columns: i),
-                activation: activation)
+                input: try store(input), output: try store(output), activation: activation)
         case .clampedSwiGLU(let gate, let up, let down, let gateBias, let upBias, let downBias, let limit, let alpha):
             self.layout = .clampedSwiGLU(
-                gateUp: try store(gate.values + up.values, rows: 2 * i, columns: h),
-                down: try store(down.values, rows: h, columns: i), gateUpBias: gateBias + upBias, downBias: downBias,
-                limit: limit, alpha: alpha)
+                gateUp: try store(gate, up), down: try store(down), gateUpBias: gateBias + upBias,
+                downBias: downBias, limit: limit, alpha: alpha)
         }
     }
 

@@ -49,27 +49,48 @@ public struct WeightMatrix: Sendable {
     ///   weights.
     public init(rows: Int, columns: Int, values: [Float], precision: WeightPrecision) throws(WeightPrecisionError) {
         precondition(values.count == rows * columns, "weights: expected \(rows * columns) values, got \(values.count)")
+        try self.init(stacking: [Matrix(rows: rows, columns: columns, values: values)], precision: precision)
+    }
+
+    /// Stores the rows of `parts` one after another (`[Σ rows, columns]`; e.g. gate then up) in `precision`, each
+    /// part converted straight into its place: no stacked f32 copy is made.
+    public init(stacking parts: [Matrix], precision: WeightPrecision) throws(WeightPrecisionError) {
+        let columns = parts.first?.columns ?? 0
+        precondition(parts.allSatisfy { $0.columns == columns }, "stacked weights: parts of different widths")
+        let rows = parts.reduce(0) { $0 + $1.rows }, count = rows * columns
         self.rows = rows
         self.columns = columns
         switch precision {
         case .f32:
-            self.storage = .f32(values)
+            self.storage = .f32(parts.count == 1 ? parts[0].values : parts.flatMap(\.values))
         case .bf16:
-            let stored = [UInt16](unsafeUninitializedCapacity: values.count) { buffer, initialized in
-                values.withUnsafeBufferPointer { mmq_bf16_quantize($0.baseAddress, values.count, buffer.baseAddress) }
-                initialized = values.count
+            let stored = [UInt16](unsafeUninitializedCapacity: count) { buffer, initialized in
+                var offset = 0
+                for part in parts {
+                    part.values.withUnsafeBufferPointer {
+                        mmq_bf16_quantize($0.baseAddress, part.values.count, buffer.baseAddress! + offset)
+                    }
+                    offset += part.values.count
+                }
+                initialized = count
             }
             self.storage = .bf16(stored)
         case .int8:
             var scales = [Float](repeating: 0, count: rows)
             var nonFinite = 0
-            let stored = [Int8](unsafeUninitializedCapacity: values.count) { buffer, initialized in
-                values.withUnsafeBufferPointer { w in
-                    scales.withUnsafeMutableBufferPointer { s in
-                        nonFinite = mmq_int8_quantize(w.baseAddress, rows, columns, buffer.baseAddress, s.baseAddress)
+            let stored = [Int8](unsafeUninitializedCapacity: count) { buffer, initialized in
+                var row = 0
+                scales.withUnsafeMutableBufferPointer { s in
+                    for part in parts {
+                        part.values.withUnsafeBufferPointer { w in
+                            nonFinite += mmq_int8_quantize(
+                                w.baseAddress, part.rows, columns, buffer.baseAddress! + row * columns,
+                                s.baseAddress! + row)
+                        }
+                        row += part.rows
                     }
                 }
-                initialized = values.count
+                initialized = count
             }
             guard nonFinite == 0 else { throw .nonFiniteWeights(count: nonFinite, precision: precision) }
             self.storage = .int8(values: stored, scales: scales)

@@ -36,6 +36,8 @@ public struct StatusReport: Codable, Sendable {
         public var ejectedBy: [String]
         /// How routers reach it: "ROUTER: unix PATH" (same host, Unix domain socket) or "ROUTER: tcp HOST:PORT".
         public var links: [String]
+        /// How its experts' weights are stored: "int8", or "bf16×1, int8×7" when they differ; "-" when it did not say.
+        public var precision: String
 
         /// "unix", "tcp", both ("unix+tcp": routers differ), or "-" (no router connected).
         public var linkKinds: String {
@@ -94,7 +96,7 @@ public struct StatusReport: Codable, Sendable {
                 rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows,
                 latencyP50Ms: $0.load.latencyP50Ms,
                 latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs, instance: $0.replica.instance,
-                ejectedBy: $0.ejectedBy, links: $0.links)
+                ejectedBy: $0.ejectedBy, links: $0.links, precision: Self.precisionSummary($0.replica.precisions))
         }
         self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert.address) }
         self.experts = status.experts.map {
@@ -111,6 +113,14 @@ public struct StatusReport: Codable, Sendable {
     }
 
     /// "0:3" (layer 0, expert 3), "0:shared".
+    /// "int8" when every expert has one precision, else "bf16×1, int8×7"; "-" for none.
+    static func precisionSummary(_ precisions: [Moemesh_V1_ExpertPrecision]) -> String {
+        let counts = Dictionary(grouping: precisions, by: \.precision).mapValues(\.count)
+        if counts.isEmpty { return "-" }
+        if counts.count == 1 { return counts.keys.first! }
+        return counts.keys.sorted().map { "\($0)×\(counts[$0]!)" }.joined(separator: ", ")
+    }
+
     static func name(_ address: ExpertAddress) -> String {
         "\(address.layer):\(address.isShared ? "shared" : String(address.expert))"
     }
@@ -141,13 +151,13 @@ public struct StatusReport: Codable, Sendable {
             lines += Self.columns(
                 [
                     [
-                        "REPLICA", "GROUP", "ENDPOINT", "LINK", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS", "P99 MS",
-                        "HEARTBEAT MS AGO",
+                        "REPLICA", "GROUP", "ENDPOINT", "LINK", "PRECISION", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS",
+                        "P99 MS", "HEARTBEAT MS AGO",
                     ]
                 ]
                     + self.replicas.map {
                         [
-                            $0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.state,
+                            $0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.precision, $0.state,
                             DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
                             DecimalFormat.fixed($0.latencyP50Ms, 2), DecimalFormat.fixed($0.latencyP99Ms, 2),
                             "\($0.lastHeartbeatMs)",

@@ -5,6 +5,7 @@ import MoECore
 import MoEModel
 import MoEProto
 import MoEServing
+import MoEStatusViews
 import MoETestSupport
 import MoEWire
 import Synchronization
@@ -225,4 +226,31 @@ final class ZeroScaler: ExpertScaler {
     }
     func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {}
     func run() async throws {}
+}
+
+@Suite("replica precisions in the coordinator's topology and status")
+struct ReplicaPrecisionTests {
+    @Test("a replica's precisions travel from its registration to the topology and the status (table and JSON)")
+    func precisionsReachTopologyAndStatus() async throws {
+        try await CoordinatorTests.withCoordinator { coordinator, _, _ in
+            let (a, b) = (ExpertAddress(layer: "0", expert: 1), ExpertAddress(layer: "1", expert: 1))
+            var mixed = CoordinatorTests.registration("127.0.0.1:7001", group: "*:1", experts: [a, b])
+            mixed.precisions = [a: "int8", b: "bf16"]
+            var plain = CoordinatorTests.registration("127.0.0.1:7002", group: "*:1", experts: [a, b])
+            plain.precisions = [a: "int8", b: "int8"]
+            _ = try await coordinator.register(mixed)
+            _ = try await coordinator.register(plain)
+            let replicas = await coordinator.topology().replicas.sorted { $0.endpoint < $1.endpoint }
+            #expect(replicas.map(\.precisions) == [[a: "int8", b: "bf16"], [a: "int8", b: "int8"]])
+            let wire = Moemesh_V1_Topology(await coordinator.topology())
+            #expect(
+                wire.replicas.first { $0.endpoint == "127.0.0.1:7001" }?.precisions.map {
+                    "\($0.expert.address)=\($0.precision)"
+                } == ["layer 0 expert 1=int8", "layer 1 expert 1=bf16"])
+            let report = StatusReport(Moemesh_V1_CoordinatorStatus(await coordinator.status()))
+            #expect(report.replicas.map(\.precision).sorted() == ["bf16×1, int8×1", "int8"])
+            #expect(report.table().contains("PRECISION"))
+            #expect(try report.json().contains(#""precision":"int8""#))
+        }
+    }
 }

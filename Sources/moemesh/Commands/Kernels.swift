@@ -134,7 +134,7 @@ struct KernelsPrecision: ParsableCommand {
             throw ValidationError("--hidden, --intermediate, --seconds, --experts: expected positive values")
         }
         if let threads = self.threads { BLAS.threadCount = threads }
-        print("cpu: \(CPUExpertBackend().summary)")
+        print(CPUExpertBackend().summary)
         print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), \(self.experts) experts called in turn")
         print("tokens  precision   weights MiB   best µs   × f32   rel. error vs f32")
         do {
