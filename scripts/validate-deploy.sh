@@ -42,6 +42,11 @@ rm -rf "$check"
 cp k8s/overlays/demo-gpu/synth-job.yaml "$check/"
 diff -r k8s/overlays/demo-gpu "$check" >/dev/null || { echo "k8s/overlays/demo-gpu differs from 'moemesh k8s render --gpu'" >&2; exit 1; }
 validate render-demo-gpu "$check"
+rm -rf "$check"
+"$moemesh" k8s render --out "$check" --resource synth-job.yaml --precision '*:*=int8' >/dev/null
+cp k8s/overlays/demo/synth-job.yaml "$check/"
+grep -q '"--precision", "\*:\*=int8"' "$check/experts.yaml" || { echo "'moemesh k8s render --precision' did not reach the experts' args" >&2; exit 1; }
+validate render-demo-int8 "$check"
 
 docker-compose -f compose/docker-compose.yml config -q
 echo "compose: valid ($(docker-compose -f compose/docker-compose.yml config --services | wc -l) services)"

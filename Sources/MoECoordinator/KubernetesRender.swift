@@ -19,6 +19,8 @@ public struct KubernetesRender: Sendable {
         public var memoryLimit = "4Gi"
         /// More files of the overlay to list as resources (e.g. a Job that writes the model).
         public var extraResources: [String] = []
+        /// Every expert's `--precision` (a plan); nil: the device's default.
+        public var precision: String?
         /// The model's folder as the pods see it.
         public var modelMount = "/models/model"
 
@@ -100,7 +102,7 @@ public struct KubernetesRender: Sendable {
             [
                 "expert", "--model", options.modelMount, "--experts", selection, "--host", "0.0.0.0", "--port", "7000",
                 "--http-port", "9090", "--coordinator", "moemesh-coordinator:50050", "--advertise-host", "$(POD_IP)",
-            ] + (options.gpu ? ["--device", "cuda"] : [])
+            ] + (options.gpu ? ["--device", "cuda"] : []) + (options.precision.map { ["--precision", $0] } ?? [])
         let gpuLimit = options.gpu ? "\n              nvidia.com/gpu: 1" : ""
         let gpuScheduling =
             options.gpu

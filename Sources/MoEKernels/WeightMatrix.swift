@@ -23,7 +23,7 @@ public struct WeightMatrix: Sendable {
     public let storage: Storage
 
     /// Most activation rows the direct kernels take; beyond it the weights are widened block by block for `sgemm`.
-    public static let directRowLimit = 64
+    public static let directRowLimit = 128
     /// Bytes of f32 weights widened at a time on the prefill path (within L2/L3, and wide enough for sgemm).
     static let widenedBlockBytes = 4 << 20
 

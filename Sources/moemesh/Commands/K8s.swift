@@ -35,6 +35,9 @@ struct K8s: AsyncParsableCommand {
         @Flag(help: "GPU experts: nvidia.com/gpu: 1 each, the :cuda image, a toleration for GPU nodes.")
         var gpu = false
 
+        @Option(help: "How the experts' weights are stored, as `moemesh expert --precision` takes it (e.g. int8).")
+        var precision: String?
+
         @Option(help: "A further file of the overlay to list as a resource (repeat).")
         var resource: [String] = []
 
@@ -44,6 +47,9 @@ struct K8s: AsyncParsableCommand {
         func validate() throws {
             guard self.expertsPerDeployment >= 1 else {
                 throw ValidationError("--experts-per-deployment: expected at least 1, got \(self.expertsPerDeployment)")
+            }
+            if let precision = self.precision, case .failure(let error) = PrecisionPlan.parse(precision) {
+                throw ValidationError("--precision: \(error)")
             }
             guard self.replicas >= 0 else {
                 throw ValidationError("--replicas: expected 0 or more, got \(self.replicas)")
@@ -62,6 +68,7 @@ struct K8s: AsyncParsableCommand {
             options.replicas = self.replicas
             options.gpu = self.gpu
             options.extraResources = self.resource
+            options.precision = self.precision
             let render = KubernetesRender(layers: checkpoint.layers, options: options)
             try FileSystem.createDirectory(self.out)
             for (name, contents) in render.files() {
