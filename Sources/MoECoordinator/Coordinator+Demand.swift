@@ -5,8 +5,23 @@ import MoEServing
 
 // Demand reported by routers, cold starts, and admin actions (prune, restore, drain).
 extension Coordinator {
-    public func reportDemand(_ report: DemandReport) {
+    /// Records a router's report.
+    /// - Throws: `CoordinatorError.invalidRequest` when its co-activation names a layer this model lacks or counts a
+    ///   layer of another width (nothing of the report is recorded then).
+    public func reportDemand(_ report: DemandReport) throws(CoordinatorError) {
+        for (layer, counts) in report.coactivation.sorted(by: { $0.key < $1.key }) {
+            guard let spec = self.layers[layer] else {
+                throw .invalidRequest(
+                    "coactivation: layer '\(layer)' is not an MoE layer of this model; MoE layers: "
+                        + self.layers.keys.sorted { ($0.count, $0) < ($1.count, $1) }.joined(separator: ", "))
+            }
+            guard spec.numExperts == counts.experts else {
+                throw .invalidRequest(
+                    "coactivation of layer '\(layer)': num_experts: expected \(spec.numExperts), got \(counts.experts)")
+            }
+        }
         let now = ContinuousClock.now
+        for (layer, counts) in report.coactivation { self.coactivation.record(layer: layer, counts, at: now) }
         self.routersSeen[report.routerID] = now
         for (address, rows) in report.rows where self.isExpert(address) {
             self.demand.record(address, rows: rows, at: now)

@@ -24,7 +24,7 @@ extension Coordinator {
         }
         let servingByExpert = Dictionary(grouping: records.filter(\.isServing).flatMap(\.experts), by: { $0 })
             .mapValues(\.count)
-        return CoordinatorStatus(
+        var status = CoordinatorStatus(
             modelType: self.modelType, scaler: self.scaler.name, autoscale: self.policy != nil,
             topologyVersion: self.version,
             replicas: records.map { record in
@@ -43,5 +43,7 @@ extension Coordinator {
             decisions: self.decisions,
             replicaBalancedness: AutoscalePolicy.balancedness(records.filter(\.isServing).map(\.load.rowsPerSecond)),
             routers: self.routersSeen.filter { now - $0.value < .seconds(10) }.keys.sorted())
+        status.coactivation = self.coactivation.total(at: now)
+        return status
     }
 }

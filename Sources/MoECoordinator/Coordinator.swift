@@ -97,6 +97,8 @@ public actor Coordinator {
     var groups: [String: GroupRecord] = [:]
     var pruned: Set<ExpertAddress> = []
     var demand: DemandWindow
+    /// Routers' co-activation counts over the same window.
+    var coactivation: CoactivationWindow
     var decisions: [ScalingDecisionRecord] = []
     var version: UInt64 = 1
     var topologyReady = false
@@ -120,6 +122,7 @@ public actor Coordinator {
         self.policy = settings.autoscale.map(AutoscalePolicy.init(settings:))
         self.logger = logger
         self.demand = DemandWindow(window: settings.demandWindow)
+        self.coactivation = CoactivationWindow(window: settings.demandWindow)
         self.autoscalePaused = settings.autoscaleStartsPaused
     }
 

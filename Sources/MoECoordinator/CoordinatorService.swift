@@ -43,7 +43,11 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
     public func reportDemand(
         request: Moemesh_V1_DemandReport, context: ServerContext
     ) async throws -> Moemesh_V1_DemandResponse {
-        await self.coordinator.reportDemand(DemandReport(request))
+        let report: DemandReport
+        do { report = try DemandReport(request) } catch {
+            throw RPCError(code: .invalidArgument, message: error.description)
+        }
+        try await self.coordinator.reportDemand(report)
         return Moemesh_V1_DemandResponse()
     }
 

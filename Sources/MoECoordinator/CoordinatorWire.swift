@@ -26,7 +26,18 @@ extension ReplicaLoad {
 }
 
 extension DemandReport {
-    public init(_ message: Moemesh_V1_DemandReport) {
+    /// - Throws: `CoactivationError` for a malformed co-activation count.
+    public init(_ message: Moemesh_V1_DemandReport) throws(CoactivationError) {
+        var coactivation: [String: Coactivation] = [:]
+        for item in message.coactivation {
+            let counts = try Coactivation(item)
+            if let previous = coactivation[item.layer], previous.experts != counts.experts {
+                throw CoactivationError(
+                    layer: item.layer,
+                    reason: "num_experts: expected \(previous.experts) as in its other entry, got \(counts.experts)")
+            }
+            coactivation[item.layer, default: Coactivation(experts: counts.experts)].merge(counts)
+        }
         var rows: [ExpertAddress: Int] = [:]
         for item in message.demand { rows[item.expert.address, default: 0] += Int(item.rows) }
         self.init(
@@ -35,7 +46,8 @@ extension DemandReport {
                 Ejection(endpoint: $0.endpoint, reason: $0.reason, duration: .milliseconds($0.durationMs))
             },
             links: Dictionary(
-                message.links.map { ($0.endpoint, $0.transport) }, uniquingKeysWith: { first, _ in first }))
+                message.links.map { ($0.endpoint, $0.transport) }, uniquingKeysWith: { first, _ in first }),
+            coactivation: coactivation)
     }
 }
 
@@ -126,6 +138,9 @@ extension Moemesh_V1_CoordinatorStatus {
         self.scaler = status.scaler
         self.autoscale = status.autoscale
         self.topologyVersion = status.topologyVersion
+        self.coactivation = status.coactivation.sorted { $0.key < $1.key }.map { layer, counts in
+            Moemesh_V1_LayerCoactivation(counts, layer: layer)
+        }
         self.replicas = status.replicas.map { item in
             var replica = Moemesh_V1_ReplicaStatus()
             replica.replica = Moemesh_V1_Replica(item.replica)

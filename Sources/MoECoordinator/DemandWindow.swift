@@ -24,3 +24,28 @@ public struct DemandWindow: Sendable {
         return Double(rows) / self.window.seconds
     }
 }
+
+/// Co-activation counts (see `Coactivation`) reported over a sliding time window, per layer: the sum of the reports
+/// of the last `window`.
+public struct CoactivationWindow: Sendable {
+    public let window: Duration
+    private var reports: [(at: ContinuousClock.Instant, layer: String, counts: Coactivation)] = []
+
+    public init(window: Duration) { self.window = window }
+
+    public mutating func record(layer: String, _ counts: Coactivation, at now: ContinuousClock.Instant) {
+        let horizon = now - self.window
+        self.reports.removeAll { $0.at < horizon }
+        if !counts.isEmpty { self.reports.append((now, layer, counts)) }
+    }
+
+    /// Layer → the counts reported within the window ending `now`.
+    public func total(at now: ContinuousClock.Instant) -> [String: Coactivation] {
+        let horizon = now - self.window
+        var total: [String: Coactivation] = [:]
+        for report in self.reports where report.at >= horizon {
+            total[report.layer, default: Coactivation(experts: report.counts.experts)].merge(report.counts)
+        }
+        return total
+    }
+}

@@ -27,6 +27,28 @@ public final class DemandMeter: Sendable {
     }
 }
 
+/// Per layer, how often each pair of experts was chosen for the same token since the last report.
+public final class CoactivationMeter: Sendable {
+    private let layers = Mutex<[String: Coactivation]>([:])
+
+    public init() {}
+
+    /// Counts the tokens of one routed batch of `layer`.
+    public func record(layer: String, _ decision: RoutingDecision) {
+        self.layers.withLock { layers in
+            layers[layer, default: Coactivation(experts: decision.numExperts)].add(decision)
+        }
+    }
+
+    /// The counts since the previous call, which starts new ones.
+    public func take() -> [String: Coactivation] {
+        self.layers.withLock { layers in
+            defer { layers = [:] }
+            return layers
+        }
+    }
+}
+
 /// A router's link to the coordinator: follows its topology stream (resubscribing while it is down; the last
 /// topology stays in use meanwhile), reports demand every second, and asks it to start experts with no replica.
 public final class CoordinatorLink: Sendable {
@@ -37,6 +59,8 @@ public final class CoordinatorLink: Sendable {
     /// Its ejections are reported with the demand.
     public let scheduler: ReplicaScheduler
     public let demand = DemandMeter()
+    /// Reported with the demand.
+    public let coactivation = CoactivationMeter()
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let serving: ServingConfiguration
     private let logger: Logger
@@ -171,6 +195,9 @@ public final class CoordinatorLink: Sendable {
                 item.expert = Moemesh_V1_ExpertKey(address)
                 item.rows = Int64(count)
                 return item
+            }
+            report.coactivation = self.coactivation.take().sorted { $0.key < $1.key }.map { layer, counts in
+                Moemesh_V1_LayerCoactivation(counts, layer: layer)
             }
             report.ejections = self.scheduler.takeEjections().map { ejection in
                 .with {

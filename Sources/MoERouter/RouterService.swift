@@ -30,6 +30,8 @@ public struct RouterService: Sendable {
     public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
     /// Hidden states above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
     let payloadLimit: PayloadLimit?
+    /// Counts which experts are chosen together, for the coordinator (nil: no coordinator).
+    public let coactivation: CoactivationMeter?
     /// Expert → precision → live replicas storing it so (for `DescribeModel`).
     public let expertPrecisions: @Sendable () -> [ExpertAddress: [String: Int]]
 
@@ -38,12 +40,11 @@ public struct RouterService: Sendable {
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
         metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil,
-        payloadLimit: PayloadLimit? = nil,
-        expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = {
-            [:]
-        }
+        payloadLimit: PayloadLimit? = nil, coactivation: CoactivationMeter? = nil,
+        expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = { [:] }
     ) {
         self.expertPrecisions = expertPrecisions
+        self.coactivation = coactivation
         self.payloadLimit = payloadLimit
         self.prefetch = prefetch
         self.modelType = modelType
@@ -93,6 +94,7 @@ public struct RouterService: Sendable {
                     largestInput: InputError.largestMagnitude(hidden.matrix.values)))
         }
         self.balance.record(layer: request.layer, result.balance)
+        self.coactivation?.record(layer: request.layer, result.routing)
         self.record(result, layer: request.layer, since: started)
 
         var response = Moemesh_V1_ForwardResponse()

@@ -62,6 +62,7 @@ public func buildRouterServices(
         routingSummary: configuration.routing.summary, batching: configuration.batching,
         prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
         prefetch: prefetch, payloadLimit: PayloadLimit(bytes: serving.maxMessageBytes),
+        coactivation: link?.coactivation,
         expertPrecisions: { topology.precisions })
     let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
     let listening = SetOnce<ServiceEndpoint>()

@@ -64,6 +64,16 @@ public struct StatusReport: Codable, Sendable {
         public var reason: String
     }
 
+    /// One layer's co-activation over the coordinator's demand window: how many tokens chose both experts of a pair.
+    public struct Coactivation: Codable, Sendable {
+        public var layer: String
+        public var numExperts: Int
+        /// Tokens counted (with or without a pair).
+        public var tokens: Int64
+        /// `[a, b, tokens]`, most frequent first.
+        public var pairs: [[Int64]]
+    }
+
     public var modelType: String
     public var scaler: String
     public var autoscale: Bool
@@ -75,8 +85,14 @@ public struct StatusReport: Codable, Sendable {
     public var prunedExperts: [String]
     public var experts: [Expert]
     public var decisions: [Decision]
+    public var coactivation: [Coactivation]
 
     public init(_ status: Moemesh_V1_CoordinatorStatus) {
+        self.coactivation = status.coactivation.map { layer in
+            Coactivation(
+                layer: layer.layer, numExperts: Int(layer.numExperts), tokens: layer.tokens,
+                pairs: layer.pairs.map { [Int64($0.a), Int64($0.b), $0.tokens] })
+        }
         self.modelType = status.modelType
         self.scaler = status.scaler
         self.autoscale = status.autoscale
@@ -166,6 +182,15 @@ public struct StatusReport: Codable, Sendable {
         }
         if !self.prunedExperts.isEmpty {
             lines += ["", "pruned from routing: " + self.prunedExperts.joined(separator: ", ")]
+        }
+        let coactive = self.coactivation.filter { !$0.pairs.isEmpty }
+        if !coactive.isEmpty {
+            lines += ["", "experts chosen together (tokens in the window, top 5 pairs per layer):"]
+            lines += coactive.map { layer in
+                "  layer \(layer.layer): "
+                    + layer.pairs.prefix(5).map { "\($0[0])+\($0[1]) ×\($0[2])" }.joined(separator: ", ")
+                    + " of \(layer.tokens) tokens"
+            }
         }
         if decisions > 0 && !self.decisions.isEmpty {
             lines.append("")

@@ -254,3 +254,81 @@ struct ReplicaPrecisionTests {
         }
     }
 }
+
+@Suite("co-activation telemetry in the coordinator")
+struct CoactivationTelemetryTests {
+    static func report(router: String, layer: String, experts: Int32, pairs: [(Int32, Int32, Int64)], tokens: Int64)
+        -> Moemesh_V1_DemandReport
+    {
+        .with {
+            $0.routerID = router
+            $0.coactivation = [
+                .with {
+                    $0.layer = layer
+                    $0.numExperts = experts
+                    $0.tokens = tokens
+                    $0.pairs = pairs.map { pair in
+                        .with {
+                            $0.a = pair.0
+                            $0.b = pair.1
+                            $0.tokens = pair.2
+                        }
+                    }
+                }
+            ]
+        }
+    }
+
+    @Test("routers' counts are summed per layer over the window and shown by the status (JSON and table)")
+    func summedInStatus() async throws {
+        try await CoordinatorTests.withCoordinator { coordinator, _, _ in
+            try await coordinator.reportDemand(
+                DemandReport(
+                    Self.report(router: "r1", layer: "0", experts: 4, pairs: [(0, 1, 5), (2, 3, 1)], tokens: 9)))
+            try await coordinator.reportDemand(
+                DemandReport(
+                    Self.report(router: "r2", layer: "0", experts: 4, pairs: [(1, 0, 2), (1, 3, 4)], tokens: 6)))
+            let status = await coordinator.status()
+            #expect(status.coactivation.keys.sorted() == ["0"])
+            let layer = try #require(status.coactivation["0"])
+            #expect(layer.tokens == 15)
+            #expect(layer.pairs.map { [$0.a, $0.b, $0.tokens] } == [[0, 1, 7], [1, 3, 4], [2, 3, 1]])
+            let report = StatusReport(Moemesh_V1_CoordinatorStatus(status))
+            #expect(
+                try report.json().contains(
+                    #""coactivation":[{"layer":"0","num_experts":4,"pairs":[[0,1,7],[1,3,4],[2,3,1]],"tokens":15}]"#))
+            #expect(report.table().contains("layer 0: 0+1 ×7, 1+3 ×4, 2+3 ×1 of 15 tokens"))
+        }
+    }
+
+    @Test("a count for a layer the model lacks, of another width, or with a bad pair is refused, saying why")
+    func refused() async throws {
+        try await CoordinatorTests.withCoordinator { coordinator, _, _ in
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    "coactivation: layer '9' is not an MoE layer of this model; MoE layers: 0, 1")
+            ) {
+                try await coordinator.reportDemand(
+                    DemandReport(Self.report(router: "r", layer: "9", experts: 4, pairs: [(0, 1, 1)], tokens: 1)))
+            }
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    "coactivation of layer '0': num_experts: expected 4, got 8")
+            ) {
+                try await coordinator.reportDemand(
+                    DemandReport(Self.report(router: "r", layer: "0", experts: 8, pairs: [(0, 1, 1)], tokens: 1)))
+            }
+            #expect(
+                throws: CoactivationError(
+                    layer: "0",
+                    reason: "pair (2, 2) × 1: expected two different experts in 0..<4 and a count of 0 or more")
+            ) {
+                try DemandReport(Self.report(router: "r", layer: "0", experts: 4, pairs: [(2, 2, 1)], tokens: 1))
+            }
+            #expect(throws: CoactivationError(layer: "0", reason: "num_experts: expected 1 to 65536, got 0")) {
+                try DemandReport(Self.report(router: "r", layer: "0", experts: 0, pairs: [], tokens: 1))
+            }
+            #expect(await coordinator.status().coactivation.isEmpty)
+        }
+    }
+}

@@ -54,4 +54,6 @@ public struct CoordinatorStatus: Sendable, Equatable {
     public let replicaBalancedness: Double
     /// Routers heard from in the last 10 s.
     public let routers: [String]
+    /// Layer → which experts were chosen together over the demand window, summed over routers.
+    public var coactivation: [String: Coactivation] = [:]
 }

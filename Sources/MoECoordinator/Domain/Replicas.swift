@@ -122,10 +122,14 @@ public struct DemandReport: Sendable, Equatable {
     public let ejections: [Ejection]
     /// Endpoint → how the router reaches it ("tcp HOST:PORT", "unix PATH").
     public let links: [String: String]
+    /// Layer → which experts its tokens chose together since the router's previous report.
+    public let coactivation: [String: Coactivation]
 
     public init(
-        routerID: String, rows: [ExpertAddress: Int], ejections: [Ejection] = [], links: [String: String] = [:]
+        routerID: String, rows: [ExpertAddress: Int], ejections: [Ejection] = [], links: [String: String] = [:],
+        coactivation: [String: Coactivation] = [:]
     ) {
+        self.coactivation = coactivation
         self.routerID = routerID
         self.rows = rows
         self.ejections = ejections

@@ -307,6 +307,45 @@ public nonisolated struct Moemesh_V1_DemandReport: Sendable {
   /// How this router reaches each replica it is connected to.
   public var links: [Moemesh_V1_ReplicaLink] = []
 
+  /// Per layer, how often each pair of experts was chosen for the same token since the previous report.
+  public var coactivation: [Moemesh_V1_LayerCoactivation] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Tokens that chose both experts of a pair, for one layer (pairs with a count only; a < b).
+public nonisolated struct Moemesh_V1_LayerCoactivation: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: String = String()
+
+  public var numExperts: Int32 = 0
+
+  /// Tokens counted, with or without a pair.
+  public var tokens: Int64 = 0
+
+  public var pairs: [Moemesh_V1_ExpertPairCount] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Moemesh_V1_ExpertPairCount: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var a: Int32 = 0
+
+  public var b: Int32 = 0
+
+  public var tokens: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -527,6 +566,9 @@ public nonisolated struct Moemesh_V1_CoordinatorStatus: Sendable {
   public var topologyVersion: UInt64 = 0
 
   public var routers: [String] = []
+
+  /// Co-activation reported by every router over the demand window, per layer.
+  public var coactivation: [Moemesh_V1_LayerCoactivation] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1088,7 +1130,7 @@ nonisolated extension Moemesh_V1_ExpertDemand: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DemandReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0\u{1}ejections\0\u{1}links\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}router_id\0\u{1}demand\0\u{3}interval_ms\0\u{1}ejections\0\u{1}links\0\u{1}coactivation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1101,6 +1143,7 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.intervalMs) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.ejections) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.links) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.coactivation) }()
       default: break
       }
     }
@@ -1122,6 +1165,9 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if !self.links.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.links, fieldNumber: 5)
     }
+    if !self.coactivation.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.coactivation, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1131,6 +1177,92 @@ nonisolated extension Moemesh_V1_DemandReport: SwiftProtobuf.Message, SwiftProto
     if lhs.intervalMs != rhs.intervalMs {return false}
     if lhs.ejections != rhs.ejections {return false}
     if lhs.links != rhs.links {return false}
+    if lhs.coactivation != rhs.coactivation {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_LayerCoactivation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LayerCoactivation"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{3}num_experts\0\u{1}tokens\0\u{1}pairs\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.numExperts) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.tokens) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.pairs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.layer.isEmpty {
+      try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
+    }
+    if self.numExperts != 0 {
+      try visitor.visitSingularInt32Field(value: self.numExperts, fieldNumber: 2)
+    }
+    if self.tokens != 0 {
+      try visitor.visitSingularInt64Field(value: self.tokens, fieldNumber: 3)
+    }
+    if !self.pairs.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pairs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_LayerCoactivation, rhs: Moemesh_V1_LayerCoactivation) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.numExperts != rhs.numExperts {return false}
+    if lhs.tokens != rhs.tokens {return false}
+    if lhs.pairs != rhs.pairs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_ExpertPairCount: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExpertPairCount"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}a\0\u{1}b\0\u{1}tokens\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt32Field(value: &self.a) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.b) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.tokens) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.a != 0 {
+      try visitor.visitSingularInt32Field(value: self.a, fieldNumber: 1)
+    }
+    if self.b != 0 {
+      try visitor.visitSingularInt32Field(value: self.b, fieldNumber: 2)
+    }
+    if self.tokens != 0 {
+      try visitor.visitSingularInt64Field(value: self.tokens, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_ExpertPairCount, rhs: Moemesh_V1_ExpertPairCount) -> Bool {
+    if lhs.a != rhs.a {return false}
+    if lhs.b != rhs.b {return false}
+    if lhs.tokens != rhs.tokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1538,7 +1670,7 @@ nonisolated extension Moemesh_V1_ScalingDecision: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Moemesh_V1_CoordinatorStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CoordinatorStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{1}scaler\0\u{1}autoscale\0\u{1}groups\0\u{1}replicas\0\u{1}experts\0\u{1}decisions\0\u{3}replica_balancedness\0\u{3}topology_version\0\u{1}routers\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{1}scaler\0\u{1}autoscale\0\u{1}groups\0\u{1}replicas\0\u{1}experts\0\u{1}decisions\0\u{3}replica_balancedness\0\u{3}topology_version\0\u{1}routers\0\u{1}coactivation\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1556,6 +1688,7 @@ nonisolated extension Moemesh_V1_CoordinatorStatus: SwiftProtobuf.Message, Swift
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.replicaBalancedness) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.topologyVersion) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.routers) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.coactivation) }()
       default: break
       }
     }
@@ -1592,6 +1725,9 @@ nonisolated extension Moemesh_V1_CoordinatorStatus: SwiftProtobuf.Message, Swift
     if !self.routers.isEmpty {
       try visitor.visitRepeatedStringField(value: self.routers, fieldNumber: 10)
     }
+    if !self.coactivation.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.coactivation, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1606,6 +1742,7 @@ nonisolated extension Moemesh_V1_CoordinatorStatus: SwiftProtobuf.Message, Swift
     if lhs.replicaBalancedness != rhs.replicaBalancedness {return false}
     if lhs.topologyVersion != rhs.topologyVersion {return false}
     if lhs.routers != rhs.routers {return false}
+    if lhs.coactivation != rhs.coactivation {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

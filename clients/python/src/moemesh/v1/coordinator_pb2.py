@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from moemesh.v1 import expert_pb2 as moemesh_dot_v1_dot_expert__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmoemesh/v1/coordinator.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/expert.proto\"\xfc\x01\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12&\n\x07\x65xperts\x18\x03 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x12\n\nmodel_type\x18\x05 \x01(\t\x12\x13\n\x0bhidden_size\x18\x06 \x01(\x05\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\x13\n\x0bunix_socket\x18\x08 \x01(\t\x12\x0f\n\x07host_id\x18\t \x01(\t\x12/\n\nprecisions\x18\n \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\"W\n\x10RegisterResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x10\n\x08lease_ms\x18\x03 \x01(\x03\"\x87\x01\n\x0bReplicaLoad\x12\x16\n\x0ein_flight_rows\x18\x01 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x02 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x04 \x01(\x01\x12\x17\n\x0frows_per_expert\x18\x05 \x03(\x03\"M\n\x10HeartbeatRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.moemesh.v1.ReplicaLoad\"K\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.moemesh.v1.ReplicaState\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x88\x02\n\x07Replica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12&\n\x07\x65xperts\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.moemesh.v1.ReplicaState\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\x13\n\x0bunix_socket\x18\x08 \x01(\t\x12\x0f\n\x07host_id\x18\t \x01(\t\x12/\n\nprecisions\x18\n \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\")\n\x14WatchTopologyRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"\x93\x01\n\x08Topology\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12%\n\x08replicas\x18\x02 \x03(\x0b\x32\x13.moemesh.v1.Replica\x12(\n\tstartable\x18\x03 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12%\n\x06pruned\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\"C\n\x0c\x45xpertDemand\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"\xb8\x01\n\x0c\x44\x65mandReport\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12(\n\x06\x64\x65mand\x18\x02 \x03(\x0b\x32\x18.moemesh.v1.ExpertDemand\x12\x13\n\x0binterval_ms\x18\x03 \x01(\x03\x12.\n\tejections\x18\x04 \x03(\x0b\x32\x1b.moemesh.v1.ReplicaEjection\x12&\n\x05links\x18\x05 \x03(\x0b\x32\x17.moemesh.v1.ReplicaLink\"2\n\x0bReplicaLink\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x11\n\ttransport\x18\x02 \x01(\t\"H\n\x0fReplicaEjection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x10\n\x0e\x44\x65mandResponse\"N\n\x14\x45nsureExpertsRequest\x12&\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x12\n\x10GetStatusRequest\"\x9a\x01\n\rReplicaStatus\x12$\n\x07replica\x18\x01 \x01(\x0b\x32\x13.moemesh.v1.Replica\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.moemesh.v1.ReplicaLoad\x12\x19\n\x11last_heartbeat_ms\x18\x03 \x01(\x03\x12\x12\n\nejected_by\x18\x04 \x03(\t\x12\r\n\x05links\x18\x05 \x03(\t\"\xad\x01\n\x11\x45xpertGroupStatus\x12\r\n\x05group\x18\x01 \x01(\t\x12&\n\x07\x65xperts\x18\x02 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x18\n\x10serving_replicas\x18\x04 \x01(\x05\x12\x1e\n\x16\x64\x65mand_rows_per_second\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\"}\n\nExpertLoad\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x1e\n\x16\x64\x65mand_rows_per_second\x18\x02 \x01(\x01\x12\x18\n\x10serving_replicas\x18\x03 \x01(\x05\x12\x0e\n\x06pruned\x18\x04 \x01(\x08\"p\n\x0fScalingDecision\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rfrom_replicas\x18\x03 \x01(\x05\x12\x13\n\x0bto_replicas\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xc8\x02\n\x11\x43oordinatorStatus\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x0e\n\x06scaler\x18\x02 \x01(\t\x12\x11\n\tautoscale\x18\x03 \x01(\x08\x12-\n\x06groups\x18\x04 \x03(\x0b\x32\x1d.moemesh.v1.ExpertGroupStatus\x12+\n\x08replicas\x18\x05 \x03(\x0b\x32\x19.moemesh.v1.ReplicaStatus\x12\'\n\x07\x65xperts\x18\x06 \x03(\x0b\x32\x16.moemesh.v1.ExpertLoad\x12.\n\tdecisions\x18\x07 \x03(\x0b\x32\x1b.moemesh.v1.ScalingDecision\x12\x1c\n\x14replica_balancedness\x18\x08 \x01(\x01\x12\x18\n\x10topology_version\x18\t \x01(\x04\x12\x0f\n\x07routers\x18\n \x03(\t\"I\n\x10SetPrunedRequest\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06pruned\x18\x02 \x01(\x08\":\n\x11SetPrunedResponse\x12%\n\x06pruned\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\")\n\x13\x44rainReplicaRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\"<\n\x14\x44rainReplicaResponse\x12$\n\x07replica\x18\x01 \x01(\x0b\x32\x13.moemesh.v1.Replica*d\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x01\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x02\x32\xac\x05\n\x0b\x43oordinator\x12\x45\n\x08Register\x12\x1b.moemesh.v1.RegisterRequest\x1a\x1c.moemesh.v1.RegisterResponse\x12H\n\tHeartbeat\x12\x1c.moemesh.v1.HeartbeatRequest\x1a\x1d.moemesh.v1.HeartbeatResponse\x12K\n\nDeregister\x12\x1d.moemesh.v1.DeregisterRequest\x1a\x1e.moemesh.v1.DeregisterResponse\x12I\n\rWatchTopology\x12 .moemesh.v1.WatchTopologyRequest\x1a\x14.moemesh.v1.Topology0\x01\x12\x44\n\x0cReportDemand\x12\x18.moemesh.v1.DemandReport\x1a\x1a.moemesh.v1.DemandResponse\x12G\n\rEnsureExperts\x12 .moemesh.v1.EnsureExpertsRequest\x1a\x14.moemesh.v1.Topology\x12H\n\tGetStatus\x12\x1c.moemesh.v1.GetStatusRequest\x1a\x1d.moemesh.v1.CoordinatorStatus\x12H\n\tSetPruned\x12\x1c.moemesh.v1.SetPrunedRequest\x1a\x1d.moemesh.v1.SetPrunedResponse\x12Q\n\x0c\x44rainReplica\x12\x1f.moemesh.v1.DrainReplicaRequest\x1a .moemesh.v1.DrainReplicaResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmoemesh/v1/coordinator.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/expert.proto\"\xfc\x01\n\x0fRegisterRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05group\x18\x02 \x01(\t\x12&\n\x07\x65xperts\x18\x03 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x12\n\nmodel_type\x18\x05 \x01(\t\x12\x13\n\x0bhidden_size\x18\x06 \x01(\x05\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\x13\n\x0bunix_socket\x18\x08 \x01(\t\x12\x0f\n\x07host_id\x18\t \x01(\t\x12/\n\nprecisions\x18\n \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\"W\n\x10RegisterResponse\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x02 \x01(\x03\x12\x10\n\x08lease_ms\x18\x03 \x01(\x03\"\x87\x01\n\x0bReplicaLoad\x12\x16\n\x0ein_flight_rows\x18\x01 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x02 \x01(\x01\x12\x16\n\x0elatency_p50_ms\x18\x03 \x01(\x01\x12\x16\n\x0elatency_p99_ms\x18\x04 \x01(\x01\x12\x17\n\x0frows_per_expert\x18\x05 \x03(\x03\"M\n\x10HeartbeatRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.moemesh.v1.ReplicaLoad\"K\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.moemesh.v1.ReplicaState\"\'\n\x11\x44\x65registerRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\"\x14\n\x12\x44\x65registerResponse\"\x88\x02\n\x07Replica\x12\x12\n\nreplica_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05group\x18\x03 \x01(\t\x12&\n\x07\x65xperts\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.moemesh.v1.ReplicaState\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x10\n\x08instance\x18\x07 \x01(\t\x12\x13\n\x0bunix_socket\x18\x08 \x01(\t\x12\x0f\n\x07host_id\x18\t \x01(\t\x12/\n\nprecisions\x18\n \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\")\n\x14WatchTopologyRequest\x12\x11\n\trouter_id\x18\x01 \x01(\t\"\x93\x01\n\x08Topology\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12%\n\x08replicas\x18\x02 \x03(\x0b\x32\x13.moemesh.v1.Replica\x12(\n\tstartable\x18\x03 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12%\n\x06pruned\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\"C\n\x0c\x45xpertDemand\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"\xed\x01\n\x0c\x44\x65mandReport\x12\x11\n\trouter_id\x18\x01 \x01(\t\x12(\n\x06\x64\x65mand\x18\x02 \x03(\x0b\x32\x18.moemesh.v1.ExpertDemand\x12\x13\n\x0binterval_ms\x18\x03 \x01(\x03\x12.\n\tejections\x18\x04 \x03(\x0b\x32\x1b.moemesh.v1.ReplicaEjection\x12&\n\x05links\x18\x05 \x03(\x0b\x32\x17.moemesh.v1.ReplicaLink\x12\x33\n\x0c\x63oactivation\x18\x06 \x03(\x0b\x32\x1d.moemesh.v1.LayerCoactivation\"s\n\x11LayerCoactivation\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x13\n\x0bnum_experts\x18\x02 \x01(\x05\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12*\n\x05pairs\x18\x04 \x03(\x0b\x32\x1b.moemesh.v1.ExpertPairCount\"7\n\x0f\x45xpertPairCount\x12\t\n\x01\x61\x18\x01 \x01(\x05\x12\t\n\x01\x62\x18\x02 \x01(\x05\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\"2\n\x0bReplicaLink\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x11\n\ttransport\x18\x02 \x01(\t\"H\n\x0fReplicaEjection\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x03\"\x10\n\x0e\x44\x65mandResponse\"N\n\x14\x45nsureExpertsRequest\x12&\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x12\n\x10GetStatusRequest\"\x9a\x01\n\rReplicaStatus\x12$\n\x07replica\x18\x01 \x01(\x0b\x32\x13.moemesh.v1.Replica\x12%\n\x04load\x18\x02 \x01(\x0b\x32\x17.moemesh.v1.ReplicaLoad\x12\x19\n\x11last_heartbeat_ms\x18\x03 \x01(\x03\x12\x12\n\nejected_by\x18\x04 \x03(\t\x12\r\n\x05links\x18\x05 \x03(\t\"\xad\x01\n\x11\x45xpertGroupStatus\x12\r\n\x05group\x18\x01 \x01(\t\x12&\n\x07\x65xperts\x18\x02 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x18\n\x10\x64\x65sired_replicas\x18\x03 \x01(\x05\x12\x18\n\x10serving_replicas\x18\x04 \x01(\x05\x12\x1e\n\x16\x64\x65mand_rows_per_second\x18\x05 \x01(\x01\x12\r\n\x05state\x18\x06 \x01(\t\"}\n\nExpertLoad\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x1e\n\x16\x64\x65mand_rows_per_second\x18\x02 \x01(\x01\x12\x18\n\x10serving_replicas\x18\x03 \x01(\x05\x12\x0e\n\x06pruned\x18\x04 \x01(\x08\"p\n\x0fScalingDecision\x12\x12\n\nat_unix_ms\x18\x01 \x01(\x03\x12\r\n\x05group\x18\x02 \x01(\t\x12\x15\n\rfrom_replicas\x18\x03 \x01(\x05\x12\x13\n\x0bto_replicas\x18\x04 \x01(\x05\x12\x0e\n\x06reason\x18\x05 \x01(\t\"\xfd\x02\n\x11\x43oordinatorStatus\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x0e\n\x06scaler\x18\x02 \x01(\t\x12\x11\n\tautoscale\x18\x03 \x01(\x08\x12-\n\x06groups\x18\x04 \x03(\x0b\x32\x1d.moemesh.v1.ExpertGroupStatus\x12+\n\x08replicas\x18\x05 \x03(\x0b\x32\x19.moemesh.v1.ReplicaStatus\x12\'\n\x07\x65xperts\x18\x06 \x03(\x0b\x32\x16.moemesh.v1.ExpertLoad\x12.\n\tdecisions\x18\x07 \x03(\x0b\x32\x1b.moemesh.v1.ScalingDecision\x12\x1c\n\x14replica_balancedness\x18\x08 \x01(\x01\x12\x18\n\x10topology_version\x18\t \x01(\x04\x12\x0f\n\x07routers\x18\n \x03(\t\x12\x33\n\x0c\x63oactivation\x18\x0b \x03(\x0b\x32\x1d.moemesh.v1.LayerCoactivation\"I\n\x10SetPrunedRequest\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x0e\n\x06pruned\x18\x02 \x01(\x08\":\n\x11SetPrunedResponse\x12%\n\x06pruned\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\")\n\x13\x44rainReplicaRequest\x12\x12\n\nreplica_id\x18\x01 \x01(\t\"<\n\x14\x44rainReplicaResponse\x12$\n\x07replica\x18\x01 \x01(\x0b\x32\x13.moemesh.v1.Replica*d\n\x0cReplicaState\x12\x1d\n\x19REPLICA_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15REPLICA_STATE_SERVING\x10\x01\x12\x1a\n\x16REPLICA_STATE_DRAINING\x10\x02\x32\xac\x05\n\x0b\x43oordinator\x12\x45\n\x08Register\x12\x1b.moemesh.v1.RegisterRequest\x1a\x1c.moemesh.v1.RegisterResponse\x12H\n\tHeartbeat\x12\x1c.moemesh.v1.HeartbeatRequest\x1a\x1d.moemesh.v1.HeartbeatResponse\x12K\n\nDeregister\x12\x1d.moemesh.v1.DeregisterRequest\x1a\x1e.moemesh.v1.DeregisterResponse\x12I\n\rWatchTopology\x12 .moemesh.v1.WatchTopologyRequest\x1a\x14.moemesh.v1.Topology0\x01\x12\x44\n\x0cReportDemand\x12\x18.moemesh.v1.DemandReport\x1a\x1a.moemesh.v1.DemandResponse\x12G\n\rEnsureExperts\x12 .moemesh.v1.EnsureExpertsRequest\x1a\x14.moemesh.v1.Topology\x12H\n\tGetStatus\x12\x1c.moemesh.v1.GetStatusRequest\x1a\x1d.moemesh.v1.CoordinatorStatus\x12H\n\tSetPruned\x12\x1c.moemesh.v1.SetPrunedRequest\x1a\x1d.moemesh.v1.SetPrunedResponse\x12Q\n\x0c\x44rainReplica\x12\x1f.moemesh.v1.DrainReplicaRequest\x1a .moemesh.v1.DrainReplicaResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moemesh.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPLICASTATE']._serialized_start=2875
-  _globals['_REPLICASTATE']._serialized_end=2975
+  _globals['_REPLICASTATE']._serialized_start=3155
+  _globals['_REPLICASTATE']._serialized_end=3255
   _globals['_REGISTERREQUEST']._serialized_start=70
   _globals['_REGISTERREQUEST']._serialized_end=322
   _globals['_REGISTERRESPONSE']._serialized_start=324
@@ -57,35 +57,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPERTDEMAND']._serialized_start=1230
   _globals['_EXPERTDEMAND']._serialized_end=1297
   _globals['_DEMANDREPORT']._serialized_start=1300
-  _globals['_DEMANDREPORT']._serialized_end=1484
-  _globals['_REPLICALINK']._serialized_start=1486
-  _globals['_REPLICALINK']._serialized_end=1536
-  _globals['_REPLICAEJECTION']._serialized_start=1538
-  _globals['_REPLICAEJECTION']._serialized_end=1610
-  _globals['_DEMANDRESPONSE']._serialized_start=1612
-  _globals['_DEMANDRESPONSE']._serialized_end=1628
-  _globals['_ENSUREEXPERTSREQUEST']._serialized_start=1630
-  _globals['_ENSUREEXPERTSREQUEST']._serialized_end=1708
-  _globals['_GETSTATUSREQUEST']._serialized_start=1710
-  _globals['_GETSTATUSREQUEST']._serialized_end=1728
-  _globals['_REPLICASTATUS']._serialized_start=1731
-  _globals['_REPLICASTATUS']._serialized_end=1885
-  _globals['_EXPERTGROUPSTATUS']._serialized_start=1888
-  _globals['_EXPERTGROUPSTATUS']._serialized_end=2061
-  _globals['_EXPERTLOAD']._serialized_start=2063
-  _globals['_EXPERTLOAD']._serialized_end=2188
-  _globals['_SCALINGDECISION']._serialized_start=2190
-  _globals['_SCALINGDECISION']._serialized_end=2302
-  _globals['_COORDINATORSTATUS']._serialized_start=2305
-  _globals['_COORDINATORSTATUS']._serialized_end=2633
-  _globals['_SETPRUNEDREQUEST']._serialized_start=2635
-  _globals['_SETPRUNEDREQUEST']._serialized_end=2708
-  _globals['_SETPRUNEDRESPONSE']._serialized_start=2710
-  _globals['_SETPRUNEDRESPONSE']._serialized_end=2768
-  _globals['_DRAINREPLICAREQUEST']._serialized_start=2770
-  _globals['_DRAINREPLICAREQUEST']._serialized_end=2811
-  _globals['_DRAINREPLICARESPONSE']._serialized_start=2813
-  _globals['_DRAINREPLICARESPONSE']._serialized_end=2873
-  _globals['_COORDINATOR']._serialized_start=2978
-  _globals['_COORDINATOR']._serialized_end=3662
+  _globals['_DEMANDREPORT']._serialized_end=1537
+  _globals['_LAYERCOACTIVATION']._serialized_start=1539
+  _globals['_LAYERCOACTIVATION']._serialized_end=1654
+  _globals['_EXPERTPAIRCOUNT']._serialized_start=1656
+  _globals['_EXPERTPAIRCOUNT']._serialized_end=1711
+  _globals['_REPLICALINK']._serialized_start=1713
+  _globals['_REPLICALINK']._serialized_end=1763
+  _globals['_REPLICAEJECTION']._serialized_start=1765
+  _globals['_REPLICAEJECTION']._serialized_end=1837
+  _globals['_DEMANDRESPONSE']._serialized_start=1839
+  _globals['_DEMANDRESPONSE']._serialized_end=1855
+  _globals['_ENSUREEXPERTSREQUEST']._serialized_start=1857
+  _globals['_ENSUREEXPERTSREQUEST']._serialized_end=1935
+  _globals['_GETSTATUSREQUEST']._serialized_start=1937
+  _globals['_GETSTATUSREQUEST']._serialized_end=1955
+  _globals['_REPLICASTATUS']._serialized_start=1958
+  _globals['_REPLICASTATUS']._serialized_end=2112
+  _globals['_EXPERTGROUPSTATUS']._serialized_start=2115
+  _globals['_EXPERTGROUPSTATUS']._serialized_end=2288
+  _globals['_EXPERTLOAD']._serialized_start=2290
+  _globals['_EXPERTLOAD']._serialized_end=2415
+  _globals['_SCALINGDECISION']._serialized_start=2417
+  _globals['_SCALINGDECISION']._serialized_end=2529
+  _globals['_COORDINATORSTATUS']._serialized_start=2532
+  _globals['_COORDINATORSTATUS']._serialized_end=2913
+  _globals['_SETPRUNEDREQUEST']._serialized_start=2915
+  _globals['_SETPRUNEDREQUEST']._serialized_end=2988
+  _globals['_SETPRUNEDRESPONSE']._serialized_start=2990
+  _globals['_SETPRUNEDRESPONSE']._serialized_end=3048
+  _globals['_DRAINREPLICAREQUEST']._serialized_start=3050
+  _globals['_DRAINREPLICAREQUEST']._serialized_end=3091
+  _globals['_DRAINREPLICARESPONSE']._serialized_start=3093
+  _globals['_DRAINREPLICARESPONSE']._serialized_end=3153
+  _globals['_COORDINATOR']._serialized_start=3258
+  _globals['_COORDINATOR']._serialized_end=3942
 # @@protoc_insertion_point(module_scope)

@@ -142,18 +142,42 @@ class ExpertDemand(_message.Message):
     def __init__(self, expert: _Optional[_Union[_expert_pb2.ExpertKey, _Mapping]] = ..., rows: _Optional[int] = ...) -> None: ...
 
 class DemandReport(_message.Message):
-    __slots__ = ("router_id", "demand", "interval_ms", "ejections", "links")
+    __slots__ = ("router_id", "demand", "interval_ms", "ejections", "links", "coactivation")
     ROUTER_ID_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     EJECTIONS_FIELD_NUMBER: _ClassVar[int]
     LINKS_FIELD_NUMBER: _ClassVar[int]
+    COACTIVATION_FIELD_NUMBER: _ClassVar[int]
     router_id: str
     demand: _containers.RepeatedCompositeFieldContainer[ExpertDemand]
     interval_ms: int
     ejections: _containers.RepeatedCompositeFieldContainer[ReplicaEjection]
     links: _containers.RepeatedCompositeFieldContainer[ReplicaLink]
-    def __init__(self, router_id: _Optional[str] = ..., demand: _Optional[_Iterable[_Union[ExpertDemand, _Mapping]]] = ..., interval_ms: _Optional[int] = ..., ejections: _Optional[_Iterable[_Union[ReplicaEjection, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[ReplicaLink, _Mapping]]] = ...) -> None: ...
+    coactivation: _containers.RepeatedCompositeFieldContainer[LayerCoactivation]
+    def __init__(self, router_id: _Optional[str] = ..., demand: _Optional[_Iterable[_Union[ExpertDemand, _Mapping]]] = ..., interval_ms: _Optional[int] = ..., ejections: _Optional[_Iterable[_Union[ReplicaEjection, _Mapping]]] = ..., links: _Optional[_Iterable[_Union[ReplicaLink, _Mapping]]] = ..., coactivation: _Optional[_Iterable[_Union[LayerCoactivation, _Mapping]]] = ...) -> None: ...
+
+class LayerCoactivation(_message.Message):
+    __slots__ = ("layer", "num_experts", "tokens", "pairs")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    num_experts: int
+    tokens: int
+    pairs: _containers.RepeatedCompositeFieldContainer[ExpertPairCount]
+    def __init__(self, layer: _Optional[str] = ..., num_experts: _Optional[int] = ..., tokens: _Optional[int] = ..., pairs: _Optional[_Iterable[_Union[ExpertPairCount, _Mapping]]] = ...) -> None: ...
+
+class ExpertPairCount(_message.Message):
+    __slots__ = ("a", "b", "tokens")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    a: int
+    b: int
+    tokens: int
+    def __init__(self, a: _Optional[int] = ..., b: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class ReplicaLink(_message.Message):
     __slots__ = ("endpoint", "transport")
@@ -246,7 +270,7 @@ class ScalingDecision(_message.Message):
     def __init__(self, at_unix_ms: _Optional[int] = ..., group: _Optional[str] = ..., from_replicas: _Optional[int] = ..., to_replicas: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CoordinatorStatus(_message.Message):
-    __slots__ = ("model_type", "scaler", "autoscale", "groups", "replicas", "experts", "decisions", "replica_balancedness", "topology_version", "routers")
+    __slots__ = ("model_type", "scaler", "autoscale", "groups", "replicas", "experts", "decisions", "replica_balancedness", "topology_version", "routers", "coactivation")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     SCALER_FIELD_NUMBER: _ClassVar[int]
     AUTOSCALE_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +281,7 @@ class CoordinatorStatus(_message.Message):
     REPLICA_BALANCEDNESS_FIELD_NUMBER: _ClassVar[int]
     TOPOLOGY_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROUTERS_FIELD_NUMBER: _ClassVar[int]
+    COACTIVATION_FIELD_NUMBER: _ClassVar[int]
     model_type: str
     scaler: str
     autoscale: bool
@@ -267,7 +292,8 @@ class CoordinatorStatus(_message.Message):
     replica_balancedness: float
     topology_version: int
     routers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, model_type: _Optional[str] = ..., scaler: _Optional[str] = ..., autoscale: _Optional[bool] = ..., groups: _Optional[_Iterable[_Union[ExpertGroupStatus, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., experts: _Optional[_Iterable[_Union[ExpertLoad, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[ScalingDecision, _Mapping]]] = ..., replica_balancedness: _Optional[float] = ..., topology_version: _Optional[int] = ..., routers: _Optional[_Iterable[str]] = ...) -> None: ...
+    coactivation: _containers.RepeatedCompositeFieldContainer[LayerCoactivation]
+    def __init__(self, model_type: _Optional[str] = ..., scaler: _Optional[str] = ..., autoscale: _Optional[bool] = ..., groups: _Optional[_Iterable[_Union[ExpertGroupStatus, _Mapping]]] = ..., replicas: _Optional[_Iterable[_Union[ReplicaStatus, _Mapping]]] = ..., experts: _Optional[_Iterable[_Union[ExpertLoad, _Mapping]]] = ..., decisions: _Optional[_Iterable[_Union[ScalingDecision, _Mapping]]] = ..., replica_balancedness: _Optional[float] = ..., topology_version: _Optional[int] = ..., routers: _Optional[_Iterable[str]] = ..., coactivation: _Optional[_Iterable[_Union[LayerCoactivation, _Mapping]]] = ...) -> None: ...
 
 class SetPrunedRequest(_message.Message):
     __slots__ = ("expert", "pruned")
