@@ -201,7 +201,8 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
         response.expertPrecisions = self.expertPrecisions().sorted { $0.key < $1.key }.flatMap { address, counts in
             counts.sorted { $0.key < $1.key }.map { precision, replicas in
                 Moemesh_V1_ExpertPrecisionReplicas.with {
-                    $0.expert = Moemesh_V1_ExpertKey(address)
+                    $0.layer = address.layer
+                    $0.expert = Int32(address.expert)
                     $0.precision = precision
                     $0.replicas = Int32(replicas)
                 }

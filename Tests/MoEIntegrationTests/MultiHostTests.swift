@@ -3,6 +3,7 @@
 #endif
 import MoECore
 import MoEModel
+import MoEProto
 import MoEProcesses
 import MoERouter
 import MoERuntime
@@ -188,6 +189,90 @@ struct MultiHostTests {
                 }
             }
             #expect(tally.answered.withLock { $0 } >= 340)
+            #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
+        }
+    }
+
+    @Test(
+        "a router cut off from one expert host while both still reach the coordinator: the router serves every call exactly from the other host, the coordinator keeps the replica and shows the ejection, and the router uses it again once the path is back"
+    )
+    func routerCutFromOneExpertHost() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 61)
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        try await Self.withHosts(["a", "b", "r"]) { hosts, processes in
+            let (coordinator, listening) = try await startMoemesh(
+                "coordinator", role: "coordinator",
+                [
+                    "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
+                    "--lease-ms", "3000",
+                ])
+            processes.add(coordinator)
+            let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
+            let coordinatorOnLAN = "\(hosts.gateway("r")):\(listening.port)"
+            for name in ["a", "b"] {
+                let expert = try await hosts.start(
+                    on: name,
+                    [
+                        "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
+                        "--coordinator", coordinatorOnLAN, "--parent-pid", String(getpid()), "--log-level", "warning",
+                    ],
+                    label: "expert on host \(name)")
+                processes.add(expert)
+                _ = try #require(
+                    await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
+            }
+            let router = try await hosts.start(
+                on: "r",
+                [
+                    "router", "--model", model.path, "--host", hosts.address("r"), "--port", "0", "--coordinator",
+                    coordinatorOnLAN, "--router-id", "router-r", "--parent-pid", String(getpid()), "--log-level",
+                    "warning",
+                ],
+                label: "router on host r")
+            processes.add(router)
+            let routerEndpoint = try #require(await router.waitForReadyLine(role: "router", timeout: .seconds(60)))
+            _ = try await waitForStatus(local) { $0.replicas.count == 2 && $0.routers == ["router-r"] }
+            let prefixOfA = hosts.address("a") + ":"
+            let onA: @Sendable (Moemesh_V1_ReplicaStatus) -> Bool = { $0.replica.endpoint.hasPrefix(prefixOfA) }
+
+            // 3 clients call (from the test's namespace) until the fault is over: after 20 answers, what host r sends
+            // host a is dropped; the path stays closed until the coordinator shows host a's replica ejected by the
+            // router (while still registered: host a heartbeats on) and 100 more answers came; then it opens again,
+            // and the clients stop once host a's replica reports rows again.
+            let tally = AnswerTally()
+            let done = StopSignal()
+            try await RouterClient.with(endpoint: routerEndpoint) { client in
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<3 {
+                        group.addTask {
+                            await tally.drive(
+                                client: client, model: model, reference: reference, worker: worker, calls: .max,
+                                until: { done.isSet })
+                        }
+                    }
+                    group.addTask {
+                        defer { done.set() }
+                        await tally.waitForAnswers(20)
+                        try await hosts.setPath(from: "r", to: "a", open: false)
+                        let ejected = try await waitForStatus(local, timeout: .seconds(30)) { status in
+                            status.replicas.contains { onA($0) && !$0.ejectedBy.isEmpty }
+                        }
+                        #expect(ejected.replicas.count == 2, "host a's replica left the topology: it was reachable")
+                        #expect(
+                            ejected.replicas.first(where: onA)?.ejectedBy.first?.hasPrefix("router-r: ") == true,
+                            "\(ejected.replicas.first(where: onA)?.ejectedBy ?? [])")
+                        await tally.waitForAnswers(tally.answered.withLock { $0 } + 100)
+                        try await hosts.setPath(from: "r", to: "a", open: true)
+                        let back = try await waitForStatus(local, timeout: .seconds(90)) { status in
+                            status.replicas.contains { onA($0) && $0.load.rowsPerSecond > 0 }
+                        }
+                        #expect(back.replicas.count == 2)
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            #expect(tally.answered.withLock { $0 } >= 120)
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
         }
     }

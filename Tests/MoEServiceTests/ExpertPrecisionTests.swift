@@ -50,7 +50,9 @@ struct ExpertPrecisionTests {
         let plan = try PrecisionPlan.parse("*:*=int8,1:0-1=bf16").get()
         try await withInProcessMesh(model: model, precisions: plan) { router, _ in
             let description = try await router.describeModel(Moemesh_V1_DescribeModelRequest())
-            let listed = description.expertPrecisions.map { "\($0.expert.address)=\($0.precision)×\($0.replicas)" }
+            let listed = description.expertPrecisions.map {
+                "\(ExpertAddress(layer: $0.layer, expert: Int($0.expert)))=\($0.precision)×\($0.replicas)"
+            }
             let expected = (0..<2).flatMap { layer in
                 (0..<4).map { expert in
                     "\(ExpertAddress(layer: "\(layer)", expert: expert))=\(layer == 1 && expert < 2 ? "bf16" : "int8")×1"

@@ -203,7 +203,7 @@ class Client:
             raise _error(error) from None
         precisions: dict = {}
         for entry in reply.expert_precisions:
-            precisions.setdefault((entry.expert.layer, entry.expert.expert), {})[entry.precision] = entry.replicas
+            precisions.setdefault((entry.layer, entry.expert), {})[entry.precision] = entry.replicas
         return ModelDescription(
             model_type=reply.model_type, hidden_size=reply.hidden_size, routing=reply.routing,
             layers=[Layer(layer.name, layer.num_experts, layer.top_k, layer.shared_expert) for layer in reply.layers],

@@ -237,19 +237,16 @@ public nonisolated struct Moemesh_V1_DescribeModelResponse: Sendable {
   public init() {}
 }
 
+/// (The expert is named by layer and index here, so that router clients need no other proto file.)
 public nonisolated struct Moemesh_V1_ExpertPrecisionReplicas: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var expert: Moemesh_V1_ExpertKey {
-    get {_expert ?? Moemesh_V1_ExpertKey()}
-    set {_expert = newValue}
-  }
-  /// Returns true if `expert` has been explicitly set.
-  public var hasExpert: Bool {self._expert != nil}
-  /// Clears the value of `expert`. Subsequent reads from it will return its default value.
-  public mutating func clearExpert() {self._expert = nil}
+  public var layer: String = String()
+
+  /// The expert's index; -1 for the layer's shared expert.
+  public var expert: Int32 = 0
 
   public var precision: String = String()
 
@@ -259,8 +256,6 @@ public nonisolated struct Moemesh_V1_ExpertPrecisionReplicas: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
-
-  fileprivate var _expert: Moemesh_V1_ExpertKey? = nil
 }
 
 public nonisolated struct Moemesh_V1_GetBalanceRequest: Sendable {
@@ -706,7 +701,7 @@ nonisolated extension Moemesh_V1_DescribeModelResponse: SwiftProtobuf.Message, S
 
 nonisolated extension Moemesh_V1_ExpertPrecisionReplicas: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExpertPrecisionReplicas"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}expert\0\u{1}precision\0\u{1}replicas\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}expert\0\u{1}precision\0\u{1}replicas\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -714,33 +709,34 @@ nonisolated extension Moemesh_V1_ExpertPrecisionReplicas: SwiftProtobuf.Message,
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._expert) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.precision) }()
-      case 3: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.expert) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.precision) }()
+      case 4: try { try decoder.decodeSingularInt32Field(value: &self.replicas) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._expert {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
+    if !self.layer.isEmpty {
+      try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
+    }
+    if self.expert != 0 {
+      try visitor.visitSingularInt32Field(value: self.expert, fieldNumber: 2)
+    }
     if !self.precision.isEmpty {
-      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 2)
+      try visitor.visitSingularStringField(value: self.precision, fieldNumber: 3)
     }
     if self.replicas != 0 {
-      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 3)
+      try visitor.visitSingularInt32Field(value: self.replicas, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Moemesh_V1_ExpertPrecisionReplicas, rhs: Moemesh_V1_ExpertPrecisionReplicas) -> Bool {
-    if lhs._expert != rhs._expert {return false}
+    if lhs.layer != rhs.layer {return false}
+    if lhs.expert != rhs.expert {return false}
     if lhs.precision != rhs.precision {return false}
     if lhs.replicas != rhs.replicas {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

@@ -22,37 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from moemesh.v1 import expert_pb2 as moemesh_dot_v1_dot_expert__pb2
 from moemesh.v1 import tensor_pb2 as moemesh_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17moemesh/v1/router.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/expert.proto\x1a\x17moemesh/v1/tensor.proto\"\xc9\x01\n\x0e\x46orwardRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12)\n\rhidden_states\x18\x02 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12\x16\n\x0ereturn_routing\x18\x03 \x01(\x08\x12\x11\n\ttoken_ids\x18\x04 \x03(\x03\x12\x12\n\nnoise_seed\x18\x05 \x01(\x04\x12\x16\n\x0ereturn_balance\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x08 \x01(\r\"Z\n\x07Routing\x12\r\n\x05top_k\x18\x01 \x01(\x05\x12\x10\n\x08topk_ids\x18\x02 \x03(\x05\x12\x14\n\x0ctopk_weights\x18\x03 \x03(\x02\x12\x18\n\x10residual_weights\x18\x04 \x03(\x02\"\xe0\x01\n\x0c\x42\x61lanceStats\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\x12\x19\n\x11tokens_per_expert\x18\x03 \x03(\x03\x12\x17\n\x0frouted_fraction\x18\x04 \x03(\x01\x12\x18\n\x10mean_probability\x18\x05 \x03(\x01\x12\x10\n\x08\x61ux_loss\x18\x06 \x01(\x01\x12\x0e\n\x06z_loss\x18\x07 \x01(\x01\x12\x14\n\x0c\x62\x61lancedness\x18\x08 \x01(\x01\x12\x15\n\rdropped_slots\x18\t \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_experts\x18\n \x03(\x05\"\xda\x01\n\x0f\x46orwardResponse\x12\"\n\x06output\x18\x01 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12$\n\x07routing\x18\x02 \x01(\x0b\x32\x13.moemesh.v1.Routing\x12)\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x18.moemesh.v1.BalanceStats\x12\x18\n\x10rerouted_experts\x18\x04 \x03(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.moemesh.v1.CallError\"\x16\n\x14\x44\x65scribeModelRequest\"S\n\x08MoELayer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bnum_experts\x18\x02 \x01(\x05\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x15\n\rshared_expert\x18\x04 \x01(\x08\"\xb7\x01\n\x15\x44\x65scribeModelResponse\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12$\n\x06layers\x18\x03 \x03(\x0b\x32\x14.moemesh.v1.MoELayer\x12\x0f\n\x07routing\x18\x04 \x01(\t\x12>\n\x11\x65xpert_precisions\x18\x05 \x03(\x0b\x32#.moemesh.v1.ExpertPrecisionReplicas\"e\n\x17\x45xpertPrecisionReplicas\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\x05\"1\n\x11GetBalanceRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05reset\x18\x02 \x01(\x08\">\n\x12GetBalanceResponse\x12(\n\x06layers\x18\x01 \x03(\x0b\x32\x18.moemesh.v1.BalanceStats2\xbd\x02\n\x06Router\x12\x42\n\x07\x46orward\x12\x1a.moemesh.v1.ForwardRequest\x1a\x1b.moemesh.v1.ForwardResponse\x12L\n\rForwardStream\x12\x1a.moemesh.v1.ForwardRequest\x1a\x1b.moemesh.v1.ForwardResponse(\x01\x30\x01\x12T\n\rDescribeModel\x12 .moemesh.v1.DescribeModelRequest\x1a!.moemesh.v1.DescribeModelResponse\x12K\n\nGetBalance\x12\x1d.moemesh.v1.GetBalanceRequest\x1a\x1e.moemesh.v1.GetBalanceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17moemesh/v1/router.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/tensor.proto\"\xc9\x01\n\x0e\x46orwardRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12)\n\rhidden_states\x18\x02 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12\x16\n\x0ereturn_routing\x18\x03 \x01(\x08\x12\x11\n\ttoken_ids\x18\x04 \x03(\x03\x12\x12\n\nnoise_seed\x18\x05 \x01(\x04\x12\x16\n\x0ereturn_balance\x18\x06 \x01(\x08\x12\x12\n\nrequest_id\x18\x07 \x01(\x04\x12\x12\n\ntimeout_ms\x18\x08 \x01(\r\"Z\n\x07Routing\x12\r\n\x05top_k\x18\x01 \x01(\x05\x12\x10\n\x08topk_ids\x18\x02 \x03(\x05\x12\x14\n\x0ctopk_weights\x18\x03 \x03(\x02\x12\x18\n\x10residual_weights\x18\x04 \x03(\x02\"\xe0\x01\n\x0c\x42\x61lanceStats\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x01(\x03\x12\x19\n\x11tokens_per_expert\x18\x03 \x03(\x03\x12\x17\n\x0frouted_fraction\x18\x04 \x03(\x01\x12\x18\n\x10mean_probability\x18\x05 \x03(\x01\x12\x10\n\x08\x61ux_loss\x18\x06 \x01(\x01\x12\x0e\n\x06z_loss\x18\x07 \x01(\x01\x12\x14\n\x0c\x62\x61lancedness\x18\x08 \x01(\x01\x12\x15\n\rdropped_slots\x18\t \x01(\x03\x12\x14\n\x0c\x64\x65\x61\x64_experts\x18\n \x03(\x05\"\xda\x01\n\x0f\x46orwardResponse\x12\"\n\x06output\x18\x01 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12$\n\x07routing\x18\x02 \x01(\x0b\x32\x13.moemesh.v1.Routing\x12)\n\x07\x62\x61lance\x18\x03 \x01(\x0b\x32\x18.moemesh.v1.BalanceStats\x12\x18\n\x10rerouted_experts\x18\x04 \x03(\x05\x12\x12\n\nrequest_id\x18\x05 \x01(\x04\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.moemesh.v1.CallError\"\x16\n\x14\x44\x65scribeModelRequest\"S\n\x08MoELayer\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bnum_experts\x18\x02 \x01(\x05\x12\r\n\x05top_k\x18\x03 \x01(\x05\x12\x15\n\rshared_expert\x18\x04 \x01(\x08\"\xb7\x01\n\x15\x44\x65scribeModelResponse\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12$\n\x06layers\x18\x03 \x03(\x0b\x32\x14.moemesh.v1.MoELayer\x12\x0f\n\x07routing\x18\x04 \x01(\t\x12>\n\x11\x65xpert_precisions\x18\x05 \x03(\x0b\x32#.moemesh.v1.ExpertPrecisionReplicas\"]\n\x17\x45xpertPrecisionReplicas\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpert\x18\x02 \x01(\x05\x12\x11\n\tprecision\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\"1\n\x11GetBalanceRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05reset\x18\x02 \x01(\x08\">\n\x12GetBalanceResponse\x12(\n\x06layers\x18\x01 \x03(\x0b\x32\x18.moemesh.v1.BalanceStats2\xbd\x02\n\x06Router\x12\x42\n\x07\x46orward\x12\x1a.moemesh.v1.ForwardRequest\x1a\x1b.moemesh.v1.ForwardResponse\x12L\n\rForwardStream\x12\x1a.moemesh.v1.ForwardRequest\x1a\x1b.moemesh.v1.ForwardResponse(\x01\x30\x01\x12T\n\rDescribeModel\x12 .moemesh.v1.DescribeModelRequest\x1a!.moemesh.v1.DescribeModelResponse\x12K\n\nGetBalance\x12\x1d.moemesh.v1.GetBalanceRequest\x1a\x1e.moemesh.v1.GetBalanceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'moemesh.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FORWARDREQUEST']._serialized_start=90
-  _globals['_FORWARDREQUEST']._serialized_end=291
-  _globals['_ROUTING']._serialized_start=293
-  _globals['_ROUTING']._serialized_end=383
-  _globals['_BALANCESTATS']._serialized_start=386
-  _globals['_BALANCESTATS']._serialized_end=610
-  _globals['_FORWARDRESPONSE']._serialized_start=613
-  _globals['_FORWARDRESPONSE']._serialized_end=831
-  _globals['_DESCRIBEMODELREQUEST']._serialized_start=833
-  _globals['_DESCRIBEMODELREQUEST']._serialized_end=855
-  _globals['_MOELAYER']._serialized_start=857
-  _globals['_MOELAYER']._serialized_end=940
-  _globals['_DESCRIBEMODELRESPONSE']._serialized_start=943
-  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=1126
-  _globals['_EXPERTPRECISIONREPLICAS']._serialized_start=1128
-  _globals['_EXPERTPRECISIONREPLICAS']._serialized_end=1229
-  _globals['_GETBALANCEREQUEST']._serialized_start=1231
-  _globals['_GETBALANCEREQUEST']._serialized_end=1280
-  _globals['_GETBALANCERESPONSE']._serialized_start=1282
-  _globals['_GETBALANCERESPONSE']._serialized_end=1344
-  _globals['_ROUTER']._serialized_start=1347
-  _globals['_ROUTER']._serialized_end=1664
+  _globals['_FORWARDREQUEST']._serialized_start=65
+  _globals['_FORWARDREQUEST']._serialized_end=266
+  _globals['_ROUTING']._serialized_start=268
+  _globals['_ROUTING']._serialized_end=358
+  _globals['_BALANCESTATS']._serialized_start=361
+  _globals['_BALANCESTATS']._serialized_end=585
+  _globals['_FORWARDRESPONSE']._serialized_start=588
+  _globals['_FORWARDRESPONSE']._serialized_end=806
+  _globals['_DESCRIBEMODELREQUEST']._serialized_start=808
+  _globals['_DESCRIBEMODELREQUEST']._serialized_end=830
+  _globals['_MOELAYER']._serialized_start=832
+  _globals['_MOELAYER']._serialized_end=915
+  _globals['_DESCRIBEMODELRESPONSE']._serialized_start=918
+  _globals['_DESCRIBEMODELRESPONSE']._serialized_end=1101
+  _globals['_EXPERTPRECISIONREPLICAS']._serialized_start=1103
+  _globals['_EXPERTPRECISIONREPLICAS']._serialized_end=1196
+  _globals['_GETBALANCEREQUEST']._serialized_start=1198
+  _globals['_GETBALANCEREQUEST']._serialized_end=1247
+  _globals['_GETBALANCERESPONSE']._serialized_start=1249
+  _globals['_GETBALANCERESPONSE']._serialized_end=1311
+  _globals['_ROUTER']._serialized_start=1314
+  _globals['_ROUTER']._serialized_end=1631
 # @@protoc_insertion_point(module_scope)

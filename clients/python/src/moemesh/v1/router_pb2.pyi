@@ -1,4 +1,3 @@
-from moemesh.v1 import expert_pb2 as _expert_pb2
 from moemesh.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -111,14 +110,16 @@ class DescribeModelResponse(_message.Message):
     def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[MoELayer, _Mapping]]] = ..., routing: _Optional[str] = ..., expert_precisions: _Optional[_Iterable[_Union[ExpertPrecisionReplicas, _Mapping]]] = ...) -> None: ...
 
 class ExpertPrecisionReplicas(_message.Message):
-    __slots__ = ("expert", "precision", "replicas")
+    __slots__ = ("layer", "expert", "precision", "replicas")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
     EXPERT_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
-    expert: _expert_pb2.ExpertKey
+    layer: str
+    expert: int
     precision: str
     replicas: int
-    def __init__(self, expert: _Optional[_Union[_expert_pb2.ExpertKey, _Mapping]] = ..., precision: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    def __init__(self, layer: _Optional[str] = ..., expert: _Optional[int] = ..., precision: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("layer", "reset")
