@@ -68,28 +68,27 @@ __attribute__((target("avx2,fma"))) static inline float sum8(__m256 v) {
     return _mm_cvtss_f32(half);
 }
 
-// One body for both storage types: LOAD(row, kk) widens 8 weights to f32; SCALE(j) is the row's factor.
-#define MMQ_AVX2_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                   \
+// One tiled body for every instruction set and storage type: V is the vector type of LANES floats, with ZERO(),
+// LOADU(p), FMA(a, b, c) and SUM(v) its operations; LOAD(p) widens LANES weights to f32, SCALAR_W one weight of the
+// tail, SCALE(j) is row j's factor. Leaves j at the first weight row it did not do (the caller's scalar tail).
+#define MMQ_TILED_BODY(V, LANES, ZERO, LOADU, FMA, SUM, WTYPE, LOAD, SCALAR_W, SCALE)                                 \
     size_t j = n0;                                                                                                    \
-    const size_t k8 = k & ~(size_t)7;                                                                                 \
+    const size_t kv = k - k % (LANES);                                                                                \
     for (; j + TILE_J <= n1; j += TILE_J) {                                                                           \
         const WTYPE *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;                                        \
-        size_t r = 0;                                                                                                 \
-        for (; r < m; r += TILE_R) {                                                                                  \
+        for (size_t r = 0; r < m; r += TILE_R) {                                                                      \
             const int pair = r + 1 < m;                                                                               \
             const float *xa = x + r * k, *xb = pair ? xa + k : xa;                                                    \
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;           \
-            for (size_t kk = 0; kk < k8; kk += 8) {                                                                   \
-                __m256 va = _mm256_loadu_ps(xa + kk), vb = _mm256_loadu_ps(xb + kk);                                  \
-                __m256 v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                \
-                a0 = _mm256_fmadd_ps(va, v0, a0), a1 = _mm256_fmadd_ps(va, v1, a1);                                   \
-                a2 = _mm256_fmadd_ps(va, v2, a2), a3 = _mm256_fmadd_ps(va, v3, a3);                                   \
-                b0 = _mm256_fmadd_ps(vb, v0, b0), b1 = _mm256_fmadd_ps(vb, v1, b1);                                   \
-                b2 = _mm256_fmadd_ps(vb, v2, b2), b3 = _mm256_fmadd_ps(vb, v3, b3);                                   \
+            V a0 = ZERO(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;                             \
+            for (size_t kk = 0; kk < kv; kk += (LANES)) {                                                             \
+                V va = LOADU(xa + kk), vb = LOADU(xb + kk);                                                           \
+                V v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                     \
+                a0 = FMA(va, v0, a0), a1 = FMA(va, v1, a1), a2 = FMA(va, v2, a2), a3 = FMA(va, v3, a3);               \
+                b0 = FMA(vb, v0, b0), b1 = FMA(vb, v1, b1), b2 = FMA(vb, v2, b2), b3 = FMA(vb, v3, b3);               \
             }                                                                                                         \
-            float sa[4] = {sum8(a0), sum8(a1), sum8(a2), sum8(a3)}, sb[4] = {sum8(b0), sum8(b1), sum8(b2), sum8(b3)}; \
+            float sa[4] = {SUM(a0), SUM(a1), SUM(a2), SUM(a3)}, sb[4] = {SUM(b0), SUM(b1), SUM(b2), SUM(b3)};         \
             const WTYPE *rows[4] = {w0, w1, w2, w3};                                                                  \
-            for (size_t kk = k8; kk < k; kk++)                                                                        \
+            for (size_t kk = kv; kk < k; kk++)                                                                        \
                 for (int t = 0; t < 4; t++) {                                                                         \
                     sa[t] += xa[kk] * SCALAR_W(rows[t][kk]);                                                          \
                     sb[t] += xb[kk] * SCALAR_W(rows[t][kk]);                                                          \
@@ -100,6 +99,9 @@ __attribute__((target("avx2,fma"))) static inline float sum8(__m256 v) {
             }                                                                                                         \
         }                                                                                                             \
     }
+
+#define MMQ_AVX2_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                   \
+    MMQ_TILED_BODY(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, sum8, WTYPE, LOAD, SCALAR_W, SCALE)
 
 #define BF16_SCALE(j) 1.0f
 #define INT8_SCALE(j) scales[j]
@@ -131,38 +133,8 @@ __attribute__((target("avx512f"))) static inline __m512 int8x16(const int8_t *p)
 }
 
 #define MMQ_AVX512_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                 \
-    size_t j = n0;                                                                                                    \
-    const size_t k16 = k & ~(size_t)15;                                                                               \
-    for (; j + TILE_J <= n1; j += TILE_J) {                                                                           \
-        const WTYPE *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;                                        \
-        for (size_t r = 0; r < m; r += TILE_R) {                                                                      \
-            const int pair = r + 1 < m;                                                                               \
-            const float *xa = x + r * k, *xb = pair ? xa + k : xa;                                                    \
-            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;           \
-            for (size_t kk = 0; kk < k16; kk += 16) {                                                                 \
-                __m512 va = _mm512_loadu_ps(xa + kk), vb = _mm512_loadu_ps(xb + kk);                                  \
-                __m512 v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                \
-                a0 = _mm512_fmadd_ps(va, v0, a0), a1 = _mm512_fmadd_ps(va, v1, a1);                                   \
-                a2 = _mm512_fmadd_ps(va, v2, a2), a3 = _mm512_fmadd_ps(va, v3, a3);                                   \
-                b0 = _mm512_fmadd_ps(vb, v0, b0), b1 = _mm512_fmadd_ps(vb, v1, b1);                                   \
-                b2 = _mm512_fmadd_ps(vb, v2, b2), b3 = _mm512_fmadd_ps(vb, v3, b3);                                   \
-            }                                                                                                         \
-            float sa[4] = {_mm512_reduce_add_ps(a0), _mm512_reduce_add_ps(a1), _mm512_reduce_add_ps(a2),              \
-                           _mm512_reduce_add_ps(a3)};                                                                 \
-            float sb[4] = {_mm512_reduce_add_ps(b0), _mm512_reduce_add_ps(b1), _mm512_reduce_add_ps(b2),              \
-                           _mm512_reduce_add_ps(b3)};                                                                 \
-            const WTYPE *rows[4] = {w0, w1, w2, w3};                                                                  \
-            for (size_t kk = k16; kk < k; kk++)                                                                       \
-                for (int t = 0; t < 4; t++) {                                                                         \
-                    sa[t] += xa[kk] * SCALAR_W(rows[t][kk]);                                                          \
-                    sb[t] += xb[kk] * SCALAR_W(rows[t][kk]);                                                          \
-                }                                                                                                     \
-            for (int t = 0; t < 4; t++) {                                                                             \
-                y[r * ldy + j + t] = sa[t] * SCALE(j + t);                                                            \
-                if (pair) y[(r + 1) * ldy + j + t] = sb[t] * SCALE(j + t);                                            \
-            }                                                                                                         \
-        }                                                                                                             \
-    }
+    MMQ_TILED_BODY(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, WTYPE, LOAD, \
+                   SCALAR_W, SCALE)
 
 __attribute__((target("avx512f"))) static void bf16_avx512(const float *x, size_t m, const uint16_t *w, size_t n0,
                                                             size_t n1, size_t k, float *y, size_t ldy) {

@@ -45,6 +45,38 @@ struct MultiHostTests {
         await hosts.remove()
     }
 
+    /// A coordinator in the test's namespace, listening on every address (hosts reach it on the LAN); returns its
+    /// port.
+    static func startCoordinator(model: SmallModel, _ processes: Processes) async throws -> Int {
+        let (coordinator, listening) = try await startMoemesh(
+            "coordinator", role: "coordinator",
+            [
+                "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
+                "--lease-ms", "3000",
+            ])
+        processes.add(coordinator)
+        return listening.port
+    }
+
+    /// An expert replica of every expert on each of `names`, bound to its host's address, registered with the
+    /// coordinator at `coordinatorPort` of the test's namespace; returns once each is ready.
+    static func startExperts(
+        on names: [String], hosts: NetworkHosts, model: SmallModel, coordinatorPort: Int, _ processes: Processes
+    ) async throws {
+        for name in names {
+            let expert = try await hosts.start(
+                on: name,
+                [
+                    "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
+                    "--coordinator", "\(hosts.gateway(name)):\(coordinatorPort)", "--parent-pid", String(getpid()),
+                    "--log-level", "warning",
+                ],
+                label: "expert on host \(name)")
+            processes.add(expert)
+            _ = try #require(await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
+        }
+    }
+
     @Test(
         "a host cut off the network under load, another host holding replicas of the same experts: no request lost, every answer exact, and the host's replica serves again once its link is back"
     )
@@ -53,27 +85,10 @@ struct MultiHostTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         try await Self.withHosts(["a", "b"]) { hosts, processes in
-            let (coordinator, listening) = try await startMoemesh(
-                "coordinator", role: "coordinator",
-                [
-                    "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
-                    "--lease-ms", "3000",
-                ])
-            processes.add(coordinator)
-            let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
-            for name in hosts.names {
-                let expert = try await hosts.start(
-                    on: name,
-                    [
-                        "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
-                        "--coordinator", "\(hosts.gateway(name)):\(listening.port)", "--parent-pid", String(getpid()),
-                        "--log-level", "warning",
-                    ],
-                    label: "expert on host \(name)")
-                processes.add(expert)
-                _ = try #require(
-                    await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
-            }
+            let port = try await Self.startCoordinator(model: model, processes)
+            let local = ServiceEndpoint(host: "127.0.0.1", port: port)
+            try await Self.startExperts(
+                on: hosts.names, hosts: hosts, model: model, coordinatorPort: port, processes)
             let (router, routerEndpoint) = try await startMoemesh(
                 "router", role: "router",
                 ["router", "--model", model.path, "--port", "0", "--coordinator", local.description])
@@ -201,27 +216,10 @@ struct MultiHostTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         try await Self.withHosts(["a", "b", "r"]) { hosts, processes in
-            let (coordinator, listening) = try await startMoemesh(
-                "coordinator", role: "coordinator",
-                [
-                    "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
-                    "--lease-ms", "3000",
-                ])
-            processes.add(coordinator)
-            let local = ServiceEndpoint(host: "127.0.0.1", port: listening.port)
-            let coordinatorOnLAN = "\(hosts.gateway("r")):\(listening.port)"
-            for name in ["a", "b"] {
-                let expert = try await hosts.start(
-                    on: name,
-                    [
-                        "expert", "--model", model.path, "--threads", "1", "--host", hosts.address(name), "--port", "0",
-                        "--coordinator", coordinatorOnLAN, "--parent-pid", String(getpid()), "--log-level", "warning",
-                    ],
-                    label: "expert on host \(name)")
-                processes.add(expert)
-                _ = try #require(
-                    await expert.waitForReadyLine(role: "expert", timeout: .seconds(60)), "expert on \(name)")
-            }
+            let port = try await Self.startCoordinator(model: model, processes)
+            let local = ServiceEndpoint(host: "127.0.0.1", port: port)
+            let coordinatorOnLAN = "\(hosts.gateway("r")):\(port)"
+            try await Self.startExperts(on: ["a", "b"], hosts: hosts, model: model, coordinatorPort: port, processes)
             let router = try await hosts.start(
                 on: "r",
                 [
