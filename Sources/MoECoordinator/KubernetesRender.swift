@@ -27,18 +27,27 @@ public struct KubernetesRender: Sendable {
         public init() {}
     }
 
-    public let groups: [(name: String, selection: String)]
+    public let groups: [(name: String, selection: String, replicas: Int)]
     public let options: Options
+
+    /// Deployments for given groups (a plan of `moemesh plan`): name, `--experts` selection, replicas.
+    public init(groups: [(name: String, selection: String, replicas: Int)], options: Options) {
+        self.groups = groups
+        self.options = options
+    }
 
     public init(layers: [MoELayerSpec], options: Options) {
         let experts = layers.map(\.numExperts).max() ?? 0
         let size = max(1, options.expertsPerGroup)
-        var groups: [(String, String)] = stride(from: 0, to: experts, by: size).map { start in
+        var groups: [(String, String, Int)] = stride(from: 0, to: experts, by: size).map { start in
             let end = min(experts, start + size) - 1
             return start == end
-                ? ("moemesh-expert-\(start)", "*:\(start)") : ("moemesh-expert-\(start)-\(end)", "*:\(start)-\(end)")
+                ? ("moemesh-expert-\(start)", "*:\(start)", options.replicas)
+                : ("moemesh-expert-\(start)-\(end)", "*:\(start)-\(end)", options.replicas)
         }
-        if layers.contains(where: { $0.sharedExpert != nil }) { groups.append(("moemesh-expert-shared", "*:shared")) }
+        if layers.contains(where: { $0.sharedExpert != nil }) {
+            groups.append(("moemesh-expert-shared", "*:shared", options.replicas))
+        }
         self.groups = groups
         self.options = options
     }
@@ -49,7 +58,8 @@ public struct KubernetesRender: Sendable {
             ("kustomization.yaml", self.kustomization()),
             (
                 "experts.yaml",
-                self.groups.map { self.expert(name: $0.name, selection: $0.selection) }.joined(separator: "---\n")
+                self.groups.map { self.expert(name: $0.name, selection: $0.selection, replicas: $0.replicas) }.joined(
+                    separator: "---\n")
             ),
             ("coordinator-scaler.yaml", self.coordinatorPatch()),
         ]
@@ -96,7 +106,7 @@ public struct KubernetesRender: Sendable {
         "\"" + text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
     }
 
-    private func expert(name: String, selection: String) -> String {
+    private func expert(name: String, selection: String, replicas: Int) -> String {
         let options = self.options
         let arguments =
             [
@@ -123,7 +133,7 @@ public struct KubernetesRender: Sendable {
               annotations:
                 moemesh.io/experts: \(Self.quoted(selection))
             spec:
-              replicas: \(options.replicas)
+              replicas: \(replicas)
               selector:
                 matchLabels:
                   moemesh.io/group: \(name)

@@ -141,6 +141,13 @@ public struct StatusReport: Codable, Sendable {
         "\(address.layer):\(address.isShared ? "shared" : String(address.expert))"
     }
 
+    /// Reads what `json()` wrote (`moemesh status --json`, saved to a file).
+    public static func decode(json bytes: [UInt8]) throws -> StatusReport {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return try decoder.decode(StatusReport.self, from: Data(bytes))
+    }
+
     public func json() throws -> String {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase

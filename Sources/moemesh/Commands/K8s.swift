@@ -38,6 +38,9 @@ struct K8s: AsyncParsableCommand {
         @Option(help: "How the experts' weights are stored, as `moemesh expert --precision` takes it (e.g. int8).")
         var precision: String?
 
+        @Option(help: "A plan written by `moemesh plan --out`: one Deployment per planned group, with its replicas.")
+        var plan: String?
+
         @Option(help: "A further file of the overlay to list as a resource (repeat).")
         var resource: [String] = []
 
@@ -69,7 +72,12 @@ struct K8s: AsyncParsableCommand {
             options.gpu = self.gpu
             options.extraResources = self.resource
             options.precision = self.precision
-            let render = KubernetesRender(layers: checkpoint.layers, options: options)
+            let render =
+                try self.plan.map { path in
+                    KubernetesRender(
+                        groups: try PlanFile.read(path).groups.map { ($0.name, $0.selection, $0.replicas) },
+                        options: options)
+                } ?? KubernetesRender(layers: checkpoint.layers, options: options)
             try FileSystem.createDirectory(self.out)
             for (name, contents) in render.files() {
                 try FileSystem.writeFile(FileSystem.join(self.out, name), chunks: [Array(contents.utf8)])
