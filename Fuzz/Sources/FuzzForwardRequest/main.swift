@@ -40,7 +40,9 @@ func fuzzForwardRequest(_ start: UnsafePointer<UInt8>, _ count: Int) -> CInt {
 private struct FuzzedMesh: Sendable {
     static let shared = FuzzedMesh()
 
-    let policies: [String] = ["model", "noisy", "hash", "expert-choice", "capacity-spill", "capacity-drop", "masked"]
+    let policies: [String] = [
+        "model", "noisy", "hash", "expert-choice", "capacity-spill", "capacity-drop", "masked", "top-2", "hierarchical",
+    ]
     let meshes: [String: InProcessMoE]
 
     init() {
@@ -59,6 +61,9 @@ private struct FuzzedMesh: Sendable {
             case "capacity-spill": policy = RoutingPolicy(capacity: CapacityLimit(factor: 1, overflow: .spill))
             case "capacity-drop": policy = RoutingPolicy(capacity: CapacityLimit(factor: 0.5, overflow: .drop))
             case "masked": policy = RoutingPolicy(maskedExperts: [0])
+            case "top-2": policy = RoutingPolicy(strategy: .topTwo(secondExpert: .random), seed: 7)
+            case "hierarchical":
+                policy = RoutingPolicy(strategy: .hierarchical(.init(groups: 2, keptGroups: 1, groupScore: .max)))
             default: policy = .model
             }
             meshes[name] = try! InProcessMoE(checkpoint: checkpoint, policy: { _ in policy })
