@@ -55,7 +55,7 @@ public struct ExpertService: Sendable {
         var precisionOf: [ExpertAddress: WeightPrecision] = [:]
         for address in experts {
             precisionOf[address] =
-                precisions.precision(of: address, layers: checkpoint.layers) ?? backend.defaultPrecision
+                precisions.precision(of: address) ?? backend.defaultPrecision
         }
         self.precisions = precisionOf
         var intermediate = 0

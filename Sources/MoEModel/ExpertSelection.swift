@@ -11,6 +11,12 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
         public let experts: Range<Int>?
         /// Whether the item names the shared expert (`shared`, or `*`).
         public let includesShared: Bool
+
+        /// Whether the item names `address` (of a layer that has it).
+        public func contains(_ address: ExpertAddress) -> Bool {
+            guard self.layer == nil || self.layer == address.layer else { return false }
+            return address.isShared ? self.includesShared : self.experts?.contains(address.expert) ?? true
+        }
     }
 
     public let items: [Item]
@@ -60,10 +66,7 @@ public struct ExpertSelection: Sendable, Equatable, CustomStringConvertible {
         var selected = Set<ExpertAddress>()
         for item in self.items {
             for layer in layers where item.layer == nil || item.layer == layer.name {
-                for address in layer.expertAddresses {
-                    let chosen = address.isShared ? item.includesShared : item.experts?.contains(address.expert) ?? true
-                    if chosen { selected.insert(address) }
-                }
+                for address in layer.expertAddresses where item.contains(address) { selected.insert(address) }
             }
         }
         return selected.sorted()

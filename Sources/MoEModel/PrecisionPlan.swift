@@ -44,9 +44,9 @@ public struct PrecisionPlan: Sendable, Equatable, CustomStringConvertible {
         return .success(PrecisionPlan(items: items, description: text))
     }
 
-    /// The precision the plan gives `address` (of `layers`), or nil where no item names it.
-    public func precision(of address: ExpertAddress, layers: [MoELayerSpec]) -> WeightPrecision? {
-        self.items.last { $0.selection.resolve(layers: layers).contains(address) }?.precision
+    /// The precision the plan gives `address` (an expert of the model), or nil where no item names it.
+    public func precision(of address: ExpertAddress) -> WeightPrecision? {
+        self.items.last { $0.selection.items[0].contains(address) }?.precision
     }
 
     /// Every precision the plan names.

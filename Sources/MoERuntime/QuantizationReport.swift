@@ -74,7 +74,7 @@ public enum QuantizationReport {
                 let expected = exact.forward(reference)
                 f32[address] = exact
                 for (index, configuration) in configurations.enumerated() {
-                    let precision = configuration.plan.precision(of: address, layers: layers) ?? .f32
+                    let precision = configuration.plan.precision(of: address) ?? .f32
                     let kernel = try CPUExpertKernel(weights: weights, precision: precision)
                     stored[index][address] = kernel
                     guard measured.insert("\(address) \(precision)").inserted else { continue }

@@ -15,21 +15,21 @@ struct PrecisionPlanTests {
     @Test("later items win; unnamed experts get nil (the device's default)")
     func laterItemsWin() throws {
         let plan = try self.plan("*:*=int8,0:3=bf16,1:shared=f32")
-        #expect(plan.precision(of: ExpertAddress(layer: "0", expert: 3), layers: Self.layers) == .bf16)
-        #expect(plan.precision(of: ExpertAddress(layer: "1", expert: 3), layers: Self.layers) == .int8)
+        #expect(plan.precision(of: ExpertAddress(layer: "0", expert: 3)) == .bf16)
+        #expect(plan.precision(of: ExpertAddress(layer: "1", expert: 3)) == .int8)
         #expect(
-            plan.precision(of: ExpertAddress(layer: "1", expert: ExpertAddress.shared), layers: Self.layers) == .f32)
+            plan.precision(of: ExpertAddress(layer: "1", expert: ExpertAddress.shared)) == .f32)
         #expect(plan.namedPrecisions == [.int8, .bf16, .f32])
         let partial = try self.plan("1:0-1=int8")
-        #expect(partial.precision(of: ExpertAddress(layer: "1", expert: 1), layers: Self.layers) == .int8)
-        #expect(partial.precision(of: ExpertAddress(layer: "0", expert: 1), layers: Self.layers) == nil)
+        #expect(partial.precision(of: ExpertAddress(layer: "1", expert: 1)) == .int8)
+        #expect(partial.precision(of: ExpertAddress(layer: "0", expert: 1)) == nil)
     }
 
     @Test("a bare precision applies to every expert")
     func barePrecision() throws {
         let plan = try self.plan("bf16")
         for address in Self.layers.flatMap(\.expertAddresses) {
-            #expect(plan.precision(of: address, layers: Self.layers) == .bf16)
+            #expect(plan.precision(of: address) == .bf16)
         }
     }
 

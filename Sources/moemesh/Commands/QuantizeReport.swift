@@ -69,7 +69,7 @@ struct QuantizeReport: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let summaries = configurations.map { configuration in
-            Summary(configuration: configuration, result: result, layers: checkpoint.layers)
+            Summary(configuration: configuration, result: result)
         }
         if json {
             print(Self.json(result, summaries))
@@ -92,10 +92,9 @@ struct QuantizeReport: AsyncParsableCommand {
         let leastRoutingUnchanged: Double
         let bytesRatio: Double
 
-        init(configuration: QuantizationReport.Configuration, result: QuantizationReport.Result, layers: [MoELayerSpec])
-        {
+        init(configuration: QuantizationReport.Configuration, result: QuantizationReport.Result) {
             let experts = result.experts.filter {
-                (configuration.plan.precision(of: $0.address, layers: layers) ?? .f32) == $0.precision
+                (configuration.plan.precision(of: $0.address) ?? .f32) == $0.precision
             }
             let layerRows = result.layers.filter { $0.configuration == configuration.name }
             self.name = configuration.name
