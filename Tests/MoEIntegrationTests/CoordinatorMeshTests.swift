@@ -58,16 +58,22 @@ func withCoordinatedUp(
     #expect(await up.stop(grace: .seconds(20)) == 0)
 }
 
-/// Polls the coordinator's status until `condition` holds, within `timeout`.
+/// Polls the coordinator's status until `condition` holds, within `timeout`. A status call that fails is asked again
+/// (a host whose link just came back may answer "no route" until its address resolves again); the last failure is
+/// thrown when the time is up.
 func waitForStatus(
     _ coordinator: ServiceEndpoint, timeout: Duration = .seconds(20),
     _ condition: (Moemesh_V1_CoordinatorStatus) -> Bool
 ) async throws -> Moemesh_V1_CoordinatorStatus {
     let deadline = ContinuousClock.now + timeout
     while true {
-        let status = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.status() }
-        if condition(status) { return status }
-        guard ContinuousClock.now < deadline else { return status }
+        do {
+            let status = try await CoordinatorClient.with(endpoint: coordinator) { try await $0.status() }
+            if condition(status) { return status }
+            guard ContinuousClock.now < deadline else { return status }
+        } catch {
+            guard ContinuousClock.now < deadline else { throw error }
+        }
         try await Task.sleep(for: .milliseconds(100))
     }
 }
