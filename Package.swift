@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "MoEExpert", targets: ["MoEExpert"]),
         .library(name: "MoERouter", targets: ["MoERouter"]),
         .library(name: "MoEStatusViews", targets: ["MoEStatusViews"]),
+        .library(name: "MoEPolicy", targets: ["MoEPolicy"]),
         .library(name: "MoECoordinator", targets: ["MoECoordinator"]),
         .library(name: "MoEProcesses", targets: ["MoEProcesses"]),
         .library(name: "MoELocalMesh", targets: ["MoELocalMesh"]),
@@ -74,6 +75,12 @@ let package = Package(
         .target(name: "MoEModel", dependencies: ["MoECore"]),
         // The MoE layer pipeline shared by the router and the in-process reference.
         .target(name: "MoERuntime", dependencies: ["MoECore", "MoEKernels", "MoEModel"]),
+        // Pure policy, no I/O: the autoscaling rule, the placement planner and the fleet simulator that runs them
+        // (`moemesh simulate` runs the very code the coordinator runs).
+        .target(
+            name: "MoEPolicy",
+            dependencies: ["MoECore", "MoEModel", .product(name: "RealModule", package: "swift-numerics")]
+        ),
         // Generated protobuf and gRPC code (scripts/generate-protos.sh).
         .target(
             name: "MoEProto",
@@ -138,7 +145,7 @@ let package = Package(
         .target(
             name: "MoECoordinator",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEStatusViews",
+                "MoECore", "MoEModel", "MoEPolicy", "MoEProto", "MoEWire", "MoEServing", "MoEStatusViews",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -172,7 +179,7 @@ let package = Package(
             name: "MoEBench",
             dependencies: [
                 "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
-                "MoECoordinator", "MoEStatusViews",
+                "MoECoordinator", "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -184,7 +191,7 @@ let package = Package(
             name: "moemesh",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
-                "MoEStatusViews",
+                "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -215,6 +222,7 @@ let package = Package(
             name: "MoEKernelsTests",
             dependencies: ["MoECore", "MoEKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
+        .testTarget(name: "MoEPolicyTests", dependencies: ["MoECore", "MoEModel", "MoEPolicy"]),
         .testTarget(
             name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoETestSupport"]
         ),
@@ -236,7 +244,8 @@ let package = Package(
         .testTarget(
             name: "MoECoordinatorTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoECoordinator", "MoELocalMesh",
+                "MoECore", "MoEModel", "MoEPolicy", "MoEProto", "MoEWire", "MoEServing", "MoECoordinator",
+                "MoELocalMesh",
                 "MoEStatusViews", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "Logging", package: "swift-log"),

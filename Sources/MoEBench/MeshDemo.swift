@@ -5,6 +5,7 @@ import MoECoordinator
 import MoECore
 import MoELocalMesh
 import MoEModel
+import MoEPolicy
 import MoEProto
 import MoERuntime
 import MoEServing
@@ -308,13 +309,4 @@ public struct MeshDemo: Sendable {
 }
 
 /// A seeded stream of pseudo-random numbers: `SplitMix64.mix` of a counter.
-struct SequenceRandom {
-    private var state: UInt64
-
-    init(seed: UInt64) { self.state = seed }
-
-    mutating func next() -> UInt64 {
-        self.state &+= 1
-        return SplitMix64.mix(self.state)
-    }
-}
+typealias SequenceRandom = SplitMix64.Generator

@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEServing
 
 // Demand reported by routers, cold starts, and admin actions (prune, restore, drain).

@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEServing
 
 // The loop (`tick`): leases, the warm-up, drains, and the autoscaling policy with the decisions it takes.

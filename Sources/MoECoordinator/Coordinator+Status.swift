@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEServing
 
 // The status: what `moemesh status` and the status page show.

@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEServing
 
 /// The coordinator's state and decisions: the registry of expert replicas (leases kept by heartbeats), the

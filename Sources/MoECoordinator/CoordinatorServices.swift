@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEProto
 import MoEServing
 import MoEStatusViews

@@ -1,6 +1,7 @@
 import MoECoordinator
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEProto
 import MoEStatusViews
 import MoEWire

@@ -282,6 +282,21 @@ public enum SplitMix64 {
         return z ^ (z >> 31)
     }
 
+    /// A seeded stream: `mix` of a counter that starts at the seed (the same numbers on every machine).
+    public struct Generator: RandomNumberGenerator, Sendable {
+        private var state: UInt64
+
+        public init(seed: UInt64) { self.state = seed }
+
+        public mutating func next() -> UInt64 {
+            self.state &+= 1
+            return SplitMix64.mix(self.state)
+        }
+
+        /// A uniform value in [0, 1).
+        public mutating func unit() -> Double { Double(self.next() >> 11) / Double(1 << 53) }
+    }
+
     /// A standard normal value for (seed, token, expert), by Box–Muller on two hashed uniforms.
     public static func gaussian(seed: UInt64, token: Int, expert: Int) -> Float {
         let base = mix(seed ^ mix(UInt64(token) &* 0x1_0000_0001 &+ UInt64(expert)))

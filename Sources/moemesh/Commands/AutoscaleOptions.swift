@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoECoordinator
+import MoEPolicy
 
 /// The coordinator's timing and autoscaling flags (`up`, `coordinator`, `demo`).
 struct AutoscaleOptions: ParsableArguments {

@@ -3,6 +3,7 @@ import GRPCCore
 import MoECoordinator
 import MoECore
 import MoEModel
+import MoEPolicy
 import MoEServing
 import MoEStatusViews
 

@@ -62,6 +62,13 @@ public struct AutoscalePolicy: Sendable {
         public var to: Int
         public var reason: String
 
+        public init(group: String, from: Int, to: Int, reason: String) {
+            self.group = group
+            self.from = from
+            self.to = to
+            self.reason = reason
+        }
+
         public var description: String { "\(self.group): \(self.from) → \(self.to) replicas (\(self.reason))" }
     }
 

@@ -1,6 +1,5 @@
 import MoECore
 import MoEModel
-import MoEStatusViews
 
 /// Which experts share a process and how many replicas each process gets, from the mesh's own telemetry
 /// (`moemesh plan`). Pure: no I/O.
@@ -8,8 +7,8 @@ import MoEStatusViews
 /// 1. **Groups** (per layer, at most `expertsPerGroup` experts each): the pairs of experts chosen together most often
 ///    are joined first (greedy on the co-activation counts, union of groups while they fit), so that a token's
 ///    experts sit in fewer processes; experts left alone are packed by index. The shared expert has a group of its own.
-/// 2. **Replicas** (EPLB-style): every group gets one; while the nodes' memory allows, the group with the most load
-///    per replica gets one more (at most one per node).
+/// 2. **Replicas** (EPLB-style): every group gets one; while the nodes' memory (and `maxExtraReplicas`) allows, the
+///    group with the most load per replica gets one more (at most one per node).
 /// 3. **Nodes**: replicas, heaviest first, each on the least-loaded node with room that holds no replica of the same
 ///    group.
 public enum PlacementPlanner {
@@ -17,12 +16,28 @@ public enum PlacementPlanner {
         public var nodes: Int
         public var nodeMemoryBytes: Int
         public var expertsPerGroup: Int
+        /// Replicas beyond one per group (EPLB's redundant experts); nil: as many as the nodes' memory holds.
+        public var maxExtraReplicas: Int?
+        public var grouping: Grouping
 
-        public init(nodes: Int, nodeMemoryBytes: Int, expertsPerGroup: Int) {
+        public init(
+            nodes: Int, nodeMemoryBytes: Int, expertsPerGroup: Int, maxExtraReplicas: Int? = nil,
+            grouping: Grouping = .coactivation
+        ) {
             self.nodes = nodes
             self.nodeMemoryBytes = nodeMemoryBytes
             self.expertsPerGroup = expertsPerGroup
+            self.maxExtraReplicas = maxExtraReplicas
+            self.grouping = grouping
         }
+    }
+
+    /// How experts are put into groups.
+    public enum Grouping: String, Sendable, Equatable, CaseIterable {
+        /// Pairs chosen together most often share a group (step 1).
+        case coactivation
+        /// Consecutive indices (`0…n−1`, `n…2n−1`, …): the static layout, for EPLB replication alone.
+        case consecutive
     }
 
     public struct Group: Codable, Sendable, Equatable {
@@ -73,14 +88,18 @@ public enum PlacementPlanner {
         var inside = 0, consecutiveInside = 0, pairs = 0
         for layer in layers {
             let counts = coactivation[layer.name] ?? Coactivation(experts: layer.numExperts)
-            let members = Self.groupExperts(
-                experts: layer.numExperts, counts: counts, size: constraints.expertsPerGroup)
-            for pair in counts.pairs {
-                pairs += pair.tokens
-                if members.contains(where: { $0.contains(pair.a) && $0.contains(pair.b) }) { inside += pair.tokens }
-                if pair.a / constraints.expertsPerGroup == pair.b / constraints.expertsPerGroup {
-                    consecutiveInside += pair.tokens
-                }
+            let size = constraints.expertsPerGroup
+            let members =
+                constraints.grouping == .coactivation
+                ? Self.groupExperts(experts: layer.numExperts, counts: counts, size: size)
+                : stride(from: 0, to: layer.numExperts, by: size).map { Array($0..<min($0 + size, layer.numExperts)) }
+            var groupOf = [Int](repeating: 0, count: layer.numExperts)
+            for (index, experts) in members.enumerated() { for expert in experts { groupOf[expert] = index } }
+            for (cell, tokens) in counts.counts {
+                let (a, b) = (cell / counts.experts, cell % counts.experts)
+                pairs += tokens
+                if groupOf[a] == groupOf[b] { inside += tokens }
+                if a / size == b / size { consecutiveInside += tokens }
             }
             for (index, experts) in members.enumerated() {
                 groups.append(
@@ -105,13 +124,19 @@ public enum PlacementPlanner {
         guard totalBytes <= budget else { throw Self.tooSmall(groups, constraints) }
         // EPLB: one more replica to the group with the most load per replica, while the nodes' memory lasts.
         var used = totalBytes
-        while let index = groups.indices.filter({
-            groups[$0].load > 0 && groups[$0].replicas < constraints.nodes && used + groups[$0].bytes <= budget
-        }).max(by: {
-            (groups[$0].load / Double(groups[$0].replicas), $1) < (groups[$1].load / Double(groups[$1].replicas), $0)
-        }) {
+        var extra = 0
+        while extra < constraints.maxExtraReplicas ?? Int.max,
+            let index = groups.indices.filter({
+                groups[$0].load > 0 && groups[$0].replicas < constraints.nodes && used + groups[$0].bytes <= budget
+            }).max(by: {
+                (groups[$0].load / Double(groups[$0].replicas), $1) < (
+                    groups[$1].load / Double(groups[$1].replicas), $0
+                )
+            })
+        {
             groups[index].replicas += 1
             used += groups[index].bytes
+            extra += 1
         }
         // Place every replica, heaviest per replica first; an extra replica that finds no node is dropped, and while a
         // group's only replica finds none, the lightest extra replica of another group gives way.
@@ -210,39 +235,5 @@ public enum PlacementPlanner {
             self.load[node] += group.load / Double(group.replicas)
             return true
         }
-    }
-}
-
-extension PlacementPlanner {
-    /// The demand (rows/s per expert) and co-activation (per layer) of a coordinator's status.
-    /// - Throws: `PlanError` for a status whose experts or counts do not parse.
-    public static func telemetry(from report: StatusReport) throws(PlanError) -> (
-        demand: [ExpertAddress: Double], coactivation: [String: Coactivation]
-    ) {
-        var demand: [ExpertAddress: Double] = [:]
-        for expert in report.experts {
-            guard let index = expert.expert == "shared" ? ExpertAddress.shared : Int(expert.expert) else {
-                throw PlanError(
-                    "status: expert '\(expert.expert)' of layer \(expert.layer) is not an index or 'shared'")
-            }
-            demand[ExpertAddress(layer: expert.layer, expert: index)] = expert.demandRowsPerSecond
-        }
-        var coactivation: [String: Coactivation] = [:]
-        for layer in report.coactivation {
-            guard layer.numExperts >= 1 else {
-                throw PlanError("status: coactivation of layer \(layer.layer) has no experts")
-            }
-            var counts = Coactivation(experts: layer.numExperts)
-            for pair in layer.pairs {
-                guard pair.count == 3 else {
-                    throw PlanError(
-                        "status: coactivation pairs of layer \(layer.layer): expected [a, b, tokens], got \(pair)")
-                }
-                counts.add(Int(pair[0]), Int(pair[1]), count: Int(pair[2]))
-            }
-            counts.addTokens(Int(layer.tokens))
-            coactivation[layer.layer] = counts
-        }
-        return (demand, coactivation)
     }
 }

@@ -1,4 +1,4 @@
-import MoECoordinator
+import MoEPolicy
 import Testing
 
 @Suite("autoscaling policy")
