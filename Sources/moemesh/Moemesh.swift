@@ -10,7 +10,7 @@ struct Moemesh: AsyncParsableCommand {
             Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self,
             Demo.self, Health.self, K8s.self,
             Synth.self, Certs.self,
-            Bench.self, Kernels.self, QuantizeReport.self, Plan.self,
+            Bench.self, Kernels.self, QuantizeReport.self, Plan.self, Simulate.self,
         ],
         defaultSubcommand: Up.self)
 
