@@ -80,7 +80,7 @@ public actor Coordinator {
         var desired: Int
         var lastChange: ContinuousClock.Instant
         /// Whether the scaler can start its replicas.
-        let startable: Bool
+        var startable: Bool
     }
 
     public let settings: Settings
@@ -111,6 +111,8 @@ public actor Coordinator {
     var routersSeen: [String: ContinuousClock.Instant] = [:]
     var closed = false
     var autoscalePaused = false
+    /// Groups a plan replaced: their replicas drain, then the records go (`tick`).
+    var retiringGroups: Set<String> = []
 
     /// Decisions kept for the status.
     static let decisionLog = 50

@@ -35,6 +35,25 @@ public struct CoordinatorClient: Sendable {
             .map(\.address)
     }
 
+    /// Replaces the coordinator's groups with `groups` (name, `--experts` selection, replicas); waits up to
+    /// `timeout` for the new ones to serve.
+    public func applyPlan(_ groups: [(name: String, selection: String, replicas: Int)], timeout: Duration) async throws
+        -> Moemesh_V1_ApplyPlanResponse
+    {
+        let request = Moemesh_V1_ApplyPlanRequest.with {
+            $0.groups = groups.map { group in
+                .with {
+                    $0.name = group.name
+                    $0.selection = group.selection
+                    $0.replicas = Int32(clamping: group.replicas)
+                }
+            }
+            $0.timeoutSeconds = UInt32(clamping: timeout.components.seconds)
+        }
+        return try await self.client.applyPlan(
+            request, options: self.serving.callOptions(timeout: timeout + .seconds(10)))
+    }
+
     public func drain(replica id: String) async throws -> Moemesh_V1_Replica {
         let request = Moemesh_V1_DrainReplicaRequest.with { $0.replicaID = id }
         return try await self.client.drainReplica(request, options: self.serving.callOptions(timeout: .seconds(5)))

@@ -1,5 +1,6 @@
 import GRPCCore
 import MoECore
+import MoEModel
 import MoEProto
 import MoEServing
 import MoEWire
@@ -97,5 +98,29 @@ public struct CoordinatorService: Moemesh_V1_Coordinator.SimpleServiceProtocol {
         response.replica = Moemesh_V1_Replica(
             try await self.coordinator.drain(replica: request.replicaID, reason: "admin"))
         return response
+    }
+
+    public func applyPlan(
+        request: Moemesh_V1_ApplyPlanRequest, context: ServerContext
+    ) async throws -> Moemesh_V1_ApplyPlanResponse {
+        var planned: [(group: ScalingGroup, replicas: Int)] = []
+        for group in request.groups {
+            let selection: ExpertSelection
+            switch ExpertSelection.parse(group.selection) {
+            case .success(let parsed): selection = parsed
+            case .failure(let error):
+                throw RPCError(code: .invalidArgument, message: "group \(group.name): selection: \(error)")
+            }
+            let experts = selection.resolve(layers: await self.coordinator.layerSpecs)
+            planned.append(
+                (ScalingGroup(name: group.name, selection: group.selection, experts: experts), Int(group.replicas)))
+        }
+        let timeout: Duration = .seconds(request.timeoutSeconds == 0 ? 120 : Int(request.timeoutSeconds))
+        let applied = try await self.coordinator.applyPlan(planned, timeout: timeout)
+        return .with {
+            $0.started = applied.started
+            $0.kept = applied.kept
+            $0.draining = applied.draining
+        }
     }
 }

@@ -50,6 +50,8 @@ public final class LocalProcessScaler: ExpertScaler {
     }
 
     private struct GroupProcesses {
+        /// The group, once asked for replicas (a plan's groups are not in the configuration).
+        var group: ScalingGroup? = nil
         var desired = 0
         var children: [ChildProcess] = []
         /// Children being started, not yet in `children`.
@@ -84,7 +86,10 @@ public final class LocalProcessScaler: ExpertScaler {
     }
 
     public func setReplicas(_ replicas: Int, of group: ScalingGroup) async throws {
-        self.state.withLock { $0[group.name, default: GroupProcesses()].desired = replicas }
+        self.state.withLock {
+            $0[group.name, default: GroupProcesses()].desired = replicas
+            $0[group.name]!.group = group
+        }
         try await self.reconcile(group)
     }
 
@@ -157,7 +162,9 @@ public final class LocalProcessScaler: ExpertScaler {
             self.logger.error(
                 "replica exited; starting another", metadata: ["name": "\(child.name)", "status": "\(status)"])
         }
-        for group in self.configuration.groups {
+        let asked = self.state.withLock { $0.values.compactMap(\.group) }
+        let configured = Set(self.configuration.groups.map(\.name))
+        for group in self.configuration.groups + asked.filter({ !configured.contains($0.name) }) {
             do { try await self.reconcile(group) } catch {
                 self.logger.error("could not start a replica", metadata: ["group": "\(group)", "error": "\(error)"])
             }

@@ -65,6 +65,10 @@ public enum PlacementPlanner {
         public var pairsInsideConsecutiveGroups: Double
         /// mean / max of the load per replica over groups (1: even).
         public var replicaBalancedness: Double
+        /// Expert services per token per layer under the plan's groups, and under the groups serving when the
+        /// telemetry was read (set by the caller); nil where `servicesPerToken` cannot tell.
+        public var servicesPerToken: Double?
+        public var servicesPerTokenNow: Double?
     }
 
     public struct PlanError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -170,11 +174,16 @@ public enum PlacementPlanner {
             groups[lightest].replicas -= 1
         }
         let perReplica = groups.map { $0.load / Double($0.replicas) }
+        var groupOf: [ExpertAddress: String] = [:]
+        for group in groups {
+            for expert in group.experts { groupOf[ExpertAddress(layer: group.layer, expert: expert)] = group.name }
+        }
         return Plan(
             groups: groups, nodes: nodes,
             pairsInsideGroups: pairs == 0 ? 0 : Double(inside) / Double(pairs),
             pairsInsideConsecutiveGroups: pairs == 0 ? 0 : Double(consecutiveInside) / Double(pairs),
-            replicaBalancedness: AutoscalePolicy.balancedness(perReplica))
+            replicaBalancedness: AutoscalePolicy.balancedness(perReplica),
+            servicesPerToken: Self.servicesPerToken(layers: layers, coactivation: coactivation) { groupOf[$0] })
     }
 
     /// Groups of at most `size` experts: pairs joined by co-activation count, then the rest packed by index.
@@ -235,5 +244,30 @@ public enum PlacementPlanner {
             self.load[node] += group.load / Double(group.replicas)
             return true
         }
+    }
+}
+
+extension PlacementPlanner {
+    /// Mean expert services (groups) a token's experts sit in, per routed layer, from co-activation counts and the
+    /// group of each expert: under top-2 routing a token whose pair shares a group reaches 1 service, else 2 (a token
+    /// counted without a pair: 1). `Σ_l (tokens_l + Σ_{pairs (a,b) in different groups} n_ab) / Σ_l tokens_l`.
+    /// nil when a counted layer routes a token to more than 2 experts (pairs alone do not tell then) or when no token
+    /// was counted.
+    public static func servicesPerToken(
+        layers: [MoELayerSpec], coactivation: [String: Coactivation], groupOf: (ExpertAddress) -> String?
+    ) -> Double? {
+        var tokens = 0, services = 0
+        for layer in layers {
+            guard let counts = coactivation[layer.name], counts.tokens > 0 else { continue }
+            guard layer.topK <= 2 else { return nil }
+            tokens += counts.tokens
+            services += counts.tokens
+            for (cell, count) in counts.counts {
+                let a = groupOf(ExpertAddress(layer: layer.name, expert: cell / counts.experts))
+                let b = groupOf(ExpertAddress(layer: layer.name, expert: cell % counts.experts))
+                if a == nil || a != b { services += count }
+            }
+        }
+        return tokens == 0 ? nil : Double(services) / Double(tokens)
     }
 }

@@ -156,6 +156,84 @@ struct CoordinatorTests {
         }
     }
 
+    @Test(
+        "apply a plan: refused when it does not fit the model; otherwise new groups start, old ones drain only once the new serve, then are forgotten"
+    )
+    func applyPlan() async throws {
+        try await Self.withCoordinator { coordinator, _, checkpoint in
+            let groups = ScalingGroup.perExpertIndex(layers: checkpoint.layers)
+            let scaler = RecordingScaler(groups: groups)
+            try await coordinator.start(scaler: scaler)
+            var old: [String] = []
+            for (index, group) in groups.enumerated() {
+                old.append(
+                    try await coordinator.register(
+                        Self.registration("127.0.0.1:\(2000 + index)", group: group.name, experts: group.experts)
+                    ).replicaID)
+            }
+            func address(_ layer: String, _ expert: Int) -> ExpertAddress {
+                ExpertAddress(layer: layer, expert: expert)
+            }
+            func pairs(_ layer: String) -> [(group: ScalingGroup, replicas: Int)] {
+                [
+                    (
+                        ScalingGroup(
+                            name: "l\(layer)-a", selection: "", experts: [address(layer, 0), address(layer, 3)]), 1
+                    ),
+                    (
+                        ScalingGroup(
+                            name: "l\(layer)-b", selection: "", experts: [address(layer, 1), address(layer, 2)]), 1
+                    ),
+                ]
+            }
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    "the plan hosts no replica of layer 1 expert 0, layer 1 expert 1, layer 1 expert 2, layer 1 expert 3; every expert needs a group"
+                )
+            ) { try await coordinator.applyPlan(pairs("0"), timeout: .seconds(1)) }
+            await #expect(throws: CoordinatorError.unknownExpert(address("0", 7))) {
+                try await coordinator.applyPlan(
+                    [(ScalingGroup(name: "x", selection: "", experts: [address("0", 7)]), 1)], timeout: .seconds(1))
+            }
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    "group *:0: already runs '*:0', the plan gives it '0:1'; give the new group another name")
+            ) {
+                try await coordinator.applyPlan(
+                    [(ScalingGroup(name: "*:0", selection: "0:1", experts: [address("0", 1)]), 1)] + pairs("0")
+                        + pairs("1"), timeout: .seconds(1))
+            }
+            // Nobody registers for the new groups: the plan times out and the old groups keep serving.
+            let refused = await #expect(throws: CoordinatorError.self) {
+                try await coordinator.applyPlan(pairs("0") + pairs("1"), timeout: .milliseconds(200))
+            }
+            #expect(refused?.rpcErrorCode == .failedPrecondition)
+            #expect(await coordinator.topology().replicas.allSatisfy { $0.state == .serving })
+            // Now the new groups' replicas register while the plan waits; then every old replica drains.
+            let apply = Task { try await coordinator.applyPlan(pairs("0") + pairs("1"), timeout: .seconds(30)) }
+            for (index, (group, _)) in (pairs("0") + pairs("1")).enumerated() {
+                _ = try await coordinator.register(
+                    Self.registration("127.0.0.1:\(3000 + index)", group: group.name, experts: group.experts))
+            }
+            let applied = try await apply.value
+            #expect(applied.started.isEmpty)  // started by the timed-out attempt, kept now
+            #expect(applied.kept.sorted() == ["l0-a", "l0-b", "l1-a", "l1-b"])
+            #expect(applied.draining.count == 4)
+            let topology = await coordinator.topology()
+            #expect(topology.replicas.filter { old.contains($0.id) }.allSatisfy { $0.state == .draining })
+            #expect(topology.replicas.filter { !old.contains($0.id) }.allSatisfy { $0.state == .serving })
+            for id in old {
+                _ = await coordinator.heartbeat(replicaID: id, load: ReplicaLoad(inFlightRows: 0))
+                _ = await coordinator.heartbeat(replicaID: id, load: ReplicaLoad(inFlightRows: 0))
+            }
+            await coordinator.tick()
+            #expect(scaler.calls.withLock { $0.filter { $0.hasPrefix("retire") }.count } == 4)
+            for id in old { await coordinator.deregister(id) }
+            await coordinator.tick()
+            #expect(await coordinator.status().groups.map(\.group).sorted() == ["l0-a", "l0-b", "l1-a", "l1-b"])
+        }
+    }
+
     @Test("cold start: an expert with no replica is started through the scaler; without a scaler, a clear error")
     func coldStart() async throws {
         try await Self.withCoordinator { coordinator, _, checkpoint in

@@ -94,9 +94,12 @@ struct MultiHostTests {
                 ["router", "--model", model.path, "--port", "0", "--coordinator", local.description])
             processes.add(router)
             let before = try await waitForStatus(local) { $0.replicas.count == 2 }
-            #expect(
-                Set(before.replicas.map { $0.replica.endpoint.split(separator: ":").first.map(String.init) ?? "" })
-                    == [hosts.address("a"), hosts.address("b")])
+            let replicaHosts: Set<String> = Set(
+                before.replicas.map { replica -> String in
+                    replica.replica.endpoint.split(separator: ":").first.map(String.init) ?? ""
+                })
+            let expectedHosts: Set<String> = [hosts.address("a"), hosts.address("b")]
+            #expect(replicaHosts == expectedHosts)
 
             // 3 clients call until the fault is over: host A's link goes down after 20 answers, stays down until the
             // coordinator has dropped host A's replica (its lease ran out), and comes back up; the clients stop once

@@ -20,6 +20,7 @@ public struct AuthPolicy: Sendable {
             "moemesh.v1.Coordinator/GetStatus": [.client, .admin, .mesh],
             "moemesh.v1.Coordinator/SetPruned": [.admin],
             "moemesh.v1.Coordinator/DrainReplica": [.admin],
+            "moemesh.v1.Coordinator/ApplyPlan": [.admin],
         ],
         open: ["grpc.health.v1.Health"])
 

@@ -4,9 +4,13 @@ import MoECoordinator
 import MoECore
 import MoEModel
 import MoEPolicy
+import MoEProto
 import MoEServing
 import MoEStatusViews
 
+#if canImport(Glibc)
+    import Glibc
+#endif
 #if canImport(FoundationEssentials)
     import FoundationEssentials
 #else
@@ -34,6 +38,13 @@ struct Plan: AsyncParsableCommand {
     @Option(help: "How the weights will be stored: f32, bf16 or int8 (sizes the replicas).")
     var precision: WeightPrecision = .f32
     @Option(help: "Write the plan (JSON) here, for `moemesh k8s render --plan`.") var out: String?
+    @Flag(
+        help:
+            "Apply the plan to the mesh of --coordinator: its groups start, and once they serve, the groups it leaves out drain and stop."
+    )
+    var apply = false
+    @Option(help: "Seconds --apply waits for the new groups to serve (the old ones keep serving if they do not).")
+    var applyTimeoutS: Int = 120
     @Flag(help: "Print the plan as JSON instead of a table.") var json = false
 
     @OptionGroup var token: TokenOptions
@@ -42,6 +53,12 @@ struct Plan: AsyncParsableCommand {
     func run() async throws {
         guard (self.coordinator == nil) != (self.status == nil) else {
             throw ValidationError("give one of --coordinator HOST:PORT or --status FILE")
+        }
+        guard !self.apply || self.coordinator != nil else {
+            throw ValidationError("--apply needs --coordinator HOST:PORT: the mesh to apply the plan to")
+        }
+        guard self.applyTimeoutS >= 1 else {
+            throw ValidationError("--apply-timeout-s: expected at least 1, got \(self.applyTimeoutS)")
         }
         guard self.nodeMemoryGib > 0 else {
             throw ValidationError("--node-memory-gib: expected a positive number, got \(self.nodeMemoryGib)")
@@ -57,7 +74,7 @@ struct Plan: AsyncParsableCommand {
         } else {
             report = try await self.readStatus(self.coordinator!)
         }
-        let plan: PlacementPlanner.Plan
+        var plan: PlacementPlanner.Plan
         do {
             let (demand, coactivation) = try PlacementPlanner.telemetry(from: report)
             let weights = self.precision.bytesPerWeight
@@ -75,10 +92,12 @@ struct Plan: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
+        plan.servicesPerTokenNow = Self.servicesPerTokenNow(report, layers: checkpoint.layers)
         let encoded = try PlanFile.encode(plan)
         if let out = self.out { try FileSystem.writeFile(out, chunks: [Array(encoded.utf8)]) }
         if self.json {
             print(encoded)
+            if self.apply { try await self.applyPlan(plan, to: self.coordinator!) }
             return
         }
         print("GROUP  REPLICAS  LOAD ROWS/S  MiB  --experts")
@@ -92,8 +111,50 @@ struct Plan: AsyncParsableCommand {
                 + "(consecutive groups of \(self.expertsPerGroup): "
                 + "\(DecimalFormat.fixed(100 * plan.pairsInsideConsecutiveGroups, 1))%); load per replica balancedness "
                 + DecimalFormat.fixed(plan.replicaBalancedness, 2))
+        if let now = plan.servicesPerTokenNow, let planned = plan.servicesPerToken {
+            print(
+                "expert services per token per layer: \(DecimalFormat.fixed(now, 3)) now, "
+                    + "\(DecimalFormat.fixed(planned, 3)) with the plan")
+        }
         for (index, groups) in plan.nodes.enumerated() { print("node \(index): \(groups.joined(separator: ", "))") }
         if let out = self.out { print("wrote \(out)") }
+        if self.apply { try await self.applyPlan(plan, to: self.coordinator!) }
+    }
+
+    /// Services per token under the groups serving in `report`.
+    static func servicesPerTokenNow(_ report: StatusReport, layers: [MoELayerSpec]) -> Double? {
+        var groupOf: [String: String] = [:]
+        for group in report.groups where group.servingReplicas > 0 {
+            for expert in group.experts { groupOf[expert] = group.group }
+        }
+        guard let (_, coactivation) = try? PlacementPlanner.telemetry(from: report) else { return nil }
+        return PlacementPlanner.servicesPerToken(layers: layers, coactivation: coactivation) {
+            groupOf["\($0.layer):\($0.isShared ? "shared" : String($0.expert))"]
+        }
+    }
+
+    private func applyPlan(_ plan: PlacementPlanner.Plan, to endpoint: ServiceEndpoint) async throws {
+        let response: Moemesh_V1_ApplyPlanResponse
+        do {
+            response = try await CoordinatorClient.with(
+                endpoint: endpoint,
+                serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration()))
+            ) {
+                try await $0.applyPlan(
+                    plan.groups.map { ($0.name, $0.selection, $0.replicas) }, timeout: .seconds(self.applyTimeoutS))
+            }
+        } catch let error as RPCError {
+            throw CommandFailure("coordinator at \(endpoint) refused the plan: \(error.code): \(error.message)")
+        }
+        let summary =
+            "applied: \(response.started.count) groups started, \(response.kept.count) kept, "
+            + "\(response.draining.count) replicas of replaced groups draining"
+        // With --json, standard output holds the plan alone.
+        if self.json {
+            _ = (summary + "\n").withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        } else {
+            print(summary)
+        }
     }
 
     private func readStatus(_ endpoint: ServiceEndpoint) async throws -> StatusReport {

@@ -91,3 +91,108 @@ def test_plan_from_a_running_mesh_and_its_kustomize_overlay(moemesh_binary, tiny
     for group in plan["groups"]:
         assert f'"--experts", "{group["selection"]}"' in experts
     assert experts.count("kind: Deployment") == len(plan["groups"])
+
+
+def _status(moemesh_binary, coordinator):
+    return json.loads(subprocess.run(
+        [moemesh_binary, "status", "--coordinator", coordinator, "--json"],
+        capture_output=True, text=True, check=True).stdout)
+
+
+def _services_per_token(status):
+    """Expert services a token's experts sit in (top-2: 1 when its pair shares a serving group, else 2), from the
+    status's co-activation counts and serving groups: what the plan's figure should be, recomputed independently."""
+    group_of = {expert: group["group"] for group in status["groups"] if group["serving_replicas"] > 0
+                for expert in group["experts"]}
+    tokens = services = 0
+    for layer in status["coactivation"]:
+        tokens += layer["tokens"]
+        services += layer["tokens"]
+        services += sum(n for a, b, n in layer["pairs"]
+                        if group_of.get(f'{layer["layer"]}:{a}') != group_of.get(f'{layer["layer"]}:{b}'))
+    return services / tokens
+
+
+def test_plan_applied_to_a_running_mesh_loses_no_request_and_cuts_services_per_token(moemesh_binary, tiny_models):
+    """`moemesh plan --apply` on a live `moemesh up` mesh under load: the plan's groups start, the per-index groups
+    drain and stop; every request sent meanwhile is answered, with the answer the mesh gave before the plan (1e-5);
+    afterwards a token's experts sit in fewer services than before."""
+    import threading
+    model = tiny_models["mixtral"]
+    arguments = [moemesh_binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0",
+                 "--replicas", "1", "--threads", "1", "--log-level", "warning"]
+    with started_roles(arguments, ["coordinator", "router"]) as endpoints:
+        inputs = [("0" if seed % 2 else "1", np.random.default_rng(100 + seed).standard_normal((6, 32))
+                   .astype(np.float32)) for seed in range(8)]
+        with moemesh.Client(endpoints["router"]) as client:
+            expected = [client.forward(layer, x) for layer, x in inputs]
+        stop = threading.Event()
+        answered, errors, wrong = [0], [], [0]
+        lock = threading.Lock()
+
+        def drive(worker):
+            with moemesh.Client(endpoints["router"]) as client:
+                call = worker
+                while not stop.is_set():
+                    layer, x = inputs[call % len(inputs)]
+                    try:
+                        output = client.forward(layer, x)
+                        error = float(np.abs(output - expected[call % len(inputs)]).max())
+                        with lock:
+                            answered[0] += 1
+                            wrong[0] += error > 1e-5
+                    except Exception as failure:  # noqa: BLE001 - every failure is a lost request
+                        with lock:
+                            errors.append(repr(failure))
+                    call += 1
+
+        workers = [threading.Thread(target=drive, args=(worker,)) for worker in range(3)]
+        for worker in workers:
+            worker.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                before = _status(moemesh_binary, endpoints["coordinator"])
+                if sum(layer["tokens"] for layer in before.get("coactivation", [])) >= 200:
+                    break
+                time.sleep(0.2)
+            assert {group["group"] for group in before["groups"]} == {"*:0", "*:1", "*:2", "*:3"}
+            services_before = _services_per_token(before)
+            applied = subprocess.run(
+                [moemesh_binary, "plan", "--model", model, "--coordinator", endpoints["coordinator"], "--nodes", "1",
+                 "--node-memory-gib", "1", "--experts-per-group", "2", "--apply", "--json"],
+                check=True, capture_output=True, text=True)
+            plan = json.loads(applied.stdout)
+            assert "4 replicas of replaced groups draining" in applied.stderr, applied.stderr
+            planned = {group["name"] for group in plan["groups"]}
+            # The old groups' replicas finish what they have, stop, and the coordinator forgets the groups.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                after = _status(moemesh_binary, endpoints["coordinator"])
+                if {group["group"] for group in after["groups"]} == planned and \
+                        all(replica["group"] in planned for replica in after["replicas"]):
+                    break
+                time.sleep(0.2)
+            assert {group["group"] for group in after["groups"]} == planned
+            # Traffic served by the new groups alone, then the counts of the window are read again.
+            with lock:
+                mark = answered[0]
+            while True:
+                with lock:
+                    if answered[0] >= mark + 100:
+                        break
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join()
+        after = _status(moemesh_binary, endpoints["coordinator"])
+    assert errors == [] and wrong[0] == 0, (errors[:3], wrong[0])
+    assert answered[0] > 100
+    assert services_before == 2.0  # one group per expert index: a token's two experts are two services
+    assert plan["services_per_token_now"] == services_before
+    services_after = _services_per_token(after)
+    assert services_after < services_before
+    assert abs(plan["services_per_token"] - 2 + plan["pairs_inside_groups"]) < 1e-9  # top-2: 2 − share inside
+    print(f"services per token: {services_before:.3f} before, {services_after:.3f} after "
+          f"(plan: {plan['services_per_token']:.3f}); {answered[0]} requests, 0 lost")

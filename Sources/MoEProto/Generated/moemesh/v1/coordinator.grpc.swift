@@ -140,6 +140,19 @@ public enum Moemesh_V1_Coordinator: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ApplyPlan" metadata.
+        public enum ApplyPlan: Sendable {
+            /// Request type for "ApplyPlan".
+            public typealias Input = Moemesh_V1_ApplyPlanRequest
+            /// Response type for "ApplyPlan".
+            public typealias Output = Moemesh_V1_ApplyPlanResponse
+            /// Descriptor for "ApplyPlan".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "moemesh.v1.Coordinator"),
+                method: "ApplyPlan",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "moemesh.v1.Coordinator" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             Register.descriptor,
@@ -150,7 +163,8 @@ public enum Moemesh_V1_Coordinator: Sendable {
             EnsureExperts.descriptor,
             GetStatus.descriptor,
             SetPruned.descriptor,
-            DrainReplica.descriptor
+            DrainReplica.descriptor,
+            ApplyPlan.descriptor
         ]
     }
 }
@@ -340,6 +354,25 @@ extension Moemesh_V1_Coordinator {
             request: GRPCCore.StreamingServerRequest<Moemesh_V1_DrainReplicaRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_DrainReplicaResponse>
+
+        /// Handle the "ApplyPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Moemesh_V1_ApplyPlanRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Moemesh_V1_ApplyPlanResponse` messages.
+        func applyPlan(
+            request: GRPCCore.StreamingServerRequest<Moemesh_V1_ApplyPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ApplyPlanResponse>
     }
 
     /// Service protocol for the "moemesh.v1.Coordinator" service.
@@ -513,6 +546,25 @@ extension Moemesh_V1_Coordinator {
             request: GRPCCore.ServerRequest<Moemesh_V1_DrainReplicaRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DrainReplicaResponse>
+
+        /// Handle the "ApplyPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_ApplyPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Moemesh_V1_ApplyPlanResponse` message.
+        func applyPlan(
+            request: GRPCCore.ServerRequest<Moemesh_V1_ApplyPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_ApplyPlanResponse>
     }
 
     /// Simple service protocol for the "moemesh.v1.Coordinator" service.
@@ -685,6 +737,25 @@ extension Moemesh_V1_Coordinator {
             request: Moemesh_V1_DrainReplicaRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Moemesh_V1_DrainReplicaResponse
+
+        /// Handle the "ApplyPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        ///
+        /// - Parameters:
+        ///   - request: A `Moemesh_V1_ApplyPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Moemesh_V1_ApplyPlanResponse` to respond with.
+        func applyPlan(
+            request: Moemesh_V1_ApplyPlanRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Moemesh_V1_ApplyPlanResponse
     }
 }
 
@@ -791,6 +862,17 @@ extension Moemesh_V1_Coordinator.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Moemesh_V1_Coordinator.Method.ApplyPlan.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ApplyPlanRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ApplyPlanResponse>(),
+            handler: { request, context in
+                try await self.applyPlan(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -890,6 +972,17 @@ extension Moemesh_V1_Coordinator.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_DrainReplicaResponse> {
         let response = try await self.drainReplica(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func applyPlan(
+        request: GRPCCore.StreamingServerRequest<Moemesh_V1_ApplyPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Moemesh_V1_ApplyPlanResponse> {
+        let response = try await self.applyPlan(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1014,6 +1107,19 @@ extension Moemesh_V1_Coordinator.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_DrainReplicaResponse> {
         return GRPCCore.ServerResponse<Moemesh_V1_DrainReplicaResponse>(
             message: try await self.drainReplica(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func applyPlan(
+        request: GRPCCore.ServerRequest<Moemesh_V1_ApplyPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Moemesh_V1_ApplyPlanResponse> {
+        return GRPCCore.ServerResponse<Moemesh_V1_ApplyPlanResponse>(
+            message: try await self.applyPlan(
                 request: request.message,
                 context: context
             ),
@@ -1238,6 +1344,30 @@ extension Moemesh_V1_Coordinator {
             deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_DrainReplicaResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_DrainReplicaResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ApplyPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_ApplyPlanRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_ApplyPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ApplyPlanResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func applyPlan<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_ApplyPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ApplyPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ApplyPlanResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ApplyPlanResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1562,6 +1692,41 @@ extension Moemesh_V1_Coordinator {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ApplyPlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Moemesh_V1_ApplyPlanRequest` message.
+        ///   - serializer: A serializer for `Moemesh_V1_ApplyPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Moemesh_V1_ApplyPlanResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func applyPlan<Result>(
+            request: GRPCCore.ClientRequest<Moemesh_V1_ApplyPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Moemesh_V1_ApplyPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Moemesh_V1_ApplyPlanResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ApplyPlanResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Moemesh_V1_Coordinator.Method.ApplyPlan.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1824,6 +1989,36 @@ extension Moemesh_V1_Coordinator.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_DrainReplicaRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_DrainReplicaResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApplyPlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+    /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Moemesh_V1_ApplyPlanRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func applyPlan<Result>(
+        request: GRPCCore.ClientRequest<Moemesh_V1_ApplyPlanRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ApplyPlanResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.applyPlan(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Moemesh_V1_ApplyPlanRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Moemesh_V1_ApplyPlanResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2124,6 +2319,40 @@ extension Moemesh_V1_Coordinator.ClientProtocol {
             metadata: metadata
         )
         return try await self.drainReplica(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ApplyPlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+    /// > waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func applyPlan<Result>(
+        _ message: Moemesh_V1_ApplyPlanRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Moemesh_V1_ApplyPlanResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Moemesh_V1_ApplyPlanRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.applyPlan(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -320,3 +320,31 @@ class DrainReplicaResponse(_message.Message):
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     replica: Replica
     def __init__(self, replica: _Optional[_Union[Replica, _Mapping]] = ...) -> None: ...
+
+class PlannedGroup(_message.Message):
+    __slots__ = ("name", "selection", "replicas")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    selection: str
+    replicas: int
+    def __init__(self, name: _Optional[str] = ..., selection: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class ApplyPlanRequest(_message.Message):
+    __slots__ = ("groups", "timeout_seconds")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[PlannedGroup]
+    timeout_seconds: int
+    def __init__(self, groups: _Optional[_Iterable[_Union[PlannedGroup, _Mapping]]] = ..., timeout_seconds: _Optional[int] = ...) -> None: ...
+
+class ApplyPlanResponse(_message.Message):
+    __slots__ = ("started", "kept", "draining")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    started: _containers.RepeatedScalarFieldContainer[str]
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    draining: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, started: _Optional[_Iterable[str]] = ..., kept: _Optional[_Iterable[str]] = ..., draining: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -79,6 +79,11 @@ class CoordinatorStub:
                 request_serializer=moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaRequest.SerializeToString,
                 response_deserializer=moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaResponse.FromString,
                 _registered_method=True)
+        self.ApplyPlan = channel.unary_unary(
+                '/moemesh.v1.Coordinator/ApplyPlan',
+                request_serializer=moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanRequest.SerializeToString,
+                response_deserializer=moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanResponse.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -149,6 +154,14 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApplyPlan(self, request, context):
+        """Admin: replaces the scaling groups with a plan's (`moemesh plan --apply`): starts the groups it does not run yet,
+        waits until they serve, then drains every replica of a group the plan leaves out. Nothing in flight is lost.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +209,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.DrainReplica,
                     request_deserializer=moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaRequest.FromString,
                     response_serializer=moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaResponse.SerializeToString,
+            ),
+            'ApplyPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPlan,
+                    request_deserializer=moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanRequest.FromString,
+                    response_serializer=moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -441,6 +459,33 @@ class Coordinator:
             '/moemesh.v1.Coordinator/DrainReplica',
             moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaRequest.SerializeToString,
             moemesh_dot_v1_dot_coordinator__pb2.DrainReplicaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/moemesh.v1.Coordinator/ApplyPlan',
+            moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanRequest.SerializeToString,
+            moemesh_dot_v1_dot_coordinator__pb2.ApplyPlanResponse.FromString,
             options,
             channel_credentials,
             insecure,
