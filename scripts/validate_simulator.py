@@ -10,19 +10,20 @@ the expert the gate ranks first, the bucket by Zipf rank. Per client count it me
 (mean / max of the replicas' rows per second, from the coordinator's status) and the CPU seconds of the experts, the
 router and this client.
 
-The simulator's model is fitted from the 1-client run alone (and a second 1-client run with 4× the tokens, for the
-per-row cost): one node with as many slots as this machine has cores; an expert call costs the experts' CPU per call
-(`fixed + per row`, least squares over the two runs); each request's router and client CPU runs on the same node's
-slots; the hop's latency is what remains of the 1-client latency. Routing is the coordinator's recorded demand and
+The simulator's model is fitted from 1-client runs alone (requests of 1, 4, T and 4T tokens, so that calls per request
+range from 2 to 8 and the costs per call and per row separate): one node with as many slots as this machine has cores; an expert call costs the experts'
+CPU per call (`fixed + per row`); each batch's router CPU and each request's client CPU run on the same node's slots;
+one router batching as `moemesh router` does (`--batching`); the hop's latency is what remains of the 1-client
+latency. Routing is the coordinator's recorded demand and
 co-activation (`moemesh simulate --status`). Then it predicts every client count, and the table shows the error.
 """
 import argparse
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -65,9 +66,10 @@ def main() -> int:
     parser.add_argument("--zipf", type=float, default=1.2)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--intermediate", type=int, default=1024)
-    parser.add_argument("--batching", default="off", choices=["on", "off"],
-                        help="the router's dynamic batching (the simulator does not model it: off compares like "
-                             "with like; on shows what batching adds under concurrency)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="fit and predict this many times on the same mesh (this machine is noisy)")
+    parser.add_argument("--batching", default="on", choices=["on", "off"],
+                        help="the router's dynamic batching, in the mesh and in the simulation")
     arguments = parser.parse_args()
     binary = arguments.moemesh
     cores = os.cpu_count()
@@ -88,21 +90,51 @@ def main() -> int:
                         endpoints[role] = line.split()[3]
                 if len(endpoints) == 2:
                     break
-            results = measure_and_predict(binary, up.pid, endpoints, arguments, cores, folder)
+            runs = [measure_and_predict(binary, up.pid, endpoints, arguments, cores, folder)
+                    for _ in range(arguments.repeat)]
         finally:
             up.terminate()
             up.wait(timeout=60)
     print(f"validation: `moemesh up` (8 experts, top-2, H={arguments.hidden}, I={arguments.intermediate}, "
           f"{arguments.tokens} tokens/request, Zipf {arguments.zipf}, router batching {arguments.batching}) on {cores} "
           "cores vs `moemesh simulate`")
-    print("clients  measured tok/s  predicted tok/s  error   measured bal  predicted bal  error  CPU ms/request")
-    for row in results:
-        print(f"{row['clients']:>7}  {row['measured']:>14.0f}  {row['predicted']:>15.0f}  "
-              f"{100 * (row['predicted'] / row['measured'] - 1):>+5.1f}%  {row['measured_bal']:>12.3f}  "
-              f"{row['predicted_bal']:>13.3f}  {100 * (row['predicted_bal'] / row['measured_bal'] - 1):>+5.1f}%  "
-              f"{row['cpu_ms_per_request']:>14.2f}")
-    print(json.dumps(results))
+    for number, results in enumerate(runs, 1):
+        print(f"run {number}: clients  measured tok/s  predicted tok/s  error   measured bal  predicted bal  error  "
+              "CPU ms/request")
+        for row in results:
+            print(f"{row['clients']:>14}  {row['measured']:>14.0f}  {row['predicted']:>15.0f}  "
+                  f"{100 * (row['predicted'] / row['measured'] - 1):>+5.1f}%  {row['measured_bal']:>12.3f}  "
+                  f"{row['predicted_bal']:>13.3f}  {100 * (row['predicted_bal'] / row['measured_bal'] - 1):>+5.1f}%  "
+                  f"{row['cpu_ms_per_request']:>14.2f}")
+    if len(runs) > 1:
+        print("median over runs: clients  |throughput error|  |balancedness error|")
+        for index, row in enumerate(runs[0]):
+            errors = sorted(abs(run[index]["predicted"] / run[index]["measured"] - 1) for run in runs)
+            balance = sorted(abs(run[index]["predicted_bal"] / run[index]["measured_bal"] - 1) for run in runs)
+            print(f"{row['clients']:>25}  {100 * errors[len(errors) // 2]:>17.1f}%  {100 * balance[len(balance) // 2]:>19.1f}%")
+    print(json.dumps(runs))
     return 0
+
+
+def client_request(buckets, weights, generator, tokens):
+    """A request of `tokens` tokens whose first experts follow `weights`."""
+    experts = generator.choice(len(weights), size=tokens, p=weights)
+    return np.stack([buckets[e][generator.integers(len(buckets[e]))] for e in experts])
+
+
+def drive_client(router, buckets, weights, tokens, seed, stop, counter, results):
+    """One client process: requests until `stop`; puts its latencies (after its first 5) on `results`."""
+    generator = np.random.default_rng(seed)
+    latencies = []
+    with moemesh.Client(router) as client:
+        while not stop.is_set():
+            x = client_request(buckets, weights, generator, tokens)
+            started = time.monotonic()
+            client.forward("0", x)
+            latencies.append(time.monotonic() - started)
+            with counter.get_lock():
+                counter.value += 1
+    results.put(latencies[5:])
 
 
 def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
@@ -119,35 +151,29 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
     weights = np.array([1 / (rank + 1) ** arguments.zipf for rank in range(8)])
     weights /= weights.sum()
 
+    buckets = {expert: np.stack(rows) for expert, rows in buckets.items()}
+
     def request(generator, tokens):
-        experts = generator.choice(8, size=tokens, p=weights)
-        return np.stack([buckets[e][generator.integers(len(buckets[e]))] for e in experts])
+        return client_request(buckets, weights, generator, tokens)
 
     def run(clients, tokens, seconds):
-        stop = threading.Event()
-        counts = [0] * clients
-        latencies = []
-        lock = threading.Lock()
-
-        def drive(worker):
-            generator = np.random.default_rng(1000 + worker)
-            with moemesh.Client(endpoints["router"]) as client:
-                while not stop.is_set():
-                    x = request(generator, tokens)
-                    started = time.monotonic()
-                    client.forward("0", x)
-                    with lock:
-                        latencies.append(time.monotonic() - started)
-                    counts[worker] += 1
-
+        # One process per client, as independent clients are (threads would share one interpreter lock).
+        context = multiprocessing.get_context("spawn")
+        stop, counter, results = context.Event(), context.Value("l", 0), context.Queue()
+        workers = [context.Process(target=drive_client, args=(endpoints["router"], buckets, weights, tokens,
+                                                            1000 + worker, stop, counter, results))
+                   for worker in range(clients)]
+        for worker in workers:
+            worker.start()
         experts = [int(replica["instance"]) for replica in status(binary, endpoints["coordinator"])["replicas"]]
         tree = [up_pid] + descendants(up_pid)
-        threads = [threading.Thread(target=drive, args=(worker,)) for worker in range(clients)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1)  # warm-up
-        before = sum(counts)
-        cpu_experts, cpu_tree, cpu_client = sum(map(cpu_seconds, experts)), sum(map(cpu_seconds, tree)), time.process_time()
+        time.sleep(3)  # the clients start (numpy, grpc) and warm up
+        client_pids = [worker.pid for worker in workers]
+
+        def cpu():
+            return (sum(map(cpu_seconds, experts)), sum(map(cpu_seconds, tree)), sum(map(cpu_seconds, client_pids)))
+
+        before_requests, before_cpu = counter.value, cpu()
         started = time.monotonic()
         balance = []
         while time.monotonic() - started < seconds:
@@ -157,15 +183,15 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
             if max(rates) > 0:
                 balance.append(sum(rates) / len(rates) / max(rates))
         elapsed = time.monotonic() - started
-        requests = sum(counts) - before
-        cpu = (sum(map(cpu_seconds, experts)) - cpu_experts, sum(map(cpu_seconds, tree)) - cpu_tree,
-               time.process_time() - cpu_client)
+        requests = counter.value - before_requests
+        used = [after - before for after, before in zip(cpu(), before_cpu)]
         stop.set()
-        for thread in threads:
-            thread.join()
+        latencies = [latency for _ in workers for latency in results.get(timeout=60)]
+        for worker in workers:
+            worker.join()
         return {"tokens_per_second": requests * tokens / elapsed, "requests": requests,
-                "expert_cpu": cpu[0] / requests, "router_cpu": (cpu[1] - cpu[0] + cpu[2]) / requests,
-                "latency": float(np.median(latencies[len(latencies) // 4:])),
+                "expert_cpu": used[0] / requests, "router_cpu": (used[1] - used[0]) / requests,
+                "client_cpu": used[2] / requests, "latency": float(np.median(latencies)),
                 "balancedness": float(np.mean(balance)) if balance else 1.0}
 
     # Calls and rows per request under this routing, from the gate's own choices on sampled requests.
@@ -180,20 +206,26 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
                 rows += len(chosen)
         return calls / 50, rows / 50
 
-    small, large = arguments.tokens, 4 * arguments.tokens
+    # Serial runs whose requests touch from 2 to all 8 experts, so that the cost per call and per row separate.
+    small = arguments.tokens
     fits = []
-    for tokens in (small, large):
+    for tokens in sorted({1, 4, small, 4 * small}):
         measured = run(1, tokens, arguments.seconds)
         calls, rows = calls_and_rows(tokens)
         fits.append((tokens, calls, rows, measured))
-    # Expert CPU per request = calls · fixed + rows · per_row, from the two runs.
-    (t1, c1, r1, m1), (t2, c2, r2, m2) = fits
-    matrix = np.array([[c1, r1], [c2, r2]])
-    fixed, per_row = np.linalg.solve(matrix, [m1["expert_cpu"], m2["expert_cpu"]])
+    m1 = next(measured for tokens, _, _, measured in fits if tokens == small)
+    # Expert CPU per request = calls · fixed + rows · per_row (least squares, no intercept).
+    (fixed, per_row), *_ = np.linalg.lstsq(np.array([[calls, rows] for _, calls, rows, _ in fits]),
+                                           np.array([measured["expert_cpu"] for *_, measured in fits]), rcond=None)
     fixed, per_row = max(fixed, 0.0), max(per_row, 0.0)
-    router_fixed = (m1["router_cpu"] * t2 - m2["router_cpu"] * t1) / (t2 - t1)
-    router_per_token = max(0.0, (m2["router_cpu"] - m1["router_cpu"]) / (t2 - t1))
-    router_fixed = max(0.0, router_fixed)
+
+    def line(key):
+        """fixed + per token through the serial runs (each request its own batch)."""
+        per_token, intercept = np.polyfit([tokens for tokens, *_ in fits], [measured[key] for *_, measured in fits], 1)
+        return max(0.0, intercept), max(0.0, per_token)
+
+    router_fixed, router_per_token = line("router_cpu")
+    client_fixed, client_per_token = line("client_cpu")
     status_file = os.path.join(folder, "status.json")
     with open(status_file, "w") as file:
         json.dump(status(binary, endpoints["coordinator"]), file)
@@ -203,7 +235,9 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
             [binary, "simulate", "--nodes", "1", "--slots-per-node", str(cores), "--experts-per-group", "1",
              "--extra-replicas", "0", "--top-k", "2", "--hidden", str(hidden), "--wire-bytes", "4",
              "--call-us", str(fixed * 1e6), "--call-row-us", str(per_row * 1e6), "--router-us",
-             str(router_fixed * 1e6), "--router-token-us", str(router_per_token * 1e6), "--router-node", "0",
+             str(router_fixed * 1e6), "--router-token-us", str(router_per_token * 1e6), "--client-us",
+             str(client_fixed * 1e6), "--client-token-us", str(client_per_token * 1e6), "--routers", "1",
+             "--batching", arguments.batching, "--router-node", "0",
              "--hop-us", str(hop_us), "--clients", str(clients), "--tokens", str(small), "--status", status_file,
              "--placements", "static", "--scale-to-zero", "off", "--warm-up-s", "1", "--seconds", "5", "--json"],
             check=True, capture_output=True, text=True).stdout
@@ -212,16 +246,21 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
     # The hop: what the 1-client latency leaves after the simulated CPU work (a wait, not CPU).
     unexplained = m1["latency"] - simulate(1, 0)["p50_ms"] / 1000
     hop_us = max(0.0, unexplained / 2 * 1e6)
-    print(f"fit: call {fixed * 1e6:.0f} µs + {per_row * 1e6:.1f} µs/row; router+client {router_fixed * 1e6:.0f} µs + "
-          f"{router_per_token * 1e6:.1f} µs/token; hop {hop_us:.0f} µs each way", file=sys.stderr)
+    print(f"fit: call {fixed * 1e6:.0f} µs + {per_row * 1e6:.1f} µs/row; router {router_fixed * 1e6:.0f} µs + "
+          f"{router_per_token * 1e6:.1f} µs/token; client {client_fixed * 1e6:.0f} µs + {client_per_token * 1e6:.1f} "
+          f"µs/token; hop {hop_us:.0f} µs each way", file=sys.stderr)
     results = []
     for clients in [int(c) for c in arguments.clients.split(",")]:
         measured = m1 if clients == 1 else run(clients, small, arguments.seconds)
         predicted = simulate(clients, hop_us)
+        print(f"{clients} clients: CPU per request: experts {measured['expert_cpu'] * 1e3:.2f} ms, router "
+              f"{measured['router_cpu'] * 1e3:.2f} ms, client {measured['client_cpu'] * 1e3:.2f} ms; simulated calls "
+              f"per token {predicted['calls_per_token']:.3f}", file=sys.stderr)
         results.append({"clients": clients, "measured": measured["tokens_per_second"],
                         "predicted": predicted["tokens_per_second"], "measured_bal": measured["balancedness"],
                         "predicted_bal": predicted["replica_balancedness"],
-                        "cpu_ms_per_request": 1000 * (measured["expert_cpu"] + measured["router_cpu"])})
+                        "cpu_ms_per_request": 1000 * (measured["expert_cpu"] + measured["router_cpu"]
+                                                      + measured["client_cpu"])})
     return results
 
 

@@ -62,6 +62,35 @@ struct FleetSimulatorTests {
         #expect(callsPerSecond >= callsPerSecondBound * 0.5)  // saturated: 256 clients keep 8 slots busy
     }
 
+    @Test("router batching: concurrent requests of a layer share one call per expert, so fewer calls carry more rows")
+    func batchingMergesRequests() throws {
+        var model = Self.small()
+        model.nodes = 1
+        model.slotsPerNode = 1
+        model.layers = 1
+        model.experts = 1
+        model.topK = 1
+        model.expertsPerGroup = 1
+        model.clients = 8
+        model.routers = 1
+        model.call = ServiceTime(fixed: 0.001, perRow: 0)
+        model.router = ServiceTime(fixed: 0, perRow: 0)
+        model.hopLatency = 0
+        model.batching = nil
+        let alone = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        // One call per request of 4 tokens; the one slot serves 1,000 calls a second.
+        #expect(alone.callsPerToken == 0.25)
+        #expect(abs(alone.tokensPerSecond - 4000) <= 4)
+        model.batching = Batching(maxTokens: 4096, maxDelay: 0.0005, maxConcurrentBatches: 1)
+        let batched = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        // Under load a leader waits for the other 7: one call carries all 8 requests (32 tokens).
+        #expect(batched.callsPerToken < 0.25 / 4)
+        #expect(batched.tokensPerSecond > 4 * alone.tokensPerSecond)
+        model.batching = Batching(maxTokens: 8, maxDelay: 0.0005, maxConcurrentBatches: 1)
+        let capped = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        #expect(capped.callsPerToken == 0.125)  // 8 tokens: 2 requests per batch
+    }
+
     @Test("the same model runs to the same figures (seeded, no clock in the simulation)")
     func deterministic() throws {
         let simulator = try FleetSimulator(model: Self.small())

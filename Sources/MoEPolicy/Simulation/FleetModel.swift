@@ -23,6 +23,21 @@ public struct ServiceTime: Sendable, Equatable, Codable {
     }
 }
 
+/// A router's dynamic batching (`ForwardBatcher`): per layer, up to `maxConcurrentBatches` batches at once; a request
+/// that finds none free queues; a leader waits `maxDelay` for more requests only while the layer's previous batch held
+/// more than one, then takes the queued requests up to `maxTokens` tokens.
+public struct Batching: Sendable, Equatable {
+    public var maxTokens = 4096
+    public var maxDelay = 0.002
+    public var maxConcurrentBatches = 2
+
+    public init(maxTokens: Int = 4096, maxDelay: Double = 0.002, maxConcurrentBatches: Int = 2) {
+        self.maxTokens = maxTokens
+        self.maxDelay = maxDelay
+        self.maxConcurrentBatches = maxConcurrentBatches
+    }
+}
+
 /// A fleet to simulate (`moemesh simulate`): nodes, the model's MoE layers, what a call and a hop cost, the load,
 /// and the coordinator's timings. Times in seconds, sizes in bytes.
 public struct FleetModel: Sendable, Equatable {
@@ -46,9 +61,16 @@ public struct FleetModel: Sendable, Equatable {
 
     /// An expert call on one slot, by rows.
     public var call = ServiceTime(fixed: 150e-6, perRow: 25e-6)
-    /// The router's work for one layer of one request (gate, dispatch, combine), by tokens.
+    /// The router's work for one layer of one batch (gate, dispatch, combine), by tokens.
     public var router = ServiceTime(fixed: 60e-6, perRow: 4e-6)
-    /// nil: the router's work delays its request but queues for nothing (routers scale apart); a node index: it runs
+    /// The client's own work for one layer of its request (encoding, decoding), by tokens; 0 for clients elsewhere.
+    public var client = ServiceTime(fixed: 0, perRow: 0)
+    /// Routers; client `c` calls router `c mod routers`.
+    public var routers = 16
+    /// The routers' dynamic batching (`moemesh router --batching`, with its defaults); nil: each request alone.
+    public var batching: Batching? = Batching()
+    /// nil: the router's (and client's) work delays its request but queues for nothing (routers scale apart); a node
+    /// index: it runs
     /// on that node's slots (a mesh on one machine).
     public var routerNode: Int? = nil
     /// One-way latency of a hop router ↔ expert, and the bandwidth a message crosses it at.
@@ -92,6 +114,8 @@ public struct FleetModel: Sendable, Equatable {
             positive("hidden size", self.hiddenSize), positive("intermediate size", self.intermediateSize),
             positive("experts per group", self.expertsPerGroup), positive("clients", self.clients),
             positive("tokens per request", self.tokensPerRequest), positive("telemetry tokens", self.telemetryTokens),
+            positive("routers", self.routers), positive("batch max tokens", self.batching?.maxTokens ?? 1),
+            positive("batches per layer", self.batching?.maxConcurrentBatches ?? 1),
         ].compactMap({ $0 }).first {
             return problem
         }
@@ -102,7 +126,9 @@ public struct FleetModel: Sendable, Equatable {
         let times: [(String, Double)] = [
             ("warm-up", self.warmUp), ("hop latency", self.hopLatency), ("call fixed", self.call.fixed),
             ("call per row", self.call.perRow), ("router fixed", self.router.fixed),
-            ("router per token", self.router.perRow), ("cold start", self.coldStart), ("cooldown", self.cooldown),
+            ("router per token", self.router.perRow), ("client fixed", self.client.fixed),
+            ("client per token", self.client.perRow), ("batch delay", self.batching?.maxDelay ?? 0),
+            ("cold start", self.coldStart), ("cooldown", self.cooldown),
             ("idle timeout", self.idleTimeout), ("extra replica share", self.extraReplicaShare),
         ]
         if let (name, value) = times.first(where: { !($0.1 >= 0 && $0.1.isFinite) }) {

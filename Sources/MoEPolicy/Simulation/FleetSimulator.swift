@@ -4,8 +4,9 @@ import MoECore
 /// policy code (`PlacementPlanner` for the initial layout, `AutoscalePolicy` for scaling).
 ///
 /// The request path as the mesh has it: a client's request of T tokens goes through the layers in turn; per layer the
-/// router works `router(T)` (gate, dispatch, combine), then sends one call per chosen expert with its rows to the
-/// serving replica of the expert's group with the fewest calls outstanding (a hop: `hopLatency + bytes / bandwidth`
+/// client works `client(T)`, its router batches it with other requests for the layer (`Batching`, as
+/// `ForwardBatcher` does) and works `router(tokens of the batch)` (gate, dispatch, combine), then sends one call per
+/// chosen expert with the batch's rows to the serving replica of the expert's group with the fewest calls outstanding (a hop: `hopLatency + bytes / bandwidth`
 /// each way, `bytes = rows · H · wireBytes`); the call waits in its node's FIFO for one of `slotsPerNode` slots and
 /// takes `call(rows)` there; the layer ends when its last call is back. A call to a group at zero replicas waits for
 /// a cold start. Every `policyInterval` the coordinator's view (demand averaged over `demandWindow`) goes to
@@ -71,7 +72,11 @@ public struct FleetSimulator: Sendable {
 private struct FleetRun {
     enum Event {
         case requestStart(client: Int)
-        case dispatch(client: Int)
+        /// The client's work of its request's layer is done (routers apart).
+        case clientDone(client: Int)
+        /// A batch leader's wait for more requests is over.
+        case collect(client: Int)
+        case dispatch(batch: Int)
         case callArrives(call: Int)
         case jobDone(job: Int)
         case callReturns(call: Int)
@@ -90,7 +95,7 @@ private struct FleetRun {
     }
 
     struct Call {
-        var client: Int
+        var batch: Int
         var group: Int
         var replica: Int
         var rows: Int
@@ -98,8 +103,23 @@ private struct FleetRun {
 
     struct Request {
         var layer = 0
-        var pending = 0
         var started = 0.0
+    }
+
+    /// Requests of one router and layer that share one call per expert.
+    struct Batch {
+        var router: Int
+        var layer: Int
+        var clients: [Int]
+        var tokens: Int
+        var pending = 0
+    }
+
+    /// A router's batcher for one layer.
+    struct Batcher {
+        var running = 0
+        var queue = IntQueue()
+        var lastSize = 0
     }
 
     let model: FleetModel
@@ -132,6 +152,10 @@ private struct FleetRun {
     var calls: [Call] = []
     var freeCalls: [Int] = []
     var requests: [Request]
+    var batches: [Batch] = []
+    var freeBatches: [Int] = []
+    /// By `router · layers + layer`.
+    var batchers: [Batcher]
 
     // Measurements over [warmUp, end).
     var latencies: [Double] = []
@@ -188,6 +212,7 @@ private struct FleetRun {
         self.nodeFreeBytes = [Int](repeating: model.nodeMemoryBytes, count: model.nodes)
         self.nodeBusySeconds = [Double](repeating: 0, count: model.nodes)
         self.requests = [Request](repeating: Request(), count: model.clients)
+        self.batchers = [Batcher](repeating: Batcher(), count: model.routers * model.layers)
         self.rowsOfExpert = [Int](repeating: 0, count: model.experts)
         for (group, nodes) in layout.replicaNodes.enumerated() {
             for node in nodes {
@@ -208,7 +233,9 @@ private struct FleetRun {
             self.now = time
             switch event {
             case .requestStart(let client): self.startRequest(client)
-            case .dispatch(let client): self.dispatch(client)
+            case .clientDone(let client): self.arrive(client)
+            case .collect(let client): self.collect(leader: client)
+            case .dispatch(let batch): self.dispatch(batch)
             case .callArrives(let call): self.enqueue(job: call, on: self.replicas[self.calls[call].replica].node)
             case .jobDone(let job): self.finished(job: job)
             case .callReturns(let call): self.callReturned(call)
@@ -223,25 +250,90 @@ private struct FleetRun {
     // MARK: requests and layers
 
     mutating func startRequest(_ client: Int) {
-        self.requests[client] = Request(layer: 0, pending: 0, started: self.now)
+        self.requests[client] = Request(layer: 0, started: self.now)
         self.startLayer(client)
     }
 
+    /// The client's work, then its router's batcher.
     mutating func startLayer(_ client: Int) {
+        let work = self.model.client.seconds(rows: self.model.tokensPerRequest)
+        guard work > 0 else { return self.arrive(client) }
         if let node = self.model.routerNode {
-            self.enqueue(job: -1 - client, on: node)
+            self.enqueue(job: Self.clientJob(client), on: node)
         } else {
-            self.events.push(
-                .dispatch(client: client), at: self.now + self.model.router.seconds(rows: self.model.tokensPerRequest))
+            self.events.push(.clientDone(client: client), at: self.now + work)
         }
     }
 
-    /// Routes the layer's tokens and sends one call per chosen expert.
-    mutating func dispatch(_ client: Int) {
-        let layer = self.requests[client].layer
+    /// Jobs on a node's slots: calls (their ids), a batch's router work, a client's work.
+    static func routerJob(_ batch: Int) -> Int { -1 - 2 * batch }
+    static func clientJob(_ client: Int) -> Int { -2 - 2 * client }
+
+    func batcherIndex(_ client: Int) -> Int {
+        (client % self.model.routers) * self.model.layers + self.requests[client].layer
+    }
+
+    /// A request reaches its router for its current layer: it leads a batch if one may start, else it queues.
+    mutating func arrive(_ client: Int) {
+        guard self.model.batching != nil else { return self.startBatch([client]) }
+        let index = self.batcherIndex(client)
+        if self.batchers[index].running < self.model.batching!.maxConcurrentBatches {
+            self.batchers[index].running += 1
+            self.lead(client)
+        } else {
+            self.batchers[index].queue.append(client)
+        }
+    }
+
+    /// A leader waits for more requests only while the layer's previous batch held more than one.
+    mutating func lead(_ client: Int) {
+        let delay = self.model.batching!.maxDelay
+        if self.batchers[self.batcherIndex(client)].lastSize > 1 && delay > 0 {
+            self.events.push(.collect(client: client), at: self.now + delay)
+        } else {
+            self.collect(leader: client)
+        }
+    }
+
+    /// The leader and the queued requests, up to the batch's tokens.
+    mutating func collect(leader: Int) {
+        let index = self.batcherIndex(leader)
+        let tokens = self.model.tokensPerRequest
+        var members = [leader]
+        while members.count * tokens + tokens <= self.model.batching!.maxTokens,
+            let next = self.batchers[index].queue.popFirst()
+        {
+            members.append(next)
+        }
+        self.batchers[index].lastSize = members.count
+        self.startBatch(members)
+    }
+
+    mutating func startBatch(_ clients: [Int]) {
+        let batch = Batch(
+            router: clients[0] % self.model.routers, layer: self.requests[clients[0]].layer, clients: clients,
+            tokens: clients.count * self.model.tokensPerRequest)
+        let id: Int
+        if let free = self.freeBatches.popLast() {
+            self.batches[free] = batch
+            id = free
+        } else {
+            id = self.batches.count
+            self.batches.append(batch)
+        }
+        if let node = self.model.routerNode {
+            self.enqueue(job: Self.routerJob(id), on: node)
+        } else {
+            self.events.push(.dispatch(batch: id), at: self.now + self.model.router.seconds(rows: batch.tokens))
+        }
+    }
+
+    /// Routes the batch's tokens and sends one call per chosen expert.
+    mutating func dispatch(_ batch: Int) {
+        let layer = self.batches[batch].layer
         let sampler = self.samplers[layer]
         self.touched.removeAll(keepingCapacity: true)
-        for _ in 0..<self.model.tokensPerRequest {
+        for _ in 0..<self.batches[batch].tokens {
             sampler.token(&self.random, into: &self.chosen)
             var services = 0
             for (index, expert) in self.chosen.enumerated() {
@@ -258,12 +350,12 @@ private struct FleetRun {
             }
         }
         if self.measuring { self.callsSent += self.touched.count }
-        self.requests[client].pending = self.touched.count
+        self.batches[batch].pending = self.touched.count
         for expert in self.touched {
             let rows = self.rowsOfExpert[expert]
             self.rowsOfExpert[expert] = 0
             let group = self.groupOf[layer * self.model.experts + expert]
-            let call = Call(client: client, group: group, replica: -1, rows: rows)
+            let call = Call(batch: batch, group: group, replica: -1, rows: rows)
             let id: Int
             if let free = self.freeCalls.popLast() {
                 self.calls[free] = call
@@ -313,29 +405,44 @@ private struct FleetRun {
 
     mutating func callReturned(_ call: Int) {
         let replica = self.calls[call].replica
-        let client = self.calls[call].client
+        let batch = self.calls[call].batch
         self.freeCalls.append(call)
         self.replicas[replica].outstanding -= 1
         if self.replicas[replica].state == .draining && self.replicas[replica].outstanding == 0 { self.stop(replica) }
-        self.requests[client].pending -= 1
-        guard self.requests[client].pending == 0 else { return }
-        self.requests[client].layer += 1
-        if self.requests[client].layer < self.model.layers {
-            self.startLayer(client)
-            return
-        }
-        if self.measuring {
-            self.tokensDone += self.model.tokensPerRequest
-            if self.requests[client].started >= self.model.warmUp {
-                self.latencies.append(self.now - self.requests[client].started)
+        self.batches[batch].pending -= 1
+        if self.batches[batch].pending == 0 { self.finish(batch: batch) }
+    }
+
+    /// Frees the batch's place in its batcher (the first queued request leads next) and moves its requests on.
+    mutating func finish(batch: Int) {
+        let clients = self.batches[batch].clients
+        self.freeBatches.append(batch)
+        if self.model.batching != nil {
+            let index = self.batcherIndex(clients[0])
+            if let next = self.batchers[index].queue.popFirst() {
+                self.lead(next)
+            } else {
+                self.batchers[index].running -= 1
             }
         }
-        self.startRequest(client)
+        for client in clients {
+            self.requests[client].layer += 1
+            if self.requests[client].layer < self.model.layers {
+                self.startLayer(client)
+                continue
+            }
+            if self.measuring {
+                self.tokensDone += self.model.tokensPerRequest
+                if self.requests[client].started >= self.model.warmUp {
+                    self.latencies.append(self.now - self.requests[client].started)
+                }
+            }
+            self.startRequest(client)
+        }
     }
 
     // MARK: nodes
 
-    /// A job is a call (its id) or a request's router work (`-1 - client`).
     mutating func enqueue(job: Int, on node: Int) {
         if self.nodeBusySlots[node] < self.model.slotsPerNode {
             self.begin(job: job, on: node)
@@ -349,7 +456,9 @@ private struct FleetRun {
         let seconds =
             job >= 0
             ? self.model.call.seconds(rows: self.calls[job].rows)
-            : self.model.router.seconds(rows: self.model.tokensPerRequest)
+            : job % 2 != 0
+                ? self.model.router.seconds(rows: self.batches[(-1 - job) / 2].tokens)
+                : self.model.client.seconds(rows: self.model.tokensPerRequest)
         if self.measuring { self.nodeBusySeconds[node] += seconds }
         self.events.push(.jobDone(job: job), at: self.now + seconds)
     }
@@ -360,8 +469,10 @@ private struct FleetRun {
         if let next = self.nodeQueues[node].popFirst() { self.begin(job: next, on: node) }
         if job >= 0 {
             self.events.push(.callReturns(call: job), at: self.now + self.hop(rows: self.calls[job].rows))
+        } else if job % 2 != 0 {
+            self.dispatch((-1 - job) / 2)
         } else {
-            self.dispatch(-1 - job)
+            self.arrive((-2 - job) / 2)
         }
     }
 

@@ -44,7 +44,15 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "An expert call's cost per row, µs.") var callRowUs: Double = 25
     @Option(help: "The router's fixed cost per layer of a request, µs.") var routerUs: Double = 60
     @Option(help: "The router's cost per token per layer, µs.") var routerTokenUs: Double = 4
-    @Option(help: "Run the router's work on this node's slots (a mesh on one machine); default: routers apart.")
+    @Option(help: "A client's own work per layer of its request, µs (0: clients elsewhere).") var clientUs: Double = 0
+    @Option(help: "A client's own work per token per layer, µs.") var clientTokenUs: Double = 0
+    @Option(help: "Routers (client c calls router c mod N).") var routers: Int = 16
+    @Option(help: "The routers' dynamic batching: on or off.") var batching: Switch = .on
+    @Option(help: "Most tokens in one batch.") var batchMaxTokens: Int = 4096
+    @Option(help: "How long a batch leader waits for more requests under concurrent load, µs.") var batchDelayUs:
+        Double = 2000
+    @Option(help: "Batches of one layer running at once per router.") var batchConcurrency: Int = 2
+    @Option(help: "Run the router's and clients' work on this node's slots (a mesh on one machine); default: apart.")
     var routerNode: Int?
     @Option(help: "One-way latency of a hop, µs.") var hopUs: Double = 50
     @Option(help: "Bandwidth of a hop, Gbit/s.") var bandwidthGbps: Double = 100
@@ -70,6 +78,7 @@ struct Simulate: AsyncParsableCommand {
     @Flag(help: "Print one JSON array instead of a table.") var json = false
 
     enum ScaleToZero: String, ExpressibleByArgument, CaseIterable { case off, on, both }
+    enum Switch: String, ExpressibleByArgument, CaseIterable { case on, off }
 
     func run() async throws {
         var model = FleetModel()
@@ -90,6 +99,13 @@ struct Simulate: AsyncParsableCommand {
         model.extraReplicaShare = self.extraReplicas
         model.call = ServiceTime(fixed: self.callUs * 1e-6, perRow: self.callRowUs * 1e-6)
         model.router = ServiceTime(fixed: self.routerUs * 1e-6, perRow: self.routerTokenUs * 1e-6)
+        model.client = ServiceTime(fixed: self.clientUs * 1e-6, perRow: self.clientTokenUs * 1e-6)
+        model.routers = self.routers
+        model.batching =
+            self.batching == .on
+            ? Batching(
+                maxTokens: self.batchMaxTokens, maxDelay: self.batchDelayUs * 1e-6,
+                maxConcurrentBatches: self.batchConcurrency) : nil
         model.routerNode = self.routerNode
         model.hopLatency = self.hopUs * 1e-6
         model.bandwidth = self.bandwidthGbps * 1e9 / 8
