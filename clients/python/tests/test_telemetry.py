@@ -84,6 +84,18 @@ def test_plan_from_a_running_mesh_and_its_kustomize_overlay(moemesh_binary, tiny
     assert pairs and abs(plan["pairs_inside_groups"] - inside / sum(n for *_, n in pairs)) < 1e-9
     assert plan["pairs_inside_groups"] > 0  # the most frequent pair is always joined
     assert sum(group["replicas"] for group in plan["groups"]) == sum(len(node) for node in plan["nodes"])
+    # The same telemetry drives the fleet simulator's routing (--status): every scenario runs, as JSON.
+    simulated = json.loads(subprocess.run(
+        [moemesh_binary, "simulate", "--status", str(status_file), "--nodes", "2", "--slots-per-node", "2",
+         "--clients", "8", "--tokens", "4", "--top-k", "2", "--experts-per-group", "2", "--telemetry-tokens", "500",
+         "--warm-up-s", "0.2", "--seconds", "0.5", "--policy-interval-s", "0.1", "--demand-window-s", "0.2",
+         "--json"], check=True, capture_output=True, text=True).stdout)
+    assert [(row["placement"], row["scale_to_zero"]) for row in simulated] == [
+        (placement, zero) for zero in (False, True) for placement in ("static", "eplb", "planner")]
+    assert all(row["tokens_per_second"] > 0 and 0 < row["replica_balancedness"] <= 1 for row in simulated)
+    refused = subprocess.run([moemesh_binary, "simulate", "--experts", "4", "--top-k", "8"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "top-k: expected at most the 4 experts, got 8" in refused.stderr
     out = tmp_path / "overlay"
     subprocess.run([moemesh_binary, "k8s", "render", "--model", model, "--plan", str(plan_file), "--out", str(out)],
                    check=True, capture_output=True, text=True)
