@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import numpy as np
 
@@ -80,21 +81,23 @@ def main() -> int:
                        check=True, capture_output=True)
         up = subprocess.Popen([binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0",
                                "--replicas", "1", "--threads", "1", "--log-level", "warning"],
-                              stdout=subprocess.PIPE, text=True,
-                              env=dict(os.environ, MOEMESH_BATCHING=arguments.batching))
-        endpoints = {}
+                              stdout=subprocess.PIPE, text=True)
+        router = None
         try:
-            for line in up.stdout:
-                for role in ("coordinator", "router"):
-                    if line.startswith(f"{role} listening on"):
-                        endpoints[role] = line.split()[3]
-                if len(endpoints) == 2:
-                    break
-            runs = [measure_and_predict(binary, up.pid, endpoints, arguments, cores, folder)
+            endpoints = ready(up, ["coordinator", "router"])
+            # The clients' router: one of our own, with its metrics (expert calls per request) over HTTP; up's own
+            # router idles beside it.
+            router = subprocess.Popen([binary, "router", "--model", model, "--coordinator", endpoints["coordinator"],
+                                       "--port", "0", "--http-port", "0", "--batching", arguments.batching,
+                                       "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
+            endpoints.update(ready(router, ["router", "http"]))
+            runs = [measure_and_predict(binary, [up.pid, router.pid], endpoints, arguments, cores, folder)
                     for _ in range(arguments.repeat)]
         finally:
-            up.terminate()
-            up.wait(timeout=60)
+            for process in (router, up):
+                if process:
+                    process.terminate()
+                    process.wait(timeout=60)
     print(f"validation: `moemesh up` (8 experts, top-2, H={arguments.hidden}, I={arguments.intermediate}, "
           f"{arguments.tokens} tokens/request, Zipf {arguments.zipf}, router batching {arguments.batching}) on {cores} "
           "cores vs `moemesh simulate`")
@@ -137,7 +140,30 @@ def drive_client(router, buckets, weights, tokens, seed, stop, counter, results)
     results.put(latencies[5:])
 
 
-def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
+def ready(process, roles):
+    """The endpoints of `roles` from `process`'s ready lines ('ROLE listening on HOST:PORT')."""
+    endpoints = {}
+    for line in process.stdout:
+        for role in roles:
+            if line.startswith(f"{role} listening on"):
+                endpoints[role] = line.split()[3]
+        if len(endpoints) == len(roles):
+            return endpoints
+    raise RuntimeError(f"exited with {process.wait()} before {roles} were ready")
+
+
+def router_counts(endpoint):
+    """(requests, expert calls) the router has counted, from its /metrics."""
+    text = urllib.request.urlopen(f"http://{endpoint}/metrics", timeout=10).read().decode()
+    totals = {"moemesh_router_requests_total": 0.0, "moemesh_router_expert_call_seconds_count": 0.0}
+    for line in text.splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["moemesh_router_requests_total"], totals["moemesh_router_expert_call_seconds_count"]
+
+
+def measure_and_predict(binary, roots, endpoints, arguments, cores, folder):
     rng = np.random.default_rng(0)
     hidden = arguments.hidden
     # A pool of tokens by the expert the gate ranks first.
@@ -166,14 +192,14 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
         for worker in workers:
             worker.start()
         experts = [int(replica["instance"]) for replica in status(binary, endpoints["coordinator"])["replicas"]]
-        tree = [up_pid] + descendants(up_pid)
+        tree = roots + [pid for root in roots for pid in descendants(root)]
         time.sleep(3)  # the clients start (numpy, grpc) and warm up
         client_pids = [worker.pid for worker in workers]
 
         def cpu():
             return (sum(map(cpu_seconds, experts)), sum(map(cpu_seconds, tree)), sum(map(cpu_seconds, client_pids)))
 
-        before_requests, before_cpu = counter.value, cpu()
+        before_requests, before_cpu, before_calls = counter.value, cpu(), router_counts(endpoints["http"])
         started = time.monotonic()
         balance = []
         while time.monotonic() - started < seconds:
@@ -185,6 +211,7 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
         elapsed = time.monotonic() - started
         requests = counter.value - before_requests
         used = [after - before for after, before in zip(cpu(), before_cpu)]
+        calls = [after - before for after, before in zip(router_counts(endpoints["http"]), before_calls)]
         stop.set()
         latencies = [latency for _ in workers for latency in results.get(timeout=60)]
         for worker in workers:
@@ -192,7 +219,8 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
         return {"tokens_per_second": requests * tokens / elapsed, "requests": requests,
                 "expert_cpu": used[0] / requests, "router_cpu": (used[1] - used[0]) / requests,
                 "client_cpu": used[2] / requests, "latency": float(np.median(latencies)),
-                "balancedness": float(np.mean(balance)) if balance else 1.0}
+                "balancedness": float(np.mean(balance)) if balance else 1.0,
+                "calls_per_token": calls[1] / max(1.0, calls[0]) / tokens}
 
     # Calls and rows per request under this routing, from the gate's own choices on sampled requests.
     def calls_and_rows(tokens):
@@ -254,8 +282,8 @@ def measure_and_predict(binary, up_pid, endpoints, arguments, cores, folder):
         measured = m1 if clients == 1 else run(clients, small, arguments.seconds)
         predicted = simulate(clients, hop_us)
         print(f"{clients} clients: CPU per request: experts {measured['expert_cpu'] * 1e3:.2f} ms, router "
-              f"{measured['router_cpu'] * 1e3:.2f} ms, client {measured['client_cpu'] * 1e3:.2f} ms; simulated calls "
-              f"per token {predicted['calls_per_token']:.3f}", file=sys.stderr)
+              f"{measured['router_cpu'] * 1e3:.2f} ms, client {measured['client_cpu'] * 1e3:.2f} ms; calls per token "
+              f"{measured['calls_per_token']:.3f} measured, {predicted['calls_per_token']:.3f} simulated", file=sys.stderr)
         results.append({"clients": clients, "measured": measured["tokens_per_second"],
                         "predicted": predicted["tokens_per_second"], "measured_bal": measured["balancedness"],
                         "predicted_bal": predicted["replica_balancedness"],
