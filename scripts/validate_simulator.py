@@ -260,7 +260,8 @@ def measure_and_predict(binary, roots, endpoints, arguments, cores, folder):
 
     def simulate(clients, hop_us):
         out = subprocess.run(
-            [binary, "simulate", "--nodes", "1", "--slots-per-node", str(cores), "--experts-per-group", "1",
+            [binary, "simulate", "--nodes", "1", "--slots-per-node", str(cores), "--node-discipline", "shared", "--service-jitter", "1",
+             "--experts-per-group", "1",
              "--extra-replicas", "0", "--top-k", "2", "--hidden", str(hidden), "--wire-bytes", "4",
              "--call-us", str(fixed * 1e6), "--call-row-us", str(per_row * 1e6), "--router-us",
              str(router_fixed * 1e6), "--router-token-us", str(router_per_token * 1e6), "--client-us",

@@ -50,6 +50,60 @@ struct FleetSimulatorTests {
         #expect(result.callsPerToken == 1 && result.servicesPerToken == 1)
     }
 
+    @Test(
+        "a node whose jobs share its slots: 3 equal calls on 2 slots all end at 1.5 × a call; in FIFO order, one waits")
+    func sharedNode() throws {
+        var model = Self.small()
+        model.nodes = 1
+        model.slotsPerNode = 2
+        model.layers = 1
+        model.experts = 1
+        model.topK = 1
+        model.expertsPerGroup = 1
+        model.clients = 3
+        model.batching = nil
+        model.call = ServiceTime(fixed: 0.002, perRow: 0)
+        model.router = ServiceTime(fixed: 0, perRow: 0)
+        model.hopLatency = 0
+        model.bandwidth = 1e30
+        model.discipline = .shared
+        let shared = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        #expect(abs(shared.p50Ms - 3) < 1e-6 && abs(shared.p99Ms - 3) < 1e-6)
+        #expect(abs(shared.tokensPerSecond - 4000) <= 8)  // 2 slots' worth: 1,000 calls/s of 4 tokens
+        model.discipline = .fifo
+        let fifo = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        #expect(fifo.p99Ms > 3.3)  // a call that finds both slots taken waits for one
+        #expect(abs(fifo.tokensPerSecond - 4000) <= 8)
+    }
+
+    @Test("service jitter spreads each job's time around its mean (exponential at 1) and leaves the routing as it was")
+    func serviceJitter() throws {
+        var model = Self.small()
+        model.nodes = 1
+        model.slotsPerNode = 1
+        model.layers = 1
+        model.experts = 1
+        model.topK = 1
+        model.expertsPerGroup = 1
+        model.clients = 1
+        model.measured = 4
+        model.call = ServiceTime(fixed: 0.002, perRow: 0)
+        model.router = ServiceTime(fixed: 0, perRow: 0)
+        model.hopLatency = 0
+        model.bandwidth = 1e30
+        model.serviceJitter = 1
+        let jittered = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        // ~2,000 calls of mean 2 ms: the rate stays near 500 requests/s (4 tokens each); the median of an exponential
+        // is ln 2 of its mean, its 99th percentile ln 100.
+        #expect(abs(jittered.tokensPerSecond / 2000 - 1) < 0.1)
+        #expect(abs(jittered.p50Ms / (2 * 0.6931) - 1) < 0.15)
+        #expect(abs(jittered.p99Ms / (2 * 4.6052) - 1) < 0.25)
+        model.serviceJitter = 2
+        #expect(throws: FleetSimulator.SimulationError("service jitter: expected 0…1, got 2.0")) {
+            try FleetSimulator(model: model)
+        }
+    }
+
     @Test("a saturated fleet serves at most nodes × slots calls at a time: tokens/s stays under that bound")
     func capacityBound() throws {
         var model = Self.small()

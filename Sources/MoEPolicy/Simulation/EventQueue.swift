@@ -5,6 +5,9 @@ struct EventQueue<Payload> {
 
     var isEmpty: Bool { self.entries.isEmpty }
 
+    /// The earliest event, left in place.
+    var first: (time: Double, payload: Payload)? { self.entries.first.map { ($0.time, $0.payload) } }
+
     mutating func push(_ payload: Payload, at time: Double) {
         self.entries.append((time, self.pushed, payload))
         self.pushed += 1

@@ -23,6 +23,15 @@ public struct ServiceTime: Sendable, Equatable, Codable {
     }
 }
 
+/// How a node's jobs share its slots.
+public enum NodeDiscipline: String, Sendable, Equatable, CaseIterable {
+    /// Each job holds a slot until done; the rest wait in arrival order (a GPU's streams, a thread pool).
+    case fifo
+    /// Every job runs at once, at `min(1, slots / jobs)` of a slot (processes on a CPU's cores under the kernel's
+    /// time slicing).
+    case shared
+}
+
 /// A router's dynamic batching (`ForwardBatcher`): per layer, up to `maxConcurrentBatches` batches at once; a request
 /// that finds none free queues; a leader waits `maxDelay` for more requests only while the layer's previous batch held
 /// more than one, then takes the queued requests up to `maxTokens` tokens.
@@ -42,8 +51,12 @@ public struct Batching: Sendable, Equatable {
 /// and the coordinator's timings. Times in seconds, sizes in bytes.
 public struct FleetModel: Sendable, Equatable {
     public var nodes = 64
-    /// Expert calls a node serves at once (cores, or a GPU's concurrent streams); the rest wait in its FIFO.
+    /// Expert calls a node serves at once (cores, or a GPU's concurrent streams).
     public var slotsPerNode = 8
+    /// How a node's jobs share its slots.
+    public var discipline = NodeDiscipline.fifo
+    /// 0: every job takes its mean; 1: exponentially distributed around it; between: a mix (`1 − j + j · Exp(1)`).
+    public var serviceJitter = 0.0
     public var nodeMemoryBytes = 80 << 30
 
     public var layers = 4
@@ -130,6 +143,7 @@ public struct FleetModel: Sendable, Equatable {
             ("client per token", self.client.perRow), ("batch delay", self.batching?.maxDelay ?? 0),
             ("cold start", self.coldStart), ("cooldown", self.cooldown),
             ("idle timeout", self.idleTimeout), ("extra replica share", self.extraReplicaShare),
+            ("service jitter", self.serviceJitter),
         ]
         if let (name, value) = times.first(where: { !($0.1 >= 0 && $0.1.isFinite) }) {
             return "\(name): expected a finite value ≥ 0, got \(value)"
@@ -141,6 +155,7 @@ public struct FleetModel: Sendable, Equatable {
         if let (name, value) = rates.first(where: { !($0.1 > 0 && $0.1.isFinite) }) {
             return "\(name): expected a finite value > 0, got \(value)"
         }
+        if self.serviceJitter > 1 { return "service jitter: expected 0…1, got \(self.serviceJitter)" }
         if case .zipf(let exponent, let affinity, let teamSize) = self.routing {
             if !(exponent >= 0 && exponent.isFinite) { return "zipf exponent: expected ≥ 0, got \(exponent)" }
             if !(0...1).contains(affinity) { return "affinity: expected 0…1, got \(affinity)" }

@@ -82,6 +82,18 @@ private struct FleetRun {
         case callReturns(call: Int)
         case replicaReady(replica: Int)
         case policyTick
+        /// A processor-shared node's next job may be done (stale when `version` is not the node's).
+        case sharedNodeDone(node: Int, version: Int)
+    }
+
+    /// A node whose jobs share its slots (`NodeDiscipline.shared`), in virtual time: `V` grows at
+    /// `min(1, slots / jobs)` per second, and a job of `w` seconds started at `V₀` is done when `V = V₀ + w`.
+    struct SharedNode {
+        var virtual = 0.0
+        var updated = 0.0
+        var jobs = EventQueue<Int>()
+        var count = 0
+        var version = 0
     }
 
     enum ReplicaState { case starting, serving, draining, stopped }
@@ -128,6 +140,8 @@ private struct FleetRun {
     let policy: AutoscalePolicy
     let end: Double
     var random: SplitMix64.Generator
+    /// Service-time draws, apart from routing's so that jitter leaves the tokens as they were.
+    var jitterRandom: SplitMix64.Generator
     var events = EventQueue<Event>()
     var now = 0.0
 
@@ -149,6 +163,7 @@ private struct FleetRun {
     var nodeQueues: [IntQueue]
     var nodeFreeBytes: [Int]
     var nodeBusySeconds: [Double]
+    var sharedNodes: [SharedNode]
     var calls: [Call] = []
     var freeCalls: [Int] = []
     var requests: [Request]
@@ -194,6 +209,7 @@ private struct FleetRun {
                 idleTimeout: .milliseconds(Int(model.idleTimeout * 1000))))
         self.end = model.warmUp + model.measured
         self.random = SplitMix64.Generator(seed: model.seed)
+        self.jitterRandom = SplitMix64.Generator(seed: model.seed ^ 0x4A17)
         self.groupNames = layout.groups.map(\.name)
         self.groupBytes = layout.groups.map(\.bytes)
         self.groupOf = [Int](repeating: 0, count: model.layers * model.experts)
@@ -211,6 +227,7 @@ private struct FleetRun {
         self.nodeQueues = [IntQueue](repeating: IntQueue(), count: model.nodes)
         self.nodeFreeBytes = [Int](repeating: model.nodeMemoryBytes, count: model.nodes)
         self.nodeBusySeconds = [Double](repeating: 0, count: model.nodes)
+        self.sharedNodes = [SharedNode](repeating: SharedNode(), count: model.discipline == .shared ? model.nodes : 0)
         self.requests = [Request](repeating: Request(), count: model.clients)
         self.batchers = [Batcher](repeating: Batcher(), count: model.routers * model.layers)
         self.rowsOfExpert = [Int](repeating: 0, count: model.experts)
@@ -241,6 +258,7 @@ private struct FleetRun {
             case .callReturns(let call): self.callReturned(call)
             case .replicaReady(let replica): self.replicaReady(replica)
             case .policyTick: self.policyTick()
+            case .sharedNodeDone(let node, let version): self.sharedNodeDone(node, version: version)
             }
         }
     }
@@ -285,10 +303,12 @@ private struct FleetRun {
         }
     }
 
-    /// A leader waits for more requests only while the layer's previous batch held more than one.
+    /// A leader waits for more requests only under concurrent load: the layer's previous batch held more than one, or
+    /// requests are queued.
     mutating func lead(_ client: Int) {
         let delay = self.model.batching!.maxDelay
-        if self.batchers[self.batcherIndex(client)].lastSize > 1 && delay > 0 {
+        let batcher = self.batchers[self.batcherIndex(client)]
+        if (batcher.lastSize > 1 || !batcher.queue.isEmpty) && delay > 0 {
             self.events.push(.collect(client: client), at: self.now + delay)
         } else {
             self.collect(leader: client)
@@ -444,29 +464,80 @@ private struct FleetRun {
     // MARK: nodes
 
     mutating func enqueue(job: Int, on node: Int) {
-        if self.nodeBusySlots[node] < self.model.slotsPerNode {
+        if self.model.discipline == .shared {
+            let work = self.work(of: job)
+            if self.measuring { self.nodeBusySeconds[node] += work }
+            self.advance(node)
+            self.sharedNodes[node].jobs.push(job, at: self.sharedNodes[node].virtual + work)
+            self.sharedNodes[node].count += 1
+            self.reschedule(node)
+        } else if self.nodeBusySlots[node] < self.model.slotsPerNode {
             self.begin(job: job, on: node)
         } else {
             self.nodeQueues[node].append(job)
         }
     }
 
-    mutating func begin(job: Int, on node: Int) {
-        self.nodeBusySlots[node] += 1
-        let seconds =
+    /// Seconds of one slot the job takes: its mean, times `1 − j + j · X` with X exponential of mean 1 for
+    /// `serviceJitter` j.
+    mutating func work(of job: Int) -> Double {
+        let mean =
             job >= 0
             ? self.model.call.seconds(rows: self.calls[job].rows)
             : job % 2 != 0
                 ? self.model.router.seconds(rows: self.batches[(-1 - job) / 2].tokens)
                 : self.model.client.seconds(rows: self.model.tokensPerRequest)
+        let jitter = self.model.serviceJitter
+        guard jitter > 0 else { return mean }
+        return mean * (1 - jitter + jitter * -Double.log(1 - self.jitterRandom.unit()))
+    }
+
+    mutating func begin(job: Int, on node: Int) {
+        self.nodeBusySlots[node] += 1
+        let seconds = self.work(of: job)
         if self.measuring { self.nodeBusySeconds[node] += seconds }
         self.events.push(.jobDone(job: job), at: self.now + seconds)
     }
 
+    /// Brings a shared node's virtual time to now.
+    mutating func advance(_ node: Int) {
+        let count = self.sharedNodes[node].count
+        if count > 0 {
+            let rate = min(1, Double(self.model.slotsPerNode) / Double(count))
+            self.sharedNodes[node].virtual += rate * (self.now - self.sharedNodes[node].updated)
+        }
+        self.sharedNodes[node].updated = self.now
+    }
+
+    /// Schedules the shared node's next completion; earlier schedules go stale.
+    mutating func reschedule(_ node: Int) {
+        self.sharedNodes[node].version += 1
+        guard let next = self.sharedNodes[node].jobs.first else { return }
+        let rate = min(1, Double(self.model.slotsPerNode) / Double(self.sharedNodes[node].count))
+        let remaining = max(0, next.time - self.sharedNodes[node].virtual)
+        self.events.push(
+            .sharedNodeDone(node: node, version: self.sharedNodes[node].version), at: self.now + remaining / rate)
+    }
+
+    mutating func sharedNodeDone(_ node: Int, version: Int) {
+        guard version == self.sharedNodes[node].version else { return }
+        self.advance(node)
+        guard let (tag, job) = self.sharedNodes[node].jobs.pop() else { return }
+        self.sharedNodes[node].virtual = max(self.sharedNodes[node].virtual, tag)
+        self.sharedNodes[node].count -= 1
+        self.reschedule(node)
+        self.done(job: job)
+    }
+
+    /// A FIFO node's job is done: its slot takes the next.
     mutating func finished(job: Int) {
         let node = job >= 0 ? self.replicas[self.calls[job].replica].node : self.model.routerNode!
         self.nodeBusySlots[node] -= 1
         if let next = self.nodeQueues[node].popFirst() { self.begin(job: next, on: node) }
+        self.done(job: job)
+    }
+
+    mutating func done(job: Int) {
         if job >= 0 {
             self.events.push(.callReturns(call: job), at: self.now + self.hop(rows: self.calls[job].rows))
         } else if job % 2 != 0 {

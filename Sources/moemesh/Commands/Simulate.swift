@@ -29,6 +29,10 @@ struct Simulate: AsyncParsableCommand {
 
     @Option(help: "Nodes.") var nodes: Int = 64
     @Option(help: "Expert calls a node serves at once.") var slotsPerNode: Int = 8
+    @Option(help: "How a node's jobs share its slots: fifo (each holds one until done) or shared (time slicing).")
+    var nodeDiscipline: NodeDiscipline = .fifo
+    @Option(help: "Spread of service times: 0 each job its mean, 1 exponential around it.") var serviceJitter: Double =
+        0
     @Option(help: "Memory for expert weights per node, in GiB.") var nodeMemoryGib: Double = 80
     @Option(help: "MoE layers a request goes through.") var layers: Int = 4
     @Option(help: "Routed experts per layer.") var experts: Int = 1000
@@ -84,6 +88,8 @@ struct Simulate: AsyncParsableCommand {
         var model = FleetModel()
         model.nodes = self.nodes
         model.slotsPerNode = self.slotsPerNode
+        model.discipline = self.nodeDiscipline
+        model.serviceJitter = self.serviceJitter
         guard self.nodeMemoryGib > 0, self.nodeMemoryGib.isFinite else {
             throw ValidationError("--node-memory-gib: expected a positive number, got \(self.nodeMemoryGib)")
         }
@@ -186,6 +192,8 @@ struct Simulate: AsyncParsableCommand {
 }
 
 /// How `moemesh simulate` prints its results.
+extension NodeDiscipline: ExpressibleByArgument {}
+
 enum FleetReport {
     static func table(_ results: [FleetResult]) -> String {
         let baseline = results.first { $0.placement == .staticPlacement && !$0.scaleToZero }
