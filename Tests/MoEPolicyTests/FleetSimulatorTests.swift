@@ -28,22 +28,33 @@ struct FleetSimulatorTests {
         return model
     }
 
-    @Test("one client, one slot, one expert: every request takes exactly its call, and throughput follows")
-    func singleServer() throws {
+    /// One node of `slots` slots serving one expert (top-1, one layer), `clients` closed-loop clients, calls of
+    /// `call` seconds and nothing else: no router work, no hop, no batching. Queueing in closed form.
+    static func oneExpert(slots: Int, clients: Int, call: ServiceTime) -> FleetModel {
         var model = Self.small()
         model.nodes = 1
-        model.slotsPerNode = 1
+        model.slotsPerNode = slots
         model.layers = 1
         model.experts = 1
         model.topK = 1
         model.expertsPerGroup = 1
-        model.clients = 1
-        model.tokensPerRequest = 1
-        model.call = ServiceTime(fixed: 0.002, perRow: 0.001)
+        model.clients = clients
+        model.routers = 1
+        model.batching = nil
+        model.call = call
         model.router = ServiceTime(fixed: 0, perRow: 0)
         model.hopLatency = 0
         model.bandwidth = 1e30
-        let result = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        return model
+    }
+
+    static let alone = FleetScenario(placement: .staticPlacement, scaleToZero: false)
+
+    @Test("one client, one slot, one expert: every request takes exactly its call, and throughput follows")
+    func singleServer() throws {
+        var model = Self.oneExpert(slots: 1, clients: 1, call: ServiceTime(fixed: 0.002, perRow: 0.001))
+        model.tokensPerRequest = 1
+        let result = try FleetSimulator(model: model).run(Self.alone)
         // 3 ms per request: 333 requests in the measured second (one may straddle its end).
         #expect(abs(result.p50Ms - 3) < 1e-9 && abs(result.p99Ms - 3) < 1e-9)
         #expect((332...334).contains(Int(result.tokensPerSecond)))
@@ -53,46 +64,23 @@ struct FleetSimulatorTests {
     @Test(
         "a node whose jobs share its slots: 3 equal calls on 2 slots all end at 1.5 × a call; in FIFO order, one waits")
     func sharedNode() throws {
-        var model = Self.small()
-        model.nodes = 1
-        model.slotsPerNode = 2
-        model.layers = 1
-        model.experts = 1
-        model.topK = 1
-        model.expertsPerGroup = 1
-        model.clients = 3
-        model.batching = nil
-        model.call = ServiceTime(fixed: 0.002, perRow: 0)
-        model.router = ServiceTime(fixed: 0, perRow: 0)
-        model.hopLatency = 0
-        model.bandwidth = 1e30
+        var model = Self.oneExpert(slots: 2, clients: 3, call: ServiceTime(fixed: 0.002, perRow: 0))
         model.discipline = .shared
-        let shared = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        let shared = try FleetSimulator(model: model).run(Self.alone)
         #expect(abs(shared.p50Ms - 3) < 1e-6 && abs(shared.p99Ms - 3) < 1e-6)
         #expect(abs(shared.tokensPerSecond - 4000) <= 8)  // 2 slots' worth: 1,000 calls/s of 4 tokens
         model.discipline = .fifo
-        let fifo = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        let fifo = try FleetSimulator(model: model).run(Self.alone)
         #expect(fifo.p99Ms > 3.3)  // a call that finds both slots taken waits for one
         #expect(abs(fifo.tokensPerSecond - 4000) <= 8)
     }
 
     @Test("service jitter spreads each job's time around its mean (exponential at 1) and leaves the routing as it was")
     func serviceJitter() throws {
-        var model = Self.small()
-        model.nodes = 1
-        model.slotsPerNode = 1
-        model.layers = 1
-        model.experts = 1
-        model.topK = 1
-        model.expertsPerGroup = 1
-        model.clients = 1
+        var model = Self.oneExpert(slots: 1, clients: 1, call: ServiceTime(fixed: 0.002, perRow: 0))
         model.measured = 4
-        model.call = ServiceTime(fixed: 0.002, perRow: 0)
-        model.router = ServiceTime(fixed: 0, perRow: 0)
-        model.hopLatency = 0
-        model.bandwidth = 1e30
         model.serviceJitter = 1
-        let jittered = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        let jittered = try FleetSimulator(model: model).run(Self.alone)
         // ~2,000 calls of mean 2 ms: the rate stays near 500 requests/s (4 tokens each); the median of an exponential
         // is ln 2 of its mean, its 99th percentile ln 100.
         #expect(abs(jittered.tokensPerSecond / 2000 - 1) < 0.1)
@@ -118,30 +106,18 @@ struct FleetSimulatorTests {
 
     @Test("router batching: concurrent requests of a layer share one call per expert, so fewer calls carry more rows")
     func batchingMergesRequests() throws {
-        var model = Self.small()
-        model.nodes = 1
-        model.slotsPerNode = 1
-        model.layers = 1
-        model.experts = 1
-        model.topK = 1
-        model.expertsPerGroup = 1
-        model.clients = 8
-        model.routers = 1
-        model.call = ServiceTime(fixed: 0.001, perRow: 0)
-        model.router = ServiceTime(fixed: 0, perRow: 0)
-        model.hopLatency = 0
-        model.batching = nil
-        let alone = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        var model = Self.oneExpert(slots: 1, clients: 8, call: ServiceTime(fixed: 0.001, perRow: 0))
+        let alone = try FleetSimulator(model: model).run(Self.alone)
         // One call per request of 4 tokens; the one slot serves 1,000 calls a second.
         #expect(alone.callsPerToken == 0.25)
         #expect(abs(alone.tokensPerSecond - 4000) <= 4)
         model.batching = Batching(maxTokens: 4096, maxDelay: 0.0005, maxConcurrentBatches: 1)
-        let batched = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        let batched = try FleetSimulator(model: model).run(Self.alone)
         // Under load a leader waits for the other 7: one call carries all 8 requests (32 tokens).
         #expect(batched.callsPerToken < 0.25 / 4)
         #expect(batched.tokensPerSecond > 4 * alone.tokensPerSecond)
         model.batching = Batching(maxTokens: 8, maxDelay: 0.0005, maxConcurrentBatches: 1)
-        let capped = try FleetSimulator(model: model).run(.init(placement: .staticPlacement, scaleToZero: false))
+        let capped = try FleetSimulator(model: model).run(Self.alone)
         #expect(capped.callsPerToken == 0.125)  // 8 tokens: 2 requests per batch
     }
 
