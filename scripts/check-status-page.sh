@@ -24,15 +24,23 @@ router="$(sed -n 's/^router listening on //p' "$work/up.out")"
 http="$(sed -n 's/^http listening on //p' "$work/up.out")"
 [ -n "$router" ] && [ -n "$http" ] || { echo "moemesh up did not start" >&2; exit 1; }
 
-# Traffic on both layers for a few seconds: the heatmap shows demand over the last seconds.
+# Traffic on both layers, kept going while the browser loads the page: the heatmap shows demand over the last
+# seconds, and a browser slow to start (a loaded machine) must not find it expired.
 for i in $(seq 1 12); do
     "$moemesh" forward --router "$router" --layer $((i % 2)) --random 64 --seed "$i" >/dev/null
     sleep 0.2
 done
+( i=0; while true; do
+    "$moemesh" forward --router "$router" --layer $((i % 2)) --random 64 --seed "$i" >/dev/null 2>&1 || true
+    i=$((i + 1)); sleep 0.2
+done ) &
+traffic=$!
+trap 'kill "$traffic" 2>/dev/null || true; kill "$up" 2>/dev/null || true; wait "$up" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=3000 --window-size=1280,1100)
 "$browser" "${flags[@]}" --dump-dom "http://$http/" > "$work/page.html" 2>/dev/null
 "$browser" "${flags[@]}" --screenshot="$work/shot.png" "http://$http/" >/dev/null 2>&1
+kill "$traffic" 2>/dev/null || true
 mkdir -p "$(dirname "$screenshot")"
 cp "$work/shot.png" "$screenshot"
 
