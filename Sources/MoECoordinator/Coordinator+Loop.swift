@@ -71,7 +71,7 @@ extension Coordinator {
         let startable = self.groups.values.filter(\.startable)
         return !startable.isEmpty
             && startable.allSatisfy { group in
-                self.replicas.values.filter { $0.group == group.group.name && $0.isServing }.count >= group.desired
+                self.servingReplicas(of: group.group.name) >= group.desired
             }
     }
 

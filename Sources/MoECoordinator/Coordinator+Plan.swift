@@ -94,10 +94,6 @@ extension Coordinator {
         }
     }
 
-    func servingReplicas(of group: String) -> Int {
-        self.replicas.values.filter { $0.group == group && $0.isServing }.count
-    }
-
     private func check(_ planned: [(group: ScalingGroup, replicas: Int)]) throws(CoordinatorError) {
         guard !planned.isEmpty else { throw .invalidRequest("groups: expected at least one, got none") }
         var names: Set<String> = []

@@ -66,8 +66,12 @@ extension Coordinator {
     /// Groups no scaler runs follow what registers.
     func followRegistry(group name: String) {
         guard var group = self.groups[name], !group.startable else { return }
-        group.desired = self.replicas.values.filter { $0.group == name && $0.isServing }.count
+        group.desired = self.servingReplicas(of: name)
         self.groups[name] = group
+    }
+
+    func servingReplicas(of group: String) -> Int {
+        self.replicas.values.filter { $0.group == group && $0.isServing }.count
     }
 
     func isExpert(_ address: ExpertAddress) -> Bool {

@@ -137,7 +137,8 @@ public struct StatusReport: Codable, Sendable {
         return counts.keys.sorted().map { "\($0)×\(counts[$0]!)" }.joined(separator: ", ")
     }
 
-    static func name(_ address: ExpertAddress) -> String {
+    /// `LAYER:EXPERT` (`LAYER:shared`), as the status names experts.
+    public static func name(_ address: ExpertAddress) -> String {
         "\(address.layer):\(address.isShared ? "shared" : String(address.expert))"
     }
 

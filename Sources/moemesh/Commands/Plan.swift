@@ -129,7 +129,7 @@ struct Plan: AsyncParsableCommand {
         }
         guard let (_, coactivation) = try? PlacementPlanner.telemetry(from: report) else { return nil }
         return PlacementPlanner.servicesPerToken(layers: layers, coactivation: coactivation) {
-            groupOf["\($0.layer):\($0.isShared ? "shared" : String($0.expert))"]
+            groupOf[StatusReport.name($0)]
         }
     }
 
