@@ -239,6 +239,62 @@ size_t mmq_int8_quantize(const float *w, size_t rows, size_t k, int8_t *q, float
     return nonFinite;
 }
 
+uint8_t mmq_e4m3_from_float(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    const uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
+    u &= 0x7fffffffu;
+    float magnitude;
+    memcpy(&magnitude, &u, 4);
+    // Below 2^-6 the codes are the multiples of 2^-9 in order (8 · 2^-9 = 2^-6 is code 8, the first normal one).
+    if (magnitude < 0.015625f) return sign | (uint8_t)rintf(magnitude * 512.0f);
+    // Round the f32 mantissa to 3 bits, half to even; a carry moves into the exponent, as it should.
+    u += 0x7ffffu + ((u >> 20) & 1u);
+    uint32_t code = ((((u >> 23) - 127u + 7u) & 0xffu) << 3) | ((u >> 20) & 7u);
+    if ((u >> 23) > 127u + 8u || code > 0x7eu) code = 0x7eu;  // above 448 (or its rounding): saturate
+    return sign | (uint8_t)code;
+}
+
+float mmq_e4m3_to_float(uint8_t bits) {
+    const float sign = (bits & 0x80u) ? -1.0f : 1.0f;
+    const int exponent = (bits >> 3) & 0xf, mantissa = bits & 7;
+    if (exponent == 0xf && mantissa == 7) return NAN;
+    if (exponent == 0) return sign * ldexpf((float)mantissa, -9);
+    return sign * ldexpf(1.0f + (float)mantissa / 8.0f, exponent - 7);
+}
+
+size_t mmq_e4m3_quantize(const float *w, size_t rows, size_t k, size_t block_rows, size_t block_columns, uint8_t *q,
+                         float *scales) {
+    size_t nonFinite = 0;
+    const size_t scale_columns = (k + block_columns - 1) / block_columns;
+    for (size_t r0 = 0; r0 < rows; r0 += block_rows) {
+        const size_t r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
+        for (size_t c0 = 0; c0 < k; c0 += block_columns) {
+            const size_t c1 = c0 + block_columns < k ? c0 + block_columns : k;
+            float largest = 0;
+            for (size_t r = r0; r < r1; r++) {
+                for (size_t c = c0; c < c1; c++) {
+                    const float magnitude = fabsf(w[r * k + c]);
+                    if (magnitude <= FLT_MAX) {
+                        largest = fmaxf(largest, magnitude);
+                    } else {
+                        nonFinite++;
+                    }
+                }
+            }
+            const float scale = largest / 448.0f;
+            scales[(r0 / block_rows) * scale_columns + c0 / block_columns] = scale;
+            for (size_t r = r0; r < r1; r++) {
+                for (size_t c = c0; c < c1; c++) {
+                    const float value = w[r * k + c];
+                    q[r * k + c] = scale > 0 && fabsf(value) <= FLT_MAX ? mmq_e4m3_from_float(value / scale) : 0;
+                }
+            }
+        }
+    }
+    return nonFinite;
+}
+
 void mmq_bf16_quantize(const float *w, size_t count, uint16_t *out) {
     for (size_t i = 0; i < count; i++) {
         uint32_t bits;

@@ -232,7 +232,7 @@ public enum WeightPrecisionError: Error, Sendable, Equatable, CustomStringConver
     public var description: String {
         switch self {
         case .unsupportedOnCPU(let precision):
-            "\(precision) weights need a CUDA device (Hopper or later); on the CPU choose f32, bf16 or int8"
+            "\(precision) weights need a CUDA device (`--device cuda`); on the CPU choose f32, bf16 or int8"
         case .unsupportedOnDevice(let precision, let device, let supported):
             "\(precision) weights are not available on \(device); expected one of "
                 + supported.map(\.rawValue).joined(separator: ", ")

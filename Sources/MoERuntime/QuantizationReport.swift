@@ -75,13 +75,13 @@ public enum QuantizationReport {
                 f32[address] = exact
                 for (index, configuration) in configurations.enumerated() {
                     let precision = configuration.plan.precision(of: address) ?? .f32
-                    let kernel = try CPUExpertKernel(weights: weights, precision: precision)
+                    let (kernel, bytes) = try Self.kernel(weights, precision: precision)
                     stored[index][address] = kernel
                     guard measured.insert("\(address) \(precision)").inserted else { continue }
                     let row = ExpertRow(
                         address: address, precision: precision,
                         relativeError: kernel.forward(reference).relativeError(to: expected),
-                        bytes: kernel.residentBytes, f32Bytes: exact.residentBytes)
+                        bytes: bytes, f32Bytes: exact.residentBytes)
                     expertRows.append(row)
                     report(row, nil)
                 }
@@ -105,6 +105,17 @@ public enum QuantizationReport {
             reference = Self.add(reference, exactResult.output)
         }
         return Result(experts: expertRows, layers: layerRows)
+    }
+
+    /// A CPU kernel computing as `precision`'s weights do, and the bytes they hold. fp8 runs on CUDA devices only:
+    /// here its weights as the GPU holds them (block-scaled e4m3, `ExpertWeights.roundTripped(through:)`) are widened
+    /// back and multiplied in f32, so the figure is the weights' error (the GPU's bf16 activations add bf16's).
+    static func kernel(_ weights: ExpertWeights, precision: WeightPrecision) throws -> (CPUExpertKernel, Int) {
+        guard precision == .fp8 else {
+            let kernel = try CPUExpertKernel(weights: weights, precision: precision)
+            return (kernel, kernel.residentBytes)
+        }
+        return (CPUExpertKernel(weights: try weights.roundTripped(through: .fp8)), weights.blockQuantizedBytes(.fp8))
     }
 
     /// The fraction of tokens whose set of chosen experts is the same in `a` and `b`.

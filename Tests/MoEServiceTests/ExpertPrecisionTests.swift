@@ -75,7 +75,7 @@ struct ExpertPrecisionTests {
         } catch {
             #expect(
                 "\(error)"
-                    == "--precision: fp8 weights need a CUDA device (Hopper or later); on the CPU choose f32, bf16 or int8"
+                    == "--precision: fp8 weights need a CUDA device (`--device cuda`); on the CPU choose f32, bf16 or int8"
             )
         }
     }

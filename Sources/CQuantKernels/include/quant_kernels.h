@@ -36,6 +36,16 @@ void mmq_int8_dequantize(const int8_t *q, const float *scales, size_t rows, size
 /// `q[j, k] = clamp(round_half_even(w[j, k] / scales[j]), −127, 127)`. Returns how many values were not finite
 /// (stored as 0; the caller refuses such weights).
 size_t mmq_int8_quantize(const float *w, size_t rows, size_t k, int8_t *q, float *scales);
+/// e4m3fn (s.eeee.mmm, bias 7, largest 448, no infinities) bits of `v` rounded to nearest even, for finite `v`;
+/// magnitudes above 448 give ±448.
+uint8_t mmq_e4m3_from_float(float v);
+/// The value of e4m3fn `bits` (0x7f and 0xff are NaN).
+float mmq_e4m3_to_float(uint8_t bits);
+/// Block-scaled e4m3fn: for each block of `block_rows × block_columns` weights, `scale = max |w| / 448` (0 for an
+/// all-zero block) and `q = e4m3(w / scale)`; `scales` is `[⌈rows / block_rows⌉, ⌈k / block_columns⌉]`. Returns how
+/// many values were not finite (stored as 0; the caller refuses such weights).
+size_t mmq_e4m3_quantize(const float *w, size_t rows, size_t k, size_t block_rows, size_t block_columns, uint8_t *q,
+                         float *scales);
 /// f32 → bf16 with round-to-nearest-even (NaN stays a quiet NaN).
 void mmq_bf16_quantize(const float *w, size_t count, uint16_t *out);
 

@@ -8,7 +8,10 @@ import Synchronization
 /// `‖Y_gpu − Y_cpu‖ / ‖Y_cpu‖` must stay under `tolerance` (bf16 weights and activations, fp32 accumulation).
 /// Cases: each activation of gated and plain FFNs, GPT-OSS's clamped SwiGLU with biases, widths that are not multiples
 /// of 8, a Mixtral-size expert, a grouped step of four experts, concurrent calls on all streams, and paging under a
-/// GPU memory budget. Run by `moemesh kernels check --device cuda` and by the GPU tests.
+/// GPU memory budget; then int8 and fp8 weights against the CPU over the same weights quantised and widened back
+/// (`ExpertWeights.roundTripped(through:)`): the direct kernel's token tiles (1, 8, 9, 16 rows), the bf16 copy for
+/// more, per-channel and 128 × 128 blocks, widths that take the kernel's byte-at-a-time path, a Mixtral-size expert
+/// and a grouped step. Run by `moemesh kernels check --device cuda` and by the GPU tests.
 public enum CUDABackendCheck {
     public static let tolerance = 1e-2
 
@@ -132,7 +135,66 @@ public enum CUDABackendCheck {
             Result(
                 name: "paging 4 experts through a 2-expert GPU budget (8 loads, 6 evictions)", tokens: 9,
                 relativeError: worst))
+        for precision in [WeightPrecision.int8, .fp8] {
+            try Self.checkQuantized(precision, device: device, random: &random, record: record)
+        }
         return results
+    }
+
+    /// The int8 or fp8 cases.
+    private static func checkQuantized(
+        _ precision: WeightPrecision, device: CUDADevice, random: inout UniformSource, record: (Result) -> Void
+    ) throws {
+        // I = 704: fp8 in 1 × 128 blocks (704 rows is no multiple of 128); I = 512: 128 × 128 blocks.
+        let cases: [(String, ExpertWeights, [Int])] = [
+            (
+                "gated silu H=256 I=704", random.gated(hidden: 256, intermediate: 704, activation: .silu),
+                [1, 8, 9, 16, 17, 300]
+            ),
+            ("gated gelu H=256 I=512", random.gated(hidden: 256, intermediate: 512, activation: .gelu), [1, 5, 40]),
+            ("plain relu H=256 I=1024", random.plain(hidden: 256, intermediate: 1024, activation: .relu), [3, 33]),
+            ("clamped SwiGLU + biases H=256 I=512", random.clampedSwiGLU(hidden: 256, intermediate: 512), [1, 40]),
+            (
+                "gated silu H=202 I=300 (byte-at-a-time)",
+                random.gated(hidden: 202, intermediate: 300, activation: .silu), [1, 3, 65]
+            ),
+        ]
+        for (name, weights, tokenCounts) in cases {
+            let kernel = try CUDAExpertKernel(weights: weights, precision: precision, device: device)
+            let reference = CPUExpertKernel(weights: try weights.roundTripped(through: precision))
+            for tokens in tokenCounts {
+                let rows = random.matrix(rows: tokens, columns: weights.hiddenSize)
+                record(
+                    Result(
+                        name: "\(precision) \(name)", tokens: tokens,
+                        relativeError: try kernel.forward(rows).relativeError(to: reference.forward(rows))))
+            }
+        }
+        let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
+        let mixtralKernel = try CUDAExpertKernel(weights: mixtral, precision: precision, device: device)
+        let mixtralReference = CPUExpertKernel(weights: try mixtral.roundTripped(through: precision))
+        for tokens in [1, 24] {
+            let rows = random.matrix(rows: tokens, columns: 4096)
+            record(
+                Result(
+                    name: "\(precision) gated silu H=4096 I=14336 (Mixtral, \(mixtralKernel.residentBytes >> 20) MiB)",
+                    tokens: tokens,
+                    relativeError: try mixtralKernel.forward(rows).relativeError(to: mixtralReference.forward(rows))))
+        }
+        // A grouped step of quantised experts (each through its own products).
+        let experts = (0..<3).map { _ in random.gated(hidden: 256, intermediate: 512, activation: .silu) }
+        let counts = [2, 0, 30]
+        let inputs = counts.map { random.matrix(rows: $0, columns: 256) }
+        let kernels = try experts.map { try CUDAExpertKernel(weights: $0, precision: precision, device: device) }
+        let outputs = try CUDAGroupedStep(device: device).forward(
+            zip(kernels, inputs).map { (kernel: $0 as any ExpertKernel, rows: $1) })
+        for (index, weights) in experts.enumerated() where counts[index] > 0 {
+            let expected = CPUExpertKernel(weights: try weights.roundTripped(through: precision)).forward(inputs[index])
+            record(
+                Result(
+                    name: "\(precision) grouped step, expert \(index) of 3", tokens: counts[index],
+                    relativeError: outputs[index].relativeError(to: expected)))
+        }
     }
 
     private static func compare(

@@ -31,6 +31,9 @@ public final class CUDADevice: @unchecked Sendable {
         let activationInPlace: CUfunction
         let addBias: CUfunction
         let fillUniformBF16: CUfunction
+        let quantizedMatmul: CUfunction
+        let dequantizeToBF16: CUfunction
+        let fillRandomBytes: CUfunction
     }
 
     private static let opened = Mutex<[Int: CUDADevice]>([:])
@@ -126,7 +129,9 @@ public final class CUDADevice: @unchecked Sendable {
             f32ToBF16: try function("f32_to_bf16"), bf16ToF32: try function("bf16_to_f32"),
             gatedActivation: try function("gated_activation"),
             clampedSwiGLU: try function("clamped_swiglu"), activationInPlace: try function("activation_in_place"),
-            addBias: try function("add_bias"), fillUniformBF16: try function("fill_uniform_bf16"))
+            addBias: try function("add_bias"), fillUniformBF16: try function("fill_uniform_bf16"),
+            quantizedMatmul: try function("quantized_matmul"), dequantizeToBF16: try function("dequantize_to_bf16"),
+            fillRandomBytes: try function("fill_random_bytes"))
     }
 
     /// "NVIDIA H100 80GB HBM3 (cuda:0, sm_90, 132 SMs, 79 GiB; libcuda.so.1, libcublasLt.so.13, …)".

@@ -1,12 +1,16 @@
 import CCUDA
 import MoECore
 
-/// An expert FFN on a CUDA device: weights resident in bf16, GEMMs by cuBLASLt with fp32 accumulation, the
-/// activation in one pass over the first GEMM's output.
+/// An expert FFN on a CUDA device: weights resident in bf16, or weight-only int8/fp8 (`DeviceWeights`); fp32
+/// accumulation; the activation in one pass over the first product's output.
 ///
 /// Gated: `A [N, 2I] = X · [W_gate; W_up]ᵀ` (bf16), `Z = act(A[:, :I]) ⊙ A[:, I:]`, `Y [N, H] = Z · W_downᵀ` (f32).
 /// Plain: `Z = act(X · W_inᵀ)`, `Y = Z · W_outᵀ`. Clamped SwiGLU (GPT-OSS): as gated, biases added in f32.
 /// Per call: rows copied in through a pinned buffer, converted to bf16 on the device, Y copied out.
+///
+/// Products: bf16 weights by cuBLASLt. int8/fp8 weights, for up to `directTokenLimit` rows (decode), by
+/// `quantized_matmul`, which reads each weight byte once and widens it in registers; for more rows (prefill) each
+/// projection is widened to bf16 in the lane's scratch buffer (`dequantize_to_bf16`) and multiplied by cuBLASLt.
 public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
     enum Form {
         case gated(activation: Int32)
@@ -18,12 +22,18 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
     public let intermediateSize: Int
     let device: CUDADevice
     let form: Form
-    /// `[2I, H]` (gated: gate rows, then up rows) or `[I, H]` (plain), bf16.
-    let firstProjection: DeviceMemory
-    /// `[H, I]`, bf16.
-    let secondProjection: DeviceMemory
+    /// `[2I, H]` (gated: gate rows, then up rows) or `[I, H]` (plain).
+    let firstProjection: DeviceWeights
+    /// `[H, I]`.
+    let secondProjection: DeviceWeights
 
-    /// Bytes of device memory the weights hold.
+    /// Most token rows the quantised products take directly; more are multiplied by cuBLASLt over a bf16 copy.
+    static let directTokenLimit = 16
+
+    /// The precision the weights are held in.
+    public var precision: WeightPrecision { self.firstProjection.precision }
+
+    /// Bytes of device memory the weights hold (scales included).
     public var residentBytes: Int {
         var bytes = self.firstProjection.bytes + self.secondProjection.bytes
         if case .clampedSwiGLU(let gateUpBias, let downBias, _, _) = self.form {
@@ -32,8 +42,9 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         return bytes
     }
 
-    /// Uploads `weights` (rounded to bf16) to `device`.
-    public init(weights: ExpertWeights, device: CUDADevice) throws(CUDAError) {
+    /// Uploads `weights` to `device` in `precision` (bf16: rounded; int8, fp8: quantised as `BlockQuantizedWeights`).
+    /// - Throws: `WeightPrecisionError` for f32 or non-finite weights in int8/fp8, `CUDAError` from the device.
+    public init(weights: ExpertWeights, precision: WeightPrecision = .bf16, device: CUDADevice) throws {
         precondition(weights.shapeProblem == nil, weights.shapeProblem ?? "")
         let h = weights.hiddenSize, i = weights.intermediateSize
         self.hiddenSize = h
@@ -41,16 +52,16 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         self.device = device
         switch weights {
         case .gated(let gate, let up, let down, let activation):
-            self.firstProjection = try Self.upload([gate, up], device: device)
-            self.secondProjection = try Self.upload([down], device: device)
+            self.firstProjection = try DeviceWeights([gate, up], precision: precision, device: device)
+            self.secondProjection = try DeviceWeights([down], precision: precision, device: device)
             self.form = .gated(activation: activation.cudaCode)
         case .plain(let input, let output, let activation):
-            self.firstProjection = try Self.upload([input], device: device)
-            self.secondProjection = try Self.upload([output], device: device)
+            self.firstProjection = try DeviceWeights([input], precision: precision, device: device)
+            self.secondProjection = try DeviceWeights([output], precision: precision, device: device)
             self.form = .plain(activation: activation.cudaCode)
         case .clampedSwiGLU(let gate, let up, let down, let gateBias, let upBias, let downBias, let limit, let alpha):
-            self.firstProjection = try Self.upload([gate, up], device: device)
-            self.secondProjection = try Self.upload([down], device: device)
+            self.firstProjection = try DeviceWeights([gate, up], precision: precision, device: device)
+            self.secondProjection = try DeviceWeights([down], precision: precision, device: device)
             let gateUpBias = try device.allocate(bytes: 2 * i * 4), downBiasMemory = try device.allocate(bytes: h * 4)
             try (gateBias + upBias).withUnsafeBufferPointer { (values) throws(CUDAError) in
                 try gateUpBias.upload(values)
@@ -60,53 +71,20 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         }
     }
 
-    /// A SwiGLU expert with uniform random bf16 weights generated on the device (benchmarks): scales `1/√H`, `1/√I`.
-    public init(randomSwiGLU hiddenSize: Int, intermediateSize: Int, seed: UInt64, device: CUDADevice) throws(CUDAError)
-    {
+    /// A SwiGLU expert with random weights generated on the device (benchmarks): bf16 uniform with scales `1/√H`,
+    /// `1/√I`; int8 and fp8 random bytes with per-output-channel scales giving weights of about that size.
+    public init(
+        randomSwiGLU hiddenSize: Int, intermediateSize: Int, precision: WeightPrecision = .bf16, seed: UInt64,
+        device: CUDADevice
+    ) throws {
         self.hiddenSize = hiddenSize
         self.intermediateSize = intermediateSize
         self.device = device
         self.form = .gated(activation: Activation.silu.cudaCode)
-        let count = 2 * intermediateSize * hiddenSize
-        self.firstProjection = try device.allocate(bytes: count * 2)
-        self.secondProjection = try device.allocate(bytes: count)
-        try device.withLane { (lane) throws(CUDAError) in
-            try device.launch(
-                device.kernels.fillUniformBF16, count: count, stream: lane.stream,
-                [
-                    .pointer(self.firstProjection.address), .int64(Int64(count)), .uint64(seed),
-                    .float(1 / Float(hiddenSize).squareRoot()),
-                ])
-            try device.launch(
-                device.kernels.fillUniformBF16, count: count / 2, stream: lane.stream,
-                [
-                    .pointer(self.secondProjection.address), .int64(Int64(count / 2)), .uint64(seed &+ 1),
-                    .float(1 / Float(intermediateSize).squareRoot()),
-                ])
-            try lane.synchronize()
-        }
-    }
-
-    /// Concatenates the matrices' rows, rounds to bf16 and copies them to a new device buffer.
-    private static func upload(_ matrices: [Matrix], device: CUDADevice) throws(CUDAError) -> DeviceMemory {
-        let count = matrices.reduce(0) { $0 + $1.values.count }
-        let memory = try device.allocate(bytes: count * 2)
-        var offset = 0
-        for matrix in matrices {
-            // In chunks, so that a Mixtral-size projection never needs a second full-size host copy.
-            let chunk = 1 << 22
-            var start = 0
-            while start < matrix.values.count {
-                let end = min(start + chunk, matrix.values.count)
-                let bits = matrix.values[start..<end].map(HalfPrecision.bfloat16(from:))
-                try bits.withUnsafeBufferPointer { (values) throws(CUDAError) in
-                    try memory.upload(values, at: offset + start * 2)
-                }
-                start = end
-            }
-            offset += matrix.values.count * 2
-        }
-        return memory
+        self.firstProjection = try DeviceWeights(
+            random: precision, rows: 2 * intermediateSize, columns: hiddenSize, seed: seed, device: device)
+        self.secondProjection = try DeviceWeights(
+            random: precision, rows: hiddenSize, columns: intermediateSize, seed: seed &+ 1, device: device)
     }
 
     public func forward(_ rows: Matrix) throws -> Matrix {
@@ -149,9 +127,8 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         switch self.form {
         case .gated(let activation):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
-            try lane.matmul(
-                weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h,
-                outputType: Int32(CCUDA_R_16BF))
+            try self.firstProjection.multiply(
+                input, rows: n, into: projected, outputF32: false, lane: lane, device: self.device)
             try self.device.launch(
                 kernels.gatedActivation, count: n * i / 8, stream: lane.stream,
                 [
@@ -159,9 +136,8 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
                 ])
         case .clampedSwiGLU(let gateUpBias, _, let limit, let alpha):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
-            try lane.matmul(
-                weights: self.firstProjection.address, input: input, output: projected, m: 2 * i, n: n, k: h,
-                outputType: Int32(CCUDA_R_16BF))
+            try self.firstProjection.multiply(
+                input, rows: n, into: projected, outputF32: false, lane: lane, device: self.device)
             try self.device.launch(
                 kernels.clampedSwiGLU, count: n * i, stream: lane.stream,
                 [
@@ -170,18 +146,16 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
                     .float(limit), .float(alpha),
                 ])
         case .plain(let activation):
-            try lane.matmul(
-                weights: self.firstProjection.address, input: input, output: hidden, m: i, n: n, k: h,
-                outputType: Int32(CCUDA_R_16BF))
+            try self.firstProjection.multiply(
+                input, rows: n, into: hidden, outputF32: false, lane: lane, device: self.device)
             try self.device.launch(
                 kernels.activationInPlace, count: n * i, stream: lane.stream,
                 [
                     .pointer(hidden), .int64(Int64(n * i)), .int32(activation),
                 ])
         }
-        try lane.matmul(
-            weights: self.secondProjection.address, input: hidden, output: output, m: h, n: n, k: i,
-            outputType: Int32(CCUDA_R_32F))
+        try self.secondProjection.multiply(
+            hidden, rows: n, into: output, outputF32: true, lane: lane, device: self.device)
         if case .clampedSwiGLU(_, let downBias, _, _) = self.form {
             try self.device.launch(
                 kernels.addBias, count: n * h, stream: lane.stream,
@@ -204,7 +178,7 @@ extension Activation {
     }
 }
 
-/// The CUDA backend: experts' weights resident in bf16 on one device.
+/// The CUDA backend: experts' weights resident on one device in bf16, or weight-only int8 or fp8.
 public struct CUDAExpertBackend: ExpertBackend {
     public let cuda: CUDADevice
     private let grouped: CUDAGroupedStep
@@ -218,14 +192,13 @@ public struct CUDAExpertBackend: ExpertBackend {
     public var summary: String { self.cuda.summary }
     public var concurrency: Int { self.cuda.laneCount }
     public var groupedStep: (any GroupedExpertStep)? { self.grouped }
-    /// bf16 only for now: int8 and fp8 weight-only kernels on CUDA are not built yet (the CPU serves int8).
-    public var precisions: [WeightPrecision] { [.bf16] }
+    public var precisions: [WeightPrecision] { [.bf16, .int8, .fp8] }
 
     public func makeKernel(_ weights: ExpertWeights, precision: WeightPrecision) throws -> (
         kernel: any ExpertKernel, bytes: Int
     ) {
         try self.check(precision)
-        let kernel = try CUDAExpertKernel(weights: weights, device: self.cuda)
+        let kernel = try CUDAExpertKernel(weights: weights, precision: precision, device: self.cuda)
         return (kernel, kernel.residentBytes)
     }
 }

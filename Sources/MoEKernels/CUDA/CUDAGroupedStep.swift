@@ -78,7 +78,7 @@ public final class CUDAGroupedStep: GroupedExpertStep {
     }
 
     /// Queues the grouped path; false (nothing queued) when it does not apply: experts of different forms or sizes,
-    /// biases, or no grouped GEMM in this cuBLAS.
+    /// biases, int8/fp8 weights, or no grouped GEMM in this cuBLAS.
     private func encodeGrouped(
         _ kernels: [CUDAExpertKernel], counts: [Int], input: CUdeviceptr, output: CUdeviceptr, lane: CUDALane
     ) throws(CUDAError) -> Bool {
@@ -91,7 +91,7 @@ public final class CUDAGroupedStep: GroupedExpertStep {
         case .clampedSwiGLU: return false
         }
         for kernel in kernels {
-            guard kernel.hiddenSize == h, kernel.intermediateSize == i else { return false }
+            guard kernel.hiddenSize == h, kernel.intermediateSize == i, kernel.precision == .bf16 else { return false }
             switch kernel.form {
             case .gated(let code) where gated && code == activation: continue
             case .plain(let code) where !gated && code == activation: continue
@@ -109,10 +109,10 @@ public final class CUDAGroupedStep: GroupedExpertStep {
         var row = 0
         var rowsBefore: [Int] = []
         for (_, n) in active { rowsBefore.append(row); row += n }
-        pointers += active.map { UInt64($0.0.firstProjection.address) }
+        pointers += active.map { UInt64($0.0.firstProjection.values.address) }
         pointers += rowsBefore.map { UInt64(input) + UInt64($0 * h * 2) }
         pointers += rowsBefore.map { UInt64(projected) + UInt64($0 * width * 2) }
-        pointers += active.map { UInt64($0.0.secondProjection.address) }
+        pointers += active.map { UInt64($0.0.secondProjection.values.address) }
         pointers += rowsBefore.map { UInt64(hidden) + UInt64($0 * i * 2) }
         let outputBF16 = try lane.buffer(.outputBF16, bytes: total * h * 2)
         pointers += rowsBefore.map { UInt64(outputBF16) + UInt64($0 * h * 2) }
@@ -148,7 +148,7 @@ public final class CUDAGroupedStep: GroupedExpertStep {
             // Refused after the first projection went through: the second one expert at a time.
             for ((kernel, n), before) in zip(active, rowsBefore) {
                 try lane.matmul(
-                    weights: kernel.secondProjection.address, input: hidden + CUdeviceptr(before * i * 2),
+                    weights: kernel.secondProjection.values.address, input: hidden + CUdeviceptr(before * i * 2),
                     output: output + CUdeviceptr(before * h * 4), m: h, n: n, k: i, outputType: Int32(CCUDA_R_32F))
             }
         }

@@ -1,24 +1,26 @@
 import CCUDA
+import MoECore
 
 /// Times a SwiGLU expert's forward pass on a CUDA device, the rows already on the device in bf16 (as a framework
-/// would hold them): the two cuBLASLt GEMMs and the fused activation, between two events on the stream. Median of
-/// `repeats` after `warmup` runs (plans, buffers and module load stay out of the figures).
+/// would hold them): the two products and the fused activation, between two events on the stream. Median of
+/// `repeats` after `warmup` runs (plans, buffers and module load stay out of the figures). Weights in `precision`:
+/// bf16 (cuBLASLt), int8 or fp8 (`quantized_matmul` for few rows, a bf16 copy and cuBLASLt for more).
 public enum CUDAKernelBenchmark {
     public struct Timing: Sendable {
         public let tokens: Int
         public let medianMilliseconds: Double
         /// `2 · T · 3 · H · I` flops over the median time.
         public let teraflops: Double
-        /// Weight bytes (`3 · H · I · 2`) over the median time.
+        /// Weight bytes (`3 · H · I` times the bytes per weight) over the median time.
         public let weightTerabytesPerSecond: Double
     }
 
     public static func run(
-        device: CUDADevice, hidden: Int, intermediate: Int, tokens: [Int], repeats: Int = 30, warmup: Int = 5,
-        report: (Timing) -> Void = { _ in }
+        device: CUDADevice, hidden: Int, intermediate: Int, precision: WeightPrecision = .bf16, tokens: [Int],
+        repeats: Int = 30, warmup: Int = 5, report: (Timing) -> Void = { _ in }
     ) throws -> [Timing] {
         let expert = try CUDAExpertKernel(
-            randomSwiGLU: hidden, intermediateSize: intermediate, seed: 11, device: device)
+            randomSwiGLU: hidden, intermediateSize: intermediate, precision: precision, seed: 11, device: device)
         let largest = tokens.max() ?? 1
         let input = try device.allocate(bytes: largest * hidden * 2)
         let output = try device.allocate(bytes: largest * hidden * 4)
@@ -46,7 +48,8 @@ public enum CUDAKernelBenchmark {
                 let flops = 2.0 * Double(count) * 3 * Double(hidden) * Double(intermediate)
                 let timing = Timing(
                     tokens: count, medianMilliseconds: median, teraflops: flops / (median * 1e-3) / 1e12,
-                    weightTerabytesPerSecond: 6.0 * Double(hidden) * Double(intermediate) / (median * 1e-3) / 1e12)
+                    weightTerabytesPerSecond: 3.0 * Double(precision.bytesPerWeight) * Double(hidden)
+                        * Double(intermediate) / (median * 1e-3) / 1e12)
                 timings.append(timing)
                 report(timing)
             }

@@ -16,7 +16,7 @@ final class CUDALane: @unchecked Sendable {
 
     /// Scratch buffers of a forward pass.
     enum Buffer: Hashable {
-        case inputF32, input, projected, hidden, output, outputBF16, pointerArrays
+        case inputF32, input, projected, hidden, output, outputBF16, pointerArrays, dequantized
     }
 
     static let workspaceBytes = 32 << 20

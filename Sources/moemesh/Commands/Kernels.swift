@@ -61,44 +61,62 @@ struct KernelsCheck: ParsableCommand {
 struct KernelsBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Time a SwiGLU expert's forward pass on the GPU (bf16 weights, rows on the device), per token count.",
+        abstract: "Time a SwiGLU expert's forward pass on the GPU (rows on the device), per precision and token count.",
         discussion: """
-            The two cuBLASLt GEMMs and the fused activation between CUDA events; median of --repeats runs after \
-            warm-up. scripts/bench-gpu.sh runs this beside PyTorch's `(silu(x@w1.T) * (x@w3.T)) @ w2.T` on the same \
-            GPU and prints the ratios.
+            The two products and the fused activation between CUDA events; median of --repeats runs after warm-up. \
+            bf16 weights go to cuBLASLt; int8 and fp8 weights (random bytes, per-channel scales) to the quantised \
+            kernel for few rows and to a bf16 copy and cuBLASLt for more; with bf16 among --precisions each other \
+            precision's time is also given against bf16's at the same token count. scripts/bench_gpu.py runs this \
+            beside PyTorch's `(silu(x@w1.T) * (x@w3.T)) @ w2.T` on the same GPU and prints the ratios.
             """)
 
     @Option(help: "The GPU: cuda or cuda:N.") var device: String = "cuda"
     @Option(help: "Hidden size H.") var hidden: Int = 4096
     @Option(help: "Expert intermediate size I.") var intermediate: Int = 14336
     @Option(help: "Token counts, comma-separated.") var tokens: String = "1,8,32,128,512,2048,8192"
+    @Option(help: "Weight precisions, comma-separated: bf16, int8, fp8.") var precisions: String = "bf16"
     @Option(help: "Timed runs per token count.") var repeats: Int = 30
-    @Flag(help: "One JSON object per token count.") var json = false
+    @Flag(help: "One JSON object per precision and token count.") var json = false
 
     func run() throws {
         let tokens = try Bench.integers(self.tokens, option: "--tokens")
         guard self.hidden > 0, self.intermediate > 0, self.repeats > 0 else {
             throw ValidationError("--hidden, --intermediate, --repeats: expected positive values")
         }
+        let precisions = try self.precisions.split(separator: ",").map { text in
+            guard let precision = WeightPrecision(rawValue: String(text)), precision != .f32 else {
+                throw ValidationError("--precisions: expected bf16, int8 or fp8, got '\(text)'")
+            }
+            return precision
+        }
         let cuda = try openCUDA(self.device)
         if !self.json {
             print("device: \(cuda.summary)")
-            print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), bf16 weights, fp32 accumulation")
-            print("tokens   median ms   TFLOP/s   weights TB/s")
+            print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), fp32 accumulation")
+            print("precision  tokens   median ms   TFLOP/s   weights TB/s   × bf16")
         }
-        let json = self.json
-        _ = try CUDAKernelBenchmark.run(
-            device: cuda, hidden: self.hidden, intermediate: self.intermediate, tokens: tokens, repeats: self.repeats
-        ) { timing in
-            if json {
-                print(#"{"impl": "moemesh", "tokens": \#(timing.tokens), "median_ms": \#(timing.medianMilliseconds)}"#)
-            } else {
-                print(
-                    pad("\(timing.tokens)", 6) + pad(DecimalFormat.fixed(timing.medianMilliseconds, 4), 12)
-                        + pad(DecimalFormat.fixed(timing.teraflops, 1), 10)
-                        + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15))
+        var bf16Milliseconds: [Int: Double] = [:]
+        for precision in precisions {
+            _ = try CUDAKernelBenchmark.run(
+                device: cuda, hidden: self.hidden, intermediate: self.intermediate, precision: precision,
+                tokens: tokens, repeats: self.repeats
+            ) { timing in
+                if precision == .bf16 { bf16Milliseconds[timing.tokens] = timing.medianMilliseconds }
+                let speedup = bf16Milliseconds[timing.tokens].map { $0 / timing.medianMilliseconds }
+                if self.json {
+                    print(
+                        #"{"impl": "moemesh", "precision": "\#(precision)", "tokens": \#(timing.tokens), "#
+                            + #""median_ms": \#(timing.medianMilliseconds)}"#)
+                } else {
+                    print(
+                        pad(precision.rawValue, 9) + pad("\(timing.tokens)", 8)
+                            + pad(DecimalFormat.fixed(timing.medianMilliseconds, 4), 12)
+                            + pad(DecimalFormat.fixed(timing.teraflops, 1), 10)
+                            + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15)
+                            + pad(speedup.map { DecimalFormat.fixed($0, 2) } ?? "", 9))
+                }
+                fflush(nil)
             }
-            fflush(nil)
         }
     }
 }

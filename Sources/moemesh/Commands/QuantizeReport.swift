@@ -11,16 +11,21 @@ import MoERuntime
 struct QuantizeReport: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "quantize-report",
-        abstract: "Measure each expert's and each layer's error against f32 when weights are stored as bf16 or int8.",
+        abstract:
+            "Measure each expert's and each layer's error against f32 when weights are stored as bf16, int8 or fp8.",
         discussion: """
             On --tokens sampled hidden states (standard normal, seeded): for each expert and precision, \
             ‖Y − Y_f32‖ / ‖Y_f32‖ and the bytes of its weights; for each layer, the output error on the same input \
             and, along a residual chain through the layers (h ← h + MoE(h)), the share of tokens whose chosen experts \
-            are unchanged. Without --precision: every expert in bf16, then every expert in int8.
+            are unchanged. Without --precision: every expert in bf16, then int8, then fp8 (a CUDA precision: its \
+            weights, block-scaled e4m3 as the GPU holds them, widened back and multiplied in f32 here).
             """)
 
     @Option(help: "Model folder (config.json + *.safetensors).") var model: String
-    @Option(help: "A precision plan to measure, as `moemesh expert --precision` takes it (default: bf16, then int8).")
+    @Option(
+        help:
+            "A precision plan to measure, as `moemesh expert --precision` takes it (default: bf16, then int8, then fp8)."
+    )
     var precision: String?
     @Option(help: "Sampled tokens.") var tokens: Int = 256
     @Option(help: "Seed of the sampled tokens.") var seed: UInt64 = 1
@@ -36,7 +41,7 @@ struct QuantizeReport: AsyncParsableCommand {
             case .failure(let error): throw ValidationError("--precision: \(error)")
             }
         } else {
-            configurations = [.uniform(.bf16), .uniform(.int8)]
+            configurations = [.uniform(.bf16), .uniform(.int8), .uniform(.fp8)]
         }
         let checkpoint = try MoECheckpoint(path: self.model)
         let (json, perExpert) = (self.json, self.perExpert)
