@@ -6,7 +6,10 @@
 #      in-process CPU reference (`--compare-model`), f32 and bf16 checkpoints;
 #   4. one expert service hosting every expert under a 40 MiB GPU budget (paging, grouped steps of the router's
 #      fan-out) behind a router with --prefetch-next-layer, answering `forward --compare-model`; its /metrics;
-#   5. scripts/bench_gpu.py: the Mixtral-size expert against PyTorch on the same GPU (when PyTorch is there).
+#   5. a mesh of int8 and fp8 GPU experts (`up --device cuda --precision`) within their quantisation error of f32;
+#   6. `moemesh kernels bench --precisions bf16,int8,fp8`: the Mixtral-size expert's decode and prefill per precision;
+#   7. scripts/bench_gpu.py: the Mixtral-size expert against PyTorch on the same GPU (when PyTorch is there).
+# Without a GPU, clients/python/tests/test_cuda_kernels.py runs steps 2 and 5 on a CUDA device emulated on the CPU.
 # Usage: scripts/gpu-verify.sh [MOEMESH_BINARY] [LOG_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +94,36 @@ else
     fail "budgeted GPU expert or router did not become ready"; tail -30 "$logs/expert-budget.log" "$logs/router-prefetch.log"
 fi
 kill -TERM $router $expert 2>/dev/null; wait $router $expert 2>/dev/null
+
+for precision in int8 fp8; do
+    step "mesh with $precision GPU experts: up --device cuda --precision $precision, forward --compare-model"
+    model="$models/model-bf16"
+    # int8 keeps ~7 bits at a row's largest weights, e4m3 3 mantissa bits: tolerances as quantize-report measures.
+    tolerance=$([[ $precision == int8 ]] && echo 3e-2 || echo 7e-2)
+    "$binary" up --model "$model" --device cuda --precision "$precision" --port 50071 --coordinator-port 50072 \
+        --log-level warning >"$logs/up-$precision.log" 2>&1 &
+    up=$!
+    ready=0
+    for _ in $(seq 1 120); do
+        if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
+        sleep 0.5
+    done
+    if [[ $ready == 1 ]]; then
+        for rows in 1 96; do
+            "$binary" forward --router 127.0.0.1:50071 --layer 0 --random "$rows" --compare-model "$model" \
+                --tolerance "$tolerance" || fail "forward $rows rows ($precision experts)"
+        done
+        "$binary" status --coordinator 127.0.0.1:50072 2>&1 | head -12
+    else
+        fail "mesh did not become ready ($precision)"; tail -30 "$logs/up-$precision.log"
+    fi
+    kill -TERM $up 2>/dev/null; wait $up 2>/dev/null
+done
+
+step "Mixtral-size expert per precision: kernels bench --precisions bf16,int8,fp8"
+"$binary" kernels bench --device cuda --precisions bf16,int8,fp8 --tokens 1,4,8,16,32,512,4096 2>&1 \
+    | tee "$logs/bench-precisions.txt"
+[[ ${PIPESTATUS[0]} == 0 ]] || fail "kernels bench --precisions"
 
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     step "Mixtral-size expert against PyTorch"

@@ -36,9 +36,10 @@ public enum CUDABackendCheck {
         }
     }
 
-    /// Runs every case on `device`, reporting each as it finishes.
-    public static func run(device: CUDADevice, seed: UInt64 = 7, report: (Result) -> Void = { _ in }) throws -> [Result]
-    {
+    /// Runs every case on `device` (the Mixtral-size ones only with `includeLarge`), reporting each as it finishes.
+    public static func run(
+        device: CUDADevice, seed: UInt64 = 7, includeLarge: Bool = true, report: (Result) -> Void = { _ in }
+    ) throws -> [Result] {
         var results: [Result] = []
         func record(_ result: Result) {
             results.append(result)
@@ -72,10 +73,12 @@ public enum CUDABackendCheck {
             record(try Self.compare("gated silu H=202 I=300", odd, tokens: tokens, device: device, random: &random))
         }
         // A Mixtral-size expert through the real upload path.
-        let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
-        record(
-            try Self.compare("gated silu H=4096 I=14336 (Mixtral)", mixtral, tokens: 5, device: device, random: &random)
-        )
+        if includeLarge {
+            let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
+            record(
+                try Self.compare(
+                    "gated silu H=4096 I=14336 (Mixtral)", mixtral, tokens: 5, device: device, random: &random))
+        }
 
         // A grouped step: four experts, one with no rows.
         let experts = (0..<4).map { _ in random.gated(hidden: 256, intermediate: 704, activation: .silu) }
@@ -136,14 +139,16 @@ public enum CUDABackendCheck {
                 name: "paging 4 experts through a 2-expert GPU budget (8 loads, 6 evictions)", tokens: 9,
                 relativeError: worst))
         for precision in [WeightPrecision.int8, .fp8] {
-            try Self.checkQuantized(precision, device: device, random: &random, record: record)
+            try Self.checkQuantized(
+                precision, device: device, includeLarge: includeLarge, random: &random, record: record)
         }
         return results
     }
 
     /// The int8 or fp8 cases.
     private static func checkQuantized(
-        _ precision: WeightPrecision, device: CUDADevice, random: inout UniformSource, record: (Result) -> Void
+        _ precision: WeightPrecision, device: CUDADevice, includeLarge: Bool, random: inout UniformSource,
+        record: (Result) -> Void
     ) throws {
         // I = 704: fp8 in 1 × 128 blocks (704 rows is no multiple of 128); I = 512: 128 × 128 blocks.
         let cases: [(String, ExpertWeights, [Int])] = [
@@ -170,16 +175,20 @@ public enum CUDABackendCheck {
                         relativeError: try kernel.forward(rows).relativeError(to: reference.forward(rows))))
             }
         }
-        let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
-        let mixtralKernel = try CUDAExpertKernel(weights: mixtral, precision: precision, device: device)
-        let mixtralReference = CPUExpertKernel(weights: try mixtral.roundTripped(through: precision))
-        for tokens in [1, 24] {
-            let rows = random.matrix(rows: tokens, columns: 4096)
-            record(
-                Result(
-                    name: "\(precision) gated silu H=4096 I=14336 (Mixtral, \(mixtralKernel.residentBytes >> 20) MiB)",
-                    tokens: tokens,
-                    relativeError: try mixtralKernel.forward(rows).relativeError(to: mixtralReference.forward(rows))))
+        if includeLarge {
+            let mixtral = random.gated(hidden: 4096, intermediate: 14336, activation: .silu)
+            let mixtralKernel = try CUDAExpertKernel(weights: mixtral, precision: precision, device: device)
+            let mixtralReference = CPUExpertKernel(weights: try mixtral.roundTripped(through: precision))
+            for tokens in [1, 24] {
+                let rows = random.matrix(rows: tokens, columns: 4096)
+                record(
+                    Result(
+                        name:
+                            "\(precision) gated silu H=4096 I=14336 (Mixtral, \(mixtralKernel.residentBytes >> 20) MiB)",
+                        tokens: tokens,
+                        relativeError: try mixtralKernel.forward(rows).relativeError(to: mixtralReference.forward(rows))
+                    ))
+            }
         }
         // A grouped step of quantised experts (each through its own products).
         let experts = (0..<3).map { _ in random.gated(hidden: 256, intermediate: 512, activation: .silu) }

@@ -39,18 +39,19 @@ def tiny_models(tmp_path_factory) -> dict:
 
 
 @contextlib.contextmanager
-def started(arguments: list, role: str):
-    """A process started with `arguments` (standard output read on a thread); yields the endpoint of its ready line
-    `<role> listening on HOST:PORT`, and stops it (SIGTERM, then SIGKILL after 30 s) at the end."""
-    with started_roles(arguments, [role]) as endpoints:
+def started(arguments: list, role: str, env: dict | None = None):
+    """A process started with `arguments` (standard output read on a thread; `env`, or this one's environment);
+    yields the endpoint of its ready line `<role> listening on HOST:PORT`, and stops it (SIGTERM, then SIGKILL after
+    30 s) at the end."""
+    with started_roles(arguments, [role], env=env) as endpoints:
         yield endpoints[role]
 
 
 @contextlib.contextmanager
-def started_roles(arguments: list, roles: list):
+def started_roles(arguments: list, roles: list, env: dict | None = None):
     """Like `started`, waiting for a ready line of each of `roles` (e.g. a router and its `http` endpoint); yields
     role → HOST:PORT."""
-    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(arguments, stdout=subprocess.PIPE, text=True, env=env)
     lines: "queue.Queue[str | None]" = queue.Queue()
 
     def read():
@@ -77,11 +78,11 @@ def started_roles(arguments: list, roles: list):
             process.wait()
 
 
-def serving(binary: str, model: str, *extra: str):
-    """`moemesh up` on free ports serving `model`; yields the router's HOST:PORT."""
+def serving(binary: str, model: str, *extra: str, env: dict | None = None):
+    """`moemesh up` on free ports serving `model` (in `env`, or this environment); yields the router's HOST:PORT."""
     return started(
         [binary, "up", "--model", model, "--port", "0", "--coordinator-port", "0", "--replicas", "1",
-         "--threads", "1", "--log-level", "warning", *extra], "router")
+         "--threads", "1", "--log-level", "warning", *extra], "router", env=env)
 
 
 @pytest.fixture
