@@ -189,7 +189,11 @@ public struct CUDAExpertBackend: ExpertBackend {
     }
 
     public var device: ComputeDevice { .cuda(ordinal: self.cuda.ordinal) }
-    public var summary: String { self.cuda.summary }
+    /// The device, and how each precision's products run (logged when an expert service starts).
+    public var summary: String {
+        "\(self.cuda.summary); bf16: cuBLASLt; int8/fp8 weight-only: quantized_matmul up to "
+            + "\(CUDAExpertKernel.directTokenLimit) rows, a bf16 copy and cuBLASLt beyond"
+    }
     public var concurrency: Int { self.cuda.laneCount }
     public var groupedStep: (any GroupedExpertStep)? { self.grouped }
     public var precisions: [WeightPrecision] { [.bf16, .int8, .fp8] }

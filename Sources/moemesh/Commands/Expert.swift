@@ -58,7 +58,7 @@ struct Expert: AsyncParsableCommand {
 
     @Option(
         help:
-            "How the experts' weights are stored: f32, bf16 or int8 (per-channel scales) on cpu, bf16 on cuda, for all experts or per LAYER:EXPERTS item, later items winning. Example: '*:*=int8,0:3=bf16' (default: f32 on cpu, bf16 on cuda)."
+            "How the experts' weights are stored: f32, bf16 or int8 (per-channel scales) on cpu; bf16, int8 or fp8 (e4m3, 128 × 128 blocks) on cuda; for all experts or per LAYER:EXPERTS item, later items winning. Example: '*:*=int8,0:3=bf16' (default: f32 on cpu, bf16 on cuda)."
     )
     var precision: String?
 

@@ -48,7 +48,7 @@ struct Up: AsyncParsableCommand {
 
     @Option(
         help:
-            "How the experts' weights are stored (passed to each `moemesh expert`): f32, bf16 or int8, or per LAYER:EXPERTS item, e.g. '*:*=int8,0:3=bf16' (default: the device's)."
+            "How the experts' weights are stored (passed to each `moemesh expert`): f32, bf16 or int8 (cpu), bf16, int8 or fp8 (cuda), or per LAYER:EXPERTS item, e.g. '*:*=int8,0:3=bf16' (default: the device's)."
     )
     var precision: String?
 
