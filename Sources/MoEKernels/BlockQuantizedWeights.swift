@@ -14,6 +14,15 @@ public struct BlockQuantizedWeights: Sendable {
     public enum Format: Int32, Sendable {
         case int8 = 0
         case e4m3 = 1
+
+        /// The format of `precision`; nil for f32 and bf16.
+        public init?(_ precision: WeightPrecision) {
+            switch precision {
+            case .int8: self = .int8
+            case .fp8: self = .e4m3
+            case .f32, .bf16: return nil
+            }
+        }
     }
 
     public let format: Format
@@ -61,11 +70,7 @@ public struct BlockQuantizedWeights: Sendable {
     public init(stacking parts: [Matrix], precision: WeightPrecision) throws(WeightPrecisionError) {
         let columns = parts.first?.columns ?? 0
         precondition(parts.allSatisfy { $0.columns == columns }, "stacked weights: parts of different widths")
-        let format: Format
-        switch precision {
-        case .int8: format = .int8
-        case .fp8: format = .e4m3
-        case .f32, .bf16:
+        guard let format = Format(precision) else {
             throw .unsupportedOnDevice(precision, device: "block-quantised weights", supported: [.int8, .fp8])
         }
         let block = Self.blockShape(precision, partRows: parts.map(\.rows), columns: columns)

@@ -18,7 +18,6 @@ final class DeviceWeights: @unchecked Sendable {
     /// Bytes of device memory held, scales included.
     var bytes: Int { self.values.bytes + (self.scales?.bytes ?? 0) }
 
-    private var format: BlockQuantizedWeights.Format { self.precision == .int8 ? .int8 : .e4m3 }
     private var scaleColumns: Int { (self.columns + self.blockColumns - 1) / self.blockColumns }
 
     /// The rows of `matrices` one after another (e.g. gate then up), in `precision` (bf16, int8 or fp8).
@@ -73,7 +72,7 @@ final class DeviceWeights: @unchecked Sendable {
                 try scales.upload(values)
             }
             self.scales = scales
-            let format = precision == .int8 ? BlockQuantizedWeights.Format.int8 : .e4m3
+            let format = BlockQuantizedWeights.Format(precision)!
             try device.withLane { (lane) throws(CUDAError) in
                 try device.launch(
                     device.kernels.fillRandomBytes, count: rows * columns, stream: lane.stream,
@@ -102,7 +101,8 @@ final class DeviceWeights: @unchecked Sendable {
                 outputType: outputType)
         }
         let layout: [KernelArgument] = [
-            .pointer(self.values.address), .pointer(scales.address), .int32(self.format.rawValue),
+            .pointer(self.values.address), .pointer(scales.address),
+            .int32(BlockQuantizedWeights.Format(self.precision)!.rawValue),
             .int32(Int32(self.blockRows)), .int32(Int32(self.blockColumns)), .int32(Int32(self.scaleColumns)),
         ]
         if n <= CUDAExpertKernel.directTokenLimit {
