@@ -21,6 +21,14 @@ trap 'rm -rf "$models"' EXIT
 failures=0
 step() { echo; echo "== $*"; }
 fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+# Waits up to 60 s for the router on 127.0.0.1:50071 to answer its health check.
+router_ready() {
+    for _ in $(seq 1 120); do
+        if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then return 0; fi
+        sleep 0.5
+    done
+    return 1
+}
 
 step "GPU"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv || fail "nvidia-smi"
@@ -42,12 +50,7 @@ for dtype in f32 bf16; do
     "$binary" up --model "$model" --device cuda --port 50071 --coordinator-port 50072 --log-level warning \
         >"$logs/up-$dtype.log" 2>&1 &
     up=$!
-    ready=0
-    for _ in $(seq 1 120); do
-        if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
-        sleep 0.5
-    done
-    if [[ $ready == 1 ]]; then
+    if router_ready; then
         for layer in 0 1; do
             "$binary" forward --router 127.0.0.1:50071 --layer "$layer" --random 96 --compare-model "$model" \
                 || fail "forward layer $layer ($dtype)"
@@ -69,12 +72,7 @@ expert=$!
 "$binary" router --model "$model" --expert 127.0.0.1:50081 --port 50071 --prefetch-next-layer --log-level warning \
     >"$logs/router-prefetch.log" 2>&1 &
 router=$!
-ready=0
-for _ in $(seq 1 120); do
-    if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
-    sleep 0.5
-done
-if [[ $ready == 1 ]]; then
+if router_ready; then
     for round in 1 2; do
         for layer in 0 1; do
             "$binary" forward --router 127.0.0.1:50071 --layer "$layer" --random 64 --compare-model "$model" \
@@ -103,12 +101,7 @@ for precision in int8 fp8; do
     "$binary" up --model "$model" --device cuda --precision "$precision" --port 50071 --coordinator-port 50072 \
         --log-level warning >"$logs/up-$precision.log" 2>&1 &
     up=$!
-    ready=0
-    for _ in $(seq 1 120); do
-        if "$binary" health --endpoint 127.0.0.1:50071 >/dev/null 2>&1; then ready=1; break; fi
-        sleep 0.5
-    done
-    if [[ $ready == 1 ]]; then
+    if router_ready; then
         for rows in 1 96; do
             "$binary" forward --router 127.0.0.1:50071 --layer 0 --random "$rows" --compare-model "$model" \
                 --tolerance "$tolerance" || fail "forward $rows rows ($precision experts)"
