@@ -106,7 +106,7 @@ for precision in int8 fp8; do
             "$binary" forward --router 127.0.0.1:50071 --layer 0 --random "$rows" --compare-model "$model" \
                 --tolerance "$tolerance" || fail "forward $rows rows ($precision experts)"
         done
-        "$binary" status --coordinator 127.0.0.1:50072 2>&1 | head -12
+        "$binary" status --coordinator 127.0.0.1:50072 2>&1 | head -24
     else
         fail "mesh did not become ready ($precision)"; tail -30 "$logs/up-$precision.log"
     fi
