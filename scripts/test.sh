@@ -33,10 +33,10 @@ fi
 python3 -c 'import grpc_tools, numpy' 2>/dev/null || python3 -m pip install --quiet grpcio grpcio-tools numpy
 export MOEMESH_REQUIRE_PYTHON=1
 
-echo "== Python client: a virtual environment (.venv) with torch (CPU), transformers and NVRTC (compiles the CUDA kernels in a test); stubs match Protos/" >&2
+echo "== Python client: a virtual environment (.venv) with torch (CPU), transformers, NVRTC and ptxas (compile the CUDA kernels in a test); stubs match Protos/" >&2
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" "transformers==5.24.0" "grpcio-tools==1.85.1" \
-    "nvidia-cuda-nvrtc-cu12==12.9.86" \
+    "nvidia-cuda-nvrtc-cu12==12.9.86" "nvidia-cuda-nvcc-cu12==12.9.86" \
     -e "clients/python[test]"
 PYTHON=.venv/bin/python clients/python/generate_stubs.sh
 if [ -n "$(git status --porcelain -- clients/python/src/moemesh/v1)" ]; then

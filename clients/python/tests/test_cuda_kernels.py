@@ -1,7 +1,8 @@
 """MoEMesh's CUDA backend without a GPU.
 
 1. NVRTC (the nvidia-cuda-nvrtc-cu12 wheel, as the CUDA backend does at run time) compiles
-   Sources/MoEKernels/CUDA/expert_kernels.cu for Ampere and Hopper, and the PTX has every kernel the backend looks up.
+   Sources/MoEKernels/CUDA/expert_kernels.cu for Ampere and Hopper, and the PTX has every kernel the backend looks up;
+   ptxas (nvidia-cuda-nvcc-cu12) assembles it for sm_80 and sm_90 without spills.
 2. The same source compiled for the CPU (Tests/CUDAEmulation/cuda_emulation.h: a fiber per CUDA thread, warp
    shuffles emulated) computes what a NumPy restatement says: the weight-only int8/fp8 product for decode
    (`quantized_matmul`: per-channel and block scales, the 16-byte and the byte-at-a-time paths, token tiles, f32 and
@@ -42,8 +43,8 @@ def nvrtc_library():
     return ctypes.CDLL(sorted(glob.glob(os.path.join(directory, "libnvrtc.so.*")))[0])
 
 
-@pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
-def test_nvrtc_compiles_the_kernels(architecture):
+def compile_to_ptx(architecture):
+    """The PTX NVRTC makes of expert_kernels.cu for `architecture` (e.g. "compute_90"), as CUDADevice does."""
     nvrtc = nvrtc_library()
     with open(SOURCE, "rb") as file:
         source = file.read()
@@ -61,11 +62,38 @@ def test_nvrtc_compiles_the_kernels(architecture):
     ptx = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetPTX(program, ptx)
     nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
-    entries = set(re.findall(r"\.entry (\w+)\(", ptx.value.decode()))
+    return ptx.value.decode()
+
+
+@pytest.mark.parametrize("architecture", ["compute_80", "compute_90"])
+def test_nvrtc_compiles_the_kernels(architecture):
+    ptx = compile_to_ptx(architecture)
+    entries = set(re.findall(r"\.entry (\w+)\(", ptx))
     assert set(KERNELS) <= entries, f"missing from the PTX: {set(KERNELS) - entries}"
-    # The decode kernel keeps its accumulators and widened weights in registers (no local memory).
-    body = ptx.value.decode().split(".entry quantized_matmul(")[1].split(".entry")[0]
-    assert ".local" not in body
+
+
+@pytest.mark.parametrize("architecture", ["80", "90"])
+def test_ptxas_assembles_the_kernels_without_spills(architecture, tmp_path):
+    """ptxas (the nvidia-cuda-nvcc-cu12 wheel), as the driver does when it loads the PTX: no kernel spills to local
+    memory, and the decode kernel fits 64 registers a thread (four blocks of 256 threads per SM: half occupancy)."""
+    import nvidia.cuda_nvcc
+
+    ptxas = os.path.join(list(nvidia.cuda_nvcc.__path__)[0], "bin", "ptxas")
+    source = tmp_path / "expert_kernels.ptx"
+    source.write_text(compile_to_ptx(f"compute_{architecture}"))
+    result = subprocess.run(
+        [ptxas, "-v", "--gpu-name", f"sm_{architecture}", str(source), "-o", str(tmp_path / "kernels.cubin")],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = {}
+    for name, properties, registers in re.findall(
+            r"Compiling entry function '(\w+)'.*?\n(.*?bytes spill loads).*?Used (\d+) registers", result.stderr,
+            re.DOTALL):
+        report[name] = (properties, int(registers))
+    assert set(KERNELS) <= set(report), result.stderr
+    for name, (properties, registers) in report.items():
+        assert "0 bytes spill stores, 0 bytes spill loads" in properties, (name, properties)
+    assert report["quantized_matmul"][1] <= 64, report["quantized_matmul"]
 
 
 @pytest.fixture(scope="module")
