@@ -1,5 +1,10 @@
 import CQuantKernels
+import Dispatch
 import MoECore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Weights of one byte each with block scales, as the CUDA backend holds int8 and fp8 experts:
 /// `W[r, c] = q[r, c] · scales[(r / blockRows) · scaleColumns + c / blockColumns]`, `q` int8 or e4m3fn
@@ -79,31 +84,55 @@ public struct BlockQuantizedWeights: Sendable {
         // Parts start on block boundaries (int8: every row; fp8: multiples of 128 rows, or every row), so each part's
         // scales follow the previous part's.
         let scaleCount = parts.reduce(0) { $0 + ($1.rows + block.rows - 1) / block.rows } * scaleColumns
+        // Pieces of whole blocks of rows, quantised on all cores (a Mixtral-size projection is 10⁸ weights).
+        var pieces: [Piece] = []
+        var row = 0, scaleRow = 0
+        let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let piecesPerPart = max(1, min(4 * cores, rows * columns / (1 << 18)))
+        for (index, part) in parts.enumerated() {
+            let blocks = (part.rows + block.rows - 1) / block.rows
+            let blocksPerPiece = (blocks + piecesPerPart - 1) / piecesPerPart
+            for first in stride(from: 0, to: blocks, by: max(1, blocksPerPiece)) {
+                let firstRow = first * block.rows, count = min(part.rows - firstRow, blocksPerPiece * block.rows)
+                pieces.append(
+                    Piece(
+                        part: index, firstRow: firstRow, rows: count, outputRow: row + firstRow,
+                        scaleRow: scaleRow + first))
+            }
+            row += part.rows
+            scaleRow += blocks
+        }
+        let work = pieces
         var scales = [Float](repeating: 0, count: scaleCount)
-        var nonFinite = 0
+        var nonFiniteCounts = [Int](repeating: 0, count: pieces.count)
         let values = [UInt8](unsafeUninitializedCapacity: rows * columns) { buffer, initialized in
-            var row = 0, scaleRow = 0
             scales.withUnsafeMutableBufferPointer { s in
-                for part in parts {
-                    part.values.withUnsafeBufferPointer { w in
-                        let q = buffer.baseAddress! + row * columns,
-                            partScales = s.baseAddress! + scaleRow * scaleColumns
-                        switch format {
-                        case .int8:
-                            nonFinite += q.withMemoryRebound(to: Int8.self, capacity: part.values.count) {
-                                mmq_int8_quantize(w.baseAddress, part.rows, columns, $0, partScales)
+                nonFiniteCounts.withUnsafeMutableBufferPointer { counts in
+                    let outputs = QuantizationOutputs(
+                        values: buffer.baseAddress!, scales: s.baseAddress!, counts: counts)
+                    DispatchQueue.concurrentPerform(iterations: work.count) { index in
+                        let piece = work[index]
+                        let part = parts[piece.part]
+                        let q = outputs.values + piece.outputRow * columns
+                        let pieceScales = outputs.scales + piece.scaleRow * scaleColumns
+                        outputs.counts[index] = part.values.withUnsafeBufferPointer { w in
+                            let weights = w.baseAddress! + piece.firstRow * columns
+                            switch format {
+                            case .int8:
+                                return q.withMemoryRebound(to: Int8.self, capacity: piece.rows * columns) {
+                                    mmq_int8_quantize(weights, piece.rows, columns, $0, pieceScales)
+                                }
+                            case .e4m3:
+                                return mmq_e4m3_quantize(
+                                    weights, piece.rows, columns, block.rows, block.columns, q, pieceScales)
                             }
-                        case .e4m3:
-                            nonFinite += mmq_e4m3_quantize(
-                                w.baseAddress, part.rows, columns, block.rows, block.columns, q, partScales)
                         }
                     }
-                    row += part.rows
-                    scaleRow += (part.rows + block.rows - 1) / block.rows
                 }
             }
             initialized = rows * columns
         }
+        let nonFinite = nonFiniteCounts.reduce(0, +)
         guard nonFinite == 0 else { throw .nonFiniteWeights(count: nonFinite, precision: precision) }
         self.format = format
         self.rows = rows
@@ -174,4 +203,20 @@ extension ExpertWeights {
                 limit: limit, alpha: alpha)
         }
     }
+}
+
+/// Rows `[firstRow, firstRow + rows)` of part `part`, written from row `outputRow` and scale row `scaleRow` on.
+private struct Piece: Sendable {
+    let part: Int
+    let firstRow: Int
+    let rows: Int
+    let outputRow: Int
+    let scaleRow: Int
+}
+
+/// Where the pieces write: disjoint rows of the values and scales, one count each.
+private struct QuantizationOutputs: @unchecked Sendable {
+    let values: UnsafeMutablePointer<UInt8>
+    let scales: UnsafeMutablePointer<Float>
+    let counts: UnsafeMutableBufferPointer<Int>
 }

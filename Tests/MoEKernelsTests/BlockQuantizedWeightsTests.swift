@@ -130,6 +130,56 @@ struct BlockQuantizedWeightsTests {
         for (got, want) in zip(weights.scales, scales) { #expect(abs(got - want) <= want * 1e-6) }
     }
 
+    @Test("large projections are quantised in pieces on every core, as a naive restatement says")
+    func piecesAgreeWithNaive() throws {
+        // fp8: 2 parts × 3 blocks of 128 rows (10⁶ weights: several pieces per part); each block's scale max / 448 and
+        // each byte the nearest code of w / scale.
+        let (rows, columns) = (384, 1024)
+        let parts = (0..<2).map {
+            Matrix(rows: rows, columns: columns, values: uniform(rows * columns, seed: 30 + UInt64($0)))
+        }
+        let fp8 = try BlockQuantizedWeights(stacking: parts, precision: .fp8)
+        let all = parts.flatMap(\.values)
+        var wrongScales = 0, wrongBytes = 0
+        for blockRow in 0..<6 {
+            for blockColumn in 0..<8 {
+                var largest: Float = 0
+                for r in (blockRow * 128)..<(blockRow * 128 + 128) {
+                    for c in (blockColumn * 128)..<(blockColumn * 128 + 128) {
+                        largest = max(largest, abs(all[r * columns + c]))
+                    }
+                }
+                let scale = largest / 448
+                if fp8.scales[blockRow * 8 + blockColumn] != scale { wrongScales += 1 }
+                for r in (blockRow * 128)..<(blockRow * 128 + 128) {
+                    for c in (blockColumn * 128)..<(blockColumn * 128 + 128)
+                    where fp8.values[r * columns + c] != BlockQuantizedWeights.e4m3Bits(all[r * columns + c] / scale) {
+                        wrongBytes += 1
+                    }
+                }
+            }
+        }
+        #expect(wrongScales == 0 && wrongBytes == 0)
+        // int8: rows split anywhere (per-channel scales), against the CPU's single pass.
+        let int8Parts = [700, 300].enumerated().map { index, count in
+            Matrix(rows: count, columns: 1000, values: uniform(count * 1000, seed: 40 + UInt64(index), scale: 2))
+        }
+        let int8 = try BlockQuantizedWeights(stacking: int8Parts, precision: .int8)
+        guard case .int8(let levels, let scales) = try WeightMatrix(stacking: int8Parts, precision: .int8).storage
+        else {
+            Issue.record("expected int8 storage")
+            return
+        }
+        #expect(int8.values == levels.map { UInt8(bitPattern: $0) } && int8.scales == scales)
+        // A NaN in a later piece is still counted.
+        var poisoned = parts[1].values
+        poisoned[poisoned.count - 1] = .nan
+        #expect(throws: WeightPrecisionError.nonFiniteWeights(count: 1, precision: .fp8)) {
+            try BlockQuantizedWeights(
+                stacking: [parts[0], Matrix(rows: rows, columns: columns, values: poisoned)], precision: .fp8)
+        }
+    }
+
     @Test("refusals: f32 and bf16 are not block-quantised, NaN or infinite weights are refused")
     func refusals() {
         let matrix = Matrix(rows: 1, columns: 2, values: [1, 2])
