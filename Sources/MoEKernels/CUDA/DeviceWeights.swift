@@ -1,4 +1,5 @@
 import CCUDA
+import CQuantKernels
 import MoECore
 
 /// One projection's weights `W [rows, columns]` on a CUDA device, and the product `Y [n, rows] = X [n, columns] · Wᵀ`
@@ -122,20 +123,25 @@ final class DeviceWeights: @unchecked Sendable {
             weights: widened, input: input, output: output, m: self.rows, n: n, k: self.columns, outputType: outputType)
     }
 
-    /// Concatenates the matrices' rows, rounds to bf16 and copies them to a new device buffer.
+    /// Concatenates the matrices' rows, rounds to bf16 (`mmq_bf16_quantize`) and copies them to a new device buffer.
     private static func uploadBF16(_ matrices: [Matrix], device: CUDADevice) throws(CUDAError) -> DeviceMemory {
         let count = matrices.reduce(0) { $0 + $1.values.count }
         let memory = try device.allocate(bytes: count * 2)
+        // In chunks, so that a Mixtral-size projection never needs a second full-size host copy.
+        let chunk = 1 << 22
+        var bits = [UInt16](repeating: 0, count: min(chunk, max(1, count)))
         var offset = 0
         for matrix in matrices {
-            // In chunks, so that a Mixtral-size projection never needs a second full-size host copy.
-            let chunk = 1 << 22
             var start = 0
             while start < matrix.values.count {
                 let end = min(start + chunk, matrix.values.count)
-                let bits = matrix.values[start..<end].map(HalfPrecision.bfloat16(from:))
+                matrix.values.withUnsafeBufferPointer { values in
+                    bits.withUnsafeMutableBufferPointer {
+                        mmq_bf16_quantize(values.baseAddress! + start, end - start, $0.baseAddress!)
+                    }
+                }
                 try bits.withUnsafeBufferPointer { (values) throws(CUDAError) in
-                    try memory.upload(values, at: offset + start * 2)
+                    try memory.upload(UnsafeBufferPointer(rebasing: values[0..<(end - start)]), at: offset + start * 2)
                 }
                 start = end
             }
