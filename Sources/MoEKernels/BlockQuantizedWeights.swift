@@ -81,37 +81,16 @@ public struct BlockQuantizedWeights: Sendable {
         let block = Self.blockShape(precision, partRows: parts.map(\.rows), columns: columns)
         let rows = parts.reduce(0) { $0 + $1.rows }
         let scaleColumns = (columns + block.columns - 1) / block.columns
-        // Parts start on block boundaries (int8: every row; fp8: multiples of 128 rows, or every row), so each part's
-        // scales follow the previous part's.
-        let scaleCount = parts.reduce(0) { $0 + ($1.rows + block.rows - 1) / block.rows } * scaleColumns
-        // Pieces of whole blocks of rows, quantised on all cores (a Mixtral-size projection is 10⁸ weights).
-        var pieces: [Piece] = []
-        var row = 0, scaleRow = 0
-        let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        let piecesPerPart = max(1, min(4 * cores, rows * columns / (1 << 18)))
-        for (index, part) in parts.enumerated() {
-            let blocks = (part.rows + block.rows - 1) / block.rows
-            let blocksPerPiece = (blocks + piecesPerPart - 1) / piecesPerPart
-            for first in stride(from: 0, to: blocks, by: max(1, blocksPerPiece)) {
-                let firstRow = first * block.rows, count = min(part.rows - firstRow, blocksPerPiece * block.rows)
-                pieces.append(
-                    Piece(
-                        part: index, firstRow: firstRow, rows: count, outputRow: row + firstRow,
-                        scaleRow: scaleRow + first))
-            }
-            row += part.rows
-            scaleRow += blocks
-        }
-        let work = pieces
-        var scales = [Float](repeating: 0, count: scaleCount)
+        let (pieces, scaleRows) = Piece.split(parts.map(\.rows), blockRows: block.rows, weights: rows * columns)
+        var scales = [Float](repeating: 0, count: scaleRows * scaleColumns)
         var nonFiniteCounts = [Int](repeating: 0, count: pieces.count)
         let values = [UInt8](unsafeUninitializedCapacity: rows * columns) { buffer, initialized in
             scales.withUnsafeMutableBufferPointer { s in
                 nonFiniteCounts.withUnsafeMutableBufferPointer { counts in
                     let outputs = QuantizationOutputs(
                         values: buffer.baseAddress!, scales: s.baseAddress!, counts: counts)
-                    DispatchQueue.concurrentPerform(iterations: work.count) { index in
-                        let piece = work[index]
+                    DispatchQueue.concurrentPerform(iterations: pieces.count) { index in
+                        let piece = pieces[index]
                         let part = parts[piece.part]
                         let q = outputs.values + piece.outputRow * columns
                         let pieceScales = outputs.scales + piece.scaleRow * scaleColumns
@@ -212,6 +191,30 @@ private struct Piece: Sendable {
     let rows: Int
     let outputRow: Int
     let scaleRow: Int
+
+    /// Parts of `partRows` rows stacked, cut into pieces of whole blocks of rows for all cores (a Mixtral-size
+    /// projection is 10⁸ weights); each part starts on a block boundary (int8: every row; fp8: multiples of 128 rows,
+    /// or every row), so its scale rows follow the previous part's. Also returns the scale rows in all.
+    static func split(_ partRows: [Int], blockRows: Int, weights: Int) -> (pieces: [Piece], scaleRows: Int) {
+        let cores = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let piecesPerPart = max(1, min(4 * cores, weights / (1 << 18)))
+        var pieces: [Piece] = []
+        var row = 0, scaleRow = 0
+        for (index, rows) in partRows.enumerated() {
+            let blocks = (rows + blockRows - 1) / blockRows
+            let blocksPerPiece = max(1, (blocks + piecesPerPart - 1) / piecesPerPart)
+            for first in stride(from: 0, to: blocks, by: blocksPerPiece) {
+                let firstRow = first * blockRows
+                pieces.append(
+                    Piece(
+                        part: index, firstRow: firstRow, rows: min(rows - firstRow, blocksPerPiece * blockRows),
+                        outputRow: row + firstRow, scaleRow: scaleRow + first))
+            }
+            row += rows
+            scaleRow += blocks
+        }
+        return (pieces, scaleRow)
+    }
 }
 
 /// Where the pieces write: disjoint rows of the values and scales, one count each.

@@ -128,7 +128,7 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         case .gated(let activation):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
             try self.firstProjection.multiply(
-                input, rows: n, into: projected, outputF32: false, lane: lane, device: self.device)
+                input, rows: n, into: projected, outputF32: false, lane: lane)
             try self.device.launch(
                 kernels.gatedActivation, count: n * i / 8, stream: lane.stream,
                 [
@@ -137,7 +137,7 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
         case .clampedSwiGLU(let gateUpBias, _, let limit, let alpha):
             let projected = try lane.buffer(.projected, bytes: n * 2 * i * 2)
             try self.firstProjection.multiply(
-                input, rows: n, into: projected, outputF32: false, lane: lane, device: self.device)
+                input, rows: n, into: projected, outputF32: false, lane: lane)
             try self.device.launch(
                 kernels.clampedSwiGLU, count: n * i, stream: lane.stream,
                 [
@@ -147,7 +147,7 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
                 ])
         case .plain(let activation):
             try self.firstProjection.multiply(
-                input, rows: n, into: hidden, outputF32: false, lane: lane, device: self.device)
+                input, rows: n, into: hidden, outputF32: false, lane: lane)
             try self.device.launch(
                 kernels.activationInPlace, count: n * i, stream: lane.stream,
                 [
@@ -155,7 +155,7 @@ public final class CUDAExpertKernel: ExpertKernel, @unchecked Sendable {
                 ])
         }
         try self.secondProjection.multiply(
-            hidden, rows: n, into: output, outputF32: true, lane: lane, device: self.device)
+            hidden, rows: n, into: output, outputF32: true, lane: lane)
         if case .clampedSwiGLU(_, let downBias, _, _) = self.form {
             try self.device.launch(
                 kernels.addBias, count: n * h, stream: lane.stream,
@@ -196,7 +196,7 @@ public struct CUDAExpertBackend: ExpertBackend {
     }
     public var concurrency: Int { self.cuda.laneCount }
     public var groupedStep: (any GroupedExpertStep)? { self.grouped }
-    public var precisions: [WeightPrecision] { [.bf16, .int8, .fp8] }
+    public var precisions: [WeightPrecision] { DeviceWeights.precisions }
 
     public func makeKernel(_ weights: ExpertWeights, precision: WeightPrecision) throws -> (
         kernel: any ExpertKernel, bytes: Int

@@ -6,6 +6,10 @@ import MoECore
 /// over them (X bf16 on the device; Y bf16 or f32): bf16 values for cuBLASLt, or block-quantised int8/e4m3 bytes with
 /// their f32 scales (`BlockQuantizedWeights`' layout) for `quantized_matmul` and `dequantize_to_bf16`.
 final class DeviceWeights: @unchecked Sendable {
+    /// The precisions a CUDA device holds weights in.
+    static let precisions: [WeightPrecision] = [.bf16, .int8, .fp8]
+
+    let device: CUDADevice
     let rows: Int
     let columns: Int
     let precision: WeightPrecision
@@ -24,6 +28,7 @@ final class DeviceWeights: @unchecked Sendable {
     /// The rows of `matrices` one after another (e.g. gate then up), in `precision` (bf16, int8 or fp8).
     /// - Throws: `WeightPrecisionError` for f32 or non-finite weights in int8/fp8, `CUDAError` from the device.
     init(_ matrices: [Matrix], precision: WeightPrecision, device: CUDADevice) throws {
+        self.device = device
         self.rows = matrices.reduce(0) { $0 + $1.rows }
         self.columns = matrices.first?.columns ?? 0
         self.precision = precision
@@ -42,13 +47,14 @@ final class DeviceWeights: @unchecked Sendable {
             self.scales = scales
             (self.blockRows, self.blockColumns) = (quantized.blockRows, quantized.blockColumns)
         case .f32:
-            throw WeightPrecisionError.unsupportedOnDevice(.f32, device: "CUDA", supported: [.bf16, .int8, .fp8])
+            throw WeightPrecisionError.unsupportedOnDevice(.f32, device: "CUDA", supported: Self.precisions)
         }
     }
 
     /// Random weights generated on the device (benchmarks): bf16 uniform in `±1/√columns`; int8 and fp8 random bytes
     /// with per-output-channel scales that give weights of about that size.
     init(random precision: WeightPrecision, rows: Int, columns: Int, seed: UInt64, device: CUDADevice) throws {
+        self.device = device
         self.rows = rows
         self.columns = columns
         self.precision = precision
@@ -84,7 +90,7 @@ final class DeviceWeights: @unchecked Sendable {
                 try lane.synchronize()
             }
         case .f32:
-            throw WeightPrecisionError.unsupportedOnDevice(.f32, device: "CUDA", supported: [.bf16, .int8, .fp8])
+            throw WeightPrecisionError.unsupportedOnDevice(.f32, device: "CUDA", supported: Self.precisions)
         }
     }
 
@@ -92,9 +98,9 @@ final class DeviceWeights: @unchecked Sendable {
     /// bf16). Quantised weights: `quantized_matmul` up to `CUDAExpertKernel.directTokenLimit` rows, else a bf16 copy
     /// in the lane's `.dequantized` buffer multiplied by cuBLASLt.
     func multiply(
-        _ input: CUdeviceptr, rows n: Int, into output: CUdeviceptr, outputF32: Bool, lane: CUDALane,
-        device: CUDADevice
+        _ input: CUdeviceptr, rows n: Int, into output: CUdeviceptr, outputF32: Bool, lane: CUDALane
     ) throws(CUDAError) {
+        let device = self.device
         let outputType = Int32(outputF32 ? CCUDA_R_32F : CCUDA_R_16BF)
         guard let scales = self.scales else {
             return try lane.matmul(

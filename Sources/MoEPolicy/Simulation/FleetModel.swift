@@ -83,8 +83,7 @@ public struct FleetModel: Sendable, Equatable {
     /// The routers' dynamic batching (`moemesh router --batching`, with its defaults); nil: each request alone.
     public var batching: Batching? = Batching()
     /// nil: the router's (and client's) work delays its request but queues for nothing (routers scale apart); a node
-    /// index: it runs
-    /// on that node's slots (a mesh on one machine).
+    /// index: it runs on that node's slots (a mesh on one machine).
     public var routerNode: Int? = nil
     /// One-way latency of a hop router ↔ expert, and the bandwidth a message crosses it at.
     public var hopLatency = 50e-6

@@ -96,15 +96,21 @@ def test_ptxas_assembles_the_kernels_without_spills(architecture, tmp_path):
     assert report["quantized_matmul"][1] <= 64, report["quantized_matmul"]
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
+def compile_for_the_cpu(source, library, *extra):
+    """`source` (which includes expert_kernels.cu through cuda_emulation.h) as a shared library. CUDA code reads
+    values through pointers of other types (uint4 as bf16), hence -fno-strict-aliasing."""
     compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     assert compiler, "a C++20 compiler (g++) is needed to run the CUDA kernels on the CPU"
-    library = tmp_path_factory.mktemp("cuda-emulation") / "libkernels_on_cpu.so"
     subprocess.run(
-        [compiler, "-std=c++20", "-O1", "-fPIC", "-shared", "-pthread", "-Wall", "-Werror", "-Wno-unknown-pragmas",
-         "-o", str(library), EMULATION],
+        [compiler, "-std=c++20", "-O2", "-fno-strict-aliasing", "-fPIC", "-shared", "-pthread", "-Wall", "-Werror",
+         "-Wno-unknown-pragmas", *extra, "-o", str(library), source],
         check=True)
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    library = tmp_path_factory.mktemp("cuda-emulation") / "libkernels_on_cpu.so"
+    compile_for_the_cpu(EMULATION, library)
     return ctypes.CDLL(str(library))
 
 
@@ -115,15 +121,10 @@ def emulated_cuda(tmp_path_factory):
     path)."""
     import nvidia.cuda_nvrtc
 
-    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    assert compiler, "a C++20 compiler (g++) is needed to emulate a CUDA device"
     folder = tmp_path_factory.mktemp("emulated-cuda")
     library = folder / "libemulated_cuda.so"
-    subprocess.run(
-        [compiler, "-std=c++20", "-O2", "-fno-strict-aliasing", "-fPIC", "-shared", "-pthread", "-Wall", "-Werror",
-         "-Wno-unknown-pragmas", "-Wl,-soname,libcuda.so.1", "-o", str(library),
-         os.path.join(REPO, "Tests", "CUDAEmulation", "emulated_cuda.cpp")],
-        check=True)
+    compile_for_the_cpu(
+        os.path.join(REPO, "Tests", "CUDAEmulation", "emulated_cuda.cpp"), library, "-Wl,-soname,libcuda.so.1")
     for name in ("libcuda.so.1", "libcublasLt.so.12", "libcublas.so.12"):
         (folder / name).symlink_to(library.name)
     nvrtc_folder = os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib")
