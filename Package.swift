@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "MoERuntime", targets: ["MoERuntime"]),
         .library(name: "MoEProto", targets: ["MoEProto"]),
         .library(name: "MoEWire", targets: ["MoEWire"]),
+        .library(name: "MoEDataPlane", targets: ["MoEDataPlane"]),
         .library(name: "MoEServing", targets: ["MoEServing"]),
         .library(name: "MoEExpert", targets: ["MoEExpert"]),
         .library(name: "MoERouter", targets: ["MoERouter"]),
@@ -60,6 +61,14 @@ let package = Package(
         ),
         // CUDA driver, cuBLAS(Lt) and NVRTC declarations, opened with dlopen at run time (nothing links CUDA).
         .target(name: "CCUDA", linkerSettings: [.linkedLibrary("dl")]),
+        // gRPC's C++ core (Debian's libgrpc++) behind a C interface: generic servers and calls over byte buffers.
+        .target(
+            name: "CGRPCBridge",
+            linkerSettings: [
+                .linkedLibrary("grpc++"), .linkedLibrary("grpc"), .linkedLibrary("gpr"),
+                .linkedLibrary("absl_synchronization"),
+            ]
+        ),
         // Weight-only bf16/int8 matrix products with f32 activations: scalar, AVX2 and AVX-512 paths, chosen at run time.
         .target(name: "CQuantKernels"),
         // Expert FFN kernels and the gate projection: CPU (OpenBLAS) and CUDA (loaded at run time) backends.
@@ -95,11 +104,17 @@ let package = Package(
             name: "MoEWire",
             dependencies: ["MoECore", "MoEProto", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
+        // The data plane's transport: servers, channels and calls on gRPC's C++ core (CGRPCBridge), in Swift terms.
+        .target(
+            name: "MoEDataPlane",
+            dependencies: ["CGRPCBridge", .product(name: "GRPCCore", package: "grpc-swift-2")]
+        ),
         // What every service shares: transport settings, lifecycle, health, metrics, tracing, the HTTP endpoint.
         .target(
             name: "MoEServing",
             dependencies: [
-                "MoECore", "MoEProto", "CMalloc",
+                "MoECore", "MoEProto", "MoEDataPlane", "CMalloc",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -118,7 +133,7 @@ let package = Package(
         .target(
             name: "MoEExpert",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEWire", "MoEServing",
+                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEDataPlane",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -128,7 +143,8 @@ let package = Package(
         .target(
             name: "MoERouter",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
+                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoEDataPlane",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -178,7 +194,8 @@ let package = Package(
         .target(
             name: "MoEBench",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing",
+                "MoECore", "MoEDataPlane", "CGRPCBridge", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire",
+                "MoEServing",
                 "MoECoordinator", "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
@@ -222,6 +239,10 @@ let package = Package(
             name: "MoEKernelsTests",
             dependencies: ["MoECore", "MoEKernels", .product(name: "RealModule", package: "swift-numerics")]
         ),
+        .testTarget(
+            name: "MoEDataPlaneTests",
+            dependencies: ["MoEDataPlane", .product(name: "GRPCCore", package: "grpc-swift-2")]
+        ),
         .testTarget(name: "MoEPolicyTests", dependencies: ["MoECore", "MoEModel", "MoEPolicy"]),
         .testTarget(
             name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoETestSupport"]
@@ -263,5 +284,6 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
         ),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )
