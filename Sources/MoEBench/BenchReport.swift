@@ -99,6 +99,17 @@ public enum BenchReport {
     }
 
     /// A table with right-aligned columns.
+    public static let transportHeader = [
+        "transport", "call", "payload B", "round trips", "p50 µs", "p99 µs", "CPU µs/round trip", "p50/floor",
+    ]
+
+    public static func row(_ row: TransportBenchmark.Row) -> [String] {
+        [
+            row.transport, row.call, "\(row.payloadBytes)", "\(row.roundTrips)", Format.fixed(row.p50),
+            Format.fixed(row.p99), Format.fixed(row.cpuPerRoundTrip), Format.fixed(row.overFloor, 2),
+        ]
+    }
+
     public static func table(header: [String], rows: [[String]]) -> String {
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         return ([header] + rows).map { row in

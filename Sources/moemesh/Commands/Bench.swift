@@ -20,7 +20,8 @@ struct Bench: AsyncParsableCommand {
             p50/p99 latency, the mesh/in-process ratio, payload bytes per token and CPU time per token, beside a \
             bare gRPC echo of the same payload (the floor of one hop) and the raw sgemm rate of the expert's GEMMs \
             (the floor of compute).
-            """)
+            """,
+        subcommands: [BenchTransport.self])
 
     @Option(help: "Hidden size H.") var hidden: Int = 1024
     @Option(help: "Expert intermediate size I.") var intermediate: Int = 2816
