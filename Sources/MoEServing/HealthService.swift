@@ -8,9 +8,16 @@ import Synchronization
 public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, Sendable {
     public typealias Status = Grpc_Health_V1_HealthCheckResponse.ServingStatus
 
+    /// Hears the changes of one service's status until it ends (the process stopping) or is removed.
+    struct Watcher {
+        let service: String
+        let changed: @Sendable (Status) -> Void
+        let ended: @Sendable () -> Void
+    }
+
     private struct State {
         var statuses: [String: Status]
-        var watchers: [Int: (service: String, continuation: AsyncStream<Status>.Continuation)] = [:]
+        var watchers: [Int: Watcher] = [:]
         var nextWatcher = 0
     }
 
@@ -28,7 +35,7 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
             for key in state.statuses.keys { state.statuses[key] = status }
             return state.watchers.values.filter { state.statuses[$0.service] != nil }
         }
-        for watcher in watchers { watcher.continuation.yield(status) }
+        for watcher in watchers { watcher.changed(status) }
     }
 
     /// NOT_SERVING, and every `Watch` stream ends (the server is stopping and waits for its calls).
@@ -38,14 +45,36 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
             defer { state.watchers = [:] }
             return Array(state.watchers.values)
         }
-        for watcher in watchers { watcher.continuation.finish() }
+        for watcher in watchers { watcher.ended() }
     }
+
+    /// Calls `changed` with `service`'s status now and at every change (`.serviceUnknown` for a service this
+    /// process does not report), and `ended` when the process stops; returns the id that `stopWatching` takes.
+    func watch(
+        _ service: String, changed: @escaping @Sendable (Status) -> Void, ended: @escaping @Sendable () -> Void
+    ) -> Int {
+        let (id, status) = self.state.withLock { state in
+            let id = state.nextWatcher
+            state.nextWatcher += 1
+            state.watchers[id] = Watcher(service: service, changed: changed, ended: ended)
+            return (id, state.statuses[service] ?? .serviceUnknown)
+        }
+        changed(status)
+        return id
+    }
+
+    func stopWatching(_ id: Int) { _ = self.state.withLock { $0.watchers.removeValue(forKey: id) } }
 
     public func status(of service: String) -> Status? { self.state.withLock { $0.statuses[service] } }
 
     public func check(
         request: Grpc_Health_V1_HealthCheckRequest, context: ServerContext
     ) async throws -> Grpc_Health_V1_HealthCheckResponse {
+        try self.check(request)
+    }
+
+    /// The status of `request.service`, or NOT_FOUND naming the services this process reports.
+    func check(_ request: Grpc_Health_V1_HealthCheckRequest) throws(RPCError) -> Grpc_Health_V1_HealthCheckResponse {
         guard let status = self.status(of: request.service) else {
             let known = self.state.withLock { $0.statuses.keys.filter { !$0.isEmpty }.sorted() }
             throw RPCError(
@@ -60,6 +89,11 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
     public func list(
         request: Grpc_Health_V1_HealthListRequest, context: ServerContext
     ) async throws -> Grpc_Health_V1_HealthListResponse {
+        self.list()
+    }
+
+    /// Every status this process reports.
+    func list() -> Grpc_Health_V1_HealthListResponse {
         let statuses = self.state.withLock { $0.statuses }
         return .with { response in
             response.statuses = statuses.mapValues { status in .with { $0.status = status } }
@@ -71,14 +105,8 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
         context: ServerContext
     ) async throws {
         let (stream, continuation) = AsyncStream.makeStream(of: Status.self, bufferingPolicy: .bufferingNewest(1))
-        let id = self.state.withLock { state in
-            let id = state.nextWatcher
-            state.nextWatcher += 1
-            state.watchers[id] = (request.service, continuation)
-            continuation.yield(state.statuses[request.service] ?? .serviceUnknown)
-            return id
-        }
-        defer { _ = self.state.withLock { $0.watchers.removeValue(forKey: id) } }
+        let id = self.watch(request.service, changed: { continuation.yield($0) }, ended: { continuation.finish() })
+        defer { self.stopWatching(id) }
         for await status in stream {
             try await response.write(.with { $0.status = status })
         }

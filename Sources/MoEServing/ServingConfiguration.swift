@@ -20,6 +20,8 @@ public struct ServingConfiguration: Sendable {
     /// SETTINGS_MAX_CONCURRENT_STREAMS. gRPC clients queue calls beyond it; a client opening more streams anyway is
     /// disconnected (GOAWAY PROTOCOL_ERROR) before any handler runs for them.
     public var maxConcurrentCallsPerConnection = Self.defaultMaxConcurrentCallsPerConnection
+    /// On SIGTERM, how long calls in flight get to finish before they are answered UNAVAILABLE.
+    public var drainTimeout: Duration = .seconds(10)
     /// Far above what the router's batched fan-out opens on one expert connection (one call per chosen expert per
     /// batch), low enough that one connection cannot make a server hold unbounded calls.
     public static let defaultMaxConcurrentCallsPerConnection = 1024

@@ -24,12 +24,45 @@ public struct AuthPolicy: Sendable {
         ],
         open: ["grpc.health.v1.Health"])
 
-    /// Whether the call is open to anyone.
-    public func isOpen(_ method: MethodDescriptor) -> Bool { self.open.contains(method.service.fullyQualifiedService) }
+    /// Whether calls of `service` (`moemesh.v1.Router`) are open to anyone.
+    public func isOpen(service: some StringProtocol) -> Bool { self.open.contains(String(service)) }
 
-    /// The roles that may call `method` (empty: none).
-    public func roles(for method: MethodDescriptor) -> Set<AuthRole> {
-        self.rules[method.fullyQualifiedMethod] ?? self.rules[method.service.fullyQualifiedService] ?? []
+    /// The roles that may call `method` (`moemesh.v1.Coordinator/DrainReplica`) of `service` (empty: none).
+    public func roles(service: some StringProtocol, method: some StringProtocol) -> Set<AuthRole> {
+        self.rules[String(method)] ?? self.rules[String(service)] ?? []
+    }
+
+    /// Checks a call's `authorization: Bearer TOKEN` against `tokens`: no token, or one the service does not know →
+    /// `UNAUTHENTICATED`; a known token whose role may not call the method → `PERMISSION_DENIED`. `method` is
+    /// `package.Service/Method`, as every message names it.
+    public func check(_ metadata: Metadata, method: String, tokens: AuthTokens) throws(RPCError) {
+        let service = method.prefix { $0 != "/" }
+        guard !self.isOpen(service: service) else { return }
+        let values = Array(metadata[stringValues: "authorization"])
+        guard let value = values.first else {
+            throw RPCError(
+                code: .unauthenticated, message: "\(method): expected metadata 'authorization: Bearer TOKEN', got none")
+        }
+        guard values.count == 1, value.hasPrefix("Bearer "), value.count > "Bearer ".count else {
+            throw RPCError(
+                code: .unauthenticated,
+                message:
+                    "\(method): expected one 'authorization: Bearer TOKEN', got \(values.count) value(s) of another form"
+            )
+        }
+        guard let role = tokens.role(of: String(value.dropFirst("Bearer ".count))) else {
+            throw RPCError(
+                code: .unauthenticated, message: "\(method): the bearer token is not one this service accepts")
+        }
+        let allowed = self.roles(service: service, method: method)
+        guard allowed.contains(role) else {
+            let needed = AuthRole.allCases.filter(allowed.contains).map(\.rawValue).joined(separator: " or ")
+            throw RPCError(
+                code: .permissionDenied,
+                message:
+                    "\(method): needs role \(needed.isEmpty ? "(none may call it)" : needed); "
+                    + "this token's role is \(role.rawValue)")
+        }
     }
 }
 
@@ -53,34 +86,7 @@ public struct AuthServerInterceptor: ServerInterceptor {
     }
 
     func check(_ metadata: Metadata, method: MethodDescriptor) throws(RPCError) {
-        guard !self.policy.isOpen(method) else { return }
-        let values = Array(metadata[stringValues: "authorization"])
-        guard let value = values.first else {
-            throw RPCError(
-                code: .unauthenticated,
-                message: "\(method.fullyQualifiedMethod): expected metadata 'authorization: Bearer TOKEN', got none")
-        }
-        guard values.count == 1, value.hasPrefix("Bearer "), value.count > "Bearer ".count else {
-            throw RPCError(
-                code: .unauthenticated,
-                message:
-                    "\(method.fullyQualifiedMethod): expected one 'authorization: Bearer TOKEN', got \(values.count) "
-                    + "value(s) of another form")
-        }
-        guard let role = self.tokens.role(of: String(value.dropFirst("Bearer ".count))) else {
-            throw RPCError(
-                code: .unauthenticated,
-                message: "\(method.fullyQualifiedMethod): the bearer token is not one this service accepts")
-        }
-        let allowed = self.policy.roles(for: method)
-        guard allowed.contains(role) else {
-            let needed = AuthRole.allCases.filter(allowed.contains).map(\.rawValue).joined(separator: " or ")
-            throw RPCError(
-                code: .permissionDenied,
-                message:
-                    "\(method.fullyQualifiedMethod): needs role \(needed.isEmpty ? "(none may call it)" : needed); "
-                    + "this token's role is \(role.rawValue)")
-        }
+        try self.policy.check(metadata, method: method.fullyQualifiedMethod, tokens: self.tokens)
     }
 }
 

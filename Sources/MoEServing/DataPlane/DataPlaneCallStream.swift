@@ -1,0 +1,77 @@
+import GRPCCore
+import MoEDataPlane
+import SwiftProtobuf
+import Synchronization
+
+/// A bidirectional stream whose messages are independent calls (`ForwardStream`, `ComputeStream`): each message is
+/// handed to `start`, whose work (nil: none, e.g. a cancellation) runs as a task of the server's, concurrently with
+/// the others; each answer (nil: none) is written as soon as its work returns it. The stream ends OK once the client
+/// closes it and every answer is written; while the server drains, calls that come are refused with `refusal`
+/// (UNAVAILABLE, so that the caller retries elsewhere) and the stream ends UNAVAILABLE once those in flight are
+/// answered.
+public final class DataPlaneCallStream<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>:
+    DataPlaneStreamHandler, Sendable
+{
+    private struct State {
+        var inFlight = 0
+        var inputEnded = false
+        var draining = false
+        var finished = false
+    }
+
+    private let stream: DataPlaneServerStream
+    private let start: @Sendable (Request) -> (@Sendable () async -> Response?)?
+    private let refusal: @Sendable (Request, RPCError) -> Response
+    private let state = Mutex(State())
+
+    public init(
+        stream: DataPlaneServerStream, refusal: @escaping @Sendable (Request, RPCError) -> Response,
+        start: @escaping @Sendable (Request) -> (@Sendable () async -> Response?)?
+    ) {
+        self.stream = stream
+        self.refusal = refusal
+        self.start = start
+    }
+
+    static var shuttingDown: RPCError { RPCError(code: .unavailable, message: "the service is shutting down") }
+
+    public func receive(_ bytes: UnsafeRawBufferPointer) {
+        let message: Request
+        do {
+            message = try DataPlaneCalls.decode(Request.self, Array(bytes))
+        } catch {
+            return self.stream.finish(error)
+        }
+        guard let work = self.start(message) else { return }
+        let draining = self.state.withLock { state in
+            if !state.draining { state.inFlight += 1 }
+            return state.draining
+        }
+        if draining { return self.write(self.refusal(message, Self.shuttingDown)) }
+        self.stream.run {
+            if let answer = await work() { self.write(answer) }
+            self.settle { $0.inFlight -= 1 }
+        }
+    }
+
+    public func inputEnded() { self.settle { $0.inputEnded = true } }
+
+    public func draining() { self.settle { $0.draining = true } }
+
+    public func cancelled() {}
+
+    private func write(_ answer: Response) {
+        if let bytes: [UInt8] = try? answer.serializedBytes() { self.stream.write(bytes) }
+    }
+
+    /// Applies `change`, then ends the stream when nothing is left to answer.
+    private func settle(_ change: (inout State) -> Void) {
+        let end: RPCError?? = self.state.withLock { state in
+            change(&state)
+            guard !state.finished, state.inFlight == 0, state.inputEnded || state.draining else { return nil }
+            state.finished = true
+            return .some(state.inputEnded ? nil : Self.shuttingDown)
+        }
+        if let end { self.stream.finish(end) }
+    }
+}
