@@ -1,6 +1,7 @@
 import Logging
 import MoECore
 import MoEKernels
+import MoEDataPlane
 import MoEModel
 import MoEProto
 import MoEServing
@@ -41,23 +42,20 @@ public func buildExpertServices(
     let listening = CoordinatorAgent.Listening()
     // Weights are loaded by now: ready once listening, or, under a coordinator, once registered.
     let health = HealthService(services: [Moemesh_V1_Expert.descriptor.fullyQualifiedService])
-    let server = GRPCServerService(
-        transport: configuration.serving.makeServerTransport(),
-        alsoOn: configuration.unixSocket.map { [configuration.serving.makeServerTransport(unixSocket: $0)] } ?? [],
-        services: [service], health: health,
-        interceptors: configuration.serving.authInterceptors + [
-            RPCMetricsInterceptor(metrics: service.metrics, service: "expert"),
-            TracingServerInterceptor(logger: logger),
-            DeadlineServerInterceptor(), RPCCancellationInterceptor(),
-        ]
-    ) { [hasCoordinator = configuration.coordinator != nil] endpoint in
-        logger.info(
-            "serving",
-            metadata: ["address": "\(endpoint)", "unix_socket": "\(configuration.unixSocket ?? "none")"])
-        listening.set(endpoint)
-        if !hasCoordinator { health.setAll(.serving) }
-        ReadyLine.print(role: "expert", endpoint: endpoint)
-    }
+    let calls = DataPlaneCalls(metrics: service.metrics, service: "expert", logger: logger)
+    let dataPlane = try DataPlaneServer(
+        configuration: configuration.serving.dataPlaneServerConfiguration(unixSocket: configuration.unixSocket),
+        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first },
+        admission: configuration.serving.dataPlaneAdmission)
+    let endpoint = ServiceEndpoint(host: configuration.serving.host, port: dataPlane.port)
+    logger.info(
+        "serving", metadata: ["address": "\(endpoint)", "unix_socket": "\(configuration.unixSocket ?? "none")"])
+    listening.set(endpoint)
+    if configuration.coordinator == nil { health.setAll(.serving) }
+    ReadyLine.print(role: "expert", endpoint: endpoint)
+    let server = DataPlaneServerService(
+        server: dataPlane, health: health, drainTimeout: configuration.serving.drainTimeout,
+        removingOnExit: configuration.unixSocket)
     let reloader = configuration.serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
     guard let coordinator = configuration.coordinator else { return reloader + [server] }
     var registration = Moemesh_V1_RegisterRequest()

@@ -1,5 +1,6 @@
 import Dispatch
 import GRPCCore
+import Logging
 import MoECore
 import MoEKernels
 import MoEModel
@@ -286,37 +287,35 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
         response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
     ) async throws {
         let cancellations = KeyedSignal<UInt64>(remembering: true)
+        let calls = DataPlaneCalls(metrics: self.metrics, service: "expert", logger: Logger(label: "moemesh.expert"))
         try await answerConcurrently(request, writer: response) { message in
             guard !message.cancel else {
                 cancellations.signal(message.callID)
                 return nil
             }
-            return { await self.streamedAnswer(message, cancellations: cancellations) }
+            return { await self.streamedAnswer(message, cancellations: cancellations, calls: calls) }
         }
     }
 
-    /// One streamed call's answer (its error as `error`), or nil when its caller cancelled it. It runs in a server
-    /// span whose parent is the trace context the message carries.
-    private func streamedAnswer(
-        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>
+    /// One streamed call's answer (its error as `error`), or nil when its caller cancelled it. It is served as a
+    /// unary `Compute` is (`DataPlaneCalls.serve`: span, counters, deadline), with the message's metadata.
+    func streamedAnswer(
+        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>, calls: DataPlaneCalls
     ) async -> Moemesh_V1_ComputeStreamResponse? {
         let id = message.callID
         defer { cancellations.forget(id) }
         var reply = Moemesh_V1_ComputeStreamResponse()
         reply.callID = id
         do {
-            var metadata = Metadata()
-            for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
-            let traced = incomingContext(metadata, tracer: InstrumentationSystem.tracer)
+            var received = Metadata()
+            for (key, value) in message.metadata { received.addString(value, forKey: key) }
+            let metadata = received
+            let deadline = RequestDeadline.after(milliseconds: message.timeoutMs)
             let computed = try await cancellations.run(unless: id) {
-                try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
-                    try await InstrumentationSystem.tracer.withSpan(
-                        "moemesh.v1.Expert/Compute", context: traced, ofKind: .server
-                    ) { span in
-                        span.attributes["rpc.system"] = "grpc"
-                        span.attributes["moemesh.stream"] = true
-                        return try await self.compute(message.compute)
-                    }
+                try await calls.serve(
+                    "moemesh.v1.Expert/Compute", metadata: metadata, deadline: deadline, streamed: true
+                ) {
+                    try await RequestDeadline.enforce(deadline) { try await self.compute(message.compute) }
                 }
             }
             guard let computed else { return nil }
@@ -330,6 +329,11 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
     public func describeExperts(
         request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext
     ) async throws -> Moemesh_V1_DescribeExpertsResponse {
+        self.describe()
+    }
+
+    /// What this service hosts: model, sizes, experts and their precisions, the cache's figures.
+    public func describe() -> Moemesh_V1_DescribeExpertsResponse {
         var response = Moemesh_V1_DescribeExpertsResponse()
         response.modelType = self.modelType
         response.hiddenSize = Int32(self.hiddenSize)
