@@ -1,4 +1,5 @@
 import GRPCCore
+import MoEDataPlane
 import MoEProto
 import MoEServing
 import MoEWire
@@ -10,33 +11,46 @@ import Synchronization
 /// `UNAVAILABLE` (retried on another replica like any unreachable call). A call whose caller is cancelled is
 /// cancelled at the expert by a message naming it.
 public final class ComputeStreamChannel: Sendable {
-    /// Runs one stream until it ends: `requests` go out, each answer goes to `deliver`.
-    public typealias Runner =
+    /// One open stream's sending side.
+    public struct Outbound: Sendable {
+        /// Sends a message (in the order written; from any task).
+        public let write: @Sendable (Moemesh_V1_ComputeStreamRequest) -> Void
+        /// Ends the stream from this side.
+        public let close: @Sendable () -> Void
+
+        public init(
+            write: @escaping @Sendable (Moemesh_V1_ComputeStreamRequest) -> Void, close: @escaping @Sendable () -> Void
+        ) {
+            self.write = write
+            self.close = close
+        }
+    }
+
+    /// Opens one stream: each answer goes to `deliver`, its end to `ended` (nil: closed as asked).
+    public typealias Opener =
         @Sendable (
-            _ requests: AsyncStream<Moemesh_V1_ComputeStreamRequest>,
-            _ deliver: @escaping @Sendable (Moemesh_V1_ComputeStreamResponse) -> Void
-        ) async throws -> Void
+            _ deliver: @escaping @Sendable (Moemesh_V1_ComputeStreamResponse) -> Void,
+            _ ended: @escaping @Sendable ((any Error)?) -> Void
+        ) -> Outbound
 
     private struct State {
-        var outbound: AsyncStream<Moemesh_V1_ComputeStreamRequest>.Continuation?
-        var generation: UInt64 = 0
+        /// The stream calls go on, with its number.
+        var current: (stream: UInt64, outbound: Outbound)?
+        var nextStream: UInt64 = 0
+        /// The last stream that ended (an open that ended before it was set must not be set).
+        var lastEnded: UInt64?
         var pending:
-            [UInt64: (generation: UInt64, continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>)] =
-                [:]
+            [UInt64: (stream: UInt64, continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>)] = [:]
         var nextID: UInt64 = 0
     }
 
     private let state = Mutex(State())
-    private let runner: Runner
-    private let spawn: @Sendable (@escaping @Sendable () async -> Void) -> Void
+    private let opener: Opener
 
-    /// `spawn` runs a stream's task where its owner wants it (`ExpertConnections` runs it with the connection).
-    public init(runner: @escaping Runner, spawn: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Void) {
-        self.runner = runner
-        self.spawn = spawn
-    }
+    public init(opener: @escaping Opener) { self.opener = opener }
 
-    /// A stream over `client`'s `ComputeStream`. It fails at once, rather than waiting, while the connection is down.
+    /// A stream over `client`'s `ComputeStream` (grpc-swift), run by `spawn` where its owner wants it. It fails at
+    /// once, rather than waiting, while the connection is down.
     public convenience init<Transport: ClientTransport>(
         client: Moemesh_V1_Expert.Client<Transport>, serving: ServingConfiguration,
         spawn: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Void
@@ -44,17 +58,50 @@ public final class ComputeStreamChannel: Sendable {
         var streamOptions = serving.callOptions()
         streamOptions.waitForReady = false
         let options = streamOptions
-        self.init(
-            runner: { requests, deliver in
-                try await client.computeStream(
-                    options: options,
-                    requestProducer: { writer in
-                        for await request in requests { try await writer.write(request) }
-                    },
-                    onResponse: { response in
-                        for try await message in response.messages { deliver(message) }
-                    })
-            }, spawn: spawn)
+        self.init { deliver, ended in
+            let (requests, outbound) = AsyncStream<Moemesh_V1_ComputeStreamRequest>.makeStream()
+            spawn {
+                do {
+                    try await client.computeStream(
+                        options: options,
+                        requestProducer: { writer in
+                            for await request in requests { try await writer.write(request) }
+                        },
+                        onResponse: { response in
+                            for try await message in response.messages { deliver(message) }
+                        })
+                    ended(nil)
+                } catch {
+                    ended(error)
+                }
+            }
+            return Outbound(write: { outbound.yield($0) }, close: { outbound.finish() })
+        }
+    }
+
+    /// A stream over a data-plane channel (gRPC's C++ core): messages are written as they are sent, answers
+    /// decoded on the core's thread, nothing in between. It fails at once while the connection is down.
+    public convenience init(channel: DataPlaneChannel, metadata: Metadata) {
+        self.init { deliver, ended in
+            let stream = channel.openStream(
+                "/moemesh.v1.Expert/ComputeStream", metadata: metadata, waitForReady: false,
+                onMessage: { bytes in
+                    do {
+                        deliver(try Moemesh_V1_ComputeStreamResponse(serializedBytes: Array(bytes)))
+                    } catch {
+                        ended(
+                            RPCError(
+                                code: .internalError,
+                                message: "the expert answered a message that is not a ComputeStreamResponse: \(error)"))
+                    }
+                },
+                onEnd: { ended($0) })
+            return Outbound(
+                write: { message in
+                    if let bytes: [UInt8] = try? message.serializedBytes() { stream.write(bytes) }
+                },
+                close: { stream.closeSend() })
+        }
     }
 
     /// One call: `request` within `timeout` (the expert enforces it too), carrying `metadata` (trace context).
@@ -73,25 +120,25 @@ public final class ComputeStreamChannel: Sendable {
         message.compute = request
         message.timeoutMs = UInt32(clamping: Int64(timeout.milliseconds.rounded(.up)))
         for (key, value) in metadata { if case .string(let text) = value { message.metadata[key] = text } }
-        let (id, generation, outbound) = self.open()
+        guard let (id, stream, outbound) = self.open() else { throw Self.streamEnded }
         message.callID = id
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = self.state.withLock { state -> Bool in
-                    guard !Task.isCancelled, state.generation == generation else { return false }
-                    state.pending[id] = (generation, continuation)
+                    guard !Task.isCancelled, state.current?.stream == stream else { return false }
+                    state.pending[id] = (stream, continuation)
                     return true
                 }
                 guard accepted else {
                     continuation.resume(throwing: Task.isCancelled ? CancellationError() : Self.streamEnded)
                     return
                 }
-                outbound.yield(message)
+                outbound.write(message)
             }
         } onCancel: {
             let continuation = self.state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
             guard let continuation else { return }
-            outbound.yield(
+            outbound.write(
                 .with {
                     $0.callID = id
                     $0.cancel = true
@@ -100,29 +147,31 @@ public final class ComputeStreamChannel: Sendable {
         }
     }
 
-    /// A new call id on the open stream, opening one if none is.
-    private func open() -> (UInt64, UInt64, AsyncStream<Moemesh_V1_ComputeStreamRequest>.Continuation) {
-        let (id, generation, outbound, requests) = self.state.withLock { state in
+    /// A new call id on the open stream, opening one if none is; nil when the stream opened ended at once. (The
+    /// opener runs outside the lock: a stream may end on the calling thread, and its end takes the lock.)
+    private func open() -> (id: UInt64, stream: UInt64, outbound: Outbound)? {
+        let (id, existing, number) = self.state.withLock { state in
             state.nextID &+= 1
-            if let outbound = state.outbound {
-                return (state.nextID, state.generation, outbound, nil as AsyncStream<Moemesh_V1_ComputeStreamRequest>?)
-            }
-            let (requests, outbound) = AsyncStream<Moemesh_V1_ComputeStreamRequest>.makeStream()
-            state.outbound = outbound
-            return (state.nextID, state.generation, outbound, requests)
+            if let current = state.current { return (state.nextID, Optional(current), UInt64(0)) }
+            state.nextStream += 1
+            return (state.nextID, nil, state.nextStream)
         }
-        if let requests {
-            self.spawn {
-                var failure: any Error = Self.streamEnded
-                do {
-                    try await self.runner(requests) { self.deliver($0) }
-                } catch {
-                    failure = RPCError(code: .unavailable, message: "the compute stream failed: \(error)")
-                }
-                self.end(generation: generation, failure: failure)
-            }
+        if let existing { return (id, existing.stream, existing.outbound) }
+        let outbound = self.opener({ self.deliver($0) }) { error in
+            self.end(
+                stream: number,
+                failure: error.map { RPCError(code: .unavailable, message: "the compute stream failed: \($0)") }
+                    ?? Self.streamEnded)
         }
-        return (id, generation, outbound)
+        // Two callers may have opened at once: the stream set first stays, the other is closed.
+        let (kept, surplus) = self.state.withLock { state -> ((UInt64, Outbound)?, Outbound?) in
+            if let current = state.current { return ((current.stream, current.outbound), outbound) }
+            if state.lastEnded.map({ $0 >= number }) ?? false { return (nil, outbound) }
+            state.current = (number, outbound)
+            return ((number, outbound), nil)
+        }
+        surplus?.close()
+        return kept.map { (id, $0.0, $0.1) }
     }
 
     private func deliver(_ message: Moemesh_V1_ComputeStreamResponse) {
@@ -137,26 +186,28 @@ public final class ComputeStreamChannel: Sendable {
         }
     }
 
-    /// The stream of `generation` ended: its calls fail, and the next call opens a new stream.
-    private func end(generation: UInt64, failure: any Error) {
-        let failed = self.state.withLock { state -> [CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>] in
-            guard state.generation == generation else { return [] }
-            state.generation += 1
-            state.outbound?.finish()
-            state.outbound = nil
-            let failed = state.pending.values.filter { $0.generation == generation }.map(\.continuation)
-            state.pending = state.pending.filter { $0.value.generation != generation }
-            return failed
+    /// Stream `stream` ended: its calls fail, and the next call opens a new stream.
+    private func end(stream: UInt64, failure: any Error) {
+        let (failed, outbound) = self.state.withLock { state in
+            state.lastEnded = max(state.lastEnded ?? 0, stream)
+            var outbound: Outbound?
+            if state.current?.stream == stream {
+                outbound = state.current?.outbound
+                state.current = nil
+            }
+            let failed = state.pending.values.filter { $0.stream == stream }.map(\.continuation)
+            state.pending = state.pending.filter { $0.value.stream != stream }
+            return (failed, outbound)
         }
+        outbound?.close()
         for continuation in failed { continuation.resume(throwing: failure) }
     }
 
     /// Ends the stream (its calls fail with `UNAVAILABLE`).
     public func close() {
-        let generation = self.state.withLock { $0.generation }
+        guard let stream = self.state.withLock({ $0.current?.stream }) else { return }
         self.end(
-            generation: generation,
-            failure: RPCError(code: .unavailable, message: "the connection to the expert was closed"))
+            stream: stream, failure: RPCError(code: .unavailable, message: "the connection to the expert was closed"))
     }
 
     static let streamEnded = RPCError(code: .unavailable, message: "the compute stream to the expert ended")

@@ -1,18 +1,18 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import MoEDataPlane
 import MoEProto
 import MoEServing
 import ServiceLifecycle
 import Synchronization
 
-/// One gRPC client per expert endpoint, opened when a topology first names it and closed gracefully (calls in
-/// flight finish) when a topology no longer does; over each, with `streams`, one long-lived `ComputeStream` for the
-/// expert calls. A replica on this host that listens on a Unix domain socket too (its registration says which host,
-/// see `HostIdentity`) is reached through the socket: no TCP/IP stack, no loopback checksums. `run` runs their
-/// connections and streams until shutdown.
+/// One data-plane channel (gRPC's C++ core) per expert endpoint, opened when a topology first names it and closed
+/// when a topology no longer does (calls in flight finish); over each, with `streams`, one long-lived
+/// `ComputeStream` for the expert calls. A replica on this host that listens on a Unix domain socket too (its
+/// registration says which host, see `HostIdentity`) is reached through the socket: no TCP/IP stack, no loopback
+/// checksums.
 public final class ExpertConnections: Sendable {
     private struct Connection {
-        let client: GRPCClient<HTTP2ClientTransport.Posix>
+        let channel: DataPlaneChannel
         let stream: ComputeStreamChannel?
         /// "tcp HOST:PORT" or "unix PATH".
         let transport: String
@@ -26,21 +26,28 @@ public final class ExpertConnections: Sendable {
     }
 
     private let serving: ServingConfiguration
+    private let channelConfiguration: DataPlaneChannel.Configuration
+    /// What every call carries: the bearer token, when this process has one.
+    private let metadata: Metadata
     private let streams: Bool
     private let unixSockets: Bool
     private let state = Mutex(State())
-    /// Work for `run`: connections to run, streams to run.
-    private let jobs: AsyncStream<@Sendable () async -> Void>
-    private let jobsContinuation: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Ends `run` at `close`.
+    private let closed: AsyncStream<Void>
+    private let closing: AsyncStream<Void>.Continuation
 
     /// - Parameters:
     ///   - streams: expert calls go over one `ComputeStream` per connection (else one unary RPC each).
     ///   - unixSockets: replicas on this host are reached through their Unix domain socket (else always TCP).
-    public init(serving: ServingConfiguration, streams: Bool = true, unixSockets: Bool = true) {
+    public init(serving: ServingConfiguration, streams: Bool = true, unixSockets: Bool = true) throws {
         self.serving = serving
+        self.channelConfiguration = try serving.dataPlaneChannelConfiguration()
+        var metadata = Metadata()
+        if let token = serving.token { metadata.addString("Bearer \(token)", forKey: "authorization") }
+        self.metadata = metadata
         self.streams = streams
         self.unixSockets = unixSockets
-        (self.jobs, self.jobsContinuation) = AsyncStream.makeStream()
+        (self.closed, self.closing) = AsyncStream.makeStream()
     }
 
     /// The replica at `endpoint`, connecting on first use: through `unixSocket` when the replica registered one on
@@ -53,30 +60,19 @@ public final class ExpertConnections: Sendable {
             // Under TLS, over TCP only: a certificate names hosts, not socket files.
             let local =
                 self.unixSockets && self.serving.tls == nil && !unixSocket.isEmpty && host == HostIdentity.current
-            let client = GRPCClient(
-                transport: local
-                    ? try self.serving.makeClientTransport(toUnixSocket: unixSocket)
-                    : try self.serving.makeClientTransport(to: endpoint),
-                interceptors: self.serving.clientInterceptors)
-            let jobs = self.jobsContinuation
-            let stream =
-                self.streams
-                ? ComputeStreamChannel(
-                    client: Moemesh_V1_Expert.Client(wrapping: client), serving: self.serving, spawn: { jobs.yield($0) }
-                )
-                : nil
+            let channel = try DataPlaneChannel(
+                target: local ? "unix:\(unixSocket)" : endpoint.description, configuration: self.channelConfiguration)
+            let stream = self.streams ? ComputeStreamChannel(channel: channel, metadata: self.metadata) : nil
             state.opened += 1
             let connection = Connection(
-                client: client, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)",
+                channel: channel, stream: stream, transport: local ? "unix \(unixSocket)" : "tcp \(endpoint)",
                 id: state.opened)
             state.connections[endpoint] = connection
-            if state.closed { client.beginGracefulShutdown() }
-            jobs.yield { try? await client.runConnections() }
             return connection
         }
         return ExpertReplica(
-            endpoint: endpoint, client: Moemesh_V1_Expert.Client(wrapping: connection.client),
-            stream: connection.stream, connection: connection.id)
+            endpoint: endpoint, channel: connection.channel, metadata: self.metadata, stream: connection.stream,
+            connection: connection.id)
     }
 
     /// How each connected replica is reached ("tcp HOST:PORT", "unix PATH"), by registered endpoint.
@@ -91,20 +87,13 @@ public final class ExpertConnections: Sendable {
             for endpoint in dropped.keys { state.connections[endpoint] = nil }
             return dropped.values
         }
-        for connection in dropped {
-            connection.stream?.close()
-            connection.client.beginGracefulShutdown()
-        }
+        for connection in dropped { connection.stream?.close() }
     }
 
-    /// Runs every connection and stream until `close` (or graceful shutdown, which closes them).
+    /// Runs until `close` (or graceful shutdown, which closes every connection).
     public func run() async {
         await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for await job in self.jobs {
-                    group.addTask { await job() }
-                }
-            }
+            for await _ in self.closed {}
         } onGracefulShutdown: {
             self.close()
         }
@@ -114,12 +103,10 @@ public final class ExpertConnections: Sendable {
     public func close() {
         let connections = self.state.withLock { state in
             state.closed = true
+            defer { state.connections = [:] }
             return Array(state.connections.values)
         }
-        for connection in connections {
-            connection.stream?.close()
-            connection.client.beginGracefulShutdown()
-        }
-        self.jobsContinuation.finish()
+        for connection in connections { connection.stream?.close() }
+        self.closing.finish()
     }
 }

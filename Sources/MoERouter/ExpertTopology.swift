@@ -1,4 +1,6 @@
 import GRPCCore
+import MoEDataPlane
+import SwiftProtobuf
 import GRPCNIOTransportHTTP2
 import MoECore
 import MoEProto
@@ -34,6 +36,34 @@ public struct ExpertReplica: Sendable {
             try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options)
         }
         self.prefetchCall = { request, options in try await client.prefetch(request, options: options) }
+    }
+
+    /// A replica reached over a data-plane channel (gRPC's C++ core); `metadata` (the bearer token) goes with every
+    /// call.
+    public init(
+        endpoint: ServiceEndpoint, channel: DataPlaneChannel, metadata: Metadata, stream: ComputeStreamChannel? = nil,
+        connection: UInt64 = 0
+    ) {
+        self.endpoint = endpoint
+        self.connection = connection
+        self.stream = stream
+        @Sendable func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+            _ method: String, _ request: Request, _ extra: Metadata, _ options: CallOptions
+        ) async throws -> Response {
+            var all = metadata
+            all.add(contentsOf: extra)
+            let answer = try await channel.unary(
+                method, request: try request.serializedBytes(), metadata: all,
+                deadline: options.timeout.map { .now + $0 }, waitForReady: options.waitForReady ?? true)
+            return try DataPlaneCalls.decode(Response.self, answer)
+        }
+        self.call = { request, extra, options in try await unary("/moemesh.v1.Expert/Compute", request, extra, options)
+        }
+        self.describeCall = { options in
+            try await unary("/moemesh.v1.Expert/DescribeExperts", Moemesh_V1_DescribeExpertsRequest(), [:], options)
+        }
+        self.prefetchCall = { request, options in try await unary("/moemesh.v1.Expert/Prefetch", request, [:], options)
+        }
     }
 
     /// `Prefetch`: a hint that these experts will be needed soon.

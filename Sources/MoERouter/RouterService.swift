@@ -1,4 +1,5 @@
 import GRPCCore
+import Logging
 import MoECore
 import MoEModel
 import MoEProto
@@ -162,29 +163,20 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
         response: RPCWriter<Moemesh_V1_ForwardResponse>,
         context: ServerContext
     ) async throws {
+        let calls = DataPlaneCalls(metrics: self.metrics, service: "router", logger: Logger(label: "moemesh.router"))
         try await answerConcurrently(request, writer: response) { message in
-            { await self.streamedAnswer(message) }
+            { await self.streamedAnswer(message, metadata: [:], calls: calls) }
         }
-    }
-
-    /// One streamed request's answer, or its error, tagged with its id.
-    func streamedAnswer(_ message: Moemesh_V1_ForwardRequest) async -> Moemesh_V1_ForwardResponse {
-        var answer: Moemesh_V1_ForwardResponse
-        do {
-            answer = try await RequestDeadline.enforce(RequestDeadline.after(milliseconds: message.timeoutMs)) {
-                try await self.forward(message)
-            }
-        } catch {
-            answer = Moemesh_V1_ForwardResponse()
-            answer.error = Moemesh_V1_CallError(error)
-        }
-        answer.requestID = message.requestID
-        return answer
     }
 
     public func describeModel(
         request: Moemesh_V1_DescribeModelRequest, context: ServerContext
     ) async throws -> Moemesh_V1_DescribeModelResponse {
+        self.describe()
+    }
+
+    /// The model served: type, hidden size, MoE layers, routing, and the precisions the replicas hold.
+    public func describe() -> Moemesh_V1_DescribeModelResponse {
         var response = Moemesh_V1_DescribeModelResponse()
         response.modelType = self.modelType
         response.hiddenSize = Int32(self.hiddenSize)
@@ -214,6 +206,11 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
     public func getBalance(
         request: Moemesh_V1_GetBalanceRequest, context: ServerContext
     ) async throws -> Moemesh_V1_GetBalanceResponse {
+        try self.balance(request)
+    }
+
+    /// Routing balance per layer since the last reset (of one layer, or of all).
+    public func balance(_ request: Moemesh_V1_GetBalanceRequest) throws(RouterError) -> Moemesh_V1_GetBalanceResponse {
         if !request.layer.isEmpty && self.pipelines[request.layer] == nil {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)
         }

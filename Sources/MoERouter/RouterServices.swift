@@ -1,5 +1,5 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import MoEDataPlane
 import Logging
 import MoECore
 import MoEModel
@@ -30,7 +30,7 @@ public func buildRouterServices(
         try MoELayerPipeline(checkpoint: checkpoint, layer: layer, policy: configuration.routing.policy(for: layer))
     }
     let serving = configuration.serving
-    let connections = ExpertConnections(
+    let connections = try ExpertConnections(
         serving: serving, streams: configuration.expertStreams, unixSockets: configuration.unixSockets)
     let metrics = ServiceMetrics()
     let scheduler = ReplicaScheduler(configuration: configuration.replicas) { ejection in
@@ -65,15 +65,14 @@ public func buildRouterServices(
         coactivation: link?.coactivation,
         expertPrecisions: { topology.precisions })
     let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
+    let calls = DataPlaneCalls(metrics: metrics, service: "router", logger: logger)
+    let dataPlane = try DataPlaneServer(
+        configuration: serving.dataPlaneServerConfiguration(),
+        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first },
+        admission: serving.dataPlaneAdmission)
     let listening = SetOnce<ServiceEndpoint>()
-    let server = GRPCServerService(
-        transport: serving.makeServerTransport(), services: [service], health: health,
-        interceptors: serving.authInterceptors + [
-            RPCMetricsInterceptor(metrics: metrics, service: "router"),
-            TracingServerInterceptor(logger: logger),
-            DeadlineServerInterceptor(), RPCCancellationInterceptor(),
-        ],
-        onListening: { listening.set($0) })
+    listening.set(ServiceEndpoint(host: serving.host, port: dataPlane.port))
+    let server = DataPlaneServerService(server: dataPlane, health: health, drainTimeout: serving.drainTimeout)
     let startup = RouterStartup(
         configuration: configuration, checkpoint: checkpoint, connections: connections, topology: topology,
         listening: listening, logger: logger

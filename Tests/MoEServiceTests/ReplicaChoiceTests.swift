@@ -40,7 +40,7 @@ struct ReplicaChoiceTests {
 
     @Test("a replica is reached through its Unix domain socket only when it registered one on this host")
     func unixSocketOnlyOnThisHost() throws {
-        let connections = ExpertConnections(serving: ServingConfiguration())
+        let connections = try ExpertConnections(serving: ServingConfiguration())
         defer { connections.close() }
         let local = ServiceEndpoint(host: "127.0.0.1", port: 7001)
         let elsewhere = ServiceEndpoint(host: "10.0.0.2", port: 7001)
@@ -54,7 +54,7 @@ struct ReplicaChoiceTests {
                 local: "unix /tmp/moemesh-test/expert-1.sock", elsewhere: "tcp 10.0.0.2:7001",
                 plain: "tcp 127.0.0.1:7002",
             ])
-        let off = ExpertConnections(serving: ServingConfiguration(), unixSockets: false)
+        let off = try ExpertConnections(serving: ServingConfiguration(), unixSockets: false)
         defer { off.close() }
         _ = try off.replica(at: local, unixSocket: "/tmp/moemesh-test/expert-1.sock", host: HostIdentity.current)
         #expect(off.links == [local: "tcp 127.0.0.1:7001"])
