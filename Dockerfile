@@ -6,10 +6,11 @@ ARG SWIFT_IMAGE=swift:6.1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${SWIFT_IMAGE} AS build
-# Debian's OpenBLAS, pinned by the base image's release; versions move with its security updates.
+# Debian's OpenBLAS and gRPC C++ core (the data plane), pinned by the base image's release; versions move with its
+# security updates.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopenblas-dev \
+    && apt-get install -y --no-install-recommends libopenblas-dev libgrpc++-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
@@ -22,7 +23,7 @@ RUN swift build -c release --static-swift-stdlib --product moemesh \
 FROM ${RUNTIME_IMAGE}
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libopenblas0-pthread ca-certificates \
+    && apt-get install -y --no-install-recommends libopenblas0-pthread libgrpc++1.51 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/moemesh --create-home moemesh
 COPY --from=build /out/moemesh /usr/local/bin/moemesh
