@@ -8,6 +8,7 @@
 #include <deque>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "bridge_common.h"
@@ -50,6 +51,7 @@ struct mm_server_call final : public grpc::ServerGenericBidiReactor {
     void *call_context_ = nullptr;
     std::atomic<int> refs_{1};
     grpc::ByteBuffer incoming_;
+    std::string peer_;
 
     std::mutex mutex_;
     std::deque<grpc::ByteBuffer> outgoing_;  // front: being written while `writing_`
@@ -83,9 +85,13 @@ struct mm_server {
     std::unique_ptr<grpc::Server> server;
     int port = 0;
 
+    /// Calls one connection (peer address) may have open at once; 0: no limit.
+    int max_calls_per_connection = 0;
+
     std::mutex mutex;
     std::condition_variable calls_changed;
     std::unordered_set<mm_server_call *> calls;
+    std::unordered_map<std::string, int> calls_per_peer;
     bool stopping = false;
     std::string stopping_message = "the service is shutting down";
 };
@@ -98,13 +104,25 @@ mm_server_call::mm_server_call(mm_server *server, grpc::GenericCallbackServerCon
     : server_(server), context_(context) {
     live_objects().server_calls.fetch_add(1);
     std::string refusal;
+    grpc::StatusCode refusal_code = grpc::StatusCode::UNAVAILABLE;
+    peer_ = context->peer();
     {
         std::lock_guard<std::mutex> lock(server->mutex);
         server->calls.insert(this);
-        if (server->stopping) refusal = server->stopping_message;
+        int &open = server->calls_per_peer[peer_];
+        open += 1;
+        if (server->stopping) {
+            refusal = server->stopping_message;
+        } else if (server->max_calls_per_connection > 0 && open > server->max_calls_per_connection) {
+            refusal_code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+
+            refusal = "too many calls at once on this connection: at most " +
+                      std::to_string(server->max_calls_per_connection) +
+                      " (--max-concurrent-calls); this call is refused, the connection's other calls go on";
+        }
     }
     if (!refusal.empty()) {
-        finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, refusal));
+        finish(grpc::Status(refusal_code, refusal));
         return;
     }
     std::vector<mm_metadata_entry> metadata;
@@ -118,12 +136,11 @@ mm_server_call::mm_server_call(mm_server *server, grpc::GenericCallbackServerCon
         remaining = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - std::chrono::system_clock::now())
                         .count();
     }
-    std::string peer = context->peer();
     retain();  // the callbacks' owner's reference
     const std::string &method = context->method();
     call_context_ = server->callbacks.on_call(
         server->callbacks.context, this, method.data(), method.size(), metadata.data(), metadata.size(), remaining,
-        peer.data(), peer.size());
+        peer_.data(), peer_.size());
     StartRead(&incoming_);
 }
 
@@ -227,6 +244,8 @@ void mm_server_call::OnDone() {
     mm_server *server = server_;
     std::lock_guard<std::mutex> lock(server->mutex);
     server->calls.erase(this);
+    auto open = server->calls_per_peer.find(peer_);
+    if (open != server->calls_per_peer.end() && --open->second == 0) server->calls_per_peer.erase(open);
     release();
     server->calls_changed.notify_all();
 }
@@ -262,9 +281,10 @@ mm_server *mm_server_start(const mm_server_options *options, char *error, size_t
     if (options->max_send_message_bytes > 0) builder.SetMaxSendMessageSize(options->max_send_message_bytes);
     // Two servers must never share a port unnoticed.
     builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-    if (options->max_concurrent_streams > 0) {
-        builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options->max_concurrent_streams);
-    }
+    // Not GRPC_ARG_MAX_CONCURRENT_STREAMS: the core closes a whole connection that exceeds it ("Failed parsing
+    // HTTP/2"), failing every call on it; the limit is kept per connection here instead, refusing only the calls
+    // over it.
+    server->max_calls_per_connection = options->max_concurrent_streams;
     if (options->keepalive_time_ms > 0) {
         builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, options->keepalive_time_ms);
         builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

@@ -22,7 +22,8 @@ public final class DataPlaneServer: Sendable {
         /// message before decoding).
         public var maxReceiveMessageBytes: Int = 4 << 20
         public var maxSendMessageBytes: Int = 4 << 20
-        /// Streams (calls) one connection may hold open; more are refused one by one, never the connection.
+        /// Calls one connection may have open at once; one more is refused RESOURCE_EXHAUSTED at once, never the
+        /// connection.
         public var maxConcurrentStreams: Int = 1024
         /// Pings on idle connections find a peer that stopped answering within `keepaliveTime + keepaliveTimeout`.
         public var keepaliveTime: Duration = .seconds(10)

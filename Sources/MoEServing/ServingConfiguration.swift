@@ -16,9 +16,10 @@ public struct ServingConfiguration: Sendable {
     public var token: String?
     /// TLS for this process's servers and clients; nil: plaintext.
     public var tls: TLSFiles?
-    /// Calls one client connection may have open at once (`--max-concurrent-calls`): advertised as HTTP/2
-    /// SETTINGS_MAX_CONCURRENT_STREAMS. gRPC clients queue calls beyond it; a client opening more streams anyway is
-    /// disconnected (GOAWAY PROTOCOL_ERROR) before any handler runs for them.
+    /// Calls one client connection may have open at once (`--max-concurrent-calls`). On the data plane (routers,
+    /// experts) a call beyond it is refused RESOURCE_EXHAUSTED at once, the connection's other calls untouched; the
+    /// coordinator (grpc-swift) advertises it as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS and disconnects a client
+    /// that opens more (GOAWAY PROTOCOL_ERROR).
     public var maxConcurrentCallsPerConnection = Self.defaultMaxConcurrentCallsPerConnection
     /// On SIGTERM, how long calls in flight get to finish before they are answered UNAVAILABLE.
     public var drainTimeout: Duration = .seconds(10)

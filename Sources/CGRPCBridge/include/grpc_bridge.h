@@ -95,8 +95,9 @@ typedef struct {
     /// Largest message the core accepts or sends, in bytes (0: gRPC's default, 4 MiB).
     int max_receive_message_bytes;
     int max_send_message_bytes;
-    /// HTTP/2 streams one connection may hold open (0: unlimited). Streams beyond it are refused one by one
-    /// (REFUSED_STREAM), never the connection.
+    /// Calls one connection (one peer address) may have open at once (0: unlimited). A call beyond it is refused
+    /// RESOURCE_EXHAUSTED at once, and the connection's other calls go on. (It is not advertised as HTTP/2's
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: the core closes a whole connection that exceeds that.)
     int max_concurrent_streams;
     /// Keepalive pings on idle connections, and the ping interval clients may use (milliseconds; 0: gRPC's).
     int keepalive_time_ms;
