@@ -207,7 +207,8 @@ let package = Package(
         .executableTarget(
             name: "moemesh",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEExpert", "MoERouter", "MoECoordinator",
+                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEDataPlane", "MoEExpert", "MoERouter",
+                "MoECoordinator",
                 "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",

@@ -1,4 +1,5 @@
 import GRPCNIOTransportHTTP2
+import MoEDataPlane
 import NIOSSL
 
 /// TLS from PEM files (`--tls-cert`, `--tls-key`, `--tls-ca`). A server presents `certificate` and, with a `ca`,
@@ -12,12 +13,20 @@ public struct TLSFiles: Sendable, Equatable {
     /// The name servers' certificates must carry (and the SNI sent), instead of the host dialled: replicas that
     /// register their pod IP share one mesh-wide name (`--tls-server-name`).
     public var serverName: String?
+    /// Whether a data-plane server (router, expert) with a CA requires client certificates (`require`, mutual TLS:
+    /// the default, between mesh services) or verifies one only when sent (`optional`: end users who bring a bearer
+    /// token instead; `--tls-client-auth`). The coordinator always requires them.
+    public var clientAuth: DataPlaneTLS.ClientAuth = .require
 
-    public init(certificate: String? = nil, privateKey: String? = nil, ca: String? = nil, serverName: String? = nil) {
+    public init(
+        certificate: String? = nil, privateKey: String? = nil, ca: String? = nil, serverName: String? = nil,
+        clientAuth: DataPlaneTLS.ClientAuth = .require
+    ) {
         self.certificate = certificate
         self.privateKey = privateKey
         self.ca = ca
         self.serverName = serverName
+        self.clientAuth = clientAuth
     }
 
     /// The files of a folder `moemesh certs` wrote: `ca.pem`, and `server.pem`/`server-key.pem` or

@@ -11,6 +11,11 @@ extension ServingConfiguration {
     /// RESOURCE_EXHAUSTED naming their limit, before decoding), streams per connection, keepalive.
     public func dataPlaneServerConfiguration(unixSocket: String? = nil) throws -> DataPlaneServer.Configuration {
         let address = self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
+        if let tls = self.tls, tls.clientAuth == .optional, tls.ca != nil, self.acceptedTokens == nil {
+            throw TLSError(
+                "--tls-client-auth optional lets clients in without a certificate: expected --auth-tokens as well, "
+                    + "so that they need a token, got none")
+        }
         var configuration = DataPlaneServer.Configuration(address: address, tls: try self.tls?.dataPlaneServerTLS())
         configuration.alsoAddress = unixSocket.map { "unix:\($0)" }
         configuration.maxReceiveMessageBytes = min(self.maxMessageBytes * 2, Int(Int32.max))
@@ -53,7 +58,7 @@ extension TLSFiles {
         return DataPlaneTLS(
             certificateChain: try Self.read(self.certificate!, "--tls-cert"),
             privateKey: try Self.read(self.privateKey!, "--tls-key"),
-            rootCertificates: try self.ca.map { try Self.read($0, "--tls-ca") }, clientAuth: .require)
+            rootCertificates: try self.ca.map { try Self.read($0, "--tls-ca") }, clientAuth: self.clientAuth)
     }
 
     /// A client's TLS: the CA it verifies servers with, its own certificate when it has one, the server name.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import MoECore
+import MoEDataPlane
 import MoEServing
 
 #if canImport(Glibc)
@@ -107,7 +108,7 @@ struct ServiceAuthOptions: ParsableArguments {
 struct ConnectionLimitOptions: ParsableArguments {
     @Option(
         help:
-            "Calls one client connection may have open at once (advertised as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: gRPC clients queue calls beyond it; a client that opens more anyway loses its connection)."
+            "Calls one client connection may have open at once: on a router or expert one more is refused RESOURCE_EXHAUSTED at once, the connection's other calls going on; the coordinator advertises it as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS (gRPC clients queue beyond it; a client that opens more anyway loses its connection)."
     )
     var maxConcurrentCalls: Int = ServingConfiguration.defaultMaxConcurrentCallsPerConnection
 
@@ -141,7 +142,13 @@ struct TLSOptions: ParsableArguments {
     )
     var tlsServerName: String?
 
-    /// The same options for the replicas a local scaler starts.
+    @Option(
+        help:
+            "With --tls-ca, whether a router or expert requires client certificates (require: mutual TLS, between mesh services) or verifies one only when sent (optional: end users with server-only TLS and a bearer token; needs --auth-tokens). The coordinator always requires them."
+    )
+    var tlsClientAuth: DataPlaneTLS.ClientAuth = .require
+
+    /// The same options for the replicas a local scaler starts (mesh services: client certificates required).
     var replicaArguments: [String] {
         (self.tlsCert.map { ["--tls-cert", $0] } ?? []) + (self.tlsKey.map { ["--tls-key", $0] } ?? [])
             + (self.tlsCa.map { ["--tls-ca", $0] } ?? [])
@@ -151,7 +158,8 @@ struct TLSOptions: ParsableArguments {
     var files: TLSFiles? {
         guard self.tlsCert != nil || self.tlsKey != nil || self.tlsCa != nil else { return nil }
         return TLSFiles(
-            certificate: self.tlsCert, privateKey: self.tlsKey, ca: self.tlsCa, serverName: self.tlsServerName)
+            certificate: self.tlsCert, privateKey: self.tlsKey, ca: self.tlsCa, serverName: self.tlsServerName,
+            clientAuth: self.tlsClientAuth)
     }
 
     /// `serving` with TLS for a service: it serves with the certificate and calls other services with it.
@@ -185,3 +193,5 @@ extension ServingConfiguration {
             metadata: ["host": "\(self.host)"])
     }
 }
+
+extension DataPlaneTLS.ClientAuth: ExpressibleByArgument {}

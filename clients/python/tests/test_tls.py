@@ -69,6 +69,36 @@ def test_clients_the_mesh_does_not_trust_are_refused(tls_mesh, certificates, cas
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
 
 
+def test_a_router_for_end_users_takes_server_only_tls_and_a_token(tls_mesh, certificates, moemesh_binary,
+                                                                   tiny_models, tmp_path):
+    """`--tls-client-auth optional`: end users without a certificate get in with a bearer token (the router still
+    calls the mesh with mutual TLS); without a token they are refused, and the option needs --auth-tokens."""
+    from test_auth import TOKENS
+
+    folder = certificates["mesh"]
+    (tmp_path / "tokens").write_text("".join(f"{role} {token}\n" for role, token in TOKENS.items()))
+    tls = ["--tls-cert", str(folder / "server.pem"), "--tls-key", str(folder / "server-key.pem"),
+           "--tls-ca", str(folder / "ca.pem"), "--log-level", "warning"]
+    router = [moemesh_binary, "router", "--model", tiny_models["qwen3_moe"], "--port", "0", "--coordinator",
+              tls_mesh["coordinator"], *tls, "--tls-client-auth", "optional"]
+    refused = subprocess.run(router, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0
+    assert "--tls-client-auth optional lets clients in without a certificate: expected --auth-tokens" in refused.stderr
+    x = np.random.default_rng(7).standard_normal((3, 32)).astype(np.float32)
+    with started_roles([*router, "--auth-tokens", str(tmp_path / "tokens")], ["router"]) as started:
+        server_only = client_tls(folder, with_certificate=False)
+        with moemesh.Client(started["router"], tls=server_only, token=TOKENS["client"], timeout=30) as client:
+            answered = client.forward("1", x)
+        with moemesh.Client(tls_mesh["router"], tls=client_tls(folder), timeout=30) as client:
+            np.testing.assert_array_equal(answered, client.forward("1", x))
+        with moemesh.Client(started["router"], tls=server_only, timeout=30) as client:
+            with pytest.raises(moemesh.MoEMeshError) as error:
+                client.forward("1", x)
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with moemesh.Client(started["router"], tls=client_tls(folder), token=TOKENS["client"], timeout=30) as client:
+            assert client.forward("1", x).shape == (3, 32)
+
+
 def test_tools_speak_tls(tls_mesh, certificates, moemesh_binary):
     folder = certificates["mesh"]
     tls = ["--tls-cert", str(folder / "client.pem"), "--tls-key", str(folder / "client-key.pem"),
