@@ -14,6 +14,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 binary=$(realpath "${1:-.build/release/moemesh}")
+# gRPC's C++ core, carried beside the binary where the machine lacks it (scripts/bundle-grpc-libs.sh).
+if [[ -d "$(dirname "$binary")/lib" ]]; then
+    export LD_LIBRARY_PATH="$(dirname "$binary")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 logs=${2:-/tmp/moemesh-gpu-verify}
 mkdir -p "$logs"
 models=$(mktemp -d)
