@@ -209,9 +209,10 @@ mm_channel *mm_channel_create(const mm_channel_options *options, char *error, si
         arguments.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     }
     if (options->keepalive_timeout_ms > 0) arguments.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, options->keepalive_timeout_ms);
-    if (options->min_reconnect_backoff_ms > 0) {
-        arguments.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, options->min_reconnect_backoff_ms);
-        arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, options->min_reconnect_backoff_ms);
+    // Only the first backoff: the core also takes GRPC_ARG_MIN_RECONNECT_BACKOFF_MS as the shortest time a connection
+    // attempt may take (20 s by default), and a short one fails attempts on a busy machine.
+    if (options->initial_reconnect_backoff_ms > 0) {
+        arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, options->initial_reconnect_backoff_ms);
     }
     if (options->max_reconnect_backoff_ms > 0) {
         arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, options->max_reconnect_backoff_ms);

@@ -10,8 +10,8 @@ public final class DataPlaneChannel: Sendable {
         public var maxSendMessageBytes: Int = 4 << 20
         public var keepaliveTime: Duration = .seconds(10)
         public var keepaliveTimeout: Duration = .seconds(5)
-        /// Reconnection after a failed attempt waits between these bounds (doubling from the first).
-        public var minReconnectBackoff: Duration = .milliseconds(100)
+        /// Reconnection after a failed attempt waits this long first, doubling up to `maxReconnectBackoff`.
+        public var initialReconnectBackoff: Duration = .milliseconds(100)
         public var maxReconnectBackoff: Duration = .seconds(2)
         public var tls: DataPlaneTLS?
 
@@ -34,7 +34,8 @@ public final class DataPlaneChannel: Sendable {
                 options.max_send_message_bytes = Int32(clamping: configuration.maxSendMessageBytes)
                 options.keepalive_time_ms = Int32(clamping: configuration.keepaliveTime.milliseconds)
                 options.keepalive_timeout_ms = Int32(clamping: configuration.keepaliveTimeout.milliseconds)
-                options.min_reconnect_backoff_ms = Int32(clamping: configuration.minReconnectBackoff.milliseconds)
+                options.initial_reconnect_backoff_ms = Int32(
+                    clamping: configuration.initialReconnectBackoff.milliseconds)
                 options.max_reconnect_backoff_ms = Int32(clamping: configuration.maxReconnectBackoff.milliseconds)
                 options.tls = tls
                 return mm_channel_create(&options, &error, error.count)

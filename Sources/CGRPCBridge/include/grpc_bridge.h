@@ -145,8 +145,9 @@ typedef struct {
     int max_send_message_bytes;
     int keepalive_time_ms;
     int keepalive_timeout_ms;
-    /// Reconnect backoff bounds after a failed connection attempt (milliseconds; 0: gRPC's, 1 s to 120 s).
-    int min_reconnect_backoff_ms;
+    /// The wait before the first reconnection after a failed attempt, doubling (with jitter) up to the maximum
+    /// (milliseconds; 0: gRPC's, 1 s and 120 s). A connection attempt itself may take up to 20 s.
+    int initial_reconnect_backoff_ms;
     int max_reconnect_backoff_ms;
     const mm_tls *tls;
 } mm_channel_options;
