@@ -160,6 +160,11 @@ public enum DataPlaneMethod: Sendable {
     /// One request, one answer, from an async function run as a child task of the server's `run()`; cancelled when
     /// the call is (its client, its deadline, the server stopping).
     case unary(@Sendable (_ request: [UInt8], _ context: DataPlaneCallContext) async throws -> [UInt8])
+    /// One request, one answer: `now` answers on the core's thread when it can (an expert whose device is free),
+    /// else returns nil and `later` answers as `unary` does.
+    case unaryInlineFirst(
+        now: @Sendable (_ request: UnsafeRawBufferPointer, _ context: DataPlaneCallContext) throws -> [UInt8]?,
+        later: @Sendable (_ request: [UInt8], _ context: DataPlaneCallContext) async throws -> [UInt8])
     /// A bidirectional stream: `open` makes the call's handler, which hears each message on the core's thread and
     /// answers through the stream (from any thread, at any time) until it finishes it.
     case bidirectionalStream(
@@ -227,33 +232,46 @@ extension Duration {
 }
 
 /// Runs `work` on a new thread (blocking work that must not hold one of Swift's cooperative threads) and returns
-/// when it has.
+/// when it has, and the thread is gone.
 func runOnOwnThread(_ work: @escaping @Sendable () -> Void) async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        startThread {
+    let thread = await withCheckedContinuation { (continuation: CheckedContinuation<ThreadHandle?, Never>) in
+        startThread(detached: false) { ownThread in
             work()
-            continuation.resume()
+            continuation.resume(returning: ownThread ? ThreadHandle(thread: pthread_self()) : nil)
         }
     }
+    // The thread has done its work and is returning: joining it takes no time.
+    if let thread { pthread_join(thread.thread, nil) }
+}
+
+/// A thread to join.
+struct ThreadHandle: @unchecked Sendable {
+    let thread: pthread_t
 }
 
 /// Runs `work` on a new, detached thread (on this one if none can be made).
 func startThread(_ work: @escaping @Sendable () -> Void) {
+    startThread(detached: true) { _ in work() }
+}
+
+/// Runs `work` on a new thread (detached, or for the caller to join), telling it whether it runs on one (it runs on
+/// the calling thread if none can be made).
+private func startThread(detached: Bool, _ work: @escaping @Sendable (_ ownThread: Bool) -> Void) {
     final class Job {
-        let work: @Sendable () -> Void
-        init(_ work: @escaping @Sendable () -> Void) { self.work = work }
+        let work: @Sendable (Bool) -> Void
+        init(_ work: @escaping @Sendable (Bool) -> Void) { self.work = work }
     }
     let job = Unmanaged.passRetained(Job(work)).toOpaque()
     var thread = pthread_t()
     let started = pthread_create(
         &thread, nil,
         { argument in
-            Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().work()
+            Unmanaged<Job>.fromOpaque(argument!).takeRetainedValue().work(true)
             return nil
         }, job)
-    if started == 0 {
+    if started != 0 {
+        Unmanaged<Job>.fromOpaque(job).takeRetainedValue().work(false)
+    } else if detached {
         pthread_detach(thread)
-    } else {
-        Unmanaged<Job>.fromOpaque(job).takeRetainedValue().work()
     }
 }

@@ -208,20 +208,31 @@ struct DataPlaneBridgeTests {
 
     @Test("a server stopped with calls in flight answers them UNAVAILABLE and leaks no object or thread")
     func shutdownWithCallsInFlight() async throws {
-        // In a process of its own: the counts are the process's, and other tests make servers and threads.
-        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
-            try await DataPlaneBridgeTests.stopServerWithCallsInFlight()
+        // In a process of its own: the counts are the process's, and other tests make servers and threads. The child
+        // prints what it found wrong (or "as expected"), so that a failure says what.
+        let result = await #expect(processExitsWith: .success, observing: [\.standardOutputContent]) {
+            let report = try await DataPlaneBridgeTests.stopServerWithCallsInFlight()
+            print(report ?? "as expected")
         }
-        if let result, result.exitStatus != .exitCode(0) {
-            Issue.record("the child process said: \(String(decoding: result.standardErrorContent, as: UTF8.self))")
+        let report = result.map { String(decoding: $0.standardOutputContent, as: UTF8.self) } ?? ""
+        #expect(report.hasSuffix("as expected\n"), "\(report)")
+    }
+
+    /// Stops servers with calls in flight, several times; returns the first thing found wrong, nil if none.
+    static func stopServerWithCallsInFlight() async throws -> String? {
+        struct Wrong: Error { let message: String }
+        func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+            if !condition { throw Wrong(message: message()) }
+        }
+        do {
+            try await Self.stopServersChecking(require)
+            return nil
+        } catch let wrong as Wrong {
+            return wrong.message
         }
     }
 
-    /// Stops servers with calls in flight, several times; exits the process with a message at the first thing wrong.
-    static func stopServerWithCallsInFlight() async throws {
-        func require(_ condition: Bool, _ message: @autoclosure () -> String) {
-            if !condition { fatalError(message()) }
-        }
+    static func stopServersChecking(_ require: (Bool, @autoclosure () -> String) throws -> Void) async throws {
         // gRPC's own threads live while any gRPC object does (and end some time after the last one goes): a channel
         // kept open across the check holds them, and a first server and call start them.
         let keeper = try DataPlaneChannel(target: "127.0.0.1:1")
@@ -249,33 +260,33 @@ struct DataPlaneBridgeTests {
                         }
                     }
                 }
-                for _ in 0..<3 { require(await events.next() == "waiting", "a call did not reach its method") }
+                for _ in 0..<3 { try require(await events.next() == "waiting", "a call did not reach its method") }
                 let (streamEvents, streamEvent) = AsyncStream<RPCError?>.makeStream()
                 let stream = channel.openStream(
                     Self.stream, onMessage: { _ in streamEvent.yield(nil) }, onEnd: { streamEvent.yield($0) })
                 stream.write([1])
                 var ends = streamEvents.makeAsyncIterator()
-                require(await ends.next() == .some(nil), "the stream's first message was not answered")
+                try require(await ends.next() == .some(nil), "the stream's first message was not answered")
                 await server.shutdown(grace: .milliseconds(100), message: "the test stops this server")
                 for call in calls {
                     let error = await call.value
-                    require(
+                    try require(
                         error?.code == .unavailable && error?.message == "the test stops this server",
                         "a call in flight ended with \(String(describing: error)), expected UNAVAILABLE")
                 }
                 let streamError = await ends.next() ?? nil
-                require(
+                try require(
                     streamError?.code == .unavailable,
                     "a stream in flight ended with \(String(describing: streamError))")
                 for _ in 0..<3 {
-                    require(await events.next() == "handler cancelled", "a method's task was not cancelled")
+                    try require(await events.next() == "handler cancelled", "a method's task was not cancelled")
                 }
                 // A new call to the stopped server fails at once.
                 do {
                     _ = try await channel.unary(Self.echo, request: [], waitForReady: false)
-                    require(false, "a call to a stopped server was answered")
+                    try require(false, "a call to a stopped server was answered")
                 } catch let error as RPCError {
-                    require(error.code == .unavailable, "a call to a stopped server failed with \(error)")
+                    try require(error.code == .unavailable, "a call to a stopped server failed with \(error)")
                 }
                 try await group.waitForAll()
             }
@@ -284,7 +295,7 @@ struct DataPlaneBridgeTests {
         // may go on the core's thread just after it ends, so streams are not counted here).
         var objectsAfter = DataPlaneLiveObjects.now
         objectsAfter.clientCalls = objectsBefore.clientCalls
-        require(objectsAfter == objectsBefore, "bridge objects before: \(objectsBefore); after: \(objectsAfter)")
+        try require(objectsAfter == objectsBefore, "bridge objects before: \(objectsBefore); after: \(objectsAfter)")
         // gRPC's global pools (executor, timers, resolver, event engine) grow on demand up to bounds of their own
         // (the executor to 2 × cores): left out. Every other thread (the bridge's, Swift's, a per-server thread of
         // the core) must be as before.
@@ -292,7 +303,7 @@ struct DataPlaneBridgeTests {
             "default-executo", "grpc_global_tim", "resolver-execut", "event_engine", "timer_manager",
         ]
         let threadsAfter = Self.threadNames()
-        require(
+        try require(
             threadsAfter.filter { !pools.contains($0) }.count <= threadsBefore.filter { !pools.contains($0) }.count,
             "threads before: \(threadsBefore.sorted()); after \(cycles) servers: \(threadsAfter.sorted())")
     }
