@@ -9,6 +9,9 @@ final class DataPlaneServerCall: Sendable {
         case refused
         case inlineUnary(@Sendable (UnsafeRawBufferPointer, DataPlaneCallContext) throws -> [UInt8])
         case unary(@Sendable ([UInt8], DataPlaneCallContext) async throws -> [UInt8])
+        case unaryInlineFirst(
+            now: @Sendable (UnsafeRawBufferPointer, DataPlaneCallContext) throws -> [UInt8]?,
+            later: @Sendable ([UInt8], DataPlaneCallContext) async throws -> [UInt8])
         case stream(any DataPlaneStreamHandler)
     }
 
@@ -55,6 +58,8 @@ final class DataPlaneServerCall: Sendable {
         switch method {
         case .inlineUnary(let body): self.state.withLock { $0.kind = .inlineUnary(body) }
         case .unary(let body): self.state.withLock { $0.kind = .unary(body) }
+        case .unaryInlineFirst(let now, let later):
+            self.state.withLock { $0.kind = .unaryInlineFirst(now: now, later: later) }
         case .bidirectionalStream(let open):
             let handler = open(self.context, DataPlaneServerStream(call: self))
             self.state.withLock { $0.kind = .stream(handler) }
@@ -82,6 +87,23 @@ final class DataPlaneServerCall: Sendable {
             guard requests == 1 else { return self.refuseSecondRequest() }
             self.state.withLock { $0.pendingRequest = Array(bytes) }
             self.server.enqueue(.call(self))
+        case .unaryInlineFirst(let now, let later):
+            guard requests == 1 else { return self.refuseSecondRequest() }
+            do {
+                if let answer = try now(bytes, self.context) {
+                    answer.withUnsafeBufferPointer {
+                        mm_server_call_write_and_finish(self.call, $0.baseAddress, $0.count)
+                    }
+                    return
+                }
+            } catch {
+                return self.finish(RPCError(answering: error))
+            }
+            self.state.withLock { state in
+                state.kind = .unary(later)
+                state.pendingRequest = Array(bytes)
+            }
+            self.server.enqueue(.call(self))
         }
     }
 
@@ -90,7 +112,7 @@ final class DataPlaneServerCall: Sendable {
         switch kind {
         case .refused: return
         case .stream(let handler): handler.inputEnded()
-        case .inlineUnary, .unary:
+        case .inlineUnary, .unary, .unaryInlineFirst:
             if requests == 0 {
                 self.finish(
                     RPCError(

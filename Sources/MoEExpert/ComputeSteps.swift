@@ -69,6 +69,38 @@ final class ComputeSteps: Sendable {
         }
     }
 
+    /// Takes a worker's slot for a call to run on the calling thread, when one is free and no call waits (a decode
+    /// call on the transport's thread: no hop to a worker and back); false when the call must wait its turn (`run`).
+    /// A taken slot is given back by `runReserved`.
+    func reserve() -> Bool {
+        self.state.withLock { state in
+            guard state.waiting.isEmpty, state.running < self.workers else { return false }
+            state.running += 1
+            return true
+        }
+    }
+
+    /// Gives back a slot `reserve` took: calls that came meanwhile then run as the next step, on a worker.
+    func release() {
+        let more = self.state.withLock { state in
+            if state.waiting.isEmpty { state.running -= 1 }
+            return !state.waiting.isEmpty
+        }
+        if more { self.queue.async { self.work() } }
+    }
+
+    /// `FFN_address(rows)` on this thread, in the slot `reserve` took, which it gives back.
+    func runReserved(_ address: ExpertAddress, rows: Matrix) -> Result<Matrix, ExpertError> {
+        defer { self.release() }
+        let kernel: any ExpertKernel
+        do { kernel = try self.cache.kernel(for: address) } catch {
+            return .failure(.loadFailed(address, reason: "\(error)"))
+        }
+        do { return .success(try kernel.forward(rows)) } catch {
+            return .failure(.computeFailed(address, reason: "\(error)"))
+        }
+    }
+
     /// Takes every waiting call and runs it as one step, until none waits.
     private func work() {
         while true {
@@ -114,4 +146,18 @@ final class ComputeSteps: Sendable {
             }
         }
     }
+}
+
+/// A slot of the device taken for one call run on the calling thread (`ExpertService.reserveNow`): used once, or
+/// given back when dropped unused.
+public final class ComputeSlot: Sendable {
+    private let steps: ComputeSteps
+    private let used = Atomic<Bool>(false)
+
+    init(steps: ComputeSteps) { self.steps = steps }
+
+    /// Marks the slot used (its user gives it back); false when it already was.
+    func use() -> Bool { !self.used.exchange(true, ordering: .acquiringAndReleasing) }
+
+    deinit { if !self.used.load(ordering: .acquiring) { self.steps.release() } }
 }

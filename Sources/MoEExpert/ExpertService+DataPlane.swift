@@ -12,9 +12,13 @@ extension ExpertService {
     public func dataPlaneMethods(calls: DataPlaneCalls) -> [String: DataPlaneMethod] {
         Dictionary(
             uniqueKeysWithValues: [
-                calls.unary("/moemesh.v1.Expert/Compute") { (request: Moemesh_V1_ComputeRequest, _) in
-                    try await self.compute(request)
-                },
+                calls.unary(
+                    "/moemesh.v1.Expert/Compute",
+                    now: { (request: Moemesh_V1_ComputeRequest, _) -> (() throws -> Moemesh_V1_ComputeResponse)? in
+                        guard let slot = self.reserveNow() else { return nil }
+                        return { try self.compute(request, in: slot) }
+                    },
+                    later: { request, _ in try await self.compute(request) }),
                 calls.unary("/moemesh.v1.Expert/DescribeExperts") { (_: Moemesh_V1_DescribeExpertsRequest, _) in
                     self.describe()
                 },
@@ -39,14 +43,39 @@ extension ExpertService {
                             start: { message in
                                 guard !message.cancel else {
                                     cancellations.signal(message.callID)
-                                    return nil
+                                    return .nothing
                                 }
-                                return {
+                                if let slot = self.reserveNow() {
+                                    return .now { self.streamedAnswer(message, in: slot, calls: calls) }
+                                }
+                                return .later {
                                     await self.streamedAnswer(message, cancellations: cancellations, calls: calls)
                                 }
                             })
                     }
                 ),
             ])
+    }
+}
+
+extension ExpertService {
+    /// A streamed call answered on the transport's thread, in `slot`: served as a unary `Compute` is
+    /// (`DataPlaneCalls.serveNow`), its error in the answer.
+    func streamedAnswer(
+        _ message: Moemesh_V1_ComputeStreamRequest, in slot: ComputeSlot, calls: DataPlaneCalls
+    ) -> Moemesh_V1_ComputeStreamResponse {
+        var reply = Moemesh_V1_ComputeStreamResponse()
+        reply.callID = message.callID
+        var metadata = Metadata()
+        for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
+        do {
+            reply.compute = try calls.serveNow(
+                "moemesh.v1.Expert/Compute", metadata: metadata,
+                deadline: RequestDeadline.after(milliseconds: message.timeoutMs), streamed: true
+            ) { try self.compute(message.compute, in: slot) }
+        } catch {
+            reply.error = Moemesh_V1_CallError(error)
+        }
+        return reply
     }
 }

@@ -175,38 +175,83 @@ public struct ExpertService: Sendable {
         return parts.joined(separator: ", ")
     }
 
+    /// A `Compute` call checked: the expert it names (hosted), its rows decoded.
+    struct CheckedCall {
+        let address: ExpertAddress
+        let rows: DecodedRows
+    }
+
     /// Runs one expert on validated rows.
     public func compute(_ request: Moemesh_V1_ComputeRequest) async throws(ExpertError) -> Moemesh_V1_ComputeResponse {
+        let call = try self.check(request)
+        let started = self.begin(call)
+        if let delay = self.computeDelay { try? await Task.sleep(for: delay) }  // a simulated slower device
+        let result =
+            Task.isCancelled
+            ? .failure(.cancelled(call.address)) : await self.steps.run(call.address, rows: call.rows.matrix)
+        return try self.end(call, started: started, result)
+    }
+
+    /// A free slot of the device for a call answered on the calling thread (the transport's, for a decode call: no
+    /// task, no hop); nil when the device is busy or calls wait for it (the call then waits its turn in `compute`).
+    public func reserveNow() -> ComputeSlot? {
+        guard self.computeDelay == nil, self.steps.reserve() else { return nil }
+        return ComputeSlot(steps: self.steps)
+    }
+
+    /// `compute` on the calling thread, in `slot` (given back when done).
+    public func compute(_ request: Moemesh_V1_ComputeRequest, in slot: ComputeSlot) throws(ExpertError)
+        -> Moemesh_V1_ComputeResponse
+    {
+        guard slot.use() else { preconditionFailure("a compute slot is used once") }
+        let call: CheckedCall
+        do { call = try self.check(request) } catch {
+            self.steps.release()
+            throw error
+        }
+        let started = self.begin(call)
+        return try self.end(call, started: started, self.steps.runReserved(call.address, rows: call.rows.matrix))
+    }
+
+    /// The expert the request names, if hosted, and its rows, if within the limit and well formed.
+    private func check(_ request: Moemesh_V1_ComputeRequest) throws(ExpertError) -> CheckedCall {
         let address = ExpertAddress(layer: request.layer, expert: Int(request.expert))
         guard self.experts.contains(address) else {
             throw .unknownExpert(address, hosted: self.hostedSummary)
         }
         do { try self.payloadLimit?.check(request.rows, field: "rows") } catch { throw .tooLarge(error) }
-        let rows: DecodedRows
         do {
-            rows = try request.rows.decodeTokenRows(
-                field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2],
-                shapeDescription: "[N, \(self.hiddenSize)]")
+            return CheckedCall(
+                address: address,
+                rows: try request.rows.decodeTokenRows(
+                    field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2],
+                    shapeDescription: "[N, \(self.hiddenSize)]"))
         } catch { throw .invalidInput(error) }
-        let input = rows.matrix
-        let started = ContinuousClock.now
-        self.meter.begin(rows: input.rows)
+    }
+
+    /// Counts a call in flight (heartbeats' load, the in-flight gauge); returns when it started.
+    private func begin(_ call: CheckedCall) -> ContinuousClock.Instant {
+        self.meter.begin(rows: call.rows.matrix.rows)
+        self.metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
+        return .now
+    }
+
+    /// Counts the call done (calls, rows, compute time; a cancellation) and answers its result in the request's
+    /// dtype, refusing an output that overflowed.
+    private func end(
+        _ call: CheckedCall, started: ContinuousClock.Instant, _ result: Result<Matrix, ExpertError>
+    ) throws(ExpertError) -> Moemesh_V1_ComputeResponse {
+        let (address, input) = (call.address, call.rows.matrix)
         let labels = address.metricLabels
-        let metrics = self.metrics
-        metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
-        defer {
-            self.meter.end(address, rows: input.rows, started: started)
-            metrics.counter("moemesh_expert_calls_total", labels).increment()
-            metrics.counter("moemesh_expert_rows_total", labels).increment(by: input.rows)
-            metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: ContinuousClock.now - started)
-            metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
-        }
-        if let delay = self.computeDelay { try? await Task.sleep(for: delay) }  // a simulated slower device
-        let result = Task.isCancelled ? .failure(.cancelled(address)) : await self.steps.run(address, rows: input)
+        self.meter.end(address, rows: input.rows, started: started)
+        self.metrics.counter("moemesh_expert_calls_total", labels).increment()
+        self.metrics.counter("moemesh_expert_rows_total", labels).increment(by: input.rows)
+        self.metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: ContinuousClock.now - started)
+        self.metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         self.cacheMetrics.publish()
         if case .failure(.cancelled) = result {
             self.meter.cancelled()
-            metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
+            self.metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
         }
         let output = try result.get()
         // Finite rows in, so a non-finite row out is the input's size, not a fault of the expert.
@@ -217,7 +262,7 @@ public struct ExpertService: Sendable {
                     largestInput: InputError.largestMagnitude(input.values)))
         }
         var response = Moemesh_V1_ComputeResponse()
-        response.rows = Moemesh_V1_Tensor(output, dtype: rows.dtype)
+        response.rows = Moemesh_V1_Tensor(output, dtype: call.rows.dtype)
         return response
     }
 }

@@ -31,7 +31,7 @@ extension RouterService {
                                 }
                             },
                             start: { message in
-                                { await self.streamedAnswer(message, metadata: context.metadata, calls: calls) }
+                                .later { await self.streamedAnswer(message, metadata: context.metadata, calls: calls) }
                             })
                     }
                 ),

@@ -4,8 +4,8 @@ import SwiftProtobuf
 import Synchronization
 
 /// A bidirectional stream whose messages are independent calls (`ForwardStream`, `ComputeStream`): each message is
-/// handed to `start`, whose work (nil: none, e.g. a cancellation) runs as a task of the server's, concurrently with
-/// the others; each answer (nil: none) is written as soon as its work returns it. The stream ends OK once the client
+/// handed to `start`, whose work runs at once on the transport's thread or as a task of the server's, concurrently
+/// with the others; each answer is written as soon as its work returns it. The stream ends OK once the client
 /// closes it and every answer is written; while the server drains, calls that come are refused with `refusal`
 /// (UNAVAILABLE, so that the caller retries elsewhere) and the stream ends UNAVAILABLE once those in flight are
 /// answered.
@@ -19,14 +19,25 @@ public final class DataPlaneCallStream<Request: SwiftProtobuf.Message, Response:
         var finished = false
     }
 
+    /// What a message starts.
+    public enum Work: Sendable {
+        /// Nothing to answer (a cancellation).
+        case nothing
+        /// Synchronous work that can start at once, answered on the transport's thread before the next message is
+        /// read (an expert's FFN on a free device: no task, no hop).
+        case now(@Sendable () -> Response)
+        /// Work for a task of the server's; nil: no answer.
+        case later(@Sendable () async -> Response?)
+    }
+
     private let stream: DataPlaneServerStream
-    private let start: @Sendable (Request) -> (@Sendable () async -> Response?)?
+    private let start: @Sendable (Request) -> Work
     private let refusal: @Sendable (Request, RPCError) -> Response
     private let state = Mutex(State())
 
     public init(
         stream: DataPlaneServerStream, refusal: @escaping @Sendable (Request, RPCError) -> Response,
-        start: @escaping @Sendable (Request) -> (@Sendable () async -> Response?)?
+        start: @escaping @Sendable (Request) -> Work
     ) {
         self.stream = stream
         self.refusal = refusal
@@ -42,15 +53,23 @@ public final class DataPlaneCallStream<Request: SwiftProtobuf.Message, Response:
         } catch {
             return self.stream.finish(error)
         }
-        guard let work = self.start(message) else { return }
+        let work = self.start(message)
+        if case .nothing = work { return }
         let draining = self.state.withLock { state in
             if !state.draining { state.inFlight += 1 }
             return state.draining
         }
         if draining { return self.write(self.refusal(message, Self.shuttingDown)) }
-        self.stream.run {
-            if let answer = await work() { self.write(answer) }
+        switch work {
+        case .nothing: return
+        case .now(let answer):
+            self.write(answer())
             self.settle { $0.inFlight -= 1 }
+        case .later(let answer):
+            self.stream.run {
+                if let answer = await answer() { self.write(answer) }
+                self.settle { $0.inFlight -= 1 }
+            }
         }
     }
 

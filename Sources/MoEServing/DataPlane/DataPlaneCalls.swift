@@ -1,6 +1,7 @@
 import GRPCCore
 import Logging
 import MoEDataPlane
+import ServiceContextModule
 import SwiftProtobuf
 import Tracing
 
@@ -30,36 +31,100 @@ public struct DataPlaneCalls: Sendable {
         _ method: String, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
         _ body: @Sendable () async throws -> Result
     ) async throws -> Result {
-        let shortName = method.split(separator: "/").last.map(String.init) ?? method
-        self.metrics.counter("moemesh_rpc_requests_total", [("service", self.service), ("method", shortName)])
-            .increment()
+        let shortName = self.countCall(method)
         let serviceContext = incomingContext(metadata, tracer: self.tracer)
-        let requestID = serviceContext.requestID!
         return try await self.tracer.withSpan(method, context: serviceContext, ofKind: .server) { span in
-            span.attributes["rpc.system"] = "grpc"
-            span.attributes["rpc.service"] = String(method.prefix { $0 != "/" })
-            span.attributes["rpc.method"] = shortName
-            span.attributes["moemesh.request_id"] = requestID
-            if streamed { span.attributes["moemesh.stream"] = true }
+            self.describe(
+                span, method: method, shortName: shortName, serviceContext: serviceContext, streamed: streamed)
             do {
                 return try await RequestDeadline.$current.withValue(deadline) { try await body() }
             } catch {
-                let status = RPCError(answering: error)
-                span.attributes["rpc.grpc.status_code"] = status.code.rawValue
-                span.setStatus(SpanStatus(code: .error, message: status.message))
-                self.metrics.counter(
-                    "moemesh_rpc_errors_total",
-                    [("service", self.service), ("method", shortName), ("code", "\(status.code)")]
-                ).increment()
-                self.logger.warning(
-                    "call failed",
-                    metadata: [
-                        "request_id": "\(requestID)", "method": "\(method)", "code": "\(status.code)",
-                        "error": "\(status.message)",
-                    ])
-                throw status
+                throw self.failed(
+                    error, span: span, method: method, shortName: shortName, serviceContext: serviceContext)
             }
         }
+    }
+
+    /// Counts a call of `method`; returns its short name (`Compute`), the counters' label.
+    private func countCall(_ method: String) -> String {
+        let shortName = method.split(separator: "/").last.map(String.init) ?? method
+        self.metrics.counter("moemesh_rpc_requests_total", [("service", self.service), ("method", shortName)])
+            .increment()
+        return shortName
+    }
+
+    private func describe(
+        _ span: any Span, method: String, shortName: String, serviceContext: ServiceContext, streamed: Bool
+    ) {
+        span.attributes["rpc.system"] = "grpc"
+        span.attributes["rpc.service"] = String(method.prefix { $0 != "/" })
+        span.attributes["rpc.method"] = shortName
+        span.attributes["moemesh.request_id"] = serviceContext.requestID
+        if streamed { span.attributes["moemesh.stream"] = true }
+    }
+
+    /// Records a failed call (span status, error counter, a log line) and returns the status it ends with.
+    private func failed(
+        _ error: any Error, span: any Span, method: String, shortName: String, serviceContext: ServiceContext
+    ) -> RPCError {
+        let status = RPCError(answering: error)
+        span.attributes["rpc.grpc.status_code"] = status.code.rawValue
+        span.setStatus(SpanStatus(code: .error, message: status.message))
+        self.metrics.counter(
+            "moemesh_rpc_errors_total", [("service", self.service), ("method", shortName), ("code", "\(status.code)")]
+        ).increment()
+        self.logger.warning(
+            "call failed",
+            metadata: [
+                "request_id": "\(serviceContext.requestID ?? "")", "method": "\(method)", "code": "\(status.code)",
+                "error": "\(status.message)",
+            ])
+        return status
+    }
+
+    /// `serve` for a call answered on the calling thread (the transport's): the same span, counters and log.
+    public func serveNow<Result>(
+        _ method: String, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
+        _ body: () throws -> Result
+    ) throws -> Result {
+        let shortName = self.countCall(method)
+        let serviceContext = incomingContext(metadata, tracer: self.tracer)
+        return try self.tracer.withSpan(method, context: serviceContext, ofKind: .server) { span in
+            self.describe(
+                span, method: method, shortName: shortName, serviceContext: serviceContext, streamed: streamed)
+            do {
+                if let deadline, deadline <= .now {
+                    throw RPCError(
+                        code: .deadlineExceeded, message: "the request's deadline passed before it was answered")
+                }
+                return try body()
+            } catch {
+                throw self.failed(
+                    error, span: span, method: method, shortName: shortName, serviceContext: serviceContext)
+            }
+        }
+    }
+
+    /// A unary method (`path`: `/moemesh.v1.Expert/Compute`) answered on the transport's thread when `now` offers a
+    /// job (synchronous work that can start at once), else by `later` in a task; served as `unary` is.
+    public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ path: String, now: @escaping @Sendable (Request, DataPlaneCallContext) -> (() throws -> Response)?,
+        later: @escaping @Sendable (Request, DataPlaneCallContext) async throws -> Response
+    ) -> (String, DataPlaneMethod) {
+        let method = String(path.dropFirst())
+        let (_, asyncMethod) = self.unary(path, later)
+        guard case .unary(let laterBytes) = asyncMethod else { preconditionFailure("unary makes a .unary method") }
+        return (
+            path,
+            .unaryInlineFirst(
+                now: { bytes, context in
+                    let request = try Self.decode(Request.self, Array(bytes))
+                    guard let job = now(request, context) else { return nil }
+                    return try self.serveNow(method, metadata: context.metadata, deadline: context.deadline) {
+                        try job()
+                    }.serializedBytes()
+                }, later: laterBytes)
+        )
     }
 
     /// A unary method (`path`: `/moemesh.v1.Expert/Compute`) that decodes its `Request`, serves it (`serve`) and
