@@ -113,7 +113,11 @@ public struct WeightMatrix: Sendable {
         switch self.storage {
         case .f32(let values):
             values.withUnsafeBufferPointer { w in
-                BLAS.multiplyTransposed(x, w.baseAddress!, into: y, m: m, n: self.rows, k: self.columns)
+                if m == 1 {
+                    BLAS.multiplyVector(x, w.baseAddress!, into: y, n: self.rows, k: self.columns)
+                } else {
+                    BLAS.multiplyTransposed(x, w.baseAddress!, into: y, m: m, n: self.rows, k: self.columns)
+                }
             }
         case .bf16, .int8:
             if m <= Self.directRowLimit {

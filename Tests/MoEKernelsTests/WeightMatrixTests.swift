@@ -96,6 +96,21 @@ struct WeightMatrixTests {
         #expect(dequantizedMatches)
     }
 
+    @Test(
+        "f32: one row (sgemv) and several (sgemm) match the naive product (relative error ≤ 2e-5)", arguments: shapes)
+    func f32ProductMatchesReference(shape: (m: Int, n: Int, k: Int)) throws {
+        let matrix = try WeightMatrix(
+            rows: shape.n, columns: shape.k, values: uniform(shape.n * shape.k, seed: 7), precision: .f32)
+        let x = uniform(shape.m * shape.k, seed: 8, scale: 2)
+        let want = naiveProduct(x, rows: shape.m, naiveDequantized(matrix), n: shape.n, k: shape.k)
+        var y = [Float](repeating: .nan, count: shape.m * shape.n)
+        x.withUnsafeBufferPointer { x in
+            y.withUnsafeMutableBufferPointer { y in matrix.multiply(x.baseAddress!, rows: shape.m, into: y.baseAddress!)
+            }
+        }
+        #expect(relativeError(y, want) <= 2e-5)
+    }
+
     @Test("bf16 storage is round-to-nearest-even of each weight, bit for bit")
     func bf16Rounding() throws {
         let values = uniform(64, seed: 7) + [0, -0, 1e-40, .infinity, -.infinity, 3.0e38, 1.00390625, 1.01171875]

@@ -73,7 +73,8 @@ struct ForwardBatcherTests {
         executor.release(holdLater: false)
         let expected = try await reference.forward(layer: "0", hidden: hidden)
         let answer = try await c.value
-        #expect(answer.output == expected.output)
+        // In a batch an expert multiplies more rows than alone (sgemm, not sgemv): equal within rounding.
+        #expect(relativeError(answer.output.values, expected.output.values) <= 1e-6)
         _ = try? await b.value
     }
 
