@@ -20,11 +20,22 @@ public struct ScalingGroup: Sendable, Hashable, CustomStringConvertible {
     /// One group per expert index across the layers (`*:0`, `*:1`, …), and one for the shared experts (`*:shared`):
     /// the layout of `moemesh up`.
     public static func perExpertIndex(layers: [MoELayerSpec]) -> [ScalingGroup] {
+        Self.perExpertIndex(layers: layers, expertsPerGroup: 1)
+    }
+
+    /// Groups of `expertsPerGroup` consecutive expert indices across every layer (`*:0-3`, `*:4-7`, …: one process
+    /// per group), and one for the shared experts: a 64-expert model in 8 processes instead of 64.
+    public static func perExpertIndex(layers: [MoELayerSpec], expertsPerGroup: Int) -> [ScalingGroup] {
         let count = layers.map(\.numExperts).max() ?? 0
-        var groups = (0..<count).map { index in
-            ScalingGroup(
-                name: "*:\(index)", selection: "*:\(index)",
-                experts: layers.filter { index < $0.numExperts }.map { ExpertAddress(layer: $0.name, expert: index) })
+        let size = max(1, expertsPerGroup)
+        var groups = stride(from: 0, to: count, by: size).map { first in
+            let indices = first..<min(count, first + size)
+            let name = indices.count == 1 ? "*:\(first)" : "*:\(first)-\(indices.upperBound - 1)"
+            return ScalingGroup(
+                name: name, selection: name,
+                experts: indices.flatMap { index in
+                    layers.filter { index < $0.numExperts }.map { ExpertAddress(layer: $0.name, expert: index) }
+                })
         }
         let shared = layers.filter { $0.sharedExpert != nil }.map {
             ExpertAddress(layer: $0.name, expert: ExpertAddress.shared)

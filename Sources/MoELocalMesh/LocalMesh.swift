@@ -19,8 +19,8 @@ import ServiceLifecycle
 #endif
 
 /// A whole mesh of local OS processes on one machine, under an embedded coordinator: the coordinator's API in this
-/// process, `replicas` `moemesh expert` processes per expert index (the local scaler, which replaces replicas that
-/// die), then one `moemesh router` that follows the coordinator's topology. Children exit by themselves if this
+/// process, `replicas` `moemesh expert` processes per group of `expertsPerProcess` expert indices (the local scaler,
+/// which replaces replicas that die), then one `moemesh router` that follows the coordinator's topology. Children exit by themselves if this
 /// process dies (`--parent-pid`).
 public struct LocalMesh: Service {
     public struct Configuration: Sendable {
@@ -31,6 +31,8 @@ public struct LocalMesh: Service {
         public var replicas: Int
         /// OpenBLAS threads per expert process.
         public var expertThreads: Int
+        /// Consecutive expert indices each expert process hosts (`--experts-per-process`; 1: a process per index).
+        public var expertsPerProcess = 1
         public var host: String
         public var routerPort: Int
         /// The coordinator's port (0: any free port).
@@ -161,7 +163,8 @@ public struct LocalMesh: Service {
             let scaler = LocalProcessScaler(
                 configuration: .init(
                     executable: configuration.executable, modelPath: configuration.modelPath,
-                    groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers),
+                    groups: ScalingGroup.perExpertIndex(
+                        layers: checkpoint.layers, expertsPerGroup: configuration.expertsPerProcess),
                     initialReplicas: configuration.replicas,
                     coordinator: endpoint, host: configuration.host, threads: configuration.expertThreads,
                     extraArguments: configuration.expertArguments, unixSocketDirectory: socketDirectory?.path),

@@ -105,6 +105,36 @@ struct MeshTests {
         for child in children { #expect(!MoemeshBinary.isAlive(child), "child \(child) outlived moemesh up") }
     }
 
+    @Test("moemesh up --experts-per-process 4: two expert processes of four experts each answer as the reference")
+    func upGroupsExperts() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 12)
+        defer { model.remove() }
+        let up = try await ChildProcess.start(
+            name: "up", executable: MoemeshBinary.path,
+            arguments: [
+                "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
+                "--experts-per-process", "4", "--parent-pid", String(getpid()),
+            ])
+        defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
+        guard let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) else {
+            await up.stop()
+            Issue.record("moemesh up did not announce the router (exit status \(String(describing: up.pollExit())))")
+            return
+        }
+        #expect(MoemeshBinary.children(of: up.pid).count == 3, "two expert processes and a router")
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        try await RouterClient.with(endpoint: router) { client in
+            for (tokens, layer) in [(1, "1"), (7, "0")] {
+                let hidden = model.randomHidden(tokens: tokens, seed: UInt64(200 + tokens))
+                let expected = try await reference.forward(layer: layer, hidden: hidden)
+                let result = try await client.forward(layer: layer, hiddenStates: try Tensor(hidden))
+                #expect(relativeError(result.output.floats(), expected.output.values) <= 1e-5, "T = \(tokens)")
+                #expect(result.routing?.topkIDs == expected.routing.topkIDs, "T = \(tokens)")
+            }
+        }
+        #expect(await up.stop(grace: .seconds(20)) == 0)
+    }
+
     @Test("router + expert processes started by hand; a router whose experts do not cover the model refuses to start")
     func separateProcesses() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 12)

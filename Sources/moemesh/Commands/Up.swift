@@ -43,6 +43,12 @@ struct Up: AsyncParsableCommand {
     var threads: Int?
 
     @Option(
+        help:
+            "Consecutive expert indices one expert process hosts, in every layer (4: experts 0-3, 4-7, … in 8 processes for 32 experts; 1: a process per index)."
+    )
+    var expertsPerProcess: Int = 1
+
+    @Option(
         help: "Where the expert processes run their kernels: cpu, cuda or cuda:N (passed to each `moemesh expert`).")
     var device: String = "cpu"
 
@@ -98,8 +104,12 @@ struct Up: AsyncParsableCommand {
                 metadata: ["path": "\(demo.path)"])
             modelPath = demo.path
         }
+        guard self.expertsPerProcess >= 1 else {
+            throw ValidationError("--experts-per-process: expected at least 1, got \(self.expertsPerProcess)")
+        }
         let checkpoint = try MoECheckpoint(path: modelPath)
         let topK = checkpoint.layers.map(\.topK).max() ?? 1
+        let groups = ScalingGroup.perExpertIndex(layers: checkpoint.layers, expertsPerGroup: self.expertsPerProcess)
         let cores = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
         var configuration = LocalMesh.Configuration(
             executable: ChildProcess.currentExecutable, modelPath: modelPath, replicas: self.replicas,
@@ -110,9 +120,9 @@ struct Up: AsyncParsableCommand {
                 "--log-level", self.logging.logLevel, "--compute-delay-ms", String(self.expertComputeDelayMs),
                 "--device", self.device,
             ] + (self.precision.map { ["--precision", $0] } ?? []),
-            coordinator: try self.autoscaling.settings(
-                groups: ScalingGroup.perExpertIndex(layers: checkpoint.layers).count),
+            coordinator: try self.autoscaling.settings(groups: groups.count),
             httpPort: self.http.httpPort, unixSockets: self.unixSockets == .on)
+        configuration.expertsPerProcess = self.expertsPerProcess
         try self.secure(&configuration, logger: logger)
         self.http.bootstrapMetrics()
         let mesh = LocalMesh(configuration: configuration, logger: logger)
