@@ -113,11 +113,14 @@ public struct ModelConfig: Sendable, Equatable {
             throw self.invalid(key, expected: "an array of integers", got: value)
         }
         var result: [Int] = []
-        for item in items {
-            guard case .number(let number) = item, number == number.rounded() else {
-                throw self.invalid(key, expected: "an array of integers", got: item)
+        for (position, item) in items.enumerated() {
+            // Int(exactly:) refuses what an Int cannot hold (found by fuzzing: 1.8e49 in mlp_only_layers trapped).
+            guard case .number(let number) = item, let integer = Int(exactly: number) else {
+                throw .invalidConfig(
+                    path: self.path,
+                    reason: "'\(key)' must be an array of integers, got \(item.text) at position \(position)")
             }
-            result.append(Int(number))
+            result.append(integer)
         }
         return result
     }

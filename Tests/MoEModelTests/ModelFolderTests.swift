@@ -128,6 +128,26 @@ struct ModelFolderTests {
         }
     }
 
+    /// Found by FuzzModelConfig (Fuzz/Regressions/FuzzModelConfig/huge-mlp-only-layer): an integer list entry no Int
+    /// holds trapped the conversion.
+    @Test("a list of layer indices with a number no integer holds, or a fraction, is refused naming the entry")
+    func integerLists() throws {
+        for (entry, shown) in [("1.8e49", "1.8e+49"), ("2.5", "2.5")] {
+            let json =
+                #"{"model_type": "qwen2_moe", "hidden_size": 16, "intermediate_size": 40, "moe_intermediate_size": 12, "#
+                + #""num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2, "mlp_only_layers": [0, "#
+                + entry + "]}"
+            let config = try ModelConfig(parsing: Array(json.utf8), path: "config.json")
+            #expect(
+                throws: ModelError.invalidConfig(
+                    path: "config.json",
+                    reason: "'mlp_only_layers' must be an array of integers, got \(shown) at position 1")
+            ) {
+                try Architectures.resolve(config)
+            }
+        }
+    }
+
     @Test("an unknown model_type, a bad config and a folder without weights are refused clearly")
     func badFolders() throws {
         let directory = TemporaryDirectory()
