@@ -39,13 +39,21 @@ public final class ComputeStreamChannel: Sendable {
         var nextStream: UInt64 = 0
         /// The last stream that ended (an open that ended before it was set must not be set).
         var lastEnded: UInt64?
-        var pending:
-            [UInt64: (stream: UInt64, continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>)] = [:]
+        var pending: [UInt64: Pending] = [:]
         var nextID: UInt64 = 0
+    }
+
+    /// A call waiting for its answer: the stream it went on, its caller, its deadline's timer.
+    private struct Pending {
+        let stream: UInt64
+        let continuation: CheckedContinuation<Moemesh_V1_ComputeResponse, any Error>
+        var timer: UInt64?
     }
 
     private let state = Mutex(State())
     private let opener: Opener
+    /// The calls' deadlines, on one timer.
+    private let deadlines = DeadlineTimer()
 
     public init(opener: @escaping Opener) { self.opener = opener }
 
@@ -104,16 +112,9 @@ public final class ComputeStreamChannel: Sendable {
         }
     }
 
-    /// One call: `request` within `timeout` (the expert enforces it too), carrying `metadata` (trace context).
+    /// One call: `request` within `timeout` (the expert enforces it too; here the channel's timer fails the call and
+    /// cancels it at the expert when it passes), carrying `metadata` (trace context).
     public func compute(
-        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata, timeout: Duration
-    ) async throws -> Moemesh_V1_ComputeResponse {
-        try await RequestDeadline.enforce(.now + timeout) {
-            try await self.send(request, metadata: metadata, timeout: timeout)
-        }
-    }
-
-    private func send(
         _ request: Moemesh_V1_ComputeRequest, metadata: Metadata, timeout: Duration
     ) async throws -> Moemesh_V1_ComputeResponse {
         var message = Moemesh_V1_ComputeStreamRequest()
@@ -126,25 +127,39 @@ public final class ComputeStreamChannel: Sendable {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = self.state.withLock { state -> Bool in
                     guard !Task.isCancelled, state.current?.stream == stream else { return false }
-                    state.pending[id] = (stream, continuation)
+                    state.pending[id] = Pending(stream: stream, continuation: continuation)
                     return true
                 }
                 guard accepted else {
                     continuation.resume(throwing: Task.isCancelled ? CancellationError() : Self.streamEnded)
                     return
                 }
+                let timer = self.deadlines.schedule(at: .now + timeout) {
+                    self.abandon(id, outbound: outbound, with: Self.deadlinePassed)
+                }
+                let answered = self.state.withLock { state in
+                    guard state.pending[id] != nil else { return true }
+                    state.pending[id]?.timer = timer
+                    return false
+                }
+                if answered { self.deadlines.cancel(timer) }
                 outbound.write(message)
             }
         } onCancel: {
-            let continuation = self.state.withLock { $0.pending.removeValue(forKey: id)?.continuation }
-            guard let continuation else { return }
-            outbound.write(
-                .with {
-                    $0.callID = id
-                    $0.cancel = true
-                })
-            continuation.resume(throwing: CancellationError())
+            self.abandon(id, outbound: outbound, with: CancellationError())
         }
+    }
+
+    /// Fails a call still waiting (its caller cancelled, its deadline passed) and cancels it at the expert.
+    private func abandon(_ id: UInt64, outbound: Outbound, with error: any Error) {
+        guard let pending = self.state.withLock({ $0.pending.removeValue(forKey: id) }) else { return }
+        if let timer = pending.timer { self.deadlines.cancel(timer) }
+        outbound.write(
+            .with {
+                $0.callID = id
+                $0.cancel = true
+            })
+        pending.continuation.resume(throwing: error)
     }
 
     /// A new call id on the open stream, opening one if none is; nil when the stream opened ended at once. (The
@@ -175,14 +190,14 @@ public final class ComputeStreamChannel: Sendable {
     }
 
     private func deliver(_ message: Moemesh_V1_ComputeStreamResponse) {
-        guard let continuation = self.state.withLock({ $0.pending.removeValue(forKey: message.callID)?.continuation })
-        else {
+        guard let pending = self.state.withLock({ $0.pending.removeValue(forKey: message.callID) }) else {
             return  // cancelled meanwhile
         }
+        if let timer = pending.timer { self.deadlines.cancel(timer) }
         if message.hasError {
-            continuation.resume(throwing: message.error.rpcError)
+            pending.continuation.resume(throwing: message.error.rpcError)
         } else {
-            continuation.resume(returning: message.compute)
+            pending.continuation.resume(returning: message.compute)
         }
     }
 
@@ -195,12 +210,15 @@ public final class ComputeStreamChannel: Sendable {
                 outbound = state.current?.outbound
                 state.current = nil
             }
-            let failed = state.pending.values.filter { $0.stream == stream }.map(\.continuation)
+            let failed = state.pending.values.filter { $0.stream == stream }
             state.pending = state.pending.filter { $0.value.stream != stream }
             return (failed, outbound)
         }
         outbound?.close()
-        for continuation in failed { continuation.resume(throwing: failure) }
+        for pending in failed {
+            if let timer = pending.timer { self.deadlines.cancel(timer) }
+            pending.continuation.resume(throwing: failure)
+        }
     }
 
     /// Ends the stream (its calls fail with `UNAVAILABLE`).
@@ -211,4 +229,6 @@ public final class ComputeStreamChannel: Sendable {
     }
 
     static let streamEnded = RPCError(code: .unavailable, message: "the compute stream to the expert ended")
+    static let deadlinePassed = RPCError(
+        code: .deadlineExceeded, message: "the request's deadline passed before it was answered")
 }

@@ -251,6 +251,22 @@ struct DataPlaneTests {
             checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses), computeDelay: .seconds(3600))
     }
 
+    @Test("a streamed expert call past its deadline fails DEADLINE_EXCEEDED and is cancelled at the expert")
+    func streamedCallDeadline() async throws {
+        let written = Mutex<[Moemesh_V1_ComputeStreamRequest]>([])
+        // An expert that never answers.
+        let channel = ComputeStreamChannel { _, _ in
+            ComputeStreamChannel.Outbound(write: { message in written.withLock { $0.append(message) } }, close: {})
+        }
+        let error = await #expect(throws: RPCError.self) {
+            _ = try await channel.compute(Moemesh_V1_ComputeRequest(), metadata: [:], timeout: .milliseconds(50))
+        }
+        #expect(error?.code == .deadlineExceeded)
+        let messages = written.withLock { $0 }
+        #expect(messages.count == 2)
+        #expect(messages.last?.cancel == true && messages.last?.callID == messages.first?.callID)
+    }
+
     @Test("a client that cancels: its expert calls are cancelled at the expert")
     func cancellationReachesTheExpert() async throws {
         let model = try SmallModel()
