@@ -21,7 +21,6 @@ public final class ExpertConnections: Sendable {
 
     private struct State {
         var connections: [ServiceEndpoint: Connection] = [:]
-        var closed = false
         var opened: UInt64 = 0
     }
 
@@ -102,7 +101,6 @@ public final class ExpertConnections: Sendable {
     /// Closes every connection (unary calls in flight finish; streams end) and ends `run`.
     public func close() {
         let connections = self.state.withLock { state in
-            state.closed = true
             defer { state.connections = [:] }
             return Array(state.connections.values)
         }

@@ -23,19 +23,10 @@ struct MeshTests {
     func upMatchesReference() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 11)
         defer { model.remove() }
-        let up = try await ChildProcess.start(
-            name: "up", executable: MoemeshBinary.path,
-            arguments: [
-                "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
-                "--parent-pid", String(getpid()),
-            ])
+        let up = try await Self.startUp(model)
         // If the test stops early, take the mesh down with it (the children follow their parent).
         defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
-        guard let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) else {
-            await up.stop()
-            Issue.record("moemesh up did not announce the router (exit status \(String(describing: up.pollExit())))")
-            return
-        }
+        guard let router = await Self.router(of: up) else { return }
         let children = MoemeshBinary.children(of: up.pid)
         #expect(children.count == 9, "one process per expert and a router")
 
@@ -109,18 +100,9 @@ struct MeshTests {
     func upGroupsExperts() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 12)
         defer { model.remove() }
-        let up = try await ChildProcess.start(
-            name: "up", executable: MoemeshBinary.path,
-            arguments: [
-                "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
-                "--experts-per-process", "4", "--parent-pid", String(getpid()),
-            ])
+        let up = try await Self.startUp(model, "--experts-per-process", "4")
         defer { if up.pollExit() == nil { up.signal(SIGKILL) } }
-        guard let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) else {
-            await up.stop()
-            Issue.record("moemesh up did not announce the router (exit status \(String(describing: up.pollExit())))")
-            return
-        }
+        guard let router = await Self.router(of: up) else { return }
         #expect(MoemeshBinary.children(of: up.pid).count == 3, "two expert processes and a router")
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         try await RouterClient.with(endpoint: router) { client in
@@ -133,6 +115,24 @@ struct MeshTests {
             }
         }
         #expect(await up.stop(grace: .seconds(20)) == 0)
+    }
+
+    /// `moemesh up` on `model` with `extra` options, a child of this process.
+    static func startUp(_ model: SmallModel, _ extra: String...) async throws -> ChildProcess {
+        try await ChildProcess.start(
+            name: "up", executable: MoemeshBinary.path,
+            arguments: [
+                "up", "--model", model.path, "--port", "0", "--coordinator-port", "0", "--log-level", "warning",
+                "--parent-pid", String(getpid()),
+            ] + extra)
+    }
+
+    /// The router `up` announces, or nil (recorded as an issue, `up` stopped) when it announces none.
+    static func router(of up: ChildProcess) async -> ServiceEndpoint? {
+        if let router = await up.waitForReadyLine(role: "router", timeout: .seconds(120)) { return router }
+        await up.stop()
+        Issue.record("moemesh up did not announce the router (exit status \(String(describing: up.pollExit())))")
+        return nil
     }
 
     @Test("router + expert processes started by hand; a router whose experts do not cover the model refuses to start")
