@@ -7,11 +7,9 @@ import Synchronization
 final class DataPlaneServerCall: Sendable {
     enum Kind: Sendable {
         case refused
-        case inlineUnary(@Sendable (UnsafeRawBufferPointer, DataPlaneCallContext) throws -> [UInt8])
-        case unary(@Sendable ([UInt8], DataPlaneCallContext) async throws -> [UInt8])
-        case unaryInlineFirst(
-            now: @Sendable (UnsafeRawBufferPointer, DataPlaneCallContext) throws -> [UInt8]?,
-            later: @Sendable ([UInt8], DataPlaneCallContext) async throws -> [UInt8])
+        /// A unary method, as served.
+        case unary(DataPlaneMethod)
+        /// A stream, with its handler.
         case stream(any DataPlaneStreamHandler)
     }
 
@@ -56,10 +54,7 @@ final class DataPlaneServerCall: Sendable {
             return
         }
         switch method {
-        case .inlineUnary(let body): self.state.withLock { $0.kind = .inlineUnary(body) }
-        case .unary(let body): self.state.withLock { $0.kind = .unary(body) }
-        case .unaryInlineFirst(let now, let later):
-            self.state.withLock { $0.kind = .unaryInlineFirst(now: now, later: later) }
+        case .inlineUnary, .unary, .unaryInlineFirst: self.state.withLock { $0.kind = .unary(method) }
         case .bidirectionalStream(let open):
             let handler = open(self.context, DataPlaneServerStream(call: self))
             self.state.withLock { $0.kind = .stream(handler) }
@@ -73,9 +68,9 @@ final class DataPlaneServerCall: Sendable {
             return (state.kind, state.requests)
         }
         switch kind {
-        case .refused: return
+        case .refused, .unary(.bidirectionalStream): return
         case .stream(let handler): handler.receive(bytes)
-        case .inlineUnary(let body):
+        case .unary(.inlineUnary(let body)):
             guard requests == 1 else { return self.refuseSecondRequest() }
             do {
                 let answer = try body(bytes, self.context)
@@ -83,11 +78,11 @@ final class DataPlaneServerCall: Sendable {
             } catch {
                 self.finish(RPCError(answering: error))
             }
-        case .unary:
+        case .unary(.unary):
             guard requests == 1 else { return self.refuseSecondRequest() }
             self.state.withLock { $0.pendingRequest = Array(bytes) }
             self.server.enqueue(.call(self))
-        case .unaryInlineFirst(let now, let later):
+        case .unary(.unaryInlineFirst(let now, let later)):
             guard requests == 1 else { return self.refuseSecondRequest() }
             do {
                 if let answer = try now(bytes, self.context) {
@@ -100,7 +95,7 @@ final class DataPlaneServerCall: Sendable {
                 return self.finish(RPCError(answering: error))
             }
             self.state.withLock { state in
-                state.kind = .unary(later)
+                state.kind = .unary(.unary(later))
                 state.pendingRequest = Array(bytes)
             }
             self.server.enqueue(.call(self))
@@ -112,7 +107,7 @@ final class DataPlaneServerCall: Sendable {
         switch kind {
         case .refused: return
         case .stream(let handler): handler.inputEnded()
-        case .inlineUnary, .unary, .unaryInlineFirst:
+        case .unary:
             if requests == 0 {
                 self.finish(
                     RPCError(
@@ -147,7 +142,7 @@ final class DataPlaneServerCall: Sendable {
 
     /// Runs an async unary method in the server's task group.
     func runAsync() async {
-        guard case .unary(let body) = self.state.withLock({ $0.kind }),
+        guard case .unary(.unary(let body)) = self.state.withLock({ $0.kind }),
             let request = self.state.withLock({ state -> [UInt8]? in
                 defer { state.pendingRequest = nil }
                 return state.pendingRequest
