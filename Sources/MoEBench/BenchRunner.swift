@@ -1,7 +1,9 @@
+import CGRPCBridge
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import Logging
 import MoECore
+import MoEDataPlane
 import MoEKernels
 import MoELocalMesh
 import MoEModel
@@ -127,31 +129,29 @@ public struct BenchRunner: Sendable {
                 expertArguments: ["--precision", configuration.precision.rawValue],
                 unixSockets: configuration.unixSockets),
             logger: self.logger, onCoordinatorListening: { _ in }, onReady: { started.set($0) })
-        let echoTransport = serving.makeServerTransport()
-        let echoServer = GRPCServer(transport: echoTransport, services: [EchoService()])
+        // The floor of one hop: gRPC's C++ core answering in C++ (what a data-plane message costs without a service).
+        let echo = try CoreEchoServer()
+        defer { echo.stop() }
 
-        // Everything stops gracefully at the end, never by cancellation (a cancelled NIO server may trap).
+        // Everything stops gracefully at the end, never by cancellation.
         let meshGroup = ServiceGroup(services: [mesh], logger: self.logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 defer { started.set(nil) }
                 try await meshGroup.run()
             }
-            group.addTask { try await echoServer.serve() }
             do {
                 guard let ready = await started.wait() ?? nil else {
                     throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
                 }
                 try await self.measureMesh(
-                    meshReady: ready, echoTransport: echoTransport, modelPath: model.path, reference: reference,
+                    meshReady: ready, echo: echo.endpoint, modelPath: model.path, reference: reference,
                     serving: serving, emitLayer: emitLayer)
             } catch {
-                echoServer.beginGracefulShutdown()
                 await meshGroup.triggerGracefulShutdown()
                 try? await group.waitForAll()
                 throw error
             }
-            echoServer.beginGracefulShutdown()
             await meshGroup.triggerGracefulShutdown()
             try await group.waitForAll()
         }
@@ -169,7 +169,7 @@ public struct BenchRunner: Sendable {
 
     /// The layer shapes and the concurrency sweep against a started mesh.
     private func measureMesh(
-        meshReady: LocalMesh.Started, echoTransport: HTTP2ServerTransport.Posix, modelPath: String,
+        meshReady: LocalMesh.Started, echo echoEndpoint: ServiceEndpoint, modelPath: String,
         reference: InProcessMoE, serving: ServingConfiguration, emitLayer: (BenchResult) -> Void
     ) async throws {
         let configuration = self.configuration
@@ -186,34 +186,25 @@ public struct BenchRunner: Sendable {
         guard let unbatched = await unbatchedRouter.waitForReadyLine(role: "router", timeout: .seconds(60)) else {
             throw LocalMesh.StartError.childNotReady(name: unbatchedRouter.name, status: unbatchedRouter.pollExit())
         }
-        let echoAddress = try await echoTransport.listeningAddress
-        let echoEndpoint = ServiceEndpoint(host: "127.0.0.1", port: echoAddress.ipv4?.port ?? 0)
         let routerPID = meshReady.processes.last!.pid
         let expertPIDs = meshReady.processes.dropLast().map(\.pid)
-
-        try await withGRPCClient(transport: try serving.makeClientTransport(to: meshReady.router)) { routerConnection in
-            try await withGRPCClient(transport: try serving.makeClientTransport(to: echoEndpoint)) { echoConnection in
-                try await withGRPCClient(transport: try serving.makeClientTransport(to: unbatched)) {
-                    unbatchedConnection in
-                    let router = Moemesh_V1_Router.Client(wrapping: routerConnection)
-                    let echo = Moemesh_V1_Bench.Client(wrapping: echoConnection)
-                    for tokens in configuration.tokens {
-                        self.progress("layer, T = \(tokens)")
-                        emitLayer(
-                            try await self.measureLayer(
-                                tokens: tokens, router: router, echo: echo, reference: reference, serving: serving,
-                                routerPID: routerPID, expertPIDs: expertPIDs))
-                    }
-                    let unbatchedClient = Moemesh_V1_Router.Client(wrapping: unbatchedConnection)
-                    for clients in configuration.clients {
-                        self.progress("concurrency, \(clients) clients")
-                        emitLayer(
-                            try await self.measureConcurrency(
-                                clients: clients, router: router, unbatched: unbatchedClient, reference: reference,
-                                serving: serving, routerPID: routerPID, expertPIDs: expertPIDs))
-                    }
-                }
-            }
+        let channels = try serving.dataPlaneChannelConfiguration()
+        let router = try DataPlaneChannel(target: meshReady.router.description, configuration: channels)
+        let echo = try DataPlaneChannel(target: echoEndpoint.description, configuration: channels)
+        let unbatchedChannel = try DataPlaneChannel(target: unbatched.description, configuration: channels)
+        for tokens in configuration.tokens {
+            self.progress("layer, T = \(tokens)")
+            emitLayer(
+                try await self.measureLayer(
+                    tokens: tokens, router: router, echo: echo, reference: reference, routerPID: routerPID,
+                    expertPIDs: expertPIDs))
+        }
+        for clients in configuration.clients {
+            self.progress("concurrency, \(clients) clients")
+            emitLayer(
+                try await self.measureConcurrency(
+                    clients: clients, router: router, unbatched: unbatchedChannel, reference: reference,
+                    routerPID: routerPID, expertPIDs: expertPIDs))
         }
         self.progress("")
     }
@@ -227,10 +218,8 @@ public struct BenchRunner: Sendable {
 
     /// One layer shape, serial: mesh, in-process and echo calls interleaved.
     private func measureLayer(
-        tokens: Int, router: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>,
-        echo: Moemesh_V1_Bench.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE,
-        serving: ServingConfiguration,
-        routerPID: Int32, expertPIDs: [Int32]
+        tokens: Int, router: DataPlaneChannel, echo: DataPlaneChannel, reference: InProcessMoE, routerPID: Int32,
+        expertPIDs: [Int32]
     ) async throws -> BenchResult {
         let hidden = self.randomHidden(tokens: tokens, seed: UInt64(tokens))
         var request = Moemesh_V1_ForwardRequest()
@@ -238,11 +227,10 @@ public struct BenchRunner: Sendable {
         request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)
         var echoRequest = Moemesh_V1_EchoRequest()
         echoRequest.tensor = request.hiddenStates
-        let options = serving.callOptions()
         for _ in 0..<3 {
-            _ = try await router.forward(request, options: options)
+            _ = try await Self.forward(router, request)
             _ = try await reference.forward(layer: "0", hidden: hidden)
-            _ = try await echo.echo(echoRequest, options: options)
+            _ = try await Self.echo(echo, echoRequest)
         }
         var mesh = LatencySamples(), local = LatencySamples(), bare = LatencySamples()
         let clock = ContinuousClock()
@@ -252,9 +240,9 @@ public struct BenchRunner: Sendable {
         let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
         while (clock.now < deadline || mesh.count < 5) && mesh.count < 2000 {
             var response = Moemesh_V1_ForwardResponse()
-            mesh.append(try await clock.measure { response = try await router.forward(request, options: options) })
+            mesh.append(try await clock.measure { response = try await Self.forward(router, request) })
             local.append(try await clock.measure { _ = try await reference.forward(layer: "0", hidden: hidden) })
-            bare.append(try await clock.measure { _ = try await echo.echo(echoRequest, options: options) })
+            bare.append(try await clock.measure { _ = try await Self.echo(echo, echoRequest) })
             if mesh.count == 1 {
                 wireBytes = Self.wireBytes(request: request, response: response, reference: reference, hidden: hidden)
             }
@@ -270,49 +258,50 @@ public struct BenchRunner: Sendable {
             expertCPUPerToken: (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls)
 
         // The stream path a model runner uses: ForwardStream, and the echo over a stream, one message at a time.
-        try await SerialStream<Moemesh_V1_ForwardRequest, Moemesh_V1_ForwardResponse>.with(open: { requests, deliver in
-            try await router.forwardStream(
-                options: options,
-                requestProducer: { writer in
-                    for await request in requests { try await writer.write(request) }
-                }
-            ) { response in
-                for try await message in response.messages { deliver(message) }
-            }
-        }) { forward in
-            try await SerialStream<Moemesh_V1_EchoRequest, Moemesh_V1_EchoResponse>.with(open: { requests, deliver in
-                try await echo.echoStream(
-                    options: options,
-                    requestProducer: { writer in
-                        for await request in requests { try await writer.write(request) }
-                    }
-                ) { response in
-                    for try await message in response.messages { deliver(message) }
-                }
-            }) { echoStream in
-                for _ in 0..<3 {
-                    _ = try await forward(request)
-                    _ = try await echoStream(echoRequest)
-                }
-                var streamed = LatencySamples(), streamEcho = LatencySamples()
-                let routerCPU = cpuSeconds(routerPID)
-                let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
-                while (clock.now < deadline || streamed.count < 5) && streamed.count < 2000 {
-                    streamed.append(
-                        try await clock.measure {
-                            let answer = try await forward(request)
-                            if answer.hasError { throw answer.error.rpcError }
-                        })
-                    streamEcho.append(try await clock.measure { _ = try await echoStream(echoRequest) })
-                }
-                result.meshStreamP50 = streamed.p50
-                result.meshStreamP99 = streamed.p99
-                result.echoStreamP50 = streamEcho.p50
-                result.routerCPUPerTokenStream =
-                    (cpuSeconds(routerPID) - routerCPU) * 1e6 / Double(streamed.count * tokens)
-            }
+        let forwardStream = SerialBridgeStream(channel: router, method: "/moemesh.v1.Router/ForwardStream")
+        defer { forwardStream.close() }
+        let echoStream = SerialBridgeStream(channel: echo, method: TransportBenchmark.streamMethod)
+        defer { echoStream.close() }
+        let forwardBytes: [UInt8] = try request.serializedBytes()
+        let echoBytes: [UInt8] = try echoRequest.serializedBytes()
+        @Sendable func streamed() async throws {
+            let answer = try Moemesh_V1_ForwardResponse(
+                serializedBytes: try await forwardStream.roundTrip(forwardBytes))
+            if answer.hasError { throw answer.error.rpcError }
         }
+        for _ in 0..<3 {
+            try await streamed()
+            _ = try await echoStream.roundTrip(echoBytes)
+        }
+        var streamedSamples = LatencySamples(), streamEcho = LatencySamples()
+        let streamRouterCPU = cpuSeconds(routerPID)
+        let streamDeadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
+        while (clock.now < streamDeadline || streamedSamples.count < 5) && streamedSamples.count < 2000 {
+            streamedSamples.append(try await clock.measure { try await streamed() })
+            streamEcho.append(try await clock.measure { _ = try await echoStream.roundTrip(echoBytes) })
+        }
+        result.meshStreamP50 = streamedSamples.p50
+        result.meshStreamP99 = streamedSamples.p99
+        result.echoStreamP50 = streamEcho.p50
+        result.routerCPUPerTokenStream =
+            (cpuSeconds(routerPID) - streamRouterCPU) * 1e6 / Double(streamedSamples.count * tokens)
         return result
+    }
+
+    /// `Router/Forward` over the data plane.
+    static func forward(_ router: DataPlaneChannel, _ request: Moemesh_V1_ForwardRequest) async throws
+        -> Moemesh_V1_ForwardResponse
+    {
+        let answer = try await router.unary("/moemesh.v1.Router/Forward", request: try request.serializedBytes())
+        return try Moemesh_V1_ForwardResponse(serializedBytes: answer)
+    }
+
+    /// The core's echo, called from Swift over the data plane as the router is (protobuf both ways).
+    static func echo(_ echo: DataPlaneChannel, _ request: Moemesh_V1_EchoRequest) async throws
+        -> Moemesh_V1_EchoResponse
+    {
+        let answer = try await echo.unary(TransportBenchmark.unaryMethod, request: try request.serializedBytes())
+        return try Moemesh_V1_EchoResponse(serializedBytes: answer)
     }
 
     /// Protobuf payload bytes of one call: client ↔ router, and router ↔ each expert (rows both ways).
@@ -340,9 +329,8 @@ public struct BenchRunner: Sendable {
     /// Decode (T = 1) with `clients` concurrent clients, batching on and off, and the in-process layer with as many
     /// concurrent callers.
     private func measureConcurrency(
-        clients: Int, router: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>,
-        unbatched: Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>, reference: InProcessMoE,
-        serving: ServingConfiguration, routerPID: Int32, expertPIDs: [Int32]
+        clients: Int, router: DataPlaneChannel, unbatched: DataPlaneChannel, reference: InProcessMoE,
+        routerPID: Int32, expertPIDs: [Int32]
     ) async throws -> BenchResult {
         let seconds = self.configuration.secondsPerShape
         let requests = (0..<clients).map { client -> Moemesh_V1_ForwardRequest in
@@ -352,7 +340,6 @@ public struct BenchRunner: Sendable {
                 self.randomHidden(tokens: 1, seed: UInt64(1000 + client)), dtype: .f32)
             return request
         }
-        let options = serving.callOptions()
         func drive(_ call: @escaping @Sendable (Int) async throws -> Void) async throws -> (LatencySamples, Double) {
             let clock = ContinuousClock()
             let start = clock.now
@@ -375,15 +362,11 @@ public struct BenchRunner: Sendable {
             let (s, atto) = elapsed.components
             return (samples, Double(samples.count) / (Double(s) + Double(atto) / 1e18))
         }
-        _ = try await drive { client in _ = try await unbatched.forward(requests[client], options: options) }
-        let (_, unbatchedRate) = try await drive { client in
-            _ = try await unbatched.forward(requests[client], options: options)
-        }
+        _ = try await drive { client in _ = try await Self.forward(unbatched, requests[client]) }
+        let (_, unbatchedRate) = try await drive { client in _ = try await Self.forward(unbatched, requests[client]) }
         let routerCPU = cpuSeconds(routerPID)
         let expertCPU = expertPIDs.map(cpuSeconds).reduce(0, +)
-        let (meshSamples, meshRate) = try await drive { client in
-            _ = try await router.forward(requests[client], options: options)
-        }
+        let (meshSamples, meshRate) = try await drive { client in _ = try await Self.forward(router, requests[client]) }
         let calls = Double(meshSamples.count)
         let routerCPUPerToken = (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls
         let expertCPUPerToken = (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls
@@ -457,3 +440,20 @@ public struct BenchRunner: Sendable {
 
 /// CPU time a process has used so far, in seconds (0 once it is gone).
 private func cpuSeconds(_ pid: Int32) -> Double { ProcessStatus.read(pid: pid)?.cpuSeconds ?? 0 }
+
+/// gRPC's C++ core answering echoes in C++ alone (`mm_bench_echo_server_start`): the floor of one data-plane hop.
+final class CoreEchoServer: Sendable {
+    private nonisolated(unsafe) let server: OpaquePointer
+    let endpoint: ServiceEndpoint
+
+    init() throws {
+        var error = [CChar](repeating: 0, count: 256)
+        guard let server = mm_bench_echo_server_start("127.0.0.1:0", 64 << 20, &error, error.count) else {
+            throw DataPlaneSetupError(error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+        }
+        self.server = server
+        self.endpoint = ServiceEndpoint(host: "127.0.0.1", port: Int(mm_server_port(server)))
+    }
+
+    func stop() { mm_server_shutdown(self.server, 0, nil) }
+}
