@@ -129,8 +129,22 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         _ request: Moemesh_V1_ComputeRequest, rows: Int, address: ExpertAddress, candidates: [ExpertReplica],
         deadline: ContinuousClock.Instant?, tried: inout Set<TriedReplica>, failures: inout [String]
     ) async throws -> (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? {
-        var remaining = candidates[...]
         let labels = address.metricLabels
+        if candidates.count == 1 {
+            // One replica to try: no hedge, no stall watch, so no task group either.
+            let replica = candidates[0]
+            tried.insert(TriedReplica(replica))
+            let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
+            switch try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: false) {
+            case .answered(let replica, let response, _): return (replica, response)
+            case .unreachable(let replica, let reason):
+                failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
+                self.metrics?.counter("moemesh_router_expert_retries_total", labels).increment()
+                return nil
+            case .hedgeDue, .stalled: return nil
+            }
+        }
+        var remaining = candidates[...]
         return try await withThrowingTaskGroup(of: Outcome.self) { group in
             var inFlight: [ServiceEndpoint: Bool] = [:]  // endpoint → is a hedge
             func start(hedge: Bool) throws -> Bool {

@@ -4,8 +4,16 @@ import Synchronization
 /// streamed call that was cancelled. With `remembering`, a signal that comes before anyone waits for its key is kept
 /// for the first waiter (messages on a stream may be handled out of order).
 public final class KeyedSignal<Key: Hashable & Sendable>: Sendable {
+    /// A task running an operation that `key`'s signal cancels (`run`). The task is cancelled from other threads only
+    /// under the lock, and unregistered under it before the task ends.
+    private struct Runner: @unchecked Sendable {
+        let task: UnsafeCurrentTask
+        var fired = false
+    }
+
     private struct State {
         var waiters: [Key: [UInt64: CheckedContinuation<Void, Never>]] = [:]
+        var runners: [Key: [UInt64: Runner]] = [:]
         var unclaimed: Set<Key> = []
         var next: UInt64 = 0
     }
@@ -15,11 +23,20 @@ public final class KeyedSignal<Key: Hashable & Sendable>: Sendable {
 
     public init(remembering: Bool = false) { self.remembering = remembering }
 
-    /// Wakes every task waiting for `key`.
+    /// Wakes every task waiting for `key`, and cancels the operations `run` runs for it.
     public func signal(_ key: Key) {
         let waiters = self.state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            var ran = false
+            if var runners = state.runners[key], !runners.isEmpty {
+                for id in runners.keys {
+                    runners[id]!.fired = true
+                    runners[id]!.task.cancel()
+                }
+                state.runners[key] = runners
+                ran = true
+            }
             guard let waiters = state.waiters.removeValue(forKey: key), !waiters.isEmpty else {
-                if self.remembering { state.unclaimed.insert(key) }
+                if self.remembering && !ran { state.unclaimed.insert(key) }
                 return []
             }
             return Array(waiters.values)
@@ -60,19 +77,40 @@ public final class KeyedSignal<Key: Hashable & Sendable>: Sendable {
     }
 
     /// Keys with waiters or a remembered signal: what the signal holds on to (0 once every call has ended).
-    var trackedKeys: Int { self.state.withLock { $0.waiters.count + $0.unclaimed.count } }
+    var trackedKeys: Int { self.state.withLock { $0.waiters.count + $0.runners.count + $0.unclaimed.count } }
 
-    /// `operation`'s result, or nil when `key` is signalled first (the operation is then cancelled).
+    /// `operation`'s result, or nil when `key` is signalled first: the operation is then cancelled (it runs in a task
+    /// of its own, which the signal cancels; the caller's task is not).
     public func run<Result: Sendable>(
         unless key: Key, _ operation: @escaping @Sendable () async throws -> Result
     ) async throws -> Result? {
         try await withThrowingTaskGroup(of: Result?.self) { group in
-            group.addTask { try await operation() }
             group.addTask {
-                await self.wait(for: key)
-                return nil
+                let registered = withUnsafeCurrentTask { task in
+                    self.state.withLock { state -> UInt64? in
+                        if self.remembering, state.unclaimed.remove(key) != nil { return nil }
+                        state.next &+= 1
+                        state.runners[key, default: [:]][state.next] = Runner(task: task!)
+                        return state.next
+                    }
+                }
+                guard let id = registered else { return nil }  // signalled before it started
+                /// Unregisters the operation; whether the signal came meanwhile.
+                @Sendable func unregister() -> Bool {
+                    self.state.withLock { state in
+                        let fired = state.runners[key]?.removeValue(forKey: id)?.fired ?? false
+                        if state.runners[key]?.isEmpty == true { state.runners.removeValue(forKey: key) }
+                        return fired
+                    }
+                }
+                do {
+                    let result = try await operation()
+                    return unregister() ? nil : result
+                } catch {
+                    if unregister() { return nil }
+                    throw error
+                }
             }
-            defer { group.cancelAll() }
             return try await group.next()!
         }
     }
