@@ -107,7 +107,7 @@ let package = Package(
         // The data plane's transport: servers, channels and calls on gRPC's C++ core (CGRPCBridge), in Swift terms.
         .target(
             name: "MoEDataPlane",
-            dependencies: ["CGRPCBridge", .product(name: "GRPCCore", package: "grpc-swift-2")]
+            dependencies: ["CGRPCBridge", "MoECore", .product(name: "GRPCCore", package: "grpc-swift-2")]
         ),
         // What every service shares: transport settings, lifecycle, health, metrics, tracing, the HTTP endpoint.
         .target(

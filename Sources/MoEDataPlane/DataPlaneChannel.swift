@@ -1,5 +1,6 @@
 import CGRPCBridge
 import GRPCCore
+import MoECore
 import Synchronization
 
 /// A channel to one server on the C++ core: a connection made on the first call and kept (reconnected with
@@ -32,11 +33,12 @@ public final class DataPlaneChannel: Sendable {
                 options.target = target
                 options.max_receive_message_bytes = Int32(clamping: configuration.maxReceiveMessageBytes)
                 options.max_send_message_bytes = Int32(clamping: configuration.maxSendMessageBytes)
-                options.keepalive_time_ms = Int32(clamping: configuration.keepaliveTime.milliseconds)
-                options.keepalive_timeout_ms = Int32(clamping: configuration.keepaliveTimeout.milliseconds)
+                options.keepalive_time_ms = Int32(clamping: Int64(configuration.keepaliveTime.milliseconds))
+                options.keepalive_timeout_ms = Int32(clamping: Int64(configuration.keepaliveTimeout.milliseconds))
                 options.initial_reconnect_backoff_ms = Int32(
-                    clamping: configuration.initialReconnectBackoff.milliseconds)
-                options.max_reconnect_backoff_ms = Int32(clamping: configuration.maxReconnectBackoff.milliseconds)
+                    clamping: Int64(configuration.initialReconnectBackoff.milliseconds))
+                options.max_reconnect_backoff_ms = Int32(
+                    clamping: Int64(configuration.maxReconnectBackoff.milliseconds))
                 options.tls = tls
                 return mm_channel_create(&options, &error, error.count)
             }
@@ -48,9 +50,6 @@ public final class DataPlaneChannel: Sendable {
     }
 
     deinit { mm_channel_release(self.handle) }
-
-    /// Whether the channel has a ready connection (and, with `connect`, starts one when idle).
-    public func isReady(connect: Bool = false) -> Bool { mm_channel_state(self.handle, connect ? 1 : 0) == 2 }
 
     /// Calls a unary `method` (`/package.Service/Method`): sends `request`, returns the answer. Cancelling the
     /// calling task cancels the call at the server; `deadline` travels with the call (`grpc-timeout`).

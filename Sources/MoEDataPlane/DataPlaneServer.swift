@@ -1,5 +1,6 @@
 import CGRPCBridge
 import GRPCCore
+import MoECore
 import Synchronization
 
 #if canImport(Glibc)
@@ -81,11 +82,12 @@ public final class DataPlaneServer: Sendable {
                     options.max_receive_message_bytes = Int32(clamping: configuration.maxReceiveMessageBytes)
                     options.max_send_message_bytes = Int32(clamping: configuration.maxSendMessageBytes)
                     options.max_concurrent_streams = Int32(clamping: configuration.maxConcurrentStreams)
-                    options.keepalive_time_ms = Int32(clamping: configuration.keepaliveTime.milliseconds)
-                    options.keepalive_timeout_ms = Int32(clamping: configuration.keepaliveTimeout.milliseconds)
+                    options.keepalive_time_ms = Int32(clamping: Int64(configuration.keepaliveTime.milliseconds))
+                    options.keepalive_timeout_ms = Int32(clamping: Int64(configuration.keepaliveTimeout.milliseconds))
                     options.keepalive_min_client_ping_interval_ms = Int32(
-                        clamping: configuration.minClientPingInterval.milliseconds)
-                    options.max_connection_age_ms = Int32(clamping: configuration.maxConnectionAge?.milliseconds ?? 0)
+                        clamping: Int64(configuration.minClientPingInterval.milliseconds))
+                    options.max_connection_age_ms = Int32(
+                        clamping: Int64(configuration.maxConnectionAge?.milliseconds ?? 0))
                     options.tls = tls
                     options.callbacks = mm_server_callbacks(
                         context: unmanaged, on_call: serverOnCall, on_message: serverOnMessage,
@@ -99,6 +101,13 @@ public final class DataPlaneServer: Sendable {
         }
         self.handle.withLock { $0 = CorePointer(pointer: server) }
         self.boundPort.store(Int(mm_server_port(server)), ordering: .relaxed)
+    }
+
+    /// A server nobody shut down stops with it: the core holds this object unretained, as its callbacks' context.
+    deinit {
+        if let handle = self.handle.withLock({ $0 }) {
+            mm_server_shutdown(handle.pointer, 0, "the service is shutting down")
+        }
     }
 
     /// Runs the async methods' calls and the work streams start, each as a child task, until `shutdown` has
@@ -136,7 +145,7 @@ public final class DataPlaneServer: Sendable {
                 defer { handle = nil }; return handle
             })
         else { return nil }
-        let milliseconds = grace.milliseconds
+        let milliseconds = Int64(grace.milliseconds)
         return {
             for call in self.streams.withLock({ Array($0.values) }) { call.drain() }
             message.withCString { mm_server_shutdown(handle.pointer, milliseconds, $0) }
@@ -204,12 +213,6 @@ public struct DataPlaneCallContext: Sendable {
         self.deadline = deadline
         self.peer = peer
     }
-
-    /// `package.Service` of `/package.Service/Method`.
-    public var service: Substring {
-        let path = self.method.drop { $0 == "/" }
-        return path.prefix { $0 != "/" }
-    }
 }
 
 /// The answering side of a streamed call: write answers from any thread; finish once.
@@ -221,14 +224,6 @@ public struct DataPlaneServerStream: Sendable {
     public func finish(_ error: RPCError? = nil) { self.call.finish(error) }
     /// Runs `work` as a child task of the server's `run()`, cancelled when this call ends.
     public func run(_ work: @escaping @Sendable () async -> Void) { self.call.startStreamWork(work) }
-}
-
-extension Duration {
-    /// Whole milliseconds, rounded down.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = self.components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
 }
 
 /// Runs `work` on a new thread (blocking work that must not hold one of Swift's cooperative threads) and returns

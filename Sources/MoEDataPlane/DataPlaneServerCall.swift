@@ -130,14 +130,16 @@ final class DataPlaneServerCall: Sendable {
     /// The call is over (answered, cancelled, or finished by the server's shutdown): a task still working for it
     /// is cancelled, since nobody hears its answer.
     func ended() {
-        self.server.streamEnded(self)
-        self.state.withLock { state in
+        let wasStream = self.state.withLock { state in
             state.cancelled = true
             state.runningTask?.task.cancel()
             for task in state.streamTasks.values { task.task.cancel() }
             // A stream's handler holds its writer, which holds this call: the cycle ends here.
-            if case .stream = state.kind { state.kind = .refused }
+            guard case .stream = state.kind else { return false }
+            state.kind = .refused
+            return true
         }
+        if wasStream { self.server.streamEnded(self) }
     }
 
     /// Runs an async unary method in the server's task group.

@@ -56,13 +56,11 @@ struct DataPlaneBridgeTests {
             },
             Self.wait: .unary { _, _ in
                 events.sink.yield("waiting")
-                do {
-                    try await Task.sleep(for: .seconds(3600))
-                } catch {
-                    events.sink.yield("handler cancelled")
-                    throw error
-                }
-                return []
+                // Waits for nothing but its cancellation: a stream that never yields ends when the task is cancelled.
+                let (never, _) = AsyncStream<Never>.makeStream()
+                for await _ in never {}
+                events.sink.yield("handler cancelled")
+                throw CancellationError()
             },
             Self.stream: .bidirectionalStream { _, stream in EchoStream(stream: stream, events: events) },
         ]
