@@ -18,6 +18,12 @@ binary=$(realpath "${1:-.build/release/moemesh}")
 if [[ -d "$(dirname "$binary")/lib" ]]; then
     export LD_LIBRARY_PATH="$(dirname "$binary")/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+if missing=$(ldd "$binary" | grep "not found"); then
+    echo "the binary needs libraries this machine lacks:" >&2
+    echo "$missing" >&2
+    echo "bundle gRPC's with scripts/bundle-grpc-libs.sh BINARY DIR where it was built, and copy DIR/lib beside it" >&2
+    exit 1
+fi
 logs=${2:-/tmp/moemesh-gpu-verify}
 mkdir -p "$logs"
 models=$(mktemp -d)

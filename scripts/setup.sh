@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what MoEMesh needs on a fresh Debian/Ubuntu machine with Swift 6.1+ on PATH:
-# OpenBLAS (the CPU kernels), protoc (only to regenerate the committed gRPC code), and CMake with Debian's gRPC C++
-# packages (the C++ client). Safe to run again.
+# OpenBLAS (the CPU kernels), protoc (only to regenerate the committed gRPC code), Debian's gRPC C++ packages (the
+# data plane links libgrpc++ through Sources/CGRPCBridge; the C++ client too) and CMake (the C++ client). Safe to run
+# again.
 set -euo pipefail
 
 missing=()
 [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || [ -e /usr/include/aarch64-linux-gnu/cblas.h ] \
     || missing+=(libopenblas-dev)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
-# The C++ client (clients/cpp): CMake and Debian's gRPC C++ packages.
+# The data plane (Sources/CGRPCBridge) and the C++ client (clients/cpp): Debian's gRPC C++ packages; CMake for the client.
 command -v cmake >/dev/null || missing+=(cmake)
 command -v grpc_cpp_plugin >/dev/null || missing+=(protobuf-compiler-grpc)
 [ -e /usr/include/grpcpp/grpcpp.h ] || missing+=(libgrpc++-dev)
