@@ -3,17 +3,23 @@ import MoECore
 import MoEKernels
 import Synchronization
 
-/// Runs `Compute` calls off Swift's cooperative pool, in steps: a free worker takes every call waiting and runs them
-/// together, as one grouped step where the backend has one (CUDA: a grouped GEMM per projection), else one after
+/// One expert's rows in a `Compute` call (a call carries one, or several for a replica hosting several of a batch's
+/// experts).
+struct ExpertPart: Sendable {
+    let address: ExpertAddress
+    let rows: Matrix
+}
+
+/// Runs `Compute` calls off Swift's cooperative pool, in steps: a free worker takes every call waiting and runs their
+/// parts together, as one grouped step where the backend has one (CUDA: a grouped GEMM per projection), else one after
 /// another. At most `workers` steps run at once (CPU: one, as each already uses every BLAS thread; CUDA: one per
 /// stream, so that steps overlap). Calls that arrive while every worker is busy wait for the next step, which batches
 /// them: no timer, no added latency when idle.
 final class ComputeSteps: Sendable {
     private struct Call {
         let id: UInt64
-        let address: ExpertAddress
-        let rows: Matrix
-        let continuation: CheckedContinuation<Result<Matrix, ExpertError>, Never>
+        let parts: [ExpertPart]
+        let continuation: CheckedContinuation<Result<[Matrix], ExpertError>, Never>
     }
 
     private struct State {
@@ -39,9 +45,10 @@ final class ComputeSteps: Sendable {
     /// Calls waiting for a step (not counting those a step runs now).
     var waitingCalls: Int { self.state.withLock { $0.waiting.count } }
 
-    /// `FFN_address(rows)`, or why it failed (the expert could not be loaded, the device failed, the caller left
-    /// while the call waited for a step: `cancelled`, and it is not computed).
-    func run(_ address: ExpertAddress, rows: Matrix) async -> Result<Matrix, ExpertError> {
+    /// `FFN_address(rows)` of each part, in order, or why the call failed (an expert could not be loaded, the device
+    /// failed, the caller left while the call waited for a step: `cancelled`, and it is not computed).
+    func run(_ parts: [ExpertPart]) async -> Result<[Matrix], ExpertError> {
+        let address = parts[0].address
         let id = self.state.withLock { state in
             state.nextID &+= 1
             return state.nextID
@@ -50,7 +57,7 @@ final class ComputeSteps: Sendable {
             await withCheckedContinuation { continuation in
                 let (startWorker, cancelled) = self.state.withLock { state -> (Bool, Bool) in
                     if Task.isCancelled { return (false, true) }
-                    state.waiting.append(Call(id: id, address: address, rows: rows, continuation: continuation))
+                    state.waiting.append(Call(id: id, parts: parts, continuation: continuation))
                     guard state.running < self.workers else { return (false, false) }
                     state.running += 1
                     return (true, false)
@@ -89,16 +96,35 @@ final class ComputeSteps: Sendable {
         if more { self.queue.async { self.work() } }
     }
 
-    /// `FFN_address(rows)` on this thread, in the slot `reserve` took, which it gives back.
-    func runReserved(_ address: ExpertAddress, rows: Matrix) -> Result<Matrix, ExpertError> {
+    /// `run` on this thread, in the slot `reserve` took, which it gives back.
+    func runReserved(_ parts: [ExpertPart]) -> Result<[Matrix], ExpertError> {
         defer { self.release() }
-        let kernel: any ExpertKernel
-        do { kernel = try self.cache.kernel(for: address) } catch {
-            return .failure(.loadFailed(address, reason: "\(error)"))
+        return self.kernels(for: parts).flatMap { Self.forward(parts, on: $0) }
+    }
+
+    /// The parts' kernels (loaded under a memory budget), or the first that could not be loaded.
+    private func kernels(for parts: [ExpertPart]) -> Result<[any ExpertKernel], ExpertError> {
+        var kernels: [any ExpertKernel] = []
+        kernels.reserveCapacity(parts.count)
+        for part in parts {
+            do { kernels.append(try self.cache.kernel(for: part.address)) } catch {
+                return .failure(.loadFailed(part.address, reason: "\(error)"))
+            }
         }
-        do { return .success(try kernel.forward(rows)) } catch {
-            return .failure(.computeFailed(address, reason: "\(error)"))
+        return .success(kernels)
+    }
+
+    /// Each part through its kernel, one after another.
+    private static func forward(_ parts: [ExpertPart], on kernels: [any ExpertKernel]) -> Result<[Matrix], ExpertError>
+    {
+        var outputs: [Matrix] = []
+        outputs.reserveCapacity(parts.count)
+        for (part, kernel) in zip(parts, kernels) {
+            do { outputs.append(try kernel.forward(part.rows)) } catch {
+                return .failure(.computeFailed(part.address, reason: "\(error)"))
+            }
         }
+        return .success(outputs)
     }
 
     /// Takes every waiting call and runs it as one step, until none waits.
@@ -117,34 +143,30 @@ final class ComputeSteps: Sendable {
     }
 
     private func step(_ calls: [Call]) {
-        var ready: [(call: Call, kernel: any ExpertKernel)] = []
+        var ready: [(call: Call, kernels: [any ExpertKernel])] = []
         for call in calls {
-            do {
-                ready.append((call, try self.cache.kernel(for: call.address)))
-            } catch {
-                call.continuation.resume(returning: .failure(.loadFailed(call.address, reason: "\(error)")))
+            switch self.kernels(for: call.parts) {
+            case .success(let kernels): ready.append((call, kernels))
+            case .failure(let error): call.continuation.resume(returning: .failure(error))
             }
         }
-        if let grouped = self.grouped, ready.count > 1 {
+        let items = ready.flatMap { item in zip(item.kernels, item.call.parts).map { (kernel: $0, rows: $1.rows) } }
+        if let grouped = self.grouped, items.count > 1 {
             do {
-                let outputs = try grouped.forward(ready.map { (kernel: $0.kernel, rows: $0.call.rows) })
-                for (item, output) in zip(ready, outputs) { item.call.continuation.resume(returning: .success(output)) }
+                var outputs = try grouped.forward(items)[...]
+                for item in ready {
+                    item.call.continuation.resume(returning: .success(Array(outputs.prefix(item.kernels.count))))
+                    outputs = outputs.dropFirst(item.kernels.count)
+                }
             } catch {
                 for item in ready {
                     item.call.continuation.resume(
-                        returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
+                        returning: .failure(.computeFailed(item.call.parts[0].address, reason: "\(error)")))
                 }
             }
             return
         }
-        for item in ready {
-            do {
-                item.call.continuation.resume(returning: .success(try item.kernel.forward(item.call.rows)))
-            } catch {
-                item.call.continuation.resume(
-                    returning: .failure(.computeFailed(item.call.address, reason: "\(error)")))
-            }
-        }
+        for item in ready { item.call.continuation.resume(returning: Self.forward(item.call.parts, on: item.kernels)) }
     }
 }
 

@@ -16,10 +16,12 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case cancelled(ExpertAddress)
     /// The rows were above the service's `--max-message-mib`.
     case tooLarge(PayloadTooLarge)
+    /// A call of several experts whose `experts` and `row_counts` do not split its rows.
+    case invalidParts(String)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
-        case .invalidInput: .invalidArgument
+        case .invalidInput, .invalidParts: .invalidArgument
         case .unknownExpert: .notFound
         case .loadFailed, .computeFailed: .internalError
         case .cancelled: .cancelled
@@ -36,6 +38,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .computeFailed(let address, let reason): "\(address) failed on the device: \(reason)"
         case .cancelled(let address): "the call to \(address) was cancelled by its caller before it ran"
         case .tooLarge(let error): error.rpcErrorMessage
+        case .invalidParts(let reason): reason
         }
     }
 }

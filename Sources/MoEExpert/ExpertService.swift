@@ -175,20 +175,39 @@ public struct ExpertService: Sendable {
         return parts.joined(separator: ", ")
     }
 
-    /// A `Compute` call checked: the expert it names (hosted), its rows decoded.
+    /// A `Compute` call checked: the experts it names (hosted), its rows decoded, and how many rows each expert has.
     struct CheckedCall {
-        let address: ExpertAddress
+        let addresses: [ExpertAddress]
+        /// Rows of each expert, in order; they sum to `rows.matrix.rows`.
+        let rowCounts: [Int]
         let rows: DecodedRows
+
+        /// The rows of each expert (no copy for a call of one expert).
+        var parts: [ExpertPart] {
+            guard self.addresses.count > 1 else {
+                return [ExpertPart(address: self.addresses[0], rows: self.rows.matrix)]
+            }
+            let width = self.rows.matrix.columns
+            var start = 0
+            return zip(self.addresses, self.rowCounts).map { address, count in
+                defer { start += count * width }
+                return ExpertPart(
+                    address: address,
+                    rows: Matrix(
+                        rows: count, columns: width,
+                        values: Array(self.rows.matrix.values[start..<(start + count * width)])))
+            }
+        }
     }
 
-    /// Runs one expert on validated rows.
+    /// Runs the experts the request names, each on its validated rows.
     public func compute(_ request: Moemesh_V1_ComputeRequest) async throws(ExpertError) -> Moemesh_V1_ComputeResponse {
         let call = try self.check(request)
         let started = self.begin(call)
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }  // a simulated slower device
         let result =
             Task.isCancelled
-            ? .failure(.cancelled(call.address)) : await self.steps.run(call.address, rows: call.rows.matrix)
+            ? .failure(.cancelled(call.addresses[0])) : await self.steps.run(call.parts)
         return try self.end(call, started: started, result)
     }
 
@@ -210,23 +229,40 @@ public struct ExpertService: Sendable {
             throw error
         }
         let started = self.begin(call)
-        return try self.end(call, started: started, self.steps.runReserved(call.address, rows: call.rows.matrix))
+        return try self.end(call, started: started, self.steps.runReserved(call.parts))
     }
 
-    /// The expert the request names, if hosted, and its rows, if within the limit and well formed.
+    /// The experts the request names, if hosted, and its rows, if within the limit, well formed and split as
+    /// `row_counts` says.
     private func check(_ request: Moemesh_V1_ComputeRequest) throws(ExpertError) -> CheckedCall {
-        let address = ExpertAddress(layer: request.layer, expert: Int(request.expert))
-        guard self.experts.contains(address) else {
+        let addresses =
+            request.experts.isEmpty
+            ? [ExpertAddress(layer: request.layer, expert: Int(request.expert))]
+            : request.experts.map { ExpertAddress(layer: request.layer, expert: Int($0)) }
+        if !request.experts.isEmpty, request.rowCounts.count != request.experts.count {
+            throw .invalidParts(
+                "experts names \(request.experts.count) experts but row_counts has \(request.rowCounts.count) counts; "
+                    + "expected one count per expert")
+        }
+        for address in addresses where !self.experts.contains(address) {
             throw .unknownExpert(address, hosted: self.hostedSummary)
         }
         do { try self.payloadLimit?.check(request.rows, field: "rows") } catch { throw .tooLarge(error) }
+        let rows: DecodedRows
         do {
-            return CheckedCall(
-                address: address,
-                rows: try request.rows.decodeTokenRows(
-                    field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2],
-                    shapeDescription: "[N, \(self.hiddenSize)]"))
+            rows = try request.rows.decodeTokenRows(
+                field: "rows", hiddenSize: self.hiddenSize, allowedRanks: [2],
+                shapeDescription: "[N, \(self.hiddenSize)]")
         } catch { throw .invalidInput(error) }
+        guard !request.experts.isEmpty else {
+            return CheckedCall(addresses: addresses, rowCounts: [rows.matrix.rows], rows: rows)
+        }
+        let counts = request.rowCounts.map(Int.init)
+        guard counts.allSatisfy({ $0 >= 1 }), counts.reduce(0, +) == rows.matrix.rows else {
+            throw .invalidParts(
+                "row_counts \(counts) must each be at least 1 and sum to the \(rows.matrix.rows) rows sent")
+        }
+        return CheckedCall(addresses: addresses, rowCounts: counts, rows: rows)
     }
 
     /// Counts a call in flight (heartbeats' load, the in-flight gauge); returns when it started.
@@ -236,33 +272,52 @@ public struct ExpertService: Sendable {
         return .now
     }
 
-    /// Counts the call done (calls, rows, compute time; a cancellation) and answers its result in the request's
-    /// dtype, refusing an output that overflowed.
+    /// Counts the call done (per expert: calls, rows, compute time; a cancellation) and answers its result in the
+    /// request's dtype, the experts' rows in the request's order, refusing an output that overflowed.
     private func end(
-        _ call: CheckedCall, started: ContinuousClock.Instant, _ result: Result<Matrix, ExpertError>
+        _ call: CheckedCall, started: ContinuousClock.Instant, _ result: Result<[Matrix], ExpertError>
     ) throws(ExpertError) -> Moemesh_V1_ComputeResponse {
-        let (address, input) = (call.address, call.rows.matrix)
-        let labels = address.metricLabels
-        self.meter.end(address, rows: input.rows, started: started)
-        self.metrics.counter("moemesh_expert_calls_total", labels).increment()
-        self.metrics.counter("moemesh_expert_rows_total", labels).increment(by: input.rows)
-        self.metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: ContinuousClock.now - started)
+        let elapsed = ContinuousClock.now - started
+        for (address, count) in zip(call.addresses, call.rowCounts) {
+            let labels = address.metricLabels
+            self.meter.end(address, rows: count, started: started)
+            self.metrics.counter("moemesh_expert_calls_total", labels).increment()
+            self.metrics.counter("moemesh_expert_rows_total", labels).increment(by: count)
+            self.metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: elapsed)
+            if case .failure(.cancelled) = result {
+                self.meter.cancelled()
+                self.metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
+            }
+        }
         self.metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
         self.cacheMetrics.publish()
-        if case .failure(.cancelled) = result {
-            self.meter.cancelled()
-            self.metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
-        }
-        let output = try result.get()
-        // Finite rows in, so a non-finite row out is the input's size, not a fault of the expert.
-        if output.values.contains(where: { !$0.isFinite }) {
+        let outputs = try result.get()
+        for (index, output) in outputs.enumerated() where output.values.contains(where: { !$0.isFinite }) {
+            // Finite rows in, so a non-finite row out is the input's size, not a fault of the expert.
+            let input = call.parts[index].rows
             throw .invalidInput(
                 .outputOverflow(
-                    field: "rows", what: "the output of \(address)",
+                    field: "rows", what: "the output of \(call.addresses[index])",
                     largestInput: InputError.largestMagnitude(input.values)))
         }
         var response = Moemesh_V1_ComputeResponse()
-        response.rows = Moemesh_V1_Tensor(output, dtype: call.rows.dtype)
+        if outputs.count == 1 {
+            response.rows = Moemesh_V1_Tensor(outputs[0], dtype: call.rows.dtype)
+        } else {
+            let width = call.rows.matrix.columns
+            response.rows = Moemesh_V1_Tensor(
+                count: call.rows.matrix.values.count, shape: [call.rows.matrix.rows, width], dtype: call.rows.dtype
+            ) { buffer in
+                var start = 0
+                for output in outputs {
+                    _ = output.values.withUnsafeBufferPointer {
+                        UnsafeMutableBufferPointer(rebasing: buffer[start..<(start + $0.count)]).initialize(
+                            fromContentsOf: $0)
+                    }
+                    start += output.values.count
+                }
+            }
+        }
         return response
     }
 }

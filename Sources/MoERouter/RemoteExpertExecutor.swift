@@ -50,9 +50,13 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     /// beside it. When all failed, under a coordinator, the call waits (within its deadline) for the replacement.
     /// An expert with no replica that the coordinator can start is cold-started first.
     public func compute(_ rows: ExpertRows) async throws -> Matrix {
+        try await self.compute(rows, countingDemand: true)
+    }
+
+    private func compute(_ rows: ExpertRows, countingDemand: Bool) async throws -> Matrix {
         let address = rows.address
         let deadline = RequestDeadline.current.map { $0 - Self.combineMargin }
-        self.demand?.record(address, rows: rows.count)
+        if countingDemand { self.demand?.record(address, rows: rows.count) }
         if self.topology.replicas(for: address).isEmpty, let coldStart = self.coldStart,
             self.topology.isStartable(address)
         {
@@ -69,12 +73,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             _ = await self.waitForReplica(of: address, other: [], until: replacementDeadline)
         }
         guard !self.topology.replicas(for: address).isEmpty else { throw RouterError.noReplica(address) }
-        var request = Moemesh_V1_ComputeRequest()
-        request.layer = rows.layer
-        request.expert = Int32(rows.expert)
-        request.rows = Moemesh_V1_Tensor(
-            count: rows.count * rows.width, shape: [rows.count, rows.width], dtype: self.wireDType,
-            gather: rows.gather(into:))
+        let call = ExpertCall([rows], wireDType: self.wireDType)
 
         var failures: [String] = []
         // Replicas tried, by connection: one that left and came back (a new connection) may be tried again.
@@ -95,10 +94,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             }
             if !candidates.isEmpty {
                 if let response = try await self.attempt(
-                    request, rows: rows.count, address: address, candidates: candidates, deadline: deadline,
-                    tried: &tried, failures: &failures)
+                    call, candidates: candidates, deadline: deadline, tried: &tried, failures: &failures)
                 {
-                    return try Self.decode(response.response, rows: rows, replica: response.replica)
+                    return try Self.decode(response.response, call: call, replica: response.replica)[0]
                 }
                 continue
             }
@@ -126,20 +124,20 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     /// Calls `candidates[0]`, hedging to the next when it is slow, and moving on to the next candidates as attempts
     /// fail. Returns the first answer, or nil when every candidate failed (they are then in `tried`).
     private func attempt(
-        _ request: Moemesh_V1_ComputeRequest, rows: Int, address: ExpertAddress, candidates: [ExpertReplica],
-        deadline: ContinuousClock.Instant?, tried: inout Set<TriedReplica>, failures: inout [String]
+        _ call: ExpertCall, candidates: [ExpertReplica], deadline: ContinuousClock.Instant?,
+        tried: inout Set<TriedReplica>, failures: inout [String]
     ) async throws -> (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? {
-        let labels = address.metricLabels
+        let address = call.address
         if candidates.count == 1 {
             // One replica to try: no hedge, no stall watch, so no task group either.
             let replica = candidates[0]
             tried.insert(TriedReplica(replica))
             let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
-            switch try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: false) {
+            switch try await self.send(call, to: replica, timeout: timeout, hedge: false) {
             case .answered(let replica, let response, _): return (replica, response)
             case .unreachable(let replica, let reason):
                 failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
-                self.metrics?.counter("moemesh_router_expert_retries_total", labels).increment()
+                self.count("moemesh_router_expert_retries_total", call)
                 return nil
             case .hedgeDue, .stalled: return nil
             }
@@ -152,20 +150,18 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 tried.insert(TriedReplica(replica))
                 inFlight[replica.endpoint] = hedge
                 let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
-                group.addTask {
-                    try await self.call(replica, request, address: address, rows: rows, timeout: timeout, hedge: hedge)
-                }
+                group.addTask { try await self.send(call, to: replica, timeout: timeout, hedge: hedge) }
                 return true
             }
             _ = try start(hedge: false)
             if remaining.first != nil {
-                if let delay = self.scheduler.hedgeDelay(for: address, rows: rows) {
+                if let delay = call.hedgeDelay(self.scheduler) {
                     group.addTask {
                         try await Task.sleep(for: delay)  // the hedge delay
                         return .hedgeDue
                     }
                 }
-                let stall = self.scheduler.stallTimeout(for: address, rows: rows)
+                let stall = call.stallTimeout(self.scheduler)
                 group.addTask {
                     try await Task.sleep(for: stall)  // the stall timeout
                     return .stalled
@@ -176,7 +172,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 switch outcome {
                 case .answered(let replica, let response, let hedge):
                     if hedge {
-                        self.metrics?.counter("moemesh_router_hedge_wins_total", labels).increment()
+                        self.count("moemesh_router_hedge_wins_total", call)
                         for (endpoint, isHedge) in inFlight where !isHedge {
                             self.scheduler.hedgeWon(against: endpoint)
                         }
@@ -186,14 +182,14 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 case .unreachable(let replica, let reason):
                     inFlight[replica.endpoint] = nil
                     failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
-                    self.metrics?.counter("moemesh_router_expert_retries_total", labels).increment()
+                    self.count("moemesh_router_expert_retries_total", call)
                     if inFlight.isEmpty, try !start(hedge: false) {
                         group.cancelAll()
                         return nil
                     }
                 case .hedgeDue:
                     guard inFlight.count == 1, remaining.first != nil, self.scheduler.takeHedge() else { continue }
-                    self.metrics?.counter("moemesh_router_hedges_total", labels).increment()
+                    self.count("moemesh_router_hedges_total", call)
                     _ = try start(hedge: true)
                 case .stalled:
                     // No answer for far longer than the expert takes: the replicas still holding the call are taken
@@ -206,10 +202,10 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     }
 
     /// One `Compute` call to `replica`, ended early if the replica leaves this router's choice.
-    private func call(
-        _ replica: ExpertReplica, _ request: Moemesh_V1_ComputeRequest, address: ExpertAddress, rows: Int,
-        timeout: Duration, hedge: Bool
+    private func send(
+        _ call: ExpertCall, to replica: ExpertReplica, timeout: Duration, hedge: Bool
     ) async throws -> Outcome {
+        let address = call.address
         var callOptions = self.callOptions
         callOptions.timeout = timeout
         let options = callOptions
@@ -223,11 +219,13 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                     span.attributes["rpc.system"] = "grpc"
                     span.attributes["moemesh.layer"] = address.layer
                     span.attributes["moemesh.expert"] = address.expert
-                    span.attributes["moemesh.rows"] = rows
+                    span.attributes["moemesh.experts"] = call.parts.map { "\($0.address.expert)" }.joined(
+                        separator: ",")
+                    span.attributes["moemesh.rows"] = call.rows
                     span.attributes["moemesh.hedge"] = hedge
                     span.attributes["server.address"] = endpoint.description
                     return try await replica.compute(
-                        request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
+                        call.request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
                 }
             }
         } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
@@ -253,8 +251,12 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             return .unreachable(replica, reason: nil)
         }
         let latency = ContinuousClock.now - started
-        self.scheduler.callSucceeded(endpoint, address: address, rows: rows, latency: latency)
-        self.metrics?.timer("moemesh_router_expert_call_seconds", address.metricLabels).record(duration: latency)
+        self.scheduler.callSucceeded(endpoint, experts: call.parts, latency: latency)
+        for part in call.parts {
+            self.metrics?.timer("moemesh_router_expert_call_seconds", part.address.metricLabels).record(
+                duration: latency)
+        }
+        self.metrics?.counter("moemesh_router_expert_messages_total").increment()
         return .answered(replica, response, hedge: hedge)
     }
 
@@ -268,22 +270,186 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         return min(left, self.expertTimeout)
     }
 
-    private static func decode(_ response: Moemesh_V1_ComputeResponse, rows: ExpertRows, replica: ExpertReplica) throws
-        -> Matrix
+    /// The answer split into each part's `[n_e, H]`.
+    private static func decode(_ response: Moemesh_V1_ComputeResponse, call: ExpertCall, replica: ExpertReplica) throws
+        -> [Matrix]
     {
         let decoded: DecodedRows
         do {
             decoded = try response.rows.decodeTokenRows(
-                field: "expert answer", hiddenSize: rows.width, allowedRanks: [2], shapeDescription: "[N, H]")
+                field: "expert answer", hiddenSize: call.width, allowedRanks: [2], shapeDescription: "[N, H]")
         } catch {
-            throw RouterError.expertFailed(rows.address, endpoint: replica.endpoint, reason: error.description)
+            throw RouterError.expertFailed(call.address, endpoint: replica.endpoint, reason: error.description)
         }
-        guard decoded.matrix.rows == rows.count else {
+        guard decoded.matrix.rows == call.rows else {
             throw RouterError.expertFailed(
-                rows.address, endpoint: replica.endpoint,
-                reason: "answered \(decoded.matrix.rows) rows for the \(rows.count) sent")
+                call.address, endpoint: replica.endpoint,
+                reason: "answered \(decoded.matrix.rows) rows for the \(call.rows) sent")
         }
-        return decoded.matrix
+        guard call.parts.count > 1 else { return [decoded.matrix] }
+        var start = 0
+        return call.parts.map { part in
+            defer { start += part.rows * call.width }
+            return Matrix(
+                rows: part.rows, columns: call.width,
+                values: Array(decoded.matrix.values[start..<(start + part.rows * call.width)]))
+        }
+    }
+
+    private func count(_ counter: String, _ call: ExpertCall) {
+        guard let metrics = self.metrics else { return }
+        for part in call.parts { metrics.counter(counter, part.address.metricLabels).increment() }
+    }
+}
+
+/// What one `Compute` message carries: one expert's rows, or the rows of several experts of a layer for a replica
+/// that hosts them all (`experts`, `row_counts`), gathered straight into the message.
+struct ExpertCall: Sendable {
+    let request: Moemesh_V1_ComputeRequest
+    /// Each expert and its rows, in the message's order.
+    let parts: [(address: ExpertAddress, rows: Int)]
+    /// H.
+    let width: Int
+
+    init(_ rows: [ExpertRows], wireDType: DType) {
+        let width = rows[0].width
+        let parts = rows.map { (address: $0.address, rows: $0.count) }
+        let total = parts.reduce(0) { $0 + $1.rows }
+        var request = Moemesh_V1_ComputeRequest()
+        request.layer = rows[0].layer
+        request.expert = Int32(rows[0].expert)
+        if rows.count > 1 {
+            request.experts = rows.map { Int32($0.expert) }
+            request.rowCounts = parts.map { UInt32($0.rows) }
+        }
+        request.rows = Moemesh_V1_Tensor(count: total * width, shape: [total, width], dtype: wireDType) { buffer in
+            var start = 0
+            for part in rows {
+                part.gather(into: UnsafeMutableBufferPointer(rebasing: buffer[start..<(start + part.count * width)]))
+                start += part.count * width
+            }
+        }
+        self.request = request
+        self.parts = parts
+        self.width = width
+    }
+
+    /// The first expert: the one errors and spans name.
+    var address: ExpertAddress { self.parts[0].address }
+    /// N, every part's rows.
+    var rows: Int { self.parts.reduce(0) { $0 + $1.rows } }
+
+    /// The longest of the parts' hedge delays (a message is as slow as its slowest part); nil when any has none.
+    func hedgeDelay(_ scheduler: ReplicaScheduler) -> Duration? {
+        var longest = Duration.zero
+        for part in self.parts {
+            guard let delay = scheduler.hedgeDelay(for: part.address, rows: part.rows) else { return nil }
+            longest = max(longest, delay)
+        }
+        return longest
+    }
+
+    /// The longest of the parts' stall timeouts.
+    func stallTimeout(_ scheduler: ReplicaScheduler) -> Duration {
+        self.parts.map { scheduler.stallTimeout(for: $0.address, rows: $0.rows) }.max()!
+    }
+}
+
+extension RemoteExpertExecutor {
+    /// The experts of a batch, one message per replica: parts whose chosen replica hosts other parts too go to it
+    /// together (`ExpertCall`); a part alone goes through `compute(_:)` (hedges, failover, cold start as ever).
+    public func compute(_ parts: [ExpertRows]) async -> ExpertOutputs {
+        let groups = self.groupedByReplica(parts)
+        if groups.count == parts.count { return await self.computeEach(parts) }
+        @Sendable func run(_ group: ReplicaGroup) async -> Result<[Matrix], any Error> {
+            do {
+                guard let replica = group.replica, group.indices.count > 1 else {
+                    return .success([try await self.compute(parts[group.indices[0]])])
+                }
+                return .success(try await self.computeTogether(group.indices.map { parts[$0] }, first: replica))
+            } catch { return .failure(error) }
+        }
+        var result = ExpertOutputs(count: parts.count)
+        func collect(_ indices: [Int], _ outcome: Result<[Matrix], any Error>) -> Bool {
+            switch outcome {
+            case .success(let outputs):
+                for (index, output) in zip(indices, outputs) { result.outputs[index] = output }
+                return true
+            case .failure(let error):
+                result.failed(error)
+                return false
+            }
+        }
+        if groups.count == 1 {
+            _ = collect(groups[0].indices, await run(groups[0]))
+            return result
+        }
+        await withTaskGroup(of: ([Int], Result<[Matrix], any Error>).self) { group in
+            for replicaGroup in groups { group.addTask { (replicaGroup.indices, await run(replicaGroup)) } }
+            for await (indices, outcome) in group where !collect(indices, outcome) { group.cancelAll() }
+        }
+        return result
+    }
+
+    /// The parts of a batch that go to one replica (nil: a part without a replica, alone).
+    struct ReplicaGroup: Sendable {
+        let replica: ExpertReplica?
+        var indices: [Int]
+    }
+
+    /// `parts` by the replica each goes to: a replica chosen for an earlier part when it hosts this one too (and is
+    /// not ejected), else the scheduler's first choice for it.
+    func groupedByReplica(_ parts: [ExpertRows]) -> [ReplicaGroup] {
+        var groups: [ReplicaGroup] = []
+        var groupOf: [TriedReplica: Int] = [:]
+        for (index, part) in parts.enumerated() {
+            let ordered = self.scheduler.order(self.topology.replicas(for: part.address), for: part.address)
+            guard let first = ordered.first else {
+                groups.append(ReplicaGroup(replica: nil, indices: [index]))
+                continue
+            }
+            let chosen =
+                ordered.first { groupOf[TriedReplica($0)] != nil && !self.scheduler.isEjected($0.endpoint) } ?? first
+            if let group = groupOf[TriedReplica(chosen)] {
+                groups[group].indices.append(index)
+            } else {
+                groupOf[TriedReplica(chosen)] = groups.count
+                groups.append(ReplicaGroup(replica: chosen, indices: [index]))
+            }
+        }
+        return groups
+    }
+
+    /// Several experts' rows in one message to `first`, a replica that hosts them all (another such replica when it
+    /// fails, a hedge to one when it is slow); when every such replica failed, each part goes its own way.
+    func computeTogether(_ parts: [ExpertRows], first: ExpertReplica) async throws -> [Matrix] {
+        let deadline = RequestDeadline.current.map { $0 - Self.combineMargin }
+        for part in parts { self.demand?.record(part.address, rows: part.count) }
+        let hostsAll = parts.reduce(into: Set(self.topology.replicas(for: parts[0].address).map(TriedReplica.init))) {
+            hosts, part in hosts.formIntersection(self.topology.replicas(for: part.address).map(TriedReplica.init))
+        }
+        let others = self.scheduler.order(self.topology.replicas(for: parts[0].address), for: parts[0].address)
+            .filter { hostsAll.contains(TriedReplica($0)) && TriedReplica($0) != TriedReplica(first) }
+        // `first` may have left the topology since it was chosen: then only the others.
+        let candidates = (hostsAll.contains(TriedReplica(first)) ? [first] : []) + others
+        if !candidates.isEmpty {
+            let call = ExpertCall(parts, wireDType: self.wireDType)
+            var tried = Set<TriedReplica>()
+            var failures: [String] = []
+            if let answer = try await self.attempt(
+                call, candidates: candidates, deadline: deadline, tried: &tried, failures: &failures)
+            {
+                return try Self.decode(answer.response, call: call, replica: answer.replica)
+            }
+        }
+        return try await withThrowingTaskGroup(of: (Int, Matrix).self) { group in
+            for (index, part) in parts.enumerated() {
+                group.addTask { (index, try await self.compute(part, countingDemand: false)) }
+            }
+            var outputs = [Matrix?](repeating: nil, count: parts.count)
+            for try await (index, output) in group { outputs[index] = output }
+            return outputs.map { $0! }
+        }
     }
 }
 

@@ -153,16 +153,27 @@ public final class ReplicaScheduler: Sendable {
         }
     }
 
-    /// A call answered after `latency`: learnt for the hedge delay; the replica is healthy again.
+    /// A call of `rows` rows to `address` answered after `latency`: learnt for the hedge delay; the replica is
+    /// healthy again.
     public func callSucceeded(_ endpoint: ServiceEndpoint, address: ExpertAddress, rows: Int, latency: Duration) {
+        self.callSucceeded(endpoint, experts: [(address, rows)], latency: latency)
+    }
+
+    /// A call carrying several experts' rows answered after `latency`: learnt for each expert's hedge delay at its
+    /// size (a conservative figure: the message was as slow as all its parts together).
+    public func callSucceeded(
+        _ endpoint: ServiceEndpoint, experts: [(address: ExpertAddress, rows: Int)], latency: Duration
+    ) {
         self.state.withLock { state in
             state.outstanding[endpoint, default: 1] -= 1
             state.health[endpoint, default: Health()].hedgeLosses = 0
-            let key = SizeClass(address: address, rowsLog2: Self.sizeClass(rows))
-            var samples = state.latencies[key, default: []]
-            if samples.count == Self.window { samples.removeFirst() }
-            samples.append(latency.seconds)
-            state.latencies[key] = samples
+            for (address, rows) in experts {
+                let key = SizeClass(address: address, rowsLog2: Self.sizeClass(rows))
+                var samples = state.latencies[key, default: []]
+                if samples.count == Self.window { samples.removeFirst() }
+                samples.append(latency.seconds)
+                state.latencies[key] = samples
+            }
         }
     }
 

@@ -41,6 +41,59 @@ public struct ExpertRows: Sendable {
 public protocol ExpertExecutor: Sendable {
     /// `[n_e, H] → [n_e, H]`.
     func compute(_ rows: ExpertRows) async throws -> Matrix
+
+    /// The experts a layer's batch chose, each `[n_e, H] → [n_e, H]`: what was computed, in the order of `parts`,
+    /// and the first failure (the parts still running are then cancelled). An executor may send several parts in
+    /// one message; by default each runs on its own (`computeEach`).
+    func compute(_ parts: [ExpertRows]) async -> ExpertOutputs
+}
+
+/// The outputs of a layer's experts: each part's `[n_e, H]`, nil where it was not computed, and why not.
+public struct ExpertOutputs: Sendable {
+    public var outputs: [Matrix?]
+    /// The first failure; nil when every part was computed.
+    public var failure: (any Error)?
+
+    public init(count: Int) {
+        self.outputs = Array(repeating: nil, count: count)
+        self.failure = nil
+    }
+
+    /// Records `error` unless a failure came first.
+    public mutating func failed(_ error: any Error) {
+        if self.failure == nil { self.failure = error }
+    }
+}
+
+extension ExpertExecutor {
+    public func compute(_ parts: [ExpertRows]) async -> ExpertOutputs { await self.computeEach(parts) }
+
+    /// Each part through `compute(_:)`, concurrently; the first failure cancels the others.
+    public func computeEach(_ parts: [ExpertRows]) async -> ExpertOutputs {
+        var result = ExpertOutputs(count: parts.count)
+        if parts.count == 1 {
+            do { result.outputs[0] = try await self.compute(parts[0]) } catch { result.failed(error) }
+            return result
+        }
+        return await withTaskGroup(of: (Int, Result<Matrix, any Error>).self) { group in
+            for (index, part) in parts.enumerated() {
+                group.addTask {
+                    do { return (index, .success(try await self.compute(part))) } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            for await (index, outcome) in group {
+                switch outcome {
+                case .success(let output): result.outputs[index] = output
+                case .failure(let error):
+                    if result.failure == nil { group.cancelAll() }
+                    result.failed(error)
+                }
+            }
+            return result
+        }
+    }
 }
 
 /// An executor error that means no replica of an expert could be reached (not that the call was wrong).

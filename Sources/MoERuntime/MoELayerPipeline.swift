@@ -154,28 +154,32 @@ public struct MoELayerPipeline: Sendable {
             // nil: every token of the plan (gathered through the plan, without a copy of the token list).
             return missing.isEmpty ? nil : (expert, missing.count == tokens.count ? nil : missing)
         }
-        try await withThrowingTaskGroup(of: (Int, ArraySlice<Int32>, Matrix).self) { group in
-            for (expert, subset) in work {
-                if let subset {
-                    let rows = ExpertRows(
-                        layer: layer, expert: expert, hidden: Self.rows(subset, of: hidden), plan: nil)
-                    group.addTask { (expert, subset[...], try await executor.compute(rows)) }
+        var parts: [ExpertRows] = []
+        var tokens: [ArraySlice<Int32>] = []
+        for (expert, subset) in work {
+            if let subset {
+                parts.append(ExpertRows(layer: layer, expert: expert, hidden: Self.rows(subset, of: hidden), plan: nil))
+                tokens.append(subset[...])
+            } else {
+                parts.append(ExpertRows(layer: layer, expert: expert, hidden: hidden, plan: plan))
+                tokens.append(plan.tokens(ofExpert: expert))
+            }
+        }
+        if needsShared {
+            parts.append(ExpertRows(layer: layer, expert: ExpertAddress.shared, hidden: hidden, plan: nil))
+            tokens.append([])
+        }
+        if !parts.isEmpty {
+            let computedNow = await executor.compute(parts)
+            for (index, output) in computedNow.outputs.enumerated() {
+                guard let output else { continue }
+                if parts[index].expert == ExpertAddress.shared {
+                    computed.shared = output
                 } else {
-                    let rows = ExpertRows(layer: layer, expert: expert, hidden: hidden, plan: plan)
-                    group.addTask { (expert, plan.tokens(ofExpert: expert), try await executor.compute(rows)) }
+                    computed.add(expert: parts[index].expert, tokens: tokens[index], output: output)
                 }
             }
-            if needsShared {
-                let rows = ExpertRows(layer: layer, expert: ExpertAddress.shared, hidden: hidden, plan: nil)
-                group.addTask { (ExpertAddress.shared, [], try await executor.compute(rows)) }
-            }
-            for try await (expert, tokens, block) in group {
-                if expert == ExpertAddress.shared {
-                    computed.shared = block
-                } else {
-                    computed.add(expert: expert, tokens: tokens, output: block)
-                }
-            }
+            if let failure = computedNow.failure { throw failure }
         }
         var outputs = [Matrix?](repeating: nil, count: self.spec.numExperts)
         for expert in plan.activeExperts {

@@ -1,3 +1,4 @@
+import Foundation
 import GRPCCore
 import MoECore
 import MoEKernels
@@ -39,6 +40,35 @@ struct ExpertServiceTests {
         }
     }
 
+    @Test(
+        "a Compute of several experts answers each expert's rows bitwise as a call of its own would, in order",
+        arguments: [DType.f32, .bf16])
+    func severalExperts(dtype: DType) async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let experts: [Int32] = [3, 0, 2]
+        let counts = [2, 1, 4]
+        let rows = counts.enumerated().map { index, count in model.randomHidden(tokens: count, seed: UInt64(10 + index))
+        }
+        try await withInProcessMesh(model: model) { _, expert in
+            var together = Self.request(
+                layer: "1", expert: 0,
+                rows: Moemesh_V1_Tensor(
+                    Matrix(rows: counts.reduce(0, +), columns: 32, values: rows.flatMap(\.values)), dtype: dtype))
+            together.experts = experts
+            together.rowCounts = counts.map(UInt32.init)
+            let answer = try await expert.compute(together)
+            #expect(answer.rows.shape == [7, 32] && answer.rows.dtype == Moemesh_V1_DType(dtype))
+            var alone = Data()
+            for (index, id) in experts.enumerated() {
+                let single = try await expert.compute(
+                    Self.request(layer: "1", expert: id, rows: Moemesh_V1_Tensor(rows[index], dtype: dtype)))
+                alone.append(single.rows.data)
+            }
+            #expect(answer.rows.data == alone)
+        }
+    }
+
     struct BadCall: Sendable, CustomTestStringConvertible {
         let name: String
         let request: Moemesh_V1_ComputeRequest
@@ -49,7 +79,25 @@ struct ExpertServiceTests {
 
     static let badCalls: [BadCall] = {
         let good = SmallModelRows.rows
+        func several(_ experts: [Int32], _ counts: [UInt32]) -> Moemesh_V1_ComputeRequest {
+            var request = request(rows: .rows(good))
+            request.experts = experts
+            request.rowCounts = counts
+            return request
+        }
         return [
+            BadCall(
+                name: "several experts, a count missing", request: several([1, 2], [3]), code: .invalidArgument,
+                message: "experts names 2 experts but row_counts has 1 counts; expected one count per expert"),
+            BadCall(
+                name: "several experts, counts not summing to the rows", request: several([1, 2], [1, 1]),
+                code: .invalidArgument, message: "row_counts [1, 1] must each be at least 1 and sum to the 3 rows sent"),
+            BadCall(
+                name: "several experts, an empty part", request: several([1, 2], [3, 0]), code: .invalidArgument,
+                message: "row_counts [3, 0] must each be at least 1 and sum to the 3 rows sent"),
+            BadCall(
+                name: "several experts, one not hosted", request: several([1, 9], [1, 2]), code: .notFound,
+                message: "layer 0 expert 9 is not hosted by this expert service"),
             BadCall(
                 name: "wrong hidden size", request: request(rows: .raw(.f32, [2, 31], bytes: 248)),
                 code: .invalidArgument, message: "rows: hidden size: expected 32, got 31"),

@@ -55,6 +55,8 @@ struct ObservabilityTests {
         #expect(Self.value(text, #"moemesh_rpc_errors_total{service="router",method="Forward",code="notFound"}"#) == 1)
         #expect(Self.value(text, #"moemesh_router_request_seconds_count{layer="0"}"#) == 3)
         #expect(Self.value(text, #"moemesh_router_dropped_slots_total{layer="0"}"#) == 0)
+        // One replica hosts every expert: each Forward sent it one message, whichever experts its tokens chose.
+        #expect(Self.value(text, "moemesh_router_expert_messages_total") == 3)
         #expect(Self.value(text, #"moemesh_router_balancedness{layer="0"}"#).map { $0 > 0 && $0 <= 1 } == true)
         for expert in 0..<4 where routed[expert] > 0 {
             // Tokens the router sent each expert, and the rows the expert computed: both the routing's count.
@@ -74,7 +76,7 @@ struct ObservabilityTests {
     }
 
     @Test(
-        "a trace of one Forward has a server span with a child client span per expert call, each with the expert's server span under it"
+        "a trace of one Forward has a server span with a child client span per expert message (one per replica), naming its experts, with the expert's server span under it"
     )
     func traceOfForward() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 22)
@@ -93,13 +95,18 @@ struct ObservabilityTests {
         let forward = try #require(spans.first { $0.operationName == "moemesh.v1.Router/Forward" })
         #expect(forward.kind == .server)
         let calls = spans.filter { $0.operationName == "moemesh.v1.Expert/Compute" && $0.kind == .client }
-        #expect(calls.count == experts.count)
+        // One replica hosts every expert here: the layer's experts go to it in one message.
+        #expect(calls.count == 1)
         #expect(calls.allSatisfy { $0.spanContext.parentSpanID == forward.spanContext.spanID })
         #expect(calls.allSatisfy { $0.spanContext.traceID == forward.spanContext.traceID })
-        #expect(Set(calls.compactMap { $0.attributes["moemesh.expert"].map { "\($0)" } }).count == experts.count)
-        // The context crossed the wire: each expert's server span is a child of its client span.
+        let named = calls.flatMap { span -> [Int32] in
+            guard case .string(let list) = span.attributes.get("moemesh.experts") else { return [] }
+            return list.split(separator: ",").compactMap { Int32($0) }
+        }
+        #expect(Set(named) == experts && named.count == experts.count)
+        // The context crossed the wire: the expert's server span is a child of its client span.
         let served = spans.filter { $0.operationName == "moemesh.v1.Expert/Compute" && $0.kind == .server }
-        #expect(served.count == experts.count)
+        #expect(served.count == 1)
         #expect(Set(served.compactMap(\.spanContext.parentSpanID)) == Set(calls.map(\.spanContext.spanID)))
     }
 }

@@ -1,3 +1,5 @@
+import CoreMetrics
+import Prometheus
 import GRPCCore
 import GRPCInProcessTransport
 import GRPCNIOTransportHTTP2
@@ -65,7 +67,6 @@ struct ReplicaChoiceTests {
         let model = try SmallModel()
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
-        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         let reference = try InProcessMoE(checkpoint: checkpoint)
         try await withLiveAndDeadReplicas(checkpoint: checkpoint, replicas: { _, dead, live in [dead, live] }) {
             executor in
@@ -81,6 +82,58 @@ struct ReplicaChoiceTests {
                 executor.scheduler.takeEjections().contains {
                     $0.endpoint == ServiceEndpoint(host: "127.0.0.1", port: 1)
                 })
+        }
+    }
+
+    @Test("a layer's experts go one message per replica (rows of each expert it hosts), and the answer is right")
+    func oneMessagePerReplica() async throws {
+        let model = try SmallModel()
+        defer { model.remove() }
+        let checkpoint = try MoECheckpoint(path: model.path)
+        let reference = try InProcessMoE(checkpoint: checkpoint)
+        let addresses = checkpoint.layers.flatMap(\.expertAddresses)
+        // Replica A hosts experts 0 and 1 of each layer, B experts 2 and 3.
+        let hostedByA = addresses.filter { $0.expert < 2 }, hostedByB = addresses.filter { $0.expert >= 2 }
+        let a = InProcessTransport(), b = InProcessTransport()
+        let registry = PrometheusCollectorRegistry()
+        let metrics = withMetricsFactory(PrometheusMetricsFactory(registry: registry)) { ServiceMetrics() }
+        try await withGRPCServer(
+            transport: a.server, services: [ExpertService(checkpoint: checkpoint, experts: hostedByA)]
+        ) { _ in
+            try await withGRPCServer(
+                transport: b.server, services: [ExpertService(checkpoint: checkpoint, experts: hostedByB)]
+            ) { _ in
+                try await withGRPCClient(transport: a.client) { clientA in
+                    try await withGRPCClient(transport: b.client) { clientB in
+                        let replicaA = ExpertReplica(
+                            endpoint: ServiceEndpoint(host: "a", port: 1),
+                            client: Moemesh_V1_Expert.Client(wrapping: clientA))
+                        let replicaB = ExpertReplica(
+                            endpoint: ServiceEndpoint(host: "b", port: 1),
+                            client: Moemesh_V1_Expert.Client(wrapping: clientB))
+                        let executor = RemoteExpertExecutor(
+                            topology: ExpertTopology(
+                                replicas: Dictionary(
+                                    uniqueKeysWithValues: addresses.map {
+                                        ($0, $0.expert < 2 ? [replicaA] : [replicaB])
+                                    })),
+                            wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics)
+                        var expectedMessages = 0
+                        for (tokens, layer) in [(1, "0"), (2, "1"), (9, "0"), (16, "1")] {
+                            let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
+                            let result = try await #require(reference.pipelines[layer]).forward(
+                                hidden, executor: executor)
+                            let expected = try await reference.forward(layer: layer, hidden: hidden)
+                            #expect(result.routing.topkIDs == expected.routing.topkIDs)
+                            #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
+                            expectedMessages += Set(expected.routing.topkIDs.map { $0 < 2 }).count
+                        }
+                        #expect(
+                            registry.emitToString().contains(
+                                "\nmoemesh_router_expert_messages_total \(expectedMessages)\n"))
+                    }
+                }
+            }
         }
     }
 

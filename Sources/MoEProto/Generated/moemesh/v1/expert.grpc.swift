@@ -110,7 +110,8 @@ extension Moemesh_V1_Expert {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         ///
         /// - Parameters:
         ///   - request: A streaming request of `Moemesh_V1_ComputeRequest` messages.
@@ -194,7 +195,8 @@ extension Moemesh_V1_Expert {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Moemesh_V1_ComputeRequest` message.
@@ -276,7 +278,8 @@ extension Moemesh_V1_Expert {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         ///
         /// - Parameters:
         ///   - request: A `Moemesh_V1_ComputeRequest` message.
@@ -511,7 +514,8 @@ extension Moemesh_V1_Expert {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Moemesh_V1_ComputeRequest` message.
@@ -623,7 +627,8 @@ extension Moemesh_V1_Expert {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         ///
         /// - Parameters:
         ///   - request: A request containing a single `Moemesh_V1_ComputeRequest` message.
@@ -765,7 +770,8 @@ extension Moemesh_V1_Expert.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+    /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+    /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
     ///
     /// - Parameters:
     ///   - request: A request containing a single `Moemesh_V1_ComputeRequest` message.
@@ -886,7 +892,8 @@ extension Moemesh_V1_Expert.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+    /// > Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+    /// > several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
     ///
     /// - Parameters:
     ///   - message: request message to send.

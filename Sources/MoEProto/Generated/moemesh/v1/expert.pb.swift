@@ -43,6 +43,14 @@ public nonisolated struct Moemesh_V1_ComputeRequest: Sendable {
   /// Clears the value of `rows`. Subsequent reads from it will return its default value.
   public mutating func clearRows() {self._rows = nil}
 
+  /// Several experts of `layer` in one call, for a replica that hosts more than one of the experts a batch chose:
+  /// `rows` holds `row_counts[0]` rows for `experts[0]`, then `row_counts[1]` rows for `experts[1]`, and so on
+  /// (each count ≥ 1, their sum N), and the answer's rows come in the same order. Each expert's rows are computed
+  /// exactly as a call of its own would compute them. When `experts` is set, `expert` is not read.
+  public var experts: [Int32] = []
+
+  public var rowCounts: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -55,7 +63,7 @@ public nonisolated struct Moemesh_V1_ComputeResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Expert output rows [N, H], same dtype and row order as the request.
+  /// Expert output rows [N, H], same dtype and row order as the request (several experts: in the request's order).
   public var rows: Moemesh_V1_Tensor {
     get {_rows ?? Moemesh_V1_Tensor()}
     set {_rows = newValue}
@@ -284,7 +292,7 @@ fileprivate nonisolated let _protobuf_package = "moemesh.v1"
 
 nonisolated extension Moemesh_V1_ComputeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ComputeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}expert\0\u{1}rows\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}expert\0\u{1}rows\0\u{1}experts\0\u{3}row_counts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -295,6 +303,8 @@ nonisolated extension Moemesh_V1_ComputeRequest: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.expert) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._rows) }()
+      case 4: try { try decoder.decodeRepeatedInt32Field(value: &self.experts) }()
+      case 5: try { try decoder.decodeRepeatedUInt32Field(value: &self.rowCounts) }()
       default: break
       }
     }
@@ -314,6 +324,12 @@ nonisolated extension Moemesh_V1_ComputeRequest: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._rows {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if !self.experts.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.experts, fieldNumber: 4)
+    }
+    if !self.rowCounts.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.rowCounts, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -321,6 +337,8 @@ nonisolated extension Moemesh_V1_ComputeRequest: SwiftProtobuf.Message, SwiftPro
     if lhs.layer != rhs.layer {return false}
     if lhs.expert != rhs.expert {return false}
     if lhs._rows != rhs._rows {return false}
+    if lhs.experts != rhs.experts {return false}
+    if lhs.rowCounts != rhs.rowCounts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -8,14 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("layer", "expert", "rows")
+    __slots__ = ("layer", "expert", "rows", "experts", "row_counts")
     LAYER_FIELD_NUMBER: _ClassVar[int]
     EXPERT_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
+    EXPERTS_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNTS_FIELD_NUMBER: _ClassVar[int]
     layer: str
     expert: int
     rows: _tensor_pb2.Tensor
-    def __init__(self, layer: _Optional[str] = ..., expert: _Optional[int] = ..., rows: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+    experts: _containers.RepeatedScalarFieldContainer[int]
+    row_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, layer: _Optional[str] = ..., expert: _Optional[int] = ..., rows: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., experts: _Optional[_Iterable[int]] = ..., row_counts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ComputeResponse(_message.Message):
     __slots__ = ("rows",)

@@ -60,7 +60,8 @@ class ExpertServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Compute(self, request, context):
-        """Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request.
+        """Runs one expert's FFN on a block of token rows: rows [N, H] → rows [N, H], in the dtype of the request; or
+        several experts' FFNs, each on its own rows, in one call (`experts`, `row_counts`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
