@@ -12,12 +12,18 @@ public enum BenchReport {
             ("wire_bytes_per_token", Format.fixed(result.wireBytesPerToken, 1)),
             ("router_cpu_us_per_token", Format.fixed(result.routerCPUPerToken, 1)),
             ("expert_cpu_us_per_token", Format.fixed(result.expertCPUPerToken, 1)),
+            ("overhead_us", Format.fixed(result.meshP50 - result.inprocessP50, 1)),
         ]
+        if result.messagesPerToken > 0 {
+            fields.append(("expert_messages_per_token", Format.fixed(result.messagesPerToken, 2)))
+            fields.append(("experts_per_token", "\(result.expertsPerToken)"))
+        }
         if result.meshStreamP50 > 0 {
             fields.append(("mesh_stream_p50_us", Format.fixed(result.meshStreamP50, 1)))
             fields.append(("mesh_stream_p99_us", Format.fixed(result.meshStreamP99, 1)))
             fields.append(("echo_stream_p50_us", Format.fixed(result.echoStreamP50, 1)))
             fields.append(("router_cpu_us_per_token_stream", Format.fixed(result.routerCPUPerTokenStream, 1)))
+            fields.append(("stream_overhead_us", Format.fixed(result.meshStreamP50 - result.inprocessP50, 1)))
             // The target: per-layer overhead on the stream path against a bare unary echo of the same payload.
             fields.append(
                 (
@@ -60,8 +66,9 @@ public enum BenchReport {
 
     public static let layerHeader = [
         "shape", "T", "clients", "mesh tok/s", "in-proc tok/s", "ratio", "mesh p50 µs", "mesh p99 µs", "in-proc p50 µs",
-        "echo p50 µs", "overhead/echo", "stream p50 µs", "stream echo µs", "stream overhead/echo", "wire B/tok",
-        "router CPU µs/tok", "router CPU stream", "expert CPU µs/tok", "no-batch tok/s",
+        "echo p50 µs", "overhead µs", "overhead/echo", "stream p50 µs", "stream echo µs", "stream overhead µs",
+        "stream overhead/echo", "msgs/tok", "wire B/tok", "router CPU µs/tok", "router CPU stream",
+        "expert CPU µs/tok", "no-batch tok/s",
     ]
 
     public static func row(_ result: BenchResult) -> [String] {
@@ -72,11 +79,15 @@ public enum BenchReport {
             Format.fixed(result.inprocessTokensPerSecond, 0), Format.fixed(result.ratio, 3),
             Format.fixed(result.meshP50, 0),
             Format.fixed(result.meshP99, 0), Format.fixed(result.inprocessP50, 0),
-            result.echoP50 > 0 ? Format.fixed(result.echoP50, 0) : "-", overhead,
+            result.echoP50 > 0 ? Format.fixed(result.echoP50, 0) : "-",
+            Format.fixed(result.meshP50 - result.inprocessP50, 0), overhead,
             result.meshStreamP50 > 0 ? Format.fixed(result.meshStreamP50, 0) : "-",
             result.echoStreamP50 > 0 ? Format.fixed(result.echoStreamP50, 0) : "-",
+            result.meshStreamP50 > 0 ? Format.fixed(result.meshStreamP50 - result.inprocessP50, 0) : "-",
             result.meshStreamP50 > 0 && result.echoP50 > 0
                 ? Format.fixed((result.meshStreamP50 - result.inprocessP50) / result.echoP50, 2) : "-",
+            result.messagesPerToken > 0
+                ? "\(Format.fixed(result.messagesPerToken, 2)) (k=\(result.expertsPerToken))" : "-",
             result.wireBytesPerToken > 0 ? Format.fixed(result.wireBytesPerToken, 0) : "-",
             Format.fixed(result.routerCPUPerToken, 0),
             result.meshStreamP50 > 0 ? Format.fixed(result.routerCPUPerTokenStream, 0) : "-",

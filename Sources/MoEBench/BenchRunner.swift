@@ -37,6 +37,11 @@ public struct BenchConfiguration: Sendable {
     public var hungReplica: Duration = .seconds(8)
     /// How the experts' weights are stored, in the mesh and in the in-process reference.
     public var precision: WeightPrecision = .f32
+    /// A fine-grained layer measured at decode on a mesh of `manyExpertsPerProcess` experts per process (default:
+    /// 64 experts, top-8, I ÷ 4: the same FLOPs per token as the default top-2 layer, on 8 replicas); nil: skipped.
+    public var manyExperts: ModelSynthesizer.Shape? = ModelSynthesizer.Shape(
+        experts: 64, topK: 8, hiddenSize: 1024, intermediateSize: 704, layers: 1)
+    public var manyExpertsPerProcess = 8
 
     public init(cacheDirectory: String, executable: String, expertThreads: Int) {
         self.cacheDirectory = cacheDirectory
@@ -63,6 +68,10 @@ public struct BenchResult: Sendable {
     public var echoStreamP50: Double = 0
     /// Router CPU per token on the stream path.
     public var routerCPUPerTokenStream: Double = 0
+    /// Messages the router sent to experts per token (unary path; `moemesh_router_expert_messages_total`).
+    public var messagesPerToken: Double = 0
+    /// Experts each token chose.
+    public var expertsPerToken: Int = 0
     public var wireBytesPerToken: Double
     public var routerCPUPerToken: Double
     public var expertCPUPerToken: Double
@@ -117,43 +126,36 @@ public struct BenchRunner: Sendable {
                     seconds: min(2, configuration.secondsPerShape)))
         }
 
-        self.progress("starting the mesh")
-        // The started mesh, or nil if it ended before it was ready.
-        let started = SetOnce<LocalMesh.Started?>()
-        let mesh = LocalMesh(
-            configuration: .init(
-                executable: configuration.executable, modelPath: model.path, expertThreads: configuration.expertThreads,
-                routerPort: 0,
-                routerArguments: ["--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue]
-                    + configuration.routerArguments,
-                expertArguments: ["--precision", configuration.precision.rawValue],
-                unixSockets: configuration.unixSockets),
-            logger: self.logger, onCoordinatorListening: { _ in }, onReady: { started.set($0) })
         // The floor of one hop: gRPC's C++ core answering in C++ (what a data-plane message costs without a service).
         let echo = try CoreEchoServer()
         defer { echo.stop() }
-
-        // Everything stops gracefully at the end, never by cancellation.
-        let meshGroup = ServiceGroup(services: [mesh], logger: self.logger)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                defer { started.set(nil) }
-                try await meshGroup.run()
+        self.progress("starting the mesh")
+        try await self.withMesh(modelPath: model.path, expertsPerProcess: 1) { ready, metricsPort in
+            try await self.measureMesh(
+                meshReady: ready, metricsPort: metricsPort, echo: echo.endpoint, modelPath: model.path,
+                reference: reference, serving: serving, emitLayer: emitLayer)
+        }
+        if let shape = configuration.manyExperts {
+            self.progress("preparing the \(shape.experts)-expert model")
+            let many = try DemoModel.ensure(cacheDirectory: configuration.cacheDirectory, shape: shape)
+            let manyReference = try InProcessMoE(
+                checkpoint: try MoECheckpoint(path: many.path), precision: configuration.precision)
+            self.progress("starting the \(shape.experts)-expert mesh")
+            try await self.withMesh(modelPath: many.path, expertsPerProcess: configuration.manyExpertsPerProcess) {
+                ready, metricsPort in
+                let channels = try serving.dataPlaneChannelConfiguration()
+                let router = try DataPlaneChannel(target: ready.router.description, configuration: channels)
+                let echoChannel = try DataPlaneChannel(target: echo.endpoint.description, configuration: channels)
+                self.progress("layer, top-\(shape.topK) of \(shape.experts), T = 1")
+                var result = try await self.measureLayer(
+                    tokens: 1, router: router, echo: echoChannel, reference: manyReference,
+                    routerPID: ready.processes.last!.pid, expertPIDs: ready.processes.dropLast().map(\.pid),
+                    metricsPort: metricsPort)
+                result.name =
+                    "decode, top-\(shape.topK) of \(shape.experts) on \(ready.processes.count - 1)"
+                emitLayer(result)
             }
-            do {
-                guard let ready = await started.wait() ?? nil else {
-                    throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
-                }
-                try await self.measureMesh(
-                    meshReady: ready, echo: echo.endpoint, modelPath: model.path, reference: reference,
-                    serving: serving, emitLayer: emitLayer)
-            } catch {
-                await meshGroup.triggerGracefulShutdown()
-                try? await group.waitForAll()
-                throw error
-            }
-            await meshGroup.triggerGracefulShutdown()
-            try await group.waitForAll()
+            self.progress("")
         }
         if configuration.hungReplica > .zero {
             self.progress("a hung replica (2 replicas per expert, 4 clients)")
@@ -167,9 +169,54 @@ public struct BenchRunner: Sendable {
         }
     }
 
+    /// Runs `body` against a local mesh of the model at `modelPath` (`expertsPerProcess` experts per expert process),
+    /// its router serving `/metrics` on the port `body` gets; the mesh stops gracefully at the end, never by
+    /// cancellation.
+    private func withMesh(
+        modelPath: String, expertsPerProcess: Int,
+        _ body: @Sendable (LocalMesh.Started, Int) async throws -> Void
+    ) async throws {
+        let configuration = self.configuration
+        let metricsPort = Loopback.freePort()
+        // The started mesh, or nil if it ended before it was ready.
+        let started = SetOnce<LocalMesh.Started?>()
+        var meshConfiguration = LocalMesh.Configuration(
+            executable: configuration.executable, modelPath: modelPath, expertThreads: configuration.expertThreads,
+            routerPort: 0,
+            routerArguments: [
+                "--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue, "--http-port",
+                String(metricsPort),
+            ] + configuration.routerArguments,
+            expertArguments: ["--precision", configuration.precision.rawValue],
+            unixSockets: configuration.unixSockets)
+        meshConfiguration.expertsPerProcess = expertsPerProcess
+        let mesh = LocalMesh(
+            configuration: meshConfiguration, logger: self.logger, onCoordinatorListening: { _ in },
+            onReady: { started.set($0) })
+        let meshGroup = ServiceGroup(services: [mesh], logger: self.logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { started.set(nil) }
+                try await meshGroup.run()
+            }
+            do {
+                guard let ready = await started.wait() ?? nil else {
+                    throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
+                }
+                try await body(ready, metricsPort)
+            } catch {
+                await meshGroup.triggerGracefulShutdown()
+                try? await group.waitForAll()
+                throw error
+            }
+            await meshGroup.triggerGracefulShutdown()
+            try await group.waitForAll()
+        }
+    }
+
     /// The layer shapes and the concurrency sweep against a started mesh.
     private func measureMesh(
-        meshReady: LocalMesh.Started, echo echoEndpoint: ServiceEndpoint, modelPath: String,
+        meshReady: LocalMesh.Started, metricsPort: Int, echo echoEndpoint: ServiceEndpoint, modelPath: String,
         reference: InProcessMoE, serving: ServingConfiguration, emitLayer: (BenchResult) -> Void
     ) async throws {
         let configuration = self.configuration
@@ -197,7 +244,7 @@ public struct BenchRunner: Sendable {
             emitLayer(
                 try await self.measureLayer(
                     tokens: tokens, router: router, echo: echo, reference: reference, routerPID: routerPID,
-                    expertPIDs: expertPIDs))
+                    expertPIDs: expertPIDs, metricsPort: metricsPort))
         }
         for clients in configuration.clients {
             self.progress("concurrency, \(clients) clients")
@@ -219,7 +266,7 @@ public struct BenchRunner: Sendable {
     /// One layer shape, serial: mesh, in-process and echo calls interleaved.
     private func measureLayer(
         tokens: Int, router: DataPlaneChannel, echo: DataPlaneChannel, reference: InProcessMoE, routerPID: Int32,
-        expertPIDs: [Int32]
+        expertPIDs: [Int32], metricsPort: Int
     ) async throws -> BenchResult {
         let hidden = self.randomHidden(tokens: tokens, seed: UInt64(tokens))
         var request = Moemesh_V1_ForwardRequest()
@@ -237,6 +284,7 @@ public struct BenchRunner: Sendable {
         let routerCPU = cpuSeconds(routerPID)
         let expertCPU = expertPIDs.map(cpuSeconds).reduce(0, +)
         var wireBytes = 0
+        let messages = Self.expertMessages(metricsPort: metricsPort)
         let deadline = clock.now + .milliseconds(Int(self.configuration.secondsPerShape * 1000))
         while (clock.now < deadline || mesh.count < 5) && mesh.count < 2000 {
             var response = Moemesh_V1_ForwardResponse()
@@ -256,6 +304,8 @@ public struct BenchRunner: Sendable {
             wireBytesPerToken: Double(wireBytes) / Double(tokens),
             routerCPUPerToken: (cpuSeconds(routerPID) - routerCPU) * 1e6 / calls,
             expertCPUPerToken: (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls)
+        result.messagesPerToken = (Self.expertMessages(metricsPort: metricsPort) - messages) / calls
+        result.expertsPerToken = reference.pipelines["0"]?.spec.topK ?? 0
 
         // The stream path a model runner uses: ForwardStream, and the echo over a stream, one message at a time.
         let forwardStream = SerialBridgeStream(channel: router, method: "/moemesh.v1.Router/ForwardStream")
@@ -286,6 +336,16 @@ public struct BenchRunner: Sendable {
         result.routerCPUPerTokenStream =
             (cpuSeconds(routerPID) - streamRouterCPU) * 1e6 / Double(streamedSamples.count * tokens)
         return result
+    }
+
+    /// Expert messages the router has sent so far (its `/metrics`); 0 when it cannot be read.
+    static func expertMessages(metricsPort: Int) -> Double {
+        guard let metrics = Loopback.get(port: metricsPort, path: "/metrics") else { return 0 }
+        let series = "moemesh_router_expert_messages_total "
+        for line in metrics.body.split(separator: "\n") where line.hasPrefix(series) {
+            return Double(line.dropFirst(series.count)) ?? 0
+        }
+        return 0
     }
 
     /// `Router/Forward` over the data plane.

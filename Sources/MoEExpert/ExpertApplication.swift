@@ -28,7 +28,8 @@ public func buildExpertServices(
         checkpoint: checkpoint, experts: experts, backend: backend, precisions: configuration.precisions,
         computeDelay: configuration.computeDelay,
         memoryBudgetBytes: configuration.memoryBudgetBytes,
-        payloadLimit: PayloadLimit(bytes: configuration.serving.maxMessageBytes))
+        payloadLimit: PayloadLimit(bytes: configuration.serving.maxMessageBytes),
+        loadShedder: LoadShedder(service: "expert", configuration: configuration.serving.loadShedding))
     // The f32 weights read while loading are freed by now: give their pages back before serving.
     MemoryTuning.returnFreeMemory()
     logger.info(

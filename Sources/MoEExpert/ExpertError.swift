@@ -1,5 +1,6 @@
 import GRPCCore
 import MoECore
+import MoEServing
 import MoEWire
 
 /// Why an expert service refused a call; each case maps to one gRPC status code.
@@ -18,6 +19,8 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
     case tooLarge(PayloadTooLarge)
     /// A call of several experts whose `experts` and `row_counts` do not split its rows.
     case invalidParts(String)
+    /// The calls waiting for the device would make this one miss its deadline, or hold too many bytes.
+    case overloaded(Overloaded)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
@@ -26,6 +29,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .loadFailed, .computeFailed: .internalError
         case .cancelled: .cancelled
         case .tooLarge(let error): error.rpcErrorCode
+        case .overloaded(let error): error.rpcErrorCode
         }
     }
 
@@ -39,6 +43,7 @@ public enum ExpertError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .cancelled(let address): "the call to \(address) was cancelled by its caller before it ran"
         case .tooLarge(let error): error.rpcErrorMessage
         case .invalidParts(let reason): reason
+        case .overloaded(let error): error.rpcErrorMessage
         }
     }
 }

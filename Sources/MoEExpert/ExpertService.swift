@@ -27,6 +27,9 @@ public struct ExpertService: Sendable {
     public let computeDelay: Duration?
     /// Rows above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
     public let payloadLimit: PayloadLimit?
+    /// Refuses at once a call that must wait for the device and could not meet its deadline behind the calls ahead;
+    /// nil: admits all.
+    public let loadShedder: LoadShedder?
     /// The device the kernels run on.
     public let backend: any ExpertBackend
     /// How each hosted expert's weights are stored.
@@ -47,9 +50,10 @@ public struct ExpertService: Sendable {
     public init(
         checkpoint: MoECheckpoint, experts: [ExpertAddress], backend: any ExpertBackend = CPUExpertBackend(),
         precisions: PrecisionPlan = .deviceDefault, computeDelay: Duration? = nil, memoryBudgetBytes: Int? = nil,
-        payloadLimit: PayloadLimit? = nil
+        payloadLimit: PayloadLimit? = nil, loadShedder: LoadShedder? = nil
     ) throws(ExpertStartupError) {
         self.payloadLimit = payloadLimit
+        self.loadShedder = loadShedder
         for precision in precisions.namedPrecisions.sorted(by: { $0.rawValue < $1.rawValue }) {
             do { try backend.check(precision) } catch { throw .precision(error.description) }
         }
@@ -200,14 +204,24 @@ public struct ExpertService: Sendable {
         }
     }
 
-    /// Runs the experts the request names, each on its validated rows.
+    /// Runs the experts the request names, each on its validated rows, when the device is free or the calls
+    /// waiting for it leave time to meet the call's deadline (else `overloaded`, at once).
     public func compute(_ request: Moemesh_V1_ComputeRequest) async throws(ExpertError) -> Moemesh_V1_ComputeResponse {
         let call = try self.check(request)
+        var admission: LoadShedder.Admission?
+        if let shedder = self.loadShedder {
+            do {
+                admission = try shedder.admit(bytes: request.rows.data.count, deadline: RequestDeadline.current)
+            } catch {
+                throw .overloaded(error)
+            }
+        }
         let started = self.begin(call)
         if let delay = self.computeDelay { try? await Task.sleep(for: delay) }  // a simulated slower device
         let result =
             Task.isCancelled
             ? .failure(.cancelled(call.addresses[0])) : await self.steps.run(call.parts)
+        if let admission { self.loadShedder?.finished(admission, succeeded: (try? result.get()) != nil) }
         return try self.end(call, started: started, result)
     }
 

@@ -232,6 +232,11 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             let reason = "\(error.code): \(error.message)"
             self.scheduler.callEnded(endpoint, unreachable: reason)
             return .unreachable(replica, reason: reason)
+        } catch let error as RPCError where error.code == .resourceExhausted && !Task.isCancelled {
+            // Too loaded to meet the deadline (or the connection's call limit): the client may retry later or
+            // elsewhere; the replica is not at fault, so it stays in the router's choice.
+            self.scheduler.callEnded(endpoint)
+            throw RouterError.expertOverloaded(address, endpoint: endpoint, reason: error.message)
         } catch let error as RPCError where error.code == .invalidArgument && !Task.isCancelled {
             // The router checked the rows' form: an expert that still refuses them refuses their values (another
             // replica would too).

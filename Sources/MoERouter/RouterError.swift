@@ -26,6 +26,8 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
     case expertRejectedInput(ExpertAddress, reason: String)
     /// The client's deadline passed before the expert answered (after `tried` replicas).
     case deadlineExceeded(ExpertAddress, tried: Int)
+    /// The expert refused the call at once as too loaded to meet its deadline (`RESOURCE_EXHAUSTED`).
+    case expertOverloaded(ExpertAddress, endpoint: ServiceEndpoint, reason: String)
 
     public var rpcErrorCode: RPCError.Code {
         switch self {
@@ -34,6 +36,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .notReady, .noReplica, .coldStartFailed, .expertUnavailable: .unavailable
         case .expertFailed: .internalError
         case .deadlineExceeded: .deadlineExceeded
+        case .expertOverloaded: .resourceExhausted
         }
     }
 
@@ -53,6 +56,7 @@ public enum RouterError: Error, Sendable, Equatable, RPCErrorConvertible {
         case .expertRejectedInput(let address, let reason): "hidden_states refused by \(address): \(reason)"
         case .deadlineExceeded(let address, let tried):
             "the call's deadline passed before \(address) answered (\(tried) replicas tried)"
+        case .expertOverloaded(let address, let endpoint, let reason): "\(address) at \(endpoint) refused: \(reason)"
         }
     }
 }

@@ -35,6 +35,8 @@ public struct RouterService: Sendable {
     public let coactivation: CoactivationMeter?
     /// Expert → precision → live replicas storing it so (for `DescribeModel`).
     public let expertPrecisions: @Sendable () -> [ExpertAddress: [String: Int]]
+    /// Refuses at once what cannot meet its deadline, and bounds the request bytes in flight; nil: admits all.
+    public let loadShedder: LoadShedder?
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
@@ -42,8 +44,10 @@ public struct RouterService: Sendable {
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
         metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil,
         payloadLimit: PayloadLimit? = nil, coactivation: CoactivationMeter? = nil,
-        expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = { [:] }
+        expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = { [:] },
+        loadShedder: LoadShedder? = nil
     ) {
+        self.loadShedder = loadShedder
         self.expertPrecisions = expertPrecisions
         self.coactivation = coactivation
         self.payloadLimit = payloadLimit
@@ -61,8 +65,14 @@ public struct RouterService: Sendable {
         self.metrics = metrics
     }
 
-    /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape.
+    /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape; refused at
+    /// once (`RESOURCE_EXHAUSTED`) when the router is too loaded to answer it within its deadline.
     public func forward(_ request: Moemesh_V1_ForwardRequest) async throws -> Moemesh_V1_ForwardResponse {
+        guard let shedder = self.loadShedder else { return try await self.admittedForward(request) }
+        return try await shedder.run(bytes: request.hiddenStates.data.count) { try await self.admittedForward(request) }
+    }
+
+    private func admittedForward(_ request: Moemesh_V1_ForwardRequest) async throws -> Moemesh_V1_ForwardResponse {
         if let reason = self.readiness.notReadyReason { throw RouterError.notReady(reason) }
         guard let layerPipeline = self.pipelines[request.layer] else {
             throw RouterError.unknownLayer(request.layer, known: self.layerNames)

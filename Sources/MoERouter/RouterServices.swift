@@ -63,7 +63,8 @@ public func buildRouterServices(
         prunedExperts: { topology.pruned(layer: $0) }, readiness: readiness, metrics: metrics,
         prefetch: prefetch, payloadLimit: PayloadLimit(bytes: serving.maxMessageBytes),
         coactivation: link?.coactivation,
-        expertPrecisions: { topology.precisions })
+        expertPrecisions: { topology.precisions },
+        loadShedder: LoadShedder(service: "router", configuration: serving.loadShedding))
     let health = HealthService(services: [Moemesh_V1_Router.descriptor.fullyQualifiedService])
     let calls = DataPlaneCalls(metrics: metrics, service: "router", logger: logger)
     let dataPlane = try DataPlaneServer(

@@ -21,6 +21,9 @@ public struct ServingConfiguration: Sendable {
     /// coordinator (grpc-swift) advertises it as HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS and disconnects a client
     /// that opens more (GOAWAY PROTOCOL_ERROR).
     public var maxConcurrentCallsPerConnection = Self.defaultMaxConcurrentCallsPerConnection
+    /// Routers and experts refuse calls that cannot meet their deadline, and keep the request bytes of calls in
+    /// flight within `loadShedding.maxInFlightBytes` (`--max-inflight-mib`): see `LoadShedder`.
+    public var loadShedding = LoadShedder.Configuration()
     /// On SIGTERM, how long calls in flight get to finish before they are answered UNAVAILABLE.
     public var drainTimeout: Duration = .seconds(10)
     /// Far above what the router's batched fan-out opens on one expert connection (one call per chosen expert per

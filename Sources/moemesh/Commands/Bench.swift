@@ -45,6 +45,11 @@ struct Bench: AsyncParsableCommand {
             "Seconds one replica is hung (SIGSTOP) in the fault phase, on a mesh with 2 replicas per expert under 4 clients with 5 s deadlines (0: no fault phase)."
     )
     var hungS: Double = 8
+    @Option(
+        help:
+            "Also measure decode on a fine-grained layer: 64 experts, top-8, I ÷ 4 (the same FLOPs per token), 8 experts per expert process (on), or not (off)."
+    )
+    var manyExperts: BatchingSwitch = .on
     @Flag(help: "Print one JSON object per shape instead of tables.") var json = false
     @Option(help: "Log level (default warning, so that the tables stand alone).") var logLevel: String = "warning"
 
@@ -66,6 +71,12 @@ struct Bench: AsyncParsableCommand {
         configuration.precision = self.precision
         guard self.hungS >= 0 else { throw ValidationError("--hung-s: expected 0 or more, got \(self.hungS)") }
         configuration.hungReplica = .milliseconds(Int(self.hungS * 1000))
+        configuration.manyExperts =
+            self.manyExperts == .on
+            ? ModelSynthesizer.Shape(
+                experts: 64, topK: 8, hiddenSize: self.hidden, intermediateSize: max(1, self.intermediate / 4),
+                layers: 1)
+            : nil
         configuration.routerArguments =
             (self.batchDelayUs.map { ["--batch-delay-us", String($0)] } ?? [])
             + (self.batchConcurrency.map { ["--batch-concurrency", String($0)] } ?? [])
@@ -98,7 +109,9 @@ struct Bench: AsyncParsableCommand {
             print("\nKernels (in process; FFN = SwiGLU expert, sgemm = its two GEMMs alone)")
             print(
                 BenchReport.table(header: BenchReport.kernelHeader, rows: kernels.withLock { $0 }.map(BenchReport.row)))
-            print("\nMesh vs in-process (overhead/echo = (mesh p50 − in-process p50) / echo p50)")
+            print(
+                "\nMesh vs in-process (overhead = mesh p50 − in-process p50; overhead/echo = overhead / echo p50; msgs/tok = expert messages per token)"
+            )
             print(BenchReport.table(header: BenchReport.layerHeader, rows: layers.withLock { $0 }.map(BenchReport.row)))
             let faults = faults.withLock { $0 }
             if !faults.isEmpty {

@@ -112,12 +112,22 @@ struct ConnectionLimitOptions: ParsableArguments {
     )
     var maxConcurrentCalls: Int = ServingConfiguration.defaultMaxConcurrentCallsPerConnection
 
+    @Option(
+        help:
+            "Request bytes (MiB) that a router's or expert's calls in flight may hold together; a call beyond it is refused RESOURCE_EXHAUSTED at once (a call alone is always admitted). Calls that could not meet their deadline behind those in flight are refused at once too."
+    )
+    var maxInflightMib: Int = LoadShedder.Configuration().maxInFlightBytes >> 20
+
     func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
         guard self.maxConcurrentCalls >= 1 else {
             throw ValidationError("--max-concurrent-calls: expected at least 1, got \(self.maxConcurrentCalls)")
         }
+        guard (1...(1 << 20)).contains(self.maxInflightMib) else {
+            throw ValidationError("--max-inflight-mib: expected 1 to 1048576, got \(self.maxInflightMib)")
+        }
         var serving = serving
         serving.maxConcurrentCallsPerConnection = self.maxConcurrentCalls
+        serving.loadShedding.maxInFlightBytes = self.maxInflightMib << 20
         return serving
     }
 }

@@ -2,7 +2,7 @@
     import Glibc
 #endif
 
-/// Loopback helpers for tests: a free TCP port, and a plain HTTP/1.0 GET.
+/// Loopback helpers for tests and benchmarks: a free TCP port, and a plain HTTP/1.0 GET (`/metrics`).
 public enum Loopback {
     /// A port no socket listens on now (bound once to port 0, then released).
     public static func freePort() -> Int {
