@@ -121,6 +121,24 @@ public enum BenchReport {
         ]
     }
 
+    public static let overloadHeader = [
+        "load", "offered/s", "answered", "goodput/s", "goodput/capacity", "answered p50 ms", "answered p99 ms",
+        "refused", "refused p50 ms", "other failures", "router peak MiB",
+    ]
+
+    public static func row(_ row: OverloadBenchmark.Row) -> [String] {
+        [
+            "\(Format.fixed(row.multiple, 1))×", Format.fixed(row.offeredPerSecond, 0), "\(row.answered)",
+            Format.fixed(row.goodputPerSecond, 0), Format.fixed(row.goodputOverCapacity, 2),
+            Format.fixed(row.answeredP50 / 1000, 1), Format.fixed(row.answeredP99 / 1000, 1), "\(row.refused)",
+            Format.fixed(row.refusedP50 / 1000, 2),
+            row.failures.isEmpty
+                ? "0"
+                : row.failures.sorted { $0.value > $1.value }.map { "\($0.key): \($0.value)" }.joined(separator: ", "),
+            Format.fixed(row.routerPeakMiB, 0),
+        ]
+    }
+
     public static func table(header: [String], rows: [[String]]) -> String {
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         return ([header] + rows).map { row in

@@ -221,7 +221,7 @@ public struct ExpertService: Sendable {
         let result =
             Task.isCancelled
             ? .failure(.cancelled(call.addresses[0])) : await self.steps.run(call.parts)
-        if let admission { self.loadShedder?.finished(admission, succeeded: (try? result.get()) != nil) }
+        if let admission { self.loadShedder?.finished(admission) }
         return try self.end(call, started: started, result)
     }
 

@@ -366,34 +366,30 @@ extension RemoteExpertExecutor {
     public func compute(_ parts: [ExpertRows]) async -> ExpertOutputs {
         let groups = self.groupedByReplica(parts)
         if groups.count == parts.count { return await self.computeEach(parts) }
-        @Sendable func run(_ group: ReplicaGroup) async -> Result<[Matrix], any Error> {
-            do {
-                guard let replica = group.replica, group.indices.count > 1 else {
-                    return .success([try await self.compute(parts[group.indices[0]])])
-                }
-                return .success(try await self.computeTogether(group.indices.map { parts[$0] }, first: replica))
-            } catch { return .failure(error) }
-        }
-        var result = ExpertOutputs(count: parts.count)
-        func collect(_ indices: [Int], _ outcome: Result<[Matrix], any Error>) -> Bool {
-            switch outcome {
-            case .success(let outputs):
-                for (index, output) in zip(indices, outputs) { result.outputs[index] = output }
-                return true
-            case .failure(let error):
-                result.failed(error)
-                return false
+        @Sendable func run(_ group: ReplicaGroup) async throws -> [Matrix] {
+            guard let replica = group.replica, group.indices.count > 1 else {
+                return [try await self.compute(parts[group.indices[0]])]
             }
+            return try await self.computeTogether(group.indices.map { parts[$0] }, first: replica)
         }
         if groups.count == 1 {
-            _ = collect(groups[0].indices, await run(groups[0]))
+            var result = ExpertOutputs(count: parts.count)
+            do { result.collect(groups[0].indices, try await run(groups[0])) } catch { result.failed(error) }
             return result
         }
-        await withTaskGroup(of: ([Int], Result<[Matrix], any Error>).self) { group in
-            for replicaGroup in groups { group.addTask { (replicaGroup.indices, await run(replicaGroup)) } }
-            for await (indices, outcome) in group where !collect(indices, outcome) { group.cancelAll() }
+        return await withThrowingTaskGroup(of: ([Int], [Matrix]).self) { group in
+            for replicaGroup in groups { group.addTask { (replicaGroup.indices, try await run(replicaGroup)) } }
+            var result = ExpertOutputs(count: parts.count)
+            while true {
+                do {
+                    guard let (indices, outputs) = try await group.next() else { return result }
+                    result.collect(indices, outputs)
+                } catch {
+                    if result.failure == nil { group.cancelAll() }
+                    result.failed(error)
+                }
+            }
         }
-        return result
     }
 
     /// The parts of a batch that go to one replica (nil: a part without a replica, alone).

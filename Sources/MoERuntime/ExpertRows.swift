@@ -63,6 +63,11 @@ public struct ExpertOutputs: Sendable {
     public mutating func failed(_ error: any Error) {
         if self.failure == nil { self.failure = error }
     }
+
+    /// Records the outputs of the parts at `indices` (in order).
+    public mutating func collect(_ indices: [Int], _ outputs: [Matrix]) {
+        for (index, output) in zip(indices, outputs) { self.outputs[index] = output }
+    }
 }
 
 extension ExpertExecutor {
@@ -70,28 +75,25 @@ extension ExpertExecutor {
 
     /// Each part through `compute(_:)`, concurrently; the first failure cancels the others.
     public func computeEach(_ parts: [ExpertRows]) async -> ExpertOutputs {
-        var result = ExpertOutputs(count: parts.count)
         if parts.count == 1 {
+            var result = ExpertOutputs(count: 1)
             do { result.outputs[0] = try await self.compute(parts[0]) } catch { result.failed(error) }
             return result
         }
-        return await withTaskGroup(of: (Int, Result<Matrix, any Error>).self) { group in
+        return await withThrowingTaskGroup(of: (Int, Matrix).self) { group in
             for (index, part) in parts.enumerated() {
-                group.addTask {
-                    do { return (index, .success(try await self.compute(part))) } catch {
-                        return (index, .failure(error))
-                    }
-                }
+                group.addTask { (index, try await self.compute(part)) }
             }
-            for await (index, outcome) in group {
-                switch outcome {
-                case .success(let output): result.outputs[index] = output
-                case .failure(let error):
+            var result = ExpertOutputs(count: parts.count)
+            while true {
+                do {
+                    guard let (index, output) = try await group.next() else { return result }
+                    result.outputs[index] = output
+                } catch {
                     if result.failure == nil { group.cancelAll() }
                     result.failed(error)
                 }
             }
-            return result
         }
     }
 }

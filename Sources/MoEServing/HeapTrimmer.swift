@@ -14,7 +14,7 @@ public struct HeapTrimmer: Service {
     public let period: Duration
     public let threshold: Int
 
-    public init(period: Duration = .seconds(30), threshold: Int = 8 << 20) {
+    public init(period: Duration = .seconds(5), threshold: Int = 8 << 20) {
         self.period = period
         self.threshold = threshold
     }

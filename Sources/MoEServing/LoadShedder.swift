@@ -7,8 +7,8 @@ import Synchronization
 /// queueing it to wait out its deadline, and instead of holding unbounded memory.
 ///
 /// Model: the service shares its capacity among the calls in flight (processor sharing), so a call admitted behind
-/// `n` others takes about `(n + 1) × w`, where `w`, the service's time per call, is learnt from the calls that
-/// succeeded: a call of latency `L` that saw on average `c̄ = ∫ inFlight dt / L` calls in flight took `w = L / c̄`,
+/// `n` others takes about `(n + 1) × w`, where `w`, the service's time per call, is learnt from every admitted call
+/// as it ends (one that failed or ran out of time took the service's time too): a call of latency `L` that saw on average `c̄ = ∫ inFlight dt / L` calls in flight took `w = L / c̄`,
 /// averaged with weight 1/16. A call is admitted when `(n + 1) × w ≤ headroom × time left` (`headroom` < 1 leaves
 /// slack for error in the estimate), and always when none is in flight, or it has no deadline (then only the byte
 /// budget bounds it). Memory: the request bytes of admitted calls stay within `maxInFlightBytes` (a call alone is
@@ -39,7 +39,7 @@ public final class LoadShedder: Sendable {
         /// ∫ inFlight dt, in call-seconds, up to `lastChange`.
         var area = 0.0
         var lastChange: ContinuousClock.Instant
-        /// w, seconds per call; nil until a call succeeded.
+        /// w, seconds per call; nil until a call ended.
         var perCall: Double?
         var refused = 0
 
@@ -102,8 +102,8 @@ public final class LoadShedder: Sendable {
         }
     }
 
-    /// The call `admission` admitted ended; a success teaches the time per call.
-    public func finished(_ admission: Admission, succeeded: Bool) {
+    /// The call `admission` admitted ended (answered or not): it teaches the time per call.
+    public func finished(_ admission: Admission) {
         let now = self.clock()
         self.state.withLock { state in
             state.advance(to: now)
@@ -111,7 +111,7 @@ public final class LoadShedder: Sendable {
             state.bytes -= admission.bytes
             let latency = (now - admission.started).seconds
             let area = state.area - admission.areaAtStart
-            guard succeeded, latency > 0, area > 0 else { return }
+            guard latency > 0, area > 0 else { return }
             // L / c̄ = L² / ∫ inFlight dt.
             let sample = latency * latency / area
             state.perCall = state.perCall.map { $0 + (sample - $0) / 16 } ?? sample
@@ -123,10 +123,10 @@ public final class LoadShedder: Sendable {
         let admission = try self.admit(bytes: bytes, deadline: RequestDeadline.current)
         do {
             let result = try await body()
-            self.finished(admission, succeeded: true)
+            self.finished(admission)
             return result
         } catch {
-            self.finished(admission, succeeded: false)
+            self.finished(admission)
             throw error
         }
     }

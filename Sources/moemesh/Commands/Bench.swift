@@ -21,7 +21,7 @@ struct Bench: AsyncParsableCommand {
             bare gRPC echo of the same payload (the floor of one hop) and the raw sgemm rate of the expert's GEMMs \
             (the floor of compute).
             """,
-        subcommands: [BenchTransport.self])
+        subcommands: [BenchTransport.self, BenchOverload.self])
 
     @Option(help: "Hidden size H.") var hidden: Int = 1024
     @Option(help: "Expert intermediate size I.") var intermediate: Int = 2816
