@@ -284,6 +284,12 @@ CASES = [
     Case("E07", "expert", "NOT_FOUND", "layer 7 expert 0 is not hosted",
          lambda m: raw_grpc(m, "expert", "/moemesh.v1.Expert/Prefetch", expert_pb2.PrefetchRequest(
              experts=[expert_pb2.ExpertKey(layer="7", expert=0)]).SerializeToString(), "mesh")),
+    Case("E08", "expert", "INVALID_ARGUMENT", "row_counts [1, 1] must each be at least 1 and sum to the 3 rows sent",
+         lambda m: compute(m, expert_pb2.ComputeRequest(layer="0", experts=[0, 1], row_counts=[1, 1],
+                                                        rows=tensor([3, HIDDEN])))),
+    Case("E09", "expert", "INVALID_ARGUMENT", "experts names 2 experts but row_counts has 1 counts",
+         lambda m: compute(m, expert_pb2.ComputeRequest(layer="0", experts=[0, 1], row_counts=[3],
+                                                        rows=tensor([3, HIDDEN])))),
     # Coordinator: joining the mesh, and admin actions.
     Case("C01", "coordinator", "PERMISSION_DENIED", "needs role mesh; this token's role is client",
          lambda m: coordinator(m, "Register", register(), role="client")),
