@@ -252,9 +252,8 @@ let package = Package(
             name: "MoEServiceTests",
             dependencies: [
                 "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoEExpert", "MoERouter",
-                "MoETestSupport",
+                "MoEDataPlane", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCInProcessTransport", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -78,4 +78,34 @@ extension ExpertService {
         }
         return reply
     }
+
+    /// A streamed call answered in a task of the server's (the device was busy): served as a unary `Compute` is
+    /// (`DataPlaneCalls.serve`: span, counters, deadline), with the message's metadata; nil when its caller cancelled
+    /// it (a `cancel` message naming it).
+    func streamedAnswer(
+        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>, calls: DataPlaneCalls
+    ) async -> Moemesh_V1_ComputeStreamResponse? {
+        let id = message.callID
+        defer { cancellations.forget(id) }
+        var reply = Moemesh_V1_ComputeStreamResponse()
+        reply.callID = id
+        do {
+            var received = Metadata()
+            for (key, value) in message.metadata { received.addString(value, forKey: key) }
+            let metadata = received
+            let deadline = RequestDeadline.after(milliseconds: message.timeoutMs)
+            let computed = try await cancellations.run(unless: id) {
+                try await calls.serve(
+                    "moemesh.v1.Expert/Compute", metadata: metadata, deadline: deadline, streamed: true
+                ) {
+                    try await RequestDeadline.enforce(deadline) { try await self.compute(message.compute) }
+                }
+            }
+            guard let computed else { return nil }
+            reply.compute = computed
+        } catch {
+            reply.error = Moemesh_V1_CallError(error)
+        }
+        return reply
+    }
 }

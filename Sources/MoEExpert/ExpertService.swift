@@ -387,65 +387,7 @@ final class CacheMetrics: Sendable {
     }
 }
 
-extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
-    public func compute(
-        request: Moemesh_V1_ComputeRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_ComputeResponse {
-        try await self.compute(request)
-    }
-
-    /// Serves each call of the stream as `Compute` would, concurrently, answering each as it finishes; a `cancel`
-    /// message ends the call it names (not computed if it had not started; no answer sent).
-    public func computeStream(
-        request: RPCAsyncSequence<Moemesh_V1_ComputeStreamRequest, any Error>,
-        response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
-    ) async throws {
-        let cancellations = KeyedSignal<UInt64>(remembering: true)
-        let calls = DataPlaneCalls(metrics: self.metrics, service: "expert", logger: Logger(label: "moemesh.expert"))
-        try await answerConcurrently(request, writer: response) { message in
-            guard !message.cancel else {
-                cancellations.signal(message.callID)
-                return nil
-            }
-            return { await self.streamedAnswer(message, cancellations: cancellations, calls: calls) }
-        }
-    }
-
-    /// One streamed call's answer (its error as `error`), or nil when its caller cancelled it. It is served as a
-    /// unary `Compute` is (`DataPlaneCalls.serve`: span, counters, deadline), with the message's metadata.
-    func streamedAnswer(
-        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>, calls: DataPlaneCalls
-    ) async -> Moemesh_V1_ComputeStreamResponse? {
-        let id = message.callID
-        defer { cancellations.forget(id) }
-        var reply = Moemesh_V1_ComputeStreamResponse()
-        reply.callID = id
-        do {
-            var received = Metadata()
-            for (key, value) in message.metadata { received.addString(value, forKey: key) }
-            let metadata = received
-            let deadline = RequestDeadline.after(milliseconds: message.timeoutMs)
-            let computed = try await cancellations.run(unless: id) {
-                try await calls.serve(
-                    "moemesh.v1.Expert/Compute", metadata: metadata, deadline: deadline, streamed: true
-                ) {
-                    try await RequestDeadline.enforce(deadline) { try await self.compute(message.compute) }
-                }
-            }
-            guard let computed else { return nil }
-            reply.compute = computed
-        } catch {
-            reply.error = Moemesh_V1_CallError(error)
-        }
-        return reply
-    }
-
-    public func describeExperts(
-        request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_DescribeExpertsResponse {
-        self.describe()
-    }
-
+extension ExpertService {
     /// What this service hosts: model, sizes, experts and their precisions, the cache's figures.
     public func describe() -> Moemesh_V1_DescribeExpertsResponse {
         var response = Moemesh_V1_DescribeExpertsResponse()
@@ -466,12 +408,5 @@ extension ExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
             $0.prefetches = Int64(stats.prefetches)
         }
         return response
-    }
-
-    public func prefetch(
-        request: Moemesh_V1_PrefetchRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_PrefetchResponse {
-        let loading = try self.prefetch(request.experts.map { ExpertAddress(layer: $0.layer, expert: Int($0.expert)) })
-        return .with { $0.loading = loading.map(Moemesh_V1_ExpertKey.init) }
     }
 }

@@ -57,36 +57,6 @@ public final class ComputeStreamChannel: Sendable {
 
     public init(opener: @escaping Opener) { self.opener = opener }
 
-    /// A stream over `client`'s `ComputeStream` (grpc-swift), run by `spawn` where its owner wants it. It fails at
-    /// once, rather than waiting, while the connection is down.
-    public convenience init<Transport: ClientTransport>(
-        client: Moemesh_V1_Expert.Client<Transport>, serving: ServingConfiguration,
-        spawn: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Void
-    ) {
-        var streamOptions = serving.callOptions()
-        streamOptions.waitForReady = false
-        let options = streamOptions
-        self.init { deliver, ended in
-            let (requests, outbound) = AsyncStream<Moemesh_V1_ComputeStreamRequest>.makeStream()
-            spawn {
-                do {
-                    try await client.computeStream(
-                        options: options,
-                        requestProducer: { writer in
-                            for await request in requests { try await writer.write(request) }
-                        },
-                        onResponse: { response in
-                            for try await message in response.messages { deliver(message) }
-                        })
-                    ended(nil)
-                } catch {
-                    ended(error)
-                }
-            }
-            return Outbound(write: { outbound.yield($0) }, close: { outbound.finish() })
-        }
-    }
-
     /// A stream over a data-plane channel (gRPC's C++ core): messages are written as they are sent, answers
     /// decoded on the core's thread, nothing in between. It fails at once while the connection is down.
     public convenience init(channel: DataPlaneChannel, metadata: Metadata) {

@@ -7,7 +7,7 @@ import MoEProto
 import MoEServing
 import Synchronization
 
-/// One expert service the router talks to, over one persistent connection of any gRPC transport; with a
+/// One expert service the router talks to, over one persistent data-plane connection (gRPC's C++ core); with a
 /// `ComputeStreamChannel`, its `Compute` calls go over that stream.
 public struct ExpertReplica: Sendable {
     public let endpoint: ServiceEndpoint
@@ -21,22 +21,6 @@ public struct ExpertReplica: Sendable {
     private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
     private let prefetchCall:
         @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
-
-    public init<Transport: ClientTransport>(
-        endpoint: ServiceEndpoint, client: Moemesh_V1_Expert.Client<Transport>, stream: ComputeStreamChannel? = nil,
-        connection: UInt64 = 0
-    ) {
-        self.endpoint = endpoint
-        self.connection = connection
-        self.stream = stream
-        self.call = { request, metadata, options in
-            try await client.compute(request, metadata: metadata, options: options)
-        }
-        self.describeCall = { options in
-            try await client.describeExperts(Moemesh_V1_DescribeExpertsRequest(), options: options)
-        }
-        self.prefetchCall = { request, options in try await client.prefetch(request, options: options) }
-    }
 
     /// A replica reached over a data-plane channel (gRPC's C++ core); `metadata` (the bearer token) goes with every
     /// call.

@@ -159,32 +159,7 @@ extension RouterService {
     }
 }
 
-extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
-    public func forward(
-        request: Moemesh_V1_ForwardRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_ForwardResponse {
-        try await self.forward(request)
-    }
-
-    /// Serves each message as `Forward` would, concurrently, answering as each finishes (tagged with its
-    /// `request_id`; a failure as `error`, the stream going on). A message's `timeout_ms` is its own deadline.
-    public func forwardStream(
-        request: RPCAsyncSequence<Moemesh_V1_ForwardRequest, any Error>,
-        response: RPCWriter<Moemesh_V1_ForwardResponse>,
-        context: ServerContext
-    ) async throws {
-        let calls = DataPlaneCalls(metrics: self.metrics, service: "router", logger: Logger(label: "moemesh.router"))
-        try await answerConcurrently(request, writer: response) { message in
-            { await self.streamedAnswer(message, metadata: [:], calls: calls) }
-        }
-    }
-
-    public func describeModel(
-        request: Moemesh_V1_DescribeModelRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_DescribeModelResponse {
-        self.describe()
-    }
-
+extension RouterService {
     /// The model served: type, hidden size, MoE layers, routing, and the precisions the replicas hold.
     public func describe() -> Moemesh_V1_DescribeModelResponse {
         var response = Moemesh_V1_DescribeModelResponse()
@@ -211,12 +186,6 @@ extension RouterService: Moemesh_V1_Router.SimpleServiceProtocol {
             }
         }
         return response
-    }
-
-    public func getBalance(
-        request: Moemesh_V1_GetBalanceRequest, context: ServerContext
-    ) async throws -> Moemesh_V1_GetBalanceResponse {
-        try self.balance(request)
     }
 
     /// Routing balance per layer since the last reset (of one layer, or of all).

@@ -26,22 +26,6 @@ public enum RequestDeadline {
     }
 }
 
-/// Binds `RequestDeadline.current` to the client's deadline (`grpc-timeout` from the call's start) while a unary
-/// call is handled. (A streaming handler's body runs after the interceptors; it reads the metadata itself.)
-public struct DeadlineServerInterceptor: ServerInterceptor {
-    public init() {}
-
-    public func intercept<Input: Sendable, Output: Sendable>(
-        request: StreamingServerRequest<Input>, context: ServerContext,
-        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
-    ) async throws -> StreamingServerResponse<Output> {
-        guard let timeout = RequestDeadline.timeout(in: request.metadata) else {
-            return try await next(request, context)
-        }
-        return try await RequestDeadline.$current.withValue(.now + timeout) { try await next(request, context) }
-    }
-}
-
 extension RequestDeadline {
     /// `operation`, cancelled at `deadline` (then `DEADLINE_EXCEEDED`), with `current` bound to the earlier of
     /// `deadline` and the deadline in force; without a deadline, `operation` as it is.
@@ -69,25 +53,5 @@ extension RequestDeadline {
     /// The deadline `milliseconds` from now; nil for 0 (none).
     public static func after(milliseconds: UInt32) -> ContinuousClock.Instant? {
         milliseconds == 0 ? nil : .now + .milliseconds(Int64(milliseconds))
-    }
-
-    /// The call's `grpc-timeout` header: up to 8 digits and a unit (H, M, S, m, u, n), e.g. "250m" = 250 ms.
-    public static func timeout(in metadata: Metadata) -> Duration? {
-        guard let text = metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) else { return nil }
-        return Self.timeout(header: text)
-    }
-
-    static func timeout(header text: String) -> Duration? {
-        guard let unit = text.last, text.count >= 2, text.count <= 9, let amount = Int64(text.dropLast()), amount >= 0
-        else { return nil }
-        switch unit {
-        case "H": return .seconds(amount * 3600)
-        case "M": return .seconds(amount * 60)
-        case "S": return .seconds(amount)
-        case "m": return .milliseconds(amount)
-        case "u": return .microseconds(amount)
-        case "n": return .nanoseconds(amount)
-        default: return nil
-        }
     }
 }

@@ -25,7 +25,8 @@ struct BenchCommandTests {
         let kernels = lines.filter { $0.contains("\"kernels\"") }
         let faults = lines.filter { $0.contains("\"hung replica\"") }
         let layers = lines.filter { !$0.contains("\"kernels\"") && !$0.contains("\"hung replica\"") }
-        #expect(kernels.count == 2 && layers.count == 3, "\(lines)")
+        // T = 1, T = 8, the 2-client sweep point, and the top-8 / 64-expert decode row.
+        #expect(kernels.count == 2 && layers.count == 4, "\(lines)")
         try #require(faults.count == 3, "\(lines)")
         #expect(faults[0].contains("\"phase\": \"healthy\""))
         #expect(faults[1].contains("\"phase\": \"one replica hung (SIGSTOP)\""))
@@ -46,7 +47,18 @@ struct BenchCommandTests {
             #expect(!line.contains("\"mesh_tokens_per_s\": 0.0,") && !line.contains("\"inprocess_tokens_per_s\": 0.0,"))
         }
         #expect(layers.first?.contains("\"tokens\": 1, \"clients\": 1") == true)
-        #expect(layers.last?.contains("\"clients\": 2") == true && layers.last?.contains("batching_gain") == true)
+        let sweep = layers.filter { $0.contains("batching_gain") }
+        #expect(sweep.count == 1 && sweep[0].contains("\"clients\": 2"), "\(layers)")
+        let manyExperts = layers.filter { $0.contains("top-8 of 64 on 8") }
+        #expect(manyExperts.count == 1, "\(layers)")
+        // Experts 8 per process: a token's 8 experts cost at most 8 messages, and at least one.
+        let messages = manyExperts.first.flatMap { line in
+            line.firstRange(of: "\"expert_messages_per_token\": ").map {
+                Double(line[$0.upperBound...].prefix { $0 != "," && $0 != "}" })
+            }
+        }
+        #expect(messages.flatMap { $0 }.map { $0 >= 1 && $0 <= 8 } == true, "\(manyExperts)")
+        #expect(manyExperts.first?.contains("\"experts_per_token\": 8") == true)
         for line in kernels { #expect(line.contains("\"ffn_gflops\": ") && line.contains("\"sgemm_gflops\": ")) }
     }
 }

@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import MoECore
+import MoEDataPlane
 import MoEExpert
 import MoEModel
 import MoEProto
@@ -12,137 +13,84 @@ import MoEWire
 import Synchronization
 import Testing
 
-/// An expert service that takes every `Compute` call and never answers it (a hung process, a cut link), counting
-/// the calls it holds; its other methods answer like the real service's.
-private final class HungExpertService: Moemesh_V1_Expert.SimpleServiceProtocol {
+/// An expert that takes every `Compute` call and never answers it (a hung process, a cut link), counting the calls it
+/// holds; its other methods answer like the real service's. Served on a data-plane server, as experts are.
+private final class HungExpert: Sendable {
     let real: ExpertService
     let held = Mutex(0)
 
     init(real: ExpertService) { self.real = real }
 
-    func compute(request: Moemesh_V1_ComputeRequest, context: ServerContext) async throws -> Moemesh_V1_ComputeResponse
-    {
+    var methods: [String: DataPlaneMethod] {
+        var methods = self.real.dataPlaneMethods()
+        methods["/moemesh.v1.Expert/Compute"] = .unary { _, _ in
+            // Waits until the caller gives up on it (the call's cancellation ends the wait), never answering.
+            await self.hold {
+                let (never, keep) = AsyncStream<Never>.makeStream()
+                defer { keep.finish() }
+                for await _ in never {}
+            }
+            throw RPCError(code: .cancelled, message: "held until cancelled")
+        }
+        // Holds every streamed call until the router cancels it (or the stream ends), never answering.
+        methods["/moemesh.v1.Expert/ComputeStream"] = .bidirectionalStream { _, stream in
+            let cancellations = KeyedSignal<UInt64>(remembering: true)
+            return DataPlaneCallStream<Moemesh_V1_ComputeStreamRequest, Moemesh_V1_ComputeStreamResponse>(
+                stream: stream,
+                refusal: { message, error in
+                    .with {
+                        $0.callID = message.callID
+                        $0.error = Moemesh_V1_CallError(error)
+                    }
+                },
+                start: { message in
+                    guard !message.cancel else {
+                        cancellations.signal(message.callID)
+                        return .nothing
+                    }
+                    return .later {
+                        await self.hold { await cancellations.wait(for: message.callID) }
+                        return nil
+                    }
+                })
+        }
+        return methods
+    }
+
+    private func hold(_ wait: () async -> Void) async {
         self.held.withLock { $0 += 1 }
         defer { self.held.withLock { $0 -= 1 } }
-        // Waits until the caller gives up on it (the handler's cancellation ends the wait), never answering.
-        let (never, keep) = AsyncStream<Never>.makeStream()
-        defer { keep.finish() }
-        for await _ in never {}
-        throw CancellationError()
-    }
-
-    /// Holds every streamed call until the router cancels it (or the stream ends), never answering.
-    func computeStream(
-        request: RPCAsyncSequence<Moemesh_V1_ComputeStreamRequest, any Error>,
-        response: RPCWriter<Moemesh_V1_ComputeStreamResponse>, context: ServerContext
-    ) async throws {
-        let cancellations = KeyedSignal<UInt64>(remembering: true)
-        try await cancelledWithRPC {
-            try await withThrowingDiscardingTaskGroup { calls in
-                for try await message in request {
-                    if message.cancel {
-                        cancellations.signal(message.callID)
-                        continue
-                    }
-                    calls.addTask {
-                        self.held.withLock { $0 += 1 }
-                        defer { self.held.withLock { $0 -= 1 } }
-                        await cancellations.wait(for: message.callID)
-                    }
-                }
-                calls.cancelAll()
-            }
-        }
-    }
-
-    func describeExperts(request: Moemesh_V1_DescribeExpertsRequest, context: ServerContext) async throws
-        -> Moemesh_V1_DescribeExpertsResponse
-    {
-        try await self.real.describeExperts(request: request, context: context)
-    }
-
-    func prefetch(request: Moemesh_V1_PrefetchRequest, context: ServerContext) async throws
-        -> Moemesh_V1_PrefetchResponse
-    {
-        try await self.real.prefetch(request: request, context: context)
+        await wait()
     }
 }
 
-/// A router over HTTP/2 on loopback (port 0) in front of `experts` (each hosting every expert of the model, in that
-/// order of replicas), each server with the deadline interceptor; `body` gets the router's client and the experts'
-/// endpoints. (Real sockets:
-/// a client's cancellation reaches a server through HTTP/2's stream reset, which the in-process transport lacks.)
+/// A router on a data-plane server on loopback in front of `experts` (each a data-plane server hosting every expert
+/// of the model, in that order of replicas), reached as a router reaches its replicas (a `ComputeStream` each with
+/// `streams`); `body` gets a gRPC client of the router and the experts' endpoints.
 private func withRouter(
-    model: SmallModel, experts: [any RegistrableRPCService], scheduler: ReplicaScheduler = ReplicaScheduler(),
+    model: SmallModel, experts: [[String: DataPlaneMethod]], scheduler: ReplicaScheduler = ReplicaScheduler(),
     batching: ForwardBatcher.Configuration? = nil, streams: Bool = true,
     _ body: (Moemesh_V1_Router.Client<HTTP2ClientTransport.Posix>, [ServiceEndpoint]) async throws -> Void
 ) async throws {
     let checkpoint = try MoECheckpoint(path: model.path)
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
-    try await withServers(experts) { endpoints in
-        try await withClients(endpoints, streams: streams) { replicas in
+    try await withDataPlaneServers(experts) { endpoints in
+        try await withExpertReplicas(endpoints, streams: streams) { replicas in
             let topology = ExpertTopology(
                 replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, replicas) }),
                 onRemoved: { scheduler.replicasLeft($0) })
             let executor = RemoteExpertExecutor(
                 topology: topology, scheduler: scheduler, wireDType: .f32,
-                callOptions: ServingConfiguration().callOptions(),
-                metrics: ServiceMetrics())
+                callOptions: ServingConfiguration().callOptions(), metrics: ServiceMetrics())
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
                 executor: executor, batching: batching)
-            try await withServers([router]) { routerEndpoint in
-                try await withGRPCClient(
-                    transport: try ServingConfiguration().makeClientTransport(to: routerEndpoint[0])
-                ) { client in
+            try await withDataPlaneServer(router.dataPlaneMethods()) { routerEndpoint in
+                try await withClient(of: routerEndpoint) { client in
                     try await body(Moemesh_V1_Router.Client(wrapping: client), endpoints)
                 }
             }
-        }
-    }
-}
-
-/// Serves each of `services` on its own loopback port; `body` gets their endpoints.
-private func withServers(
-    _ services: [any RegistrableRPCService], endpoints: [ServiceEndpoint] = [],
-    _ body: ([ServiceEndpoint]) async throws -> Void
-) async throws {
-    guard endpoints.count < services.count else { return try await body(endpoints) }
-    let transport = ServingConfiguration().makeServerTransport()
-    try await withGRPCServer(
-        transport: transport, services: [services[endpoints.count]],
-        interceptors: [DeadlineServerInterceptor(), RPCCancellationInterceptor()]
-    ) { _ in
-        let endpoint = try #require(ServiceEndpoint(listening: try await transport.listeningAddress))
-        try await withServers(services, endpoints: endpoints + [endpoint], body)
-    }
-}
-
-/// A client of each endpoint, as expert replicas (calls over a `ComputeStream` each, with `streams`).
-private func withClients(
-    _ endpoints: [ServiceEndpoint], streams: Bool, replicas: [ExpertReplica] = [],
-    _ body: ([ExpertReplica]) async throws -> Void
-) async throws {
-    guard replicas.count < endpoints.count else { return try await body(replicas) }
-    let endpoint = endpoints[replicas.count]
-    try await withGRPCClient(transport: try ServingConfiguration().makeClientTransport(to: endpoint)) { client in
-        let expert = Moemesh_V1_Expert.Client(wrapping: client)
-        let (jobs, spawn) = AsyncStream<@Sendable () async -> Void>.makeStream()
-        let stream =
-            streams
-            ? ComputeStreamChannel(client: expert, serving: ServingConfiguration(), spawn: { spawn.yield($0) }) : nil
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await withDiscardingTaskGroup { tasks in for await job in jobs { tasks.addTask { await job() } } }
-            }
-            defer {
-                stream?.close()
-                spawn.finish()
-            }
-            try await withClients(
-                endpoints, streams: streams,
-                replicas: replicas + [ExpertReplica(endpoint: endpoint, client: expert, stream: stream)], body)
         }
     }
 }
@@ -164,7 +112,7 @@ struct DataPlaneTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         let expert = try ExpertService(checkpoint: checkpoint, experts: checkpoint.layers.flatMap(\.expertAddresses))
-        try await withRouter(model: model, experts: [expert], batching: .init()) { router, _ in
+        try await withRouter(model: model, experts: [expert.dataPlaneMethods()], batching: .init()) { router, _ in
             let requests = (0..<24).map { index in
                 request(
                     model.randomHidden(tokens: 1 + index % 4, seed: UInt64(index)), layer: index % 2 == 0 ? "0" : "1",
@@ -206,11 +154,13 @@ struct DataPlaneTests {
         let checkpoint = try MoECheckpoint(path: model.path)
         let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         let real = try ExpertService(checkpoint: checkpoint, experts: addresses)
-        let hung = HungExpertService(real: real)
+        let hung = HungExpert(real: real)
         let reference = try InProcessMoE(checkpoint: checkpoint)
         // The hung replica is first in the topology; a short hedge delay (no latencies learnt yet: the ceiling).
         let scheduler = ReplicaScheduler(configuration: .init(hedgeCeiling: .milliseconds(20)))
-        try await withRouter(model: model, experts: [hung, real], scheduler: scheduler, streams: streams) {
+        try await withRouter(
+            model: model, experts: [hung.methods, real.dataPlaneMethods()], scheduler: scheduler, streams: streams
+        ) {
             router, experts in
             let calls = 40
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -272,7 +222,7 @@ struct DataPlaneTests {
         let model = try SmallModel()
         defer { model.remove() }
         let expert = try Self.hourLongExpert(model)
-        try await withRouter(model: model, experts: [expert]) { router, _ in
+        try await withRouter(model: model, experts: [expert.dataPlaneMethods()]) { router, _ in
             let call = Task { try await router.forward(request(model.randomHidden(tokens: 3))) }
             try #require(await expert.meter.changes.wait { expert.meter.inFlightRows > 0 })
             call.cancel()
@@ -289,7 +239,7 @@ struct DataPlaneTests {
         let model = try SmallModel()
         defer { model.remove() }
         let expert = try Self.hourLongExpert(model)
-        try await withRouter(model: model, experts: [expert]) { router, _ in
+        try await withRouter(model: model, experts: [expert.dataPlaneMethods()]) { router, _ in
             do {
                 _ = try await router.forward(request(model.randomHidden(tokens: 3)), options: .timeout(.seconds(2)))
                 Issue.record("answered although the expert takes an hour")

@@ -1,6 +1,5 @@
 import Dispatch
 import GRPCCore
-import GRPCInProcessTransport
 import MoECore
 import MoEExpert
 import MoEKernels
@@ -56,9 +55,8 @@ struct ExpertMemoryBudgetTests {
         #expect(stats.misses == 24 && stats.hits == 1)
         #expect(stats.evictions == 21)
         #expect(stats.residentExperts == 3)
-        let transport = InProcessTransport()
-        try await withGRPCServer(transport: transport.server, services: [service]) { _ in
-            try await withGRPCClient(transport: transport.client) { client in
+        try await withDataPlaneServer(service.dataPlaneMethods()) { endpoint in
+            try await withClient(of: endpoint) { client in
                 let description = try await Moemesh_V1_Expert.Client(wrapping: client).describeExperts(.init())
                 #expect(description.cache.evictions == 21 && description.cache.misses == 24)
                 #expect(description.cache.budgetBytes == Int64(3 * perExpert) && description.cache.residentExperts == 3)
@@ -208,7 +206,7 @@ struct PrefetchTests {
         for enabled in [true, false] {
             var routing = RoutingConfiguration()
             routing.prefetchNextLayer = enabled
-            try await withInProcessMesh(model: model, routing: routing, expertMemoryBudgetBytes: 4 * 3 * 32 * 48 * 4) {
+            try await withLoopbackMesh(model: model, routing: routing, expertMemoryBudgetBytes: 4 * 3 * 32 * 48 * 4) {
                 router, expert in
                 var request = Moemesh_V1_ForwardRequest()
                 request.layer = "0"

@@ -48,7 +48,7 @@ struct ExpertPrecisionTests {
         let model = try SmallModel()
         defer { model.remove() }
         let plan = try PrecisionPlan.parse("*:*=int8,1:0-1=bf16").get()
-        try await withInProcessMesh(model: model, precisions: plan) { router, _ in
+        try await withLoopbackMesh(model: model, precisions: plan) { router, _ in
             let description = try await router.describeModel(Moemesh_V1_DescribeModelRequest())
             let listed = description.expertPrecisions.map {
                 "\(ExpertAddress(layer: $0.layer, expert: Int($0.expert)))=\($0.precision)×\($0.replicas)"

@@ -29,7 +29,7 @@ struct ExpertServiceTests {
         // The service widens the wire values first: compute the expectation from the same widened rows.
         let widened = try Tensor(rows, dtype: dtype).matrix()
         let expected = kernel.forward(widened)
-        try await withInProcessMesh(model: model) { _, expert in
+        try await withLoopbackMesh(model: model) { _, expert in
             let response = try await expert.compute(
                 Self.request(layer: "1", expert: 2, rows: Moemesh_V1_Tensor(rows, dtype: dtype)))
             #expect(response.rows.dtype == Moemesh_V1_DType(dtype))
@@ -50,7 +50,7 @@ struct ExpertServiceTests {
         let counts = [2, 1, 4]
         let rows = counts.enumerated().map { index, count in model.randomHidden(tokens: count, seed: UInt64(10 + index))
         }
-        try await withInProcessMesh(model: model) { _, expert in
+        try await withLoopbackMesh(model: model) { _, expert in
             var together = Self.request(
                 layer: "1", expert: 0,
                 rows: Moemesh_V1_Tensor(
@@ -138,7 +138,7 @@ struct ExpertServiceTests {
     func badCall(call: BadCall) async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model) { _, expert in
+        try await withLoopbackMesh(model: model) { _, expert in
             do {
                 _ = try await expert.compute(call.request)
                 Issue.record("\(call.name): accepted")
@@ -155,7 +155,7 @@ struct ExpertServiceTests {
     func describe() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model) { _, expert in
+        try await withLoopbackMesh(model: model) { _, expert in
             let description = try await expert.describeExperts(Moemesh_V1_DescribeExpertsRequest())
             #expect(description.modelType == "mixtral")
             #expect(description.hiddenSize == 32 && description.intermediateSize == 48)

@@ -32,7 +32,7 @@ struct ObservabilityTests {
         let registry = PrometheusCollectorRegistry()
         var routed = [Int](repeating: 0, count: 4)
         try await withMetricsFactory(PrometheusMetricsFactory(registry: registry)) {
-            try await withInProcessMesh(model: model) { router, _ in
+            try await withLoopbackMesh(model: model) { router, _ in
                 for (index, tokens) in [3, 5, 8].enumerated() {
                     let hidden = model.randomHidden(tokens: tokens, seed: UInt64(index))
                     var request = Moemesh_V1_ForwardRequest()
@@ -84,7 +84,7 @@ struct ObservabilityTests {
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let tracer = InMemoryTracer()
         let hidden = model.randomHidden(tokens: 6, seed: 3)
-        try await withInProcessMesh(model: model, tracer: tracer) { router, _ in
+        try await withLoopbackMesh(model: model, tracer: tracer) { router, _ in
             var request = Moemesh_V1_ForwardRequest()
             request.layer = "0"
             request.hiddenStates = Moemesh_V1_Tensor(hidden, dtype: .f32)

@@ -1,9 +1,9 @@
 import CoreMetrics
 import Prometheus
 import GRPCCore
-import GRPCInProcessTransport
 import GRPCNIOTransportHTTP2
 import MoECore
+import MoEDataPlane
 import MoEExpert
 import MoEModel
 import MoEProto
@@ -18,12 +18,12 @@ import Testing
 struct ReplicaChoiceTests {
     @Test("replicas are tried with fewest outstanding calls first, and an ejected one last")
     func ordering() async throws {
-        // Clients that are never called: only their endpoints matter here.
-        let transport = InProcessTransport()
-        let client = Moemesh_V1_Expert.Client(wrapping: GRPCClient(transport: transport.client))
+        // Channels that are never called: only their endpoints matter here.
         let endpoints = (1...3).map { ServiceEndpoint(host: "10.0.0.\($0)", port: 1) }
         let address = ExpertAddress(layer: "0", expert: 0)
-        let replicas = endpoints.map { ExpertReplica(endpoint: $0, client: client) }
+        let replicas = try endpoints.map {
+            ExpertReplica(endpoint: $0, channel: try DataPlaneChannel(target: $0.description), metadata: [:])
+        }
         let scheduler = ReplicaScheduler()
         // Ties are taken in turn.
         let firsts = (0..<3).map { _ in scheduler.order(replicas, for: address).first!.endpoint }
@@ -94,45 +94,29 @@ struct ReplicaChoiceTests {
         let addresses = checkpoint.layers.flatMap(\.expertAddresses)
         // Replica A hosts experts 0 and 1 of each layer, B experts 2 and 3.
         let hostedByA = addresses.filter { $0.expert < 2 }, hostedByB = addresses.filter { $0.expert >= 2 }
-        let a = InProcessTransport(), b = InProcessTransport()
         let registry = PrometheusCollectorRegistry()
         let metrics = withMetricsFactory(PrometheusMetricsFactory(registry: registry)) { ServiceMetrics() }
-        try await withGRPCServer(
-            transport: a.server, services: [ExpertService(checkpoint: checkpoint, experts: hostedByA)]
-        ) { _ in
-            try await withGRPCServer(
-                transport: b.server, services: [ExpertService(checkpoint: checkpoint, experts: hostedByB)]
-            ) { _ in
-                try await withGRPCClient(transport: a.client) { clientA in
-                    try await withGRPCClient(transport: b.client) { clientB in
-                        let replicaA = ExpertReplica(
-                            endpoint: ServiceEndpoint(host: "a", port: 1),
-                            client: Moemesh_V1_Expert.Client(wrapping: clientA))
-                        let replicaB = ExpertReplica(
-                            endpoint: ServiceEndpoint(host: "b", port: 1),
-                            client: Moemesh_V1_Expert.Client(wrapping: clientB))
-                        let executor = RemoteExpertExecutor(
-                            topology: ExpertTopology(
-                                replicas: Dictionary(
-                                    uniqueKeysWithValues: addresses.map {
-                                        ($0, $0.expert < 2 ? [replicaA] : [replicaB])
-                                    })),
-                            wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics)
-                        var expectedMessages = 0
-                        for (tokens, layer) in [(1, "0"), (2, "1"), (9, "0"), (16, "1")] {
-                            let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
-                            let result = try await #require(reference.pipelines[layer]).forward(
-                                hidden, executor: executor)
-                            let expected = try await reference.forward(layer: layer, hidden: hidden)
-                            #expect(result.routing.topkIDs == expected.routing.topkIDs)
-                            #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
-                            expectedMessages += Set(expected.routing.topkIDs.map { $0 < 2 }).count
-                        }
-                        #expect(
-                            registry.emitToString().contains(
-                                "\nmoemesh_router_expert_messages_total \(expectedMessages)\n"))
-                    }
+        try await withDataPlaneServers([
+            try ExpertService(checkpoint: checkpoint, experts: hostedByA).dataPlaneMethods(),
+            try ExpertService(checkpoint: checkpoint, experts: hostedByB).dataPlaneMethods(),
+        ]) { endpoints in
+            try await withExpertReplicas(endpoints) { replicas in
+                let executor = RemoteExpertExecutor(
+                    topology: ExpertTopology(
+                        replicas: Dictionary(
+                            uniqueKeysWithValues: addresses.map { ($0, [replicas[$0.expert < 2 ? 0 : 1]]) })),
+                    wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics)
+                var expectedMessages = 0
+                for (tokens, layer) in [(1, "0"), (2, "1"), (9, "0"), (16, "1")] {
+                    let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
+                    let result = try await #require(reference.pipelines[layer]).forward(hidden, executor: executor)
+                    let expected = try await reference.forward(layer: layer, hidden: hidden)
+                    #expect(result.routing.topkIDs == expected.routing.topkIDs)
+                    #expect(relativeError(result.output.values, expected.output.values) <= 1e-6)
+                    expectedMessages += Set(expected.routing.topkIDs.map { $0 < 2 }).count
                 }
+                #expect(
+                    registry.emitToString().contains("\nmoemesh_router_expert_messages_total \(expectedMessages)\n"))
             }
         }
     }
@@ -195,30 +179,19 @@ private func withLiveAndDeadReplicas(
     _ body: (RemoteExpertExecutor) async throws -> Void
 ) async throws {
     let addresses = checkpoint.layers.flatMap(\.expertAddresses)
-    let live = InProcessTransport()
-    let dead = try HTTP2ClientTransport.Posix(
-        target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
-    try await withGRPCServer(
-        transport: live.server, services: [ExpertService(checkpoint: checkpoint, experts: addresses)]
-    ) { _ in
-        try await withGRPCClient(transport: live.client) { liveClient in
-            try await withGRPCClient(transport: dead) { deadClient in
-                let deadReplica = ExpertReplica(
-                    endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1),
-                    client: Moemesh_V1_Expert.Client(wrapping: deadClient))
-                let liveReplica = ExpertReplica(
-                    endpoint: ServiceEndpoint(host: "in-process", port: 2),
-                    client: Moemesh_V1_Expert.Client(wrapping: liveClient))
-                let topology = ExpertTopology(
-                    replicas: Dictionary(
-                        uniqueKeysWithValues: addresses.map {
-                            ($0, replicas($0, deadReplica, liveReplica))
-                        }))
-                try await body(
-                    RemoteExpertExecutor(
-                        topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
-                        expertTimeout: .seconds(5)))
-            }
+    try await withDataPlaneServer(try ExpertService(checkpoint: checkpoint, experts: addresses).dataPlaneMethods()) {
+        endpoint in
+        try await withExpertReplicas([endpoint], streams: false) { live in
+            let dead = ServiceEndpoint(host: "127.0.0.1", port: 1)
+            let deadReplica = ExpertReplica(
+                endpoint: dead, channel: try DataPlaneChannel(target: dead.description), metadata: [:])
+            let topology = ExpertTopology(
+                replicas: Dictionary(
+                    uniqueKeysWithValues: addresses.map { ($0, replicas($0, deadReplica, live[0])) }))
+            try await body(
+                RemoteExpertExecutor(
+                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                    expertTimeout: .seconds(5)))
         }
     }
 }

@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import MoECore
+import MoEDataPlane
 import MoEModel
 import MoEProto
 import MoERouter
@@ -29,7 +30,7 @@ struct RouterServiceTests {
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
         let expected = try await reference.forward(layer: layer, hidden: hidden)
-        try await withInProcessMesh(model: model) { router, _ in
+        try await withLoopbackMesh(model: model) { router, _ in
             let response = try await router.forward(
                 Self.request(layer: layer, hidden: Moemesh_V1_Tensor(hidden, dtype: .f32)))
             let output = response.output.data.withUnsafeBytes { DType.f32.decodeFloats($0) }
@@ -49,7 +50,7 @@ struct RouterServiceTests {
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let widened = try Tensor(hidden, dtype: .bf16).matrix()
         let expected = try await reference.forward(layer: "1", hidden: widened)
-        try await withInProcessMesh(model: model) { router, _ in
+        try await withLoopbackMesh(model: model) { router, _ in
             let response = try await router.forward(
                 Self.request(
                     layer: "1", hidden: Moemesh_V1_Tensor(hidden, shape: [2, 3, 32], dtype: .bf16), returnRouting: false
@@ -133,7 +134,7 @@ struct RouterServiceTests {
     func badInput(call: BadCall) async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model) { router, _ in
+        try await withLoopbackMesh(model: model) { router, _ in
             do {
                 _ = try await router.forward(call.request)
                 Issue.record("\(call.name): accepted")
@@ -155,12 +156,10 @@ struct RouterServiceTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         // Port 1 on loopback: nothing listens there.
-        let transport = try HTTP2ClientTransport.Posix(
-            target: .ipv4(address: "127.0.0.1", port: 1), transportSecurity: .plaintext)
-        try await withGRPCClient(transport: transport) { client in
+        let dead = ServiceEndpoint(host: "127.0.0.1", port: 1)
+        do {
             let replica = ExpertReplica(
-                endpoint: ServiceEndpoint(host: "127.0.0.1", port: 1),
-                client: Moemesh_V1_Expert.Client(wrapping: client))
+                endpoint: dead, channel: try DataPlaneChannel(target: dead.description), metadata: [:])
             let addresses = checkpoint.layers.flatMap { layer in
                 (0..<layer.numExperts).map { ExpertAddress(layer: layer.name, expert: $0) }
             }
@@ -186,7 +185,7 @@ struct RouterServiceTests {
     func describe() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model) { router, _ in
+        try await withLoopbackMesh(model: model) { router, _ in
             let description = try await router.describeModel(Moemesh_V1_DescribeModelRequest())
             #expect(description.modelType == "mixtral" && description.hiddenSize == 32)
             #expect(description.layers.map(\.name) == ["0", "1"])

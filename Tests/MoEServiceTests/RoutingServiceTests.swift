@@ -27,7 +27,7 @@ struct RoutingServiceTests {
     func hashRouting() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model, routing: RoutingConfiguration(strategy: .hash)) { router, _ in
+        try await withLoopbackMesh(model: model, routing: RoutingConfiguration(strategy: .hash)) { router, _ in
             let ids: [Int64] = [5, 6, 7]
             let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows), tokenIDs: ids))
             #expect(response.routing.topK == 1)
@@ -48,7 +48,7 @@ struct RoutingServiceTests {
     func expertChoice() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model, routing: RoutingConfiguration(strategy: .expertChoice)) { router, _ in
+        try await withLoopbackMesh(model: model, routing: RoutingConfiguration(strategy: .expertChoice)) { router, _ in
             let prefill = model.randomHidden(tokens: 8)
             let response = try await router.forward(
                 Self.request(hidden: Moemesh_V1_Tensor(prefill, shape: [1, 8, 32], dtype: .f32)))
@@ -75,7 +75,7 @@ struct RoutingServiceTests {
         defer { model.remove() }
         let checkpoint = try MoECheckpoint(path: model.path)
         let topTwo = RoutingConfiguration(strategy: .topTwo, seed: 3, secondExpert: .random)
-        try await withInProcessMesh(model: model, routing: topTwo) { router, _ in
+        try await withLoopbackMesh(model: model, routing: topTwo) { router, _ in
             let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
             #expect(response.routing.topK == 2)
             #expect(response.routing.topkIds.enumerated().allSatisfy { $0.offset % 2 == 1 || $0.element >= 0 })
@@ -84,7 +84,7 @@ struct RoutingServiceTests {
         }
         let hierarchical = RoutingConfiguration(strategy: .hierarchical, groups: 2, keptGroups: 1, groupScore: .top2Sum)
         #expect(hierarchical.problem(for: checkpoint.layers) == nil)
-        try await withInProcessMesh(model: model, routing: hierarchical) { router, _ in
+        try await withLoopbackMesh(model: model, routing: hierarchical) { router, _ in
             let response = try await router.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
             // Two groups of two experts, one kept: both of a token's experts are in the same group.
             let ids = response.routing.topkIds
@@ -105,7 +105,7 @@ struct RoutingServiceTests {
         defer { model.remove() }
         let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
         let inputs = (0..<12).map { model.randomHidden(tokens: 1 + $0 % 4, seed: UInt64(50 + $0)) }
-        try await withInProcessMesh(model: model, batching: .init(maxDelay: .milliseconds(5))) { router, _ in
+        try await withLoopbackMesh(model: model, batching: .init(maxDelay: .milliseconds(5))) { router, _ in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for hidden in inputs {
                     group.addTask {
@@ -127,7 +127,7 @@ struct RoutingServiceTests {
     func balance() async throws {
         let model = try SmallModel()
         defer { model.remove() }
-        try await withInProcessMesh(model: model) { router, _ in
+        try await withLoopbackMesh(model: model) { router, _ in
             let first = try await router.forward(
                 Self.request(hidden: .rows(model.randomHidden(tokens: 5, seed: 1)), returnBalance: true))
             let second = try await router.forward(

@@ -112,22 +112,40 @@ struct ConnectionLimitOptions: ParsableArguments {
     )
     var maxConcurrentCalls: Int = ServingConfiguration.defaultMaxConcurrentCallsPerConnection
 
-    @Option(
-        help:
-            "Request bytes (MiB) that a router's or expert's calls in flight may hold together; a call beyond it is refused RESOURCE_EXHAUSTED at once (a call alone is always admitted). Calls that could not meet their deadline behind those in flight are refused at once too."
-    )
-    var maxInflightMib: Int = LoadShedder.Configuration().maxInFlightBytes >> 20
-
     func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
         guard self.maxConcurrentCalls >= 1 else {
             throw ValidationError("--max-concurrent-calls: expected at least 1, got \(self.maxConcurrentCalls)")
         }
+        var serving = serving
+        serving.maxConcurrentCallsPerConnection = self.maxConcurrentCalls
+        return serving
+    }
+}
+
+/// `--max-inflight-mib`, `--drain-timeout-s`: a router's or expert's data plane under overload and at shutdown.
+struct DataPlaneOptions: ParsableArguments {
+    @Option(
+        help:
+            "Request bytes (MiB) that the calls in flight may hold together; a call beyond it is refused RESOURCE_EXHAUSTED at once (a call alone is always admitted). Calls that could not meet their deadline behind those in flight are refused at once too."
+    )
+    var maxInflightMib: Int = LoadShedder.Configuration().maxInFlightBytes >> 20
+
+    @Option(
+        help:
+            "On SIGTERM: health turns NOT_SERVING, new calls go elsewhere (GOAWAY), and the calls in flight get this many seconds to finish; what is left is answered UNAVAILABLE ('the service is shutting down')."
+    )
+    var drainTimeoutS: Double = ServingConfiguration().drainTimeout.seconds
+
+    func applied(to serving: ServingConfiguration) throws -> ServingConfiguration {
         guard (1...(1 << 20)).contains(self.maxInflightMib) else {
             throw ValidationError("--max-inflight-mib: expected 1 to 1048576, got \(self.maxInflightMib)")
         }
+        guard self.drainTimeoutS >= 0, self.drainTimeoutS <= 3600 else {
+            throw ValidationError("--drain-timeout-s: expected 0 to 3600 seconds, got \(self.drainTimeoutS)")
+        }
         var serving = serving
-        serving.maxConcurrentCallsPerConnection = self.maxConcurrentCalls
         serving.loadShedding.maxInFlightBytes = self.maxInflightMib << 20
+        serving.drainTimeout = .milliseconds(Int64(self.drainTimeoutS * 1000))
         return serving
     }
 }

@@ -76,6 +76,7 @@ struct Expert: AsyncParsableCommand {
 
     @OptionGroup var auth: ServiceAuthOptions
     @OptionGroup var limits: ConnectionLimitOptions
+    @OptionGroup var dataPlane: DataPlaneOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
@@ -122,9 +123,10 @@ struct Expert: AsyncParsableCommand {
             modelPath: self.model, experts: selection, threads: self.threads,
             serving: try self.tls.appliedToService(
                 self.auth.applied(
-                    to: self.limits.applied(
-                        to: ServingConfiguration(
-                            host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)))),
+                    to: self.dataPlane.applied(
+                        to: self.limits.applied(
+                            to: ServingConfiguration(
+                                host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))))),
             coordinator: coordinator, group: self.group, advertiseHost: self.advertiseHost, unixSocket: self.unixSocket,
             instance: getenv("POD_NAME").map { String(cString: $0) } ?? String(getpid()),
             computeDelay: self.computeDelayMs > 0 ? .milliseconds(self.computeDelayMs) : nil,

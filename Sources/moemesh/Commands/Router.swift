@@ -102,6 +102,7 @@ struct Router: AsyncParsableCommand {
     @OptionGroup var routing: RoutingOptions
     @OptionGroup var auth: ServiceAuthOptions
     @OptionGroup var limits: ConnectionLimitOptions
+    @OptionGroup var dataPlane: DataPlaneOptions
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
@@ -125,9 +126,10 @@ struct Router: AsyncParsableCommand {
             expertStreams: self.expertCalls == .stream, unixSockets: self.unixSockets == .on,
             serving: try self.tls.appliedToService(
                 self.auth.applied(
-                    to: self.limits.applied(
-                        to: ServingConfiguration(
-                            host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20)))),
+                    to: self.dataPlane.applied(
+                        to: self.limits.applied(
+                            to: ServingConfiguration(
+                                host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))))),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {
