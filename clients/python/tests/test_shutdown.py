@@ -114,3 +114,37 @@ def test_a_call_that_outlives_the_drain_gets_unavailable_saying_so(moemesh_binar
             pool.shutdown()
         finally:
             router.stop()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_client_with_wait_for_ready_lives_through_a_router_restart(moemesh_binary, model):
+    import moemesh
+    port = free_port()
+    router_arguments = [moemesh_binary, "router", "--model", model, "--port", str(port), "--log-level", "warning"]
+    hidden = np.random.default_rng(3).standard_normal((3, 32)).astype(np.float32)
+    with started_roles([moemesh_binary, "expert", "--model", model, "--port", "0", "--log-level", "warning"],
+                       ["expert"]) as expert:
+        arguments = router_arguments + ["--expert", expert["expert"]]
+        with moemesh.Client(f"127.0.0.1:{port}", wait_for_ready=True, timeout=30) as client, \
+                moemesh.Client(f"127.0.0.1:{port}", timeout=30) as impatient:
+            with started_roles(arguments, ["router"]):
+                before = client.forward(0, hidden)  # a layer by number
+                assert np.array_equal(before, impatient.forward("0", hidden))
+            # The router is gone: a call that does not wait fails at once, as a MoEMeshError with its status.
+            with pytest.raises(moemesh.MoEMeshError) as failure:
+                impatient.forward("0", hidden, timeout=5)
+            assert failure.value.code == grpc.StatusCode.UNAVAILABLE
+            with started_roles(arguments, ["router"]):
+                # The same client, its stream broken by the restart, reconnects and answers as before.
+                assert np.array_equal(client.forward("0", hidden), before)
+        with pytest.raises(moemesh.MoEMeshError) as closed:
+            client.forward("0", hidden)
+        assert closed.value.code == grpc.StatusCode.CANCELLED and "closed" in closed.value.message
+        with pytest.raises(TypeError, match="layer: expected a layer name"):
+            client.forward(0.5, hidden)

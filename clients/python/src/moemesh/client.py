@@ -22,6 +22,9 @@ Array = Union[np.ndarray, "torch.Tensor"]
 
 # Messages of prefill batches are large: match the router's 256 MiB limit.
 _MESSAGE_LIMIT = 256 << 20
+# Reconnection after the router went away (a restart, a rolling update): tried again after 0.1 s, then backing off to
+# at most 1 s between tries (gRPC's defaults grow to 120 s, so a client could wait minutes for a router back in 1 s).
+_RECONNECT_BACKOFF_MS = (100, 1000)
 
 
 class MoEMeshError(Exception):
@@ -162,14 +165,22 @@ class Client:
     shape, dtype and kind (numpy or torch) as given. Errors come back as `MoEMeshError` with the gRPC status.
 
     `token`: sent as `authorization: Bearer TOKEN` with every call. `tls`: a `TLS` (plaintext when None).
-    `timeout`: each call's deadline, in seconds. `stream`: carry `forward` calls over one `ForwardStream` (the
-    router's streaming API; unary calls when False, or when the router has none)."""
+    `timeout`: each call's deadline, in seconds (a call's own `timeout=` overrides it). `stream`: carry `forward`
+    calls over one `ForwardStream` (the router's streaming API; unary calls when False, or when the router has none).
+    `wait_for_ready`: a call made while the router cannot be reached (restarting, not up yet) waits, within its
+    deadline, for the connection instead of failing UNAVAILABLE at once; the channel tries to reconnect every 0.1 s
+    at first, backing off to 1 s."""
 
     def __init__(
         self, target: str, token: Optional[str] = None, tls: Optional[TLS] = None, *,
-        timeout: Optional[float] = 60.0, stream: bool = True,
+        timeout: Optional[float] = 60.0, stream: bool = True, wait_for_ready: bool = False,
     ):
-        options = [("grpc.max_send_message_length", _MESSAGE_LIMIT), ("grpc.max_receive_message_length", _MESSAGE_LIMIT)]
+        options = [
+            ("grpc.max_send_message_length", _MESSAGE_LIMIT), ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
+            ("grpc.initial_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+            ("grpc.min_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", _RECONNECT_BACKOFF_MS[1]),
+        ]
         self.target = target
         self._channel = (
             grpc.secure_channel(target, tls.credentials(), options=options) if tls is not None
@@ -177,8 +188,10 @@ class Client:
         self._stub = router_pb2_grpc.RouterStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._timeout = timeout
+        self._wait_for_ready = wait_for_ready
         self._use_stream = stream
         self._session: Optional[_StreamSession] = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def __enter__(self) -> "Client":
@@ -188,19 +201,29 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Ends the client's stream and connection; a call after it raises `MoEMeshError` (CANCELLED)."""
         with self._lock:
             session, self._session = self._session, None
+            self._closed = True
         if session is not None:
             session.close()
         self._channel.close()
 
-    def describe(self) -> ModelDescription:
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MoEMeshError(grpc.StatusCode.CANCELLED, f"the client of {self.target} is closed")
+
+    def describe(self, *, timeout: Optional[float] = ...) -> ModelDescription:  # type: ignore[assignment]
         """The model the router serves: its type, hidden size and MoE layers."""
+        self._check_open()
         try:
             reply = self._stub.DescribeModel(
-                router_pb2.DescribeModelRequest(), timeout=self._timeout, metadata=self._metadata)
+                router_pb2.DescribeModelRequest(), timeout=self._deadline(timeout), metadata=self._metadata,
+                wait_for_ready=self._wait_for_ready)
         except grpc.RpcError as error:
             raise _error(error) from None
+        except ValueError as error:  # grpc's "Cannot invoke RPC on closed channel!"
+            raise MoEMeshError(grpc.StatusCode.CANCELLED, str(error)) from None
         precisions: dict = {}
         for entry in reply.expert_precisions:
             precisions.setdefault((entry.layer, entry.expert), {})[entry.precision] = entry.replicas
@@ -210,36 +233,50 @@ class Client:
             precisions=precisions)
 
     def forward(
-        self, layer: str, hidden: Array, *, return_routing: bool = False, token_ids: Optional[Sequence[int]] = None,
+        self, layer: Union[str, int], hidden: Array, *, return_routing: bool = False,
+        token_ids: Optional[Sequence[int]] = None, timeout: Optional[float] = ...,  # type: ignore[assignment]
     ) -> Union[Array, ForwardResult]:
-        """Layer `layer` on `hidden` ([T, H] or [B, S, H]). Returns the output, or a `ForwardResult` with the
-        routing when `return_routing`."""
+        """Layer `layer` (its name, "0", or its number, 0) on `hidden` ([T, H] or [B, S, H]). Returns the output,
+        or a `ForwardResult` with the routing when `return_routing`. `timeout`: this call's deadline in seconds
+        (the client's when not given; None: none)."""
+        if isinstance(layer, bool) or not isinstance(layer, (str, int)):
+            raise TypeError(f"layer: expected a layer name (str) or number (int), got {type(layer).__name__}")
+        self._check_open()
         tensor, back = encode(hidden)
         request = router_pb2.ForwardRequest(
-            layer=layer, hidden_states=tensor, return_routing=return_routing, token_ids=list(token_ids or []))
-        reply = self._call(request)
+            layer=str(layer), hidden_states=tensor, return_routing=return_routing, token_ids=list(token_ids or []))
+        reply = self._call(request, self._deadline(timeout))
         output = decode(reply.output, back)
         if not return_routing:
             return output
         tokens = int(np.prod(tensor.shape[:-1]))
         return ForwardResult(output=output, routing=_routing(reply.routing, tokens))
 
-    def _call(self, request: router_pb2.ForwardRequest) -> router_pb2.ForwardResponse:
+    def _deadline(self, timeout: Optional[float]) -> Optional[float]:
+        """A call's timeout: its own when given (`...`: not given), else the client's."""
+        return self._timeout if timeout is ... else timeout
+
+    def _call(self, request: router_pb2.ForwardRequest, timeout: Optional[float]) -> router_pb2.ForwardResponse:
         if self._use_stream:
             session = self._stream_session()
             try:
-                return session.call(request, self._timeout)
+                return session.call(request, timeout)
             except _StreamUnavailable:
                 self._use_stream = False  # a router without ForwardStream: unary from now on
         try:
-            return self._stub.Forward(request, timeout=self._timeout, metadata=self._metadata)
+            return self._stub.Forward(
+                request, timeout=timeout, metadata=self._metadata, wait_for_ready=self._wait_for_ready)
         except grpc.RpcError as error:
             raise _error(error) from None
+        except ValueError as error:  # grpc's "Cannot invoke RPC on closed channel!"
+            raise MoEMeshError(grpc.StatusCode.CANCELLED, str(error)) from None
 
     def _stream_session(self) -> "_StreamSession":
         with self._lock:
+            if self._closed:
+                raise MoEMeshError(grpc.StatusCode.CANCELLED, f"the client of {self.target} is closed")
             if self._session is None or self._session.broken:
-                self._session = _StreamSession(self._stub, self._metadata)
+                self._session = _StreamSession(self._stub, self._metadata, self._wait_for_ready)
             return self._session
 
 
@@ -251,7 +288,7 @@ class _StreamSession:
     """One long-lived `ForwardStream`: requests tagged with ids, answers matched to them (they may come out of
     order)."""
 
-    def __init__(self, stub: router_pb2_grpc.RouterStub, metadata):
+    def __init__(self, stub: router_pb2_grpc.RouterStub, metadata, wait_for_ready: bool):
         self._requests: "queue.Queue[Optional[router_pb2.ForwardRequest]]" = queue.Queue()
         self._pending: dict[int, Future] = {}
         self._ids = itertools.count(1)
@@ -260,7 +297,7 @@ class _StreamSession:
         # Why the stream ended: given to calls made after it (a router refusing the stream at once, e.g. for a
         # missing token, may do so before the first call is registered).
         self._failure: Exception = MoEMeshError(grpc.StatusCode.UNAVAILABLE, "the stream to the router is closed")
-        self._responses = stub.ForwardStream(self._outgoing(), metadata=metadata)
+        self._responses = stub.ForwardStream(self._outgoing(), metadata=metadata, wait_for_ready=wait_for_ready)
         self._reader = threading.Thread(target=self._read, name="moemesh-forward-stream", daemon=True)
         self._reader.start()
 

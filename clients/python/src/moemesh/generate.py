@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -41,7 +42,8 @@ def run(model, prompt: list[int], new_tokens: int) -> tuple[list[int], float]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moemesh.generate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m moemesh.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the Hugging Face model folder (config.json, safetensors)")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--router", help="the mesh's router, HOST:PORT, serving the same model")
@@ -49,7 +51,14 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-ids", required=True, help="token ids of the prompt, comma-separated")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--token", help="bearer token for the router")
+    parser.add_argument("--token", help="bearer token for the router (or the MOEMESH_TOKEN variable)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="each mesh call's deadline, in seconds (default 60)")
+    parser.add_argument("--tls-ca", help="CA (PEM) that verifies the router: TLS instead of plaintext")
+    parser.add_argument("--tls-cert", help="this client's certificate (PEM), for a router that requires mutual TLS")
+    parser.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
+    parser.add_argument("--wait-for-ready", action="store_true",
+                        help="calls made while the router cannot be reached wait for it (within --timeout)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -59,13 +68,22 @@ def main(argv=None) -> int:
         parser.error(f"--prompt-ids: expected comma-separated integers, got {args.prompt_ids!r}")
     if not prompt:
         parser.error("--prompt-ids: expected at least one token id")
+    if args.timeout <= 0:
+        parser.error(f"--timeout: expected a positive number of seconds, got {args.timeout}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key: give both (mutual TLS), or neither")
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = moemesh.TLS(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
+    token = args.token or os.environ.get("MOEMESH_TOKEN")
 
     model = load(args.model, args.dtype)
     client = None
     timing = None
     try:
         if args.router:
-            client = moemesh.Client(args.router, token=args.token)
+            client = moemesh.Client(
+                args.router, token=token, tls=tls, timeout=args.timeout, wait_for_ready=args.wait_for_ready)
             timing = moemesh.transformers.attach(model, client)
         for _ in range(args.warmup):
             run(model, prompt, args.max_new_tokens)
