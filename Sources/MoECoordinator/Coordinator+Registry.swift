@@ -16,6 +16,11 @@ extension Coordinator {
                 "model: expected \(self.modelType) with hidden size \(self.hiddenSize), "
                     + "got \(request.modelType) with hidden size \(request.hiddenSize)")
         }
+        if !request.gateProbes.layers.isEmpty,
+            let reason = self.gateProbes.mismatch(request.gateProbes, source: "the replica")
+        {
+            throw .invalidRequest("model: \(reason); expected a replica of the model this coordinator serves")
+        }
         let experts = request.experts
         guard !experts.isEmpty else { throw .invalidRequest("experts: expected at least one, got none") }
         if let unknown = experts.first(where: { !self.isExpert($0) }) { throw .unknownExpert(unknown) }

@@ -86,6 +86,8 @@ public actor Coordinator {
     public let settings: Settings
     public let modelType: String
     public let hiddenSize: Int
+    /// The served checkpoint's gate probes: a replica that loaded another model's is refused.
+    public let gateProbes: GateProbes
     let layers: [String: MoELayerSpec]
     var scaler: any ExpertScaler = StaticScaler()
     let policy: AutoscalePolicy?
@@ -121,6 +123,8 @@ public actor Coordinator {
         self.settings = settings
         self.modelType = checkpoint.modelType
         self.hiddenSize = checkpoint.hiddenSize
+        // A checkpoint whose gates cannot be read fails at the router and the experts, which read them too.
+        self.gateProbes = (try? GateProbes(checkpoint: checkpoint)) ?? GateProbes(layers: [])
         self.layers = Dictionary(uniqueKeysWithValues: checkpoint.layers.map { ($0.name, $0) })
         self.policy = settings.autoscale.map(AutoscalePolicy.init(settings:))
         self.logger = logger

@@ -12,7 +12,8 @@ extension ReplicaRegistration {
             device: message.device, modelType: message.modelType, hiddenSize: Int(message.hiddenSize),
             instance: message.instance, unixSocket: message.unixSocket, hostID: message.hostID,
             precisions: Dictionary(
-                message.precisions.map { ($0.expert.address, $0.precision) }, uniquingKeysWith: { _, last in last }))
+                message.precisions.map { ($0.expert.address, $0.precision) }, uniquingKeysWith: { _, last in last }),
+            gateProbes: GateProbes(message.gateProbes))
     }
 }
 

@@ -63,6 +63,7 @@ public func buildExpertServices(
     registration.group = configuration.group ?? configuration.experts.description
     registration.experts = service.experts.map(Moemesh_V1_ExpertKey.init)
     registration.precisions = service.precisionMessages
+    registration.gateProbes = service.gateProbes.messages
     registration.device = configuration.device.description
     registration.modelType = service.modelType
     registration.hiddenSize = Int32(service.hiddenSize)

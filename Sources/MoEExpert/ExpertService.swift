@@ -34,6 +34,8 @@ public struct ExpertService: Sendable {
     public let backend: any ExpertBackend
     /// How each hosted expert's weights are stored.
     public let precisions: [ExpertAddress: WeightPrecision]
+    /// The gate probes of the checkpoint the experts come from: which model this is (`DescribeExperts`, registration).
+    public let gateProbes: GateProbes
     private let steps: ComputeSteps
     /// Compute calls waiting for the device (they run together as the next step).
     public var waitingComputeCalls: Int { self.steps.waitingCalls }
@@ -104,6 +106,7 @@ public struct ExpertService: Sendable {
         }
         self.modelType = checkpoint.modelType
         self.hiddenSize = checkpoint.hiddenSize
+        do { self.gateProbes = try GateProbes(checkpoint: checkpoint) } catch { throw .model(error) }
         self.intermediateSize = intermediate
         self.experts = experts.sorted()
         self.cache = cache
@@ -396,6 +399,7 @@ extension ExpertService {
         response.intermediateSize = Int32(self.intermediateSize)
         response.experts = self.experts.map(Moemesh_V1_ExpertKey.init)
         response.precisions = self.precisionMessages
+        response.gateProbes = self.gateProbes.messages
         let stats = self.cache.statistics
         response.cache = .with {
             $0.hits = Int64(stats.hits)

@@ -41,3 +41,14 @@ public struct MoECheckpoint: Sendable {
         return try self.architecture.loadExpert(layer: layer, expert: expert, from: self.folder)
     }
 }
+
+extension GateProbes {
+    /// The probes of every MoE layer of `checkpoint` (reads the gates only).
+    public init(checkpoint: MoECheckpoint) throws(ModelError) {
+        var layers: [(name: String, values: [Float])] = []
+        for layer in checkpoint.layers {
+            layers.append((layer.name, Self.probe(try checkpoint.gateWeight(layer: layer))))
+        }
+        self.init(layers: layers)
+    }
+}

@@ -147,6 +147,7 @@ struct RouterStartup: Service {
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
         var precisions: [ExpertAddress: [String: Int]] = [:]
         var waiting = endpoints
+        let probes = try GateProbes(checkpoint: checkpoint)
         while !waiting.isEmpty {
             var stillWaiting: [ServiceEndpoint] = []
             for endpoint in waiting {
@@ -165,6 +166,11 @@ struct RouterStartup: Service {
                         endpoint,
                         reason: "expected \(checkpoint.modelType) with hidden size \(checkpoint.hiddenSize), "
                             + "got \(description.modelType) with hidden size \(description.hiddenSize)")
+                }
+                if !description.gateProbes.isEmpty,
+                    let reason = probes.mismatch(GateProbes(description.gateProbes), source: "the expert service")
+                {
+                    throw RouterStartupError.modelMismatch(endpoint, reason: reason)
                 }
                 for key in description.experts { replicas[key.address, default: []].append(replica) }
                 for entry in description.precisions {

@@ -80,6 +80,27 @@ struct CoordinatorTests {
         }
     }
 
+    @Test("a replica of another model's weights (its gate probes differ) is refused; the same model's is taken")
+    func refusesOtherWeights() async throws {
+        try await Self.withCoordinator { coordinator, _, checkpoint in
+            let expert = ExpertAddress(layer: "0", expert: 1)
+            let other = try SmallModel(shape: Self.shape, seed: 6)
+            defer { other.remove() }
+            var registration = Self.registration("127.0.0.1:1", group: "g", experts: [expert])
+            registration.gateProbes = try GateProbes(checkpoint: MoECheckpoint(path: other.path))
+            await #expect {
+                try await coordinator.register(registration)
+            } throws: { error in
+                guard case .invalidRequest(let message) = error as? CoordinatorError else { return false }
+                return message.hasPrefix("model: layer 0: the replica's gate weights differ")
+                    && message.hasSuffix("expected a replica of the model this coordinator serves")
+            }
+            registration.gateProbes = try GateProbes(checkpoint: checkpoint)
+            _ = try await coordinator.register(registration)
+            #expect(await coordinator.topology().replicas.count == 1)
+        }
+    }
+
     @Test("the topology stream sends each change; a missed lease removes a replica; re-registering replaces")
     func leasesAndTopology() async throws {
         let lease = Duration.seconds(3)

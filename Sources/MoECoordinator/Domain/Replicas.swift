@@ -17,13 +17,16 @@ public struct ReplicaRegistration: Sendable, Equatable {
     public var hostID: String
     /// How each expert's weights are stored ("f32", "bf16", "int8", "fp8"), as the replica says.
     public var precisions: [ExpertAddress: String]
+    /// The gate probes of the checkpoint it loaded (empty: not said).
+    public var gateProbes: GateProbes
 
     public init(
         endpoint: String, group: String, experts: [ExpertAddress], device: String = "cpu", modelType: String,
         hiddenSize: Int, instance: String = "", unixSocket: String = "", hostID: String = "",
-        precisions: [ExpertAddress: String] = [:]
+        precisions: [ExpertAddress: String] = [:], gateProbes: GateProbes = GateProbes(layers: [])
     ) {
         self.precisions = precisions
+        self.gateProbes = gateProbes
         self.endpoint = endpoint
         self.group = group
         self.experts = experts

@@ -200,9 +200,9 @@ def register(**fields) -> coordinator_pb2.RegisterRequest:
         endpoint="127.0.0.1:1", group="*:0", experts=[expert_pb2.ExpertKey(layer="0", expert=0)], device="cpu",
         model_type="mixtral", hidden_size=HIDDEN, instance="stranger")
     for key, value in fields.items():
-        if key == "experts":
-            del request.experts[:]
-            request.experts.extend(value)
+        if key in ("experts", "gate_probes"):
+            del getattr(request, key)[:]
+            getattr(request, key).extend(value)
         else:
             setattr(request, key, value)
     return request
@@ -304,6 +304,9 @@ CASES = [
          lambda m: coordinator(m, "Register", register(hidden_size=HIDDEN + 1), role="mesh")),
     Case("C06", "coordinator", "INVALID_ARGUMENT", "model: expected mixtral with hidden size 32, got llama",
          lambda m: coordinator(m, "Register", register(model_type="llama"), role="mesh")),
+    Case("C11", "coordinator", "INVALID_ARGUMENT", "model: layer 0: the replica's gate weights differ",
+         lambda m: coordinator(m, "Register", register(gate_probes=[
+             expert_pb2.GateProbe(layer="0", values=[100.0, -100.0, 100.0, -100.0])]), role="mesh")),
     Case("C10", "coordinator", "OK", '"known": false',
          lambda m: coordinator(m, "Heartbeat", coordinator_pb2.HeartbeatRequest(replica_id="no-such-replica"),
                                role="mesh")),

@@ -64,6 +64,9 @@ class Layer:
     num_experts: int
     top_k: int
     shared_expert: bool
+    # The gate applied to the fixed probe vector (`moemesh.fingerprint.gate_probe`), `[num_experts]`: what tells
+    # this model's weights from another's of the same shape. Empty from a router that does not send it.
+    gate_probe: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,9 @@ class Client:
             precisions.setdefault((entry.layer, entry.expert), {})[entry.precision] = entry.replicas
         return ModelDescription(
             model_type=reply.model_type, hidden_size=reply.hidden_size, routing=reply.routing,
-            layers=[Layer(layer.name, layer.num_experts, layer.top_k, layer.shared_expert) for layer in reply.layers],
+            layers=[
+                Layer(layer.name, layer.num_experts, layer.top_k, layer.shared_expert, tuple(layer.gate_probe))
+                for layer in reply.layers],
             precisions=precisions)
 
     def forward(

@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tls-key", help="the private key (PEM) of --tls-cert")
     parser.add_argument("--wait-for-ready", action="store_true",
                         help="calls made while the router cannot be reached wait for it (within --timeout)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="attach even if the mesh serves another model than --model (type, size, experts or "
+                             "gate weights differ); by default that is refused")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -84,13 +87,13 @@ def main(argv=None) -> int:
         if args.router:
             client = moemesh.Client(
                 args.router, token=token, tls=tls, timeout=args.timeout, wait_for_ready=args.wait_for_ready)
-            timing = moemesh.transformers.attach(model, client)
+            timing = moemesh.transformers.attach(model, client, verify=not args.no_verify)
         for _ in range(args.warmup):
             run(model, prompt, args.max_new_tokens)
         if timing is not None:
             timing.reset()
         tokens, seconds = run(model, prompt, args.max_new_tokens)
-    except moemesh.MoEMeshError as error:
+    except (moemesh.MoEMeshError, moemesh.transformers.ModelMismatch) as error:
         print(f"moemesh.generate: {error}", file=sys.stderr)
         return 1
     finally:

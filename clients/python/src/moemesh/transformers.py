@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from moemesh.client import Client
+from moemesh.client import Client, Layer, ModelDescription
 
 # Sparse MoE block classes, by name, and what their forward returns: the output alone, or (output, router scores
 # [T, E]) as GPT-OSS's does.
@@ -87,24 +87,120 @@ def mesh_layer_name(module_path: str) -> Optional[str]:
     return None
 
 
-def attach(model: torch.nn.Module, client: Client) -> MeshTime:
+# The probe vector of docs/protocol.md's "Which model": p_j = ((j mod 17) − 8) / 8, exact in every float format.
+def probe_vector(width: int) -> torch.Tensor:
+    return ((torch.arange(width, dtype=torch.float64) % 17) - 8) / 8
+
+
+GATE_PROBE_TOLERANCE = 0.02  # of the largest probe value: bf16 storage moves a probe by well under 1% of it
+
+
+def gate_probe(gate: torch.Tensor) -> list[float]:
+    """A gate `W: [E, H]` applied to the probe vector, `W · p` (`[E]`, accumulated in double precision): what the
+    router answers per layer in `DescribeModel`."""
+    return (gate.detach().to("cpu", torch.float64) @ probe_vector(gate.shape[1])).tolist()
+
+
+def gate_probes_differ(ours: list[float], theirs: tuple) -> Optional[float]:
+    """The largest distance between two probes when over the tolerance, else None."""
+    scale = max(max((abs(x) for x in ours), default=0.0), max((abs(x) for x in theirs), default=0.0), 1e-3)
+    largest = max((abs(x - y) for x, y in zip(ours, theirs)), default=0.0)
+    return largest if largest > GATE_PROBE_TOLERANCE * scale else None
+
+
+class ModelMismatch(ValueError):
+    """The local model is not the one the mesh serves: `differences` says how (type, hidden size, experts, weights)."""
+
+    def __init__(self, target: str, differences: list[str]):
+        self.differences = differences
+        super().__init__(
+            f"attach: the mesh at {target} serves another model: {'; '.join(differences)} "
+            "(attach(..., verify=False) skips this check)")
+
+
+def _block_gate(block: torch.nn.Module, num_experts: int, hidden_size: int) -> Optional[torch.Tensor]:
+    """The block's gate weight `[E, H]`: its one such parameter outside its experts."""
+    for name, parameter in block.named_parameters():
+        if "expert" in name.split(".")[0] or parameter.dim() != 2:
+            continue
+        if tuple(parameter.shape) == (num_experts, hidden_size):
+            return parameter
+    return None
+
+
+def _hidden_size(model: torch.nn.Module) -> Optional[int]:
+    config = getattr(model, "config", None)
+    return getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+
+
+def model_differences(
+    model: torch.nn.Module, blocks: list, described: ModelDescription, layers: dict[str, Layer]
+) -> list[str]:
+    """How `model` (its sparse blocks `[(path, module)]`, each matched to a served layer) differs from what the mesh
+    serves: model type, hidden size, each layer's experts, top-k, shared expert and gate weights."""
+    differences = []
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type is not None and model_type != described.model_type:
+        differences.append(f"model type: the mesh serves {described.model_type}, this model is {model_type}")
+    hidden = _hidden_size(model)
+    if hidden is not None and hidden != described.hidden_size:
+        differences.append(f"hidden size: the mesh's is {described.hidden_size}, this model's {hidden}")
+    if differences:
+        return differences  # layers of another type or width differ everywhere: say the cause, not every layer
+    local_experts = next(
+        (getattr(config, key) for key in ("num_local_experts", "num_experts", "n_routed_experts")
+         if isinstance(getattr(config, key, None), int)), None)
+    local_top_k = getattr(config, "num_experts_per_tok", None)
+    for path, block in blocks:
+        served = layers[mesh_layer_name(path)]
+        if local_experts is not None and local_experts != served.num_experts:
+            differences.append(
+                f"experts: the mesh's layer {served.name} has {served.num_experts}, this model's {local_experts}")
+            continue
+        if isinstance(local_top_k, int) and served.top_k and local_top_k != served.top_k:
+            differences.append(f"layer {served.name}: the mesh routes top-{served.top_k}, this model top-{local_top_k}")
+        local_shared = any(name.startswith("shared_expert") for name, _ in block.named_children())
+        if local_shared != served.shared_expert:
+            differences.append(
+                f"layer {served.name}: the mesh's has {'a' if served.shared_expert else 'no'} shared expert, "
+                f"this model's {'has one' if local_shared else 'none'}")
+        gate = _block_gate(block, served.num_experts, described.hidden_size)
+        if gate is None:
+            shapes = [tuple(p.shape) for n, p in block.named_parameters() if "expert" not in n.split(".")[0]]
+            differences.append(
+                f"layer {served.name}: the mesh's gate is [{served.num_experts}, {described.hidden_size}], "
+                f"this model's {path} has none of that shape (its gate parameters: {shapes})")
+        elif served.gate_probe and (distance := gate_probes_differ(gate_probe(gate), served.gate_probe)) is not None:
+            differences.append(
+                f"layer {served.name}: the gate weights differ (probe values apart by up to {distance:.3g}): "
+                "the mesh serves other weights")
+    return differences
+
+
+def attach(model: torch.nn.Module, client: Client, *, verify: bool = True) -> MeshTime:
     """Replaces every sparse MoE block of `model` with a `MeshMoE` calling `client`'s router. Returns the `MeshTime`
-    the blocks add to. Refuses a model whose MoE layers the router does not serve (naming both), and, once attached,
-    a call asking for router logits (`output_router_logits=True`): the mesh routes, the client has no gate to
-    record them from."""
+    the blocks add to. Refuses a model whose MoE layers the router does not serve (naming both); with `verify`, also
+    one that is not the model served (`ModelMismatch`, naming what differs: type, hidden size, experts, gate
+    weights); and, once attached, a call asking for router logits (`output_router_logits=True`): the mesh routes,
+    the client has no gate to record them from."""
     described = client.describe()
     served = {layer.name: layer for layer in described.layers}
     blocks = [(path, module) for path, module in model.named_modules() if type(module).__name__ in BLOCKS]
     if not blocks:
         raise ValueError(
             f"attach: no sparse MoE block in this {type(model).__name__}; known blocks: {', '.join(sorted(BLOCKS))}")
-    timing = MeshTime()
-    for path, module in blocks:
+    for path, _ in blocks:
         name = mesh_layer_name(path)
         if name is None or name not in served:
             raise ValueError(
                 f"attach: {path} is MoE layer {name!r}, which the router at {client.target} does not serve "
                 f"(it serves {described.model_type} layers {', '.join(served) or 'none'})")
+    if verify and (differences := model_differences(model, blocks, described, served)):
+        raise ModelMismatch(client.target, differences)
+    timing = MeshTime()
+    for path, module in blocks:
+        name = mesh_layer_name(path)
         replacement = MeshMoE(
             client, name, BLOCKS[type(module).__name__], served[name].num_experts, type(module).__name__, timing)
         parent_path, _, attribute = path.rpartition(".")

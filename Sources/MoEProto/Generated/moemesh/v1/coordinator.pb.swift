@@ -95,6 +95,10 @@ public nonisolated struct Moemesh_V1_RegisterRequest: Sendable {
   /// How each of its experts' weights are stored.
   public var precisions: [Moemesh_V1_ExpertPrecision] = []
 
+  /// The gate probes of the checkpoint it loaded its experts from: a replica of another model (same type and size,
+  /// other weights) is refused.
+  public var gateProbes: [Moemesh_V1_GateProbe] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -702,7 +706,7 @@ nonisolated extension Moemesh_V1_ReplicaState: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0\u{1}precisions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}endpoint\0\u{1}group\0\u{1}experts\0\u{1}device\0\u{3}model_type\0\u{3}hidden_size\0\u{1}instance\0\u{3}unix_socket\0\u{3}host_id\0\u{1}precisions\0\u{3}gate_probes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -720,6 +724,7 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
       case 8: try { try decoder.decodeSingularStringField(value: &self.unixSocket) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.hostID) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.precisions) }()
+      case 11: try { try decoder.decodeRepeatedMessageField(value: &self.gateProbes) }()
       default: break
       }
     }
@@ -756,6 +761,9 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if !self.precisions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.precisions, fieldNumber: 10)
     }
+    if !self.gateProbes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gateProbes, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -770,6 +778,7 @@ nonisolated extension Moemesh_V1_RegisterRequest: SwiftProtobuf.Message, SwiftPr
     if lhs.unixSocket != rhs.unixSocket {return false}
     if lhs.hostID != rhs.hostID {return false}
     if lhs.precisions != rhs.precisions {return false}
+    if lhs.gateProbes != rhs.gateProbes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -199,11 +199,30 @@ public nonisolated struct Moemesh_V1_DescribeExpertsResponse: Sendable {
   /// How each hosted expert's weights are stored.
   public var precisions: [Moemesh_V1_ExpertPrecision] = []
 
+  /// The gate probes of the checkpoint this service loaded its experts from, every MoE layer (see GateProbe).
+  public var gateProbes: [Moemesh_V1_GateProbe] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _cache: Moemesh_V1_ExpertCacheStats? = nil
+}
+
+/// A layer's gate applied to the probe vector p (p_j = ((j mod 17) - 8) / 8, j < H): W_r · p, [num_experts]. What
+/// identifies a checkpoint's weights across storage precisions (docs/protocol.md, "Which model").
+public nonisolated struct Moemesh_V1_GateProbe: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var layer: String = String()
+
+  public var values: [Float] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// The storage precision of one expert's weights on a replica: "f32", "bf16", "int8" (per-channel scales) or "fp8".
@@ -532,7 +551,7 @@ nonisolated extension Moemesh_V1_ExpertKey: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeExpertsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0\u{1}cache\0\u{1}precisions\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}model_type\0\u{3}hidden_size\0\u{3}intermediate_size\0\u{1}experts\0\u{1}cache\0\u{1}precisions\0\u{3}gate_probes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -546,6 +565,7 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.experts) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._cache) }()
       case 6: try { try decoder.decodeRepeatedMessageField(value: &self.precisions) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.gateProbes) }()
       default: break
       }
     }
@@ -574,6 +594,9 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     if !self.precisions.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.precisions, fieldNumber: 6)
     }
+    if !self.gateProbes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gateProbes, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -584,6 +607,42 @@ nonisolated extension Moemesh_V1_DescribeExpertsResponse: SwiftProtobuf.Message,
     if lhs.experts != rhs.experts {return false}
     if lhs._cache != rhs._cache {return false}
     if lhs.precisions != rhs.precisions {return false}
+    if lhs.gateProbes != rhs.gateProbes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Moemesh_V1_GateProbe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GateProbe"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}layer\0\u{1}values\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.layer) }()
+      case 2: try { try decoder.decodeRepeatedFloatField(value: &self.values) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.layer.isEmpty {
+      try visitor.visitSingularStringField(value: self.layer, fieldNumber: 1)
+    }
+    if !self.values.isEmpty {
+      try visitor.visitPackedFloatField(value: self.values, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Moemesh_V1_GateProbe, rhs: Moemesh_V1_GateProbe) -> Bool {
+    if lhs.layer != rhs.layer {return false}
+    if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -210,6 +210,11 @@ public nonisolated struct Moemesh_V1_MoELayer: Sendable {
   /// Whether the layer has a shared expert (served as expert -1).
   public var sharedExpert: Bool = false
 
+  /// The layer's gate applied to the probe vector p (p_j = ((j mod 17) - 8) / 8, j < H): W_r · p, [num_experts]. A
+  /// client computes the same from its copy of the model and compares within a tolerance (the storage precision may
+  /// differ): another model's gates give other values (docs/protocol.md, "Which model").
+  public var gateProbe: [Float] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -606,7 +611,7 @@ nonisolated extension Moemesh_V1_DescribeModelRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MoELayer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}num_experts\0\u{3}top_k\0\u{3}shared_expert\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}num_experts\0\u{3}top_k\0\u{3}shared_expert\0\u{3}gate_probe\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -618,6 +623,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularInt32Field(value: &self.numExperts) }()
       case 3: try { try decoder.decodeSingularInt32Field(value: &self.topK) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.sharedExpert) }()
+      case 5: try { try decoder.decodeRepeatedFloatField(value: &self.gateProbe) }()
       default: break
       }
     }
@@ -636,6 +642,9 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
     if self.sharedExpert != false {
       try visitor.visitSingularBoolField(value: self.sharedExpert, fieldNumber: 4)
     }
+    if !self.gateProbe.isEmpty {
+      try visitor.visitPackedFloatField(value: self.gateProbe, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -644,6 +653,7 @@ nonisolated extension Moemesh_V1_MoELayer: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.numExperts != rhs.numExperts {return false}
     if lhs.topK != rhs.topK {return false}
     if lhs.sharedExpert != rhs.sharedExpert {return false}
+    if lhs.gateProbe != rhs.gateProbe {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -18,7 +18,7 @@ REPLICA_STATE_SERVING: ReplicaState
 REPLICA_STATE_DRAINING: ReplicaState
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("endpoint", "group", "experts", "device", "model_type", "hidden_size", "instance", "unix_socket", "host_id", "precisions")
+    __slots__ = ("endpoint", "group", "experts", "device", "model_type", "hidden_size", "instance", "unix_socket", "host_id", "precisions", "gate_probes")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     EXPERTS_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class RegisterRequest(_message.Message):
     UNIX_SOCKET_FIELD_NUMBER: _ClassVar[int]
     HOST_ID_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
+    GATE_PROBES_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     group: str
     experts: _containers.RepeatedCompositeFieldContainer[_expert_pb2.ExpertKey]
@@ -39,7 +40,8 @@ class RegisterRequest(_message.Message):
     unix_socket: str
     host_id: str
     precisions: _containers.RepeatedCompositeFieldContainer[_expert_pb2.ExpertPrecision]
-    def __init__(self, endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., device: _Optional[str] = ..., model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[_expert_pb2.ExpertPrecision, _Mapping]]] = ...) -> None: ...
+    gate_probes: _containers.RepeatedCompositeFieldContainer[_expert_pb2.GateProbe]
+    def __init__(self, endpoint: _Optional[str] = ..., group: _Optional[str] = ..., experts: _Optional[_Iterable[_Union[_expert_pb2.ExpertKey, _Mapping]]] = ..., device: _Optional[str] = ..., model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., instance: _Optional[str] = ..., unix_socket: _Optional[str] = ..., host_id: _Optional[str] = ..., precisions: _Optional[_Iterable[_Union[_expert_pb2.ExpertPrecision, _Mapping]]] = ..., gate_probes: _Optional[_Iterable[_Union[_expert_pb2.GateProbe, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("replica_id", "heartbeat_interval_ms", "lease_ms")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from moemesh.v1 import tensor_pb2 as moemesh_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17moemesh/v1/expert.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/tensor.proto\"v\n\x0e\x43omputeRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpert\x18\x02 \x01(\x05\x12 \n\x04rows\x18\x03 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12\x0f\n\x07\x65xperts\x18\x04 \x03(\x05\x12\x12\n\nrow_counts\x18\x05 \x03(\r\"3\n\x0f\x43omputeResponse\x12 \n\x04rows\x18\x01 \x01(\x0b\x32\x12.moemesh.v1.Tensor\"\xeb\x01\n\x14\x43omputeStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x07\x63ompute\x18\x02 \x01(\x0b\x32\x1a.moemesh.v1.ComputeRequest\x12\x0e\n\x06\x63\x61ncel\x18\x03 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..moemesh.v1.ComputeStreamRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x15\x43omputeStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x07\x63ompute\x18\x02 \x01(\x0b\x32\x1b.moemesh.v1.ComputeResponse\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.moemesh.v1.CallError\"\x18\n\x16\x44\x65scribeExpertsRequest\"*\n\tExpertKey\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpert\x18\x02 \x01(\x05\"\xe3\x01\n\x17\x44\x65scribeExpertsResponse\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x19\n\x11intermediate_size\x18\x03 \x01(\x05\x12&\n\x07\x65xperts\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12+\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1c.moemesh.v1.ExpertCacheStats\x12/\n\nprecisions\x18\x06 \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\"K\n\x0f\x45xpertPrecision\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x11\n\tprecision\x18\x02 \x01(\t\"\xb5\x01\n\x10\x45xpertCacheStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x11\n\tevictions\x18\x03 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x04 \x01(\x01\x12\x16\n\x0eresident_bytes\x18\x05 \x01(\x03\x12\x18\n\x10resident_experts\x18\x06 \x01(\x05\x12\x14\n\x0c\x62udget_bytes\x18\x07 \x01(\x03\x12\x12\n\nprefetches\x18\x08 \x01(\x03\"9\n\x0fPrefetchRequest\x12&\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\":\n\x10PrefetchResponse\x12&\n\x07loading\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey2\xc9\x02\n\x06\x45xpert\x12\x42\n\x07\x43ompute\x12\x1a.moemesh.v1.ComputeRequest\x1a\x1b.moemesh.v1.ComputeResponse\x12X\n\rComputeStream\x12 .moemesh.v1.ComputeStreamRequest\x1a!.moemesh.v1.ComputeStreamResponse(\x01\x30\x01\x12Z\n\x0f\x44\x65scribeExperts\x12\".moemesh.v1.DescribeExpertsRequest\x1a#.moemesh.v1.DescribeExpertsResponse\x12\x45\n\x08Prefetch\x12\x1b.moemesh.v1.PrefetchRequest\x1a\x1c.moemesh.v1.PrefetchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17moemesh/v1/expert.proto\x12\nmoemesh.v1\x1a\x17moemesh/v1/tensor.proto\"v\n\x0e\x43omputeRequest\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpert\x18\x02 \x01(\x05\x12 \n\x04rows\x18\x03 \x01(\x0b\x32\x12.moemesh.v1.Tensor\x12\x0f\n\x07\x65xperts\x18\x04 \x03(\x05\x12\x12\n\nrow_counts\x18\x05 \x03(\r\"3\n\x0f\x43omputeResponse\x12 \n\x04rows\x18\x01 \x01(\x0b\x32\x12.moemesh.v1.Tensor\"\xeb\x01\n\x14\x43omputeStreamRequest\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12+\n\x07\x63ompute\x18\x02 \x01(\x0b\x32\x1a.moemesh.v1.ComputeRequest\x12\x0e\n\x06\x63\x61ncel\x18\x03 \x01(\x08\x12\x12\n\ntimeout_ms\x18\x04 \x01(\r\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..moemesh.v1.ComputeStreamRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x15\x43omputeStreamResponse\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12,\n\x07\x63ompute\x18\x02 \x01(\x0b\x32\x1b.moemesh.v1.ComputeResponse\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.moemesh.v1.CallError\"\x18\n\x16\x44\x65scribeExpertsRequest\"*\n\tExpertKey\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06\x65xpert\x18\x02 \x01(\x05\"\x8f\x02\n\x17\x44\x65scribeExpertsResponse\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x13\n\x0bhidden_size\x18\x02 \x01(\x05\x12\x19\n\x11intermediate_size\x18\x03 \x01(\x05\x12&\n\x07\x65xperts\x18\x04 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\x12+\n\x05\x63\x61\x63he\x18\x05 \x01(\x0b\x32\x1c.moemesh.v1.ExpertCacheStats\x12/\n\nprecisions\x18\x06 \x03(\x0b\x32\x1b.moemesh.v1.ExpertPrecision\x12*\n\x0bgate_probes\x18\x07 \x03(\x0b\x32\x15.moemesh.v1.GateProbe\"*\n\tGateProbe\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x02\"K\n\x0f\x45xpertPrecision\x12%\n\x06\x65xpert\x18\x01 \x01(\x0b\x32\x15.moemesh.v1.ExpertKey\x12\x11\n\tprecision\x18\x02 \x01(\t\"\xb5\x01\n\x10\x45xpertCacheStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x11\n\tevictions\x18\x03 \x01(\x03\x12\x14\n\x0cload_seconds\x18\x04 \x01(\x01\x12\x16\n\x0eresident_bytes\x18\x05 \x01(\x03\x12\x18\n\x10resident_experts\x18\x06 \x01(\x05\x12\x14\n\x0c\x62udget_bytes\x18\x07 \x01(\x03\x12\x12\n\nprefetches\x18\x08 \x01(\x03\"9\n\x0fPrefetchRequest\x12&\n\x07\x65xperts\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey\":\n\x10PrefetchResponse\x12&\n\x07loading\x18\x01 \x03(\x0b\x32\x15.moemesh.v1.ExpertKey2\xc9\x02\n\x06\x45xpert\x12\x42\n\x07\x43ompute\x12\x1a.moemesh.v1.ComputeRequest\x1a\x1b.moemesh.v1.ComputeResponse\x12X\n\rComputeStream\x12 .moemesh.v1.ComputeStreamRequest\x1a!.moemesh.v1.ComputeStreamResponse(\x01\x30\x01\x12Z\n\x0f\x44\x65scribeExperts\x12\".moemesh.v1.DescribeExpertsRequest\x1a#.moemesh.v1.DescribeExpertsResponse\x12\x45\n\x08Prefetch\x12\x1b.moemesh.v1.PrefetchRequest\x1a\x1c.moemesh.v1.PrefetchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,15 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPERTKEY']._serialized_start=627
   _globals['_EXPERTKEY']._serialized_end=669
   _globals['_DESCRIBEEXPERTSRESPONSE']._serialized_start=672
-  _globals['_DESCRIBEEXPERTSRESPONSE']._serialized_end=899
-  _globals['_EXPERTPRECISION']._serialized_start=901
-  _globals['_EXPERTPRECISION']._serialized_end=976
-  _globals['_EXPERTCACHESTATS']._serialized_start=979
-  _globals['_EXPERTCACHESTATS']._serialized_end=1160
-  _globals['_PREFETCHREQUEST']._serialized_start=1162
-  _globals['_PREFETCHREQUEST']._serialized_end=1219
-  _globals['_PREFETCHRESPONSE']._serialized_start=1221
-  _globals['_PREFETCHRESPONSE']._serialized_end=1279
-  _globals['_EXPERT']._serialized_start=1282
-  _globals['_EXPERT']._serialized_end=1611
+  _globals['_DESCRIBEEXPERTSRESPONSE']._serialized_end=943
+  _globals['_GATEPROBE']._serialized_start=945
+  _globals['_GATEPROBE']._serialized_end=987
+  _globals['_EXPERTPRECISION']._serialized_start=989
+  _globals['_EXPERTPRECISION']._serialized_end=1064
+  _globals['_EXPERTCACHESTATS']._serialized_start=1067
+  _globals['_EXPERTCACHESTATS']._serialized_end=1248
+  _globals['_PREFETCHREQUEST']._serialized_start=1250
+  _globals['_PREFETCHREQUEST']._serialized_end=1307
+  _globals['_PREFETCHRESPONSE']._serialized_start=1309
+  _globals['_PREFETCHRESPONSE']._serialized_end=1367
+  _globals['_EXPERT']._serialized_start=1370
+  _globals['_EXPERT']._serialized_end=1699
 # @@protoc_insertion_point(module_scope)

@@ -71,20 +71,30 @@ class ExpertKey(_message.Message):
     def __init__(self, layer: _Optional[str] = ..., expert: _Optional[int] = ...) -> None: ...
 
 class DescribeExpertsResponse(_message.Message):
-    __slots__ = ("model_type", "hidden_size", "intermediate_size", "experts", "cache", "precisions")
+    __slots__ = ("model_type", "hidden_size", "intermediate_size", "experts", "cache", "precisions", "gate_probes")
     MODEL_TYPE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     INTERMEDIATE_SIZE_FIELD_NUMBER: _ClassVar[int]
     EXPERTS_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     PRECISIONS_FIELD_NUMBER: _ClassVar[int]
+    GATE_PROBES_FIELD_NUMBER: _ClassVar[int]
     model_type: str
     hidden_size: int
     intermediate_size: int
     experts: _containers.RepeatedCompositeFieldContainer[ExpertKey]
     cache: ExpertCacheStats
     precisions: _containers.RepeatedCompositeFieldContainer[ExpertPrecision]
-    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., experts: _Optional[_Iterable[_Union[ExpertKey, _Mapping]]] = ..., cache: _Optional[_Union[ExpertCacheStats, _Mapping]] = ..., precisions: _Optional[_Iterable[_Union[ExpertPrecision, _Mapping]]] = ...) -> None: ...
+    gate_probes: _containers.RepeatedCompositeFieldContainer[GateProbe]
+    def __init__(self, model_type: _Optional[str] = ..., hidden_size: _Optional[int] = ..., intermediate_size: _Optional[int] = ..., experts: _Optional[_Iterable[_Union[ExpertKey, _Mapping]]] = ..., cache: _Optional[_Union[ExpertCacheStats, _Mapping]] = ..., precisions: _Optional[_Iterable[_Union[ExpertPrecision, _Mapping]]] = ..., gate_probes: _Optional[_Iterable[_Union[GateProbe, _Mapping]]] = ...) -> None: ...
+
+class GateProbe(_message.Message):
+    __slots__ = ("layer", "values")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, layer: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ExpertPrecision(_message.Message):
     __slots__ = ("expert", "precision")

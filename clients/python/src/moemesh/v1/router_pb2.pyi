@@ -84,16 +84,18 @@ class DescribeModelRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MoELayer(_message.Message):
-    __slots__ = ("name", "num_experts", "top_k", "shared_expert")
+    __slots__ = ("name", "num_experts", "top_k", "shared_expert", "gate_probe")
     NAME_FIELD_NUMBER: _ClassVar[int]
     NUM_EXPERTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     SHARED_EXPERT_FIELD_NUMBER: _ClassVar[int]
+    GATE_PROBE_FIELD_NUMBER: _ClassVar[int]
     name: str
     num_experts: int
     top_k: int
     shared_expert: bool
-    def __init__(self, name: _Optional[str] = ..., num_experts: _Optional[int] = ..., top_k: _Optional[int] = ..., shared_expert: _Optional[bool] = ...) -> None: ...
+    gate_probe: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., num_experts: _Optional[int] = ..., top_k: _Optional[int] = ..., shared_expert: _Optional[bool] = ..., gate_probe: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DescribeModelResponse(_message.Message):
     __slots__ = ("model_type", "hidden_size", "layers", "routing", "expert_precisions")
