@@ -102,12 +102,15 @@ class Tally:
         self.phase = "start"
         self.rows = {}
 
-    def record(self, latency, lost, wrong):
+    def record(self, latency, lost, wrong, error=None):
         with self.lock:
             row = self.rows.setdefault(self.phase, {"latencies": [], "lost": 0, "wrong": 0, "start": time.monotonic()})
             row["latencies"].append(latency)
             row["lost"] += lost
             row["wrong"] += wrong
+            if error is not None:
+                row.setdefault("errors", {}).setdefault(error, 0)
+                row["errors"][error] += 1
 
     def enter(self, phase):
         with self.lock:
@@ -155,8 +158,8 @@ class Load:
                     y = np.frombuffer(reply.output.data, np.float32).reshape(x.shape).astype(np.float64)
                     wrong = np.linalg.norm(y - expected[i]) > 1e-4 * np.linalg.norm(expected[i])
                     self.tally.record(time.monotonic() - started, 0, int(wrong))
-                except grpc.RpcError:
-                    self.tally.record(time.monotonic() - started, 1, 0)
+                except grpc.RpcError as error:
+                    self.tally.record(time.monotonic() - started, 1, 0, f"{error.code().name}: {error.details()}")
 
         self.threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
 
@@ -183,7 +186,7 @@ class Load:
             pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1e3 if latencies else 0
             rows.append({"phase": name, "requests": len(latencies), "lost": row["lost"], "wrong": row["wrong"],
                          "requests_per_s": round(len(latencies) / seconds, 1), "p50_ms": round(pick(0.5), 2),
-                         "p99_ms": round(pick(0.99), 2)})
+                         "p99_ms": round(pick(0.99), 2), "errors": row.get("errors", {})})
         healthy = rows[0]["requests_per_s"] or 1
         for row in rows:
             row["throughput_vs_healthy"] = round(row["requests_per_s"] / healthy, 3)
@@ -368,6 +371,9 @@ def main():
     for row in rows:
         print(f"{row['phase']:34} {row['requests']:>8} {row['lost']:>5} {row['wrong']:>5} {row['requests_per_s']:>8} "
               f"{row['throughput_vs_healthy']:>10} {row['p50_ms']:>8} {row['p99_ms']:>8}")
+    for row in rows:
+        for error, count in row["errors"].items():
+            print(f"lost in '{row['phase']}': {count} × {error}")
     for key, value in notes.items():
         print(f"{key.replace('_', ' ')}: {value}")
 

@@ -188,8 +188,9 @@ public protocol DataPlaneStreamHandler: Sendable {
     func inputEnded()
     /// The call was cancelled; whatever the handler still writes is dropped.
     func cancelled()
-    /// The server is shutting down: the handler should answer what it has in flight, refuse what comes next and
-    /// finish the stream (what is left at the end of the grace period is finished UNAVAILABLE).
+    /// The server is shutting down: the handler answers what it has in flight, refuses what comes next (or serves
+    /// on until its caller stops, when the caller may have nowhere else to go) and finishes the stream; what is
+    /// left at the end of the grace period is finished UNAVAILABLE.
     func draining()
 }
 

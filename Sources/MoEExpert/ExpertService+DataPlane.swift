@@ -32,8 +32,10 @@ extension ExpertService {
                     "/moemesh.v1.Expert/ComputeStream",
                     .bidirectionalStream { _, stream in
                         let cancellations = KeyedSignal<UInt64>(remembering: true)
+                        // Draining, the stream serves its router until the router stops calling: the router may
+                        // have no other replica yet (every one draining at once when their coordinator died).
                         return DataPlaneCallStream<Moemesh_V1_ComputeStreamRequest, Moemesh_V1_ComputeStreamResponse>(
-                            stream: stream,
+                            stream: stream, drain: .serveUntilIdle(.seconds(1)),
                             refusal: { message, error in
                                 .with {
                                     $0.callID = message.callID
