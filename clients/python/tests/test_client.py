@@ -134,3 +134,33 @@ def test_a_mesh_of_int8_experts_says_so_and_stays_within_2e_2_of_f32(router, tin
     assert model.precisions == expected
     error = np.linalg.norm(quantised - reference) / np.linalg.norm(reference)
     assert 0 < error < 2e-2
+
+
+def test_the_messages_docs_clients_md_quotes_are_the_real_ones(router, tiny_models, moemesh_binary):
+    """Every server message docs/clients.md quotes is what the mesh says (the router serves layers 0 and 1, H = 32)."""
+    import os
+    import re
+
+    from conftest import ROOT
+
+    with open(os.path.join(ROOT, "docs", "clients.md")) as file:
+        text = " ".join(file.read().split())
+    unknown_layer = re.search(r"`(NOT_FOUND: layer '7' [^`]+)`", text).group(1)
+    hidden_size = re.search(r"`(INVALID_ARGUMENT: hidden_states: hidden size: [^`]+)`", text).group(1)
+    mismatch = re.search(r"`(attach: the mesh at 127\.0\.0\.1:50051 serves another model: [^`]+)`", text).group(1)
+    with moemesh.Client(router) as client:
+        with pytest.raises(moemesh.MoEMeshError) as refused:
+            client.forward("7", np.zeros((1, 32), np.float32))
+        assert str(refused.value) == unknown_layer
+        with pytest.raises(moemesh.MoEMeshError) as refused:
+            client.forward("0", np.zeros((1, 31), np.float32))
+        assert str(refused.value) == hidden_size
+    # The model mismatch quoted: a Qwen3-MoE of hidden size 64 against a mesh of the tiny Mixtral.
+    from conftest import serving
+    from test_model_identity import local_model
+
+    model = local_model("qwen3_moe", hidden_size=64)
+    with serving(moemesh_binary, tiny_models["mixtral"]) as mixtral, moemesh.Client(mixtral) as client:
+        with pytest.raises(moemesh.transformers.ModelMismatch) as refused:
+            moemesh.transformers.attach(model, client)
+        assert str(refused.value).replace(mixtral, "127.0.0.1:50051") == mismatch

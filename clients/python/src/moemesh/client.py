@@ -6,19 +6,29 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence, Union
+from types import EllipsisType
+from typing import Any, Generic, Iterator, Literal, Optional, Sequence, TypeVar, Union, overload
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 
 from moemesh.v1 import router_pb2, router_pb2_grpc, tensor_pb2
 
 try:  # torch is optional: numpy arrays work without it
     import torch
-except ImportError:  # pragma: no cover - exercised only where torch is absent
-    torch = None
 
-Array = Union[np.ndarray, "torch.Tensor"]
+    HAS_TORCH = True
+except ImportError:  # pragma: no cover - exercised only where torch is absent
+    HAS_TORCH = False
+
+# What `forward` takes and gives back: a numpy array, or a torch tensor (then on the same device and in the same
+# dtype as given).
+Array = Union[npt.NDArray[Any], "torch.Tensor"]
+A = TypeVar("A", npt.NDArray[Any], "torch.Tensor")
+# A call's `timeout`: seconds, None for no deadline, or left out (`...`) for the client's.
+Timeout = Union[float, None, EllipsisType]
+Metadata = tuple[tuple[str, str], ...]
 
 # Messages of prefill batches are large: match the router's 256 MiB limit.
 _MESSAGE_LIMIT = 256 << 20
@@ -46,7 +56,7 @@ class TLS:
     key: Optional[Union[str, bytes]] = None
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(value):
+        def read(value: Union[str, bytes, None]) -> Optional[bytes]:
             if value is None or isinstance(value, bytes):
                 return value
             with open(value, "rb") as file:
@@ -66,7 +76,7 @@ class Layer:
     shared_expert: bool
     # The gate applied to the fixed probe vector (`moemesh.fingerprint.gate_probe`), `[num_experts]`: what tells
     # this model's weights from another's of the same shape. Empty from a router that does not send it.
-    gate_probe: tuple = ()
+    gate_probe: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class ModelDescription:
     routing: str
     # (layer, expert) → {precision ("f32", "bf16", "int8", "fp8"): live replicas storing the expert so}; the shared
     # expert is expert -1.
-    precisions: dict = field(default_factory=dict)
+    precisions: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,15 +95,17 @@ class Routing:
     """Token t went to experts `ids[t]` with weights `weights[t]` (`[T, k]`; an id of -1 is a slot that went to no
     expert); `residual[t]` weighs the token's own hidden state (Switch's dropped tokens), or None."""
 
-    ids: np.ndarray
-    weights: np.ndarray
-    residual: Optional[np.ndarray]
+    ids: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    residual: Optional[npt.NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
-class ForwardResult:
-    output: Any
-    routing: Optional[Routing]
+class ForwardResult(Generic[A]):
+    """`forward(..., return_routing=True)`: the output (the kind of array given) and the routing."""
+
+    output: A
+    routing: Routing
 
 
 _WIRE = {  # dtype name → (wire dtype, bytes per element, numpy storage type)
@@ -103,16 +115,22 @@ _WIRE = {  # dtype name → (wire dtype, bytes per element, numpy storage type)
 }
 
 
-def encode(hidden: Array) -> tuple[tensor_pb2.Tensor, tuple]:
+# How to give an answer back: ("numpy", dtype, None) or ("torch", dtype, device).
+_Back = tuple[str, Any, Any]
+
+
+def encode(hidden: Array) -> tuple[tensor_pb2.Tensor, _Back]:
     """`hidden` ([T, H] or [B, S, H]; f32, bf16 or f16; numpy or torch) as a wire tensor, and how to decode the
     answer back into the same kind of array."""
-    if torch is not None and isinstance(hidden, torch.Tensor):
+    back: _Back
+    if HAS_TORCH and isinstance(hidden, torch.Tensor):
         name = str(hidden.dtype).removeprefix("torch.")
         if name not in _WIRE:
             raise TypeError(f"hidden: expected a tensor of float32, bfloat16 or float16, got {hidden.dtype}")
         wire, _, storage = _WIRE[name]
         values = hidden.detach().to("cpu").contiguous()
         data = (values.view(torch.int16) if name == "bfloat16" else values).numpy().tobytes()
+        shape = list(hidden.shape)
         back = ("torch", hidden.dtype, hidden.device)
     elif isinstance(hidden, np.ndarray):
         name = hidden.dtype.name
@@ -121,18 +139,20 @@ def encode(hidden: Array) -> tuple[tensor_pb2.Tensor, tuple]:
                 f"hidden: expected a numpy array of float32 or float16 (bf16: pass a torch tensor), got {hidden.dtype}")
         wire = _WIRE[name][0]
         data = np.ascontiguousarray(hidden).tobytes()
+        shape = list(hidden.shape)
         back = ("numpy", hidden.dtype, None)
     else:
         raise TypeError(f"hidden: expected a numpy array or a torch tensor, got {type(hidden).__name__}")
-    if hidden.ndim not in (2, 3):
-        raise ValueError(f"hidden: expected shape [T, H] or [B, S, H], got {list(hidden.shape)}")
-    return tensor_pb2.Tensor(dtype=wire, shape=list(hidden.shape), data=data), back
+    if len(shape) not in (2, 3):
+        raise ValueError(f"hidden: expected shape [T, H] or [B, S, H], got {shape}")
+    return tensor_pb2.Tensor(dtype=wire, shape=shape, data=data), back
 
 
-def decode(tensor: tensor_pb2.Tensor, back: tuple) -> Array:
+def decode(tensor: tensor_pb2.Tensor, back: _Back) -> Array:
     """A wire tensor as the kind of array `encode` was given."""
     shape = tuple(tensor.shape)
     kind, dtype, device = back
+    values: npt.NDArray[Any]
     if tensor.dtype == tensor_pb2.DTYPE_F32:
         values = np.frombuffer(tensor.data, np.float32)
     elif tensor.dtype == tensor_pb2.DTYPE_F16:
@@ -200,7 +220,7 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -216,7 +236,7 @@ class Client:
         if self._closed:
             raise MoEMeshError(grpc.StatusCode.CANCELLED, f"the client of {self.target} is closed")
 
-    def describe(self, *, timeout: Optional[float] = ...) -> ModelDescription:  # type: ignore[assignment]
+    def describe(self, *, timeout: Timeout = ...) -> ModelDescription:
         """The model the router serves: its type, hidden size and MoE layers."""
         self._check_open()
         try:
@@ -227,7 +247,7 @@ class Client:
             raise _error(error) from None
         except ValueError as error:  # grpc's "Cannot invoke RPC on closed channel!"
             raise MoEMeshError(grpc.StatusCode.CANCELLED, str(error)) from None
-        precisions: dict = {}
+        precisions: dict[tuple[str, int], dict[str, int]] = {}
         for entry in reply.expert_precisions:
             precisions.setdefault((entry.layer, entry.expert), {})[entry.precision] = entry.replicas
         return ModelDescription(
@@ -237,10 +257,22 @@ class Client:
                 for layer in reply.layers],
             precisions=precisions)
 
+    @overload
     def forward(
-        self, layer: Union[str, int], hidden: Array, *, return_routing: bool = False,
-        token_ids: Optional[Sequence[int]] = None, timeout: Optional[float] = ...,  # type: ignore[assignment]
-    ) -> Union[Array, ForwardResult]:
+        self, layer: Union[str, int], hidden: A, *, return_routing: Literal[False] = False,
+        token_ids: Optional[Sequence[int]] = None, timeout: Timeout = ...,
+    ) -> A: ...
+
+    @overload
+    def forward(
+        self, layer: Union[str, int], hidden: A, *, return_routing: Literal[True],
+        token_ids: Optional[Sequence[int]] = None, timeout: Timeout = ...,
+    ) -> ForwardResult[A]: ...
+
+    def forward(
+        self, layer: Union[str, int], hidden: A, *, return_routing: bool = False,
+        token_ids: Optional[Sequence[int]] = None, timeout: Timeout = ...,
+    ) -> Union[A, ForwardResult[A]]:
         """Layer `layer` (its name, "0", or its number, 0) on `hidden` ([T, H] or [B, S, H]). Returns the output,
         or a `ForwardResult` with the routing when `return_routing`. `timeout`: this call's deadline in seconds
         (the client's when not given; None: none)."""
@@ -251,15 +283,15 @@ class Client:
         request = router_pb2.ForwardRequest(
             layer=str(layer), hidden_states=tensor, return_routing=return_routing, token_ids=list(token_ids or []))
         reply = self._call(request, self._deadline(timeout))
-        output = decode(reply.output, back)
+        output: A = decode(reply.output, back)  # type: ignore[assignment]  # the kind `encode` was given
         if not return_routing:
             return output
         tokens = int(np.prod(tensor.shape[:-1]))
         return ForwardResult(output=output, routing=_routing(reply.routing, tokens))
 
-    def _deadline(self, timeout: Optional[float]) -> Optional[float]:
+    def _deadline(self, timeout: Timeout) -> Optional[float]:
         """A call's timeout: its own when given (`...`: not given), else the client's."""
-        return self._timeout if timeout is ... else timeout
+        return self._timeout if isinstance(timeout, EllipsisType) else timeout
 
     def _call(self, request: router_pb2.ForwardRequest, timeout: Optional[float]) -> router_pb2.ForwardResponse:
         if self._use_stream:
@@ -293,9 +325,9 @@ class _StreamSession:
     """One long-lived `ForwardStream`: requests tagged with ids, answers matched to them (they may come out of
     order)."""
 
-    def __init__(self, stub: router_pb2_grpc.RouterStub, metadata, wait_for_ready: bool):
+    def __init__(self, stub: router_pb2_grpc.RouterStub, metadata: Optional[Metadata], wait_for_ready: bool):
         self._requests: "queue.Queue[Optional[router_pb2.ForwardRequest]]" = queue.Queue()
-        self._pending: dict[int, Future] = {}
+        self._pending: dict[int, Future[router_pb2.ForwardResponse]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.broken = False
@@ -329,7 +361,7 @@ class _StreamSession:
             future.set_exception(failure)
 
     def call(self, request: router_pb2.ForwardRequest, timeout: Optional[float]) -> router_pb2.ForwardResponse:
-        future: Future = Future()
+        future: Future[router_pb2.ForwardResponse] = Future()
         with self._lock:
             if self.broken:
                 raise self._failure
@@ -352,7 +384,7 @@ class _StreamSession:
 
     def close(self) -> None:
         self._requests.put(None)
-        self._responses.cancel()
+        self._responses.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves Call.cancel untyped
 
 
 def _status(code: int) -> grpc.StatusCode:

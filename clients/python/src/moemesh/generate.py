@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional, cast
 
 import torch
 import transformers
@@ -21,19 +22,21 @@ import moemesh
 import moemesh.transformers
 
 
-def load(folder: str, dtype: str):
+def load(folder: str, dtype: str) -> transformers.PreTrainedModel:
     config = transformers.AutoConfig.from_pretrained(folder)
     cls = (transformers.AutoModelForSeq2SeqLM if config.is_encoder_decoder else transformers.AutoModelForCausalLM)
-    return cls.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    model: transformers.PreTrainedModel = cls.from_pretrained(folder, dtype=getattr(torch, dtype))
+    model.train(False)  # eval mode (transformers leaves its `eval` override untyped)
+    return model
 
 
-def run(model, prompt: list[int], new_tokens: int) -> tuple[list[int], float]:
-    extra = {}
+def run(model: transformers.PreTrainedModel, prompt: list[int], new_tokens: int) -> tuple[list[int], float]:
+    extra: dict[str, int] = {}
     if model.config.is_encoder_decoder:
         extra["decoder_start_token_id"] = model.config.decoder_start_token_id or 0
     started = time.perf_counter()
     with torch.no_grad():
-        out = model.generate(
+        out = cast(transformers.GenerationMixin, model).generate(
             torch.tensor([prompt]), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
             pad_token_id=model.config.pad_token_id or 0, **extra)
     seconds = time.perf_counter() - started
@@ -41,7 +44,7 @@ def run(model, prompt: list[int], new_tokens: int) -> tuple[list[int], float]:
     return (tokens if model.config.is_encoder_decoder else tokens[len(prompt):]), seconds
 
 
-def main(argv=None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m moemesh.generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the Hugging Face model folder (config.json, safetensors)")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -36,7 +36,7 @@ class MeshTime:
 
     calls: int = 0
     seconds: float = 0.0
-    per_layer: dict = field(default_factory=dict)
+    per_layer: dict[str, float] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.calls, self.seconds, self.per_layer = 0, 0.0, {}
@@ -57,8 +57,9 @@ class MeshMoE(torch.nn.Module):
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}, target={self.client.target!r}, replaces={self.replaced}"
 
-    def forward(self, hidden_states: torch.Tensor):
+    def forward(self, hidden_states: torch.Tensor) -> Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         started = time.perf_counter()
+        answer: Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
         if self.kind == "output_and_scores":
             result = self.client.forward(self.layer, hidden_states, return_routing=True)
             output = result.output
@@ -101,7 +102,7 @@ def gate_probe(gate: torch.Tensor) -> list[float]:
     return (gate.detach().to("cpu", torch.float64) @ probe_vector(gate.shape[1])).tolist()
 
 
-def gate_probes_differ(ours: list[float], theirs: tuple) -> Optional[float]:
+def gate_probes_differ(ours: list[float], theirs: tuple[float, ...]) -> Optional[float]:
     """The largest distance between two probes when over the tolerance, else None."""
     scale = max(max((abs(x) for x in ours), default=0.0), max((abs(x) for x in theirs), default=0.0), 1e-3)
     largest = max((abs(x - y) for x, y in zip(ours, theirs)), default=0.0)
@@ -134,9 +135,10 @@ def _hidden_size(model: torch.nn.Module) -> Optional[int]:
 
 
 def model_differences(
-    model: torch.nn.Module, blocks: list, described: ModelDescription, layers: dict[str, Layer]
+    model: torch.nn.Module, blocks: list[tuple[str, str, torch.nn.Module]], described: ModelDescription,
+    layers: dict[str, Layer],
 ) -> list[str]:
-    """How `model` (its sparse blocks `[(path, module)]`, each matched to a served layer) differs from what the mesh
+    """How `model` (its sparse blocks `[(path, mesh layer name, block)]`) differs from what the mesh
     serves: model type, hidden size, each layer's experts, top-k, shared expert and gate weights."""
     differences = []
     config = getattr(model, "config", None)
@@ -152,8 +154,8 @@ def model_differences(
         (getattr(config, key) for key in ("num_local_experts", "num_experts", "n_routed_experts")
          if isinstance(getattr(config, key, None), int)), None)
     local_top_k = getattr(config, "num_experts_per_tok", None)
-    for path, block in blocks:
-        served = layers[mesh_layer_name(path)]
+    for path, name, block in blocks:
+        served = layers[name]
         if local_experts is not None and local_experts != served.num_experts:
             differences.append(
                 f"experts: the mesh's layer {served.name} has {served.num_experts}, this model's {local_experts}")
@@ -186,21 +188,22 @@ def attach(model: torch.nn.Module, client: Client, *, verify: bool = True) -> Me
     the client has no gate to record them from."""
     described = client.describe()
     served = {layer.name: layer for layer in described.layers}
-    blocks = [(path, module) for path, module in model.named_modules() if type(module).__name__ in BLOCKS]
-    if not blocks:
+    found = [(path, module) for path, module in model.named_modules() if type(module).__name__ in BLOCKS]
+    if not found:
         raise ValueError(
             f"attach: no sparse MoE block in this {type(model).__name__}; known blocks: {', '.join(sorted(BLOCKS))}")
-    for path, _ in blocks:
+    blocks = []  # (path, mesh layer name, block)
+    for path, module in found:
         name = mesh_layer_name(path)
         if name is None or name not in served:
             raise ValueError(
                 f"attach: {path} is MoE layer {name!r}, which the router at {client.target} does not serve "
                 f"(it serves {described.model_type} layers {', '.join(served) or 'none'})")
+        blocks.append((path, name, module))
     if verify and (differences := model_differences(model, blocks, described, served)):
         raise ModelMismatch(client.target, differences)
     timing = MeshTime()
-    for path, module in blocks:
-        name = mesh_layer_name(path)
+    for path, name, module in blocks:
         replacement = MeshMoE(
             client, name, BLOCKS[type(module).__name__], served[name].num_experts, type(module).__name__, timing)
         parent_path, _, attribute = path.rpartition(".")
@@ -212,11 +215,11 @@ def attach(model: torch.nn.Module, client: Client, *, verify: bool = True) -> Me
 
 def _refuse_router_logits(model: torch.nn.Module) -> None:
     config = getattr(model, "config", None)
-    if getattr(config, "output_router_logits", False):
+    if config is not None and getattr(config, "output_router_logits", False):
         config.output_router_logits = False  # the model's default must not ask for what the mesh does not send
     forward = model.forward
 
-    def guarded(*args, **kwargs):
+    def guarded(*args: Any, **kwargs: Any) -> Any:
         if kwargs.get("output_router_logits"):
             raise ValueError(
                 "output_router_logits=True: the experts of this model run on a mesh, which routes the tokens itself; "
