@@ -18,6 +18,10 @@ public enum BenchReport {
             fields.append(("expert_messages_per_token", Format.fixed(result.messagesPerToken, 2)))
             fields.append(("experts_per_token", "\(result.expertsPerToken)"))
         }
+        if let beyond = result.expertCPUBeyondFFNPerMessage {
+            fields.append(("ffn_cpu_us_per_token", Format.fixed(result.ffnCPUPerToken, 1)))
+            fields.append(("expert_cpu_beyond_ffn_us_per_message", Format.fixed(beyond, 1)))
+        }
         if result.meshStreamP50 > 0 {
             fields.append(("mesh_stream_p50_us", Format.fixed(result.meshStreamP50, 1)))
             fields.append(("mesh_stream_p99_us", Format.fixed(result.meshStreamP99, 1)))
@@ -68,7 +72,7 @@ public enum BenchReport {
         "shape", "T", "clients", "mesh tok/s", "in-proc tok/s", "ratio", "mesh p50 µs", "mesh p99 µs", "in-proc p50 µs",
         "echo p50 µs", "overhead µs", "overhead/echo", "stream p50 µs", "stream echo µs", "stream overhead µs",
         "stream overhead/echo", "msgs/tok", "wire B/tok", "router CPU µs/tok", "router CPU stream",
-        "expert CPU µs/tok", "no-batch tok/s",
+        "expert CPU µs/tok", "FFN CPU µs/tok", "expert beyond FFN µs/msg", "no-batch tok/s",
     ]
 
     public static func row(_ result: BenchResult) -> [String] {
@@ -92,6 +96,8 @@ public enum BenchReport {
             Format.fixed(result.routerCPUPerToken, 0),
             result.meshStreamP50 > 0 ? Format.fixed(result.routerCPUPerTokenStream, 0) : "-",
             Format.fixed(result.expertCPUPerToken, 0),
+            result.ffnCPUPerToken > 0 ? Format.fixed(result.ffnCPUPerToken, 0) : "-",
+            result.expertCPUBeyondFFNPerMessage.map { Format.fixed($0, 0) } ?? "-",
             result.unbatchedTokensPerSecond.map { Format.fixed($0, 0) } ?? "-",
         ]
     }

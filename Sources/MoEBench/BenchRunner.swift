@@ -75,8 +75,18 @@ public struct BenchResult: Sendable {
     public var wireBytesPerToken: Double
     public var routerCPUPerToken: Double
     public var expertCPUPerToken: Double
+    /// CPU per token of the same layer in process on one BLAS thread, as each expert process computes (`--threads
+    /// 1`): the experts' FFNs, plus a gate and a combine of a few µs. Expert CPU beyond it is what the hop costs the
+    /// experts (layer shapes at one client; 0 otherwise).
+    public var ffnCPUPerToken: Double = 0
     /// Throughput of the same sweep point with dynamic batching off (sweep only).
     public var unbatchedTokensPerSecond: Double?
+
+    /// `(expert CPU − FFN CPU) / messages`, per token: what one expert message costs its expert beyond the FFN.
+    public var expertCPUBeyondFFNPerMessage: Double? {
+        guard self.ffnCPUPerToken > 0, self.messagesPerToken > 0 else { return nil }
+        return (self.expertCPUPerToken - self.ffnCPUPerToken) / self.messagesPerToken
+    }
 
     public var ratio: Double {
         self.inprocessTokensPerSecond > 0 ? self.meshTokensPerSecond / self.inprocessTokensPerSecond : 0
@@ -256,6 +266,25 @@ public struct BenchRunner: Sendable {
         self.progress("")
     }
 
+    /// CPU per token of `reference`'s layer 0 on `hidden` with one BLAS thread (this process's CPU, the mesh idle).
+    private static func singleThreadedCPUPerToken(
+        reference: InProcessMoE, hidden: Matrix, seconds: Double
+    ) async throws -> Double {
+        let threads = BLAS.threadCount
+        BLAS.threadCount = 1
+        defer { BLAS.threadCount = threads }
+        _ = try await reference.forward(layer: "0", hidden: hidden)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int(seconds * 1000))
+        let started = processCPUSeconds()
+        var calls = 0
+        while clock.now < deadline || calls < 5 {
+            _ = try await reference.forward(layer: "0", hidden: hidden)
+            calls += 1
+        }
+        return (processCPUSeconds() - started) * 1e6 / Double(calls * hidden.rows)
+    }
+
     private func randomHidden(tokens: Int, seed: UInt64) -> Matrix {
         let width = self.configuration.shape.hiddenSize
         return Matrix(
@@ -306,6 +335,8 @@ public struct BenchRunner: Sendable {
             expertCPUPerToken: (expertPIDs.map(cpuSeconds).reduce(0, +) - expertCPU) * 1e6 / calls)
         result.messagesPerToken = (Self.expertMessages(metricsPort: metricsPort) - messages) / calls
         result.expertsPerToken = reference.pipelines["0"]?.spec.topK ?? 0
+        result.ffnCPUPerToken = try await Self.singleThreadedCPUPerToken(
+            reference: reference, hidden: hidden, seconds: min(1, self.configuration.secondsPerShape))
 
         // The stream path a model runner uses: ForwardStream, and the echo over a stream, one message at a time.
         let forwardStream = SerialBridgeStream(channel: router, method: "/moemesh.v1.Router/ForwardStream")
