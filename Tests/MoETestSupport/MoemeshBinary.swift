@@ -35,10 +35,11 @@ public enum MoemeshBinary {
 }
 
 extension MoemeshBinary {
-    /// Resident memory of a process in bytes (`VmRSS` from /proc/PID/status), nil if unreadable.
-    public static func residentBytes(of pid: Int32) -> Int? {
+    /// A process's own resident memory in bytes (`RssAnon` from /proc/PID/status: its heap and stacks, where weights
+    /// live; not the pages of files it maps, such as the binary or a checkpoint still mapped), nil if unreadable.
+    public static func anonymousResidentBytes(of pid: Int32) -> Int? {
         guard let status = try? FileSystem.readFile("/proc/\(pid)/status") else { return nil }
-        for line in String(decoding: status, as: UTF8.self).split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        for line in String(decoding: status, as: UTF8.self).split(separator: "\n") where line.hasPrefix("RssAnon:") {
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             if fields.count >= 2, let kib = Int(fields[1]) { return kib * 1024 }
         }
