@@ -36,12 +36,7 @@ extension ExpertService {
                         // have no other replica yet (every one draining at once when their coordinator died).
                         return DataPlaneCallStream<Moemesh_V1_ComputeStreamRequest, Moemesh_V1_ComputeStreamResponse>(
                             stream: stream, drain: .serveUntilIdle(.seconds(1)),
-                            refusal: { message, error in
-                                .with {
-                                    $0.callID = message.callID
-                                    $0.error = Moemesh_V1_CallError(error)
-                                }
-                            },
+                            refusal: Moemesh_V1_ComputeStreamResponse.refusing,
                             start: { message in
                                 guard !message.cancel else {
                                     cancellations.signal(message.callID)

@@ -6,8 +6,26 @@
 public enum Loopback {
     /// A port no socket listens on now (bound once to port 0, then released).
     public static func freePort() -> Int {
+        let (fd, port) = Self.boundSocket()
+        close(fd)
+        return port
+    }
+
+    /// A loopback port held bound, not listening, until `release()`: connections to it are refused as if nothing
+    /// served it, and no other process can take it meanwhile (a test whose server starts late).
+    public final class ReservedPort: Sendable {
+        public let port: Int
+        private let descriptor: Int32
+
+        public init() { (self.descriptor, self.port) = Loopback.boundSocket() }
+
+        /// Frees the port for the server about to bind it.
+        public func release() { close(self.descriptor) }
+    }
+
+    /// A TCP socket bound to 127.0.0.1 on a port the system chose, and that port.
+    static func boundSocket() -> (descriptor: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -19,7 +37,7 @@ public enum Loopback {
         _ = withUnsafeMutablePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
     /// `GET path` from 127.0.0.1:`port`: the status code and body, nil if nothing answered.

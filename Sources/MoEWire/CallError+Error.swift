@@ -29,3 +29,13 @@ extension Moemesh_V1_CallError {
         )
     }
 }
+
+extension Moemesh_V1_ComputeStreamResponse {
+    /// The answer refusing `request` with `error`, in-message (the stream goes on).
+    public static func refusing(_ request: Moemesh_V1_ComputeStreamRequest, _ error: any Error) -> Self {
+        .with {
+            $0.callID = request.callID
+            $0.error = Moemesh_V1_CallError(error)
+        }
+    }
+}

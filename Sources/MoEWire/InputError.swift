@@ -15,6 +15,8 @@ public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
     case tensor(field: String, TensorError)
     /// `token_ids` must name one id per token when given.
     case tokenIDCount(expected: Int, got: Int)
+    /// Token ids are vocabulary indices: never negative.
+    case negativeTokenID(token: Int, got: Int64)
     /// Finite inputs whose layer output (`what`: an expert's, or the combined one) overflowed to ±inf or NaN.
     case outputOverflow(field: String, what: String, largestInput: Float)
 
@@ -36,6 +38,8 @@ public enum InputError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(field): \(error)"
         case .tokenIDCount(let expected, let got):
             "token_ids: expected one per token (\(expected)) or none, got \(got)"
+        case .negativeTokenID(let token, let got):
+            "token_ids: expected ids of 0 or more (vocabulary indices), got \(got) for token \(token)"
         case .outputOverflow(let field, let what, let largestInput):
             "\(field): \(what) overflowed to inf/NaN for inputs as large as |x| = \(largestInput); expected hidden "
                 + "states small enough for a finite output"

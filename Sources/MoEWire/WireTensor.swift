@@ -131,6 +131,9 @@ extension Moemesh_V1_ForwardRequest {
         if !self.tokenIds.isEmpty && self.tokenIds.count != rows.matrix.rows {
             throw .tokenIDCount(expected: rows.matrix.rows, got: self.tokenIds.count)
         }
+        if let token = self.tokenIds.firstIndex(where: { $0 < 0 }) {
+            throw .negativeTokenID(token: token, got: self.tokenIds[token])
+        }
         let routing = RoutingRequest(
             shape: rows.shape, tokenIDs: self.tokenIds.isEmpty ? nil : self.tokenIds,
             noiseSeed: self.noiseSeed == 0 ? nil : self.noiseSeed)

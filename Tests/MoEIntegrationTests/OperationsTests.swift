@@ -52,7 +52,9 @@ struct OperationsTests {
     func healthAndHTTP() async throws {
         let model = try SmallModel(shape: Self.shape, seed: 51)
         defer { model.remove() }
-        let coordinator = ServiceEndpoint(host: "127.0.0.1", port: Loopback.freePort())
+        // Held until the coordinator starts: other tests' processes, running meanwhile, cannot take it.
+        let coordinatorPort = Loopback.ReservedPort()
+        let coordinator = ServiceEndpoint(host: "127.0.0.1", port: coordinatorPort.port)
         let router = ServiceEndpoint(host: "127.0.0.1", port: Loopback.freePort())
         var processes: [ChildProcess] = []
         defer { processes.forEach { $0.signal(SIGKILL) } }
@@ -89,6 +91,7 @@ struct OperationsTests {
             }
         }
         // The coordinator arrives: experts register, the router's topology covers the model.
+        coordinatorPort.release()
         let (coordinatorProcess, _) = try await startMoemesh(
             "coordinator", role: "coordinator",
             ["coordinator", "--model", model.path, "--port", String(coordinator.port), "--http-port", "0"])

@@ -38,12 +38,7 @@ struct DataPlaneCallStreamTests {
                 Self.method: .bidirectionalStream { _, stream in
                     let inner = DataPlaneCallStream<Request, Response>(
                         stream: stream, drain: drain,
-                        refusal: { message, error in
-                            .with {
-                                $0.callID = message.callID
-                                $0.error = Moemesh_V1_CallError(error)
-                            }
-                        },
+                        refusal: Moemesh_V1_ComputeStreamResponse.refusing,
                         start: { message in .now { .with { $0.callID = message.callID } } })
                     return ObservedStream(inner: inner, events: sink)
                 }

@@ -37,12 +37,7 @@ private final class HungExpert: Sendable {
             let cancellations = KeyedSignal<UInt64>(remembering: true)
             return DataPlaneCallStream<Moemesh_V1_ComputeStreamRequest, Moemesh_V1_ComputeStreamResponse>(
                 stream: stream,
-                refusal: { message, error in
-                    .with {
-                        $0.callID = message.callID
-                        $0.error = Moemesh_V1_CallError(error)
-                    }
-                },
+                refusal: Moemesh_V1_ComputeStreamResponse.refusing,
                 start: { message in
                     guard !message.cancel else {
                         cancellations.signal(message.callID)
