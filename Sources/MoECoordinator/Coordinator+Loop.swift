@@ -37,7 +37,7 @@ extension Coordinator {
                     "could not stop a drained replica", metadata: ["replica": "\(id)", "error": "\(error)"])
             }
         }
-        self.forgetRetiredGroups()
+        self.forgetGoneGroups()
         self.recordGauges(at: now)
         if let policy = self.policy, self.topologyReady, !self.autoscalePaused,
             now - self.lastPolicyRun >= self.settings.policyInterval

@@ -86,9 +86,12 @@ extension Coordinator {
         self.layers.values.sorted { ($0.name.count, $0.name) < ($1.name.count, $1.name) }
     }
 
-    /// Forgets replaced groups whose replicas are all gone.
-    func forgetRetiredGroups() {
-        for name in self.retiringGroups where !self.replicas.values.contains(where: { $0.group == name }) {
+    /// Forgets the groups that nothing will start again once their replicas are all gone: groups a plan replaced,
+    /// and groups only registrations made (a coordinator without a scaler, a replica started by hand), so that their
+    /// rows leave the status and the registry does not grow with every name ever registered.
+    func forgetGoneGroups() {
+        let occupied = Set(self.replicas.values.map(\.group))
+        for (name, record) in self.groups where !record.startable && !occupied.contains(name) {
             self.groups[name] = nil
             self.retiringGroups.remove(name)
         }

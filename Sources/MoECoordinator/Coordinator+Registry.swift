@@ -10,7 +10,15 @@ extension Coordinator {
         guard ServiceEndpoint(request.endpoint) != nil else {
             throw .invalidRequest("endpoint: expected HOST:PORT, got '\(request.endpoint)'")
         }
-        guard !request.group.isEmpty else { throw .invalidRequest("group: expected a name, got an empty string") }
+        try NameRule.group.check(request.group, field: "group")
+        try NameRule.label.check(request.instance, field: "instance")
+        try NameRule.label.check(request.device, field: "device")
+        try NameRule.label.check(request.hostID, field: "host_id")
+        if request.unixSocket.utf8.count > 108 || request.unixSocket.contains(where: \.isNewline) {
+            throw .invalidRequest(
+                "unix_socket: expected a path of at most 108 bytes on one line, got \(request.unixSocket.utf8.count) bytes"
+            )
+        }
         guard request.modelType == self.modelType, request.hiddenSize == self.hiddenSize else {
             throw .invalidRequest(
                 "model: expected \(self.modelType) with hidden size \(self.hiddenSize), "
@@ -82,5 +90,41 @@ extension Coordinator {
     func isExpert(_ address: ExpertAddress) -> Bool {
         guard let layer = self.layers[address.layer] else { return false }
         return address.isShared ? layer.sharedExpert != nil : (0..<layer.numExperts).contains(address.expert)
+    }
+}
+
+/// What a name a replica registers with may hold: it goes into log lines, metric labels and status rows, so no
+/// control characters, spaces or quotes (a newline would forge a log line), and a bounded length.
+struct NameRule {
+    /// ASCII punctuation allowed besides letters and digits.
+    let punctuation: String
+    let maxLength: Int
+    let mayBeEmpty: Bool
+
+    /// A group: an expert selection or a Deployment's name (`*:0-3`, `encoder.1:2,decoder.0:*`, `moemesh-expert-3`).
+    static let group = NameRule(punctuation: "*:,._-", maxLength: 256, mayBeEmpty: false)
+    /// An instance (a pid, a pod name), a device (`cuda:0`), a host identity (`BOOT-ID:net:[N]:mnt:[N]`); may be
+    /// left out.
+    static let label = NameRule(punctuation: ":,._-/@=[]", maxLength: 256, mayBeEmpty: true)
+
+    func check(_ value: String, field: String) throws(CoordinatorError) {
+        if value.isEmpty {
+            if self.mayBeEmpty { return }
+            throw .invalidRequest("\(field): expected a name, got an empty string")
+        }
+        guard value.utf8.count <= self.maxLength else {
+            throw .invalidRequest("\(field): expected at most \(self.maxLength) bytes, got \(value.utf8.count)")
+        }
+        let allowed = { (scalar: Unicode.Scalar) in
+            ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
+                || self.punctuation.unicodeScalars.contains(scalar)
+        }
+        if let bad = value.unicodeScalars.first(where: { !allowed($0) }) {
+            let code = String(bad.value, radix: 16, uppercase: true)
+            throw .invalidRequest(
+                "\(field): expected letters, digits and \(self.punctuation.map(String.init).joined(separator: " ")), "
+                    + "got U+\(String(repeating: "0", count: max(0, 4 - code.count)) + code) in \(value.prefix(64).debugDescription)"
+            )
+        }
     }
 }

@@ -101,6 +101,50 @@ struct CoordinatorTests {
         }
     }
 
+    @Test("names are bounded: a 1 MiB group, a newline in a group, a quote in an instance are refused saying so")
+    func boundedNames() async throws {
+        try await Self.withCoordinator { coordinator, _, _ in
+            let expert = ExpertAddress(layer: "0", expert: 1)
+            await #expect(throws: CoordinatorError.invalidRequest("group: expected at most 256 bytes, got 1048576")) {
+                try await coordinator.register(
+                    Self.registration("127.0.0.1:1", group: String(repeating: "g", count: 1 << 20), experts: [expert]))
+            }
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    #"group: expected letters, digits and * : , . _ -, got U+000A in "*:1\nforged log line""#)
+            ) {
+                try await coordinator.register(
+                    Self.registration("127.0.0.1:1", group: "*:1\nforged log line", experts: [expert]))
+            }
+            var quoted = Self.registration("127.0.0.1:1", group: "*:1", experts: [expert])
+            quoted.instance = "pod\"1"
+            await #expect(
+                throws: CoordinatorError.invalidRequest(
+                    #"instance: expected letters, digits and : , . _ - / @ = [ ], got U+0022 in "pod\"1""#)
+            ) {
+                try await coordinator.register(quoted)
+            }
+            #expect(await coordinator.topology().replicas.isEmpty)
+            // What real replicas send is taken: a selection, a pid, a device, a host identity.
+            var real = Self.registration("127.0.0.1:1", group: "encoder.1:0-3,decoder.0:*", experts: [expert])
+            real.device = "cuda:0"
+            real.hostID = "072596b1-4364-4925-ad68-6d707161bae0:net:[4026531833]:mnt:[4026531841]"
+            _ = try await coordinator.register(real)
+        }
+    }
+
+    @Test("a group only registrations made is forgotten once its last replica's lease expires")
+    func registeredGroupsAreForgotten() async throws {
+        let lease = Duration.seconds(3)
+        try await Self.withCoordinator(settings: .init(lease: lease, warmUp: .zero)) { coordinator, _, _ in
+            _ = try await coordinator.register(
+                Self.registration("127.0.0.1:1", group: "by-hand", experts: [ExpertAddress(layer: "0", expert: 1)]))
+            #expect(await coordinator.status().groups.map(\.group) == ["by-hand"])
+            await coordinator.tick(at: .now + lease * 2)
+            #expect(await coordinator.status().groups.isEmpty)
+        }
+    }
+
     @Test("the topology stream sends each change; a missed lease removes a replica; re-registering replaces")
     func leasesAndTopology() async throws {
         let lease = Duration.seconds(3)

@@ -310,6 +310,10 @@ CASES = [
     Case("C11", "coordinator", "INVALID_ARGUMENT", "model: layer 0: the replica's gate weights differ",
          lambda m: coordinator(m, "Register", register(gate_probes=[
              expert_pb2.GateProbe(layer="0", values=[100.0, -100.0, 100.0, -100.0])]), role="mesh")),
+    Case("C12", "coordinator", "INVALID_ARGUMENT", "group: expected at most 256 bytes, got 1048576",
+         lambda m: coordinator(m, "Register", register(group="g" * (1 << 20)), role="mesh")),
+    Case("C13", "coordinator", "INVALID_ARGUMENT", "group: expected letters, digits and * : , . _ -, got U+000A",
+         lambda m: coordinator(m, "Register", register(group="*:0\n2026-12-07 forged log line"), role="mesh")),
     Case("C10", "coordinator", "OK", '"known": false',
          lambda m: coordinator(m, "Heartbeat", coordinator_pb2.HeartbeatRequest(replica_id="no-such-replica"),
                                role="mesh")),
