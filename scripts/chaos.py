@@ -312,7 +312,8 @@ def partition_scenario(args, stubs):
     try:
         port = free_port()
         coordinator, coordinator_endpoint = start(
-            [args.moemesh, "coordinator", "--model", model, "--host", "0.0.0.0", "--port", str(port), "--scaler", "none",
+            [args.moemesh, "coordinator", "--model", model, "--host", "0.0.0.0", "--port", str(port), "--insecure",
+             "--scaler", "none",
              "--log-level", "error"] + TIMING, "coordinator")
         processes.append(coordinator)
         local_coordinator = f"127.0.0.1:{port}"

@@ -21,12 +21,21 @@ public struct CoordinatorServer: Sendable {
         self.transport = serving.makeServerTransport()
         self.server = GRPCServer(
             transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
-            interceptors: serving.authInterceptors + [
+            interceptors: serving.authInterceptors + (serving.isProtected ? [Self.protectedMode] : []) + [
                 RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"),
                 RPCCancellationInterceptor(),
             ])
         // Heartbeats and demand reports are too frequent to trace.
     }
+
+    /// The calls that change the coordinator: taken only from its own host in protected mode. Reading (the
+    /// topology, the status) stays open, as the status page is.
+    static let protectedMode = ProtectedModeInterceptor(methods: [
+        Moemesh_V1_Coordinator.Method.Register.descriptor, Moemesh_V1_Coordinator.Method.Heartbeat.descriptor,
+        Moemesh_V1_Coordinator.Method.Deregister.descriptor, Moemesh_V1_Coordinator.Method.ReportDemand.descriptor,
+        Moemesh_V1_Coordinator.Method.EnsureExperts.descriptor, Moemesh_V1_Coordinator.Method.SetPruned.descriptor,
+        Moemesh_V1_Coordinator.Method.DrainReplica.descriptor, Moemesh_V1_Coordinator.Method.ApplyPlan.descriptor,
+    ])
 
     /// The bound address, once listening.
     public var listeningEndpoint: ServiceEndpoint {

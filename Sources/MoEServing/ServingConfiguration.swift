@@ -24,6 +24,9 @@ public struct ServingConfiguration: Sendable {
     /// Routers and experts refuse calls that cannot meet their deadline, and keep the request bytes of calls in
     /// flight within `loadShedding.maxInFlightBytes` (`--max-inflight-mib`): see `LoadShedder`.
     public var loadShedding = LoadShedder.Configuration()
+    /// `--insecure`: beyond loopback with neither TLS nor tokens, take registrations and admin calls from any host
+    /// anyway (protected mode off; see `ProtectedModeInterceptor`).
+    public var insecure = false
     /// On SIGTERM, how long calls in flight get to finish before they are answered UNAVAILABLE.
     public var drainTimeout: Duration = .seconds(10)
     /// Far above what the router's batched fan-out opens on one expert connection (one call per chosen expert per

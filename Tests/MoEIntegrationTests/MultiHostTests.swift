@@ -45,14 +45,42 @@ struct MultiHostTests {
         await hosts.remove()
     }
 
+    @Test("protected mode: a coordinator beyond loopback with neither TLS nor tokens refuses another host's admin call")
+    func protectedMode() async throws {
+        let model = try SmallModel(shape: Self.shape, seed: 71)
+        defer { model.remove() }
+        try await Self.withHosts(["a"]) { hosts, processes in
+            let (coordinator, listening) = try await startMoemesh(
+                "coordinator", role: "coordinator",
+                ["coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0"])
+            processes.add(coordinator)
+            let prune = ["admin", "prune", "--layer", "0", "--expert", "1", "--coordinator"]
+            // From host a: refused (PERMISSION_DENIED: the command fails).
+            let remote = try await hosts.start(
+                on: "a", prune + ["\(hosts.gateway("a")):\(listening.port)"], label: "admin prune from host a")
+            for await _ in remote.outputLines {}
+            let refused = await remote.waitForExit(timeout: .seconds(60))
+            #expect(refused != nil && refused != 0, "exit status \(String(describing: refused))")
+            // From this host (loopback): taken.
+            let local = try await ChildProcess.start(
+                name: "admin prune from loopback", executable: MoemeshBinary.path,
+                arguments: prune + ["127.0.0.1:\(listening.port)"])
+            var printed: [String] = []
+            for await line in local.outputLines { printed.append(line) }
+            #expect(await local.waitForExit(timeout: .seconds(60)) == 0)
+            #expect(printed.first?.hasPrefix("pruned: ") == true, "\(printed)")
+        }
+    }
+
     /// A coordinator in the test's namespace, listening on every address (hosts reach it on the LAN); returns its
     /// port.
     static func startCoordinator(model: SmallModel, _ processes: Processes) async throws -> Int {
         let (coordinator, listening) = try await startMoemesh(
             "coordinator", role: "coordinator",
             [
+                // A test network with neither TLS nor tokens: protected mode would refuse the hosts' registrations.
                 "coordinator", "--model", model.path, "--host", "0.0.0.0", "--port", "0", "--heartbeat-ms", "500",
-                "--lease-ms", "3000",
+                "--lease-ms", "3000", "--insecure",
             ])
         processes.add(coordinator)
         return listening.port
@@ -154,7 +182,7 @@ struct MultiHostTests {
             let coordinator = try await hosts.start(
                 on: "c",
                 [
-                    "coordinator", "--model", model.path, "--host", hosts.address("c"), "--port", "0",
+                    "coordinator", "--model", model.path, "--host", hosts.address("c"), "--port", "0", "--insecure",
                     "--heartbeat-ms", "500", "--lease-ms", "3000", "--parent-pid", String(getpid()),
                     "--log-level", "warning",
                 ],

@@ -212,13 +212,32 @@ struct TLSOptions: ParsableArguments {
 extension ServingConfiguration {
     /// Logs once that the service listens beyond loopback without TLS.
     func warnIfPlaintextBeyondLoopback(_ logger: Logger) {
-        guard self.tls == nil, !["127.0.0.1", "localhost", "::1"].contains(self.host) else { return }
+        guard self.tls == nil, !self.listensOnLoopbackOnly else { return }
         logger.warning(
             """
             serving plaintext beyond loopback: anyone on the network can read the hidden states and tokens; \
             give --tls-cert, --tls-key and --tls-ca
             """,
             metadata: ["host": "\(self.host)"])
+    }
+}
+
+extension ServingConfiguration {
+    /// Says at start whether registrations and admin calls are taken from other hosts (see `isProtected`).
+    func reportProtectedMode(_ logger: Logger) {
+        guard self.tls == nil, self.acceptedTokens == nil, !self.listensOnLoopbackOnly else { return }
+        if self.insecure {
+            logger.warning(
+                "--insecure: any host that reaches this port can register replicas, drain them and prune experts",
+                metadata: ["host": "\(self.host)"])
+        } else {
+            logger.warning(
+                """
+                protected mode: neither TLS nor tokens, so registrations and admin calls are taken only from this \
+                host; give --auth-tokens or TLS for a mesh across hosts (or --insecure on a network you trust)
+                """,
+                metadata: ["host": "\(self.host)"])
+        }
     }
 }
 

@@ -63,6 +63,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     )
     var kubernetesCaFile: String?
 
+    @Flag(
+        help:
+            "Beyond loopback with neither TLS nor --auth-tokens, take registrations and admin calls (Register, DrainReplica, SetPruned, ApplyPlan, …) from any host. Without it the coordinator is in protected mode: it takes them only from its own host, and refuses other hosts PERMISSION_DENIED."
+    )
+    var insecure = false
+
     @Option(help: .hidden)
     var parentPid: Int32?
 
@@ -72,6 +78,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var tls: TLSOptions
     @OptionGroup var http: HTTPOptions
     @OptionGroup var logging: LoggingOptions
+
+    private var listening: ServingConfiguration {
+        var serving = ServingConfiguration(host: self.host, port: self.port)
+        serving.insecure = self.insecure
+        return serving
+    }
 
     func run() async throws {
         let logger = try self.logging.bootstrap(label: "moemesh.coordinator")
@@ -116,12 +128,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let configuration = CoordinatorConfiguration(
             modelPath: self.model, scaler: scaler, settings: try self.autoscaling.settings(groups: groups),
             serving: try self.tls.appliedToService(
-                self.auth.applied(to: self.limits.applied(to: ServingConfiguration(host: self.host, port: self.port)))),
+                self.auth.applied(to: self.limits.applied(to: self.listening))),
             httpPort: self.http.httpPort)
         if configuration.settings.autoscale != nil, case .none = scaler {
             throw ValidationError("--autoscale needs a scaler that can start replicas (--scaler local or kubernetes)")
         }
         configuration.serving.warnIfPlaintextBeyondLoopback(logger)
+        configuration.serving.reportProtectedMode(logger)
         self.http.bootstrapMetrics()
         let services = try buildCoordinatorServices(configuration: configuration, logger: logger)
         let tracing =
