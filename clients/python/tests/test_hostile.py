@@ -6,7 +6,10 @@ import dataclasses
 import os
 import re
 import secrets
+import select
+import selectors
 import socket
+import time
 import struct
 from typing import Callable
 
@@ -127,6 +130,24 @@ def http(endpoint: str, request: bytes) -> tuple[str, str]:
 
 def get(endpoint: str, path: str, method: str = "GET", extra: str = "") -> tuple[str, str]:
     return http(endpoint, f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n".encode())
+
+
+def slow_header(endpoint: str) -> tuple[str, str]:
+    """Sends a request head a byte every 0.2 s and never finishes it; 'closed' once the server closes the connection
+    (its request timeout: 10 s), with how long that took."""
+    host, port = endpoint.rsplit(":", 1)
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        try:
+            while time.monotonic() - started < 60:
+                connection.sendall(b"X")
+                readable, _, _ = select.select([connection], [], [], 0.2)
+                if readable and connection.recv(65536) == b"":
+                    return "closed", f"after {time.monotonic() - started:.1f} s"
+        except (BrokenPipeError, ConnectionResetError):
+            return "closed", f"after {time.monotonic() - started:.1f} s"
+    return "open", "still open after 60 s"
 
 
 def too_many_streams(mesh: Mesh) -> tuple[str, str]:
@@ -326,6 +347,10 @@ CASES = [
     Case("C09", "coordinator", "NOT_FOUND", "no-such-replica",
          lambda m: coordinator(m, "DrainReplica", coordinator_pb2.DrainReplicaRequest(replica_id="no-such-replica"))),
     # HTTP endpoints: the router's /metrics and the coordinator's status page.
+    Case("H07", "router-http", "closed", "after", lambda m: slow_header(m.router_http)),
+    Case("H08", "router-http", "HTTP 413", "a request body of at most 65536 bytes",
+         lambda m: http(m.router_http, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                        + b"x" * 100000)),
     Case("H01", "router-http", "HTTP 404", "paths: /metrics", lambda m: get(m.router_http, "/nope")),
     Case("H02", "router-http", "HTTP 405", "only GET", lambda m: get(m.router_http, "/metrics", method="POST")),
     Case("H03", "coordinator-http", "HTTP 404", "no /../../etc/passwd here",
@@ -384,3 +409,37 @@ def test_readme_table_lists_every_case():
     rows = re.findall(r"^\| ([RECH]\d\d) \| ([a-z-]+) \| .+? \| `([^`]+)`", text, re.MULTILINE)
     assert {(row[0], row[1], row[2]) for row in rows} == {(c.id, c.service, c.expect) for c in CASES}
     assert len(CASES) >= 30
+
+
+def test_a_flood_of_idle_http_connections_leaves_the_router_serving(mesh):
+    """600 idle connections to the router's HTTP port (its limit is 256): those over the limit are closed at once, the
+    router's gRPC API answers meanwhile, and once the flood is gone /metrics answers again."""
+    host, port = mesh.router_http.rsplit(":", 1)
+    flood = [socket.create_connection((host, int(port)), timeout=30) for _ in range(600)]
+    try:
+        # The server closes the surplus as it accepts them; the 256 it serves stay open for their request timeout
+        # (10 s), so the closures are counted before that.
+        closed = 0
+        watcher = selectors.DefaultSelector()
+        for connection in flood:
+            watcher.register(connection, selectors.EVENT_READ)
+        deadline = time.monotonic() + 8
+        while closed < len(flood) - 256 and time.monotonic() < deadline:
+            for key, _ in watcher.select(timeout=0.5):
+                try:
+                    data = key.fileobj.recv(1)
+                except ConnectionResetError:
+                    data = b""
+                if data == b"":
+                    closed += 1
+                    watcher.unregister(key.fileobj)
+        watcher.close()
+        assert closed == len(flood) - 256
+        assert forward(mesh, forward_request(tensor([2, HIDDEN])))[0] == "OK"
+    finally:
+        for connection in flood:
+            connection.close()
+    deadline = time.monotonic() + 30
+    while get(mesh.router_http, "/metrics")[0] != "HTTP 200":  # the closed connections' slots are freed
+        assert time.monotonic() < deadline, "/metrics did not answer after the flood"
+        time.sleep(0.1)
