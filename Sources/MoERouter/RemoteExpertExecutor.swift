@@ -75,7 +75,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         guard !self.topology.replicas(for: address).isEmpty else { throw RouterError.noReplica(address) }
         let call = ExpertCall([rows], wireDType: self.wireDType)
 
-        var failures: [String] = []
+        var failures: [ReplicaFailure] = []
         // Replicas tried, by connection: one that left and came back (a new connection) may be tried again.
         var tried = Set<TriedReplica>()
         var passes = 1
@@ -83,7 +83,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             var candidates = self.scheduler.order(self.topology.replicas(for: address), for: address)
                 .filter { !tried.contains(TriedReplica($0)) }
             if candidates.isEmpty, passes < Self.maxPasses, !failures.isEmpty,
-                failures.allSatisfy({ $0.hasSuffix(Self.departed) })
+                failures.allSatisfy(\.departed)
             {
                 // Every replica was left because it was ejected (slow), none because it failed: an ejection alone
                 // must not fail a call, so the replicas still in the topology are tried again, best first.
@@ -108,7 +108,8 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             else {
                 throw RouterError.expertUnavailable(
                     address, endpoint: tried.map(\.endpoint).sorted().last ?? ServiceEndpoint(host: "?", port: 0),
-                    reason: "all \(tried.count) replicas failed: " + failures.joined(separator: "; "))
+                    reason: "all \(tried.count) replicas failed: " + failures.map(\.description).joined(separator: "; ")
+                )
             }
         }
     }
@@ -125,7 +126,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     /// fail. Returns the first answer, or nil when every candidate failed (they are then in `tried`).
     private func attempt(
         _ call: ExpertCall, candidates: [ExpertReplica], deadline: ContinuousClock.Instant?,
-        tried: inout Set<TriedReplica>, failures: inout [String]
+        tried: inout Set<TriedReplica>, failures: inout [ReplicaFailure]
     ) async throws -> (replica: ExpertReplica, response: Moemesh_V1_ComputeResponse)? {
         let address = call.address
         if candidates.count == 1 {
@@ -136,7 +137,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             switch try await self.send(call, to: replica, timeout: timeout, hedge: false) {
             case .answered(let replica, let response, _): return (replica, response)
             case .unreachable(let replica, let reason):
-                failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
+                failures.append(ReplicaFailure(endpoint: replica.endpoint, reason: reason))
                 self.count("moemesh_router_expert_retries_total", call)
                 return nil
             case .hedgeDue, .stalled: return nil
@@ -181,7 +182,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                     return (replica, response)
                 case .unreachable(let replica, let reason):
                     inFlight[replica.endpoint] = nil
-                    failures.append("\(replica.endpoint): \(reason ?? Self.departed)")
+                    failures.append(ReplicaFailure(endpoint: replica.endpoint, reason: reason))
                     self.count("moemesh_router_expert_retries_total", call)
                     if inFlight.isEmpty, try !start(hedge: false) {
                         group.cancelAll()
@@ -436,7 +437,7 @@ extension RemoteExpertExecutor {
         if !candidates.isEmpty {
             let call = ExpertCall(parts, wireDType: self.wireDType)
             var tried = Set<TriedReplica>()
-            var failures: [String] = []
+            var failures: [ReplicaFailure] = []
             if let answer = try await self.attempt(
                 call, candidates: candidates, deadline: deadline, tried: &tried, failures: &failures)
             {
@@ -513,4 +514,14 @@ extension RemoteExpertExecutor {
     static func isReachabilityFailure(_ code: RPCError.Code) -> Bool {
         code == .unavailable || code == .deadlineExceeded || code == .cancelled
     }
+}
+
+/// Why the call left a replica: it failed (`reason`), or it departed (nil: ejected elsewhere, or gone from the
+/// topology), which alone must not fail a call.
+struct ReplicaFailure: Sendable, CustomStringConvertible {
+    let endpoint: ServiceEndpoint
+    let reason: String?
+
+    var departed: Bool { self.reason == nil }
+    var description: String { "\(self.endpoint): \(self.reason ?? RemoteExpertExecutor.departed)" }
 }

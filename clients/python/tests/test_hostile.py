@@ -111,7 +111,7 @@ def raw_grpc(mesh: Mesh, service: str, path: str, payload: bytes, role: str | No
 
 def http(endpoint: str, request: bytes) -> tuple[str, str]:
     """Sends raw bytes to an HTTP endpoint and reads until it closes; the outcome is 'HTTP <status>' (with the whole
-    response) or 'closed'."""
+    response) or 'closed' (with how many bytes came before the close)."""
     host, port = endpoint.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         try:
@@ -125,7 +125,19 @@ def http(endpoint: str, request: bytes) -> tuple[str, str]:
         except ConnectionResetError:
             pass
     match = re.match(rb"HTTP/1\.[01] (\d+)", answer)
-    return (f"HTTP {match.group(1).decode()}", answer.decode(errors="replace")) if match else ("closed", "")
+    if match:
+        return f"HTTP {match.group(1).decode()}", answer.decode(errors="replace")
+    return "closed", "HTTP/2 frames sent before the close: " + (", ".join(http2_frame_types(answer)) or "none")
+
+
+def http2_frame_types(data: bytes) -> list[str]:
+    """The types of the HTTP/2 frames in `data` (9-byte headers: length, type, flags, stream)."""
+    names = {0: "DATA", 1: "HEADERS", 3: "RST_STREAM", 4: "SETTINGS", 6: "PING", 7: "GOAWAY", 8: "WINDOW_UPDATE"}
+    types, offset = [], 0
+    while offset + 9 <= len(data):
+        types.append(names.get(data[offset + 3], f"type {data[offset + 3]}"))
+        offset += 9 + int.from_bytes(data[offset:offset + 3], "big")
+    return types
 
 
 def get(endpoint: str, path: str, method: str = "GET", extra: str = "") -> tuple[str, str]:
@@ -286,11 +298,11 @@ CASES = [
          lambda m: forward(m, forward_request(tensor([2, HIDDEN])), role="mesh")),
     Case("R17", "router", "INVALID_ARGUMENT", "Can't deserialize to message of type Moemesh_V1_ForwardRequest",
          lambda m: raw_grpc(m, "router", "/moemesh.v1.Router/Forward", b"\xff\xff\xff\xff garbage", "client")),
-    Case("R18", "router", "UNIMPLEMENTED", "",
+    Case("R18", "router", "UNIMPLEMENTED", "method '/moemesh.v1.Router/Nope' is not served here",
          lambda m: raw_grpc(m, "router", "/moemesh.v1.Router/Nope", b"", "client")),
     Case("R19", "router", "RESOURCE_EXHAUSTED", "too many calls at once on this connection: at most 4 (--max-concurrent-calls)",
          too_many_streams),
-    Case("R20", "router", "closed", "",
+    Case("R20", "router", "closed", "HTTP/2 frames sent before the close: SETTINGS, WINDOW_UPDATE",
          lambda m: http(m.router, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
     # Expert: Compute and Prefetch, which only the mesh may call.
     Case("E01", "expert", "PERMISSION_DENIED", "needs role mesh; this token's role is client",
@@ -355,11 +367,11 @@ CASES = [
     Case("H02", "router-http", "HTTP 405", "only GET", lambda m: get(m.router_http, "/metrics", method="POST")),
     Case("H03", "coordinator-http", "HTTP 404", "no /../../etc/passwd here",
          lambda m: get(m.coordinator_http, "/../../etc/passwd")),
-    Case("H04", "coordinator-http", "HTTP 400", "",
+    Case("H04", "coordinator-http", "HTTP 400", "Connection: close",
          lambda m: http(m.coordinator_http, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n")),
-    Case("H05", "coordinator-http", "HTTP 400", "",
+    Case("H05", "coordinator-http", "HTTP 400", "Connection: close",
          lambda m: get(m.coordinator_http, "/", extra="X-Big: " + "a" * 200_000 + "\r\n")),
-    Case("H06", "router-http", "HTTP 400", "",
+    Case("H06", "router-http", "HTTP 400", "Connection: close",
          lambda m: http(m.router_http, b"GET /metrics HTTP/1.1\r\nContent-Length: -5\r\n\r\n")),
 ]
 
