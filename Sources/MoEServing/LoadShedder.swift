@@ -155,6 +155,11 @@ public struct Overloaded: Error, Sendable, Equatable, RPCErrorConvertible, Custo
     public let service: String
     public let reason: String
 
+    public init(service: String, reason: String) {
+        self.service = service
+        self.reason = reason
+    }
+
     public var rpcErrorCode: RPCError.Code { .resourceExhausted }
     public var rpcErrorMessage: String {
         "the \(self.service) is overloaded, so it refused this call at once: \(self.reason)"

@@ -23,6 +23,12 @@ public struct PayloadTooLarge: Error, Sendable, Equatable, RPCErrorConvertible {
     public let bytes: Int
     public let limit: Int
 
+    public init(field: String, bytes: Int, limit: Int) {
+        self.field = field
+        self.bytes = bytes
+        self.limit = limit
+    }
+
     public var rpcErrorCode: RPCError.Code { .resourceExhausted }
     public var rpcErrorMessage: String {
         "\(self.field): \(DecimalFormat.fixed(Double(self.bytes) / 1_048_576, 1)) MiB, above this service's limit of "
