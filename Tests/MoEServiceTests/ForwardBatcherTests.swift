@@ -75,7 +75,10 @@ struct ForwardBatcherTests {
         let answer = try await c.value
         // In a batch an expert multiplies more rows than alone (sgemm, not sgemv): equal within rounding.
         #expect(relativeError(answer.output.values, expected.output.values) <= 1e-6)
-        _ = try? await b.value
+        // B and C reached the experts as one batch: A's expert calls, then one batch's, not one per call.
+        #expect(executor.calls == 2 * expertsPerBatch, "expert calls: \(executor.calls)")
+        // B's client left: B ends cancelled, its answer not delivered.
+        await #expect(throws: CancellationError.self) { _ = try await b.value }
     }
 
     @Test("a batch's failure reaches every call in it")
