@@ -189,10 +189,12 @@ def test_plan_applied_to_a_running_mesh_loses_no_request_and_cuts_services_per_t
             # Traffic served by the new groups alone, then the counts of the window are read again.
             with lock:
                 mark = answered[0]
+            deadline = time.monotonic() + 60
             while True:
                 with lock:
                     if answered[0] >= mark + 100:
                         break
+                assert time.monotonic() < deadline, f"the new groups answered {answered[0] - mark} calls in 60 s"
                 time.sleep(0.05)
         finally:
             stop.set()
