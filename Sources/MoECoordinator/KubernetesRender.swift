@@ -148,10 +148,13 @@ public struct KubernetesRender: Sendable {
                 spec:
                   # The expert deregisters, then finishes its calls, on SIGTERM.
                   terminationGracePeriodSeconds: 60
+                  # Experts never call the Kubernetes API.
+                  automountServiceAccountToken: false
                   securityContext:
                     runAsNonRoot: true
                     runAsUser: 10001
-                    runAsGroup: 10001\(gpuScheduling)
+                    runAsGroup: 10001
+                    seccompProfile: {type: RuntimeDefault}\(gpuScheduling)
                   containers:
                     - name: expert
                       image: \(options.gpu ? options.image.replacing(":latest", with: ":cuda") : options.image)
