@@ -172,9 +172,14 @@ public struct KubernetesRender: Sendable {
                       readinessProbe:
                         grpc: {port: 7000}
                         periodSeconds: 5
+                      # Liveness is the process's alone (its port answers): an expert waiting for its coordinator
+                      # is NOT_SERVING, not dead. The startup probe gives loading the weights 10 minutes.
+                      startupProbe:
+                        tcpSocket: {port: 7000}
+                        periodSeconds: 5
+                        failureThreshold: 120
                       livenessProbe:
-                        grpc: {port: 7000}
-                        initialDelaySeconds: 60
+                        tcpSocket: {port: 7000}
                         periodSeconds: 10
                         failureThreshold: 6
                       resources:
