@@ -45,6 +45,10 @@ struct mm_server_call final : public grpc::ServerGenericBidiReactor {
     ~mm_server_call() override { live_objects().server_calls.fetch_sub(1); }
     /// Starts the next queued write, or the pending finish; called without `mutex_` held (a reaction may run inline).
     void pump();
+    /// Starts the next read unless the call is finishing: no operation may start after Finish (the core's call would
+    /// be unreffed once too often: `ref_counted.h: prior > 0`). A finish asked for meanwhile waits until StartRead
+    /// has returned, then `pump` sends it.
+    void read_next();
 
     mm_server *server_;
     grpc::GenericCallbackServerContext *context_;
@@ -60,6 +64,7 @@ struct mm_server_call final : public grpc::ServerGenericBidiReactor {
     bool finish_with_last_write_ = false;
     bool finished_ = false;  // Finish (or StartWriteAndFinish) called
     bool broken_ = false;    // a write failed or the call was cancelled: nothing more is sent
+    bool starting_read_ = false;  // StartRead is being called: Finish waits for it
     grpc::Status finish_status_;
 };
 
@@ -141,7 +146,21 @@ mm_server_call::mm_server_call(mm_server *server, grpc::GenericCallbackServerCon
     call_context_ = server->callbacks.on_call(
         server->callbacks.context, this, method.data(), method.size(), metadata.data(), metadata.size(), remaining,
         peer_.data(), peer_.size());
+    read_next();
+}
+
+void mm_server_call::read_next() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (finished_ || finish_requested_) return;
+        starting_read_ = true;
+    }
     StartRead(&incoming_);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        starting_read_ = false;
+    }
+    pump();
 }
 
 void mm_server_call::OnReadDone(bool ok) {
@@ -154,7 +173,7 @@ void mm_server_call::OnReadDone(bool ok) {
         server_->callbacks.on_message(call_context_, bytes.data(), bytes.size());
     }
     incoming_.Clear();
-    StartRead(&incoming_);
+    read_next();
 }
 
 void mm_server_call::write(const uint8_t *bytes, size_t length, bool then_finish) {
@@ -190,9 +209,11 @@ void mm_server_call::pump() {
         if (writing_ || finished_) return;
         if (broken_) outgoing_.clear();
         if (!outgoing_.empty()) {
+            bool finishes = outgoing_.size() == 1 && finish_with_last_write_;
+            if (finishes && starting_read_) return;  // `read_next` pumps again once its StartRead has returned
             writing_ = true;
             message = &outgoing_.front();
-            if (outgoing_.size() == 1 && finish_with_last_write_) {
+            if (finishes) {
                 finished_ = true;
                 action = write_and_finish;
                 status = finish_status_;
@@ -200,6 +221,7 @@ void mm_server_call::pump() {
                 action = write;
             }
         } else if (finish_requested_) {
+            if (starting_read_) return;  // `read_next` pumps again once its StartRead has returned
             finished_ = true;
             action = finish;
             status = finish_status_;
