@@ -98,6 +98,21 @@ public struct KubernetesRender: Sendable {
                   containers:
                     - name: coordinator
                       args: [\(arguments.map(Self.quoted).joined(separator: ", "))]
+            ---
+            # Least privilege: the scale subresource of these Deployments alone (the base allows it on any), and
+            # patching pods (a drained pod's deletion cost; their names are not known in advance).
+            apiVersion: rbac.authorization.k8s.io/v1
+            kind: Role
+            metadata:
+              name: moemesh-coordinator
+            rules:
+              - apiGroups: ["apps"]
+                resources: ["deployments/scale"]
+                resourceNames: [\(self.groups.map { Self.quoted($0.name) }.joined(separator: ", "))]
+                verbs: ["get", "patch"]
+              - apiGroups: [""]
+                resources: ["pods"]
+                verbs: ["patch"]
 
             """
     }

@@ -124,5 +124,9 @@ struct PlacementPlannerTests {
         #expect(experts.contains(#""--experts", "0:0,0:5""#) && experts.contains(#""--experts", "0:1,0:2""#))
         #expect(experts.contains("replicas: 3") && experts.contains("replicas: 1"))
         #expect(files["coordinator-scaler.yaml"]?.contains("moemesh-expert-l0-g0=0:0,0:5") == true)
+        // The coordinator's Role names exactly these Deployments.
+        #expect(
+            files["coordinator-scaler.yaml"]?.contains(
+                #"resourceNames: ["moemesh-expert-l0-g0", "moemesh-expert-l0-g1"]"#) == true)
     }
 }
