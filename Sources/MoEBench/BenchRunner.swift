@@ -187,15 +187,14 @@ public struct BenchRunner: Sendable {
         _ body: @Sendable (LocalMesh.Started, Int) async throws -> Void
     ) async throws {
         let configuration = self.configuration
-        let metricsPort = Loopback.freePort()
         // The started mesh, or nil if it ended before it was ready.
         let started = SetOnce<LocalMesh.Started?>()
         var meshConfiguration = LocalMesh.Configuration(
             executable: configuration.executable, modelPath: modelPath, expertThreads: configuration.expertThreads,
             routerPort: 0,
             routerArguments: [
-                "--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue, "--http-port",
-                String(metricsPort),
+                // Any free port, read from the router's ready line: a port chosen here could be taken meanwhile.
+                "--log-level", "warning", "--expert-wire-dtype", configuration.wireDType.rawValue, "--http-port", "0",
             ] + configuration.routerArguments,
             expertArguments: ["--precision", configuration.precision.rawValue],
             unixSockets: configuration.unixSockets)
@@ -210,10 +209,12 @@ public struct BenchRunner: Sendable {
                 try await meshGroup.run()
             }
             do {
-                guard let ready = await started.wait() ?? nil else {
+                guard let ready = await started.wait() ?? nil,
+                    let metrics = await ready.processes.last?.waitForReadyLine(role: "http", timeout: .seconds(60))
+                else {
                     throw LocalMesh.StartError.childNotReady(name: "bench mesh", status: nil)
                 }
-                try await body(ready, metricsPort)
+                try await body(ready, metrics.port)
             } catch {
                 await meshGroup.triggerGracefulShutdown()
                 try? await group.waitForAll()

@@ -37,8 +37,9 @@ public struct RouterService: Sendable {
     public let expertPrecisions: @Sendable () -> [ExpertAddress: [String: Int]]
     /// Refuses at once what cannot meet its deadline, and bounds the request bytes in flight; nil: admits all.
     public let loadShedder: LoadShedder?
-    /// Each layer's gate probe (`GateProbes`), answered in `DescribeModel` so clients can tell which model this is.
-    let gateProbes: [String: [Float]]
+    /// Each layer's gate probe, answered in `DescribeModel` so clients can tell which model this is, and compared
+    /// with what `--expert` services report.
+    public let gateProbes: GateProbes
 
     public init(
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
@@ -58,8 +59,7 @@ public struct RouterService: Sendable {
         self.hiddenSize = hiddenSize
         self.pipelines = Dictionary(uniqueKeysWithValues: pipelines.map { ($0.spec.name, $0) })
         self.layerNames = pipelines.map(\.spec.name)
-        self.gateProbes = Dictionary(
-            uniqueKeysWithValues: pipelines.map { ($0.spec.name, GateProbes.probe($0.router.weight)) })
+        self.gateProbes = GateProbes(layers: pipelines.map { ($0.spec.name, GateProbes.probe($0.router.weight)) })
         self.executor = executor
         self.balance = BalanceLedger()
         self.routingSummary = routingSummary
@@ -169,6 +169,7 @@ extension RouterService {
         var response = Moemesh_V1_DescribeModelResponse()
         response.modelType = self.modelType
         response.hiddenSize = Int32(self.hiddenSize)
+        let probes = Dictionary(self.gateProbes.layers.map { ($0.name, $0.values) }) { first, _ in first }
         response.layers = self.layerNames.compactMap { name in
             guard let spec = self.pipelines[name]?.spec else { return nil }
             var layer = Moemesh_V1_MoELayer()
@@ -176,7 +177,7 @@ extension RouterService {
             layer.numExperts = Int32(spec.numExperts)
             layer.topK = Int32(spec.topK)
             layer.sharedExpert = spec.sharedExpert != nil
-            layer.gateProbe = self.gateProbes[name] ?? []
+            layer.gateProbe = probes[name] ?? []
             return layer
         }
         response.routing = self.routingSummary

@@ -75,8 +75,8 @@ public func buildRouterServices(
     listening.set(ServiceEndpoint(host: serving.host, port: dataPlane.port))
     let server = DataPlaneServerService(server: dataPlane, health: health, drainTimeout: serving.drainTimeout)
     let startup = RouterStartup(
-        configuration: configuration, checkpoint: checkpoint, connections: connections, topology: topology,
-        listening: listening, logger: logger
+        configuration: configuration, checkpoint: checkpoint, gateProbes: service.gateProbes,
+        connections: connections, topology: topology, listening: listening, logger: logger
     ) { endpoint in
         readiness.setReady()
         health.setAll(.serving)
@@ -100,6 +100,8 @@ extension CoordinatorLink: Service {}
 struct RouterStartup: Service {
     let configuration: RouterConfiguration
     let checkpoint: MoECheckpoint
+    /// The router's own (`RouterService.gateProbes`): an `--expert` service of another model is refused.
+    let gateProbes: GateProbes
     let connections: ExpertConnections
     let topology: ExpertTopology
     let listening: SetOnce<ServiceEndpoint>
@@ -147,7 +149,6 @@ struct RouterStartup: Service {
         var replicas: [ExpertAddress: [ExpertReplica]] = [:]
         var precisions: [ExpertAddress: [String: Int]] = [:]
         var waiting = endpoints
-        let probes = try GateProbes(checkpoint: checkpoint)
         while !waiting.isEmpty {
             var stillWaiting: [ServiceEndpoint] = []
             for endpoint in waiting {
@@ -168,7 +169,8 @@ struct RouterStartup: Service {
                             + "got \(description.modelType) with hidden size \(description.hiddenSize)")
                 }
                 if !description.gateProbes.isEmpty,
-                    let reason = probes.mismatch(GateProbes(description.gateProbes), source: "the expert service")
+                    let reason = self.gateProbes.mismatch(
+                        GateProbes(description.gateProbes), source: "the expert service")
                 {
                     throw RouterStartupError.modelMismatch(endpoint, reason: reason)
                 }

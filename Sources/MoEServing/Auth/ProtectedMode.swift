@@ -41,8 +41,11 @@ extension ServingConfiguration {
     /// Whether `host` names only this machine's loopback.
     public var listensOnLoopbackOnly: Bool { ["127.0.0.1", "localhost", "::1"].contains(self.host) }
 
-    /// Protected mode applies: listening beyond loopback with neither TLS nor tokens, and not `insecure`.
-    public var isProtected: Bool {
-        !self.insecure && self.tls == nil && self.acceptedTokens == nil && !self.listensOnLoopbackOnly
+    /// Listening beyond loopback with neither TLS nor tokens: anyone who reaches the port is taken for a member.
+    public var isOpenBeyondLoopback: Bool {
+        self.tls == nil && self.acceptedTokens == nil && !self.listensOnLoopbackOnly
     }
+
+    /// Protected mode applies: open beyond loopback, and not `insecure`.
+    public var isProtected: Bool { !self.insecure && self.isOpenBeyondLoopback }
 }

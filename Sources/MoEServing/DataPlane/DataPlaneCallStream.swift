@@ -98,14 +98,16 @@ public final class DataPlaneCallStream<Request: SwiftProtobuf.Message, Response:
             while true {
                 try? await Task.sleep(for: idle / 4)
                 if Task.isCancelled { return }  // the call was cancelled: nothing left to end
-                let end = self.state.withLock { state in
+                // nil: keep watching; false: the stream ended otherwise; true: idle, end it here.
+                let end: Bool? = self.state.withLock { state in
                     if state.finished { return false }
-                    guard state.inFlight == 0, ContinuousClock.now - state.lastCall >= idle else { return false }
+                    guard state.inFlight == 0, ContinuousClock.now - state.lastCall >= idle else { return nil }
                     state.finished = true
                     return true
                 }
+                guard let end else { continue }
                 if end { self.stream.finish(Self.shuttingDown) }
-                if self.state.withLock({ $0.finished }) { return }
+                return
             }
         }
     }

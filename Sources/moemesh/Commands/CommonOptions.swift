@@ -225,7 +225,7 @@ extension ServingConfiguration {
 extension ServingConfiguration {
     /// Says at start whether registrations and admin calls are taken from other hosts (see `isProtected`).
     func reportProtectedMode(_ logger: Logger) {
-        guard self.tls == nil, self.acceptedTokens == nil, !self.listensOnLoopbackOnly else { return }
+        guard self.isOpenBeyondLoopback else { return }
         if self.insecure {
             logger.warning(
                 "--insecure: any host that reaches this port can register replicas, drain them and prune experts",

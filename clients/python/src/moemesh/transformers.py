@@ -162,7 +162,7 @@ def model_differences(
             continue
         if isinstance(local_top_k, int) and served.top_k and local_top_k != served.top_k:
             differences.append(f"layer {served.name}: the mesh routes top-{served.top_k}, this model top-{local_top_k}")
-        local_shared = any(name.startswith("shared_expert") for name, _ in block.named_children())
+        local_shared = any(child.startswith("shared_expert") for child, _ in block.named_children())
         if local_shared != served.shared_expert:
             differences.append(
                 f"layer {served.name}: the mesh's has {'a' if served.shared_expert else 'no'} shared expert, "
