@@ -9,11 +9,7 @@
 #define MMQ_X86 1
 #endif
 
-// Tiles: 4 weight rows × 2 activation rows at a time (8 accumulators), so each weight vector is loaded and widened
-// once per pair of activation rows, and each activation vector once per 4 weight rows.
-enum { TILE_J = 4, TILE_R = 2 };
-
-// ---- scalar -------------------------------------------------------------------------------------------------------
+// ---- widening one weight -----------------------------------------------------------------------------------------
 
 static inline float bf16_to_float(uint16_t bits) {
     uint32_t widened = (uint32_t)bits << 16;
@@ -22,133 +18,146 @@ static inline float bf16_to_float(uint16_t bits) {
     return value;
 }
 
-static void bf16_scalar(const float *x, size_t m, const uint16_t *w, size_t n0, size_t n1, size_t k, float *y,
-                        size_t ldy) {
-    for (size_t j = n0; j < n1; j++) {
-        const uint16_t *row = w + j * k;
-        for (size_t r = 0; r < m; r++) {
-            const float *xr = x + r * k;
-            float sum = 0;
-            for (size_t kk = 0; kk < k; kk++) sum += xr[kk] * bf16_to_float(row[kk]);
-            y[r * ldy + j] = sum;
-        }
-    }
-}
+#define F32_WIDEN(value) (value)
+#define INT8_WIDEN(value) ((float)(value))
 
-static void int8_scalar(const float *x, size_t m, const int8_t *q, const float *scales, size_t n0, size_t n1,
-                        size_t k, float *y, size_t ldy) {
-    for (size_t j = n0; j < n1; j++) {
-        const int8_t *row = q + j * k;
-        for (size_t r = 0; r < m; r++) {
-            const float *xr = x + r * k;
-            float sum = 0;
-            for (size_t kk = 0; kk < k; kk++) sum += xr[kk] * (float)row[kk];
-            y[r * ldy + j] = sum * scales[j];
-        }
-    }
-}
+// ---- portable C (the compiler may still vectorise it for the baseline ISA) -----------------------------------------
+
+static inline float scalar_fma(float a, float b, float c) { return a * b + c; }
+
+#define MMQ_TARGET
+#define MMQ_V float
+#define MMQ_LANES 1
+#define MMQ_ZERO() 0.0f
+#define MMQ_LOADX(p) (*(p))
+#define MMQ_FMA scalar_fma
+#define MMQ_SUM(v) (v)
+#define MMQ_ROWS 4
+
+#define MMQ_FN f32_scalar
+#define MMQ_W float
+#define MMQ_LOADW(p) (*(p))
+#define MMQ_WIDEN F32_WIDEN
+#include "matmul_tiled.h"
+
+#define MMQ_FN bf16_scalar
+#define MMQ_W uint16_t
+#define MMQ_LOADW(p) bf16_to_float(*(p))
+#define MMQ_WIDEN bf16_to_float
+#include "matmul_tiled.h"
+
+#define MMQ_FN int8_scalar
+#define MMQ_W int8_t
+#define MMQ_LOADW(p) ((float)*(p))
+#define MMQ_WIDEN INT8_WIDEN
+#include "matmul_tiled.h"
+
+#undef MMQ_TARGET
+#undef MMQ_V
+#undef MMQ_LANES
+#undef MMQ_ZERO
+#undef MMQ_LOADX
+#undef MMQ_FMA
+#undef MMQ_SUM
+#undef MMQ_ROWS
 
 #ifdef MMQ_X86
 
-// ---- AVX2 + FMA ---------------------------------------------------------------------------------------------------
+// ---- AVX2 + FMA: 8 lanes, 16 registers (8 accumulators, 4 weight vectors, 1 activation vector) --------------------
 
-__attribute__((target("avx2,fma"))) static inline __m256 bf16x8(const uint16_t *p) {
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX2 static inline __m256 bf16x8(const uint16_t *p) {
     __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-__attribute__((target("avx2,fma"))) static inline __m256 int8x8(const int8_t *p) {
+AVX2 static inline __m256 int8x8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-__attribute__((target("avx2,fma"))) static inline float sum8(__m256 v) {
+AVX2 static inline float sum8(__m256 v) {
     __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     half = _mm_add_ps(half, _mm_movehl_ps(half, half));
     half = _mm_add_ss(half, _mm_movehdup_ps(half));
     return _mm_cvtss_f32(half);
 }
 
-// One tiled body for every instruction set and storage type: V is the vector type of LANES floats, with ZERO(),
-// LOADU(p), FMA(a, b, c) and SUM(v) its operations; LOAD(p) widens LANES weights to f32, SCALAR_W one weight of the
-// tail, SCALE(j) is row j's factor. Leaves j at the first weight row it did not do (the caller's scalar tail).
-#define MMQ_TILED_BODY(V, LANES, ZERO, LOADU, FMA, SUM, WTYPE, LOAD, SCALAR_W, SCALE)                                 \
-    size_t j = n0;                                                                                                    \
-    const size_t kv = k - k % (LANES);                                                                                \
-    for (; j + TILE_J <= n1; j += TILE_J) {                                                                           \
-        const WTYPE *w0 = w + j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;                                        \
-        for (size_t r = 0; r < m; r += TILE_R) {                                                                      \
-            const int pair = r + 1 < m;                                                                               \
-            const float *xa = x + r * k, *xb = pair ? xa + k : xa;                                                    \
-            V a0 = ZERO(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;                             \
-            for (size_t kk = 0; kk < kv; kk += (LANES)) {                                                             \
-                V va = LOADU(xa + kk), vb = LOADU(xb + kk);                                                           \
-                V v0 = LOAD(w0 + kk), v1 = LOAD(w1 + kk), v2 = LOAD(w2 + kk), v3 = LOAD(w3 + kk);                     \
-                a0 = FMA(va, v0, a0), a1 = FMA(va, v1, a1), a2 = FMA(va, v2, a2), a3 = FMA(va, v3, a3);               \
-                b0 = FMA(vb, v0, b0), b1 = FMA(vb, v1, b1), b2 = FMA(vb, v2, b2), b3 = FMA(vb, v3, b3);               \
-            }                                                                                                         \
-            float sa[4] = {SUM(a0), SUM(a1), SUM(a2), SUM(a3)}, sb[4] = {SUM(b0), SUM(b1), SUM(b2), SUM(b3)};         \
-            const WTYPE *rows[4] = {w0, w1, w2, w3};                                                                  \
-            for (size_t kk = kv; kk < k; kk++)                                                                        \
-                for (int t = 0; t < 4; t++) {                                                                         \
-                    sa[t] += xa[kk] * SCALAR_W(rows[t][kk]);                                                          \
-                    sb[t] += xb[kk] * SCALAR_W(rows[t][kk]);                                                          \
-                }                                                                                                     \
-            for (int t = 0; t < 4; t++) {                                                                             \
-                y[r * ldy + j + t] = sa[t] * SCALE(j + t);                                                            \
-                if (pair) y[(r + 1) * ldy + j + t] = sb[t] * SCALE(j + t);                                            \
-            }                                                                                                         \
-        }                                                                                                             \
-    }
+#define MMQ_TARGET AVX2
+#define MMQ_V __m256
+#define MMQ_LANES 8
+#define MMQ_ZERO _mm256_setzero_ps
+#define MMQ_LOADX _mm256_loadu_ps
+#define MMQ_FMA _mm256_fmadd_ps
+#define MMQ_SUM sum8
+#define MMQ_ROWS 2
 
-#define MMQ_AVX2_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                   \
-    MMQ_TILED_BODY(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, sum8, WTYPE, LOAD, SCALAR_W, SCALE)
+#define MMQ_FN f32_avx2
+#define MMQ_W float
+#define MMQ_LOADW _mm256_loadu_ps
+#define MMQ_WIDEN F32_WIDEN
+#include "matmul_tiled.h"
 
-#define BF16_SCALE(j) 1.0f
-#define INT8_SCALE(j) scales[j]
-#define INT8_W(value) ((float)(value))
+#define MMQ_FN bf16_avx2
+#define MMQ_W uint16_t
+#define MMQ_LOADW bf16x8
+#define MMQ_WIDEN bf16_to_float
+#include "matmul_tiled.h"
 
-__attribute__((target("avx2,fma"))) static void bf16_avx2(const float *x, size_t m, const uint16_t *w, size_t n0,
-                                                          size_t n1, size_t k, float *y, size_t ldy) {
-    MMQ_AVX2_BODY(uint16_t, bf16x8, bf16_to_float, BF16_SCALE)
-    bf16_scalar(x, m, w, j, n1, k, y, ldy);
-}
+#define MMQ_FN int8_avx2
+#define MMQ_W int8_t
+#define MMQ_LOADW int8x8
+#define MMQ_WIDEN INT8_WIDEN
+#include "matmul_tiled.h"
 
-__attribute__((target("avx2,fma"))) static void int8_avx2(const float *x, size_t m, const int8_t *q,
-                                                          const float *scales, size_t n0, size_t n1, size_t k,
-                                                          float *y, size_t ldy) {
-    const int8_t *w = q;
-    MMQ_AVX2_BODY(int8_t, int8x8, INT8_W, INT8_SCALE)
-    int8_scalar(x, m, q, scales, j, n1, k, y, ldy);
-}
+#undef MMQ_TARGET
+#undef MMQ_V
+#undef MMQ_LANES
+#undef MMQ_ZERO
+#undef MMQ_LOADX
+#undef MMQ_FMA
+#undef MMQ_SUM
+#undef MMQ_ROWS
 
-// ---- AVX-512 F ----------------------------------------------------------------------------------------------------
+// ---- AVX-512 F: 16 lanes, 32 registers (16 accumulators, 4 weight vectors, 1 activation vector) -------------------
 
-__attribute__((target("avx512f"))) static inline __m512 bf16x16(const uint16_t *p) {
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __m512 bf16x16(const uint16_t *p) {
     __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
 
-__attribute__((target("avx512f"))) static inline __m512 int8x16(const int8_t *p) {
+AVX512 static inline __m512 int8x16(const int8_t *p) {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
 }
 
-#define MMQ_AVX512_BODY(WTYPE, LOAD, SCALAR_W, SCALE)                                                                 \
-    MMQ_TILED_BODY(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_reduce_add_ps, WTYPE, LOAD, \
-                   SCALAR_W, SCALE)
+#define MMQ_TARGET AVX512
+#define MMQ_V __m512
+#define MMQ_LANES 16
+#define MMQ_ZERO _mm512_setzero_ps
+#define MMQ_LOADX _mm512_loadu_ps
+#define MMQ_FMA _mm512_fmadd_ps
+#define MMQ_SUM _mm512_reduce_add_ps
+#define MMQ_ROWS 4
 
-__attribute__((target("avx512f"))) static void bf16_avx512(const float *x, size_t m, const uint16_t *w, size_t n0,
-                                                            size_t n1, size_t k, float *y, size_t ldy) {
-    MMQ_AVX512_BODY(uint16_t, bf16x16, bf16_to_float, BF16_SCALE)
-    bf16_scalar(x, m, w, j, n1, k, y, ldy);
-}
+#define MMQ_FN f32_avx512
+#define MMQ_W float
+#define MMQ_LOADW _mm512_loadu_ps
+#define MMQ_WIDEN F32_WIDEN
+#include "matmul_tiled.h"
 
-__attribute__((target("avx512f"))) static void int8_avx512(const float *x, size_t m, const int8_t *q,
-                                                            const float *scales, size_t n0, size_t n1, size_t k,
-                                                            float *y, size_t ldy) {
-    const int8_t *w = q;
-    MMQ_AVX512_BODY(int8_t, int8x16, INT8_W, INT8_SCALE)
-    int8_scalar(x, m, q, scales, j, n1, k, y, ldy);
-}
+#define MMQ_FN bf16_avx512
+#define MMQ_W uint16_t
+#define MMQ_LOADW bf16x16
+#define MMQ_WIDEN bf16_to_float
+#include "matmul_tiled.h"
+
+#define MMQ_FN int8_avx512
+#define MMQ_W int8_t
+#define MMQ_LOADW int8x16
+#define MMQ_WIDEN INT8_WIDEN
+#include "matmul_tiled.h"
 
 #endif  // MMQ_X86
 
@@ -179,22 +188,31 @@ const char *mmq_path_name(int path) {
     }
 }
 
+// Every product goes through here: the widest supported path not wider than `path`.
+#ifdef MMQ_X86
+#define MMQ_DISPATCH(TYPE, ...)                                                                                       \
+    do {                                                                                                              \
+        if (path == MMQ_PATH_AVX512 && mmq_path_supported(path)) return TYPE##_avx512(__VA_ARGS__);                   \
+        if (path == MMQ_PATH_AVX2 && mmq_path_supported(path)) return TYPE##_avx2(__VA_ARGS__);                       \
+        TYPE##_scalar(__VA_ARGS__);                                                                                   \
+    } while (0)
+#else
+#define MMQ_DISPATCH(TYPE, ...) TYPE##_scalar(__VA_ARGS__)
+#endif
+
+void mmq_f32_matmul_t(int path, const float *x, size_t m, const float *w, size_t n0, size_t n1, size_t k, float *y,
+                      size_t ldy) {
+    MMQ_DISPATCH(f32, x, m, w, NULL, n0, n1, k, y, ldy);
+}
+
 void mmq_bf16_matmul_t(int path, const float *x, size_t m, const uint16_t *w, size_t n0, size_t n1, size_t k,
                        float *y, size_t ldy) {
-#ifdef MMQ_X86
-    if (path == MMQ_PATH_AVX512 && mmq_path_supported(path)) return bf16_avx512(x, m, w, n0, n1, k, y, ldy);
-    if (path == MMQ_PATH_AVX2 && mmq_path_supported(path)) return bf16_avx2(x, m, w, n0, n1, k, y, ldy);
-#endif
-    bf16_scalar(x, m, w, n0, n1, k, y, ldy);
+    MMQ_DISPATCH(bf16, x, m, w, NULL, n0, n1, k, y, ldy);
 }
 
 void mmq_int8_matmul_t(int path, const float *x, size_t m, const int8_t *q, const float *scales, size_t n0,
                        size_t n1, size_t k, float *y, size_t ldy) {
-#ifdef MMQ_X86
-    if (path == MMQ_PATH_AVX512 && mmq_path_supported(path)) return int8_avx512(x, m, q, scales, n0, n1, k, y, ldy);
-    if (path == MMQ_PATH_AVX2 && mmq_path_supported(path)) return int8_avx2(x, m, q, scales, n0, n1, k, y, ldy);
-#endif
-    int8_scalar(x, m, q, scales, n0, n1, k, y, ldy);
+    MMQ_DISPATCH(int8, x, m, q, scales, n0, n1, k, y, ldy);
 }
 
 // ---- conversions --------------------------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ public enum BenchReport {
         "{\"shape\": \"kernels\", \"tokens\": \(kernel.tokens), \"gate_us\": \(Format.fixed(kernel.gateMicroseconds, 1)), "
             + "\"dispatch_us\": \(Format.fixed(kernel.dispatchMicroseconds, 1)), \"combine_us\": \(Format.fixed(kernel.combineMicroseconds, 1)), "
             + "\"ffn_gflops\": \(Format.fixed(kernel.ffnGFLOPS, 1)), \"sgemm_gflops\": \(Format.fixed(kernel.sgemmGFLOPS, 1)), "
-            + "\"ffn_over_sgemm\": \(Format.fixed(kernel.ffnOverSgemm, 3))}"
+            + "\"ffn_over_sgemm\": \(Format.fixed(kernel.ffnOverSgemm, 3)), "
+            + "\"ffn_weight_gb_per_s\": \(Format.fixed(kernel.ffnWeightGigabytesPerSecond, 2)), "
+            + "\"sgemv_weight_gb_per_s\": \(Format.fixed(kernel.sgemvWeightGigabytesPerSecond, 2))}"
     }
 
     public static func json(_ fault: FaultResult) -> String {
@@ -103,7 +105,8 @@ public enum BenchReport {
     }
 
     public static let kernelHeader = [
-        "T", "gate µs", "dispatch µs", "combine µs", "FFN GFLOP/s", "sgemm GFLOP/s", "FFN/sgemm",
+        "T", "gate µs", "dispatch µs", "combine µs", "FFN GFLOP/s", "sgemm GFLOP/s", "FFN/sgemm", "FFN weight GB/s",
+        "sgemv GB/s",
     ]
 
     public static func row(_ kernel: KernelResult) -> [String] {
@@ -111,7 +114,8 @@ public enum BenchReport {
             "\(kernel.tokens)", Format.fixed(kernel.gateMicroseconds, 1), Format.fixed(kernel.dispatchMicroseconds, 1),
             Format.fixed(kernel.combineMicroseconds, 1), Format.fixed(kernel.ffnGFLOPS, 1),
             Format.fixed(kernel.sgemmGFLOPS, 1),
-            Format.fixed(kernel.ffnOverSgemm, 3),
+            Format.fixed(kernel.ffnOverSgemm, 3), Format.fixed(kernel.ffnWeightGigabytesPerSecond, 1),
+            Format.fixed(kernel.sgemvWeightGigabytesPerSecond, 1),
         ]
     }
 

@@ -101,6 +101,10 @@ public struct KernelResult: Sendable {
     public var combineMicroseconds: Double
     public var ffnGFLOPS: Double
     public var sgemmGFLOPS: Double
+    /// The expert's weight bytes ÷ its FFN time, and the same bytes ÷ `sgemv`'s time over them for one row (the
+    /// memory's speed as OpenBLAS reaches it; the same figure at every T).
+    public var ffnWeightGigabytesPerSecond: Double
+    public var sgemvWeightGigabytesPerSecond: Double
     public var ffnOverSgemm: Double { self.sgemmGFLOPS > 0 ? self.ffnGFLOPS / self.sgemmGFLOPS : 0 }
 }
 
@@ -522,11 +526,27 @@ public struct BenchRunner: Sendable {
             _ = BLAS.multiplyTransposed(hidden, gateUp)
             _ = BLAS.multiplyTransposed(intermediate, down)
         }
+        var gateUpOut = [Float](repeating: 0, count: 2 * i), downOut = [Float](repeating: 0, count: h)
+        let sgemvTime = time {
+            gateUp.values.withUnsafeBufferPointer { w in
+                gateUpOut.withUnsafeMutableBufferPointer { y in
+                    BLAS.multiplyVector(hidden.values, w.baseAddress!, into: y.baseAddress!, n: 2 * i, k: h)
+                }
+            }
+            down.values.withUnsafeBufferPointer { w in
+                downOut.withUnsafeMutableBufferPointer { y in
+                    BLAS.multiplyVector(intermediate.values, w.baseAddress!, into: y.baseAddress!, n: h, k: i)
+                }
+            }
+        }
         let flops = 2.0 * Double(tokens) * Double(h) * Double(3 * i)
+        let weightBytes = Double(3 * h * i * MemoryLayout<Float>.size)
         return KernelResult(
             tokens: tokens, gateMicroseconds: gateTime, dispatchMicroseconds: dispatchTime,
             combineMicroseconds: combineTime,
-            ffnGFLOPS: flops / ffnTime / 1e3, sgemmGFLOPS: flops / sgemmTime / 1e3)
+            ffnGFLOPS: flops / ffnTime / 1e3, sgemmGFLOPS: flops / sgemmTime / 1e3,
+            ffnWeightGigabytesPerSecond: weightBytes / ffnTime / 1e3,
+            sgemvWeightGigabytesPerSecond: weightBytes / sgemvTime / 1e3)
     }
 }
 

@@ -1,15 +1,16 @@
 import CQuantKernels
 import Dispatch
 import MoECore
+import Synchronization
 
 /// A weight matrix `W [rows, columns]` (`[out, in]`, as checkpoints store it) kept in its storage precision, and the
 /// product `Y [m, rows] = X [m, columns] · Wᵀ` over it with f32 activations and accumulation.
 ///
-/// f32 goes to OpenBLAS `sgemm`. bf16 and int8 are read as stored: for few rows (decode, `m ≤ directRowLimit`) by
-/// the kernels of `CQuantKernels`, which widen each weight in registers (bandwidth is the limit, and 2 or 1 bytes a
-/// weight are read instead of 4); for more rows (prefill) a block of weight rows at a time is widened into a small
-/// f32 buffer that `sgemm` then uses, so the widening costs `O(rows · columns)` against the GEMM's `O(m · rows ·
-/// columns)`.
+/// Few rows (decode, `m ≤ directRowLimit(precision)`) go to the direct kernels of `CQuantKernels`, which read each
+/// stored weight once for all rows (tiles of 4 weight rows × up to 4 activation rows; bf16 and int8 widened in
+/// registers), so a decode step streams the weights at the memory's speed. More rows (prefill) go to OpenBLAS
+/// `sgemm`: f32 directly; bf16 and int8 a block of weight rows at a time widened into a small f32 buffer, so the
+/// widening costs `O(rows · columns)` against the GEMM's `O(m · rows · columns)`.
 public struct WeightMatrix: Sendable {
     public enum Storage: Sendable {
         case f32([Float])
@@ -22,8 +23,13 @@ public struct WeightMatrix: Sendable {
     public let columns: Int
     public let storage: Storage
 
-    /// Most activation rows the direct kernels take; beyond it the weights are widened block by block for `sgemm`.
-    public static let directRowLimit = 128
+    /// Most activation rows the direct kernels take for weights stored in `precision`; beyond it `sgemm` is quicker
+    /// (it packs its operands first, which costs more than the product itself below this many rows). Measured by
+    /// `moemesh kernels decode` (BENCHMARKS.md, "Decode at the memory's speed"): f32 crosses over between 64 and
+    /// 128 rows, bf16 and int8 (which `sgemm` reaches only through a widened copy) above 128.
+    public static func directRowLimit(_ precision: WeightPrecision) -> Int {
+        precision == .f32 ? 64 : 128
+    }
     /// Bytes of f32 weights widened at a time on the prefill path (within L2/L3, and wide enough for sgemm).
     static let widenedBlockBytes = 4 << 20
 
@@ -107,39 +113,58 @@ public struct WeightMatrix: Sendable {
         }
     }
 
-    /// `y [m, rows] = x [m, columns] · Wᵀ`, both row-major.
+    /// The two ways a product is computed.
+    public enum ProductKernel: String, Sendable, CaseIterable {
+        /// `CQuantKernels`' direct kernels: each stored weight read once for all rows.
+        case direct
+        /// OpenBLAS `sgemm` (bf16 and int8 over blocks widened to f32).
+        case sgemm
+    }
+
+    /// `y [m, rows] = x [m, columns] · Wᵀ`, both row-major: the direct kernels up to `directRowLimit(precision)` rows,
+    /// `sgemm` beyond.
     public func multiply(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
+        let kernel: ProductKernel = m <= Self.directRowLimit(self.precision) ? .direct : .sgemm
+        self.multiply(x, rows: m, into: y, kernel: kernel)
+    }
+
+    /// `y [m, rows] = x [m, columns] · Wᵀ` on `kernel` (benchmarks compare the two).
+    public func multiply(
+        _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>, kernel: ProductKernel
+    ) {
         guard m > 0, self.rows > 0 else { return }
+        if kernel == .direct {
+            return self.multiplyDirect(x, rows: m, into: y, path: QuantizedKernelPath.best)
+        }
         switch self.storage {
         case .f32(let values):
             values.withUnsafeBufferPointer { w in
-                if m == 1 {
-                    BLAS.multiplyVector(x, w.baseAddress!, into: y, n: self.rows, k: self.columns)
-                } else {
-                    BLAS.multiplyTransposed(x, w.baseAddress!, into: y, m: m, n: self.rows, k: self.columns)
-                }
+                BLAS.multiplyTransposed(x, w.baseAddress!, into: y, m: m, n: self.rows, k: self.columns)
             }
         case .bf16, .int8:
-            if m <= Self.directRowLimit {
-                self.multiplyDirect(x, rows: m, into: y, path: QuantizedKernelPath.best)
-            } else {
-                self.multiplyWidened(x, rows: m, into: y)
-            }
+            self.multiplyWidened(x, rows: m, into: y)
         }
     }
 
-    /// The direct kernels on `path`, weight rows split over `BLAS.threadCount` threads.
+    /// The direct kernels on `path`, weight rows split over `BLAS.threadCount` threads. Each output row is the same
+    /// sequence of operations whatever `m` is: a row's answer alone and among others is equal bit for bit.
     func multiplyDirect(
         _ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>, path: QuantizedKernelPath
     ) {
         let n = self.rows, k = self.columns
-        // Whole tiles of 4 weight rows per thread; below ~64 K weights one thread is quicker than waking another.
+        // Below ~64 K weights one thread is quicker than waking another. Otherwise the weight rows go in pieces of
+        // whole 4-row tiles, 8 per thread, that each thread takes in turn: a worker that wakes late (tens of µs, a
+        // good part of a decode product) takes fewer pieces instead of leaving the caller to wait for its share.
         let threads = n * k < 65_536 ? 1 : max(1, min(BLAS.threadCount, n / 4))
-        let chunk = ((n + threads - 1) / threads + 3) & ~3
+        let chunk = max(4, ((n + threads * 8 - 1) / (threads * 8) + 3) & ~3)
         let operands = Operands(x: x, y: y)
         let run = { @Sendable (start: Int, end: Int) in
             let x = operands.x, y = operands.y
             switch self.storage {
+            case .f32(let values):
+                values.withUnsafeBufferPointer { w in
+                    mmq_f32_matmul_t(path.rawValue, x, m, w.baseAddress, start, end, k, y, n)
+                }
             case .bf16(let values):
                 values.withUnsafeBufferPointer { w in
                     mmq_bf16_matmul_t(path.rawValue, x, m, w.baseAddress, start, end, k, y, n)
@@ -150,13 +175,16 @@ public struct WeightMatrix: Sendable {
                         mmq_int8_matmul_t(path.rawValue, x, m, w.baseAddress, s.baseAddress, start, end, k, y, n)
                     }
                 }
-            case .f32: preconditionFailure("the direct kernels take bf16 or int8 weights")
             }
         }
         if threads == 1 { return run(0, n) }
-        DispatchQueue.concurrentPerform(iterations: threads) { part in
-            let start = part * chunk, end = min(n, start + chunk)
-            if start < end { run(start, end) }
+        let nextPiece = Atomic(0)
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in
+            while true {
+                let start = nextPiece.add(1, ordering: .relaxed).oldValue * chunk
+                guard start < n else { return }
+                run(start, min(n, start + chunk))
+            }
         }
     }
 

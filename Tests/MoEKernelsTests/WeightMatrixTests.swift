@@ -41,7 +41,7 @@ private func relativeError(_ got: [Float], _ want: [Double]) -> Double {
     return zip(got, want).map { abs(Double($0) - $1) }.max().map { $0 / scale } ?? 0
 }
 
-@Suite("Weight matrices in bf16 and int8")
+@Suite("Weight matrices in f32, bf16 and int8")
 struct WeightMatrixTests {
     /// (activation rows m, weight rows n, columns k): tails of every tile (n mod 4, k mod 8 and 16, odd m), and one
     /// big enough to split over threads (n · k ≥ 65,536).
@@ -52,7 +52,7 @@ struct WeightMatrixTests {
 
     @Test(
         "every kernel path this CPU has matches a naive f64 product of the dequantised weights (relative error ≤ 2e-5)",
-        arguments: [WeightPrecision.bf16, .int8], shapes)
+        arguments: [WeightPrecision.f32, .bf16, .int8], shapes)
     func directKernelsMatchReference(precision: WeightPrecision, shape: (m: Int, n: Int, k: Int)) throws {
         let matrix = try WeightMatrix(
             rows: shape.n, columns: shape.k, values: uniform(shape.n * shape.k, seed: 3), precision: precision)
@@ -75,7 +75,7 @@ struct WeightMatrixTests {
         arguments: [WeightPrecision.f32, .bf16, .int8])
     func widenedProductMatchesReference(precision: WeightPrecision) throws {
         // More rows than the direct kernels take; 300 weight rows in blocks of 128: two whole blocks and a tail.
-        let (m, n, k) = (WeightMatrix.directRowLimit + 7, 300, 72)
+        let (m, n, k) = (WeightMatrix.directRowLimit(precision) + 7, 300, 72)
         let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 5), precision: precision)
         let x = uniform(m * k, seed: 6)
         let want = naiveProduct(x, rows: m, naiveDequantized(matrix), n: n, k: k)
@@ -97,18 +97,43 @@ struct WeightMatrixTests {
     }
 
     @Test(
-        "f32: one row (sgemv) and several (sgemm) match the naive product (relative error ≤ 2e-5)", arguments: shapes)
-    func f32ProductMatchesReference(shape: (m: Int, n: Int, k: Int)) throws {
-        let matrix = try WeightMatrix(
-            rows: shape.n, columns: shape.k, values: uniform(shape.n * shape.k, seed: 7), precision: .f32)
-        let x = uniform(shape.m * shape.k, seed: 8, scale: 2)
-        let want = naiveProduct(x, rows: shape.m, naiveDequantized(matrix), n: shape.n, k: shape.k)
-        var y = [Float](repeating: .nan, count: shape.m * shape.n)
+        "every row count through multiply (1, 2–16, up to the direct limit, beyond it) matches the naive product",
+        arguments: [WeightPrecision.f32, .bf16, .int8], [1, 2, 3, 7, 16, 17, 64, 65, 129, 140])
+    func productMatchesReferenceForEveryRowCount(precision: WeightPrecision, m: Int) throws {
+        // Odd widths (tails of the 4-row tiles and of every vector width); relative error ≤ 2e-5.
+        let (n, k) = (67, 45)
+        let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 7), precision: precision)
+        let x = uniform(m * k, seed: 8, scale: 2)
+        let want = naiveProduct(x, rows: m, naiveDequantized(matrix), n: n, k: k)
+        var y = [Float](repeating: .nan, count: m * n)
         x.withUnsafeBufferPointer { x in
-            y.withUnsafeMutableBufferPointer { y in matrix.multiply(x.baseAddress!, rows: shape.m, into: y.baseAddress!)
-            }
+            y.withUnsafeMutableBufferPointer { y in matrix.multiply(x.baseAddress!, rows: m, into: y.baseAddress!) }
         }
         #expect(relativeError(y, want) <= 2e-5)
+    }
+
+    @Test(
+        "up to the direct limit a row's answer is the same bit for bit alone or among others (decode batches)",
+        arguments: [WeightPrecision.f32, .bf16, .int8])
+    func directProductIsBatchInvariant(precision: WeightPrecision) throws {
+        // Big enough to split over threads (n · k ≥ 65,536), with tails of the 4-row tiles and of 16 lanes.
+        let (n, k) = (259, 301)
+        let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 9), precision: precision)
+        let m = WeightMatrix.directRowLimit(precision)
+        let x = uniform(m * k, seed: 10)
+        func product(rows: Range<Int>) -> [Float] {
+            var y = [Float](repeating: .nan, count: rows.count * n)
+            x.withUnsafeBufferPointer { x in
+                y.withUnsafeMutableBufferPointer { y in
+                    matrix.multiply(x.baseAddress! + rows.lowerBound * k, rows: rows.count, into: y.baseAddress!)
+                }
+            }
+            return y
+        }
+        let all = product(rows: 0..<m)
+        for rows in [0..<1, 5..<6, 2..<4, 3..<10, 0..<16, (m - 1)..<m] {
+            #expect(product(rows: rows) == Array(all[(rows.lowerBound * n)..<(rows.upperBound * n)]), "rows \(rows)")
+        }
     }
 
     @Test("bf16 storage is round-to-nearest-even of each weight, bit for bit")

@@ -20,6 +20,13 @@ int mmq_path_supported(int path);
 /// "avx512", "avx2" or "scalar".
 const char *mmq_path_name(int path);
 
+/// `y[r * ldy + j] = Σ_k x[r * k + kk] · w[j * k + kk]` for r < m, n0 ≤ j < n1 (f32 weights).
+void mmq_f32_matmul_t(int path, const float *x, size_t m, const float *w, size_t n0, size_t n1, size_t k, float *y,
+                      size_t ldy);
+/// `y[r * ldy + j] = Σ_k x[r * k + kk] · w[j * k + kk]` for r < m, n0 ≤ j < n1: f32 weights, read once for all m
+/// rows (decode; `sgemm` packs its operands first, which costs more than the product below ~16 rows).
+void mmq_f32_matmul_t(int path, const float *x, size_t m, const float *w, size_t n0, size_t n1, size_t k, float *y,
+                      size_t ldy);
 /// `y[r * ldy + j] = Σ_k x[r * k + kk] · bf16(w[j * k + kk])` for r < m, n0 ≤ j < n1.
 void mmq_bf16_matmul_t(int path, const float *x, size_t m, const uint16_t *w, size_t n0, size_t n1, size_t k,
                        float *y, size_t ldy);

@@ -85,7 +85,7 @@ struct Forward: AsyncParsableCommand {
             let reference = try InProcessMoE(checkpoint: checkpoint, layers: [self.layer])
             let started = ContinuousClock.now
             let result = try await reference.forward(
-                layer: self.layer, hidden: try hidden.matrix(), request: Self.routingRequest(hidden, tokenIDs))
+                layer: self.layer, hidden: hidden.matrix(), request: Self.routingRequest(hidden, tokenIDs))
             self.report(hidden: hidden, routing: result.routing, time: ContinuousClock.now - started)
             print("computed in process: OpenBLAS \(BLASKernelSet.current), \(BLAS.threadCount) threads")
             if self.balance { self.printBalance(Moemesh_V1_BalanceStats(result.balance, layer: self.layer)) }

@@ -9,10 +9,12 @@ import MoEServing
 #endif
 
 /// `moemesh kernels check|bench`: the expert kernels of a device, alone.
-struct Kernels: ParsableCommand {
+struct Kernels: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check or time the expert kernels of a device (CUDA against the CPU backend; CPU precisions).",
-        subcommands: [KernelsCheck.self, KernelsBench.self, KernelsPrecision.self])
+        subcommands: [
+            KernelsCheck.self, KernelsBench.self, KernelsPrecision.self, KernelsDecode.self, KernelsLayer.self,
+        ])
 }
 
 /// Parses `--device` for the kernel commands: CUDA only.
@@ -170,6 +172,80 @@ struct KernelsPrecision: ParsableCommand {
                         + pad(DecimalFormat.fixed(row.speedup, 2), 8)
                         + pad(String(format: "%.2e", row.relativeError), 20))
                 fflush(nil)
+            }
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+}
+
+struct KernelsDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode",
+        abstract: "Weight GB/s of a SwiGLU expert on the CPU per precision and row count, against sgemv's.",
+        discussion: """
+            Distinct experts called in turn, so that weights come from memory. Per precision and row count, taking \
+            turns call by call (medians): sgemv over the expert's f32 weights for one row (the memory's speed as \
+            OpenBLAS reaches it), the forward pass as served with its weight GB/s and that over sgemv's, its time \
+            over the same precision's at the first row count, and the three products alone on the direct kernels \
+            and on sgemm. Ends with the largest row count at which the direct kernels were still the quicker, \
+            against the limit the products use (WeightMatrix.directRowLimit).
+            """)
+
+    @Option(help: "Hidden size H.") var hidden: Int = 1024
+    @Option(help: "Expert intermediate size I.") var intermediate: Int = 2816
+    @Option(help: "Row counts, comma-separated.") var tokens: String = "1,2,4,8,16,32,64,128,256"
+    @Option(help: "Precisions, comma-separated: f32, bf16, int8.") var precisions: String = "f32,bf16,int8"
+    @Option(help: "Distinct experts called in turn (16 of H=1024, I=2816 hold 138–553 MiB: beyond any L3 cache).")
+    var experts: Int = 16
+    @Option(help: "Seconds of timed runs per case.") var seconds: Double = 0.5
+    @Option(help: "Threads (default: one per core).") var threads: Int?
+
+    func run() throws {
+        let tokens = try Bench.integers(self.tokens, option: "--tokens")
+        let precisions = try self.precisions.split(separator: ",").map { text in
+            guard let precision = WeightPrecision(rawValue: String(text)), precision != .fp8 else {
+                throw ValidationError("--precisions: expected f32, bf16 or int8, got '\(text)'")
+            }
+            return precision
+        }
+        guard self.hidden > 0, self.intermediate > 0, self.seconds > 0, self.experts > 0 else {
+            throw ValidationError("--hidden, --intermediate, --seconds, --experts: expected positive values")
+        }
+        if let threads = self.threads { BLAS.threadCount = threads }
+        print(CPUExpertBackend().summary + ", \(BLAS.threadCount) threads")
+        print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), \(self.experts) experts called in turn")
+        print(
+            "precision  rows   sgemv µs   sgemv GB/s    FFN µs   weights GB/s   × sgemv   × rows=\(tokens[0])   "
+                + "direct µs   sgemm µs   served")
+        var firstTime: [WeightPrecision: Double] = [:]
+        do {
+            let rows = try DecodeKernelBenchmark.run(
+                hidden: self.hidden, intermediate: self.intermediate, tokens: tokens, precisions: precisions,
+                experts: self.experts, seconds: self.seconds
+            ) { row in
+                let first = firstTime[row.precision] ?? row.ffnMicroseconds
+                firstTime[row.precision] = first
+                print(
+                    pad(row.precision.rawValue, 9) + pad("\(row.tokens)", 6)
+                        + pad(DecimalFormat.fixed(row.sgemvMicroseconds, 0), 11)
+                        + pad(DecimalFormat.fixed(row.sgemvGigabytesPerSecond, 1), 13)
+                        + pad(DecimalFormat.fixed(row.ffnMicroseconds, 0), 10)
+                        + pad(DecimalFormat.fixed(row.weightGigabytesPerSecond, 1), 15)
+                        + pad(DecimalFormat.fixed(row.weightGigabytesPerSecond / row.sgemvGigabytesPerSecond, 2), 10)
+                        + pad(DecimalFormat.fixed(row.ffnMicroseconds / first, 2), 12)
+                        + pad(DecimalFormat.fixed(row.directMicroseconds, 0), 12)
+                        + pad(DecimalFormat.fixed(row.sgemmMicroseconds, 0), 11)
+                        + pad(row.served.rawValue, 9))
+                fflush(nil)
+            }
+            for precision in precisions {
+                let measured =
+                    DecodeKernelBenchmark.crossover(rows, precision).map { "direct quicker up to \($0) rows" }
+                    ?? "sgemm quicker from the first row count"
+                print(
+                    "\(precision): \(measured); the products use direct up to \(WeightMatrix.directRowLimit(precision))"
+                )
             }
         } catch {
             throw ValidationError("\(error)")
