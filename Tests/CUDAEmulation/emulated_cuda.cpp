@@ -139,6 +139,9 @@ CUresult cuDeviceGetAttribute(int *value, int attribute, CUdevice) {
     case CCUDA_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *value = 1; return success;
     case CCUDA_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *value = 9; return success;
     case CCUDA_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *value = 0; return success;
+    // An H100 SXM's HBM3: 2,619 MHz, 5,120 bits (3.35 TB/s).
+    case CCUDA_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE: *value = 2619000; return success;
+    case CCUDA_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH: *value = 5120; return success;
     default: return invalidValue;
     }
 }

@@ -1,4 +1,5 @@
 import CCUDA
+import MoECore
 import Dispatch
 import Synchronization
 
@@ -15,6 +16,9 @@ public final class CUDADevice: @unchecked Sendable {
     /// Compute capability, as `major * 10 + minor` (90 for Hopper).
     public let computeCapability: Int
     public let totalMemoryBytes: Int
+    /// The memory's peak bandwidth from its clock and bus width (H100 SXM: 3.35 TB/s), nil where the driver does not
+    /// say.
+    public let peakMemoryBytesPerSecond: Double?
     public let multiprocessors: Int
     let context: CUcontext
     let kernels: Kernels
@@ -81,6 +85,15 @@ public final class CUDADevice: @unchecked Sendable {
         let major = try attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR))
         let minor = try attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR))
         self.multiprocessors = try attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT))
+        // Double data rate: bytes/s = 2 · clock (kHz) · 1000 · bus bits / 8. Drivers that no longer report the
+        // clock leave the peak unknown.
+        let memoryClockKHz = try? attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE))
+        let busBits = try? attribute(Int32(CCUDA_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH))
+        if let memoryClockKHz, let busBits, memoryClockKHz > 0, busBits > 0 {
+            self.peakMemoryBytesPerSecond = 2 * Double(memoryClockKHz) * 1000 * Double(busBits) / 8
+        } else {
+            self.peakMemoryBytesPerSecond = nil
+        }
         var total = 0
         try CUDAError.check(ccuda_cuDeviceTotalMem(&total, device), "cuDeviceTotalMem")
         var context: CUcontext?
@@ -134,12 +147,14 @@ public final class CUDADevice: @unchecked Sendable {
             fillRandomBytes: try function("fill_random_bytes"))
     }
 
-    /// "NVIDIA H100 80GB HBM3 (cuda:0, sm_90, 132 SMs, 79 GiB; libcuda.so.1, libcublasLt.so.13, …)".
+    /// "NVIDIA H100 80GB HBM3 (cuda:0, sm_90, 132 SMs, 79 GiB at 3.35 TB/s, driver CUDA 13.0, 4 streams; libcuda.so.1, …)".
     public var summary: String {
         var version: Int32 = 0
         _ = ccuda_cuDriverGetVersion(&version)
         return "\(self.name) (cuda:\(self.ordinal), sm_\(self.computeCapability), \(self.multiprocessors) SMs, "
-            + "\(self.totalMemoryBytes >> 30) GiB, driver CUDA \(version / 1000).\(version % 1000 / 10), "
+            + "\(self.totalMemoryBytes >> 30) GiB"
+            + (self.peakMemoryBytesPerSecond.map { " at \(DecimalFormat.fixed($0 / 1e12, 2)) TB/s" } ?? "")
+            + ", driver CUDA \(version / 1000).\(version % 1000 / 10), "
             + "\(self.laneCount) streams; \(String(cString: ccuda_loaded_libraries())))"
     }
 

@@ -140,6 +140,14 @@ __device__ __forceinline__ float weight_scale(
 // weight row, each lane reading 16 weights at a time (one 16-byte load) when k and blockColumns are multiples of 16,
 // one at a time otherwise; fp32 accumulation, summed over the warp with shuffles. Launch with rows · 32 threads (a
 // multiple of 32 per block).
+//
+// Expected speed: each weight byte is read once per pass of up to QUANT_TOKEN_TILE token rows, so at 1–8 rows the
+// kernel is bound by memory bandwidth. A Mixtral-size expert (H = 4096, I = 14336: 176 MB in int8/fp8, beyond the
+// 50 MB L2) should stream its weights at ≥ 50% of the memory's peak at T = 1: ≥ 1.7 TB/s on an H100 SXM (HBM3,
+// 3.35 TB/s), ≥ 2.4 TB/s on an H200 (HBM3e, 4.8 TB/s); bf16 weights through cuBLASLt likewise. Every warp keeps
+// 32 × 16 B in flight per iteration; 132 SMs × up to 64 warps give the ~4 MB in flight that hide HBM's latency at
+// these rates. Unmeasured until a GPU runs scripts/gpu-verify.sh, whose `kernels bench --expect-decode-fraction
+// 0.5` fails below it.
 extern "C" __global__ void quantized_matmul(
     const unsigned char *w, const float *scales, int format, int blockRows, int blockColumns, int scaleColumns,
     const bf16 *x, int n, int rows, int k, void *y, int outputF32) {

@@ -71,7 +71,8 @@ struct KernelsBench: ParsableCommand {
             The two products and the fused activation between CUDA events; median of --repeats runs after warm-up. \
             bf16 weights go to cuBLASLt; int8 and fp8 weights (random bytes, per-channel scales) to the quantised \
             kernel for few rows and to a bf16 copy and cuBLASLt for more; with bf16 among --precisions each other \
-            precision's time is also given against bf16's at the same token count. scripts/bench_gpu.py runs this \
+            precision's time is also given against bf16's at the same token count, and each weight bandwidth \
+            against the device's peak (its memory clock and bus width). scripts/bench_gpu.py runs this \
             beside PyTorch's `(silu(x@w1.T) * (x@w3.T)) @ w2.T` on the same GPU and prints the ratios.
             """)
 
@@ -81,6 +82,11 @@ struct KernelsBench: ParsableCommand {
     @Option(help: "Token counts, comma-separated.") var tokens: String = "1,8,32,128,512,2048,8192"
     @Option(help: "Weight precisions, comma-separated: bf16, int8, fp8.") var precisions: String = "bf16"
     @Option(help: "Timed runs per token count.") var repeats: Int = 30
+    @Option(
+        help: ArgumentHelp(
+            "Fail (exit 1) when a precision's weight bandwidth at the smallest token count is below this fraction of the device's peak.",
+            valueName: "fraction"))
+    var expectDecodeFraction: Double?
     @Flag(help: "One JSON object per precision and token count.") var json = false
 
     func run() throws {
@@ -94,13 +100,18 @@ struct KernelsBench: ParsableCommand {
             }
             return precision
         }
+        if let fraction = self.expectDecodeFraction, !(fraction > 0 && fraction <= 1) {
+            throw ValidationError("--expect-decode-fraction: expected a fraction in (0, 1], got \(fraction)")
+        }
         let cuda = try openCUDA(self.device)
+        let peak = cuda.peakMemoryBytesPerSecond.map { $0 / 1e12 }
         if !self.json {
             print("device: \(cuda.summary)")
             print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), fp32 accumulation")
-            print("precision  tokens   median ms   TFLOP/s   weights TB/s   × bf16")
+            print("precision  tokens   median ms   TFLOP/s   weights TB/s   × peak   × bf16")
         }
         var bf16Milliseconds: [Int: Double] = [:]
+        var shortfalls: [String] = []
         for precision in precisions {
             _ = try CUDAKernelBenchmark.run(
                 device: cuda, hidden: self.hidden, intermediate: self.intermediate, precision: precision,
@@ -108,6 +119,17 @@ struct KernelsBench: ParsableCommand {
             ) { timing in
                 if precision == .bf16 { bf16Milliseconds[timing.tokens] = timing.medianMilliseconds }
                 let speedup = bf16Milliseconds[timing.tokens].map { $0 / timing.medianMilliseconds }
+                let ofPeak = peak.map { timing.weightTerabytesPerSecond / $0 }
+                if let expected = self.expectDecodeFraction, timing.tokens == tokens.min() {
+                    if let ofPeak, ofPeak < expected {
+                        shortfalls.append(
+                            "\(precision) at \(timing.tokens) tokens: \(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2)) "
+                                + "TB/s of weights, \(DecimalFormat.fixed(ofPeak, 2)) of the peak; expected at least "
+                                + "\(expected)")
+                    } else if ofPeak == nil {
+                        shortfalls.append("\(precision): the device does not report its memory's peak bandwidth")
+                    }
+                }
                 if self.json {
                     print(
                         #"{"impl": "moemesh", "precision": "\#(precision)", "tokens": \#(timing.tokens), "#
@@ -118,10 +140,15 @@ struct KernelsBench: ParsableCommand {
                             + pad(DecimalFormat.fixed(timing.medianMilliseconds, 4), 12)
                             + pad(DecimalFormat.fixed(timing.teraflops, 1), 10)
                             + pad(DecimalFormat.fixed(timing.weightTerabytesPerSecond, 2), 15)
+                            + pad(ofPeak.map { DecimalFormat.fixed($0, 2) } ?? "-", 9)
                             + pad(speedup.map { DecimalFormat.fixed($0, 2) } ?? "", 9))
                 }
                 fflush(nil)
             }
+        }
+        guard shortfalls.isEmpty else {
+            for shortfall in shortfalls { print("below the expected decode bandwidth: \(shortfall)") }
+            throw ExitCode(1)
         }
     }
 }

@@ -10,7 +10,8 @@
    gated activation.
 3. A CUDA device emulated on the CPU (Tests/CUDAEmulation/emulated_cuda.cpp stands in for libcuda, cuBLASLt and
    cuBLAS; NVRTC is the real one): `moemesh kernels check --device cuda` passes every case but the Mixtral-size ones
-   (bf16, int8, fp8 against the CPU backend), and a mesh of GPU experts in int8 and fp8 answers as the CPU does.
+   (bf16, int8, fp8 against the CPU backend), `kernels bench` sets weight bandwidth against the device's peak, and
+   a mesh of GPU experts in int8 and fp8 answers as the CPU does.
 
 The real GPU runs them in scripts/gpu-verify.sh.
 """
@@ -146,6 +147,30 @@ def test_the_cuda_backend_passes_its_check_on_the_emulated_device(moemesh_binary
         assert len(names) >= 15, names  # token tiles, the bf16 copy, every form, blocks, odd widths, grouped step
     assert any("(grouped GEMM)" in line for line in cases)  # the emulator has cuBLAS's grouped GEMM
     assert re.search(rf"^{len(cases)} of {len(cases)} cases within", result.stdout, re.MULTILINE)
+
+
+def test_kernels_bench_reports_weight_bandwidth_against_the_device_peak(moemesh_binary, emulated_cuda):
+    """The emulated device reports an H100's memory (2,619 MHz × 5,120 bits: 3.35 TB/s); `kernels bench` prints each
+    precision's weight TB/s over that peak, and `--expect-decode-fraction` (gpu-verify.sh's check) fails, naming the
+    precision, when decode streams below it, as the CPU standing in for a GPU does."""
+    command = [moemesh_binary, "kernels", "bench", "--device", "cuda", "--hidden", "64", "--intermediate", "128",
+               "--tokens", "1,4", "--precisions", "bf16,int8", "--repeats", "2"]
+    result = subprocess.run(command, env=emulated_cuda, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " at 3.35 TB/s" in result.stdout.splitlines()[0]
+    header = next(line for line in result.stdout.splitlines() if line.startswith("precision"))
+    assert "weights TB/s" in header and "× peak" in header
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("     bf16", "     int8"))]
+    assert len(rows) == 4
+    for row in rows:
+        terabytes, of_peak = float(row[4]), float(row[5])
+        assert of_peak == pytest.approx(terabytes / 3.352, abs=0.006)
+    failing = subprocess.run(command + ["--expect-decode-fraction", "0.5"], env=emulated_cuda, capture_output=True,
+                             text=True, timeout=600)
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    shortfalls = [line for line in failing.stdout.splitlines() if line.startswith("below the expected decode")]
+    assert [line.split(": ")[1].split()[0] for line in shortfalls] == ["bf16", "int8"], failing.stdout
+    assert all("at 1 tokens" in line and "expected at least 0.5" in line for line in shortfalls)
 
 
 def test_a_mesh_of_gpu_experts_in_int8_and_fp8_answers_as_the_cpu_does(moemesh_binary, tiny_models, emulated_cuda):
