@@ -21,7 +21,9 @@ public struct CoordinatorConfiguration: Sendable {
         /// `MoELocalMesh`'s `.local(…)` runs `moemesh expert` processes as children of the coordinator.
         case custom(@Sendable (ScalerContext) throws -> any ExpertScaler)
         /// Deployments, one per group, `name=selection` pairs (the group's name is its selection).
-        case kubernetes(KubernetesClient.Configuration, deployments: [(name: String, selection: String)])
+        /// Deployments by name with the experts each runs and the replicas planned for it (nil: whatever it has).
+        case kubernetes(
+            KubernetesClient.Configuration, deployments: [(name: String, selection: String, plannedReplicas: Int?)])
     }
 
     public var modelPath: String
@@ -70,7 +72,8 @@ public struct CoordinatorConfiguration: Sendable {
                 }
                 return KubernetesScaler.Deployment(
                     name: deployment.name,
-                    group: ScalingGroup(name: deployment.selection, selection: deployment.selection, experts: experts))
+                    group: ScalingGroup(name: deployment.selection, selection: deployment.selection, experts: experts),
+                    plannedReplicas: deployment.plannedReplicas)
             }
             return KubernetesScaler(
                 client: KubernetesClient(configuration: client), deployments: resolved, logger: logger)

@@ -166,10 +166,14 @@ public struct KubernetesScaler: ExpertScaler {
     public struct Deployment: Sendable {
         public var name: String
         public var group: ScalingGroup
+        /// Replicas a plan gave the group: a Deployment found with fewer at start is scaled up to them (manifests carry
+        /// no `spec.replicas`, so that an apply never undoes the coordinator's scaling).
+        public var plannedReplicas: Int?
 
-        public init(name: String, group: ScalingGroup) {
+        public init(name: String, group: ScalingGroup, plannedReplicas: Int? = nil) {
             self.name = name
             self.group = group
+            self.plannedReplicas = plannedReplicas
         }
     }
 
@@ -196,7 +200,15 @@ public struct KubernetesScaler: ExpertScaler {
     public func initialGroups() async throws -> [(group: ScalingGroup, replicas: Int)] {
         var groups: [(group: ScalingGroup, replicas: Int)] = []
         for deployment in self.deployments {
-            groups.append((deployment.group, try await self.client.replicas(of: deployment.name)))
+            var replicas = try await self.client.replicas(of: deployment.name)
+            if let planned = deployment.plannedReplicas, replicas < planned {
+                try await self.client.setReplicas(planned, of: deployment.name)
+                self.logger.info(
+                    "scaled deployment to its planned replicas",
+                    metadata: ["deployment": "\(deployment.name)", "from": "\(replicas)", "replicas": "\(planned)"])
+                replicas = planned
+            }
+            groups.append((deployment.group, replicas))
         }
         return groups
     }

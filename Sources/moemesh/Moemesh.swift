@@ -1,4 +1,5 @@
 import ArgumentParser
+import MoECore
 import MoEKernels
 
 #if canImport(Glibc)
@@ -10,6 +11,7 @@ import MoEKernels
 struct Moemesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve Mixture-of-Experts layers as a mesh of gRPC services.",
+        version: MoEMeshVersion.current,
         subcommands: [
             Up.self, Router.self, Expert.self, CoordinatorCommand.self, Forward.self, Status.self, Admin.self, Top.self,
             Demo.self, Health.self, K8s.self,

@@ -169,6 +169,37 @@ struct KubernetesScalerTests {
         #expect(api.replicas.withLock { $0 } == ["moemesh-expert-0": 1, "moemesh-expert-1": 3])
     }
 
+    @Test("at start a Deployment below its planned replicas is scaled up to them; one at or above is left alone")
+    func scalesUpToPlannedReplicas() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        try FileSystem.writeFile(folder.file("token"), chunks: [Array("secret-token\n".utf8)])
+        let api = FakeKubernetesAPI(
+            token: "secret-token", namespace: "mesh", deployments: ["moemesh-expert-0": 1, "moemesh-expert-1": 4])
+        try await api.serve { port in
+            let scaler = KubernetesScaler(
+                client: KubernetesClient(
+                    configuration: .init(
+                        apiServer: "http://127.0.0.1:\(port)", namespace: "mesh", tokenPath: folder.file("token"),
+                        caPath: nil)),
+                deployments: [
+                    .init(name: "moemesh-expert-0", group: Self.groups[0], plannedReplicas: 3),
+                    .init(name: "moemesh-expert-1", group: Self.groups[1], plannedReplicas: 2),
+                ],
+                logger: Logger(label: "test"))
+            let initial = try await scaler.initialGroups()
+            #expect(initial.map(\.replicas) == [3, 4])
+        }
+        let requests = api.requests.withLock { $0 }
+        #expect(
+            requests.map { "\($0.method) \($0.path)" } == [
+                "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
+                "PATCH /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-0/scale",
+                "GET /apis/apps/v1/namespaces/mesh/deployments/moemesh-expert-1/scale",
+            ])
+        #expect(api.replicas.withLock { $0 } == ["moemesh-expert-0": 3, "moemesh-expert-1": 4])
+    }
+
     @Test("API errors come back with the status and the server's message")
     func reportsErrors() async throws {
         let folder = TemporaryDirectory()

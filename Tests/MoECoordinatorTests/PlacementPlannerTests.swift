@@ -114,16 +114,36 @@ struct PlacementPlannerTests {
         #expect(coactivation["0"]?.count(1, 3) == 7 && coactivation["0"]?.count(0, 2) == 2)
     }
 
-    @Test("k8s render of a plan: one Deployment per group with its selection and replicas, and the scaler knows them")
-    func renderPlan() {
+    @Test("k8s render of a plan: a Deployment per group, no spec.replicas, memory from weights, the scaler knows them")
+    func renderPlan() throws {
+        let layers = [
+            MoELayerSpec(
+                name: "0", hiddenSize: 1024, intermediateSize: 2816,
+                gate: TopKGate(numExperts: 8, topK: 2, renormalize: true), sharedExpert: nil)
+        ]
+        var options = KubernetesRender.Options()
+        options.precision = "0:1=int8"
         let render = KubernetesRender(
-            groups: [("moemesh-expert-l0-g0", "0:0,0:5", 3), ("moemesh-expert-l0-g1", "0:1,0:2", 1)],
-            options: .init())
+            groups: [("moemesh-expert-l0-g0", "0:0,0:5", 3), ("moemesh-expert-l0-g1", "0:1,0:2", 1)], layers: layers,
+            options: options)
         let files = Dictionary(uniqueKeysWithValues: render.files().map { ($0.name, $0.contents) })
         let experts = files["experts.yaml"] ?? ""
         #expect(experts.contains(#""--experts", "0:0,0:5""#) && experts.contains(#""--experts", "0:1,0:2""#))
-        #expect(experts.contains("replicas: 3") && experts.contains("replicas: 1"))
-        #expect(files["coordinator-scaler.yaml"]?.contains("moemesh-expert-l0-g0=0:0,0:5") == true)
+        #expect(!experts.contains("  replicas:"))
+        #expect(experts.contains(#"planned-replicas: "3""#) && experts.contains(#"planned-replicas: "1""#))
+        // Two f32 experts: 2 · 3 · 1024 · 2816 · 4 B = 66 MiB; one int8 and one f32: 8.25 + 33 = 41.25 → 42 MiB.
+        #expect(render.weightBytes(selection: "0:0,0:5") == 2 * 3 * 1024 * 2816 * 4)
+        #expect(render.weightBytes(selection: "0:1,0:2") == 3 * 1024 * 2816 * (1 + 4))
+        #expect(render.memoryMiB(selection: "0:0,0:5") == (66 + 256, 2 * 66 + 512))
+        #expect(experts.contains("memory: 322Mi") && experts.contains("memory: 644Mi"))
+        #expect(experts.contains("memory: 298Mi") && experts.contains("memory: 596Mi"))
+        #expect(experts.contains("topologyKey: kubernetes.io/hostname") && experts.contains("minAvailable: 1"))
+        #expect(experts.contains("image: moemesh:\(MoEMeshVersion.current)"))
+        // The planned count reaches the coordinator (1 is the Deployment's own default and needs no mark).
+        let scaler = files["coordinator-scaler.yaml"] ?? ""
+        #expect(
+            scaler.contains(#""moemesh-expert-l0-g0=0:0,0:5@3""#) && scaler.contains(#""moemesh-expert-l0-g1=0:1,0:2""#)
+        )
         // The coordinator's Role names exactly these Deployments.
         #expect(
             files["coordinator-scaler.yaml"]?.contains(

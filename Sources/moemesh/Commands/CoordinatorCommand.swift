@@ -18,7 +18,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             Expert services register with it (moemesh expert --coordinator HOST:PORT) and routers follow its \
             topology (moemesh router --coordinator HOST:PORT). --scaler local starts the experts as child processes \
             (--replicas of each expert index); --scaler kubernetes scales one Deployment per expert group through the \
-            scale subresource (--kubernetes-deployment NAME=SELECTION, repeated); --scaler none only keeps the registry.
+            scale subresource (--kubernetes-deployment NAME=SELECTION[@REPLICAS], repeated; REPLICAS: a plan's count, \
+            which the coordinator scales the Deployment up to at start); --scaler none only keeps the registry.
             """)
 
     enum ScalerKind: String, ExpressibleByArgument, CaseIterable {
@@ -45,7 +46,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "--scaler kubernetes: a Deployment and the experts its pods host, NAME=SELECTION (e.g. moemesh-expert-3='*:3'); repeat for each."
+            "--scaler kubernetes: a Deployment and the experts its pods host, NAME=SELECTION[@REPLICAS] (e.g. moemesh-expert-3='*:3@2': scaled to at least 2 at start); repeat for each."
     )
     var kubernetesDeployment: [String] = []
 
@@ -102,13 +103,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
                 extraArguments: ["--log-level", self.logging.logLevel] + self.auth.replicaArguments
                     + self.tls.replicaArguments)
         case .kubernetes:
-            let deployments = try self.kubernetesDeployment.map { entry in
-                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-                guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-                    throw ValidationError("--kubernetes-deployment: expected NAME=SELECTION, got '\(entry)'")
-                }
-                return (name: parts[0], selection: parts[1])
-            }
+            let deployments = try self.kubernetesDeployment.map(Self.kubernetesDeployment)
             guard !deployments.isEmpty else {
                 throw ValidationError("--scaler kubernetes needs at least one --kubernetes-deployment NAME=SELECTION")
             }
@@ -140,5 +135,23 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let tracing =
             try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
         try await runServiceGroup(services: tracing + services, parentPID: self.parentPid, logger: logger)
+    }
+
+    /// `NAME=SELECTION` or `NAME=SELECTION@REPLICAS` (a plan's count: the coordinator scales the Deployment up to it
+    /// at start).
+    static func kubernetesDeployment(_ entry: String) throws -> (name: String, selection: String, plannedReplicas: Int?)
+    {
+        let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw ValidationError("--kubernetes-deployment: expected NAME=SELECTION[@REPLICAS], got '\(entry)'")
+        }
+        guard let at = parts[1].lastIndex(of: "@") else { return (parts[0], parts[1], nil) }
+        let selection = String(parts[1][..<at]), count = parts[1][parts[1].index(after: at)...]
+        guard !selection.isEmpty, let replicas = Int(count), replicas >= 0 else {
+            throw ValidationError(
+                "--kubernetes-deployment: expected NAME=SELECTION@REPLICAS with REPLICAS a count of 0 or more, got '\(entry)'"
+            )
+        }
+        return (parts[0], selection, replicas)
     }
 }
