@@ -222,8 +222,14 @@ public struct KubernetesScaler: ExpertScaler {
 
     public func retire(_ replica: RetiringReplica, leaving replicas: Int, of group: ScalingGroup) async throws {
         let deployment = try self.deployment(of: group)
-        if !replica.instance.isEmpty {
+        // Only a pod of this Deployment (named `<deployment>-<replica set>-<pod>`): the name comes from the replica's
+        // registration, and the scaler must never mark another workload's pod.
+        if replica.instance.hasPrefix(deployment.name + "-") {
             try await self.client.preferForRemoval(pod: replica.instance)
+        } else if !replica.instance.isEmpty {
+            self.logger.warning(
+                "not marking a pod outside the deployment for removal",
+                metadata: ["deployment": "\(deployment.name)", "pod": "\(replica.instance)"])
         }
         try await self.client.setReplicas(replicas, of: deployment.name)
         self.logger.info(

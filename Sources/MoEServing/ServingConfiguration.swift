@@ -29,15 +29,19 @@ public struct ServingConfiguration: Sendable {
     public var insecure = false
     /// On SIGTERM, how long calls in flight get to finish before they are answered UNAVAILABLE.
     public var drainTimeout: Duration = .seconds(10)
+    /// A client's connection is closed gracefully (GOAWAY; its calls finish) after this age, so that long-lived
+    /// clients spread over servers added later; nil: never.
+    public var maxConnectionAge: Duration?
     /// Far above what the router's batched fan-out opens on one expert connection (one call per chosen expert per
     /// batch), low enough that one connection cannot make a server hold unbounded calls.
     public static let defaultMaxConcurrentCallsPerConnection = 1024
 
     public init(
         host: String = "127.0.0.1", port: Int = 0, maxMessageBytes: Int = 256 << 20, acceptedTokens: AuthTokens? = nil,
-        token: String? = nil, tls: TLSFiles? = nil
+        token: String? = nil, tls: TLSFiles? = nil, maxConnectionAge: Duration? = nil
     ) {
         self.tls = tls
+        self.maxConnectionAge = maxConnectionAge
         self.host = host
         self.port = port
         self.maxMessageBytes = maxMessageBytes

@@ -200,6 +200,24 @@ struct KubernetesScalerTests {
         #expect(api.replicas.withLock { $0 } == ["moemesh-expert-0": 3, "moemesh-expert-1": 4])
     }
 
+    @Test("a retiring replica whose registered pod is not one of the Deployment's is scaled down without marking it")
+    func marksOnlyItsOwnPods() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        try FileSystem.writeFile(folder.file("token"), chunks: [Array("secret-token\n".utf8)])
+        let api = FakeKubernetesAPI(token: "secret-token", namespace: "mesh", deployments: ["moemesh-expert-0": 2])
+        try await api.serve { port in
+            let scaler = Self.scaler(port: port, tokenFile: folder.file("token"), groups: Self.groups)
+            for pod in ["kube-apiserver-node1", "moemesh-expert-01-abc"] {
+                try await scaler.retire(
+                    RetiringReplica(endpoint: "10.0.0.7:7000", instance: pod), leaving: 1, of: Self.groups[0])
+            }
+        }
+        let requests = api.requests.withLock { $0 }
+        #expect(requests.allSatisfy { !$0.path.contains("/pods/") })
+        #expect(requests.count == 2 && api.replicas.withLock { $0 } == ["moemesh-expert-0": 1])
+    }
+
     @Test("API errors come back with the status and the server's message")
     func reportsErrors() async throws {
         let folder = TemporaryDirectory()

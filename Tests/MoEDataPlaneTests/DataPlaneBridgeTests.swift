@@ -103,6 +103,33 @@ struct DataPlaneBridgeTests {
         }
     }
 
+    @Test(
+        "with a maximum connection age the server closes a client's connection gracefully: it reconnects, no call fails"
+    )
+    func maximumConnectionAge() async throws {
+        var configuration = DataPlaneServer.Configuration(address: "127.0.0.1:0")
+        configuration.maxConnectionAge = .seconds(1)
+        let peer = "/test.Echo/Peer"
+        let server = try DataPlaneServer(
+            configuration: configuration,
+            methods: [peer: .inlineUnary { _, context in Array(context.peer.utf8) }])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await server.run() }
+            let channel = try DataPlaneChannel(target: "127.0.0.1:\(server.port)")
+            // The client's port names its connection. Without the age limit every call stays on the first one; the
+            // loop's bound only limits how long a broken build takes to fail.
+            var peers: [String] = []
+            let clock = ContinuousClock(), giveUp = clock.now + .seconds(60)
+            while Set(peers).count < 2 && clock.now < giveUp {
+                peers.append(String(decoding: try await channel.unary(peer, request: []), as: UTF8.self))
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(Set(peers).count >= 2, "every call arrived on \(Set(peers))")
+            await server.shutdown(grace: .zero)
+            try await group.waitForAll()
+        }
+    }
+
     @Test("errors: a handler's status, another error as INTERNAL naming it, an unknown method, a refused admission")
     func errors() async throws {
         let events = Events()

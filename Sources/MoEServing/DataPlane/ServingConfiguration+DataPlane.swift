@@ -8,7 +8,7 @@ import MoEDataPlane
 extension ServingConfiguration {
     /// The data plane's server settings from this configuration: its address (and `unixSocket` beside it), TLS
     /// read from the PEM files, the core's message limit at twice the services' own (they refuse larger messages
-    /// RESOURCE_EXHAUSTED naming their limit, before decoding), streams per connection, keepalive.
+    /// RESOURCE_EXHAUSTED naming their limit, before decoding), streams per connection, keepalive, connection age.
     public func dataPlaneServerConfiguration(unixSocket: String? = nil) throws -> DataPlaneServer.Configuration {
         let address = self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
         if let tls = self.tls, tls.clientAuth == .optional, tls.ca != nil, self.acceptedTokens == nil {
@@ -23,6 +23,7 @@ extension ServingConfiguration {
         configuration.maxConcurrentStreams = self.maxConcurrentCallsPerConnection
         configuration.keepaliveTime = Self.keepaliveTime
         configuration.keepaliveTimeout = Self.keepaliveTimeout
+        configuration.maxConnectionAge = self.maxConnectionAge
         return configuration
     }
 

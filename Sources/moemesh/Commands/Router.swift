@@ -96,6 +96,12 @@ struct Router: AsyncParsableCommand {
     @Option(help: "Largest message, in MiB.")
     var maxMessageMib: Int = 256
 
+    @Option(
+        help:
+            "Close a client's connection gracefully (GOAWAY; its calls and streams finish) after this many seconds, so that clients reconnect and spread over routers added since (an HPA's); 0: never."
+    )
+    var maxConnectionAgeS: Double = 300
+
     @Option(help: .hidden)
     var parentPid: Int32?
 
@@ -129,7 +135,8 @@ struct Router: AsyncParsableCommand {
                     to: self.dataPlane.applied(
                         to: self.limits.applied(
                             to: ServingConfiguration(
-                                host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20))))),
+                                host: self.host, port: self.port, maxMessageBytes: self.maxMessageMib << 20,
+                                maxConnectionAge: try self.maxConnectionAge))))),
             coordinator: self.coordinator,
             routerID: self.routerId ?? getenv("POD_NAME").map { String(cString: $0) } ?? "router-\(getpid())")
         if self.coordinator != nil && !self.experts.isEmpty {
@@ -153,4 +160,17 @@ enum BatchingSwitch: String, ExpressibleByArgument {
 
 enum ExpertCalls: String, ExpressibleByArgument {
     case stream, unary
+}
+
+extension Router {
+    /// `--max-connection-age-s` as a duration (nil: never).
+    fileprivate var maxConnectionAge: Duration? {
+        get throws {
+            guard self.maxConnectionAgeS >= 0, self.maxConnectionAgeS <= 86_400 else {
+                throw ValidationError(
+                    "--max-connection-age-s: expected 0 to 86400 seconds, got \(self.maxConnectionAgeS)")
+            }
+            return self.maxConnectionAgeS == 0 ? nil : .milliseconds(Int64(self.maxConnectionAgeS * 1000))
+        }
+    }
 }
