@@ -131,7 +131,7 @@ public enum DecodeKernelBenchmark {
                     sgemvGigabytesPerSecond: f32Bytes / medians[2] / 1e3, ffnMicroseconds: medians[1],
                     weightGigabytesPerSecond: Double(experts[0].kernel.residentBytes) / medians[1] / 1e3,
                     directMicroseconds: medians[0], sgemmMicroseconds: medians[3],
-                    served: count <= WeightMatrix.directRowLimit(precision) ? .direct : .sgemm)
+                    served: count <= WeightMatrix.directRowLimit ? .direct : .sgemm)
                 report(row)
                 rows.append(row)
             }

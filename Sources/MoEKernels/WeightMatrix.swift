@@ -6,7 +6,7 @@ import Synchronization
 /// A weight matrix `W [rows, columns]` (`[out, in]`, as checkpoints store it) kept in its storage precision, and the
 /// product `Y [m, rows] = X [m, columns] · Wᵀ` over it with f32 activations and accumulation.
 ///
-/// Few rows (decode, `m ≤ directRowLimit(precision)`) go to the direct kernels of `CQuantKernels`, which read each
+/// Few rows (decode, `m ≤ directRowLimit`) go to the direct kernels of `CQuantKernels`, which read each
 /// stored weight once for all rows (tiles of 4 weight rows × up to 4 activation rows; bf16 and int8 widened in
 /// registers), so a decode step streams the weights at the memory's speed. More rows (prefill) go to OpenBLAS
 /// `sgemm`: f32 directly; bf16 and int8 a block of weight rows at a time widened into a small f32 buffer, so the
@@ -23,13 +23,11 @@ public struct WeightMatrix: Sendable {
     public let columns: Int
     public let storage: Storage
 
-    /// Most activation rows the direct kernels take for weights stored in `precision`; beyond it `sgemm` is quicker
-    /// (it packs its operands first, which costs more than the product itself below this many rows). Measured by
-    /// `moemesh kernels decode` (BENCHMARKS.md, "Decode at the memory's speed"): f32 crosses over between 64 and
-    /// 128 rows, bf16 and int8 (which `sgemm` reaches only through a widened copy) above 128.
-    public static func directRowLimit(_ precision: WeightPrecision) -> Int {
-        precision == .f32 ? 64 : 128
-    }
+    /// Most activation rows the direct kernels take; beyond it `sgemm` (it packs its operands first, which costs
+    /// more than the product itself below this many rows). Measured by `moemesh kernels decode` (BENCHMARKS.md,
+    /// "Decode at the memory's speed"; AMD EPYC, 2 vCPUs): f32 direct was the quicker up to 128 rows and `sgemm` from
+    /// 256; bf16 and int8 (which `sgemm` reaches only through a widened copy) were even with it from 256 to 1,024.
+    public static let directRowLimit = 128
     /// Bytes of f32 weights widened at a time on the prefill path (within L2/L3, and wide enough for sgemm).
     static let widenedBlockBytes = 4 << 20
 
@@ -121,10 +119,10 @@ public struct WeightMatrix: Sendable {
         case sgemm
     }
 
-    /// `y [m, rows] = x [m, columns] · Wᵀ`, both row-major: the direct kernels up to `directRowLimit(precision)` rows,
+    /// `y [m, rows] = x [m, columns] · Wᵀ`, both row-major: the direct kernels up to `directRowLimit` rows,
     /// `sgemm` beyond.
     public func multiply(_ x: UnsafePointer<Float>, rows m: Int, into y: UnsafeMutablePointer<Float>) {
-        let kernel: ProductKernel = m <= Self.directRowLimit(self.precision) ? .direct : .sgemm
+        let kernel: ProductKernel = m <= Self.directRowLimit ? .direct : .sgemm
         self.multiply(x, rows: m, into: y, kernel: kernel)
     }
 

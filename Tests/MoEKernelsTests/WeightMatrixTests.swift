@@ -75,7 +75,7 @@ struct WeightMatrixTests {
         arguments: [WeightPrecision.f32, .bf16, .int8])
     func widenedProductMatchesReference(precision: WeightPrecision) throws {
         // More rows than the direct kernels take; 300 weight rows in blocks of 128: two whole blocks and a tail.
-        let (m, n, k) = (WeightMatrix.directRowLimit(precision) + 7, 300, 72)
+        let (m, n, k) = (WeightMatrix.directRowLimit + 7, 300, 72)
         let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 5), precision: precision)
         let x = uniform(m * k, seed: 6)
         let want = naiveProduct(x, rows: m, naiveDequantized(matrix), n: n, k: k)
@@ -98,7 +98,7 @@ struct WeightMatrixTests {
 
     @Test(
         "every row count through multiply (1, 2–16, up to the direct limit, beyond it) matches the naive product",
-        arguments: [WeightPrecision.f32, .bf16, .int8], [1, 2, 3, 7, 16, 17, 64, 65, 129, 140])
+        arguments: [WeightPrecision.f32, .bf16, .int8], [1, 2, 3, 7, 16, 17, 64, 128, 129, 140])
     func productMatchesReferenceForEveryRowCount(precision: WeightPrecision, m: Int) throws {
         // Odd widths (tails of the 4-row tiles and of every vector width); relative error ≤ 2e-5.
         let (n, k) = (67, 45)
@@ -119,7 +119,7 @@ struct WeightMatrixTests {
         // Big enough to split over threads (n · k ≥ 65,536), with tails of the 4-row tiles and of 16 lanes.
         let (n, k) = (259, 301)
         let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 9), precision: precision)
-        let m = WeightMatrix.directRowLimit(precision)
+        let m = WeightMatrix.directRowLimit
         let x = uniform(m * k, seed: 10)
         func product(rows: Range<Int>) -> [Float] {
             var y = [Float](repeating: .nan, count: rows.count * n)

@@ -271,7 +271,7 @@ struct KernelsDecode: ParsableCommand {
                     DecodeKernelBenchmark.crossover(rows, precision).map { "direct quicker up to \($0) rows" }
                     ?? "sgemm quicker from the first row count"
                 print(
-                    "\(precision): \(measured); the products use direct up to \(WeightMatrix.directRowLimit(precision))"
+                    "\(precision): \(measured); the products use direct up to \(WeightMatrix.directRowLimit)"
                 )
             }
         } catch {
