@@ -500,7 +500,8 @@ public struct BenchRunner: Sendable {
             CPUExpertKernel(weights: try checkpoint.expertWeights(layer: layer, expert: expert))
         }
         let stacked = try (0..<layer.numExperts).map { expert -> (gateUp: [Float], down: [Float]) in
-            guard case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: expert)
+            guard
+                case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: expert)
             else { preconditionFailure("the bench model has SwiGLU experts") }
             return (gate.values + up.values, down.values)
         }
