@@ -113,6 +113,26 @@ struct WeightMatrixTests {
     }
 
     @Test(
+        "the direct kernels agree with the sgemm path on the same weights for 1, 2–16 and > 16 rows (relative ≤ 1e-5)",
+        arguments: [WeightPrecision.f32, .bf16, .int8], [1, 5, 16, 40])
+    func directKernelsAgreeWithSgemm(precision: WeightPrecision, m: Int) throws {
+        let (n, k) = (133, 301)  // tails of the 4-row tiles and of every vector width
+        let matrix = try WeightMatrix(rows: n, columns: k, values: uniform(n * k, seed: 11), precision: precision)
+        let x = uniform(m * k, seed: 12)
+        func product(_ kernel: WeightMatrix.ProductKernel) -> [Float] {
+            var y = [Float](repeating: .nan, count: m * n)
+            x.withUnsafeBufferPointer { x in
+                y.withUnsafeMutableBufferPointer { y in
+                    matrix.multiply(x.baseAddress!, rows: m, into: y.baseAddress!, kernel: kernel)
+                }
+            }
+            return y
+        }
+        let (direct, sgemm) = (product(.direct), product(.sgemm))
+        #expect(relativeError(direct, sgemm.map(Double.init)) <= 1e-5)
+    }
+
+    @Test(
         "up to the direct limit a row's answer is the same bit for bit alone or among others (decode batches)",
         arguments: [WeightPrecision.f32, .bf16, .int8])
     func directProductIsBatchInvariant(precision: WeightPrecision) throws {
