@@ -53,6 +53,27 @@ rm -rf "$check"
 if grep -q "components/secure" "$check/kustomization.yaml"; then echo "'k8s render --insecure' kept the secure component" >&2; exit 1; fi
 validate render-demo-insecure "$check"
 
+# The monitoring component (ServiceMonitors: a CRD, which kubernetes-validate has no schema for) over the demo: it
+# renders, and every ServiceMonitor selects a Service that exists with the port it names.
+rm -rf "$check" && mkdir -p "$check"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [../demo]\ncomponents: [../../components/monitoring]\n' \
+    > "$check/kustomization.yaml"
+kubectl kustomize "$check" > "$work/monitoring.yaml.txt"
+python3 - "$work/monitoring.yaml.txt" <<'PY'
+import sys, re
+documents = open(sys.argv[1]).read().split("\n---\n")
+monitors = [d for d in documents if "kind: ServiceMonitor" in d]
+services = [d for d in documents if re.search(r"^kind: Service$", d, re.M)]
+assert len(monitors) == 3, f"expected 3 ServiceMonitors, got {len(monitors)}"
+for monitor in monitors:
+    name = re.search(r"app.kubernetes.io/name: (\S+)", monitor.split("selector:")[1]).group(1)
+    port = re.search(r"port: (\S+)", monitor.split("endpoints:")[1]).group(1)
+    matching = [s for s in services if f"app.kubernetes.io/name: {name}" in s.split("spec:")[0] and f"name: {port}" in s]
+    assert matching, f"ServiceMonitor for {name}: no Service labelled so with a port named {port}"
+print(f"k8s monitoring component: {len(monitors)} ServiceMonitors, each selecting Services with its port")
+PY
+rm -rf "$check"
+
 # The demo overlays hold no volume (each pod synthesises the model), run the coordinator out of --insecure mode,
 # mount each role's tokens file alone, and set no replicas on Deployments the coordinator scales.
 for overlay in demo demo-gpu; do
