@@ -1,6 +1,7 @@
 import ArgumentParser
 import MoECore
 import MoEKernels
+import MoEServing
 
 #if canImport(Glibc)
     import Glibc
@@ -20,10 +21,12 @@ struct Moemesh: AsyncParsableCommand {
         ],
         defaultSubcommand: Up.self)
 
-    /// Sets up the allocator (`MemoryTuning`), expands configuration files and variables into flags, then runs.
+    /// Sets up the allocator (`MemoryTuning`) and the descriptor limit (`DescriptorLimit`), expands configuration files
+    /// and variables into flags, then runs.
     /// (OpenBLAS's kernel set is chosen at the first BLAS call: `BLASKernelSet`.)
     static func main() async {
         MemoryTuning.configureAllocator()
+        DescriptorLimit.raiseToHardLimit()
         let status: Int32
         do {
             let arguments: [String]

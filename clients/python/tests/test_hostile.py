@@ -11,6 +11,7 @@ import selectors
 import socket
 import time
 import struct
+import subprocess
 from typing import Callable
 
 import grpc
@@ -455,3 +456,26 @@ def test_a_flood_of_idle_http_connections_leaves_the_router_serving(mesh):
     while get(mesh.router_http, "/metrics")[0] != "HTTP 200":  # the closed connections' slots are freed
         assert time.monotonic() < deadline, "/metrics did not answer after the flood"
         time.sleep(0.1)
+
+
+def test_a_flood_of_grpc_connections_beyond_the_inherited_descriptor_limit_leaves_the_router_serving(
+        moemesh_binary, tiny_models):
+    """An expert and a router started with a soft limit of 256 descriptors (hard 4,096) raise it to the hard limit
+    at start, so 400 idle connections to the router's gRPC port leave it serving, during the flood and after. gRPC's
+    C++ core stops accepting on a port for good once `accept` fails with EMFILE (grpc/grpc#20418): at 256 the router
+    would never answer again."""
+    limited = ["/bin/sh", "-c", 'ulimit -S -n 256 && ulimit -H -n 4096 && exec "$@"', "sh", moemesh_binary]
+    common = ["--model", tiny_models["mixtral"], "--port", "0", "--log-level", "error"]
+    with started_roles([*limited, "expert", *common], ["expert"]) as expert:
+        with started_roles([*limited, "router", "--expert", expert["expert"], *common], ["router"]) as router:
+            host, port = router["router"].rsplit(":", 1)
+            forward = [moemesh_binary, "forward", "--router", router["router"], "--layer", "0", "--random", "2"]
+            flood = [socket.create_connection((host, int(port)), timeout=30) for _ in range(400)]
+            try:
+                during = subprocess.run(forward, capture_output=True, text=True, timeout=60)
+                assert during.returncode == 0, during.stdout + during.stderr
+            finally:
+                for connection in flood:
+                    connection.close()
+            after = subprocess.run(forward, capture_output=True, text=True, timeout=60)
+            assert after.returncode == 0, after.stdout + after.stderr
