@@ -88,12 +88,13 @@ extension Coordinator {
 
     /// Forgets the groups that nothing will start again once their replicas are all gone: groups a plan replaced,
     /// and groups only registrations made (a coordinator without a scaler, a replica started by hand), so that their
-    /// rows leave the status and the registry does not grow with every name ever registered.
+    /// rows leave the status and `/metrics`, and the registry does not grow with every name ever registered.
     func forgetGoneGroups() {
         let occupied = Set(self.replicas.values.map(\.group))
         for (name, record) in self.groups where !record.startable && !occupied.contains(name) {
             self.groups[name] = nil
             self.retiringGroups.remove(name)
+            self.metrics.removeGauges(where: "group", is: name)
         }
     }
 

@@ -58,6 +58,20 @@ public final class ServiceMetrics: Sendable {
         }
     }
 
+    /// Destroys the gauges that carry `dimension` = `value` (a coordinator's group that is gone): their series leave
+    /// `/metrics` instead of showing their last value for ever.
+    public func removeGauges(where dimension: String, is value: String) {
+        let removed = self.gauges.withLock { gauges in
+            let keys = gauges.keys.filter { key in
+                stride(from: 0, to: key.dimensions.count - 1, by: 2).contains {
+                    key.dimensions[$0] == dimension && key.dimensions[$0 + 1] == value
+                }
+            }
+            return keys.compactMap { gauges.removeValue(forKey: $0) }
+        }
+        for gauge in removed { gauge.destroy() }
+    }
+
     /// A duration histogram.
     public func timer(_ label: String, _ dimensions: [(String, String)] = []) -> CoreMetrics.Timer {
         self.timers.withLock { timers in

@@ -1,3 +1,4 @@
+import CoreMetrics
 import GRPCCore
 import Logging
 import MoECoordinator
@@ -8,6 +9,7 @@ import MoEServing
 import MoEStatusViews
 import MoETestSupport
 import MoEWire
+import Prometheus
 import Synchronization
 import Testing
 
@@ -51,6 +53,28 @@ struct CoordinatorTests {
         let checkpoint = try MoECheckpoint(path: model.path)
         let coordinator = Coordinator(checkpoint: checkpoint, settings: settings, logger: Logger(label: "test"))
         try await body(coordinator, model, checkpoint)
+    }
+
+    @Test("a group only registrations made leaves the status and /metrics once its last replica is gone")
+    func goneGroupsLeaveTheMetrics() async throws {
+        let registry = PrometheusCollectorRegistry()
+        try await withMetricsFactory(PrometheusMetricsFactory(registry: registry)) {
+            try await Self.withCoordinator { coordinator, _, _ in
+                let replica = try await coordinator.register(
+                    Self.registration(
+                        "127.0.0.1:4100", group: "by-hand", experts: [ExpertAddress(layer: "0", expert: 2)]))
+                _ = try await coordinator.register(
+                    Self.registration("127.0.0.1:4101", group: "stays", experts: [ExpertAddress(layer: "0", expert: 3)])
+                )
+                await coordinator.tick()
+                #expect(registry.emitToString().contains(#"group="by-hand""#))
+                await coordinator.deregister(replica.replicaID)
+                await coordinator.tick()
+                #expect(await !coordinator.status().groups.map(\.group).contains("by-hand"))
+                #expect(!registry.emitToString().contains(#"group="by-hand""#))
+                #expect(registry.emitToString().contains(#"moemesh_coordinator_desired_replicas{group="stays"}"#))
+            }
+        }
     }
 
     @Test("registrations that do not fit the model are refused with what was expected and what came")
