@@ -37,7 +37,7 @@ echo "== Python client: a virtual environment (.venv) with torch (CPU), transfor
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet "torch==2.13.0+cpu" "transformers==5.24.0" "grpcio-tools==1.85.1" \
     "nvidia-cuda-nvrtc-cu12==12.9.86" "nvidia-cuda-nvcc-cu12==12.9.86" "mypy-protobuf==5.1.0" "mypy==2.4.1" \
-    "grpc-stubs==1.53.0.6" "types-protobuf==7.35.1.20261122" -e "clients/python[test]"
+    "grpc-stubs==1.53.0.6" "types-protobuf==7.35.1.20261122" "grpcio-reflection==1.85.1" -e "clients/python[test]"
 PYTHON=.venv/bin/python clients/python/generate_stubs.sh
 if [ -n "$(git status --porcelain -- clients/python/src/moemesh/v1)" ]; then
     echo "clients/python/src/moemesh/v1 differs from what Protos/ generates: run clients/python/generate_stubs.sh" >&2

@@ -20,7 +20,11 @@ public struct CoordinatorServer: Sendable {
         self.coordinator = coordinator
         self.transport = serving.makeServerTransport()
         self.server = GRPCServer(
-            transport: self.transport, services: [CoordinatorService(coordinator: coordinator), self.health],
+            transport: self.transport,
+            services: [
+                CoordinatorService(coordinator: coordinator), self.health,
+                ServerReflectionService(reflection: ServerReflection(services: self.health.services)),
+            ],
             interceptors: serving.authInterceptors + (serving.isProtected ? [Self.protectedMode] : []) + [
                 RPCMetricsInterceptor(metrics: coordinator.metrics, service: "coordinator"),
                 RPCCancellationInterceptor(),

@@ -46,7 +46,8 @@ public func buildExpertServices(
     let calls = DataPlaneCalls(metrics: service.metrics, service: "expert", logger: logger)
     let dataPlane = try DataPlaneServer(
         configuration: configuration.serving.dataPlaneServerConfiguration(unixSocket: configuration.unixSocket),
-        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first },
+        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first }
+            .merging(ServerReflection(services: health.services).dataPlaneMethods) { first, _ in first },
         admission: configuration.serving.dataPlaneAdmission)
     let endpoint = ServiceEndpoint(host: configuration.serving.host, port: dataPlane.port)
     logger.info(

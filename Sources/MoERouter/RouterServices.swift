@@ -69,7 +69,8 @@ public func buildRouterServices(
     let calls = DataPlaneCalls(metrics: metrics, service: "router", logger: logger)
     let dataPlane = try DataPlaneServer(
         configuration: serving.dataPlaneServerConfiguration(),
-        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first },
+        methods: service.dataPlaneMethods(calls: calls).merging(health.dataPlaneMethods) { first, _ in first }
+            .merging(ServerReflection(services: health.services).dataPlaneMethods) { first, _ in first },
         admission: serving.dataPlaneAdmission)
     let listening = SetOnce<ServiceEndpoint>()
     listening.set(ServiceEndpoint(host: serving.host, port: dataPlane.port))

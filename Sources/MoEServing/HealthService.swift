@@ -22,9 +22,12 @@ public final class HealthService: Grpc_Health_V1_Health.SimpleServiceProtocol, S
     }
 
     private let state: Mutex<State>
+    /// The gRPC services this process serves besides health (and reflection), by full name.
+    public let services: [String]
 
     /// - Parameter services: the gRPC services to report besides the whole process (""), all NOT_SERVING.
     public init(services: [String]) {
+        self.services = services
         self.state = Mutex(
             State(statuses: Dictionary(uniqueKeysWithValues: ([""] + services).map { ($0, .notServing) })))
     }

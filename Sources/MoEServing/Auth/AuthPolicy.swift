@@ -2,7 +2,7 @@ import GRPCCore
 
 /// Which roles may call which method, for the whole mesh in one table: a rule names a service
 /// (`moemesh.v1.Router`) or one method (`moemesh.v1.Coordinator/DrainReplica`), the method's rule first. Health
-/// checks are open; a method no rule names is refused.
+/// checks and server reflection are open; a method no rule names is refused.
 public struct AuthPolicy: Sendable {
     public let rules: [String: Set<AuthRole>]
     public let open: Set<String>
@@ -22,7 +22,11 @@ public struct AuthPolicy: Sendable {
             "moemesh.v1.Coordinator/DrainReplica": [.admin],
             "moemesh.v1.Coordinator/ApplyPlan": [.admin],
         ],
-        open: ["grpc.health.v1.Health"])
+        // Health checks, and reflection: it describes the API (the protos are public); every call still needs its
+        // token.
+        open: [
+            "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
+        ])
 
     /// Whether calls of `service` (`moemesh.v1.Router`) are open to anyone.
     public func isOpen(service: some StringProtocol) -> Bool { self.open.contains(String(service)) }
