@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "MoEKernels", targets: ["MoEKernels"]),
         .library(name: "MoEModel", targets: ["MoEModel"]),
         .library(name: "MoERuntime", targets: ["MoERuntime"]),
+        .library(name: "MoEInProcess", targets: ["MoEInProcess"]),
         .library(name: "MoEProto", targets: ["MoEProto"]),
         .library(name: "MoEWire", targets: ["MoEWire"]),
         .library(name: "MoEDataPlane", targets: ["MoEDataPlane"]),
@@ -82,8 +83,15 @@ let package = Package(
         ),
         // Model folders: safetensors, Hugging Face config.json, architecture adapters, synthetic models.
         .target(name: "MoEModel", dependencies: ["MoECore"]),
-        // The MoE layer pipeline shared by the router and the in-process reference.
-        .target(name: "MoERuntime", dependencies: ["MoECore", "MoEKernels", "MoEModel"]),
+        // The MoE layer pipeline shared by the router and the in-process reference: gate, dispatch plan, the executor
+        // protocol, combine. No kernels: a router's dependency closure holds no OpenBLAS, quantised kernels or CUDA.
+        .target(
+            name: "MoERuntime",
+            dependencies: ["MoECore", "MoEModel", .product(name: "RealModule", package: "swift-numerics")]
+        ),
+        // The layer computed in this process (the reference the mesh is measured and checked against) and the
+        // quantisation report: the pipeline over the CPU kernels.
+        .target(name: "MoEInProcess", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime"]),
         // Pure policy, no I/O: the autoscaling rule, the placement planner and the fleet simulator that runs them
         // (`moemesh simulate` runs the very code the coordinator runs).
         .target(
@@ -137,6 +145,7 @@ let package = Package(
                 "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEDataPlane",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -186,7 +195,7 @@ let package = Package(
         .target(
             name: "MoELocalMesh",
             dependencies: [
-                "MoECore", "MoEModel", "MoEServing", "MoECoordinator", "MoEStatusViews", "MoEProcesses",
+                "MoECore", "MoEModel", "MoEProto", "MoEServing", "MoECoordinator", "MoEStatusViews", "MoEProcesses",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -195,7 +204,8 @@ let package = Package(
         .target(
             name: "MoEBench",
             dependencies: [
-                "MoECore", "MoEDataPlane", "CGRPCBridge", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire",
+                "MoECore", "MoEDataPlane", "CGRPCBridge", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess",
+                "MoEProto", "MoEWire",
                 "MoEServing",
                 "MoECoordinator", "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh",
@@ -208,8 +218,8 @@ let package = Package(
         .executableTarget(
             name: "moemesh",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEServing", "MoEDataPlane", "MoEExpert", "MoERouter",
-                "MoECoordinator",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess", "MoEServing", "MoEDataPlane",
+                "MoEExpert", "MoERouter", "MoECoordinator",
                 "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",
@@ -247,13 +257,14 @@ let package = Package(
         ),
         .testTarget(name: "MoEPolicyTests", dependencies: ["MoECore", "MoEModel", "MoEPolicy"]),
         .testTarget(
-            name: "MoEModelTests", dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoETestSupport"]
+            name: "MoEModelTests",
+            dependencies: ["MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess", "MoETestSupport"]
         ),
         .testTarget(
             name: "MoEServiceTests",
             dependencies: [
-                "MoECore", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoEExpert", "MoERouter",
-                "MoEDataPlane", "MoETestSupport",
+                "MoECore", "MoEModel", "MoERuntime", "MoEInProcess", "MoEProto", "MoEWire", "MoEServing", "MoEExpert",
+                "MoERouter", "MoEDataPlane", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "Logging", package: "swift-log"),
@@ -281,8 +292,8 @@ let package = Package(
         .testTarget(
             name: "MoEIntegrationTests",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEProto", "MoEWire", "MoEServing", "MoERouter",
-                "MoECoordinator", "MoEStatusViews", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
+                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess", "MoEProto", "MoEWire", "MoEServing",
+                "MoERouter", "MoECoordinator", "MoEStatusViews", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

@@ -50,6 +50,8 @@ swift build --build-tests
 
 echo "== docs/configuration.md matches the commands' options" >&2
 python3 scripts/config-keys.py .build/debug/moemesh --check
+echo "== the module graph in docs/architecture.md matches Package.swift, imports match the manifest, no kernels under the router" >&2
+python3 scripts/module-graph.py --check
 echo "== deployment files: kustomize overlays, k8s render, compose, Dockerfiles" >&2
 scripts/validate-deploy.sh .build/debug/moemesh
 echo "== status page in headless Chromium" >&2

@@ -5,6 +5,7 @@ import Logging
 import MoECore
 import MoEDataPlane
 import MoEKernels
+import MoEInProcess
 import MoELocalMesh
 import MoEModel
 import MoEProcesses

@@ -1,5 +1,6 @@
 import MoECore
 import MoEKernels
+import MoEInProcess
 import MoEModel
 import MoERuntime
 

@@ -5,6 +5,7 @@ import MoECoordinator
 import MoECore
 import MoELocalMesh
 import MoEModel
+import MoEInProcess
 import MoEPolicy
 import MoEProto
 import MoERuntime

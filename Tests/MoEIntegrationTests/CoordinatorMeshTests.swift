@@ -7,6 +7,7 @@ import GRPCCore
 import MoECoordinator
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoEProcesses
 import MoEProto
 import MoERouter

@@ -3,6 +3,7 @@
 #endif
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoEProto
 import MoEProcesses
 import MoERouter

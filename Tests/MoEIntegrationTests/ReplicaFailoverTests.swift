@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoEProcesses
 import MoERouter
 import MoERuntime

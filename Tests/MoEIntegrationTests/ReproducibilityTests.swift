@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEKernels
+import MoEInProcess
 import MoEModel
 import MoEProcesses
 import MoERouter

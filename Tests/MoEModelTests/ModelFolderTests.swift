@@ -1,6 +1,7 @@
 import MoETestSupport
 import MoECore
 import MoEKernels
+import MoEInProcess
 import MoERuntime
 import Testing
 

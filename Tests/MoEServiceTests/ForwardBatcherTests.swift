@@ -1,5 +1,6 @@
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoERouter
 import MoERuntime
 import MoETestSupport

@@ -1,6 +1,7 @@
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoEProto
 import MoERouter
 import MoERuntime

@@ -3,6 +3,7 @@ import GRPCCore
 import InMemoryTracing
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoEProto
 import MoERuntime
 import MoEServing

@@ -6,6 +6,7 @@ import MoECore
 import MoEDataPlane
 import MoEExpert
 import MoEModel
+import MoEInProcess
 import MoEProto
 import MoERouter
 import MoERuntime

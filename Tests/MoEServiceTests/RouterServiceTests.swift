@@ -3,6 +3,7 @@ import GRPCNIOTransportHTTP2
 import MoECore
 import MoEDataPlane
 import MoEModel
+import MoEInProcess
 import MoEProto
 import MoERouter
 import MoERuntime

@@ -2,6 +2,7 @@ import ArgumentParser
 import GRPCCore
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoERouter
 import MoERuntime
 import MoEKernels

@@ -1,6 +1,7 @@
 import ArgumentParser
 import MoECore
 import MoEModel
+import MoEInProcess
 import MoERuntime
 
 #if canImport(Glibc)

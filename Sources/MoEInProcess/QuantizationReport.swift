@@ -1,6 +1,7 @@
 import MoECore
 import MoEKernels
 import MoEModel
+import MoERuntime
 
 /// How much each expert and each layer of a checkpoint moves when its weights are stored in lower precision, on
 /// sampled hidden states (`moemesh quantize-report`).

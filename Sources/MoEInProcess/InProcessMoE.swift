@@ -1,6 +1,7 @@
 import MoECore
 import MoEKernels
 import MoEModel
+import MoERuntime
 
 /// Runs experts in this process, one after another, with the CPU kernels.
 public struct LocalExpertExecutor: ExpertExecutor {
