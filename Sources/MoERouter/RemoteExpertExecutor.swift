@@ -456,6 +456,13 @@ extension RemoteExpertExecutor {
 }
 
 extension RemoteExpertExecutor {
+    /// The router's prefetch hook under `routing`: hints (`prefetch`) with `--prefetch-next-layer`, nil without, so
+    /// that a router without it never sends one.
+    public func prefetchHook(_ routing: RoutingConfiguration) -> (@Sendable ([ExpertAddress]) -> Void)? {
+        guard routing.prefetchNextLayer else { return nil }
+        return { addresses in self.prefetch(addresses) }
+    }
+
     /// Sends one `Prefetch` hint to each replica serving any of `addresses`, naming the experts it serves; returns at
     /// once. A hint that fails changes nothing (the `Compute` call loads the expert as without it): it is counted.
     public func prefetch(_ addresses: [ExpertAddress]) {

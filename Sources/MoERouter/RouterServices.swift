@@ -55,8 +55,7 @@ public func buildRouterServices(
         callOptions: serving.callOptions(), expertTimeout: expertTimeout, demand: link?.demand,
         coldStart: coldStart, metrics: metrics)
     let readiness = Readiness(notReady: "waiting for expert replicas")
-    var prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
-    if configuration.routing.prefetchNextLayer { prefetch = { addresses in executor.prefetch(addresses) } }
+    let prefetch = executor.prefetchHook(configuration.routing)
     let service = RouterService(
         modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
         routingSummary: configuration.routing.summary, batching: configuration.batching,

@@ -111,8 +111,7 @@ func withLoopbackMesh(
                 let executor = RemoteExpertExecutor(
                     topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
                     metrics: metrics, tracer: tracer)
-                var prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil
-                if routing.prefetchNextLayer { prefetch = { addresses in executor.prefetch(addresses) } }
+                let prefetch = executor.prefetchHook(routing)
                 let router = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                     pipelines: try checkpoint.layers.map {
