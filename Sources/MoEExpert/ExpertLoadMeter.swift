@@ -2,25 +2,31 @@ import MoECore
 import MoEProto
 import Synchronization
 
-/// An expert service's load, as its heartbeats report it: rows in flight now, and since the previous snapshot the
-/// rows served (in all and per expert), rows per second and call latency percentiles.
+/// An expert service's load, as its heartbeats report it: rows in flight now; rows per second and call latency
+/// percentiles over the last `window` (the coordinator's demand window), so that light or bursty traffic shows what
+/// it was rather than the zeros of a heartbeat interval without a call; and, since the previous snapshot, the rows
+/// served per expert (the coordinator adds these deltas into its own window).
 public final class ExpertLoadMeter: Sendable {
     private struct State {
         var inFlightRows = 0
+        /// Rows per expert since the previous snapshot.
         var rows: [ExpertAddress: Int] = [:]
-        var latenciesMs: [Double] = []
-        var since = ContinuousClock.now
+        /// Calls that ended within the window: when, rows, latency; oldest first.
+        var recent: [(at: ContinuousClock.Instant, rows: Int, latencyMs: Double)] = []
         var cancelledCalls = 0
     }
 
-    /// Latencies kept per window; beyond, the oldest are dropped.
+    /// Calls kept per window; beyond, the oldest are dropped.
     static let latencySamples = 4096
 
+    /// How far back rows per second and latencies reach.
+    public let window: Duration
+    private let started = ContinuousClock.now
     private let state = Mutex(State())
     /// Announced when the rows in flight or the cancelled calls change.
     public let changes = StateChanges()
 
-    public init() {}
+    public init(window: Duration = .seconds(5)) { self.window = window }
 
     public var inFlightRows: Int { self.state.withLock { $0.inFlightRows } }
 
@@ -38,38 +44,37 @@ public final class ExpertLoadMeter: Sendable {
     }
 
     public func end(_ address: ExpertAddress, rows: Int, started: ContinuousClock.Instant) {
-        let latency = (ContinuousClock.now - started).milliseconds
+        let now = ContinuousClock.now
+        let latency = (now - started).milliseconds
         self.state.withLock { state in
             state.inFlightRows -= rows
             state.rows[address, default: 0] += rows
-            if state.latenciesMs.count >= Self.latencySamples { state.latenciesMs.removeFirst() }
-            state.latenciesMs.append(latency)
+            if state.recent.count >= Self.latencySamples { state.recent.removeFirst() }
+            state.recent.append((now, rows, latency))
         }
         self.changes.changed()
     }
 
-    /// The load since the previous snapshot (which starts a new window); `experts` orders `rows_per_expert`.
+    /// The load now: rows per second and latencies over the window (`rows in it / min(window, uptime)`; 0 and no
+    /// latencies when no call ended in it), rows per expert since the previous snapshot (which this one ends);
+    /// `experts` orders `rows_per_expert`.
     public func snapshot(experts: [ExpertAddress]) -> Moemesh_V1_ReplicaLoad {
         let now = ContinuousClock.now
-        let state = self.state.withLock { state in
-            defer {
-                state.rows = [:]
-                state.latenciesMs = []
-                state.since = now
-            }
-            return state
+        let (inFlight, rows, recent) = self.state.withLock { state in
+            state.recent.removeAll { now - $0.at > self.window }
+            defer { state.rows = [:] }
+            return (state.inFlightRows, state.rows, state.recent)
         }
         var load = Moemesh_V1_ReplicaLoad()
-        load.inFlightRows = Int64(state.inFlightRows)
-        let total = state.rows.values.reduce(0, +)
-        let seconds = (now - state.since).seconds
-        load.rowsPerSecond = seconds > 0 ? Double(total) / seconds : 0
-        let sorted = state.latenciesMs.sorted()
+        load.inFlightRows = Int64(inFlight)
+        let seconds = min(self.window, now - self.started).seconds
+        load.rowsPerSecond = seconds > 0 ? Double(recent.reduce(0) { $0 + $1.rows }) / seconds : 0
+        let sorted = recent.map(\.latencyMs).sorted()
         if !sorted.isEmpty {
             load.latencyP50Ms = sorted[(sorted.count - 1) / 2]
             load.latencyP99Ms = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)]
         }
-        load.rowsPerExpert = experts.map { Int64(state.rows[$0] ?? 0) }
+        load.rowsPerExpert = experts.map { Int64(rows[$0] ?? 0) }
         return load
     }
 }

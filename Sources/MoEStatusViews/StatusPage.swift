@@ -103,10 +103,12 @@ public enum StatusPage {
             row(groups, [g.group, g.state, `${g.serving_replicas} / ${g.desired_replicas}`, g.demand_rows_per_second.toFixed(0)], "td", ["text", stateClass]);
           }
           const replicas = document.getElementById("replicas"); replicas.replaceChildren();
-          row(replicas, ["replica", "group", "endpoint", "routers reach it by", "state", "rows/s", "in flight", "p50 ms", "p99 ms"], "th");
+          row(replicas, ["replica", "group", "endpoint", "routers reach it by", "state", "rows/s (5 s)", "in flight", "p50 ms (5 s)", "p99 ms (5 s)"], "th");
           for (const r of s.replicas) {
+            // No call ended in the window: no latency to show, rather than 0.00 ms.
+            const idle = r.rows_per_second === 0 && r.latency_p50_ms === 0;
             row(replicas, [r.replica_id, r.group, r.endpoint, r.links.join("; ") || "-", r.state, r.rows_per_second.toFixed(0),
-                           r.in_flight_rows, r.latency_p50_ms.toFixed(2), r.latency_p99_ms.toFixed(2)], "td",
+                           r.in_flight_rows, idle ? "no calls" : r.latency_p50_ms.toFixed(2), idle ? "-" : r.latency_p99_ms.toFixed(2)], "td",
                 ["text", "text", "text", "text", "text"]);
           }
           const decisions = document.getElementById("decisions"); decisions.replaceChildren();

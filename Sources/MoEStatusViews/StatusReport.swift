@@ -39,6 +39,10 @@ public struct StatusReport: Codable, Sendable {
         /// How its experts' weights are stored: "int8", or "bf16×1, int8×7" when they differ; "-" when it did not say.
         public var precision: String
 
+        /// No call ended in the replica's window (rows/s and latencies cover its last 5 s): latencies are not 0 ms,
+        /// there are none.
+        public var isIdle: Bool { self.rowsPerSecond == 0 && self.latencyP50Ms == 0 }
+
         /// "unix", "tcp", both ("unix+tcp": routers differ), or "-" (no router connected).
         public var linkKinds: String {
             let kinds = Set(self.links.compactMap { $0.split(separator: " ").dropFirst().first.map(String.init) })
@@ -175,15 +179,16 @@ public struct StatusReport: Codable, Sendable {
             lines += Self.columns(
                 [
                     [
-                        "REPLICA", "GROUP", "ENDPOINT", "LINK", "PRECISION", "STATE", "ROWS/S", "IN FLIGHT", "P50 MS",
-                        "P99 MS", "HEARTBEAT MS AGO",
+                        "REPLICA", "GROUP", "ENDPOINT", "LINK", "PRECISION", "STATE", "ROWS/S (5 S)", "IN FLIGHT",
+                        "P50 MS (5 S)", "P99 MS (5 S)", "HEARTBEAT MS AGO",
                     ]
                 ]
                     + self.replicas.map {
                         [
                             $0.replicaId, $0.group, $0.endpoint, $0.linkKinds, $0.precision, $0.state,
                             DecimalFormat.fixed($0.rowsPerSecond, 0), "\($0.inFlightRows)",
-                            DecimalFormat.fixed($0.latencyP50Ms, 2), DecimalFormat.fixed($0.latencyP99Ms, 2),
+                            $0.isIdle ? "no calls" : DecimalFormat.fixed($0.latencyP50Ms, 2),
+                            $0.isIdle ? "-" : DecimalFormat.fixed($0.latencyP99Ms, 2),
                             "\($0.lastHeartbeatMs)",
                         ]
                     })
