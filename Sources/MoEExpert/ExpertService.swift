@@ -1,3 +1,4 @@
+import CoreMetrics
 import Dispatch
 import GRPCCore
 import Logging
@@ -44,6 +45,9 @@ public struct ExpertService: Sendable {
     /// Loads started by `Prefetch` hints, one at a time, beside the compute steps.
     private let prefetchQueue = DispatchQueue(label: "moemesh.expert.prefetch")
     private let cacheMetrics: CacheMetrics
+    /// Each hosted expert's series, made once (a call only increments them).
+    private let expertMetrics: [ExpertAddress: ExpertCallMetrics]
+    private let rowsInFlight: Gauge
 
     /// Hosts the `experts` of a checkpoint on `backend`'s device, each stored in the precision `precisions` gives it
     /// (the device's default where it names none: f32 on the CPU, bf16 on a GPU). Without a budget, every expert is
@@ -114,6 +118,10 @@ public struct ExpertService: Sendable {
         self.backend = backend
         self.steps = ComputeSteps(backend: backend, cache: cache)
         self.cacheMetrics = CacheMetrics(cache: cache, metrics: self.metrics)
+        let metrics = self.metrics
+        self.expertMetrics = Dictionary(
+            uniqueKeysWithValues: experts.map { ($0, ExpertCallMetrics(metrics: metrics, address: $0)) })
+        self.rowsInFlight = metrics.gauge("moemesh_expert_rows_in_flight")
     }
 
     /// An expert's kernel on `backend`'s device, in `precision`, and the bytes it holds there.
@@ -285,7 +293,7 @@ public struct ExpertService: Sendable {
     /// Counts a call in flight (heartbeats' load, the in-flight gauge); returns when it started.
     private func begin(_ call: CheckedCall) -> ContinuousClock.Instant {
         self.meter.begin(rows: call.rows.matrix.rows)
-        self.metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
+        self.rowsInFlight.record(self.meter.inFlightRows)
         return .now
     }
 
@@ -296,17 +304,18 @@ public struct ExpertService: Sendable {
     ) throws(ExpertError) -> Moemesh_V1_ComputeResponse {
         let elapsed = ContinuousClock.now - started
         for (address, count) in zip(call.addresses, call.rowCounts) {
-            let labels = address.metricLabels
             self.meter.end(address, rows: count, started: started)
-            self.metrics.counter("moemesh_expert_calls_total", labels).increment()
-            self.metrics.counter("moemesh_expert_rows_total", labels).increment(by: count)
-            self.metrics.timer("moemesh_expert_compute_seconds", labels).record(duration: elapsed)
+            // Every checked address is hosted, so its series exist.
+            guard let series = self.expertMetrics[address] else { continue }
+            series.calls.increment()
+            series.rows.increment(by: count)
+            series.computeTime.record(duration: elapsed)
             if case .failure(.cancelled) = result {
                 self.meter.cancelled()
-                self.metrics.counter("moemesh_expert_calls_cancelled_total", labels).increment()
+                series.cancelled.increment()
             }
         }
-        self.metrics.gauge("moemesh_expert_rows_in_flight").record(self.meter.inFlightRows)
+        self.rowsInFlight.record(self.meter.inFlightRows)
         self.cacheMetrics.publish()
         let outputs = try result.get()
         for (index, output) in outputs.enumerated() where output.values.contains(where: { !$0.isFinite }) {
@@ -412,5 +421,21 @@ extension ExpertService {
             $0.prefetches = Int64(stats.prefetches)
         }
         return response
+    }
+}
+
+/// One hosted expert's series: calls, rows, compute time, calls whose caller left first.
+private struct ExpertCallMetrics: Sendable {
+    let calls: Counter
+    let rows: Counter
+    let computeTime: CoreMetrics.Timer
+    let cancelled: Counter
+
+    init(metrics: ServiceMetrics, address: ExpertAddress) {
+        let labels = address.metricLabels
+        self.calls = metrics.counter("moemesh_expert_calls_total", labels)
+        self.rows = metrics.counter("moemesh_expert_rows_total", labels)
+        self.computeTime = metrics.timer("moemesh_expert_compute_seconds", labels)
+        self.cancelled = metrics.counter("moemesh_expert_calls_cancelled_total", labels)
     }
 }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import GRPCCore
 import Logging
 import MoECore
@@ -27,6 +28,8 @@ public struct RouterService: Sendable {
     public let readiness: Readiness
     /// Prometheus series (see `ServiceMetrics`).
     public let metrics: ServiceMetrics
+    /// Each layer's series, made once.
+    let layerMetrics: [String: RouterLayerMetrics]
     /// With `--prefetch-next-layer`: sends `Prefetch` hints for experts (see `prefetchNextLayer`).
     public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
     /// Hidden states above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
@@ -67,6 +70,10 @@ public struct RouterService: Sendable {
         self.prunedExperts = prunedExperts
         self.readiness = readiness
         self.metrics = metrics
+        self.layerMetrics = Dictionary(
+            uniqueKeysWithValues: pipelines.map {
+                ($0.spec.name, RouterLayerMetrics(metrics: metrics, layer: $0.spec.name, experts: $0.spec.numExperts))
+            })
     }
 
     /// Validates the request, runs the layer and encodes the answer in the request's dtype and shape; refused at
@@ -146,19 +153,41 @@ extension RouterService {
 
     /// Per layer: requests, tokens, latency, dropped slots, rerouted experts, balancedness; per expert: tokens routed.
     func record(_ result: MoELayerResult, layer: String, since started: ContinuousClock.Instant) {
+        guard let series = self.layerMetrics[layer] else { return }
+        series.requests.increment()
+        series.tokens.increment(by: result.output.rows)
+        series.requestTime.record(duration: ContinuousClock.now - started)
+        series.droppedSlots.increment(by: result.balance.droppedSlots)
+        series.rerouted.increment(by: result.reroutedExperts.count)
+        series.balancedness.record(result.balance.balancedness)
+        for (expert, tokens) in result.balance.tokensPerExpert.enumerated()
+        where tokens > 0 && expert < series.expertRows.count {
+            series.expertRows[expert].increment(by: tokens)
+        }
+    }
+}
+
+/// One layer's series at the router, made once when the router starts (a request only increments them).
+struct RouterLayerMetrics: Sendable {
+    let requests: Counter
+    let tokens: Counter
+    let requestTime: CoreMetrics.Timer
+    let droppedSlots: Counter
+    let rerouted: Counter
+    let balancedness: Gauge
+    /// Tokens routed to each expert of the layer, by index.
+    let expertRows: [Counter]
+
+    init(metrics: ServiceMetrics, layer: String, experts: Int) {
         let labels = [("layer", layer)]
-        let metrics = self.metrics
-        metrics.counter("moemesh_router_requests_total", labels).increment()
-        metrics.counter("moemesh_router_tokens_total", labels).increment(by: result.output.rows)
-        metrics.timer("moemesh_router_request_seconds", labels).record(duration: ContinuousClock.now - started)
-        metrics.counter("moemesh_router_dropped_slots_total", labels).increment(by: result.balance.droppedSlots)
-        metrics.counter("moemesh_router_rerouted_total", labels).increment(by: result.reroutedExperts.count)
-        metrics.gauge("moemesh_router_balancedness", labels).record(result.balance.balancedness)
-        for (expert, tokens) in result.balance.tokensPerExpert.enumerated() where tokens > 0 {
-            metrics.counter(
-                "moemesh_router_expert_rows_total", ExpertAddress(layer: layer, expert: expert).metricLabels
-            )
-            .increment(by: tokens)
+        self.requests = metrics.counter("moemesh_router_requests_total", labels)
+        self.tokens = metrics.counter("moemesh_router_tokens_total", labels)
+        self.requestTime = metrics.timer("moemesh_router_request_seconds", labels)
+        self.droppedSlots = metrics.counter("moemesh_router_dropped_slots_total", labels)
+        self.rerouted = metrics.counter("moemesh_router_rerouted_total", labels)
+        self.balancedness = metrics.gauge("moemesh_router_balancedness", labels)
+        self.expertRows = (0..<experts).map {
+            metrics.counter("moemesh_router_expert_rows_total", ExpertAddress(layer: layer, expert: $0).metricLabels)
         }
     }
 }
