@@ -56,20 +56,7 @@ public enum DecodeKernelBenchmark {
     ) throws -> [Row] {
         let (h, i) = (hidden, intermediate)
         let weights = (0..<UInt64(max(1, experts))).map { expert in
-            (
-                gate: Matrix(
-                    rows: i, columns: h,
-                    values: ModelSynthesizer.uniform(
-                        count: i * h, scale: 1 / Float(h).squareRoot(), seed: 31 + 3 * expert)),
-                up: Matrix(
-                    rows: i, columns: h,
-                    values: ModelSynthesizer.uniform(
-                        count: i * h, scale: 1 / Float(h).squareRoot(), seed: 32 + 3 * expert)),
-                down: Matrix(
-                    rows: h, columns: i,
-                    values: ModelSynthesizer.uniform(
-                        count: h * i, scale: 1 / Float(i).squareRoot(), seed: 33 + 3 * expert))
-            )
+            PrecisionBenchmark.randomSwiGLU(hidden: h, intermediate: i, seed: 31 + 3 * expert)
         }
         let f32Experts = weights.map { (gateUp: $0.gate.values + $0.up.values, down: $0.down.values) }
         let largest = tokens.max() ?? 1

@@ -24,22 +24,10 @@ public enum PrecisionBenchmark {
         hidden: Int, intermediate: Int, tokens: [Int], precisions: [WeightPrecision], experts: Int = 1,
         seconds: Double, report: (Row) -> Void
     ) throws -> [Row] {
-        let (h, i) = (hidden, intermediate)
+        let h = hidden
         let weights = (0..<UInt64(max(1, experts))).map { expert in
-            ExpertWeights.gated(
-                gate: Matrix(
-                    rows: i, columns: h,
-                    values: ModelSynthesizer.uniform(
-                        count: i * h, scale: 1 / Float(h).squareRoot(), seed: 11 + 3 * expert)),
-                up: Matrix(
-                    rows: i, columns: h,
-                    values: ModelSynthesizer.uniform(
-                        count: i * h, scale: 1 / Float(h).squareRoot(), seed: 12 + 3 * expert)),
-                down: Matrix(
-                    rows: h, columns: i,
-                    values: ModelSynthesizer.uniform(
-                        count: h * i, scale: 1 / Float(i).squareRoot(), seed: 13 + 3 * expert)),
-                activation: .silu)
+            let (gate, up, down) = Self.randomSwiGLU(hidden: hidden, intermediate: intermediate, seed: 11 + 3 * expert)
+            return ExpertWeights.gated(gate: gate, up: up, down: down, activation: .silu)
         }
         let kernelSets = try ([WeightPrecision.f32] + precisions.filter { $0 != .f32 }).map { precision in
             try weights.map { try CPUExpertKernel(weights: $0, precision: precision) }
@@ -66,6 +54,20 @@ public enum PrecisionBenchmark {
             }
         }
         return rows
+    }
+
+    /// A SwiGLU expert's weights at a trained layer's scale: gate and up `[I, H]` uniform in ±1/√H, down `[H, I]`
+    /// in ±1/√I, from seeds `seed`, `seed + 1`, `seed + 2`.
+    static func randomSwiGLU(hidden h: Int, intermediate i: Int, seed: UInt64) -> (
+        gate: Matrix, up: Matrix, down: Matrix
+    ) {
+        func matrix(_ rows: Int, _ columns: Int, _ seed: UInt64) -> Matrix {
+            Matrix(
+                rows: rows, columns: columns,
+                values: ModelSynthesizer.uniform(
+                    count: rows * columns, scale: 1 / Float(columns).squareRoot(), seed: seed))
+        }
+        return (matrix(i, h, seed), matrix(i, h, seed + 1), matrix(h, i, seed + 2))
     }
 
     /// The best time of `body` over `seconds` (at least 5 runs), after one warm-up run.

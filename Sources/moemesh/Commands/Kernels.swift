@@ -174,16 +174,9 @@ struct KernelsPrecision: ParsableCommand {
 
     func run() throws {
         let tokens = try Bench.integers(self.tokens, option: "--tokens")
-        let precisions = try self.precisions.split(separator: ",").map { text in
-            guard let precision = WeightPrecision(rawValue: String(text)) else {
-                throw ValidationError("--precisions: expected f32, bf16 or int8, got '\(text)'")
-            }
-            return precision
-        }
-        guard self.hidden > 0, self.intermediate > 0, self.seconds > 0, self.experts > 0 else {
-            throw ValidationError("--hidden, --intermediate, --seconds, --experts: expected positive values")
-        }
-        if let threads = self.threads { BLAS.threadCount = threads }
+        let precisions = try cpuBenchmarkPrecisions(
+            self.precisions, hidden: self.hidden, intermediate: self.intermediate, experts: self.experts,
+            seconds: self.seconds, threads: self.threads)
         print(CPUExpertBackend().summary)
         print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), \(self.experts) experts called in turn")
         print("tokens  precision   weights MiB   best µs   × f32   rel. error vs f32")
@@ -230,16 +223,9 @@ struct KernelsDecode: ParsableCommand {
 
     func run() throws {
         let tokens = try Bench.integers(self.tokens, option: "--tokens")
-        let precisions = try self.precisions.split(separator: ",").map { text in
-            guard let precision = WeightPrecision(rawValue: String(text)), precision != .fp8 else {
-                throw ValidationError("--precisions: expected f32, bf16 or int8, got '\(text)'")
-            }
-            return precision
-        }
-        guard self.hidden > 0, self.intermediate > 0, self.seconds > 0, self.experts > 0 else {
-            throw ValidationError("--hidden, --intermediate, --seconds, --experts: expected positive values")
-        }
-        if let threads = self.threads { BLAS.threadCount = threads }
+        let precisions = try cpuBenchmarkPrecisions(
+            self.precisions, hidden: self.hidden, intermediate: self.intermediate, experts: self.experts,
+            seconds: self.seconds, threads: self.threads)
         print(CPUExpertBackend().summary + ", \(BLAS.threadCount) threads")
         print("SwiGLU expert H=\(self.hidden) I=\(self.intermediate), \(self.experts) experts called in turn")
         print(
@@ -278,6 +264,23 @@ struct KernelsDecode: ParsableCommand {
             throw ValidationError("\(error)")
         }
     }
+}
+
+/// The CPU precisions of `--precisions`, once the shape and timing options are checked; applies `--threads`.
+private func cpuBenchmarkPrecisions(
+    _ text: String, hidden: Int, intermediate: Int, experts: Int, seconds: Double, threads: Int?
+) throws -> [WeightPrecision] {
+    let precisions = try text.split(separator: ",").map { item in
+        guard let precision = WeightPrecision(rawValue: String(item)), precision != .fp8 else {
+            throw ValidationError("--precisions: expected f32, bf16 or int8, got '\(item)'")
+        }
+        return precision
+    }
+    guard hidden > 0, intermediate > 0, seconds > 0, experts > 0, threads.map({ $0 > 0 }) ?? true else {
+        throw ValidationError("--hidden, --intermediate, --seconds, --experts, --threads: expected positive values")
+    }
+    if let threads { BLAS.threadCount = threads }
+    return precisions
 }
 
 private func pad(_ text: String, _ width: Int) -> String {
