@@ -35,6 +35,7 @@ let package = Package(
                 .product(name: "MoECore", package: "MoEMesh"),
                 .product(name: "MoEModel", package: "MoEMesh"),
                 .product(name: "MoERuntime", package: "MoEMesh"),
+                .product(name: "MoEInProcess", package: "MoEMesh"),
                 .product(name: "MoEProto", package: "MoEMesh"),
                 .product(name: "MoEWire", package: "MoEMesh"),
             ]

@@ -4,6 +4,7 @@ import Dispatch
     import Glibc
 #endif
 import MoECore
+import MoEInProcess
 import MoEModel
 import MoEProto
 import MoERuntime
