@@ -2,22 +2,29 @@ import GRPCCore
 
 /// gRPC tells a server that an RPC is cancelled (its client gone, its deadline passed, the server stopping) through
 /// `ServerContext.cancellation`, not by cancelling the handler's task; work the handler started would run on. This
-/// runs `operation` in a task that is cancelled then, so that the cancellation reaches everything it awaits: expert
-/// calls, batch queues, compute steps.
+/// runs `operation` as a child task beside a watcher of that signal: when the RPC is cancelled the watcher ends and
+/// the group cancels `operation`, so that the cancellation reaches everything it awaits (expert calls, batch queues,
+/// compute steps). Structured: both children end with this call, and they inherit its task-locals.
 public func cancelledWithRPC<Result: Sendable>(
     _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
-    // A task of its own (it inherits the task-locals): the cancellation handler must be able to cancel it from any
-    // thread, which a task group, not being Sendable, cannot offer.
-    let task = Task { try await operation() }
-    return try await withTaskCancellationHandler {
-        try await withRPCCancellationHandler {
-            try await task.value
-        } onCancelRPC: {
-            task.cancel()
+    let (cancelled, signal) = AsyncStream<Never>.makeStream()
+    return try await withRPCCancellationHandler {
+        try await withThrowingTaskGroup(of: Result?.self) { group in
+            group.addTask { try await operation() }
+            // Ends when the RPC is cancelled (the stream finishes) or when the group cancels it.
+            group.addTask {
+                for await _ in cancelled {}
+                return nil
+            }
+            while let next = try await group.next() {
+                group.cancelAll()
+                if let result = next { return result }
+            }
+            throw CancellationError()
         }
-    } onCancel: {
-        task.cancel()
+    } onCancelRPC: {
+        signal.finish()
     }
 }
 
