@@ -56,7 +56,8 @@ extension Coordinator {
                     reason: "groups \(late.joined(separator: ", ")) not serving after \(timeout); the old groups "
                         + "keep serving beside them")
             }
-            try? await Task.sleep(for: .milliseconds(50))
+            // Woken by the next change of the registry (a replica registering or turning ready), or the deadline.
+            await self.changes.nextChange(after: self.changes.version, until: deadline)
         }
         let keep = Set(planned.map(\.group.name))
         for name in self.groups.keys.sorted() where !keep.contains(name) {

@@ -49,6 +49,7 @@ extension Coordinator {
     /// A change: a new version, sent to every watcher; waiters whose experts are now served are woken.
     func changed() {
         self.version += 1
+        self.changes.changed()
         for (id, waiter) in self.coverageWaiters where self.covers(waiter.experts) {
             self.coverageWaiters[id] = nil
             waiter.continuation.resume()

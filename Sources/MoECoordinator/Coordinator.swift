@@ -104,6 +104,8 @@ public actor Coordinator {
     var coactivation: CoactivationWindow
     var decisions: [ScalingDecisionRecord] = []
     var version: UInt64 = 1
+    /// Announced at each change of the registry (with `version`): what a wait inside the actor sleeps on.
+    let changes = StateChanges()
     var topologyReady = false
     var lastPolicyRun = ContinuousClock.now
     var watchers: [Int: (router: String, continuation: AsyncStream<Topology>.Continuation)] = [:]

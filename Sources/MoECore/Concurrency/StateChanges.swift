@@ -35,6 +35,21 @@ public final class StateChanges: Sendable {
         }
     }
 
+    /// How many changes there have been; a waiter reads it before checking its condition.
+    public var version: UInt64 { self.state.withLock { $0.version } }
+
+    /// Returns at the first change after version `seen` (at once if there was one), at `deadline`, or on
+    /// cancellation: for a waiter whose condition this type cannot evaluate (an actor's state), which checks it again
+    /// itself.
+    public func nextChange(after seen: UInt64, until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.nextChange(after: seen) }
+            group.addTask { try? await Task.sleep(until: deadline) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// Returns at the first change after version `seen` (at once if there was one), or on cancellation.
     private func nextChange(after seen: UInt64) async {
         let id = self.state.withLock { state in
