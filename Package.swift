@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "moemesh", targets: ["moemesh"]),
         .library(name: "MoECore", targets: ["MoECore"]),
         .library(name: "MoEKernels", targets: ["MoEKernels"]),
+        .library(name: "MoECUDA", targets: ["MoECUDA"]),
         .library(name: "MoEModel", targets: ["MoEModel"]),
         .library(name: "MoERuntime", targets: ["MoERuntime"]),
         .library(name: "MoEInProcess", targets: ["MoEInProcess"]),
@@ -72,14 +73,19 @@ let package = Package(
         ),
         // Weight-only bf16/int8 matrix products with f32 activations: scalar, AVX2 and AVX-512 paths, chosen at run time.
         .target(name: "CQuantKernels"),
-        // Expert FFN kernels and the gate projection: CPU (OpenBLAS) and CUDA (loaded at run time) backends.
+        // Expert FFN kernels on the CPU: OpenBLAS and the direct kernels of CQuantKernels; the backend protocol.
         .target(
             name: "MoEKernels",
             dependencies: [
-                "MoECore", "COpenBLAS", "CCUDA", "CMalloc", "CQuantKernels",
+                "MoECore", "COpenBLAS", "CMalloc", "CQuantKernels",
                 .product(name: "RealModule", package: "swift-numerics"),
-            ],
-            exclude: ["CUDA/expert_kernels.cu"]
+            ]
+        ),
+        // The CUDA backend beside it: driver, cuBLASLt and NVRTC loaded at run time (nothing links CUDA).
+        .target(
+            name: "MoECUDA",
+            dependencies: ["MoECore", "MoEKernels", "CCUDA", "CMalloc", "CQuantKernels"],
+            exclude: ["expert_kernels.cu"]
         ),
         // Model folders: safetensors, Hugging Face config.json, architecture adapters, synthetic models.
         .target(name: "MoEModel", dependencies: ["MoECore"]),
@@ -142,7 +148,7 @@ let package = Package(
         .target(
             name: "MoEExpert",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEDataPlane",
+                "MoECore", "MoEKernels", "MoECUDA", "MoEModel", "MoEProto", "MoEWire", "MoEServing", "MoEDataPlane",
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -220,8 +226,8 @@ let package = Package(
         .executableTarget(
             name: "moemesh",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess", "MoEServing", "MoEDataPlane",
-                "MoEExpert", "MoERouter", "MoECoordinator",
+                "MoECore", "MoEKernels", "MoECUDA", "MoEModel", "MoERuntime", "MoEInProcess", "MoEServing",
+                "MoEDataPlane", "MoEExpert", "MoERouter", "MoECoordinator",
                 "MoEPolicy", "MoEStatusViews",
                 "MoEProcesses", "MoELocalMesh", "MoEProto", "MoEWire",
                 "MoEBench",
@@ -251,7 +257,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MoEKernelsTests",
-            dependencies: ["MoECore", "MoEKernels", .product(name: "RealModule", package: "swift-numerics")]
+            dependencies: ["MoECore", "MoEKernels", "MoECUDA", .product(name: "RealModule", package: "swift-numerics")]
         ),
         .testTarget(
             name: "MoEDataPlaneTests",
@@ -294,8 +300,9 @@ let package = Package(
         .testTarget(
             name: "MoEIntegrationTests",
             dependencies: [
-                "MoECore", "MoEKernels", "MoEModel", "MoERuntime", "MoEInProcess", "MoEProto", "MoEWire", "MoEServing",
-                "MoERouter", "MoECoordinator", "MoEStatusViews", "MoEProcesses", "MoELocalMesh", "MoETestSupport",
+                "MoECore", "MoEKernels", "MoECUDA", "MoEModel", "MoERuntime", "MoEInProcess", "MoEProto", "MoEWire",
+                "MoEServing", "MoERouter", "MoECoordinator", "MoEStatusViews", "MoEProcesses", "MoELocalMesh",
+                "MoETestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]

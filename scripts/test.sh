@@ -17,7 +17,7 @@ if ! git diff --quiet -- Sources/MoEProto || [ -n "$(git status --porcelain -- S
     exit 1
 fi
 
-echo "== embedded CUDA kernel source matches Sources/MoEKernels/CUDA/expert_kernels.cu" >&2
+echo "== embedded CUDA kernel source matches Sources/MoECUDA/expert_kernels.cu" >&2
 scripts/generate-cuda-source.sh --check
 
 echo "== golden checkpoints match scripts/golden/make_golden_models.py" >&2

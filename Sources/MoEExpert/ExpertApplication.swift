@@ -1,4 +1,5 @@
 import Logging
+import MoECUDA
 import MoECore
 import MoEKernels
 import MoEDataPlane

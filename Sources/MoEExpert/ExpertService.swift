@@ -2,6 +2,7 @@ import CoreMetrics
 import Dispatch
 import GRPCCore
 import Logging
+import MoECUDA
 import MoECore
 import MoEKernels
 import MoEModel

@@ -1,4 +1,4 @@
-// Runs MoEMesh's CUDA kernels (Sources/MoEKernels/CUDA/expert_kernels.cu) on the CPU, so that tests check them on
+// Runs MoEMesh's CUDA kernels (Sources/MoECUDA/expert_kernels.cu) on the CPU, so that tests check them on
 // machines without a GPU. Each CUDA thread is a fiber (ucontext) on the launching thread; the 32 lanes of a warp take
 // turns, one warp after another, one block after another (the kernels use grid-stride loops, so any grid covers the
 // work). A warp shuffle writes the lane's value, lets every other lane of the warp run to the same shuffle, then

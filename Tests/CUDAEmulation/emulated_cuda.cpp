@@ -7,7 +7,7 @@
 // layouts, the grouped GEMM. Speed and the real libraries' numerics are checked on a GPU (scripts/gpu-verify.sh).
 #include "cuda_emulation.h"
 
-#include "../../Sources/MoEKernels/CUDA/expert_kernels.cu"
+#include "../../Sources/MoECUDA/expert_kernels.cu"
 
 #include <atomic>
 #include <chrono>

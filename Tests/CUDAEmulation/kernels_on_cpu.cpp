@@ -3,7 +3,7 @@
 // first, then the kernel's own arguments.
 #include "cuda_emulation.h"
 
-#include "../../Sources/MoEKernels/CUDA/expert_kernels.cu"
+#include "../../Sources/MoECUDA/expert_kernels.cu"
 
 extern "C" {
 void emulate_f32_to_bf16(unsigned grid, unsigned block, const float *in, bf16 *out, long long n) {

@@ -1,3 +1,4 @@
+import MoECUDA
 import MoECore
 import MoEKernels
 import MoEModel

@@ -1,5 +1,6 @@
 import ArgumentParser
 import MoEBench
+import MoECUDA
 import MoECore
 import MoEKernels
 import MoEServing

@@ -1,7 +1,7 @@
 """MoEMesh's CUDA backend without a GPU.
 
 1. NVRTC (the nvidia-cuda-nvrtc-cu12 wheel, as the CUDA backend does at run time) compiles
-   Sources/MoEKernels/CUDA/expert_kernels.cu for Ampere and Hopper, and the PTX has every kernel the backend looks up;
+   Sources/MoECUDA/expert_kernels.cu for Ampere and Hopper, and the PTX has every kernel the backend looks up;
    ptxas (nvidia-cuda-nvcc-cu12) assembles it for sm_80 and sm_90 without spills.
 2. The same source compiled for the CPU (Tests/CUDAEmulation/cuda_emulation.h: a fiber per CUDA thread, warp
    shuffles emulated) computes what a NumPy restatement says: the weight-only int8/fp8 product for decode
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
-SOURCE = os.path.join(REPO, "Sources", "MoEKernels", "CUDA", "expert_kernels.cu")
+SOURCE = os.path.join(REPO, "Sources", "MoECUDA", "expert_kernels.cu")
 EMULATION = os.path.join(REPO, "Tests", "CUDAEmulation", "kernels_on_cpu.cpp")
 FORMAT_INT8, FORMAT_E4M3 = 0, 1
 # The kernels CUDADevice.compileKernels looks up.

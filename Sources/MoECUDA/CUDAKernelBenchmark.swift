@@ -1,5 +1,6 @@
 import CCUDA
 import MoECore
+import MoEKernels
 
 /// Times a SwiGLU expert's forward pass on a CUDA device, the rows already on the device in bf16 (as a framework
 /// would hold them): the two products and the fused activation, between two events on the stream. Median of

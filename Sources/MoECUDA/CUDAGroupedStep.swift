@@ -1,5 +1,6 @@
 import CCUDA
 import MoECore
+import MoEKernels
 import Synchronization
 
 /// Several experts of one device in one step: their rows copied in and converted together, each projection as one

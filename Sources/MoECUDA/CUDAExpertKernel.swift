@@ -1,5 +1,6 @@
 import CCUDA
 import MoECore
+import MoEKernels
 
 /// An expert FFN on a CUDA device: weights resident in bf16, or weight-only int8/fp8 (`DeviceWeights`); fp32
 /// accumulation; the activation in one pass over the first product's output.

@@ -1,5 +1,6 @@
 import CCUDA
 import MoECore
+import MoEKernels
 import Dispatch
 import Synchronization
 

@@ -1,6 +1,7 @@
 import CCUDA
 import Dispatch
 import MoECore
+import MoEKernels
 import RealModule
 import Synchronization
 

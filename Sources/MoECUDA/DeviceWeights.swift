@@ -1,6 +1,7 @@
 import CCUDA
 import CQuantKernels
 import MoECore
+import MoEKernels
 
 /// One projection's weights `W [rows, columns]` on a CUDA device, and the product `Y [n, rows] = X [n, columns] · Wᵀ`
 /// over them (X bf16 on the device; Y bf16 or f32): bf16 values for cuBLASLt, or block-quantised int8/e4m3 bytes with
