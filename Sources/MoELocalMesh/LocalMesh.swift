@@ -182,7 +182,7 @@ public struct LocalMesh: Service {
                         "--port", String(configuration.routerPort), "--parent-pid", String(getpid()),
                         "--coordinator", endpoint.description,
                     ] + (configuration.unixSockets ? [] : ["--unix-sockets", "off"]) + configuration.routerArguments,
-                    environment: ChildProcess.roleEnvironment)
+                    environment: RoleEnvironment.current)
                 router = child
                 guard
                     let routerEndpoint = await child.waitForReadyLine(

@@ -219,7 +219,7 @@ public final class LocalProcessScaler: ExpertScaler {
             ]
                 + (configuration.unixSocketDirectory.map { ["--unix-socket", "\($0)/expert-\(number).sock"] } ?? [])
                 + configuration.extraArguments,
-            environment: ChildProcess.roleEnvironment,
+            environment: RoleEnvironment.current,
             onExit: { [events = self.exitEventsContinuation] _ in events.yield() })
     }
 }

@@ -148,19 +148,6 @@ public final class ChildProcess: Sendable {
         return self.readyLines.withLock { $0.seen[role] }
     }
 
-    /// This process's environment without the `MOEMESH_*` option variables: for role processes a mesh starts with
-    /// explicit flags, which must not pick up options meant for it. The variables that are no options stay:
-    /// `MOEMESH_CACHE`, `MOEMESH_CONFIG` and `MOEMESH_CUDA_LIB_DIR` (where the CUDA libraries are).
-    public static var roleEnvironment: [String] {
-        Self.roleEnvironment(of: Self.environment)
-    }
-
-    /// `environment` (`NAME=value` entries) as `roleEnvironment` keeps it.
-    public static func roleEnvironment(of environment: [String]) -> [String] {
-        let kept = ["MOEMESH_CACHE=", "MOEMESH_CONFIG=", "MOEMESH_CUDA_LIB_DIR="]
-        return environment.filter { entry in !entry.hasPrefix("MOEMESH_") || kept.contains { entry.hasPrefix($0) } }
-    }
-
     /// This process's environment, `NAME=value` entries.
     public static var environment: [String] {
         var entries: [String] = []
