@@ -62,8 +62,14 @@ public struct CoordinatorServer: Sendable {
                         && !(untilGracefulShutdown && Task.isShuttingDownGracefully)
                     {
                         await coordinator.tick()
-                        // the coordinator's clock: leases, drains, scaling
-                        try? await Task.sleep(for: .milliseconds(100))
+                        // The coordinator's clock (leases, drains, scaling): the next tick in 100 ms, or none once
+                        // stopped, at once.
+                        await withTaskGroup(of: Void.self) { clock in
+                            clock.addTask { try? await Task.sleep(for: .milliseconds(100)) }
+                            clock.addTask { await stopped.wait() }
+                            await clock.next()
+                            clock.cancelAll()
+                        }
                     }
                 }
             }
