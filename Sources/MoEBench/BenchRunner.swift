@@ -492,22 +492,18 @@ public struct BenchRunner: Sendable {
         let (h, i) = (layer.hiddenSize, layer.intermediateSize)
         let hidden = Matrix(
             rows: tokens, columns: h, values: ModelSynthesizer.uniform(count: tokens * h, scale: 1.7, seed: 5))
-        guard case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: 0) else {
-            preconditionFailure("the bench model has SwiGLU experts")
+        // Every expert of the layer, read once: weight GB/s go over them in turn, so that the weights come from
+        // memory (one expert of this size fits a 32 MiB L3 nearly whole).
+        let experts = try (0..<layer.numExperts).map { expert in
+            let weights = try checkpoint.expertWeights(layer: layer, expert: expert)
+            guard case .gated(let gate, let up, let down, _) = weights else {
+                preconditionFailure("the bench model has SwiGLU experts")
+            }
+            return (kernel: CPUExpertKernel(weights: weights), gateUp: gate.values + up.values, down: down)
         }
-        // Weight GB/s over every expert of the layer in turn, so that the weights come from memory (one expert of
-        // this size fits a 32 MiB L3 nearly whole).
-        let kernels = try (0..<layer.numExperts).map { expert in
-            CPUExpertKernel(weights: try checkpoint.expertWeights(layer: layer, expert: expert))
-        }
-        let stacked = try (0..<layer.numExperts).map { expert -> (gateUp: [Float], down: [Float]) in
-            guard
-                case .gated(let gate, let up, let down, _) = try checkpoint.expertWeights(layer: layer, expert: expert)
-            else { preconditionFailure("the bench model has SwiGLU experts") }
-            return (gate.values + up.values, down.values)
-        }
-        let kernel = kernels[0]
-        let gateUp = Matrix(rows: 2 * i, columns: h, values: gate.values + up.values)
+        let kernels = experts.map(\.kernel)
+        let kernel = kernels[0], down = experts[0].down
+        let gateUp = Matrix(rows: 2 * i, columns: h, values: experts[0].gateUp)
         let intermediate = Matrix(
             rows: tokens, columns: i, values: ModelSynthesizer.uniform(count: tokens * i, scale: 1, seed: 6))
         func time(_ body: () throws -> Void) rethrows -> Double {
@@ -542,14 +538,14 @@ public struct BenchRunner: Sendable {
         var gateUpOut = [Float](repeating: 0, count: 2 * i), downOut = [Float](repeating: 0, count: h)
         var next = 0
         let sgemvTime = time {
-            let expert = stacked[next]
-            next = (next + 1) % stacked.count
+            let expert = experts[next]
+            next = (next + 1) % experts.count
             expert.gateUp.withUnsafeBufferPointer { w in
                 gateUpOut.withUnsafeMutableBufferPointer { y in
                     BLAS.multiplyVector(hidden.values, w.baseAddress!, into: y.baseAddress!, n: 2 * i, k: h)
                 }
             }
-            expert.down.withUnsafeBufferPointer { w in
+            expert.down.values.withUnsafeBufferPointer { w in
                 downOut.withUnsafeMutableBufferPointer { y in
                     BLAS.multiplyVector(intermediate.values, w.baseAddress!, into: y.baseAddress!, n: h, k: i)
                 }
