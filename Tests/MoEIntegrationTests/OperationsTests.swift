@@ -220,11 +220,42 @@ struct OperationsTests {
         let (_, fromFlags) = try await render(
             ["--config", config, "--replicas", "7"], environment: ["MOEMESH_REPLICAS": "5", "MOEMESH_CONFIG": config])
         #expect(fromFlags.contains(#"planned-replicas: "7""#))
-        try FileSystem.writeFile(config, chunks: [Array("k8s render:\n  colour: blue\n".utf8)])
-        let bad = try await ChildProcess.start(
-            name: "render", executable: MoemeshBinary.path,
-            arguments: ["k8s", "render", "--model", model.path, "--out", folder.file("bad"), "--config", config])
-        for await _ in bad.outputLines {}
-        #expect(await bad.waitForExit(timeout: .seconds(30)) != 0)
+        // `all` gives what the command's own section does not; the section wins where both give an option.
+        // In either order in the file.
+        for text in [
+            "k8s render:\n  replicas: 4\nall:\n  replicas: 9\n", "all:\n  replicas: 9\nk8s render:\n  replicas: 4\n",
+        ] {
+            try FileSystem.writeFile(config, chunks: [Array(text.utf8)])
+            let (_, rendered) = try await render(["--config", config])
+            #expect(rendered.contains(#"planned-replicas: "4""#), "\(text)")
+        }
+
+        // A typo, a wrong shape and a flag that is not true or false each fail and say what was expected.
+        let refusals = [
+            ("k8s render:\n  colour: blue\n", "'colour' is not an option of moemesh k8s render; its options: base,"),
+            (
+                "k8s render:\n  replicas: {a: 1}\n",
+                "k8s render: replicas: expected a value or a list of values, got a mapping"
+            ),
+            ("- k8s render\n", "expected a mapping of command sections, got a list"),
+            ("k8s render: 3\n", "k8s render: expected option: value lines, got '3'"),
+            (
+                "all:\n  gpu: maybe\n",
+                "gpu (MOEMESH_GPU or the config file) is a flag: expected true or false, got maybe"
+            ),
+        ]
+        for (text, message) in refusals {
+            try FileSystem.writeFile(config, chunks: [Array(text.utf8)])
+            let bad = try await ChildProcess.start(
+                name: "render", executable: "/bin/sh",
+                arguments: [
+                    "-c", "exec \"$0\" k8s render --model \"$1\" --out \"$2\" --config \"$3\" 2>&1",
+                    MoemeshBinary.path, model.path, folder.file("bad"), config,
+                ])
+            var output = ""
+            for await line in bad.outputLines { output += line + "\n" }
+            #expect(await bad.waitForExit(timeout: .seconds(30)) != 0)
+            #expect(output.contains(message), "\(text): \(output)")
+        }
     }
 }

@@ -13,6 +13,7 @@ import MoEServing
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "up",
         abstract:
             "Start a whole mesh on this machine: a coordinator, expert processes (one per expert index, and per shared expert, times --replicas) and a router.",
         discussion: """
