@@ -82,14 +82,14 @@ public final class ComputeStreamChannel: Sendable {
         }
     }
 
-    /// One call: `request` within `timeout` (the expert enforces it too; here the channel's timer fails the call and
-    /// cancels it at the expert when it passes), carrying `metadata` (trace context).
+    /// One call: `request` answered by `deadline` (the expert enforces it too; here the channel's timer fails the
+    /// call and cancels it at the expert when it passes), carrying `metadata` (trace context).
     public func compute(
-        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata, timeout: Duration
+        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata, deadline: ContinuousClock.Instant
     ) async throws -> Moemesh_V1_ComputeResponse {
         var message = Moemesh_V1_ComputeStreamRequest()
         message.compute = request
-        message.timeoutMs = UInt32(clamping: Int64(timeout.milliseconds.rounded(.up)))
+        message.timeoutMs = RequestDeadline.wireMilliseconds(until: deadline)
         for (key, value) in metadata { if case .string(let text) = value { message.metadata[key] = text } }
         guard let (id, stream, outbound) = self.open() else { throw Self.streamEnded }
         message.callID = id
@@ -104,7 +104,7 @@ public final class ComputeStreamChannel: Sendable {
                     continuation.resume(throwing: Task.isCancelled ? CancellationError() : Self.streamEnded)
                     return
                 }
-                let timer = self.deadlines.schedule(at: .now + timeout) {
+                let timer = self.deadlines.schedule(at: deadline) {
                     self.abandon(id, outbound: outbound, with: Self.deadlinePassed)
                 }
                 let answered = self.state.withLock { state in

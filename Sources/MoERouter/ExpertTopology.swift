@@ -17,10 +17,11 @@ public struct ExpertReplica: Sendable {
     /// The long-lived stream the calls use; nil: one unary `Compute` RPC per call.
     public let stream: ComputeStreamChannel?
     private let call:
-        @Sendable (Moemesh_V1_ComputeRequest, Metadata, CallOptions) async throws -> Moemesh_V1_ComputeResponse
-    private let describeCall: @Sendable (CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse
+        @Sendable (Moemesh_V1_ComputeRequest, Metadata, ContinuousClock.Instant?) async throws ->
+            Moemesh_V1_ComputeResponse
+    private let describeCall: @Sendable (ContinuousClock.Instant?) async throws -> Moemesh_V1_DescribeExpertsResponse
     private let prefetchCall:
-        @Sendable (Moemesh_V1_PrefetchRequest, CallOptions) async throws -> Moemesh_V1_PrefetchResponse
+        @Sendable (Moemesh_V1_PrefetchRequest, ContinuousClock.Instant?) async throws -> Moemesh_V1_PrefetchResponse
 
     /// A replica reached over a data-plane channel (gRPC's C++ core); `metadata` (the bearer token) goes with every
     /// call.
@@ -32,44 +33,45 @@ public struct ExpertReplica: Sendable {
         self.connection = connection
         self.stream = stream
         @Sendable func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
-            _ method: String, _ request: Request, _ extra: Metadata, _ options: CallOptions
+            _ method: String, _ request: Request, _ extra: Metadata, _ deadline: ContinuousClock.Instant?
         ) async throws -> Response {
             var all = metadata
             all.add(contentsOf: extra)
             let answer = try await channel.unary(
-                method, request: try request.serializedBytes(), metadata: all,
-                deadline: options.timeout.map { .now + $0 }, waitForReady: options.waitForReady ?? true)
+                method, request: try request.serializedBytes(), metadata: all, deadline: deadline, waitForReady: true)
             return try DataPlaneCalls.decode(Response.self, answer)
         }
-        self.call = { request, extra, options in try await unary("/moemesh.v1.Expert/Compute", request, extra, options)
+        self.call = { request, extra, deadline in
+            try await unary("/moemesh.v1.Expert/Compute", request, extra, deadline)
         }
-        self.describeCall = { options in
-            try await unary("/moemesh.v1.Expert/DescribeExperts", Moemesh_V1_DescribeExpertsRequest(), [:], options)
+        self.describeCall = { deadline in
+            try await unary("/moemesh.v1.Expert/DescribeExperts", Moemesh_V1_DescribeExpertsRequest(), [:], deadline)
         }
-        self.prefetchCall = { request, options in try await unary("/moemesh.v1.Expert/Prefetch", request, [:], options)
+        self.prefetchCall = { request, deadline in
+            try await unary("/moemesh.v1.Expert/Prefetch", request, [:], deadline)
         }
     }
 
-    /// `Prefetch`: a hint that these experts will be needed soon.
-    public func prefetch(_ request: Moemesh_V1_PrefetchRequest, options: CallOptions) async throws
+    /// `Prefetch`: a hint that these experts will be needed soon (answered by `deadline`; nil: none).
+    public func prefetch(_ request: Moemesh_V1_PrefetchRequest, deadline: ContinuousClock.Instant? = nil) async throws
         -> Moemesh_V1_PrefetchResponse
     {
-        try await self.prefetchCall(request, options)
+        try await self.prefetchCall(request, deadline)
     }
 
-    /// `DescribeExperts`: what the service hosts.
-    public func describe(options: CallOptions) async throws -> Moemesh_V1_DescribeExpertsResponse {
-        try await self.describeCall(options)
+    /// `DescribeExperts`: what the service hosts (answered by `deadline`; nil: none).
+    public func describe(deadline: ContinuousClock.Instant? = nil) async throws -> Moemesh_V1_DescribeExpertsResponse {
+        try await self.describeCall(deadline)
     }
 
-    /// One `Compute` call: a message on the stream when there is one (within `options.timeout`), else a unary RPC.
+    /// One `Compute` call answered by `deadline`: a message on the stream when there is one, else a unary RPC.
     public func compute(
-        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata = [:], options: CallOptions
+        _ request: Moemesh_V1_ComputeRequest, metadata: Metadata = [:], deadline: ContinuousClock.Instant
     ) async throws -> Moemesh_V1_ComputeResponse {
         if let stream = self.stream {
-            return try await stream.compute(request, metadata: metadata, timeout: options.timeout ?? .seconds(30))
+            return try await stream.compute(request, metadata: metadata, deadline: deadline)
         }
-        return try await self.call(request, metadata, options)
+        return try await self.call(request, metadata, deadline)
     }
 }
 

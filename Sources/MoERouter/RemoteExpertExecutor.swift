@@ -13,7 +13,6 @@ public struct RemoteExpertExecutor: ExpertExecutor {
     public let topology: ExpertTopology
     public let scheduler: ReplicaScheduler
     public let wireDType: DType
-    public let callOptions: CallOptions
     /// Longest any one expert call may take (`--expert-timeout-ms`); the client's deadline may cut it shorter.
     public let expertTimeout: Duration
     /// Counts the rows sent to each expert (reported to the coordinator).
@@ -30,14 +29,13 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 
     public init(
         topology: ExpertTopology, scheduler: ReplicaScheduler = ReplicaScheduler(), wireDType: DType,
-        callOptions: CallOptions, expertTimeout: Duration = .seconds(30), demand: DemandMeter? = nil,
+        expertTimeout: Duration = .seconds(30), demand: DemandMeter? = nil,
         coldStart: (@Sendable (ExpertAddress) async throws -> Void)? = nil, metrics: ServiceMetrics? = nil,
         tracer: any Tracer = InstrumentationSystem.tracer
     ) {
         self.topology = topology
         self.scheduler = scheduler
         self.wireDType = wireDType
-        self.callOptions = callOptions
         self.expertTimeout = expertTimeout
         self.demand = demand
         self.coldStart = coldStart
@@ -133,8 +131,8 @@ public struct RemoteExpertExecutor: ExpertExecutor {
             // One replica to try: no hedge, no stall watch, so no task group either.
             let replica = candidates[0]
             tried.insert(TriedReplica(replica))
-            let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
-            switch try await self.send(call, to: replica, timeout: timeout, hedge: false) {
+            let callDeadline = try self.callDeadline(within: deadline, address: address, tried: tried.count)
+            switch try await self.send(call, to: replica, deadline: callDeadline, hedge: false) {
             case .answered(let replica, let response, _): return (replica, response)
             case .unreachable(let replica, let reason):
                 failures.append(ReplicaFailure(endpoint: replica.endpoint, reason: reason))
@@ -150,8 +148,8 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                 guard let replica = remaining.popFirst() else { return false }
                 tried.insert(TriedReplica(replica))
                 inFlight[replica.endpoint] = hedge
-                let timeout = try self.timeout(until: deadline, address: address, tried: tried.count)
-                group.addTask { try await self.send(call, to: replica, timeout: timeout, hedge: hedge) }
+                let callDeadline = try self.callDeadline(within: deadline, address: address, tried: tried.count)
+                group.addTask { try await self.send(call, to: replica, deadline: callDeadline, hedge: hedge) }
                 return true
             }
             _ = try start(hedge: false)
@@ -204,12 +202,9 @@ public struct RemoteExpertExecutor: ExpertExecutor {
 
     /// One `Compute` call to `replica`, ended early if the replica leaves this router's choice.
     private func send(
-        _ call: ExpertCall, to replica: ExpertReplica, timeout: Duration, hedge: Bool
+        _ call: ExpertCall, to replica: ExpertReplica, deadline: ContinuousClock.Instant, hedge: Bool
     ) async throws -> Outcome {
         let address = call.address
-        var callOptions = self.callOptions
-        callOptions.timeout = timeout
-        let options = callOptions
         let endpoint = replica.endpoint
         self.scheduler.callStarted(endpoint)
         let started = ContinuousClock.now
@@ -226,7 +221,7 @@ public struct RemoteExpertExecutor: ExpertExecutor {
                     span.attributes["moemesh.hedge"] = hedge
                     span.attributes["server.address"] = endpoint.description
                     return try await replica.compute(
-                        call.request, metadata: propagatedMetadata(tracer: self.tracer), options: options)
+                        call.request, metadata: propagatedMetadata(tracer: self.tracer), deadline: deadline)
                 }
             }
         } catch let error as RPCError where Self.isReachabilityFailure(error.code) && !Task.isCancelled {
@@ -266,14 +261,14 @@ public struct RemoteExpertExecutor: ExpertExecutor {
         return .answered(replica, response, hedge: hedge)
     }
 
-    /// The timeout of one expert call: `--expert-timeout-ms`, or what is left of the client's deadline if less.
-    private func timeout(until deadline: ContinuousClock.Instant?, address: ExpertAddress, tried: Int) throws
-        -> Duration
+    /// The deadline of one expert call: `--expert-timeout-ms` from now, or the client's `deadline` if sooner.
+    private func callDeadline(within deadline: ContinuousClock.Instant?, address: ExpertAddress, tried: Int) throws
+        -> ContinuousClock.Instant
     {
-        guard let deadline else { return self.expertTimeout }
-        let left = deadline - .now
-        guard left > .zero else { throw RouterError.deadlineExceeded(address, tried: tried) }
-        return min(left, self.expertTimeout)
+        let now = ContinuousClock.now
+        guard let deadline else { return now + self.expertTimeout }
+        guard deadline > now else { throw RouterError.deadlineExceeded(address, tried: tried) }
+        return min(deadline, now + self.expertTimeout)
     }
 
     /// The answer split into each part's `[n_e, H]`.
@@ -474,14 +469,14 @@ extension RemoteExpertExecutor {
                 replicas[replica.endpoint] = replica
             }
         }
-        let metrics = self.metrics, options = self.callOptions
+        let metrics = self.metrics, deadline = ContinuousClock.now + self.expertTimeout
         for (endpoint, addresses) in experts {
             let replica = replicas[endpoint]!
             let request = Moemesh_V1_PrefetchRequest.with { $0.experts = addresses.map(Moemesh_V1_ExpertKey.init) }
             // Fire and forget: a hint must not hold up the layer that sends it.
             Task {
                 do {
-                    _ = try await replica.prefetch(request, options: options)
+                    _ = try await replica.prefetch(request, deadline: deadline)
                     metrics?.counter("moemesh_router_prefetch_hints_total").increment()
                 } catch {
                     metrics?.counter("moemesh_router_prefetch_failures_total").increment()

@@ -52,7 +52,7 @@ public func buildRouterServices(
     if let link { coldStart = { address in try await link.coldStart(address, timeout: expertTimeout) } }
     let executor = RemoteExpertExecutor(
         topology: topology, scheduler: scheduler, wireDType: configuration.expertWireDType,
-        callOptions: serving.callOptions(), expertTimeout: expertTimeout, demand: link?.demand,
+        expertTimeout: expertTimeout, demand: link?.demand,
         coldStart: coldStart, metrics: metrics)
     let readiness = Readiness(notReady: "waiting for expert replicas")
     let prefetch = executor.prefetchHook(configuration.routing)
@@ -155,8 +155,7 @@ struct RouterStartup: Service {
                 let replica = try self.connections.replica(at: endpoint)
                 let description: Moemesh_V1_DescribeExpertsResponse
                 do {
-                    description = try await replica.describe(
-                        options: self.configuration.serving.callOptions(timeout: .seconds(2)))
+                    description = try await replica.describe(deadline: .now + .seconds(2))
                 } catch {
                     stillWaiting.append(endpoint)
                     continue

@@ -1,7 +1,9 @@
 import GRPCCore
 
-/// The deadline of the request a task works for: the client's, carried by gRPC (`grpc-timeout`), so that every
-/// call made on its behalf gets what is left of it rather than a fixed timeout.
+/// The deadline of the request a task works for, so that every call made on its behalf gets what is left of it
+/// rather than a fixed timeout. One type from the client to the expert: in process a `ContinuousClock.Instant`
+/// (`current`); on the wire the `grpc-timeout` of a unary call (gRPC's core reads and writes it) or the
+/// `timeout_ms` of a stream's message (`after(milliseconds:)` reads it, `wireMilliseconds(until:)` writes it).
 public enum RequestDeadline {
     /// The deadline of the request being served, if its client set one.
     @TaskLocal public static var current: ContinuousClock.Instant?
@@ -50,8 +52,14 @@ extension RequestDeadline {
         }
     }
 
-    /// The deadline `milliseconds` from now; nil for 0 (none).
+    /// The deadline a stream message's `timeout_ms` names: `milliseconds` from now; nil for 0 (none).
     public static func after(milliseconds: UInt32) -> ContinuousClock.Instant? {
         milliseconds == 0 ? nil : .now + .milliseconds(Int64(milliseconds))
+    }
+
+    /// `deadline` as a stream message's `timeout_ms`: the milliseconds left, rounded up, at least 1 (0 says none).
+    public static func wireMilliseconds(until deadline: ContinuousClock.Instant) -> UInt32 {
+        let milliseconds = (deadline - .now).milliseconds.rounded(.up)
+        return UInt32(min(max(milliseconds, 1), Double(UInt32.max)))
     }
 }

@@ -77,7 +77,7 @@ private func withRouter(
                 onRemoved: { scheduler.replicasLeft($0) })
             let executor = RemoteExpertExecutor(
                 topology: topology, scheduler: scheduler, wireDType: .f32,
-                callOptions: ServingConfiguration().callOptions(), metrics: ServiceMetrics())
+                metrics: ServiceMetrics())
             let router = RouterService(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
@@ -205,12 +205,26 @@ struct DataPlaneTests {
             ComputeStreamChannel.Outbound(write: { message in written.withLock { $0.append(message) } }, close: {})
         }
         let error = await #expect(throws: RPCError.self) {
-            _ = try await channel.compute(Moemesh_V1_ComputeRequest(), metadata: [:], timeout: .milliseconds(50))
+            _ = try await channel.compute(
+                Moemesh_V1_ComputeRequest(), metadata: [:], deadline: .now + .milliseconds(50))
         }
         #expect(error?.code == .deadlineExceeded)
         let messages = written.withLock { $0 }
         #expect(messages.count == 2)
         #expect(messages.last?.cancel == true && messages.last?.callID == messages.first?.callID)
+    }
+
+    @Test("a deadline crosses a stream message as timeout_ms: milliseconds left rounded up, never 0 (which says none)")
+    func deadlineOnTheWire() {
+        let now = ContinuousClock.now
+        // An hour ahead: 3,600,000 ms, less what passes before it is read (a 1,000 s margin).
+        let hour = RequestDeadline.wireMilliseconds(until: now + .seconds(3600))
+        #expect((2_600_000...3_600_000).contains(hour))
+        #expect(RequestDeadline.wireMilliseconds(until: now - .seconds(1)) == 1)  // passed: 1 ms, not "none"
+        #expect(RequestDeadline.wireMilliseconds(until: now + .seconds(86_400 * 365)) == UInt32.max)
+        #expect(RequestDeadline.after(milliseconds: 0) == nil)
+        let read = RequestDeadline.after(milliseconds: 1_000)
+        #expect(read.map { $0 > now + .milliseconds(999) } == true)
     }
 
     @Test("a client that cancels: its expert calls are cancelled at the expert")

@@ -218,7 +218,7 @@ struct PrefetchTests {
         }
         // Without the flag the router has no hook to send a hint with (the same wiring as `buildRouterServices`).
         let executor = RemoteExpertExecutor(
-            topology: ExpertTopology(replicas: [:]), wireDType: .f32, callOptions: ServingConfiguration().callOptions())
+            topology: ExpertTopology(replicas: [:]), wireDType: .f32)
         #expect(executor.prefetchHook(RoutingConfiguration()) == nil)
         #expect(executor.prefetchHook(routing) != nil)
     }

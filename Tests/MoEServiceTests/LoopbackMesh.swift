@@ -109,7 +109,7 @@ func withLoopbackMesh(
                     Dictionary(description.precisions.map { ($0.expert.address, [$0.precision: 1]) }) { $1 })
                 let metrics = ServiceMetrics()
                 let executor = RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                    topology: topology, wireDType: .f32,
                     metrics: metrics, tracer: tracer)
                 let prefetch = executor.prefetchHook(routing)
                 let router = RouterService(

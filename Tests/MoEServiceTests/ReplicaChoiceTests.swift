@@ -106,7 +106,7 @@ struct ReplicaChoiceTests {
                     topology: ExpertTopology(
                         replicas: Dictionary(
                             uniqueKeysWithValues: addresses.map { ($0, [replicas[$0.expert < 2 ? 0 : 1]]) })),
-                    wireDType: .f32, callOptions: ServingConfiguration().callOptions(), metrics: metrics)
+                    wireDType: .f32, metrics: metrics)
                 var expectedMessages = 0
                 for (tokens, layer) in [(1, "0"), (2, "1"), (9, "0"), (16, "1")] {
                     let hidden = model.randomHidden(tokens: tokens, seed: UInt64(tokens))
@@ -191,7 +191,7 @@ private func withLiveAndDeadReplicas(
                     uniqueKeysWithValues: addresses.map { ($0, replicas($0, deadReplica, live[0])) }))
             try await body(
                 RemoteExpertExecutor(
-                    topology: topology, wireDType: .f32, callOptions: ServingConfiguration().callOptions(),
+                    topology: topology, wireDType: .f32,
                     expertTimeout: .seconds(5)))
         }
     }

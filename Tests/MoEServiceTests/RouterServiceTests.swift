@@ -170,7 +170,7 @@ struct RouterServiceTests {
                 executor: RemoteExpertExecutor(
                     topology: ExpertTopology(
                         replicas: Dictionary(uniqueKeysWithValues: addresses.map { ($0, [replica]) })),
-                    wireDType: .f32, callOptions: ServingConfiguration().callOptions(), expertTimeout: .seconds(2)))
+                    wireDType: .f32, expertTimeout: .seconds(2)))
             do {
                 _ = try await service.forward(Self.request(hidden: .rows(SmallModelRows.rows)))
                 Issue.record("answered without its experts")
