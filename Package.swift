@@ -173,13 +173,13 @@ let package = Package(
         // The coordinator's status for people: tables and JSON (`moemesh status`, `top`), the HTML status page.
         .target(
             name: "MoEStatusViews",
-            dependencies: ["MoECore", "MoEProto", "MoEWire", "MoEServing"]
+            dependencies: ["MoECore", "MoEPolicy", "MoECoordinator", "MoEServing"]
         ),
         // Registry of replicas, topology stream, autoscaling, drains, cold starts; scalers: none, Kubernetes, any.
         .target(
             name: "MoECoordinator",
             dependencies: [
-                "MoECore", "MoEModel", "MoEPolicy", "MoEProto", "MoEWire", "MoEServing", "MoEStatusViews",
+                "MoECore", "MoEModel", "MoEPolicy", "MoEProto", "MoEWire", "MoEServing",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

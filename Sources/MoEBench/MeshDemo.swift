@@ -262,7 +262,7 @@ public struct MeshDemo: Sendable {
                 before.append(status.replicaBalancedness)
             }
             if now >= afterStart { after.append(status.replicaBalancedness) }
-            let report = StatusReport(Moemesh_V1_CoordinatorStatus(status))
+            let report = StatusReport(status)
             var lines = ["", "[\(Int((now - start).seconds)) s] \(phase)", report.table(replicas: false, decisions: 0)]
             for decision in report.decisions.dropFirst(shownDecisions) {
                 lines.append(

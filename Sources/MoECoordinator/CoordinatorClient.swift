@@ -20,9 +20,16 @@ public struct CoordinatorClient: Sendable {
         }
     }
 
-    public func status() async throws -> Moemesh_V1_CoordinatorStatus {
-        try await self.client.getStatus(
+    /// The coordinator's status.
+    /// - Throws: `RPCError` from the call; `INTERNAL` when its co-activation counts are malformed.
+    public func status() async throws -> CoordinatorStatus {
+        let message = try await self.client.getStatus(
             Moemesh_V1_GetStatusRequest(), options: self.serving.callOptions(timeout: .seconds(5)))
+        do {
+            return try CoordinatorStatus(message)
+        } catch {
+            throw RPCError(code: .internalError, message: "the coordinator's status: \(error)")
+        }
     }
 
     /// Prunes `address` from routing (or restores it); returns every pruned expert.

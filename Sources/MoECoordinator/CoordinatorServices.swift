@@ -4,7 +4,6 @@ import MoEModel
 import MoEPolicy
 import MoEProto
 import MoEServing
-import MoEStatusViews
 import ServiceLifecycle
 
 /// Configuration of a coordinator (`moemesh coordinator`).
@@ -93,11 +92,14 @@ public struct ScalerContext: Sendable {
 }
 
 /// Builds a coordinator from its configuration and returns the services to run in a `ServiceGroup`, in order: the
-/// gRPC server with the coordinator's loop, the status page (with `httpPort`), then the scaler, which starts once
+/// gRPC server with the coordinator's loop, the HTTP endpoint (with `httpPort`: `httpRoutes` of the coordinator, the
+/// status page, which is the views' to draw), then the scaler, which starts once
 /// the server listens (local replicas register there), makes the coordinator ready and prints
 /// `coordinator listening on HOST:PORT`, last of its ready lines (the status page's comes first). A group shuts its services down last first: the scaler stops its replicas
 /// while the coordinator still serves their deregistration.
-public func buildCoordinatorServices(configuration: CoordinatorConfiguration, logger: Logger) throws -> [any Service] {
+public func buildCoordinatorServices(
+    configuration: CoordinatorConfiguration, httpRoutes: @Sendable (Coordinator) -> HTTPEndpoint.Routes, logger: Logger
+) throws -> [any Service] {
     let checkpoint = try MoECheckpoint(path: configuration.modelPath)
     let coordinator = Coordinator(checkpoint: checkpoint, settings: configuration.settings, logger: logger)
     let server = CoordinatorServer(coordinator: coordinator, serving: configuration.serving)
@@ -105,7 +107,7 @@ public func buildCoordinatorServices(configuration: CoordinatorConfiguration, lo
     let http = configuration.httpPort.map { port in
         HTTPEndpoint(
             host: configuration.serving.host, port: port,
-            routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
+            routes: httpRoutes(coordinator),
             logger: logger, tls: configuration.serving.tls,
             onListening: { endpoint in
                 ReadyLine.print(role: "http", endpoint: endpoint)

@@ -174,3 +174,61 @@ extension Moemesh_V1_CoordinatorStatus {
         self.routers = status.routers
     }
 }
+
+// The way back: a status read over the wire (`moemesh status`, `top`, `plan`) becomes the coordinator's own type, as
+// an in-process coordinator answers it, so the views and the planner read one type.
+
+extension ReplicaState {
+    public init(_ state: Moemesh_V1_ReplicaState) {
+        self = state == .draining ? .draining : .serving
+    }
+}
+
+extension Replica {
+    public init(_ message: Moemesh_V1_Replica) {
+        self.init(
+            id: message.replicaID, endpoint: message.endpoint, group: message.group,
+            experts: message.experts.map(\.address), state: ReplicaState(message.state), device: message.device,
+            instance: message.instance, unixSocket: message.unixSocket, hostID: message.hostID,
+            precisions: Dictionary(
+                message.precisions.map { ($0.expert.address, $0.precision) }, uniquingKeysWith: { _, last in last }))
+    }
+}
+
+extension ScalingDecisionRecord {
+    public init(_ message: Moemesh_V1_ScalingDecision) {
+        self.init(
+            atUnixMs: message.atUnixMs, group: message.group, from: Int(message.fromReplicas),
+            to: Int(message.toReplicas), reason: message.reason)
+    }
+}
+
+extension CoordinatorStatus {
+    /// - Throws: `CoactivationError` for a malformed co-activation count.
+    public init(_ message: Moemesh_V1_CoordinatorStatus) throws(CoactivationError) {
+        var coactivation: [String: Coactivation] = [:]
+        for layer in message.coactivation { coactivation[layer.layer] = try Coactivation(layer) }
+        self.init(
+            modelType: message.modelType, scaler: message.scaler, autoscale: message.autoscale,
+            topologyVersion: message.topologyVersion,
+            replicas: message.replicas.map {
+                ReplicaStatus(
+                    replica: Replica($0.replica), load: ReplicaLoad($0.load),
+                    sinceHeartbeat: .milliseconds($0.lastHeartbeatMs), ejectedBy: $0.ejectedBy, links: $0.links)
+            },
+            groups: message.groups.map {
+                GroupStatus(
+                    group: $0.group, experts: $0.experts.map(\.address), desiredReplicas: Int($0.desiredReplicas),
+                    servingReplicas: Int($0.servingReplicas), demandRowsPerSecond: $0.demandRowsPerSecond,
+                    state: $0.state)
+            },
+            experts: message.experts.map {
+                ExpertStatus(
+                    expert: $0.expert.address, demandRowsPerSecond: $0.demandRowsPerSecond,
+                    servingReplicas: Int($0.servingReplicas), pruned: $0.pruned)
+            },
+            decisions: message.decisions.map(ScalingDecisionRecord.init),
+            replicaBalancedness: message.replicaBalancedness,
+            routers: message.routers, coactivation: coactivation)
+    }
+}

@@ -154,7 +154,7 @@ public struct LocalMesh: Service {
             if let port = configuration.httpPort {
                 let endpoint = HTTPEndpoint(
                     host: configuration.host, port: port,
-                    routes: StatusPage.routes(status: { Moemesh_V1_CoordinatorStatus(await coordinator.status()) }),
+                    routes: StatusPage.routes(status: { await coordinator.status() }),
                     logger: self.logger, tls: configuration.security.tls,
                     onListening: { ReadyLine.print(role: "http", endpoint: $0) })
                 // Like the coordinator's server: stopped when told, after the processes, never by cancellation.

@@ -76,12 +76,13 @@ public enum PlacementPlanner {
         public init(_ description: String) { self.description = description }
     }
 
-    /// Plans `layers` whose experts each hold `bytesPerExpert` (a shared expert `sharedBytes[layer]`), under
-    /// `demand` (rows/s per expert) and `coactivation` (per layer).
+    /// Plans `layers` whose experts each hold `bytesPerExpert` (a shared expert `sharedBytes[layer]`), under the
+    /// telemetry's demand (rows/s per expert) and co-activation (per layer).
     public static func plan(
         layers: [MoELayerSpec], bytesPerExpert: Int, sharedBytes: [String: Int] = [:],
-        demand: [ExpertAddress: Double], coactivation: [String: Coactivation], constraints: Constraints
+        telemetry: PlacementTelemetry, constraints: Constraints
     ) throws(PlanError) -> Plan {
+        let (demand, coactivation) = (telemetry.demand, telemetry.coactivation)
         guard constraints.nodes >= 1, constraints.nodeMemoryBytes > 0, constraints.expertsPerGroup >= 1 else {
             throw PlanError(
                 "constraints: expected at least 1 node, a positive memory budget and at least 1 expert per group, got "

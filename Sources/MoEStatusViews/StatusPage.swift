@@ -1,4 +1,4 @@
-import MoEProto
+import MoECoordinator
 import MoEServing
 
 /// The coordinator's web page: `/` (HTML that polls `/status.json` every second and draws a heatmap of demand,
@@ -6,7 +6,7 @@ import MoEServing
 /// `/status.json` (`StatusReport`) and `/metrics`.
 public enum StatusPage {
     /// - Parameter status: the coordinator's status now.
-    public static func routes(status: @escaping @Sendable () async -> Moemesh_V1_CoordinatorStatus)
+    public static func routes(status: @escaping @Sendable () async -> CoordinatorStatus)
         -> HTTPEndpoint.Routes
     {
         let (metricsPath, metrics) = PrometheusExport.route()

@@ -3,10 +3,10 @@
 #else
     import Foundation
 #endif
+import MoECoordinator
 import MoECore
-import MoEProto
+import MoEPolicy
 import MoEServing
-import MoEWire
 
 /// What `moemesh status` prints: the coordinator's view as tables for people, or as one JSON object.
 public struct StatusReport: Codable, Sendable {
@@ -91,11 +91,12 @@ public struct StatusReport: Codable, Sendable {
     public var decisions: [Decision]
     public var coactivation: [Coactivation]
 
-    public init(_ status: Moemesh_V1_CoordinatorStatus) {
-        self.coactivation = status.coactivation.map { layer in
+    /// The view of a coordinator's status, in process or read over the wire (`CoordinatorStatus(message)`).
+    public init(_ status: CoordinatorStatus) {
+        self.coactivation = status.coactivation.sorted { $0.key < $1.key }.map { layer, counts in
             Coactivation(
-                layer: layer.layer, numExperts: Int(layer.numExperts), tokens: layer.tokens,
-                pairs: layer.pairs.map { [Int64($0.a), Int64($0.b), $0.tokens] })
+                layer: layer, numExperts: counts.experts, tokens: Int64(counts.tokens),
+                pairs: counts.pairs.map { [Int64($0.a), Int64($0.b), Int64($0.tokens)] })
         }
         self.modelType = status.modelType
         self.scaler = status.scaler
@@ -105,37 +106,34 @@ public struct StatusReport: Codable, Sendable {
         self.replicaBalancedness = status.replicaBalancedness
         self.groups = status.groups.map {
             Group(
-                group: $0.group, state: $0.state, servingReplicas: Int($0.servingReplicas),
-                desiredReplicas: Int($0.desiredReplicas),
-                demandRowsPerSecond: $0.demandRowsPerSecond, experts: $0.experts.map { Self.name($0.address) })
+                group: $0.group, state: $0.state, servingReplicas: $0.servingReplicas,
+                desiredReplicas: $0.desiredReplicas, demandRowsPerSecond: $0.demandRowsPerSecond,
+                experts: $0.experts.map(Self.name))
         }
         self.replicas = status.replicas.map {
             Replica(
-                replicaId: $0.replica.replicaID, group: $0.replica.group, endpoint: $0.replica.endpoint,
+                replicaId: $0.replica.id, group: $0.replica.group, endpoint: $0.replica.endpoint,
                 state: $0.replica.state == .draining ? "draining" : "serving", device: $0.replica.device,
-                rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: $0.load.inFlightRows,
-                latencyP50Ms: $0.load.latencyP50Ms,
-                latencyP99Ms: $0.load.latencyP99Ms, lastHeartbeatMs: $0.lastHeartbeatMs, instance: $0.replica.instance,
+                rowsPerSecond: $0.load.rowsPerSecond, inFlightRows: Int64($0.load.inFlightRows),
+                latencyP50Ms: $0.load.latencyP50Ms, latencyP99Ms: $0.load.latencyP99Ms,
+                lastHeartbeatMs: Int64($0.sinceHeartbeat.milliseconds), instance: $0.replica.instance,
                 ejectedBy: $0.ejectedBy, links: $0.links, precision: Self.precisionSummary($0.replica.precisions))
         }
-        self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert.address) }
+        self.prunedExperts = status.experts.filter(\.pruned).map { Self.name($0.expert) }
         self.experts = status.experts.map {
             Expert(
-                layer: $0.expert.layer, expert: $0.expert.expert < 0 ? "shared" : String($0.expert.expert),
-                demandRowsPerSecond: $0.demandRowsPerSecond, servingReplicas: Int($0.servingReplicas), pruned: $0.pruned
-            )
+                layer: $0.expert.layer, expert: $0.expert.isShared ? "shared" : String($0.expert.expert),
+                demandRowsPerSecond: $0.demandRowsPerSecond, servingReplicas: $0.servingReplicas, pruned: $0.pruned)
         }
         self.decisions = status.decisions.map {
             Decision(
-                atUnixMs: $0.atUnixMs, group: $0.group, fromReplicas: Int($0.fromReplicas),
-                toReplicas: Int($0.toReplicas), reason: $0.reason)
+                atUnixMs: $0.atUnixMs, group: $0.group, fromReplicas: $0.from, toReplicas: $0.to, reason: $0.reason)
         }
     }
 
-    /// "0:3" (layer 0, expert 3), "0:shared".
     /// "int8" when every expert has one precision, else "bf16×1, int8×7"; "-" for none.
-    static func precisionSummary(_ precisions: [Moemesh_V1_ExpertPrecision]) -> String {
-        let counts = Dictionary(grouping: precisions, by: \.precision).mapValues(\.count)
+    static func precisionSummary(_ precisions: [ExpertAddress: String]) -> String {
+        let counts = Dictionary(grouping: precisions.values, by: { $0 }).mapValues(\.count)
         if counts.isEmpty { return "-" }
         if counts.count == 1 { return counts.keys.first! }
         return counts.keys.sorted().map { "\($0)×\(counts[$0]!)" }.joined(separator: ", ")

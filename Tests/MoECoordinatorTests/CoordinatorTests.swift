@@ -414,7 +414,7 @@ struct ReplicaPrecisionTests {
                 wire.replicas.first { $0.endpoint == "127.0.0.1:7001" }?.precisions.map {
                     "\($0.expert.address)=\($0.precision)"
                 } == ["layer 0 expert 1=int8", "layer 1 expert 1=bf16"])
-            let report = StatusReport(Moemesh_V1_CoordinatorStatus(await coordinator.status()))
+            let report = StatusReport(await coordinator.status())
             #expect(report.replicas.map(\.precision).sorted() == ["bf16×1, int8×1", "int8"])
             #expect(report.table().contains("PRECISION"))
             #expect(try report.json().contains(#""precision":"int8""#))
@@ -460,7 +460,7 @@ struct CoactivationTelemetryTests {
             let layer = try #require(status.coactivation["0"])
             #expect(layer.tokens == 15)
             #expect(layer.pairs.map { [$0.a, $0.b, $0.tokens] } == [[0, 1, 7], [1, 3, 4], [2, 3, 1]])
-            let report = StatusReport(Moemesh_V1_CoordinatorStatus(status))
+            let report = StatusReport(status)
             #expect(
                 try report.json().contains(
                     #""coactivation":[{"layer":"0","num_experts":4,"pairs":[[0,1,7],[1,3,4],[2,3,1]],"tokens":15}]"#))

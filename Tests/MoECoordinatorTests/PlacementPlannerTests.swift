@@ -30,7 +30,8 @@ struct PlacementPlannerTests {
     func groupsFollowCoactivation() throws {
         let counts = Self.counts([(0, 5, 50), (1, 6, 40), (2, 7, 30), (3, 4, 20), (0, 1, 5)])
         let plan = try PlacementPlanner.plan(
-            layers: [Self.layer("0")], bytesPerExpert: 1000, demand: [:], coactivation: ["0": counts],
+            layers: [Self.layer("0")], bytesPerExpert: 1000,
+            telemetry: PlacementTelemetry(demand: [:], coactivation: ["0": counts]),
             constraints: Self.roomy)
         #expect(plan.groups.map(\.experts) == [[0, 5], [1, 6], [2, 7], [3, 4]])
         #expect(plan.groups.map(\.selection) == ["0:0,0:5", "0:1,0:6", "0:2,0:7", "0:3,0:4"])
@@ -42,7 +43,8 @@ struct PlacementPlannerTests {
     func sizeLimit() throws {
         let counts = Self.counts([(0, 1, 9), (1, 2, 8), (2, 3, 7), (3, 4, 6)])
         let plan = try PlacementPlanner.plan(
-            layers: [Self.layer("0")], bytesPerExpert: 1000, demand: [:], coactivation: ["0": counts],
+            layers: [Self.layer("0")], bytesPerExpert: 1000,
+            telemetry: PlacementTelemetry(demand: [:], coactivation: ["0": counts]),
             constraints: .init(nodes: 2, nodeMemoryBytes: 1 << 20, expertsPerGroup: 3))
         #expect(plan.groups.map(\.experts) == [[0, 1, 2], [3, 4, 5], [6, 7]])
         #expect(plan.groups.allSatisfy { $0.experts.count <= 3 })
@@ -54,7 +56,8 @@ struct PlacementPlannerTests {
         for expert in 0..<8 { demand[ExpertAddress(layer: "0", expert: expert)] = expert == 0 ? 100 : 10 }
         // 4 groups of 2 experts × 1,000 bytes; 3 nodes of 5,000 bytes hold 7 replicas of 2,000 bytes.
         let plan = try PlacementPlanner.plan(
-            layers: [Self.layer("0")], bytesPerExpert: 1000, demand: demand, coactivation: [:],
+            layers: [Self.layer("0")], bytesPerExpert: 1000,
+            telemetry: PlacementTelemetry(demand: demand, coactivation: [:]),
             constraints: .init(nodes: 3, nodeMemoryBytes: 5000, expertsPerGroup: 2))
         let replicas = Dictionary(uniqueKeysWithValues: plan.groups.map { ($0.selection, $0.replicas) })
         #expect(replicas["0:0,0:1"] == 3)  // 110 rows/s: the hottest, on every node
@@ -69,12 +72,14 @@ struct PlacementPlannerTests {
     func doesNotFit() {
         #expect(throws: PlacementPlanner.PlanError.self) {
             try PlacementPlanner.plan(
-                layers: [Self.layer("0")], bytesPerExpert: 1000, demand: [:], coactivation: [:],
+                layers: [Self.layer("0")], bytesPerExpert: 1000,
+                telemetry: PlacementTelemetry(demand: [:], coactivation: [:]),
                 constraints: .init(nodes: 1, nodeMemoryBytes: 3000, expertsPerGroup: 2))
         }
         do {
             _ = try PlacementPlanner.plan(
-                layers: [Self.layer("0")], bytesPerExpert: 1000, demand: [:], coactivation: [:],
+                layers: [Self.layer("0")], bytesPerExpert: 1000,
+                telemetry: PlacementTelemetry(demand: [:], coactivation: [:]),
                 constraints: .init(nodes: 1, nodeMemoryBytes: 3000, expertsPerGroup: 2))
         } catch {
             #expect(error.description.hasSuffix("give more nodes, more memory per node, or fewer experts per group"))
@@ -85,12 +90,14 @@ struct PlacementPlannerTests {
     func sharedExpert() throws {
         let plan = try PlacementPlanner.plan(
             layers: [Self.layer("0", experts: 2, shared: true)], bytesPerExpert: 1000, sharedBytes: ["0": 3000],
-            demand: [:], coactivation: [:], constraints: Self.roomy)
+            telemetry: PlacementTelemetry(demand: [:], coactivation: [:]), constraints: Self.roomy)
         #expect(plan.groups.map(\.selection) == ["0:0,0:1", "0:shared"])
         #expect(plan.groups.map(\.bytes) == [2000, 3000])
     }
 
-    @Test("the telemetry of a saved `moemesh status --json` reads back as the status had it")
+    @Test(
+        "a status read over the wire is the coordinator's own; the planner reads the same telemetry from it as from its saved `moemesh status --json`"
+    )
     func telemetryFromStatusJSON() throws {
         var status = Moemesh_V1_CoordinatorStatus()
         status.experts = [
@@ -108,10 +115,70 @@ struct PlacementPlannerTests {
             },
         ]
         status.coactivation = [Moemesh_V1_LayerCoactivation(Self.counts([(1, 3, 7), (0, 2, 2)]), layer: "0")]
-        let report = try StatusReport.decode(json: Array(try StatusReport(status).json().utf8))
-        let (demand, coactivation) = try PlacementPlanner.telemetry(from: report)
-        #expect(demand == [ExpertAddress(layer: "0", expert: 3): 12.5, ExpertAddress(layer: "0", expert: -1): 4])
-        #expect(coactivation["0"]?.count(1, 3) == 7 && coactivation["0"]?.count(0, 2) == 2)
+        status.groups = [
+            .with {
+                $0.group = "g0"
+                $0.experts = [
+                    .with {
+                        $0.layer = "0"; $0.expert = 3
+                    },
+                    .with {
+                        $0.layer = "0"; $0.expert = -1
+                    },
+                ]
+                $0.servingReplicas = 1
+                $0.desiredReplicas = 1
+            },
+            .with {
+                $0.group = "g1"
+                $0.experts = [
+                    .with {
+                        $0.layer = "0"; $0.expert = 1
+                    }
+                ]
+                $0.desiredReplicas = 1
+            },
+        ]
+        status.replicas = [
+            .with {
+                $0.replica = .with {
+                    $0.replicaID = "r1"; $0.group = "g0"; $0.endpoint = "127.0.0.1:5"; $0.state = .draining
+                    $0.precisions = [
+                        .with {
+                            $0.expert = .with {
+                                $0.layer = "0"; $0.expert = 3
+                            }; $0.precision = "int8"
+                        }
+                    ]
+                }
+                $0.load = .with {
+                    $0.rowsPerSecond = 3; $0.latencyP50Ms = 1.5
+                }
+                $0.lastHeartbeatMs = 250
+                $0.links = ["router-a: unix /tmp/x"]
+            }
+        ]
+        status.decisions = [
+            .with {
+                $0.group = "g1"; $0.fromReplicas = 0; $0.toReplicas = 1; $0.reason = "cold start"
+            }
+        ]
+        let domain = try CoordinatorStatus(status)
+        #expect(Moemesh_V1_CoordinatorStatus(domain) == status)
+
+        let telemetry = PlacementTelemetry(domain)
+        #expect(
+            telemetry.demand == [ExpertAddress(layer: "0", expert: 3): 12.5, ExpertAddress(layer: "0", expert: -1): 4])
+        #expect(telemetry.coactivation["0"]?.count(1, 3) == 7 && telemetry.coactivation["0"]?.count(0, 2) == 2)
+        // Only a group with a serving replica serves its experts.
+        #expect(
+            telemetry.servingGroups == [
+                ExpertAddress(layer: "0", expert: 3): "g0", ExpertAddress(layer: "0", expert: -1): "g0",
+            ])
+        let report = try StatusReport.decode(json: Array(try StatusReport(domain).json().utf8))
+        #expect(try report.placementTelemetry() == telemetry)
+        #expect(report.replicas.first?.state == "draining" && report.replicas.first?.precision == "int8")
+        #expect(report.replicas.first?.lastHeartbeatMs == 250)
     }
 
     @Test("k8s render of a plan: a Deployment per group, no spec.replicas, memory from weights, the scaler knows them")

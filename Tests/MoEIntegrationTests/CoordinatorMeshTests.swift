@@ -64,8 +64,8 @@ func withCoordinatedUp(
 /// thrown when the time is up.
 func waitForStatus(
     _ coordinator: ServiceEndpoint, timeout: Duration = .seconds(20),
-    _ condition: (Moemesh_V1_CoordinatorStatus) -> Bool
-) async throws -> Moemesh_V1_CoordinatorStatus {
+    _ condition: (CoordinatorStatus) -> Bool
+) async throws -> CoordinatorStatus {
     let deadline = ContinuousClock.now + timeout
     while true {
         do {
@@ -246,7 +246,7 @@ struct CoordinatorMeshTests {
             #expect(tally.wrong.withLock { $0 } == 0, "\(tally.errors.withLock { $0.prefix(3) })")
             let after = try await waitForStatus(coordinator) { status in
                 status.groups.allSatisfy { $0.servingReplicas == 1 }
-                    && !status.replicas.contains { $0.replica.replicaID == victim.replica.replicaID }
+                    && !status.replicas.contains { $0.replica.id == victim.replica.id }
             }
             #expect(after.groups.map(\.servingReplicas) == [1, 1, 1, 1])
             #expect(after.decisions.isEmpty)
@@ -272,11 +272,11 @@ struct CoordinatorMeshTests {
                 // The replica reports the call's row in flight (it computes for 1.5 s; heartbeats every 0.5 s).
                 _ = try await waitForStatus(coordinator) { status in
                     status.replicas.contains {
-                        $0.replica.replicaID == replica.replica.replicaID && $0.load.inFlightRows > 0
+                        $0.replica.id == replica.replica.id && $0.load.inFlightRows > 0
                     }
                 }
                 let drained = try await CoordinatorClient.with(endpoint: coordinator) {
-                    try await $0.drain(replica: replica.replica.replicaID)
+                    try await $0.drain(replica: replica.replica.id)
                 }
                 #expect(drained.state == .draining)
                 // Still alive while its call runs.
@@ -285,9 +285,9 @@ struct CoordinatorMeshTests {
                 #expect(relativeError(result.output.floats(), expected.output.values) <= 1e-5)
             }
             let after = try await waitForStatus(coordinator) { status in
-                !status.replicas.contains { $0.replica.replicaID == replica.replica.replicaID }
+                !status.replicas.contains { $0.replica.id == replica.replica.id }
             }
-            #expect(!after.replicas.contains { $0.replica.replicaID == replica.replica.replicaID })
+            #expect(!after.replicas.contains { $0.replica.id == replica.replica.id })
             #expect(after.groups.first { $0.group == "*:\(expert)" }?.desiredReplicas == 0)
             #expect(await ChildProcessWatch.waitUntilGone(pid, timeout: .seconds(10)))
         }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
     import Glibc
 #endif
+import MoECoordinator
 import MoECore
 import MoEModel
 import MoEInProcess
@@ -264,7 +265,7 @@ struct MultiHostTests {
             let routerEndpoint = try #require(await router.waitForReadyLine(role: "router", timeout: .seconds(60)))
             _ = try await waitForStatus(local) { $0.replicas.count == 2 && $0.routers == ["router-r"] }
             let prefixOfA = hosts.address("a") + ":"
-            let onA: @Sendable (Moemesh_V1_ReplicaStatus) -> Bool = { $0.replica.endpoint.hasPrefix(prefixOfA) }
+            let onA: @Sendable (CoordinatorStatus.ReplicaStatus) -> Bool = { $0.replica.endpoint.hasPrefix(prefixOfA) }
 
             // 3 clients call (from the test's namespace) until the fault is over: after 20 answers, what host r sends
             // host a is dropped; the path stays closed until the coordinator shows host a's replica ejected by the

@@ -85,8 +85,10 @@ struct FleetLayout {
             }
         }
         let plan = try PlacementPlanner.plan(
-            layers: layers, bytesPerExpert: model.bytesPerExpert, demand: rows,
-            coactivation: Dictionary(uniqueKeysWithValues: coactivation.enumerated().map { (String($0), $1) }),
+            layers: layers, bytesPerExpert: model.bytesPerExpert,
+            telemetry: PlacementTelemetry(
+                demand: rows,
+                coactivation: Dictionary(uniqueKeysWithValues: coactivation.enumerated().map { (String($0), $1) })),
             constraints: constraints)
         let index = Dictionary(uniqueKeysWithValues: plan.groups.enumerated().map { ($1.name, $0) })
         let groups = plan.groups.map { group in

@@ -4,6 +4,7 @@ import MoELocalMesh
 import MoEModel
 import MoEProcesses
 import MoEServing
+import MoEStatusViews
 
 #if canImport(Glibc)
     import Glibc
@@ -131,7 +132,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.serving.warnIfPlaintextBeyondLoopback(logger)
         configuration.serving.reportProtectedMode(logger)
         self.http.bootstrapMetrics()
-        let services = try buildCoordinatorServices(configuration: configuration, logger: logger)
+        let services = try buildCoordinatorServices(
+            configuration: configuration,
+            httpRoutes: { coordinator in StatusPage.routes(status: { await coordinator.status() }) }, logger: logger)
         let tracing =
             try Observability.tracingService(serviceName: "moemesh-coordinator", logger: logger).map { [$0] } ?? []
         try await runServiceGroup(services: tracing + services, parentPID: self.parentPid, logger: logger)

@@ -64,19 +64,22 @@ struct Plan: AsyncParsableCommand {
             throw ValidationError("--node-memory-gib: expected a positive number, got \(self.nodeMemoryGib)")
         }
         let checkpoint = try MoECheckpoint(path: self.model)
-        let report: StatusReport
+        let telemetry: PlacementTelemetry
         if let path = self.status {
+            let report: StatusReport
             do { report = try StatusReport.decode(json: try FileSystem.readFile(path)) } catch let error as ModelError {
                 throw ValidationError("--status: \(error)")
             } catch {
                 throw ValidationError("--status \(path): not a `moemesh status --json` object (\(error))")
             }
+            do { telemetry = try report.placementTelemetry() } catch {
+                throw ValidationError("--status \(path): \(error)")
+            }
         } else {
-            report = try await self.readStatus(self.coordinator!)
+            telemetry = PlacementTelemetry(try await self.readStatus(self.coordinator!))
         }
         var plan: PlacementPlanner.Plan
         do {
-            let (demand, coactivation) = try PlacementPlanner.telemetry(from: report)
             let weights = self.precision.bytesPerWeight
             let bytesPerExpert = checkpoint.layers.map { 3 * $0.hiddenSize * $0.intermediateSize * weights }.max() ?? 0
             let shared = Dictionary(
@@ -84,15 +87,14 @@ struct Plan: AsyncParsableCommand {
                     layer.sharedExpert.map { (layer.name, 3 * layer.hiddenSize * $0.intermediateSize * weights) }
                 })
             plan = try PlacementPlanner.plan(
-                layers: checkpoint.layers, bytesPerExpert: bytesPerExpert, sharedBytes: shared, demand: demand,
-                coactivation: coactivation,
+                layers: checkpoint.layers, bytesPerExpert: bytesPerExpert, sharedBytes: shared, telemetry: telemetry,
                 constraints: .init(
                     nodes: self.nodes, nodeMemoryBytes: Int(self.nodeMemoryGib * 1_073_741_824),
                     expertsPerGroup: self.expertsPerGroup))
         } catch {
             throw ValidationError("\(error)")
         }
-        plan.servicesPerTokenNow = Self.servicesPerTokenNow(report, layers: checkpoint.layers)
+        plan.servicesPerTokenNow = PlacementPlanner.servicesPerTokenNow(layers: checkpoint.layers, telemetry: telemetry)
         let encoded = try PlanFile.encode(plan)
         if let out = self.out { try FileSystem.writeFile(out, chunks: [Array(encoded.utf8)]) }
         if self.json {
@@ -121,18 +123,6 @@ struct Plan: AsyncParsableCommand {
         if self.apply { try await self.applyPlan(plan, to: self.coordinator!) }
     }
 
-    /// Services per token under the groups serving in `report`.
-    static func servicesPerTokenNow(_ report: StatusReport, layers: [MoELayerSpec]) -> Double? {
-        var groupOf: [String: String] = [:]
-        for group in report.groups where group.servingReplicas > 0 {
-            for expert in group.experts { groupOf[expert] = group.group }
-        }
-        guard let (_, coactivation) = try? PlacementPlanner.telemetry(from: report) else { return nil }
-        return PlacementPlanner.servicesPerToken(layers: layers, coactivation: coactivation) {
-            groupOf[StatusReport.name($0)]
-        }
-    }
-
     private func applyPlan(_ plan: PlacementPlanner.Plan, to endpoint: ServiceEndpoint) async throws {
         let response: Moemesh_V1_ApplyPlanResponse
         do {
@@ -157,12 +147,12 @@ struct Plan: AsyncParsableCommand {
         }
     }
 
-    private func readStatus(_ endpoint: ServiceEndpoint) async throws -> StatusReport {
+    private func readStatus(_ endpoint: ServiceEndpoint) async throws -> CoordinatorStatus {
         do {
             return try await CoordinatorClient.with(
                 endpoint: endpoint,
                 serving: try self.tls.appliedToClient(self.token.applied(to: ServingConfiguration()))
-            ) { StatusReport(try await $0.status()) }
+            ) { try await $0.status() }
         } catch let error as RPCError {
             throw CommandFailure("coordinator at \(endpoint) answered \(error.code): \(error.message)")
         }

@@ -167,10 +167,9 @@ struct Simulate: AsyncParsableCommand {
         do { report = try StatusReport.decode(json: try FileSystem.readFile(path)) } catch {
             throw ValidationError("--status \(path): not a `moemesh status --json` object (\(error))")
         }
-        let (demand, coactivation): ([ExpertAddress: Double], [String: Coactivation])
-        do { (demand, coactivation) = try PlacementPlanner.telemetry(from: report) } catch {
-            throw ValidationError("--status \(path): \(error)")
-        }
+        let telemetry: PlacementTelemetry
+        do { telemetry = try report.placementTelemetry() } catch { throw ValidationError("--status \(path): \(error)") }
+        let (demand, coactivation) = (telemetry.demand, telemetry.coactivation)
         let names = Set(demand.keys.map(\.layer)).union(coactivation.keys).sorted {
             (Int($0) ?? Int.max, $0) < (Int($1) ?? Int.max, $1)
         }
