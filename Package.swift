@@ -194,7 +194,7 @@ let package = Package(
         .target(
             name: "MoEProcesses",
             dependencies: [
-                "MoECore", "MoEServing",
+                "MoECore",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

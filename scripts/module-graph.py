@@ -9,7 +9,8 @@ Rules checked:
   says what each module uses);
 - no kernels (MoEKernels, OpenBLAS, the quantised kernels, the CUDA loader) in the dependency closure of the
   router, the coordinator or the layer pipeline (MoERouter, MoECoordinator, MoERuntime);
-- MoECore depends on no other module of the package;
+- MoECore depends on no other module of the package, MoEProcesses on MoECore alone (starting and watching processes
+  knows nothing of serving);
 - the views depend on the coordinator, never the reverse: MoEStatusViews is outside the dependency closure of
   MoECoordinator and MoEPolicy (the domain and the planner).
 """
@@ -77,6 +78,8 @@ def problems(graph: dict) -> list:
     for module in VIEW_FREE:
         if "MoEStatusViews" in closure(graph, module):
             found.append(f"{module} reaches MoEStatusViews: expected the views to depend on it, not the reverse")
+    if extra := sorted(set(graph["MoEProcesses"][0]) - {"MoECore"}):
+        found.append(f"MoEProcesses depends on {', '.join(extra)}: expected MoECore alone")
     if graph["MoECore"][0]:
         found.append(f"MoECore depends on {', '.join(sorted(graph['MoECore'][0]))}: expected no module of the package")
     return found

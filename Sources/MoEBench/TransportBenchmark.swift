@@ -1,3 +1,4 @@
+import MoECore
 import CGRPCBridge
 import GRPCCore
 import GRPCNIOTransportHTTP2

@@ -1,3 +1,4 @@
+import MoECore
 import MoEKernels
 import MoEModel
 import MoEServing

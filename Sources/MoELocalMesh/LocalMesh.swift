@@ -3,6 +3,7 @@
 #else
     import Foundation
 #endif
+import MoECore
 import Logging
 import MoECoordinator
 import MoEModel

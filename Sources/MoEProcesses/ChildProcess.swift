@@ -1,5 +1,5 @@
 import MoECore
-import MoEServing
+
 import Subprocess
 import SystemPackage
 import Synchronization

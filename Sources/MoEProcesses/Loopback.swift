@@ -66,7 +66,7 @@ public enum Loopback {
             response += buffer[0..<count]
         }
         let text = String(decoding: response, as: UTF8.self)
-        guard let headerEnd = text.range(of: "\r\n\r\n"),
+        guard let headerEnd = text.firstRange(of: "\r\n\r\n"),
             let status = Int(text.split(separator: " ").dropFirst().first ?? "")
         else { return nil }
         return (status, String(text[headerEnd.upperBound...]))

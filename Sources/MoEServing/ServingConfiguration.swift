@@ -1,3 +1,4 @@
+import MoECore
 import GRPCCore
 import GRPCNIOTransportHTTP2
 

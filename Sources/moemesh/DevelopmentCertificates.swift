@@ -1,3 +1,4 @@
+import MoECore
 import Crypto
 import MoEServing
 import SwiftASN1

@@ -1,3 +1,4 @@
+import MoECore
 import MoEProcesses
 import MoEServing
 import Testing

@@ -1,3 +1,4 @@
+import MoECore
 import ArgumentParser
 import MoEExpert
 import MoEKernels

@@ -1,3 +1,4 @@
+import MoECore
 import ArgumentParser
 import GRPCCore
 import GRPCNIOTransportHTTP2

@@ -1,5 +1,3 @@
-import GRPCNIOTransportHTTP2
-
 /// A `host:port` network address of a service.
 public struct ServiceEndpoint: Sendable, Hashable, CustomStringConvertible, Comparable {
     public let host: String
@@ -34,17 +32,4 @@ public struct ServiceEndpoint: Sendable, Hashable, CustomStringConvertible, Comp
     }
 
     public static func < (lhs: Self, rhs: Self) -> Bool { (lhs.host, lhs.port) < (rhs.host, rhs.port) }
-}
-
-extension ServiceEndpoint {
-    /// The endpoint of a server transport's bound address; nil for a non-IP (e.g. Unix socket) address.
-    public init?(listening address: SocketAddress) {
-        if let ipv4 = address.ipv4 {
-            self.init(host: ipv4.host, port: ipv4.port)
-        } else if let ipv6 = address.ipv6 {
-            self.init(host: ipv6.host, port: ipv6.port)
-        } else {
-            return nil
-        }
-    }
 }
