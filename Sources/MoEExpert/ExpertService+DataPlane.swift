@@ -10,7 +10,9 @@ extension ExpertService {
     /// `moemesh.v1.Expert` on a data-plane server: `Compute`, `ComputeStream` (each message a call, answered as it
     /// finishes), `DescribeExperts` and `Prefetch`, each served through `calls` (span, counters, deadline).
     public func dataPlaneMethods(calls: DataPlaneCalls) -> [String: DataPlaneMethod] {
-        Dictionary(
+        // A streamed call is counted and traced as a unary Compute.
+        let compute = calls.method("moemesh.v1.Expert/Compute")
+        return Dictionary(
             uniqueKeysWithValues: [
                 calls.unary(
                     "/moemesh.v1.Expert/Compute",
@@ -43,10 +45,13 @@ extension ExpertService {
                                     return .nothing
                                 }
                                 if let slot = self.reserveNow() {
-                                    return .now { self.streamedAnswer(message, in: slot, calls: calls) }
+                                    return .now {
+                                        self.streamedAnswer(message, in: slot, calls: calls, method: compute)
+                                    }
                                 }
                                 return .later {
-                                    await self.streamedAnswer(message, cancellations: cancellations, calls: calls)
+                                    await self.streamedAnswer(
+                                        message, cancellations: cancellations, calls: calls, method: compute)
                                 }
                             })
                     }
@@ -59,7 +64,8 @@ extension ExpertService {
     /// A streamed call answered on the transport's thread, in `slot`: served as a unary `Compute` is
     /// (`DataPlaneCalls.serveNow`), its error in the answer.
     func streamedAnswer(
-        _ message: Moemesh_V1_ComputeStreamRequest, in slot: ComputeSlot, calls: DataPlaneCalls
+        _ message: Moemesh_V1_ComputeStreamRequest, in slot: ComputeSlot, calls: DataPlaneCalls,
+        method: DataPlaneCalls.Method
     ) -> Moemesh_V1_ComputeStreamResponse {
         var reply = Moemesh_V1_ComputeStreamResponse()
         reply.callID = message.callID
@@ -67,7 +73,7 @@ extension ExpertService {
         for (key, value) in message.metadata { metadata.addString(value, forKey: key) }
         do {
             reply.compute = try calls.serveNow(
-                "moemesh.v1.Expert/Compute", metadata: metadata,
+                method, metadata: metadata,
                 deadline: RequestDeadline.after(milliseconds: message.timeoutMs), streamed: true
             ) { try self.compute(message.compute, in: slot) }
         } catch {
@@ -80,7 +86,8 @@ extension ExpertService {
     /// (`DataPlaneCalls.serve`: span, counters, deadline), with the message's metadata; nil when its caller cancelled
     /// it (a `cancel` message naming it).
     func streamedAnswer(
-        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>, calls: DataPlaneCalls
+        _ message: Moemesh_V1_ComputeStreamRequest, cancellations: KeyedSignal<UInt64>, calls: DataPlaneCalls,
+        method: DataPlaneCalls.Method
     ) async -> Moemesh_V1_ComputeStreamResponse? {
         let id = message.callID
         defer { cancellations.forget(id) }
@@ -92,9 +99,7 @@ extension ExpertService {
             let metadata = received
             let deadline = RequestDeadline.after(milliseconds: message.timeoutMs)
             let computed = try await cancellations.run(unless: id) {
-                try await calls.serve(
-                    "moemesh.v1.Expert/Compute", metadata: metadata, deadline: deadline, streamed: true
-                ) {
+                try await calls.serve(method, metadata: metadata, deadline: deadline, streamed: true) {
                     try await RequestDeadline.enforce(deadline) { try await self.compute(message.compute) }
                 }
             }

@@ -8,7 +8,9 @@ extension RouterService {
     /// `moemesh.v1.Router` on a data-plane server: `Forward`, `ForwardStream` (each message a call, answered as it
     /// finishes, tagged with its `request_id`), `DescribeModel` and `GetBalance`, each served through `calls`.
     public func dataPlaneMethods(calls: DataPlaneCalls) -> [String: DataPlaneMethod] {
-        Dictionary(
+        // A streamed request is counted and traced as a unary Forward.
+        let forward = calls.method("moemesh.v1.Router/Forward")
+        return Dictionary(
             uniqueKeysWithValues: [
                 calls.unary("/moemesh.v1.Router/Forward") { (request: Moemesh_V1_ForwardRequest, _) in
                     try await self.forward(request)
@@ -31,7 +33,10 @@ extension RouterService {
                                 }
                             },
                             start: { message in
-                                .later { await self.streamedAnswer(message, metadata: context.metadata, calls: calls) }
+                                .later {
+                                    await self.streamedAnswer(
+                                        message, metadata: context.metadata, calls: calls, method: forward)
+                                }
                             })
                     }
                 ),
@@ -41,14 +46,13 @@ extension RouterService {
     /// One streamed request's answer, or its error, tagged with its id: served as a unary `Forward` is
     /// (`DataPlaneCalls.serve`: span, counters), under the message's own deadline (`timeout_ms`).
     func streamedAnswer(
-        _ message: Moemesh_V1_ForwardRequest, metadata: Metadata, calls: DataPlaneCalls
+        _ message: Moemesh_V1_ForwardRequest, metadata: Metadata, calls: DataPlaneCalls,
+        method: DataPlaneCalls.Method
     ) async -> Moemesh_V1_ForwardResponse {
         var answer: Moemesh_V1_ForwardResponse
         do {
             let deadline = RequestDeadline.after(milliseconds: message.timeoutMs)
-            answer = try await calls.serve(
-                "moemesh.v1.Router/Forward", metadata: metadata, deadline: deadline, streamed: true
-            ) {
+            answer = try await calls.serve(method, metadata: metadata, deadline: deadline, streamed: true) {
                 try await RequestDeadline.enforce(deadline) { try await self.forward(message) }
             }
         } catch {

@@ -54,6 +54,8 @@ struct ObservabilityTests {
         #expect(Self.value(text, #"moemesh_router_tokens_total{layer="0"}"#) == 16)
         #expect(Self.value(text, #"moemesh_rpc_requests_total{service="router",method="Forward"}"#) == 4)
         #expect(Self.value(text, #"moemesh_rpc_errors_total{service="router",method="Forward",code="notFound"}"#) == 1)
+        // The expert's Compute calls (messages of the router's stream, counted as unary calls) on their own handle.
+        #expect(Self.value(text, #"moemesh_rpc_requests_total{service="expert",method="Compute"}"#) == 3)
         #expect(Self.value(text, #"moemesh_router_request_seconds_count{layer="0"}"#) == 3)
         #expect(Self.value(text, #"moemesh_router_dropped_slots_total{layer="0"}"#) == 0)
         // One replica hosts every expert: each Forward sent it one message, whichever experts its tokens chose.

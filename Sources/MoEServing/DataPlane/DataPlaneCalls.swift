@@ -1,4 +1,5 @@
 import GRPCCore
+import CoreMetrics
 import Logging
 import MoEDataPlane
 import ServiceContextModule
@@ -16,6 +17,16 @@ public struct DataPlaneCalls: Sendable {
     public let tracer: any Tracer
     public let logger: Logger
 
+    /// One method of the service, with its request counter made once (`calls.method(...)`, when the method table is
+    /// built), so that a call increments a handle instead of looking one up by name.
+    public struct Method: Sendable {
+        /// `moemesh.v1.Expert/Compute`.
+        public let name: String
+        /// `Compute`: the counters' `method` label.
+        let shortName: String
+        let requests: Counter
+    }
+
     public init(
         metrics: ServiceMetrics, service: String, tracer: any Tracer = InstrumentationSystem.tracer, logger: Logger
     ) {
@@ -25,73 +36,70 @@ public struct DataPlaneCalls: Sendable {
         self.logger = logger
     }
 
-    /// Serves one call of `method` (`moemesh.v1.Expert/Compute`): `body` in a server span, under `deadline`, with
-    /// the call counted and its failure counted and logged. `streamed`: the call is one message of a stream.
+    /// `name` (`moemesh.v1.Expert/Compute`) with its request counter.
+    public func method(_ name: String) -> Method {
+        let shortName = name.split(separator: "/").last.map(String.init) ?? name
+        return Method(
+            name: name, shortName: shortName,
+            requests: self.metrics.counter(
+                "moemesh_rpc_requests_total", [("service", self.service), ("method", shortName)]))
+    }
+
+    /// Serves one call of `method`: `body` in a server span, under `deadline`, with the call counted and its failure
+    /// counted and logged. `streamed`: the call is one message of a stream.
     public func serve<Result: Sendable>(
-        _ method: String, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
+        _ method: Method, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
         _ body: @Sendable () async throws -> Result
     ) async throws -> Result {
-        let shortName = self.countCall(method)
+        method.requests.increment()
         let serviceContext = incomingContext(metadata, tracer: self.tracer)
-        return try await self.tracer.withSpan(method, context: serviceContext, ofKind: .server) { span in
-            self.describe(
-                span, method: method, shortName: shortName, serviceContext: serviceContext, streamed: streamed)
+        return try await self.tracer.withSpan(method.name, context: serviceContext, ofKind: .server) { span in
+            self.describe(span, method: method, serviceContext: serviceContext, streamed: streamed)
             do {
                 return try await RequestDeadline.$current.withValue(deadline) { try await body() }
             } catch {
-                throw self.failed(
-                    error, span: span, method: method, shortName: shortName, serviceContext: serviceContext)
+                throw self.failed(error, span: span, method: method, serviceContext: serviceContext)
             }
         }
     }
 
-    /// Counts a call of `method`; returns its short name (`Compute`), the counters' label.
-    private func countCall(_ method: String) -> String {
-        let shortName = method.split(separator: "/").last.map(String.init) ?? method
-        self.metrics.counter("moemesh_rpc_requests_total", [("service", self.service), ("method", shortName)])
-            .increment()
-        return shortName
-    }
-
-    private func describe(
-        _ span: any Span, method: String, shortName: String, serviceContext: ServiceContext, streamed: Bool
-    ) {
+    private func describe(_ span: any Span, method: Method, serviceContext: ServiceContext, streamed: Bool) {
         span.attributes["rpc.system"] = "grpc"
-        span.attributes["rpc.service"] = String(method.prefix { $0 != "/" })
-        span.attributes["rpc.method"] = shortName
+        span.attributes["rpc.service"] = String(method.name.prefix { $0 != "/" })
+        span.attributes["rpc.method"] = method.shortName
         span.attributes["moemesh.request_id"] = serviceContext.requestID
         if streamed { span.attributes["moemesh.stream"] = true }
     }
 
     /// Records a failed call (span status, error counter, a log line) and returns the status it ends with.
-    private func failed(
-        _ error: any Error, span: any Span, method: String, shortName: String, serviceContext: ServiceContext
-    ) -> RPCError {
+    private func failed(_ error: any Error, span: any Span, method: Method, serviceContext: ServiceContext) -> RPCError
+    {
         let status = RPCError(answering: error)
         span.attributes["rpc.grpc.status_code"] = status.code.rawValue
         span.setStatus(SpanStatus(code: .error, message: status.message))
+        // Looked up by name: a failure's code is known only now, and failures are the exception.
         self.metrics.counter(
-            "moemesh_rpc_errors_total", [("service", self.service), ("method", shortName), ("code", "\(status.code)")]
+            "moemesh_rpc_errors_total",
+            [("service", self.service), ("method", method.shortName), ("code", "\(status.code)")]
         ).increment()
         self.logger.warning(
             "call failed",
             metadata: [
-                "request_id": "\(serviceContext.requestID ?? "")", "method": "\(method)", "code": "\(status.code)",
-                "error": "\(status.message)",
+                "request_id": "\(serviceContext.requestID ?? "")", "method": "\(method.name)",
+                "code": "\(status.code)", "error": "\(status.message)",
             ])
         return status
     }
 
     /// `serve` for a call answered on the calling thread (the transport's): the same span, counters and log.
     public func serveNow<Result>(
-        _ method: String, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
+        _ method: Method, metadata: Metadata, deadline: ContinuousClock.Instant?, streamed: Bool = false,
         _ body: () throws -> Result
     ) throws -> Result {
-        let shortName = self.countCall(method)
+        method.requests.increment()
         let serviceContext = incomingContext(metadata, tracer: self.tracer)
-        return try self.tracer.withSpan(method, context: serviceContext, ofKind: .server) { span in
-            self.describe(
-                span, method: method, shortName: shortName, serviceContext: serviceContext, streamed: streamed)
+        return try self.tracer.withSpan(method.name, context: serviceContext, ofKind: .server) { span in
+            self.describe(span, method: method, serviceContext: serviceContext, streamed: streamed)
             do {
                 if let deadline, deadline <= .now {
                     throw RPCError(
@@ -99,8 +107,7 @@ public struct DataPlaneCalls: Sendable {
                 }
                 return try body()
             } catch {
-                throw self.failed(
-                    error, span: span, method: method, shortName: shortName, serviceContext: serviceContext)
+                throw self.failed(error, span: span, method: method, serviceContext: serviceContext)
             }
         }
     }
@@ -111,7 +118,7 @@ public struct DataPlaneCalls: Sendable {
         _ path: String, now: @escaping @Sendable (Request, DataPlaneCallContext) -> (() throws -> Response)?,
         later: @escaping @Sendable (Request, DataPlaneCallContext) async throws -> Response
     ) -> (String, DataPlaneMethod) {
-        let method = String(path.dropFirst())
+        let method = self.method(String(path.dropFirst()))
         let (_, asyncMethod) = self.unary(path, later)
         guard case .unary(let laterBytes) = asyncMethod else { preconditionFailure("unary makes a .unary method") }
         return (
@@ -132,7 +139,7 @@ public struct DataPlaneCalls: Sendable {
     public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ path: String, _ body: @escaping @Sendable (Request, DataPlaneCallContext) async throws -> Response
     ) -> (String, DataPlaneMethod) {
-        let method = String(path.dropFirst())
+        let method = self.method(String(path.dropFirst()))
         return (
             path,
             .unary { bytes, context in
