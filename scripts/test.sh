@@ -69,6 +69,18 @@ log="$(mktemp)"
 set +e
 swift test --skip-build 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The GPU tests (skipped above, where no CUDA device opens) again on the emulated device: each must run and pass.
+cuda_dir="$(mktemp -d)"
+gpulog="$(mktemp)"
+env $(scripts/emulated-cuda.sh "$cuda_dir") swift test --skip-build --filter CUDABackendTests 2>&1 | tee "$gpulog"
+gpu_status=${PIPESTATUS[0]}
+gpu_passed="$(grep -c '✔ Test "GPU: ' "$gpulog" || true)"
+gpu_declared="$(grep -c '"GPU: ' Tests/MoEKernelsTests/CUDABackendTests.swift || true)"
+if [ "$gpu_status" -ne 0 ] || [ "$gpu_passed" -ne "$gpu_declared" ]; then
+    echo "the GPU tests on the emulated CUDA device: $gpu_passed of $gpu_declared passed (swift test exited with $gpu_status)" >&2
+    status=1
+fi
+rm -rf "$cuda_dir" "$gpulog"
 pylog="$(mktemp)"
 MOEMESH_BINARY=.build/debug/moemesh .venv/bin/python -m pytest clients/python/tests -q -p no:cacheprovider \
     2>&1 | tee "$pylog"
@@ -82,7 +94,7 @@ python_passed="$(grep -Eo '[0-9]+ passed' <<<"$summary" | grep -Eo '[0-9]+' || t
 python_failed="$(grep -Eo '[0-9]+ (failed|errors?)' <<<"$summary" | head -1 | grep -Eo '^[0-9]+' || true)"
 rm -f "$log" "$pylog"
 if [ "$status" -eq 0 ] && [ "$python_status" -eq 0 ] && [ -n "$swift_passed" ] && [ -n "$python_passed" ]; then
-    echo "$((swift_passed + python_passed)) passed, 0 failed ($swift_passed Swift, $python_passed Python and C++)"
+    echo "$((swift_passed + gpu_passed + python_passed)) passed, 0 failed ($swift_passed Swift, $gpu_passed Swift on the emulated CUDA device, $python_passed Python and C++)"
     exit 0
 fi
 echo "tests failed (swift test exited with $status${failed:+, $failed issues}; pytest exited with $python_status${python_failed:+, $python_failed failed})" >&2

@@ -71,6 +71,8 @@ struct CUDABackendTests {
         let rowValues: [Float] = (0..<96).map { (index: Int) -> Float in Float(index % 11) / 5 - 1 }
         let rows = Matrix(rows: 3, columns: 32, values: rowValues)
         let gpu = try kernel.forward(rows), cpu = CPUExpertKernel(weights: weights).forward(rows)
-        #expect(gpu.relativeError(to: cpu) < 1e-2)
+        // bf16 on the device: each of the three products rounds both operands to 8 significant bits (2^-9 relative
+        // each), up to 3 · 2 · 2^-9 ≈ 1.2% on the output against f32; measured 1.05% on the emulated device.
+        #expect(gpu.relativeError(to: cpu) < 2e-2)
     }
 }

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -117,21 +118,13 @@ def kernels(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def emulated_cuda(tmp_path_factory):
-    """The environment in which MoEMesh opens the emulated CUDA device: a folder whose libcuda.so.1, libcublasLt.so.12
-    and libcublas.so.12 are the emulator and whose libnvrtc.so.12 is the wheel's (its builtins found on the loader's
-    path)."""
-    import nvidia.cuda_nvrtc
-
+    """The environment in which MoEMesh opens the emulated CUDA device (scripts/emulated-cuda.sh: a folder whose
+    libcuda.so.1, libcublasLt.so.12 and libcublas.so.12 are the emulator and whose libnvrtc.so.12 is the wheel's)."""
     folder = tmp_path_factory.mktemp("emulated-cuda")
-    library = folder / "libemulated_cuda.so"
-    compile_for_the_cpu(
-        os.path.join(REPO, "Tests", "CUDAEmulation", "emulated_cuda.cpp"), library, "-Wl,-soname,libcuda.so.1")
-    for name in ("libcuda.so.1", "libcublasLt.so.12", "libcublas.so.12"):
-        (folder / name).symlink_to(library.name)
-    nvrtc_folder = os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib")
-    (folder / "libnvrtc.so.12").symlink_to(os.path.join(nvrtc_folder, "libnvrtc.so.12"))
-    loader_path = ":".join(filter(None, [nvrtc_folder, os.environ.get("LD_LIBRARY_PATH")]))
-    return dict(os.environ, MOEMESH_CUDA_LIB_DIR=str(folder), LD_LIBRARY_PATH=loader_path)
+    printed = subprocess.run(
+        [os.path.join(REPO, "scripts", "emulated-cuda.sh"), str(folder)], env=dict(os.environ, PYTHON=sys.executable),
+        check=True, capture_output=True, text=True).stdout
+    return dict(os.environ, **dict(line.split("=", 1) for line in printed.splitlines()))
 
 
 def test_the_cuda_backend_passes_its_check_on_the_emulated_device(moemesh_binary, emulated_cuda):
