@@ -451,16 +451,20 @@ extension RemoteExpertExecutor {
 }
 
 extension RemoteExpertExecutor {
-    /// The router's prefetch hook under `routing`: hints (`prefetch`) with `--prefetch-next-layer`, nil without, so
-    /// that a router without it never sends one.
-    public func prefetchHook(_ routing: RoutingConfiguration) -> (@Sendable ([ExpertAddress]) -> Void)? {
+    /// The router's prefetch hook under `routing`: hints (`prefetch`) sent by `hints` with `--prefetch-next-layer`,
+    /// nil without, so that a router without it never sends one.
+    public func prefetchHook(_ routing: RoutingConfiguration, hints: PrefetchHints) -> (
+        @Sendable ([ExpertAddress]) ->
+            Void
+    )? {
         guard routing.prefetchNextLayer else { return nil }
-        return { addresses in self.prefetch(addresses) }
+        return { addresses in self.prefetch(addresses, hints: hints) }
     }
 
-    /// Sends one `Prefetch` hint to each replica serving any of `addresses`, naming the experts it serves; returns at
-    /// once. A hint that fails changes nothing (the `Compute` call loads the expert as without it): it is counted.
-    public func prefetch(_ addresses: [ExpertAddress]) {
+    /// Queues one `Prefetch` hint to each replica serving any of `addresses`, naming the experts it serves, on
+    /// `hints`; returns at once. A hint that fails or is dropped changes nothing (the `Compute` call loads the expert
+    /// as without it): it is counted.
+    public func prefetch(_ addresses: [ExpertAddress], hints: PrefetchHints) {
         var experts: [ServiceEndpoint: [ExpertAddress]] = [:]
         var replicas: [ServiceEndpoint: ExpertReplica] = [:]
         for address in addresses {
@@ -473,8 +477,7 @@ extension RemoteExpertExecutor {
         for (endpoint, addresses) in experts {
             let replica = replicas[endpoint]!
             let request = Moemesh_V1_PrefetchRequest.with { $0.experts = addresses.map(Moemesh_V1_ExpertKey.init) }
-            // Fire and forget: a hint must not hold up the layer that sends it.
-            Task {
+            let queued = hints.send {
                 do {
                     _ = try await replica.prefetch(request, deadline: deadline)
                     metrics?.counter("moemesh_router_prefetch_hints_total").increment()
@@ -482,6 +485,7 @@ extension RemoteExpertExecutor {
                     metrics?.counter("moemesh_router_prefetch_failures_total").increment()
                 }
             }
+            if !queued { metrics?.counter("moemesh_router_prefetch_failures_total").increment() }
         }
     }
 

@@ -55,7 +55,8 @@ public func buildRouterServices(
         expertTimeout: expertTimeout, demand: link?.demand,
         coldStart: coldStart, metrics: metrics)
     let readiness = Readiness(notReady: "waiting for expert replicas")
-    let prefetch = executor.prefetchHook(configuration.routing)
+    let hints = PrefetchHints()
+    let prefetch = executor.prefetchHook(configuration.routing, hints: hints)
     let service = RouterService(
         modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,
         routingSummary: configuration.routing.summary, batching: configuration.batching,
@@ -89,7 +90,8 @@ public func buildRouterServices(
             ])
     }
     let reloader = serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
-    return reloader + [connections] + (link.map { [$0] } ?? []) + [server, startup]
+    // Stopped last first: the server (no more requests), then the hints in flight, then the links they use.
+    return reloader + [connections] + (link.map { [$0] } ?? []) + [hints, server, startup]
 }
 
 extension ExpertConnections: Service {}

@@ -164,6 +164,30 @@ struct ComputeStepTests {
 
 @Suite("prefetch hints", .timeLimit(.minutes(5)))
 struct PrefetchTests {
+    @Test(
+        "hints wait for the service that owns them, the oldest dropped beyond its capacity; they run once it does and end with it"
+    )
+    func hintsOwnedByTheirService() async {
+        let hints = PrefetchHints(capacity: 2)
+        let (sent, sending) = AsyncStream.makeStream(of: Int.self)
+        // Queued before the service runs: nothing is sent yet, and the third pushes the first out.
+        #expect(hints.send { sending.yield(1) })
+        #expect(hints.send { sending.yield(2) })
+        #expect(!hints.send { sending.yield(3) })
+        await withDiscardingTaskGroup { group in
+            group.addTask { await hints.run() }
+            var received: [Int] = []
+            for await id in sent {
+                received.append(id)
+                if received.count == 2 { break }
+            }
+            #expect(received.sorted() == [2, 3])
+            group.cancelAll()
+        }
+        // Its run over, the service takes no more hints.
+        #expect(!hints.send { sending.yield(4) })
+    }
+
     /// Polls `condition` every 10 ms for up to 5 s.
     private func eventually(_ condition: () async throws -> Bool) async throws -> Bool {
         for _ in 0..<500 {
@@ -219,8 +243,8 @@ struct PrefetchTests {
         // Without the flag the router has no hook to send a hint with (the same wiring as `buildRouterServices`).
         let executor = RemoteExpertExecutor(
             topology: ExpertTopology(replicas: [:]), wireDType: .f32)
-        #expect(executor.prefetchHook(RoutingConfiguration()) == nil)
-        #expect(executor.prefetchHook(routing) != nil)
+        #expect(executor.prefetchHook(RoutingConfiguration(), hints: PrefetchHints()) == nil)
+        #expect(executor.prefetchHook(routing, hints: PrefetchHints()) != nil)
     }
 }
 

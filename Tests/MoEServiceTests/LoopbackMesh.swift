@@ -111,7 +111,8 @@ func withLoopbackMesh(
                 let executor = RemoteExpertExecutor(
                     topology: topology, wireDType: .f32,
                     metrics: metrics, tracer: tracer)
-                let prefetch = executor.prefetchHook(routing)
+                let hints = PrefetchHints()
+                let prefetch = executor.prefetchHook(routing, hints: hints)
                 let router = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                     pipelines: try checkpoint.layers.map {
@@ -119,9 +120,14 @@ func withLoopbackMesh(
                     },
                     executor: executor, routingSummary: routing.summary, batching: batching, metrics: metrics,
                     prefetch: prefetch, expertPrecisions: { topology.precisions })
-                try await withDataPlaneServer(router.dataPlaneMethods(tracer: tracer)) { routerEndpoint in
-                    try await withClient(of: routerEndpoint) { routerClient in
-                        try await body(Moemesh_V1_Router.Client(wrapping: routerClient), expertClient)
+                // As in a router's service group: the hints run beside the server and end with it.
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { await hints.run() }
+                    defer { group.cancelAll() }
+                    try await withDataPlaneServer(router.dataPlaneMethods(tracer: tracer)) { routerEndpoint in
+                        try await withClient(of: routerEndpoint) { routerClient in
+                            try await body(Moemesh_V1_Router.Client(wrapping: routerClient), expertClient)
+                        }
                     }
                 }
             }
