@@ -64,7 +64,17 @@ public final class CoordinatorLink: Sendable {
     private let client: GRPCClient<HTTP2ClientTransport.Posix>
     private let serving: ServingConfiguration
     private let logger: Logger
-    private let coldStarts = Mutex<[ExpertAddress: Task<Void, any Error>]>([:])
+    /// Cold starts asked for and not yet answered, each shared by every caller that asks for its expert meanwhile.
+    private let coldStarts = Mutex<[ExpertAddress: SetOnce<Result<Void, any Error>>]>([:])
+    /// Cold starts for `run()` to make, each in a child task of its own.
+    private let coldStartJobs: AsyncStream<ColdStart>
+    private let coldStartQueue: AsyncStream<ColdStart>.Continuation
+
+    private struct ColdStart: Sendable {
+        let address: ExpertAddress
+        let timeout: Duration
+        let outcome: SetOnce<Result<Void, any Error>>
+    }
     /// Whether the topology stream is up.
     private let following = Mutex(false)
 
@@ -83,17 +93,19 @@ public final class CoordinatorLink: Sendable {
         self.client = try serving.makeClient(to: coordinator)
         self.serving = serving
         self.logger = logger
+        (self.coldStartJobs, self.coldStartQueue) = AsyncStream.makeStream()
     }
 
     private var api: Moemesh_V1_Coordinator.Client<HTTP2ClientTransport.Posix> { .init(wrapping: self.client) }
 
-    /// Runs the connection, the topology stream and the demand reports until graceful shutdown.
+    /// Runs the connection, the topology stream, the demand reports and the cold starts until graceful shutdown.
     public func run() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await self.client.runConnections() }
             await withDiscardingTaskGroup { loops in
                 loops.addTask { await self.followTopology() }
                 loops.addTask { await self.reportDemand() }
+                loops.addTask { await self.makeColdStarts() }
             }
             // Nothing left worth waiting for (a call may still be waiting for a coordinator that is gone): close now.
             self.client.beginGracefulShutdown()
@@ -222,25 +234,55 @@ public final class CoordinatorLink: Sendable {
     }
 
     /// Asks the coordinator to start `address` and waits, within `timeout`, until a replica serves it. Concurrent
-    /// requests for the same expert share one call.
+    /// requests for the same expert share one call, made by `run()`, so that one caller's cancellation does not end
+    /// it for the others; a caller cancelled stops waiting at once.
     public func coldStart(_ address: ExpertAddress, timeout: Duration) async throws {
-        let task = self.coldStarts.withLock { tasks in
-            if let running = tasks[address] { return running }
-            // One call shared by every concurrent caller: a task of its own, so that one caller's cancellation does not
-            // end it for the others.
-            let task = Task {
-                defer { _ = self.coldStarts.withLock { $0.removeValue(forKey: address) } }
-                var request = Moemesh_V1_EnsureExpertsRequest()
-                request.experts = [Moemesh_V1_ExpertKey(address)]
-                request.reason = "router \(self.routerID)"
-                self.logger.info("cold start", metadata: ["expert": "\(address)"])
-                let topology = try await self.api.ensureExperts(
-                    request, options: self.serving.coordinatorCallOptions(timeout: timeout))
-                self.apply(topology)
-            }
-            tasks[address] = task
-            return task
+        let (outcome, asked) = self.coldStarts.withLock { waiting in
+            if let shared = waiting[address] { return (shared, false) }
+            let outcome = SetOnce<Result<Void, any Error>>()
+            waiting[address] = outcome
+            return (outcome, true)
         }
-        try await task.value
+        if asked {
+            guard
+                case .enqueued = self.coldStartQueue.yield(
+                    ColdStart(address: address, timeout: timeout, outcome: outcome))
+            else {
+                self.coldStarts.withLock { _ = $0.removeValue(forKey: address) }
+                throw RPCError(code: .unavailable, message: "the router is shutting down: no cold start of \(address)")
+            }
+        }
+        guard let result = await outcome.wait() else { throw CancellationError() }
+        try result.get()
+    }
+
+    /// Makes each cold start asked for, in a child task, until graceful shutdown (those in flight finish: their
+    /// callers wait for them).
+    private func makeColdStarts() async {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await job in self.coldStartJobs {
+                    group.addTask {
+                        let result: Result<Void, any Error>
+                        do {
+                            var request = Moemesh_V1_EnsureExpertsRequest()
+                            request.experts = [Moemesh_V1_ExpertKey(job.address)]
+                            request.reason = "router \(self.routerID)"
+                            self.logger.info("cold start", metadata: ["expert": "\(job.address)"])
+                            let topology = try await self.api.ensureExperts(
+                                request, options: self.serving.coordinatorCallOptions(timeout: job.timeout))
+                            self.apply(topology)
+                            result = .success(())
+                        } catch {
+                            result = .failure(error)
+                        }
+                        self.coldStarts.withLock { _ = $0.removeValue(forKey: job.address) }
+                        job.outcome.set(result)
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.coldStartQueue.finish()
+        }
     }
 }
