@@ -11,6 +11,8 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 # The data plane (Sources/CGRPCBridge) and the C++ client (clients/cpp): Debian's gRPC C++ packages; CMake for the client.
 command -v cmake >/dev/null || missing+=(cmake)
+# A C++ compiler: the C++ client, and the CUDA emulator the GPU tests run on (scripts/emulated-cuda.sh).
+command -v g++ >/dev/null || command -v c++ >/dev/null || missing+=(g++)
 command -v grpc_cpp_plugin >/dev/null || missing+=(protobuf-compiler-grpc)
 [ -e /usr/include/grpcpp/grpcpp.h ] || missing+=(libgrpc++-dev)
 [ -e /usr/include/google/protobuf/message.h ] || missing+=(libprotobuf-dev)
