@@ -54,6 +54,9 @@ mm_server *mm_bench_echo_server_start(const char *address, int max_message_bytes
     options.address = address;
     options.max_receive_message_bytes = max_message_bytes;
     options.max_send_message_bytes = max_message_bytes;
+    // As the data plane's servers (DataPlaneServer.Configuration.minClientPingInterval): a channel's keepalive pings
+    // on an idle connection are welcome, not struck out with a GOAWAY (too_many_pings) after the core's default 5 min.
+    options.keepalive_min_client_ping_interval_ms = 5000;
     options.callbacks = {nullptr, echo_on_call, echo_on_message, echo_on_half_close, echo_on_cancel, echo_on_done};
     return mm_server_start(&options, error, error_capacity);
 }
