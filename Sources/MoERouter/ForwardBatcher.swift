@@ -1,6 +1,7 @@
 import MoECore
 import MoERuntime
 import MoEServing
+import ServiceLifecycle
 import Synchronization
 
 /// Dynamic batching: concurrent `Forward` calls for the same layer share one RPC per expert.
@@ -17,7 +18,11 @@ import Synchronization
 ///
 /// A call whose client has gone (its task cancelled) leaves the queue at once; a batch runs with the latest deadline
 /// of its calls (`RequestDeadline`) and is cancelled when every call in it has gone.
-public final class ForwardBatcher: Sendable {
+///
+/// A batch of several calls runs in a child task of `run()` (a `Service` of the router's group), not in any one
+/// caller's task, so that its leader's cancellation cannot fail the others; `run()` must be running for such a batch
+/// to start (a lone call runs in its caller's task).
+public final class ForwardBatcher: Service, Sendable {
     public struct Configuration: Sendable, Equatable {
         public var maxTokens: Int
         public var maxDelay: Duration
@@ -80,27 +85,28 @@ public final class ForwardBatcher: Sendable {
         }
     }
 
-    /// A batch running in its own task, cancelled once all its calls have gone.
+    /// A batch of several calls, abandoned (its run cancelled) once all its calls have gone.
     fileprivate final class Batch: Sendable {
-        private let state: Mutex<(live: Int, task: Task<Void, Never>?)>
+        private let live: Mutex<Int>
+        /// Set when the last of its calls has gone.
+        let abandoned = SetOnce<Void>()
 
-        init(calls: Int) { self.state = Mutex((calls, nil)) }
-
-        func start(_ task: Task<Void, Never>) {
-            let cancel = self.state.withLock { state in
-                state.task = task
-                return state.live == 0
-            }
-            if cancel { task.cancel() }
-        }
+        init(calls: Int) { self.live = Mutex(calls) }
 
         func callLeft() {
-            let task = self.state.withLock { state -> Task<Void, Never>? in
-                state.live -= 1
-                return state.live == 0 ? state.task : nil
+            if self.live.withLock({ live in
+                live -= 1
+                return live == 0
+            }) {
+                self.abandoned.set()
             }
-            task?.cancel()
         }
+    }
+
+    /// A batch for `run()` to run: `work` runs it and hands every call its rows.
+    fileprivate struct BatchJob: Sendable {
+        let batch: Batch
+        let work: @Sendable () async -> Void
     }
 
     private struct State {
@@ -117,7 +123,34 @@ public final class ForwardBatcher: Sendable {
     /// Announced when `pendingCalls` may have changed.
     public let changes = StateChanges()
 
-    public init(configuration: Configuration) { self.configuration = configuration }
+    private let jobs: AsyncStream<BatchJob>
+    private let queue: AsyncStream<BatchJob>.Continuation
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+        (self.jobs, self.queue) = AsyncStream.makeStream()
+    }
+
+    /// Runs each batch of several calls in a child task, until graceful shutdown (which comes after the server's:
+    /// the calls in flight have been answered) or cancellation; a batch whose calls have all gone is cancelled.
+    public func run() async {
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await job in self.jobs {
+                    group.addTask {
+                        await withTaskGroup(of: Void.self) { race in
+                            race.addTask { await job.work() }
+                            race.addTask { _ = await job.batch.abandoned.wait() }
+                            await race.next()
+                            race.cancelAll()
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.queue.finish()
+        }
+    }
 
     /// Calls of `layer` waiting for a batch (not counting those whose batch runs).
     public func pendingCalls(layer: String) -> Int {
@@ -146,7 +179,7 @@ public final class ForwardBatcher: Sendable {
             defer { self.finished(layer: layer) }
             return try await pipeline.forward(hidden, executor: executor)
         }
-        // The batch carries other clients' calls: it runs in a task of its own, so that the leader's cancellation
+        // The batch carries other clients' calls: it runs in `run()`'s task group, so that the leader's cancellation
         // (its client gone, its deadline passed) cannot fail them.
         let members = [leader] + followers
         var values = hidden.values
@@ -157,25 +190,30 @@ public final class ForwardBatcher: Sendable {
         }
         let rows = Matrix(rows: values.count / hidden.columns, columns: hidden.columns, values: values)
         let deadline = members.dropFirst().reduce(leader.deadline) { RequestDeadline.latest($0, $1.deadline) }
-        batch.start(
-            Task {
-                let result: Result<MoELayerResult, any Error>
-                do {
-                    result = .success(
+        let rowsOfEach = ranges
+        let answer = { @Sendable (result: Result<MoELayerResult, any Error>) in
+            self.state.withLock { state in
+                for member in members { state.batches[ObjectIdentifier(member)] = nil }
+            }
+            self.finished(layer: layer)
+            for (index, member) in members.enumerated() {
+                member.resume(.done(result.map { $0.rows(rowsOfEach[index]) }))
+            }
+        }
+        let job = BatchJob(batch: batch) {
+            do {
+                answer(
+                    .success(
                         try await RequestDeadline.$current.withValue(deadline) {
                             try await pipeline.forward(rows, executor: executor)
-                        })
-                } catch {
-                    result = .failure(error)
-                }
-                self.state.withLock { state in
-                    for member in members { state.batches[ObjectIdentifier(member)] = nil }
-                }
-                self.finished(layer: layer)
-                for (index, member) in members.enumerated() {
-                    member.resume(.done(result.map { $0.rows(ranges[index]) }))
-                }
-            })
+                        }))
+            } catch {
+                answer(.failure(error))
+            }
+        }
+        if case .terminated = self.queue.yield(job) {
+            answer(.failure(RouterError.notReady("the router is shutting down: it runs no more batches")))
+        }
         switch await self.wait(leader, layer: layer, arrive: false) {
         case .cancelled, .lead: throw CancellationError()
         case .done(let result): return try result.get()

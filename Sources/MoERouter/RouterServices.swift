@@ -90,8 +90,9 @@ public func buildRouterServices(
             ])
     }
     let reloader = serving.acceptedTokens.map { [AuthTokensReloader(tokens: $0, logger: logger)] } ?? []
-    // Stopped last first: the server (no more requests), then the hints in flight, then the links they use.
-    return reloader + [connections] + (link.map { [$0] } ?? []) + [hints, server, startup]
+    // Stopped last first: the server (its calls answered), then the batches and hints, then the links they use.
+    let batcher: [any Service] = service.batcher.map { [$0] } ?? []
+    return reloader + [connections] + (link.map { [$0] } ?? []) + [hints] + batcher + [server, startup]
 }
 
 extension ExpertConnections: Service {}

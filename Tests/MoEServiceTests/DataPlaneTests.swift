@@ -82,9 +82,11 @@ private func withRouter(
                 modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,
                 pipelines: try checkpoint.layers.map { try MoELayerPipeline(checkpoint: checkpoint, layer: $0) },
                 executor: executor, batching: batching)
-            try await withDataPlaneServer(router.dataPlaneMethods()) { routerEndpoint in
-                try await withClient(of: routerEndpoint) { client in
-                    try await body(Moemesh_V1_Router.Client(wrapping: client), endpoints)
+            try await withBatcher(router.batcher) {
+                try await withDataPlaneServer(router.dataPlaneMethods()) { routerEndpoint in
+                    try await withClient(of: routerEndpoint) { client in
+                        try await body(Moemesh_V1_Router.Client(wrapping: client), endpoints)
+                    }
                 }
             }
         }

@@ -20,20 +20,22 @@ struct ForwardBatcherTests {
         let inputs = (0..<16).map { model.randomHidden(tokens: 1 + $0 % 3, seed: UInt64($0)) }
         let firstCalls = try pipeline.route(inputs[0]).tokensPerExpert.filter { $0 > 0 }.count
 
-        let results = try await withThrowingTaskGroup(of: (Int, MoELayerResult).self) { group in
-            // The first call leads a batch of its own and is held at the experts; the other 15 queue behind it.
-            group.addTask { (0, try await batcher.forward(inputs[0], pipeline: pipeline, executor: executor)) }
-            await executor.waitUntilHeld(firstCalls)
-            for index in 1..<inputs.count {
-                group.addTask {
-                    (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor))
+        let results = try await withBatcher(batcher) {
+            try await withThrowingTaskGroup(of: (Int, MoELayerResult).self) { group in
+                // The first call leads a batch of its own and is held at the experts; the other 15 queue behind it.
+                group.addTask { (0, try await batcher.forward(inputs[0], pipeline: pipeline, executor: executor)) }
+                await executor.waitUntilHeld(firstCalls)
+                for index in 1..<inputs.count {
+                    group.addTask {
+                        (index, try await batcher.forward(inputs[index], pipeline: pipeline, executor: executor))
+                    }
                 }
+                try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
+                executor.release(holdLater: false)
+                var results = [MoELayerResult?](repeating: nil, count: inputs.count)
+                for try await (index, result) in group { results[index] = result }
+                return results.map { $0! }
             }
-            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == inputs.count - 1 })
-            executor.release(holdLater: false)
-            var results = [MoELayerResult?](repeating: nil, count: inputs.count)
-            for try await (index, result) in group { results[index] = result }
-            return results.map { $0! }
         }
         for (index, hidden) in inputs.enumerated() {
             let alone = try await reference.forward(layer: "0", hidden: hidden)
@@ -59,27 +61,78 @@ struct ForwardBatcherTests {
         let batcher = ForwardBatcher(configuration: .init(maxDelay: .zero, maxConcurrentBatches: 1))
         let hidden = model.randomHidden(tokens: 2, seed: 9)
         let expertsPerBatch = try pipeline.route(hidden).tokensPerExpert.filter { $0 > 0 }.count
-        // A leads alone and is held at the experts; B and C queue behind it.
-        let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        await executor.waitUntilHeld(expertsPerBatch)
-        let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
-        let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
-        // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
-        executor.release()
-        _ = try await a.value
-        await executor.waitUntilHeld(expertsPerBatch)
-        b.cancel()
-        executor.release(holdLater: false)
-        let expected = try await reference.forward(layer: "0", hidden: hidden)
-        let answer = try await c.value
-        // In a batch an expert multiplies more rows than alone (sgemm, not sgemv): equal within rounding.
-        #expect(relativeError(answer.output.values, expected.output.values) <= 1e-6)
-        // B and C reached the experts as one batch: A's expert calls, then one batch's, not one per call.
-        #expect(executor.calls == 2 * expertsPerBatch, "expert calls: \(executor.calls)")
-        // B's client left: B ends cancelled, its answer not delivered.
-        await #expect(throws: CancellationError.self) { _ = try await b.value }
+        try await withBatcher(batcher) {
+            // A leads alone and is held at the experts; B and C queue behind it.
+            let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            await executor.waitUntilHeld(expertsPerBatch)
+            let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
+            let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
+            // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
+            executor.release()
+            _ = try await a.value
+            await executor.waitUntilHeld(expertsPerBatch)
+            b.cancel()
+            executor.release(holdLater: false)
+            let expected = try await reference.forward(layer: "0", hidden: hidden)
+            let answer = try await c.value
+            // In a batch an expert multiplies more rows than alone (sgemm, not sgemv): equal within rounding.
+            #expect(relativeError(answer.output.values, expected.output.values) <= 1e-6)
+            // B and C reached the experts as one batch: A's expert calls, then one batch's, not one per call.
+            #expect(executor.calls == 2 * expertsPerBatch, "expert calls: \(executor.calls)")
+            // B's client left: B ends cancelled, its answer not delivered.
+            await #expect(throws: CancellationError.self) { _ = try await b.value }
+        }
+    }
+
+    @Test("a batch whose calls have all gone is cancelled: its expert calls see the cancellation")
+    func abandonedBatchIsCancelled() async throws {
+        /// Says, for each expert call, whether the task making it was cancelled.
+        struct CancellationProbe<Inner: ExpertExecutor>: ExpertExecutor {
+            let inner: Inner
+            let seen: AsyncStream<Bool>.Continuation
+            func compute(_ rows: ExpertRows) async throws -> Matrix {
+                self.seen.yield(Task.isCancelled)
+                return try await self.inner.compute(rows)
+            }
+        }
+        let model = try SmallModel()
+        defer { model.remove() }
+        let reference = try InProcessMoE(checkpoint: MoECheckpoint(path: model.path))
+        let pipeline = try #require(reference.pipelines["0"])
+        let (seen, seeing) = AsyncStream.makeStream(of: Bool.self)
+        let executor = HoldingExecutor(CancellationProbe(inner: reference.executor, seen: seeing))
+        let batcher = ForwardBatcher(configuration: .init(maxDelay: .zero, maxConcurrentBatches: 1))
+        let hidden = model.randomHidden(tokens: 2, seed: 9)
+        let expertsPerBatch = try pipeline.route(hidden).tokensPerExpert.filter { $0 > 0 }.count
+        try await withBatcher(batcher) {
+            // A leads alone; B and C queue behind it, then lead the batch {B, C}, held at the experts.
+            let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            await executor.waitUntilHeld(expertsPerBatch)
+            let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
+            let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
+            executor.release()
+            _ = try await a.value
+            await executor.waitUntilHeld(expertsPerBatch)
+            // Both clients go: the batch has no call left.
+            b.cancel()
+            c.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await b.value }
+            await #expect(throws: CancellationError.self) { _ = try await c.value }
+            executor.release(holdLater: false)
+            var observed: [Bool] = []
+            for await cancelled in seen {
+                observed.append(cancelled)
+                if observed.count == 2 * expertsPerBatch { break }
+            }
+            // A's expert calls ran uncancelled; the abandoned batch's, cancelled.
+            #expect(
+                observed == Array(repeating: false, count: expertsPerBatch)
+                    + Array(repeating: true, count: expertsPerBatch))
+        }
     }
 
     @Test("a batch's failure reaches every call in it")
@@ -94,17 +147,20 @@ struct ForwardBatcherTests {
         let checkpoint = try MoECheckpoint(path: model.path)
         let pipeline = try MoELayerPipeline(checkpoint: checkpoint, layer: checkpoint.layer("0"))
         let batcher = ForwardBatcher(configuration: .init(maxConcurrentBatches: 1))
-        let failures = await withTaskGroup(of: Bool.self) { group in
-            for index in 0..<6 {
-                group.addTask {
-                    do {
-                        _ = try await batcher.forward(
-                            model.randomHidden(tokens: 2, seed: UInt64(index)), pipeline: pipeline, executor: Broken())
-                        return false
-                    } catch { return error is RouterError }
+        let failures = try await withBatcher(batcher) {
+            await withTaskGroup(of: Bool.self) { group in
+                for index in 0..<6 {
+                    group.addTask {
+                        do {
+                            _ = try await batcher.forward(
+                                model.randomHidden(tokens: 2, seed: UInt64(index)), pipeline: pipeline,
+                                executor: Broken())
+                            return false
+                        } catch { return error is RouterError }
+                    }
                 }
+                return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
             }
-            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
         }
         #expect(failures == 6)
     }

@@ -123,6 +123,7 @@ func withLoopbackMesh(
                 // As in a router's service group: the hints run beside the server and end with it.
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { await hints.run() }
+                    if let batcher = router.batcher { group.addTask { await batcher.run() } }
                     defer { group.cancelAll() }
                     try await withDataPlaneServer(router.dataPlaneMethods(tracer: tracer)) { routerEndpoint in
                         try await withClient(of: routerEndpoint) { routerClient in
@@ -150,5 +151,15 @@ extension Moemesh_V1_Tensor {
         var values = matrix
         if let index { values.values[index] = value }
         return Self(values, dtype: .f32)
+    }
+}
+
+/// Runs `body` while `batcher` (if any) runs its batches of several calls, as a router's service group does.
+func withBatcher<Result>(_ batcher: ForwardBatcher?, _ body: () async throws -> Result) async throws -> Result {
+    guard let batcher else { return try await body() }
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await batcher.run() }
+        defer { group.cancelAll() }
+        return try await body()
     }
 }
