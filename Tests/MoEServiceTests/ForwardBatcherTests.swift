@@ -9,6 +9,24 @@ import Testing
 
 @Suite("dynamic batching in the router", .timeLimit(.minutes(5)))
 struct ForwardBatcherTests {
+    /// Calls B and C of `hidden` as one batch held at the experts: A leads alone and is held, B and C queue behind
+    /// it, A is released and answered, and B leads the batch {B, C}.
+    static func batchOfTwo<Inner: ExpertExecutor>(
+        _ hidden: Matrix, pipeline: MoELayerPipeline, batcher: ForwardBatcher, executor: HoldingExecutor<Inner>,
+        expertsPerBatch: Int
+    ) async throws -> (b: Task<MoELayerResult, any Error>, c: Task<MoELayerResult, any Error>) {
+        let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        await executor.waitUntilHeld(expertsPerBatch)
+        let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
+        let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
+        try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
+        executor.release()
+        _ = try await a.value
+        await executor.waitUntilHeld(expertsPerBatch)
+        return (b, c)
+    }
+
     @Test("16 concurrent calls share expert calls, and each gets exactly its own answer")
     func concurrentCallsShareBatches() async throws {
         let model = try SmallModel()
@@ -62,17 +80,9 @@ struct ForwardBatcherTests {
         let hidden = model.randomHidden(tokens: 2, seed: 9)
         let expertsPerBatch = try pipeline.route(hidden).tokensPerExpert.filter { $0 > 0 }.count
         try await withBatcher(batcher) {
-            // A leads alone and is held at the experts; B and C queue behind it.
-            let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            await executor.waitUntilHeld(expertsPerBatch)
-            let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
-            let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
-            // A finishes; B leads the batch {B, C}, which is held at the experts; then B's client goes away.
-            executor.release()
-            _ = try await a.value
-            await executor.waitUntilHeld(expertsPerBatch)
+            let (b, c) = try await Self.batchOfTwo(
+                hidden, pipeline: pipeline, batcher: batcher, executor: executor, expertsPerBatch: expertsPerBatch)
+            // B's client goes away.
             b.cancel()
             executor.release(holdLater: false)
             let expected = try await reference.forward(layer: "0", hidden: hidden)
@@ -107,16 +117,8 @@ struct ForwardBatcherTests {
         let hidden = model.randomHidden(tokens: 2, seed: 9)
         let expertsPerBatch = try pipeline.route(hidden).tokensPerExpert.filter { $0 > 0 }.count
         try await withBatcher(batcher) {
-            // A leads alone; B and C queue behind it, then lead the batch {B, C}, held at the experts.
-            let a = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            await executor.waitUntilHeld(expertsPerBatch)
-            let b = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 1 })
-            let c = Task { try await batcher.forward(hidden, pipeline: pipeline, executor: executor) }
-            try #require(await batcher.changes.wait { batcher.pendingCalls(layer: "0") == 2 })
-            executor.release()
-            _ = try await a.value
-            await executor.waitUntilHeld(expertsPerBatch)
+            let (b, c) = try await Self.batchOfTwo(
+                hidden, pipeline: pipeline, batcher: batcher, executor: executor, expertsPerBatch: expertsPerBatch)
             // Both clients go: the batch has no call left.
             b.cancel()
             c.cancel()
