@@ -64,12 +64,8 @@ public struct CoordinatorServer: Sendable {
                         await coordinator.tick()
                         // The coordinator's clock (leases, drains, scaling): the next tick in 100 ms, or none once
                         // stopped, at once.
-                        await withTaskGroup(of: Void.self) { clock in
-                            clock.addTask { try? await Task.sleep(for: .milliseconds(100)) }
-                            clock.addTask { await stopped.wait() }
-                            await clock.next()
-                            clock.cancelAll()
-                        }
+                        await untilFirstEnds(
+                            { try? await Task.sleep(for: .milliseconds(100)) }, { await stopped.wait() })
                     }
                 }
             }

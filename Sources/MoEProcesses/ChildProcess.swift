@@ -1,5 +1,4 @@
 import MoECore
-
 import Subprocess
 import SystemPackage
 import Synchronization
@@ -113,12 +112,7 @@ public final class ChildProcess: Sendable {
 
     /// Waits up to `timeout` for the child to exit; returns its status or nil if it still runs.
     public func waitForExit(timeout: Duration) async -> Int32? {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { _ = await self.exited.wait() }
-            group.addTask { try? await Task.sleep(for: timeout) }  // the time limit
-            await group.next()
-            group.cancelAll()
-        }
+        await untilFirstEnds({ _ = await self.exited.wait() }, { try? await Task.sleep(for: timeout) })
         return self.exited.value
     }
 
@@ -135,16 +129,13 @@ public final class ChildProcess: Sendable {
     /// Waits for the child's ready line of `role` (see `ReadyLine`), within `timeout`; a line printed before the
     /// call counts. Returns the endpoint it announced; nil if the child ended its output or the time ran out.
     public func waitForReadyLine(role: String, timeout: Duration) async -> ServiceEndpoint? {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask {
+        await untilFirstEnds(
+            {
                 _ = await self.outputChanges.wait {
                     self.readyLines.withLock { $0.seen[role] != nil || $0.outputEnded }
                 }
-            }
-            group.addTask { try? await Task.sleep(for: timeout) }  // the time limit
-            await group.next()
-            group.cancelAll()
-        }
+            },
+            { try? await Task.sleep(for: timeout) })
         return self.readyLines.withLock { $0.seen[role] }
     }
 

@@ -200,8 +200,8 @@ public final class ExpertTopology: Sendable {
             waiter?.resume()
         }
         await withTaskCancellationHandler {
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask {
+            await untilFirstEnds(
+                {
                     await withCheckedContinuation { continuation in
                         let now = self.state.withLock { state -> Bool in
                             if Task.isCancelled { return true }
@@ -210,16 +210,13 @@ public final class ExpertTopology: Sendable {
                         }
                         if now { continuation.resume() }
                     }
-                }
-                // The deadline wakes the waiter too: a timer, not a poll.
-                group.addTask {
-                    try? await Task.sleep(until: deadline, clock: .continuous)  // the wait's time limit
+                },
+                {
+                    // The deadline wakes the waiter too: a timer, not a poll.
+                    try? await Task.sleep(until: deadline, clock: .continuous)
                     wake()
-                }
-                await group.next()
-                group.cancelAll()
-                wake()
-            }
+                })
+            wake()
         } onCancel: {
             wake()
         }

@@ -137,14 +137,7 @@ public final class ForwardBatcher: Service, Sendable {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for await job in self.jobs {
-                    group.addTask {
-                        await withTaskGroup(of: Void.self) { race in
-                            race.addTask { await job.work() }
-                            race.addTask { _ = await job.batch.abandoned.wait() }
-                            await race.next()
-                            race.cancelAll()
-                        }
-                    }
+                    group.addTask { await untilFirstEnds(job.work, { _ = await job.batch.abandoned.wait() }) }
                 }
             }
         } onGracefulShutdown: {

@@ -453,17 +453,14 @@ extension RemoteExpertExecutor {
 extension RemoteExpertExecutor {
     /// The router's prefetch hook under `routing`: hints (`prefetch`) sent by `hints` with `--prefetch-next-layer`,
     /// nil without, so that a router without it never sends one.
-    public func prefetchHook(_ routing: RoutingConfiguration, hints: PrefetchHints) -> (
-        @Sendable ([ExpertAddress]) ->
-            Void
-    )? {
+    public func prefetchHook(_ routing: RoutingConfiguration, hints: PrefetchHints) -> PrefetchHook? {
         guard routing.prefetchNextLayer else { return nil }
         return { addresses in self.prefetch(addresses, hints: hints) }
     }
 
     /// Queues one `Prefetch` hint to each replica serving any of `addresses`, naming the experts it serves, on
     /// `hints`; returns at once. A hint that fails or is dropped changes nothing (the `Compute` call loads the expert
-    /// as without it): it is counted.
+    /// as without it): `hints` counts it.
     public func prefetch(_ addresses: [ExpertAddress], hints: PrefetchHints) {
         var experts: [ServiceEndpoint: [ExpertAddress]] = [:]
         var replicas: [ServiceEndpoint: ExpertReplica] = [:]
@@ -473,19 +470,11 @@ extension RemoteExpertExecutor {
                 replicas[replica.endpoint] = replica
             }
         }
-        let metrics = self.metrics, deadline = ContinuousClock.now + self.expertTimeout
+        let deadline = ContinuousClock.now + self.expertTimeout
         for (endpoint, addresses) in experts {
             let replica = replicas[endpoint]!
             let request = Moemesh_V1_PrefetchRequest.with { $0.experts = addresses.map(Moemesh_V1_ExpertKey.init) }
-            let queued = hints.send {
-                do {
-                    _ = try await replica.prefetch(request, deadline: deadline)
-                    metrics?.counter("moemesh_router_prefetch_hints_total").increment()
-                } catch {
-                    metrics?.counter("moemesh_router_prefetch_failures_total").increment()
-                }
-            }
-            if !queued { metrics?.counter("moemesh_router_prefetch_failures_total").increment() }
+            hints.send { _ = try await replica.prefetch(request, deadline: deadline) }
         }
     }
 

@@ -31,7 +31,7 @@ public struct RouterService: Sendable {
     /// Each layer's series, made once.
     let layerMetrics: [String: RouterLayerMetrics]
     /// With `--prefetch-next-layer`: sends `Prefetch` hints for experts (see `prefetchNextLayer`).
-    public let prefetch: (@Sendable ([ExpertAddress]) -> Void)?
+    public let prefetch: PrefetchHook?
     /// Hidden states above it are refused with RESOURCE_EXHAUSTED; nil: only the transport's limit.
     let payloadLimit: PayloadLimit?
     /// Counts which experts are chosen together, for the coordinator (nil: no coordinator).
@@ -48,7 +48,7 @@ public struct RouterService: Sendable {
         modelType: String, hiddenSize: Int, pipelines: [MoELayerPipeline], executor: any ExpertExecutor,
         routingSummary: String = "model", batching: ForwardBatcher.Configuration? = nil,
         prunedExperts: @escaping @Sendable (String) -> Set<Int> = { _ in [] }, readiness: Readiness = .ready,
-        metrics: ServiceMetrics = ServiceMetrics(), prefetch: (@Sendable ([ExpertAddress]) -> Void)? = nil,
+        metrics: ServiceMetrics = ServiceMetrics(), prefetch: PrefetchHook? = nil,
         payloadLimit: PayloadLimit? = nil, coactivation: CoactivationMeter? = nil,
         expertPrecisions: @escaping @Sendable () -> [ExpertAddress: [String: Int]] = { [:] },
         loadShedder: LoadShedder? = nil
@@ -139,7 +139,7 @@ extension RouterService {
     /// to the next), top-k per token, plus its shared expert. Under a GPU memory budget the experts load ahead.
     func prefetchNextLayer(
         after layer: String, hidden: DecodedRows, routing: RoutingRequest,
-        _ prefetch: @Sendable ([ExpertAddress]) -> Void
+        _ prefetch: PrefetchHook
     ) {
         guard let index = self.layerNames.firstIndex(of: layer), index + 1 < self.layerNames.count else { return }
         let next = self.layerNames[index + 1]

@@ -55,7 +55,7 @@ public func buildRouterServices(
         expertTimeout: expertTimeout, demand: link?.demand,
         coldStart: coldStart, metrics: metrics)
     let readiness = Readiness(notReady: "waiting for expert replicas")
-    let hints = PrefetchHints()
+    let hints = PrefetchHints(metrics: metrics)
     let prefetch = executor.prefetchHook(configuration.routing, hints: hints)
     let service = RouterService(
         modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize, pipelines: pipelines, executor: executor,

@@ -15,17 +15,17 @@ public struct ServerReflection: Sendable {
     /// Full names of the services this server serves, as `list_services` gives them.
     public let services: [String]
 
-    /// The reflection service's own name (listed beside the services given).
-    public static let service = "grpc.reflection.v1.ServerReflection"
-    /// The method paths of both versions: the messages are the same, field for field.
-    public static let methods = [
-        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    /// The reflection service of both versions (the messages are the same, field for field); v1's is listed beside
+    /// the services given.
+    public static let reflectionServices = [
+        "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
     ]
+    /// The method paths of both versions.
+    public static let methods = Self.reflectionServices.map { "/\($0)/ServerReflectionInfo" }
 
     /// - Parameter services: the server's own services; health and reflection are added.
     public init(services: [String]) {
-        self.services = services + ["grpc.health.v1.Health", Self.service]
+        self.services = services + ["grpc.health.v1.Health", Self.reflectionServices[0]]
     }
 
     /// The answer to one request.
@@ -138,7 +138,7 @@ public struct ServerReflectionService: RegistrableRPCService {
     public init(reflection: ServerReflection) { self.reflection = reflection }
 
     public func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
-        for service in ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
+        for service in ServerReflection.reflectionServices {
             router.registerHandler(
                 forMethod: MethodDescriptor(fullyQualifiedService: service, method: "ServerReflectionInfo"),
                 deserializer: ProtobufDeserializer<Grpc_Reflection_V1_ServerReflectionRequest>(),

@@ -111,7 +111,7 @@ func withLoopbackMesh(
                 let executor = RemoteExpertExecutor(
                     topology: topology, wireDType: .f32,
                     metrics: metrics, tracer: tracer)
-                let hints = PrefetchHints()
+                let hints = PrefetchHints(metrics: metrics)
                 let prefetch = executor.prefetchHook(routing, hints: hints)
                 let router = RouterService(
                     modelType: checkpoint.modelType, hiddenSize: checkpoint.hiddenSize,

@@ -7,7 +7,7 @@ struct RPCCancellationTests {
     @Test("an RPC cancelled mid-call cancels the operation, which ends with the call; one that finishes is untouched")
     func cancellationReachesTheOperation() async throws {
         let (started, began) = AsyncStream<Void>.makeStream()
-        try await withServerContextRPCCancellationHandle { handle in
+        await withServerContextRPCCancellationHandle { handle in
             let call = Task {
                 try await cancelledWithRPC {
                     began.yield()

@@ -42,12 +42,7 @@ public final class StateChanges: Sendable {
     /// cancellation: for a waiter whose condition this type cannot evaluate (an actor's state), which checks it again
     /// itself.
     public func nextChange(after seen: UInt64, until deadline: ContinuousClock.Instant) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.nextChange(after: seen) }
-            group.addTask { try? await Task.sleep(until: deadline) }
-            await group.next()
-            group.cancelAll()
-        }
+        await untilFirstEnds({ await self.nextChange(after: seen) }, { try? await Task.sleep(until: deadline) })
     }
 
     /// Returns at the first change after version `seen` (at once if there was one), or on cancellation.

@@ -24,9 +24,7 @@ public struct AuthPolicy: Sendable {
         ],
         // Health checks, and reflection: it describes the API (the protos are public); every call still needs its
         // token.
-        open: [
-            "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection",
-        ])
+        open: Set(["grpc.health.v1.Health"] + ServerReflection.reflectionServices))
 
     /// Whether calls of `service` (`moemesh.v1.Router`) are open to anyone.
     public func isOpen(service: some StringProtocol) -> Bool { self.open.contains(String(service)) }
